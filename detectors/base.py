@@ -1,0 +1,60 @@
+"""The one interface every detector, window and metric in driftline follows.
+
+A detector consumes a numpy batch with ``update_many`` (vectorized; ``update`` is the
+one-value case), reports a :class:`Result`, and round-trips through a plain JSON-able
+dict with ``state()`` / ``from_state()`` so the engine can checkpoint it to Kafka.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What a detector or metric says now.
+
+    ``statistic`` is the value dashboards plot (accuracy, PSI, a KS distance, …);
+    ``threshold`` the level it is compared to (None when it has none); ``p_value``
+    where the test defines one; ``n`` the samples behind the statistic; ``fired``
+    whether the detector signals drift/change at this point.
+    """
+
+    statistic: float
+    threshold: float | None = None
+    p_value: float | None = None
+    n: int = 0
+    fired: bool = False
+
+
+@runtime_checkable
+class Detector(Protocol):
+    kind: ClassVar[str]
+
+    def update_many(self, values: np.ndarray) -> Result: ...
+
+    def update(self, value: float) -> Result: ...
+
+    def result(self) -> Result: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "Detector": ...
+
+
+class InvalidInput(ValueError):
+    """Raised for NaN, inf or otherwise unusable values handed to a detector."""
+
+
+def as_finite_array(values: Any, name: str = "values") -> np.ndarray:
+    """Return ``values`` as a float64 array, rejecting NaN and inf with a clear error."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if not np.isfinite(arr).all():
+        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+        raise InvalidInput(f"{name}[{bad}] is {arr[bad]!r}; detectors accept finite numbers only")
+    return arr
