@@ -1,0 +1,171 @@
+"""Decode + validate the input events of the contract straight into typed records.
+
+msgspec does the JSON parse and the type checks in one C pass; what JSON types cannot say
+(timestamps with a zone, finite numbers, non-empty ids, scores in [0, 1]) is checked here.
+Every rejection is an :class:`InvalidEvent` with a bounded ``reason`` (a metric label and
+the DLQ reason code) and a ``detail`` naming the field and what was wrong.
+"""
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+import msgspec
+
+from retrain_trigger.events import TriggerEvent, decode_trigger, encode_trigger
+
+__all__ = [
+    "Prediction", "Label", "TriggerEvent", "InvalidEvent", "REASONS", "DEFAULT_MAX_BYTES",
+    "decode_prediction", "decode_label", "decode_trigger_event", "encode_prediction", "encode_label",
+    "encode_trigger", "parse_timestamp", "format_timestamp",
+]
+
+DEFAULT_MAX_BYTES = 1 << 20
+
+#: Every reason an input can be rejected for. Bounded on purpose: it is a Prometheus label.
+REASONS = (
+    "too_large", "invalid_utf8", "invalid_json", "not_an_object", "missing_field", "wrong_type",
+    "non_finite", "bad_timestamp", "empty_id", "out_of_range", "unknown_model",
+)
+
+Scalar = int | float | str | bool | None
+
+
+class InvalidEvent(ValueError):
+    def __init__(self, reason: str, detail: str):
+        assert reason in REASONS, reason
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class Prediction(msgspec.Struct, omit_defaults=True):
+    """One prediction. After decoding, ``timestamp`` is epoch milliseconds (int)."""
+
+    prediction_id: str
+    model_id: str
+    timestamp: int | str
+    prediction: int | float | str
+    features: dict[str, Scalar] = {}
+    model_version: str | None = None
+    score: float | None = None
+    probabilities: dict[str, float] | None = None
+    segment: dict[str, str] | None = None
+
+
+class Label(msgspec.Struct, omit_defaults=True):
+    """The ground truth for one prediction. After decoding, ``timestamp`` is epoch ms."""
+
+    prediction_id: str
+    model_id: str
+    label: int | float | str
+    timestamp: int | str
+
+
+_prediction_decoder = msgspec.json.Decoder(Prediction)
+_label_decoder = msgspec.json.Decoder(Label)
+_encoder = msgspec.json.Encoder()
+
+
+def parse_timestamp(value: int | str, field: str = "timestamp") -> int:
+    """ISO-8601 with a zone, or epoch milliseconds, to epoch milliseconds."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise InvalidEvent("bad_timestamp", f"{field}: epoch milliseconds must be >= 0, got {value}")
+        return value
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise InvalidEvent("bad_timestamp", f"{field}: {value!r} is not ISO-8601 or epoch milliseconds") from None
+    if parsed.tzinfo is None:
+        raise InvalidEvent("bad_timestamp", f"{field}: {value!r} has no time zone (add Z or +00:00)")
+    return int(parsed.timestamp() * 1000)
+
+
+def format_timestamp(ms: int) -> str:
+    """Epoch milliseconds to ISO-8601 UTC with millisecond precision and a Z."""
+    seconds, millis = divmod(ms, 1000)
+    return datetime.utcfromtimestamp(seconds).strftime("%Y-%m-%dT%H:%M:%S") + f".{millis:03d}Z"
+
+
+def _decode(data: bytes, decoder: msgspec.json.Decoder, max_bytes: int):
+    if len(data) > max_bytes:
+        raise InvalidEvent("too_large", f"message is {len(data)} bytes; the limit is {max_bytes}")
+    try:
+        # msgspec skips unknown fields without checking their UTF-8; the contract says UTF-8.
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent("invalid_utf8", f"byte {exc.start} is not valid UTF-8") from None
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent("invalid_json", str(exc)) from None
+
+
+def _validation_error(message: str) -> InvalidEvent:
+    if message.startswith("Expected `object`") and " - at `$" not in message:
+        return InvalidEvent("not_an_object", f"the event must be a JSON object; {message}")
+    if message.startswith("Object missing required field"):
+        return InvalidEvent("missing_field", message)
+    if message.startswith("Number out of range"):
+        return InvalidEvent("non_finite", message)
+    return InvalidEvent("wrong_type", message)
+
+
+def _require_id(value: str, field: str) -> None:
+    if not value or value.isspace():
+        raise InvalidEvent("empty_id", f"{field} must be a non-empty string")
+
+
+def _require_finite(value: object, field: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidEvent("non_finite", f"{field} is {value}; numbers must be finite")
+
+
+def _require_probability(value: float, field: str) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise InvalidEvent("out_of_range", f"{field} is {value}; a probability must be in [0, 1]")
+
+
+def decode_prediction(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Prediction:
+    event: Prediction = _decode(data, _prediction_decoder, max_bytes)
+    _require_id(event.prediction_id, "prediction_id")
+    _require_id(event.model_id, "model_id")
+    event.timestamp = parse_timestamp(event.timestamp)
+    _require_finite(event.prediction, "prediction")
+    for name, value in event.features.items():
+        _require_finite(value, f"features.{name}")
+    if event.score is not None:
+        _require_probability(event.score, "score")
+    if event.probabilities:
+        for cls, p in event.probabilities.items():
+            _require_probability(p, f"probabilities.{cls}")
+    return event
+
+
+def decode_label(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Label:
+    event: Label = _decode(data, _label_decoder, max_bytes)
+    _require_id(event.prediction_id, "prediction_id")
+    _require_id(event.model_id, "model_id")
+    event.timestamp = parse_timestamp(event.timestamp)
+    _require_finite(event.label, "label")
+    return event
+
+
+def decode_trigger_event(data: bytes) -> TriggerEvent:
+    try:
+        return decode_trigger(data)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent("invalid_json", str(exc)) from None
+
+
+def encode_prediction(event: Prediction) -> bytes:
+    return _encoder.encode(event)
+
+
+def encode_label(event: Label) -> bytes:
+    return _encoder.encode(event)

@@ -1,0 +1,218 @@
+"""Every codec rule: what is accepted, what is rejected, and the reason given."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given, strategies as st
+
+from streams.codecs import (
+    REASONS, InvalidEvent, Label, Prediction, decode_label, decode_prediction, decode_trigger_event,
+    encode_label, encode_prediction, encode_trigger, format_timestamp, parse_timestamp,
+)
+from retrain_trigger.events import TriggerEvent, TriggerWindow, make_trigger_id
+
+PREDICTION = {
+    "prediction_id": "7f9c", "model_id": "churn", "model_version": "2024-06-01",
+    "timestamp": "2026-11-23T10:15:02.120Z",
+    "features": {"age": 41, "plan": "pro", "tenure_days": 381.5},
+    "prediction": 1, "score": 0.83, "segment": {"region": "eu"},
+}
+LABEL = {"prediction_id": "7f9c", "model_id": "churn", "label": 0, "timestamp": 1795428902120}
+
+
+def raw(obj) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def with_(base: dict, **changes) -> bytes:
+    event = {**base, **changes}
+    return raw({k: v for k, v in event.items() if v is not ...})
+
+
+def reason_of(fn, data: bytes) -> str:
+    with pytest.raises(InvalidEvent) as info:
+        fn(data)
+    assert info.value.detail
+    return info.value.reason
+
+
+def test_contract_prediction_decodes_with_every_field():
+    p = decode_prediction(raw(PREDICTION))
+    assert p.prediction_id == "7f9c" and p.model_id == "churn" and p.model_version == "2024-06-01"
+    assert p.timestamp == 1795428902120
+    assert p.features == {"age": 41, "plan": "pro", "tenure_days": 381.5}
+    assert p.prediction == 1 and p.score == 0.83 and p.segment == {"region": "eu"}
+
+
+def test_contract_label_decodes():
+    label = decode_label(raw(LABEL))
+    assert (label.prediction_id, label.model_id, label.label, label.timestamp) == ("7f9c", "churn", 0, 1795428902120)
+
+
+def test_minimal_prediction_needs_only_ids_time_and_prediction():
+    p = decode_prediction(raw({"prediction_id": "a", "model_id": "m", "timestamp": 0, "prediction": "cat"}))
+    assert p.features == {} and p.score is None and p.probabilities is None
+
+
+def test_unknown_fields_are_ignored_for_forward_compatibility():
+    assert decode_prediction(with_(PREDICTION, added_later={"x": 1})).prediction_id == "7f9c"
+
+
+def test_probabilities_map_is_accepted():
+    p = decode_prediction(with_(PREDICTION, score=..., probabilities={"a": 0.2, "b": 0.8}))
+    assert p.probabilities == {"a": 0.2, "b": 0.8}
+
+
+@pytest.mark.parametrize("stamp, expected", [
+    ("2026-11-23T10:15:02.120Z", 1795428902120),
+    ("2026-11-23T11:15:02.120+01:00", 1795428902120),
+    ("2026-11-23T10:15:02Z", 1795428902000),
+    (1795428902120, 1795428902120),
+    (0, 0),
+])
+def test_timestamps_iso_with_zone_or_epoch_ms(stamp, expected):
+    assert parse_timestamp(stamp) == expected
+
+
+@pytest.mark.parametrize("stamp", ["2026-11-23T10:15:02", "yesterday", "", -5])
+def test_bad_timestamps_are_rejected(stamp):
+    assert reason_of(decode_prediction, with_(PREDICTION, timestamp=stamp)) == "bad_timestamp"
+
+
+def test_format_timestamp_round_trips():
+    assert format_timestamp(1795428902120) == "2026-11-23T10:15:02.120Z"
+    assert parse_timestamp(format_timestamp(1795428902120)) == 1795428902120
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"{" * 10, "invalid_json"),
+    (b"", "invalid_json"),
+    (b"\xff\xfe{}", "invalid_utf8"),
+    (b'{"prediction_id": "a\xc3", "model_id": "m"}', "invalid_utf8"),
+    (b"[1, 2]", "not_an_object"),
+    (b'"just a string"', "not_an_object"),
+    (b"42", "not_an_object"),
+    (b"null", "not_an_object"),
+])
+def test_malformed_bytes(data, reason):
+    assert reason_of(decode_prediction, data) == reason
+
+
+@pytest.mark.parametrize("field", ["prediction_id", "model_id", "timestamp", "prediction"])
+def test_missing_required_prediction_field(field):
+    event = dict(PREDICTION)
+    del event[field]
+    with pytest.raises(InvalidEvent) as info:
+        decode_prediction(raw(event))
+    assert info.value.reason == "missing_field" and field in info.value.detail
+
+
+@pytest.mark.parametrize("field", ["prediction_id", "model_id", "label", "timestamp"])
+def test_missing_required_label_field(field):
+    event = dict(LABEL)
+    del event[field]
+    assert reason_of(decode_label, raw(event)) == "missing_field"
+
+
+@pytest.mark.parametrize("changes, where", [
+    ({"prediction_id": 7}, "$.prediction_id"),
+    ({"model_id": ["churn"]}, "$.model_id"),
+    ({"features": [1, 2]}, "$.features"),
+    ({"features": {"age": {"nested": 1}}}, "$.features"),
+    ({"score": "high"}, "$.score"),
+    ({"segment": {"region": 3}}, "$.segment"),
+    ({"prediction": None}, "$.prediction"),
+])
+def test_wrong_types_name_the_field(changes, where):
+    with pytest.raises(InvalidEvent) as info:
+        decode_prediction(with_(PREDICTION, **changes))
+    assert info.value.reason == "wrong_type"
+    assert where.split(".")[1] in info.value.detail
+
+
+@pytest.mark.parametrize("data", [
+    b'{"prediction_id":"a","model_id":"m","timestamp":0,"prediction":1,"score":1e999}',
+    b'{"prediction_id":"a","model_id":"m","timestamp":0,"prediction":1e400}',
+    b'{"prediction_id":"a","model_id":"m","timestamp":0,"prediction":1,"features":{"x":-1e999}}',
+])
+def test_infinite_numbers_are_rejected(data):
+    assert reason_of(decode_prediction, data) == "non_finite"
+
+
+@pytest.mark.parametrize("token", [b"NaN", b"Infinity", b"-Infinity"])
+def test_nan_and_infinity_tokens_are_not_json(token):
+    data = b'{"prediction_id":"a","model_id":"m","timestamp":0,"prediction":' + token + b"}"
+    assert reason_of(decode_prediction, data) == "invalid_json"
+
+
+@pytest.mark.parametrize("field", ["prediction_id", "model_id"])
+@pytest.mark.parametrize("value", ["", "   "])
+def test_empty_ids_are_rejected(field, value):
+    assert reason_of(decode_prediction, with_(PREDICTION, **{field: value})) == "empty_id"
+    assert reason_of(decode_label, with_(LABEL, **{field: value})) == "empty_id"
+
+
+@pytest.mark.parametrize("changes", [{"score": 1.5}, {"score": -0.1}, {"probabilities": {"a": 2.0}}])
+def test_probabilities_outside_unit_interval_are_rejected(changes):
+    assert reason_of(decode_prediction, with_(PREDICTION, **changes)) == "out_of_range"
+
+
+def test_oversized_messages_are_rejected_before_parsing():
+    data = with_(PREDICTION, features={f"f{i}": i for i in range(2000)})
+    assert reason_of(lambda d: decode_prediction(d, max_bytes=1024), data) == "too_large"
+    assert decode_prediction(data).features["f1999"] == 1999
+
+
+def test_label_with_infinite_value_is_rejected():
+    assert reason_of(decode_label, b'{"prediction_id":"a","model_id":"m","timestamp":0,"label":1e999}') == "non_finite"
+
+
+def test_every_reason_is_bounded_and_known():
+    with pytest.raises(AssertionError):
+        InvalidEvent("made_up", "x")
+    assert len(REASONS) == len(set(REASONS))
+
+
+def test_prediction_and_label_round_trip():
+    p = decode_prediction(raw(PREDICTION))
+    assert decode_prediction(encode_prediction(p)) == p
+    label = decode_label(raw(LABEL))
+    assert decode_label(encode_label(label)) == label
+
+
+def test_trigger_round_trip_and_validation():
+    event = TriggerEvent(trigger_id=make_trigger_id("churn", "accuracy-floor", 42), model_id="churn",
+                         rule="accuracy-floor", metric="accuracy", value=0.71, threshold=0.8,
+                         window=TriggerWindow(start="a", end="b", count=5000), triggered_at="c",
+                         model_version="2024-06-01", evidence={"p_value": 1e-9})
+    assert event.trigger_id == "churn:accuracy-floor:000042"
+    assert decode_trigger_event(encode_trigger(event)) == event
+    body = json.loads(encode_trigger(event))
+    assert body["schema_version"] == 1 and body["window"]["count"] == 5000
+    del body["trigger_id"]
+    assert reason_of(decode_trigger_event, raw(body)) == "missing_field"
+    assert reason_of(decode_trigger_event, b"{]") == "invalid_json"
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+scalars = st.one_of(st.integers(-(2**53), 2**53), finite, st.text(max_size=20), st.booleans(), st.none())
+
+
+@given(pid=st.text(min_size=1).filter(lambda s: not s.isspace()), features=st.dictionaries(st.text(), scalars),
+       prediction=st.one_of(st.integers(-(2**53), 2**53), finite, st.text()),
+       ts=st.integers(0, 2**45), score=st.one_of(st.none(), st.floats(0, 1)))
+def test_any_valid_prediction_round_trips(pid, features, prediction, ts, score):
+    p = Prediction(prediction_id=pid, model_id="m", timestamp=ts, prediction=prediction, features=features,
+                   score=score)
+    assert decode_prediction(encode_prediction(p)) == p
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_never_escape_as_another_error(data):
+    try:
+        decode_prediction(data)
+        decode_label(data)
+    except InvalidEvent as exc:
+        assert exc.reason in REASONS
