@@ -52,3 +52,11 @@ def encode_trigger(event: TriggerEvent) -> bytes:
 def decode_trigger(data: bytes) -> TriggerEvent:
     """Decode and validate a trigger; raises ``msgspec.ValidationError``/``DecodeError``."""
     return _decoder.decode(data)
+
+
+def load_trigger_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a trigger event, shipped as trigger.schema.json."""
+    import json
+    from importlib import resources
+
+    return json.loads(resources.files(__package__).joinpath("trigger.schema.json").read_text("utf-8"))

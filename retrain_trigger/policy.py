@@ -1,0 +1,404 @@
+"""Rule evaluation: from windowed statistics to retrain-trigger events.
+
+The Monitor owns one :class:`TriggerPolicy` per model and calls it once per evaluation
+point (a closed window or a batch)::
+
+    policy = TriggerPolicy(model_id, rules)            # rules from rules.load_rules
+    events = policy.evaluate(
+        observations,                                  # Mapping[str, Observation]
+        model_version="2024-06-01",                    # None when events carry no version
+        window=TriggerWindow(start=..., end=..., count=..., offsets=...),
+        at_ms=window_end_epoch_ms,                     # EVENT time, never the wall clock
+        evidence_extra={"segment": "eu"},              # merged into each event's evidence
+    )
+    policy.suppressed                                  # {rule: {"cooldown": n, "min_samples": n}}
+    checkpoint = policy.state()                        # JSON-able
+    policy = TriggerPolicy.from_state(model_id, rules, checkpoint)
+
+Observation keys are statistic names: performance metrics (``accuracy``, ``f1_macro``,
+``precision_macro``, ``recall_macro``, ``log_loss``, ``brier``, ``ece``, ``mae``, ``rmse``,
+``bias``), per-feature drift ``feature.<feature>.<psi|ks|wasserstein|js|chi2>``, prediction
+drift ``prediction.<kind>``, change detectors ``detector.<kind>`` and ``labelled_fraction``.
+
+Semantics per rule (see retrain_trigger/README.md for a timeline):
+
+* Each condition is judged BREACH, OK or UNKNOWN. UNKNOWN means no usable observation: the
+  statistic is missing or has fewer than ``min_samples`` samples. ``combine`` uses
+  three-valued logic ("any": one BREACH breaches; "all": one OK clears).
+* An UNKNOWN evaluation is skipped: it neither extends nor breaks a breach streak. A breach
+  hidden only by ``min_samples`` is counted in ``suppressed[rule]["min_samples"]``.
+* A breach must persist ``consecutive`` evaluations in a row and ``breach_for_seconds`` of
+  event time (first breaching ``at_ms`` to now) before it counts.
+* A rule fires once per breach episode and then disarms. It re-arms only after the
+  statistic recovers past ``rearm`` (hysteresis; without ``rearm``, once it no longer
+  breaches the threshold).
+* For ``cooldown_seconds`` after a trigger no trigger fires; a breach that persists while
+  cooling down is counted in ``suppressed[rule]["cooldown"]`` and fires when cooldown ends.
+* When the model version changes (None never counts as a change) and
+  ``reset_on_version_change`` is set, the rule's episode, streak, cooldown and baseline
+  restart; its trigger sequence does not, so trigger ids stay unique.
+* ``trigger_id = make_trigger_id(model_id, rule, n)`` where n counts the rule's triggers
+  from 1: the same inputs always give the same ids.
+* ``baseline`` in the evidence is the rule's primary statistic the last time the rule was
+  armed and healthy (or the first value seen).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import fnmatch
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from retrain_trigger.events import TriggerEvent, TriggerWindow, make_trigger_id
+from retrain_trigger.rules import Condition, Rule
+
+STATE_VERSION = 1
+TOP_FEATURES = 5
+
+
+class Observation(msgspec.Struct, frozen=True):
+    """One statistic at an evaluation point, as the Monitor reports it."""
+
+    value: float
+    n: int
+    fired: bool = False
+    p_value: float | None = None
+    threshold: float | None = None
+    detector: str | None = None
+
+
+class Verdict(enum.Enum):
+    BREACH = "breach"
+    OK = "ok"
+    UNKNOWN = "unknown"
+
+
+class _RuleState(msgspec.Struct):
+    """Everything that decides a rule's future; round-trips through ``state()``."""
+
+    armed: bool = True
+    streak: int = 0
+    breach_started_ms: int | None = None
+    cooldown_until_ms: int | None = None
+    sequence: int = 0
+    baseline: float | None = None
+    suppressed_cooldown: int = 0
+    suppressed_min_samples: int = 0
+
+
+_OPERATORS = {
+    "<": lambda value, level: value < level,
+    "<=": lambda value, level: value <= level,
+    ">": lambda value, level: value > level,
+    ">=": lambda value, level: value >= level,
+}
+
+
+class TriggerPolicy:
+    def __init__(self, model_id: str, rules: list[Rule]):
+        self.model_id = model_id
+        self.rules = list(rules)
+        self.model_version: str | None = None
+        self._states: dict[str, _RuleState] = {rule.name: _RuleState() for rule in self.rules}
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "model_version": self.model_version,
+            "rules": {name: msgspec.to_builtins(state) for name, state in self._states.items()},
+        }
+
+    @classmethod
+    def from_state(cls, model_id: str, rules: list[Rule], state: Mapping[str, Any]) -> "TriggerPolicy":
+        """Restore a policy; rules added since the checkpoint start fresh, removed ones are dropped."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"trigger policy state version {state.get('version')!r} is not {STATE_VERSION}")
+        policy = cls(model_id, rules)
+        policy.model_version = state.get("model_version")
+        saved = state.get("rules", {})
+        for name in policy._states:
+            if name in saved:
+                policy._states[name] = msgspec.convert(saved[name], _RuleState)
+        return policy
+
+    @property
+    def suppressed(self) -> dict[str, dict[str, int]]:
+        """Breaches that did not fire, per rule and reason (for metrics counters)."""
+        return {
+            name: {"cooldown": state.suppressed_cooldown, "min_samples": state.suppressed_min_samples}
+            for name, state in self._states.items()
+        }
+
+    # -- evaluation --------------------------------------------------------------------
+
+    def evaluate(
+        self,
+        observations: Mapping[str, Observation],
+        *,
+        model_version: str | None,
+        window: TriggerWindow,
+        at_ms: int,
+        evidence_extra: dict[str, Any] | None = None,
+    ) -> list[TriggerEvent]:
+        version_changed = (
+            model_version is not None
+            and self.model_version is not None
+            and model_version != self.model_version
+        )
+        if model_version is not None:
+            self.model_version = model_version
+        events = []
+        for rule in self.rules:
+            state = self._states[rule.name]
+            if version_changed and rule.reset_on_version_change:
+                self._states[rule.name] = state = _RuleState(
+                    sequence=state.sequence,
+                    suppressed_cooldown=state.suppressed_cooldown,
+                    suppressed_min_samples=state.suppressed_min_samples,
+                )
+            if self._step(rule, state, observations, at_ms):
+                events.append(self._event(rule, state, observations, window, at_ms, evidence_extra))
+        return events
+
+    def _step(self, rule: Rule, state: _RuleState, observations: Mapping[str, Observation], at_ms: int) -> bool:
+        """Advance one rule's state machine; True when it fires now."""
+        verdict = _judge(rule, observations, rule.min_samples, use_rearm=False)
+        primary = _primary_value(rule, observations)
+        if state.baseline is None and primary is not None:
+            state.baseline = primary
+        if verdict is Verdict.UNKNOWN:
+            if _judge(rule, observations, 0, use_rearm=False) is Verdict.BREACH:
+                state.suppressed_min_samples += 1
+            return False
+        if verdict is Verdict.OK:
+            state.streak, state.breach_started_ms = 0, None
+            if not state.armed:
+                state.armed = _judge(rule, observations, rule.min_samples, use_rearm=True) is Verdict.OK
+            if state.armed and primary is not None:
+                state.baseline = primary
+            return False
+        state.streak += 1
+        if state.breach_started_ms is None:
+            state.breach_started_ms = at_ms
+        persisted = (
+            state.streak >= rule.consecutive
+            and at_ms - state.breach_started_ms >= rule.breach_for_seconds * 1000
+        )
+        if not (persisted and state.armed):
+            return False
+        if state.cooldown_until_ms is not None and at_ms < state.cooldown_until_ms:
+            state.suppressed_cooldown += 1
+            return False
+        state.armed = False
+        state.sequence += 1
+        state.cooldown_until_ms = at_ms + int(rule.cooldown_seconds * 1000) if rule.cooldown_seconds else None
+        return True
+
+    def _event(
+        self,
+        rule: Rule,
+        state: _RuleState,
+        observations: Mapping[str, Observation],
+        window: TriggerWindow,
+        at_ms: int,
+        evidence_extra: dict[str, Any] | None,
+    ) -> TriggerEvent:
+        condition = _first_breaching(rule, observations)
+        metric, value, threshold, observation = _headline(condition, observations, rule.min_samples)
+        evidence: dict[str, Any] = {
+            "statistic": metric,
+            "op": ">=" if condition.is_glob else (condition.op or "fired"),
+            "baseline": _json_float(state.baseline),
+            "n": observation.n if observation else None,
+            "detector": (observation.detector if observation else None) or _detector_of(metric),
+            "p_value": _json_float(observation.p_value) if observation else None,
+            "distance": _json_float(observation.value) if observation else None,
+            "episode": state.sequence,
+            "breach_started_at": iso_from_ms(state.breach_started_ms),
+            "combine": rule.combine,
+            "conditions": [_condition_evidence(c, observations, rule.min_samples) for c in rule.conditions],
+            "top_features": _top_features(observations),
+        }
+        if evidence_extra:
+            evidence.update(evidence_extra)
+        return TriggerEvent(
+            trigger_id=make_trigger_id(self.model_id, rule.name, state.sequence),
+            model_id=self.model_id,
+            model_version=self.model_version,
+            rule=rule.name,
+            metric=metric,
+            value=value,
+            threshold=threshold,
+            window=window,
+            triggered_at=iso_from_ms(at_ms),
+            evidence=evidence,
+            severity=rule.severity,
+        )
+
+
+# -- judging conditions -------------------------------------------------------------------
+
+
+def _judge(rule: Rule, observations: Mapping[str, Observation], min_samples: int, *, use_rearm: bool) -> Verdict:
+    """Three-valued verdict of the whole rule; with ``use_rearm``, levels are the rearm levels."""
+    verdicts = [_judge_condition(c, observations, min_samples, use_rearm) for c in rule.conditions]
+    decisive, opposite = (Verdict.BREACH, Verdict.OK) if rule.combine == "any" else (Verdict.OK, Verdict.BREACH)
+    if decisive in verdicts:
+        return decisive
+    if all(v is opposite for v in verdicts):
+        return opposite
+    return Verdict.UNKNOWN
+
+
+def _judge_condition(
+    condition: Condition, observations: Mapping[str, Observation], min_samples: int, use_rearm: bool
+) -> Verdict:
+    if not condition.is_glob:
+        return _judge_one(condition, observations.get(condition.statistic), min_samples, use_rearm)
+    verdicts = [
+        _judge_one(condition, observation, min_samples, use_rearm)
+        for name, observation in observations.items()
+        if fnmatch.fnmatchcase(name, condition.statistic)
+    ]
+    if not verdicts:
+        return Verdict.UNKNOWN
+    needed = condition.at_least or 1
+    breaching = verdicts.count(Verdict.BREACH)
+    if breaching >= needed:
+        return Verdict.BREACH
+    if breaching + verdicts.count(Verdict.UNKNOWN) < needed:
+        return Verdict.OK
+    return Verdict.UNKNOWN
+
+
+def _judge_one(condition: Condition, observation: Observation | None, min_samples: int, use_rearm: bool) -> Verdict:
+    if observation is None or observation.n < min_samples:
+        return Verdict.UNKNOWN
+    if condition.is_fired:
+        return Verdict.BREACH if observation.fired else Verdict.OK
+    if not math.isfinite(observation.value):
+        return Verdict.UNKNOWN
+    level = condition.rearm if use_rearm and condition.rearm is not None else condition.threshold
+    return Verdict.BREACH if _OPERATORS[condition.op](observation.value, level) else Verdict.OK
+
+
+def _first_breaching(rule: Rule, observations: Mapping[str, Observation]) -> Condition:
+    for condition in rule.conditions:
+        if _judge_condition(condition, observations, rule.min_samples, False) is Verdict.BREACH:
+            return condition
+    return rule.conditions[0]
+
+
+def _primary_value(rule: Rule, observations: Mapping[str, Observation]) -> float | None:
+    """The value the baseline tracks: the first plain threshold condition's statistic."""
+    for condition in rule.conditions:
+        if not condition.is_glob and not condition.is_fired:
+            observation = observations.get(condition.statistic)
+            if observation is not None and math.isfinite(observation.value):
+                return observation.value
+    return None
+
+
+# -- evidence -----------------------------------------------------------------------------
+
+
+def _headline(
+    condition: Condition, observations: Mapping[str, Observation], min_samples: int
+) -> tuple[str, float, float, Observation | None]:
+    """(metric, value, threshold, observation) for the event's top-level fields.
+
+    A glob condition reports how many statistics breached against ``at_least``; a
+    ``fired`` condition reports 1.0 against 1.0 (the detector's own statistic and
+    threshold are in the evidence).
+    """
+    if condition.is_glob:
+        matches = _breaching_matches(condition, observations, min_samples)
+        strongest = matches[0][1] if matches else None
+        return condition.statistic, float(len(matches)), float(condition.at_least or 1), strongest
+    observation = observations.get(condition.statistic)
+    if condition.is_fired:
+        return condition.statistic, 1.0, 1.0, observation
+    return condition.statistic, float(observation.value), float(condition.threshold), observation
+
+
+def _breaching_matches(
+    condition: Condition, observations: Mapping[str, Observation], min_samples: int
+) -> list[tuple[str, Observation]]:
+    matches = [
+        (name, observation)
+        for name, observation in observations.items()
+        if fnmatch.fnmatchcase(name, condition.statistic)
+        and _judge_one(condition, observation, min_samples, False) is Verdict.BREACH
+    ]
+    return sorted(matches, key=lambda item: _drift_rank(item[1]))
+
+
+def _condition_evidence(
+    condition: Condition, observations: Mapping[str, Observation], min_samples: int
+) -> dict[str, Any]:
+    verdict = _judge_condition(condition, observations, min_samples, False)
+    entry: dict[str, Any] = {"statistic": condition.statistic, "verdict": verdict.value}
+    if condition.is_fired:
+        entry["fired"] = True
+    else:
+        entry.update(op=condition.op, threshold=condition.threshold)
+    if condition.is_glob:
+        entry["at_least"] = condition.at_least or 1
+        entry["matched"] = [name for name, _ in _breaching_matches(condition, observations, min_samples)]
+    else:
+        observation = observations.get(condition.statistic)
+        entry["value"] = _json_float(observation.value) if observation else None
+        entry["n"] = observation.n if observation else None
+    return entry
+
+
+def _drift_rank(observation: Observation) -> tuple[float, float]:
+    """Most drifted first: smallest p-value, then largest statistic."""
+    p_value = observation.p_value if observation.p_value is not None else math.inf
+    value = observation.value if math.isfinite(observation.value) else -math.inf
+    return (p_value, -value)
+
+
+def _top_features(observations: Mapping[str, Observation]) -> list[dict[str, Any]]:
+    features = [(name, obs) for name, obs in observations.items() if name.startswith("feature.")]
+    features.sort(key=lambda item: _drift_rank(item[1]))
+    top = []
+    for name, observation in features[:TOP_FEATURES]:
+        feature, _, kind = name[len("feature."):].rpartition(".")
+        top.append({
+            "feature": feature,
+            "kind": kind,
+            "value": _json_float(observation.value),
+            "p_value": _json_float(observation.p_value),
+            "n": observation.n,
+            "fired": observation.fired,
+        })
+    return top
+
+
+def _detector_of(statistic: str) -> str | None:
+    if statistic.startswith("detector."):
+        return statistic[len("detector."):]
+    if statistic.startswith(("feature.", "prediction.")):
+        return statistic.rsplit(".", 1)[-1]
+    return None
+
+
+def _json_float(value: float | None) -> float | None:
+    """JSON has no NaN/inf: report them as null."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def iso_from_ms(epoch_ms: int | None) -> str | None:
+    """Epoch milliseconds as ISO-8601 UTC with millisecond precision and a ``Z``."""
+    if epoch_ms is None:
+        return None
+    seconds, millis = divmod(epoch_ms, 1000)
+    moment = dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis:03d}Z"
