@@ -1,0 +1,123 @@
+"""``driftline``: the command line. Errors a user can cause print one line (no traceback unless --debug)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable
+
+from confluent_kafka import KafkaException
+
+from .config import ConfigError, load_config
+
+EXIT_CONFIG = 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    from .engine import BrokerLost, Engine
+    from .metrics import Exporter
+
+    if args.bootstrap_servers:
+        config.kafka["bootstrap.servers"] = args.bootstrap_servers
+    exporter = Exporter(config)
+    address = args.metrics_address or config.metrics.address
+    exporter.serve(address)
+    logging.getLogger("driftline").info("metrics on http://%s/metrics", address)
+    try:
+        Engine(config, exporter, instance=args.instance).run()
+    except BrokerLost as exc:
+        print(f"driftline: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    print(f"{args.config}: ok ({len(config.models)} models)")
+    return 0
+
+
+def _kafka(args: argparse.Namespace) -> int:
+    from .kafka_local.__main__ import main as kafka_main
+
+    return kafka_main([args.action])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="driftline",
+        description="Watch ML models in production: join predictions with delayed labels from Kafka, "
+                    "track accuracy and drift, export to Prometheus, publish retrain triggers.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--log-format", choices=["text", "json"], default="text",
+                        help="log line format (default: text)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the monitoring engine", description=(
+        "Consume the predictions and labels topics, join them, compute windowed statistics, serve "
+        "/metrics and publish retrain triggers, exactly once. Stops cleanly on SIGTERM or Ctrl-C."))
+    run.add_argument("--config", "-c", required=True, help="path of the TOML config (see driftline.example.toml)")
+    run.add_argument("--engine", choices=["confluent"], default="confluent",
+                     help="stream engine: confluent (exactly-once, default)")
+    run.add_argument("--bootstrap-servers", help="override kafka.bootstrap.servers from the config")
+    run.add_argument("--metrics-address", help="override metrics.address (host:port) from the config")
+    run.add_argument("--instance", default="0",
+                     help="instance name, unique per engine process of one group on one host; part of the "
+                          "transactional id (default: 0)")
+    run.set_defaults(func=_run)
+
+    check = sub.add_parser("check-config", help="validate a config file and exit",
+                           description="Parse and validate a config file; exit 2 naming the key if it is bad.")
+    check.add_argument("config", help="path of the TOML config")
+    check.set_defaults(func=_check_config)
+
+    kafka = sub.add_parser("kafka", help="start or stop the local Kafka broker (no Docker needed)",
+                           description="Run Apache Kafka 4.x (KRaft) from Maven jars on 127.0.0.1.")
+    kafka.add_argument("action", choices=["up", "down", "status"], help="up: start or reuse; down: stop; status")
+    kafka.set_defaults(func=_kafka)
+
+    _register_optional(sub)
+    return parser
+
+
+def _register_optional(sub: argparse._SubParsersAction) -> None:
+    """Subcommands that live in their own modules register themselves here."""
+    registrars: list[Callable] = []
+    try:
+        from .cli_triggers import register as register_triggers
+
+        registrars.append(register_triggers)
+    except ImportError:
+        pass
+    for register in registrars:
+        register(sub)
+
+
+def _setup_logging(debug: bool, fmt: str) -> None:
+    if fmt == "json":
+        format_ = '{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}'
+    else:
+        format_ = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format=format_, stream=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.debug, args.log_format)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        if args.debug:
+            raise
+        print(f"driftline: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KafkaException as exc:
+        if args.debug:
+            raise
+        print(f"driftline: Kafka error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""The TOML config: one file for Kafka, topics, engine, metrics and the models watched.
+
+``load_config(path)`` parses and validates it; any problem raises :class:`ConfigError` whose
+message names the file, the key path and what is wrong (the CLI prints it and exits 2).
+See ``driftline.example.toml`` for every key with a comment.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from retrain_trigger.rules import RuleError, load_rules
+
+
+class ConfigError(ValueError):
+    """A config problem; ``str()`` is the one line the user sees."""
+
+
+class Topics(msgspec.Struct, forbid_unknown_fields=True):
+    predictions: str = "predictions"
+    labels: str = "labels"
+    triggers: str = "retrain-triggers"
+    dlq: str = "driftline-dlq"
+    state: str = "driftline-state"
+    #: Partitions for the two input topics when driftline creates them (always the same for both).
+    partitions: int = 3
+
+
+class Engine(msgspec.Struct, forbid_unknown_fields=True):
+    group_id: str = "driftline"
+    #: Messages per consume() call.
+    batch_size: int = 5000
+    #: How long one consume() waits for a full batch.
+    poll_timeout_ms: int = 200
+    #: A transaction commits after this many input events or this many ms, whichever comes first.
+    commit_every_events: int = 20000
+    commit_every_ms: int = 1000
+    max_message_bytes: int = 1 << 20
+    #: What to do with an event whose model_id is not configured: "dlq" or "register" (defaults).
+    unknown_model: Literal["dlq", "register"] = "dlq"
+    #: How long the broker may be unreachable before the engine gives up and exits non-zero.
+    broker_retry_budget_seconds: float = 60.0
+    transactional_id: str | None = None
+
+
+class Metrics(msgspec.Struct, forbid_unknown_fields=True):
+    address: str = "127.0.0.1:9464"
+    #: Distinct label values kept per model before new ones are folded into "other".
+    max_versions: int = 10
+    max_segments: int = 20
+
+
+class Window(msgspec.Struct, forbid_unknown_fields=True):
+    kind: Literal["count"] = "count"
+    size: int = 1000
+
+
+class Features(msgspec.Struct, forbid_unknown_fields=True):
+    numeric: list[str] = []
+    categorical: list[str] = []
+
+
+class Model(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    task: Literal["binary", "multiclass", "regression"] = "binary"
+    label_ttl_seconds: float = 86400.0
+    features: Features = msgspec.field(default_factory=Features)
+    window: Window = msgspec.field(default_factory=Window)
+    #: Rules are evaluated after every this many labelled predictions of the model (1 = each one).
+    evaluate_every: int = 50
+    rules: list[dict[str, Any]] = []
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True):
+    kafka: dict[str, str | int | float | bool] = {}
+    topics: Topics = msgspec.field(default_factory=Topics)
+    engine: Engine = msgspec.field(default_factory=Engine)
+    metrics: Metrics = msgspec.field(default_factory=Metrics)
+    models: list[Model] = []
+    #: The file this config came from (not a TOML key).
+    source: str = "<memory>"
+
+    def model(self, model_id: str) -> Model | None:
+        return next((m for m in self.models if m.id == model_id), None)
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(raw, str(path))
+
+
+def parse_config(raw: dict[str, Any], source: str = "<memory>") -> Config:
+    if "source" in raw:
+        raise ConfigError(f"{source}: source: unknown key")
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {_readable(str(exc))}") from None
+    config.source = source
+    _check(config)
+    return config
+
+
+def _readable(message: str) -> str:
+    """msgspec says "Expected `int`, got `str` - at `$.models[0].window.size`"; put the key first."""
+    match = re.match(r"(.*) - at `\$\.?(.*)`$", message)
+    if not match:
+        return message
+    problem, where = match.groups()
+    problem = problem.replace("Object contains unknown field", "unknown key")
+    return f"{where or '(top level)'}: {problem[0].lower()}{problem[1:]}"
+
+
+def _check(config: Config) -> None:
+    src = config.source
+
+    def fail(where: str, problem: str) -> None:
+        raise ConfigError(f"{src}: {where}: {problem}")
+
+    if "bootstrap.servers" not in config.kafka:
+        fail("kafka.bootstrap.servers", "missing; set it to the broker address, e.g. \"127.0.0.1:9092\"")
+    if config.topics.partitions < 1:
+        fail("topics.partitions", "must be >= 1")
+    for key in ("batch_size", "poll_timeout_ms", "commit_every_events", "commit_every_ms", "max_message_bytes"):
+        if getattr(config.engine, key) < 1:
+            fail(f"engine.{key}", "must be >= 1")
+    if not re.fullmatch(r"[^:\s]*:\d+", config.metrics.address):
+        fail("metrics.address", f"{config.metrics.address!r} is not host:port")
+    seen: set[str] = set()
+    for i, model in enumerate(config.models):
+        where = f"models[{i}]"
+        if not model.id:
+            fail(f"{where}.id", "must be a non-empty string")
+        if model.id in seen:
+            fail(f"{where}.id", f"{model.id!r} is configured twice")
+        seen.add(model.id)
+        if model.window.size < 1:
+            fail(f"{where}.window.size", "must be >= 1")
+        if model.evaluate_every < 1:
+            fail(f"{where}.evaluate_every", "must be >= 1")
+        if model.label_ttl_seconds <= 0:
+            fail(f"{where}.label_ttl_seconds", "must be > 0")
+        try:
+            load_rules(model.rules, where=f"{where}.rules")
+        except RuleError as exc:
+            raise ConfigError(f"{src}: {exc}") from None

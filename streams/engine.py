@@ -1,0 +1,307 @@
+"""The default engine: confluent-kafka, batches, one transaction per commit interval.
+
+The loop, as in confluent-kafka-python's ``examples/eos_transactions.py``::
+
+    consume a batch -> decode (bad ones to the DLQ) -> Monitor.process -> produce triggers
+    every commit interval: produce state checkpoints, send_offsets_to_transaction, commit
+
+Input offsets, triggers, dead letters and the state checkpoint of every owned partition commit
+together, so a crash anywhere loses nothing and publishes nothing twice (downstream reads with
+``isolation.level=read_committed``). On partition assignment the engine restores each
+partition's Monitor from the compacted state topic before it consumes.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import time
+from typing import Any
+
+import msgspec
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from .codecs import InvalidEvent, Label, Prediction, decode_label, decode_prediction, encode_trigger
+from .config import Config
+from .kafka_admin import ensure_topics
+from .metrics import Exporter
+from .monitor import Monitor, Source
+
+log = logging.getLogger("driftline.engine")
+
+
+class BrokerLost(RuntimeError):
+    """The broker stayed unreachable past the configured retry budget."""
+
+
+def dead_letter_headers(reason: str, detail: str, source: Source) -> list[tuple[str, bytes]]:
+    """DLQ messages keep the original key and bytes; what went wrong travels in headers."""
+    return [
+        ("driftline.reason", reason.encode()),
+        ("driftline.detail", detail.encode()),
+        ("driftline.topic", source.topic.encode()),
+        ("driftline.partition", str(source.partition).encode()),
+        ("driftline.offset", str(source.offset).encode()),
+        ("driftline.rejected_at_ms", str(int(time.time() * 1000)).encode()),
+    ]
+
+
+class Engine:
+    def __init__(self, config: Config, exporter: Exporter | None = None, instance: str = "0"):
+        self.config = config
+        self.exporter = exporter or Exporter(config)
+        self.topics = config.topics
+        kafka = dict(config.kafka)
+        group = config.engine.group_id
+        self.transactional_id = config.engine.transactional_id or f"{group}-{socket.gethostname()}-{instance}"
+        self.consumer = Consumer({
+            **kafka,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            # Range assigns partition p of both input topics to the same instance: co-partitioning.
+            "partition.assignment.strategy": "range",
+            "enable.partition.eof": False,
+            "error_cb": self._on_error,
+        })
+        self.producer = Producer({
+            **kafka,
+            "transactional.id": self.transactional_id,
+            "linger.ms": 5,
+            "partitioner": "murmur2_random",
+            "transaction.timeout.ms": 60000,
+            "error_cb": self._on_error,
+        })
+        self.monitors: dict[int, Monitor] = {}
+        self.stopping = False
+        self.broker_down_since: float | None = None
+        self.events_since_commit = 0
+        self.last_commit = time.monotonic()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def run(self) -> None:
+        """Consume until SIGTERM/SIGINT; then commit what was processed and return."""
+        ensure_topics(self.config)
+        self.producer.init_transactions(30)
+        signal.signal(signal.SIGTERM, self._request_stop)
+        signal.signal(signal.SIGINT, self._request_stop)
+        self.consumer.subscribe([self.topics.predictions, self.topics.labels],
+                                on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self.producer.begin_transaction()
+        self.exporter.up.set(1)
+        log.info("consuming %s and %s as %s", self.topics.predictions, self.topics.labels, self.transactional_id)
+        try:
+            while not self.stopping:
+                self.step()
+            self.commit()
+        finally:
+            self.exporter.up.set(0)
+            self.consumer.close()
+            self.producer.flush(10)
+
+    def _request_stop(self, signum, frame) -> None:
+        log.info("signal %s: draining and committing", signum)
+        self.stopping = True
+
+    def step(self) -> None:
+        messages = self.consumer.consume(self.config.engine.batch_size, self.config.engine.poll_timeout_ms / 1000)
+        self._check_broker()
+        if messages:
+            self.process(messages)
+        if self._commit_due():
+            self.commit()
+
+    # -- one batch ------------------------------------------------------------------------
+    def process(self, messages: list[Message]) -> None:
+        per_partition: dict[int, list[tuple[Prediction | Label, Source]]] = {}
+        for msg in messages:
+            if msg.error():
+                self._on_message_error(msg)
+                continue
+            source = Source(msg.topic(), msg.partition(), msg.offset())
+            self.exporter.consumed.labels(source.topic).inc()
+            event = self._decode(msg, source)
+            if event is not None:
+                per_partition.setdefault(source.partition, []).append((event, source))
+        for partition, events in per_partition.items():
+            monitor = self.monitors.get(partition)
+            if monitor is None:  # revoked while the batch was in flight
+                continue
+            for trigger in monitor.process(events):
+                self.producer.produce(self.topics.triggers, encode_trigger(trigger), key=trigger.model_id)
+                self.exporter.triggers.labels(trigger.model_id, trigger.rule).inc()
+                log.info("trigger %s value=%s threshold=%s", trigger.trigger_id, trigger.value, trigger.threshold)
+            self._export(monitor)
+        self.events_since_commit += len(messages)
+
+    def _decode(self, msg: Message, source: Source) -> Prediction | Label | None:
+        data = msg.value() or b""
+        try:
+            if source.topic == self.topics.predictions:
+                event = decode_prediction(data, self.config.engine.max_message_bytes)
+            else:
+                event = decode_label(data, self.config.engine.max_message_bytes)
+            if self.config.model(event.model_id) is None:
+                raise InvalidEvent("unknown_model", f"model_id {event.model_id!r} is not in the config")
+        except InvalidEvent as exc:
+            self._dead_letter(msg, source, exc)
+            return None
+        return event
+
+    def _dead_letter(self, msg: Message, source: Source, exc: InvalidEvent) -> None:
+        self.producer.produce(self.topics.dlq, msg.value(), key=msg.key(),
+                              headers=dead_letter_headers(exc.reason, exc.detail, source))
+        self.exporter.invalid.labels(source.topic, exc.reason).inc()
+
+    def _export(self, monitor: Monitor) -> None:
+        e = self.exporter
+        for model_id, m in monitor.models.items():
+            c = m.counters
+            e.predictions.labels(model_id).inc(c.predictions)
+            e.labels.labels(model_id).inc(c.labels)
+            e.joined.labels(model_id).inc(c.joined)
+            e.expired.labels(model_id, "prediction").inc(c.expired_predictions)
+            e.expired.labels(model_id, "label").inc(c.expired_labels)
+            e.duplicates.labels(model_id, "prediction").inc(c.duplicate_predictions)
+            e.duplicates.labels(model_id, "label").inc(c.duplicate_labels)
+            lag = e.label_lag.labels(model_id)
+            for seconds in c.label_lags:
+                lag.observe(seconds)
+            m.counters = type(c)()
+            version = e.version_label(m.version)
+            for name, obs in m.observations().items():
+                e.performance.labels(model_id, version, name).set(obs.value)
+            e.window_count.labels(model_id).set(m.accuracy.result().n)
+            e.pending.labels(model_id).set(len(m.pending))
+
+    # -- transactions and state -----------------------------------------------------------
+    def _commit_due(self) -> bool:
+        engine = self.config.engine
+        return (self.events_since_commit >= engine.commit_every_events
+                or (time.monotonic() - self.last_commit) * 1000 >= engine.commit_every_ms)
+
+    def commit(self) -> None:
+        """Checkpoint every owned partition's state, add the input offsets, commit, begin anew."""
+        started = time.perf_counter()
+        for partition, monitor in self.monitors.items():
+            self._checkpoint(partition, monitor)
+        assignment = self.consumer.assignment()
+        if assignment:
+            positions = [tp for tp in self.consumer.position(assignment) if tp.offset >= 0]
+            if positions:
+                self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata(), 30)
+        self.producer.commit_transaction(30)
+        self.producer.begin_transaction()
+        self.exporter.commit_seconds.observe(time.perf_counter() - started)
+        self.events_since_commit = 0
+        self.last_commit = time.monotonic()
+        self._export_lag(assignment)
+
+    def _checkpoint(self, partition: int, monitor: Monitor) -> None:
+        payload = msgspec.json.encode(monitor.state())
+        self.producer.produce(self.topics.state, payload, key=self._state_key(partition), partition=partition)
+        self.exporter.checkpoint_bytes.labels(str(partition)).set(len(payload))
+
+    def _state_key(self, partition: int) -> bytes:
+        return f"{self.config.engine.group_id}:{partition}".encode()
+
+    def _restore(self, partition: int) -> Monitor:
+        """Read partition ``partition`` of the compacted state topic to its end; last value wins."""
+        monitor = Monitor(self.config)
+        reader = Consumer({**self.config.kafka, "group.id": f"{self.config.engine.group_id}-restore",
+                           "enable.auto.commit": False, "isolation.level": "read_committed"})
+        try:
+            low, high = reader.get_watermark_offsets(TopicPartition(self.topics.state, partition), 10)
+            if high <= low:
+                return monitor
+            reader.assign([TopicPartition(self.topics.state, partition, low)])
+            key, latest = self._state_key(partition), None
+            position = low
+            while position < high:
+                for msg in reader.consume(1000, 1.0):
+                    if msg.error():
+                        continue
+                    position = msg.offset() + 1
+                    if msg.key() == key:
+                        latest = msg.value()
+                if reader.position([TopicPartition(self.topics.state, partition)])[0].offset >= high:
+                    break
+            if latest:
+                monitor.restore(msgspec.json.decode(latest))
+                log.info("restored partition %d state (%d bytes)", partition, len(latest))
+        finally:
+            reader.close()
+        return monitor
+
+    def _export_lag(self, assignment: list[TopicPartition]) -> None:
+        for tp in self.consumer.position(assignment) if assignment else []:
+            try:
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if tp.offset >= 0 and high >= 0:
+                self.exporter.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - tp.offset))
+
+    # -- rebalances -----------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for p in {tp.partition for tp in partitions}:
+            if p not in self.monitors:
+                self.monitors[p] = self._restore(p)
+        log.info("assigned partitions %s", sorted({tp.partition for tp in partitions}))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Commit what we processed for these partitions before another instance takes them.
+        try:
+            self.commit()
+        except KafkaException as exc:
+            log.warning("commit on revoke failed: %s", exc)
+            self._abort()
+        for p in {tp.partition for tp in partitions}:
+            self.monitors.pop(p, None)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._abort()
+        for p in {tp.partition for tp in partitions}:
+            self.monitors.pop(p, None)
+
+    def _abort(self) -> None:
+        try:
+            self.producer.abort_transaction(30)
+            self.producer.begin_transaction()
+        except KafkaException as exc:
+            log.warning("abort failed: %s", exc)
+
+    # -- broker health ----------------------------------------------------------------------
+    def _on_error(self, err: KafkaError) -> None:
+        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            if self.broker_down_since is None:
+                self.broker_down_since = time.monotonic()
+                log.warning("broker unreachable (%s); retrying for up to %.0fs", err.str(),
+                            self.config.engine.broker_retry_budget_seconds)
+        elif err.fatal():
+            raise KafkaException(err)
+
+    def _check_broker(self) -> None:
+        if self.broker_down_since is None:
+            return
+        if self.consumer.assignment() and self._broker_answers():
+            log.info("broker reachable again")
+            self.broker_down_since = None
+            return
+        if time.monotonic() - self.broker_down_since > self.config.engine.broker_retry_budget_seconds:
+            raise BrokerLost(f"Kafka at {self.config.kafka.get('bootstrap.servers')} unreachable for more than "
+                             f"{self.config.engine.broker_retry_budget_seconds:.0f}s (engine.broker_retry_budget_seconds)")
+
+    def _broker_answers(self) -> bool:
+        try:
+            self.consumer.list_topics(self.topics.predictions, timeout=1)
+        except KafkaException:
+            return False
+        return True
+
+    def _on_message_error(self, msg: Message) -> None:
+        err = msg.error()
+        if err.code() == KafkaError._PARTITION_EOF:
+            return
+        log.warning("consume error: %s", err.str())

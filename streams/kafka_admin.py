@@ -1,0 +1,42 @@
+"""Topic creation: the inputs with the same partition count (co-partitioned), a compacted state topic."""
+from __future__ import annotations
+
+import logging
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from .config import Config
+
+log = logging.getLogger("driftline.admin")
+
+
+def ensure_topics(config: Config, timeout: float = 30.0) -> None:
+    """Create missing topics; fail clearly if the two input topics are not co-partitioned."""
+    admin = AdminClient(dict(config.kafka))
+    t = config.topics
+    existing = admin.list_topics(timeout=timeout).topics
+    wanted = {
+        t.predictions: NewTopic(t.predictions, t.partitions, 1),
+        t.labels: NewTopic(t.labels, t.partitions, 1),
+        t.triggers: NewTopic(t.triggers, 1, 1),
+        t.dlq: NewTopic(t.dlq, 1, 1),
+        t.state: NewTopic(t.state, t.partitions, 1, config={"cleanup.policy": "compact"}),
+    }
+    missing = [topic for name, topic in wanted.items() if name not in existing]
+    if missing:
+        for name, future in admin.create_topics(missing, operation_timeout=timeout).items():
+            try:
+                future.result()
+                log.info("created topic %s", name)
+            except KafkaException as exc:
+                if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: another instance was first
+                    raise
+        existing = admin.list_topics(timeout=timeout).topics
+    inputs = {name: len(existing[name].partitions) for name in (t.predictions, t.labels)}
+    if len(set(inputs.values())) != 1:
+        raise KafkaException(f"input topics are not co-partitioned: {inputs}; both need the same partition count")
+    state_partitions = len(existing[t.state].partitions)
+    if state_partitions < inputs[t.predictions]:
+        raise KafkaException(f"state topic {t.state} has {state_partitions} partitions; it needs at least "
+                             f"{inputs[t.predictions]} (one per input partition)")

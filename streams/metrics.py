@@ -1,0 +1,87 @@
+"""The Prometheus exporter: every family driftline exports, in one place.
+
+Names follow Prometheus practice: prefix ``driftline_``, base units, counters end in ``_total``,
+labels bounded (``model`` from the config, ``version``/``segment`` capped, ``reason`` from
+:data:`streams.codecs.REASONS`). The README lists every family.
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from retrain_trigger.rules import load_rules
+
+from .config import Config
+
+OTHER = "other"
+
+
+class BoundedLabel:
+    """Keeps at most ``cap`` distinct values of a label; later newcomers become ``other``."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self.seen: set[str] = set()
+
+    def __call__(self, value: str | None) -> str:
+        value = value or "none"
+        if value in self.seen:
+            return value
+        if len(self.seen) < self.cap:
+            self.seen.add(value)
+            return value
+        return OTHER
+
+
+class Exporter:
+    def __init__(self, config: Config, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        self.version_label = BoundedLabel(config.metrics.max_versions)
+        r = self.registry
+        self.consumed = Counter("driftline_events_consumed_total", "Messages read from the input topics.",
+                                ["topic"], registry=r)
+        self.invalid = Counter("driftline_events_invalid_total",
+                               "Messages rejected to the dead-letter topic, by reason.", ["topic", "reason"],
+                               registry=r)
+        self.predictions = Counter("driftline_predictions_total", "Valid prediction events.", ["model"],
+                                   registry=r)
+        self.labels = Counter("driftline_labels_total", "Valid label events.", ["model"], registry=r)
+        self.joined = Counter("driftline_events_joined_total", "Predictions joined with their label.",
+                              ["model"], registry=r)
+        self.expired = Counter("driftline_events_expired_total",
+                               "Predictions (kind=prediction) or labels (kind=label) that found no partner "
+                               "within the model's label TTL.", ["model", "kind"], registry=r)
+        self.duplicates = Counter("driftline_events_duplicate_total", "Repeated predictions or labels, ignored.",
+                                  ["model", "kind"], registry=r)
+        self.label_lag = Histogram("driftline_label_lag_seconds",
+                                   "Event-time delay between a prediction and its label.", ["model"],
+                                   buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86400, 7 * 86400),
+                                   registry=r)
+        self.performance = Gauge("driftline_performance", "Current value of a performance metric over the "
+                                 "model's window.", ["model", "version", "metric"], registry=r)
+        self.window_count = Gauge("driftline_window_samples", "Labelled samples in the model's window.",
+                                  ["model"], registry=r)
+        self.threshold = Gauge("driftline_rule_threshold", "Threshold of a rule condition, to draw beside "
+                               "its statistic.", ["model", "rule", "metric"], registry=r)
+        self.triggers = Counter("driftline_triggers_total", "Retrain triggers published.",
+                                ["model", "rule"], registry=r)
+        self.pending = Gauge("driftline_pending_predictions", "Predictions waiting for their label.",
+                             ["model"], registry=r)
+        self.consumer_lag = Gauge("driftline_consumer_lag_messages",
+                                  "Messages between the engine's position and the end of an input partition.",
+                                  ["topic", "partition"], registry=r)
+        self.commit_seconds = Histogram("driftline_transaction_commit_seconds",
+                                        "Time to commit one transaction (outputs + offsets + state).",
+                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+                                        registry=r)
+        self.checkpoint_bytes = Gauge("driftline_checkpoint_bytes", "Size of the last state checkpoint.",
+                                      ["partition"], registry=r)
+        self.up = Gauge("driftline_engine_up", "1 while the engine is consuming.", registry=r)
+        for model in config.models:
+            for rule in load_rules(model.rules, where=f"models[{model.id}].rules"):
+                for cond in rule.conditions:
+                    if cond.threshold is not None:
+                        self.threshold.labels(model.id, rule.name, cond.statistic).set(cond.threshold)
+
+    def serve(self, address: str) -> None:
+        host, port = address.rsplit(":", 1)
+        start_http_server(int(port), addr=host or "0.0.0.0", registry=self.registry)

@@ -1,0 +1,178 @@
+"""Drive ``driftline run`` the way a user does: a config file, the CLI in a subprocess, real topics."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from streams.codecs import Label, Prediction, encode_label, encode_prediction
+from streams.kafka_local import _free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Deployment:
+    """One config (unique topics and group) and the engines started with it."""
+
+    bootstrap: str
+    suffix: str
+    tmp: Path
+    models: str
+    partitions: int = 3
+    engine_extra: str = ""
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.topics = {name: f"{name}-{self.suffix}" for name in
+                       ("predictions", "labels", "retrain-triggers", "driftline-dlq", "driftline-state")}
+        self.metrics_port = _free_port()
+        self.config_path = self.tmp / "driftline.toml"
+        self.config_path.write_text(f"""
+[kafka]
+"bootstrap.servers" = "{self.bootstrap}"
+[topics]
+predictions = "{self.topics['predictions']}"
+labels = "{self.topics['labels']}"
+triggers = "{self.topics['retrain-triggers']}"
+dlq = "{self.topics['driftline-dlq']}"
+state = "{self.topics['driftline-state']}"
+partitions = {self.partitions}
+[engine]
+group_id = "group-{self.suffix}"
+commit_every_ms = 300
+poll_timeout_ms = 100
+{self.engine_extra}
+[metrics]
+address = "127.0.0.1:{self.metrics_port}"
+{self.models}
+""")
+
+    def start(self, instance: str = "0", metrics_port: int | None = None) -> subprocess.Popen:
+        argv = [sys.executable, "-m", "streams.cli", "run", "--config", str(self.config_path), "--instance", instance]
+        if metrics_port:
+            argv += ["--metrics-address", f"127.0.0.1:{metrics_port}"]
+        log = open(self.tmp / f"engine-{instance}-{len(self.processes)}.log", "wb")
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(proc)
+        self.wait_for_topics()
+        return proc
+
+    def wait_for_topics(self, timeout: float = 30) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if set(self.topics.values()) <= set(admin.list_topics(timeout=5).topics):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"engine did not create its topics; see {self.tmp}")
+
+    def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        proc.send_signal(sig)
+        return proc.wait(timeout)
+
+    def stop_all(self) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.tmp.glob("engine-*.log")))
+
+    # -- traffic --------------------------------------------------------------------------
+    def producer(self) -> Producer:
+        return Producer({"bootstrap.servers": self.bootstrap, "partitioner": "murmur2_random", "linger.ms": 5})
+
+    def send(self, events: list, producer: Producer | None = None) -> None:
+        """Produce events in order (Prediction, Label, or (topic, key, raw bytes))."""
+        producer = producer or self.producer()
+        for event in events:
+            if isinstance(event, Prediction):
+                producer.produce(self.topics["predictions"], encode_prediction(event), key=event.model_id)
+            elif isinstance(event, Label):
+                producer.produce(self.topics["labels"], encode_label(event), key=event.model_id)
+            else:
+                topic, key, raw = event
+                producer.produce(self.topics[topic], raw, key=key)
+            producer.poll(0)
+        producer.flush(30)
+
+    def read(self, topic: str, expected: int | None = None, timeout: float = 30, settle: float = 2.0) -> list:
+        """Messages of ``topic`` (read_committed). Waits for ``expected`` of them, then ``settle``
+        seconds more to catch any extra; with ``expected=None`` reads for ``timeout`` seconds."""
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"reader-{time.monotonic_ns()}",
+                             "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+                             "enable.auto.commit": False})
+        consumer.subscribe([self.topics[topic]])
+        messages = []
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                for msg in consumer.consume(500, 0.2):
+                    if not msg.error():
+                        messages.append(msg)
+                if expected is not None and len(messages) >= expected:
+                    deadline = min(deadline, time.monotonic() + settle)
+                    expected = None
+        finally:
+            consumer.close()
+        return messages
+
+    def triggers(self, expected: int | None = None, timeout: float = 30, settle: float = 2.0) -> list[dict]:
+        return [json.loads(m.value()) for m in self.read("retrain-triggers", expected, timeout, settle)]
+
+    def metrics(self, port: int | None = None) -> str:
+        url = f"http://127.0.0.1:{port or self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.read().decode()
+
+    def metric(self, name: str, port: int | None = None, **labels) -> float:
+        """The value of one sample, or 0.0 when it is not exported yet."""
+        want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        for line in self.metrics(port).splitlines():
+            if line.startswith(name + ("{" + want if want else " ")) or line.startswith(f"{name}{{{want}}}"):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def wait_for_metric(self, name: str, value: float, timeout: float = 30, **labels) -> None:
+        deadline = time.monotonic() + timeout
+        seen = None
+        while time.monotonic() < deadline:
+            try:
+                seen = self.metric(name, **labels)
+            except OSError:
+                seen = None
+            if seen is not None and seen >= value:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{name}{labels} stayed at {seen}, expected >= {value}\n{self.logs()[-3000:]}")
+
+    def committed(self, topic: str) -> int:
+        """Sum of the group's committed offsets over the partitions of an input topic."""
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"group-{self.suffix}"})
+        try:
+            parts = [TopicPartition(self.topics[topic], p) for p in range(self.partitions)]
+            return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
+        finally:
+            consumer.close()
+
+
+def pair(i: int, model: str, correct: bool, start_ms: int = 1_700_000_000_000, label_delay_ms: int = 1000,
+         version: str = "v1") -> tuple[Prediction, Label]:
+    """The i-th prediction of ``model`` and its label, right or wrong."""
+    ts = start_ms + i * 1000
+    pid = f"{model}-{i:07d}"
+    prediction = Prediction(prediction_id=pid, model_id=model, timestamp=ts, prediction=1,
+                            features={"x": float(i % 7)}, model_version=version)
+    label = Label(prediction_id=pid, model_id=model, label=1 if correct else 0, timestamp=ts + label_delay_ms)
+    return prediction, label

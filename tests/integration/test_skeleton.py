@@ -1,0 +1,146 @@
+"""The walking skeleton on a real broker: join, accuracy floor, DLQ, restart."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from streams.codecs import Label, Prediction
+
+from .harness import Deployment, pair
+
+pytestmark = pytest.mark.kafka
+
+FLOOR_MODEL = """
+[[models]]
+id = "churn"
+window = { kind = "count", size = 100 }
+evaluate_every = 1
+  [[models.rules]]
+  name = "accuracy-floor"
+  min_samples = 100
+    [[models.rules.conditions]]
+    statistic = "accuracy"
+    op = "<"
+    threshold = 0.8
+"""
+
+
+@pytest.fixture
+def deployment(kafka_bootstrap, unique, tmp_path):
+    made: list[Deployment] = []
+
+    def make(models: str = FLOOR_MODEL, **kwargs) -> Deployment:
+        d = Deployment(kafka_bootstrap, f"{unique}{len(made)}", tmp_path, models, **kwargs)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.stop_all()
+
+
+def interleaved(pairs):
+    """Each prediction, then its label: the usual order."""
+    for prediction, label in pairs:
+        yield prediction
+        yield label
+
+
+def test_trigger_fires_exactly_when_the_floor_is_crossed_and_not_before_min_samples(deployment):
+    d = deployment()
+    proc = d.start()
+    # 60 wrong: accuracy 0 but fewer than min_samples (100) labelled -> no trigger yet.
+    # Then 40 right: at the 100th pair the window holds 40/100 = 0.40 < 0.8 -> trigger 1.
+    # 200 right: the window recovers to 1.0 and the rule re-arms. Then wrong ones: the 21st
+    # makes 79/100 = 0.79 < 0.8 -> trigger 2 at pair 281; the 20th (0.80) must not.
+    outcomes = [False] * 60 + [True] * 240 + [False] * 30
+    d.send(list(interleaved(pair(i, "churn", ok) for i, ok in enumerate(outcomes))))
+    triggers = d.triggers(expected=2, timeout=60, settle=3)
+    assert [t["trigger_id"] for t in triggers] == ["churn:accuracy-floor:000001", "churn:accuracy-floor:000002"]
+    first, second = triggers
+    assert first["value"] == pytest.approx(0.40) and first["window"]["count"] == 100
+    assert second["value"] == pytest.approx(0.79) and second["threshold"] == 0.8
+    # The window of trigger 2 ends at pair 280 (0-based): its label time is the window end.
+    assert second["window"]["end"] == "2023-11-14T22:18:01.000Z"
+    assert d.stop(proc) == 0
+
+
+def test_label_before_prediction_still_joins(deployment):
+    d = deployment()
+    d.start()
+    pairs = [pair(i, "churn", True) for i in range(50)]
+    labels_first = [label for _, label in pairs] + [prediction for prediction, _ in pairs]
+    d.send(labels_first)
+    d.wait_for_metric("driftline_events_joined_total", 50, model="churn")
+    assert d.metric("driftline_performance", model="churn", version="v1", metric="accuracy") == 1.0
+    assert d.metric("driftline_pending_predictions", model="churn") == 0
+
+
+def malformed_messages() -> list[tuple[str, str, bytes, str]]:
+    """100 bad messages of 11 kinds: (topic, key, bytes, expected reason)."""
+    kinds = [
+        ("predictions", b"{not json", "invalid_json"),
+        ("predictions", b"\xff\xfe\x00garbage", "invalid_utf8"),
+        ("predictions", b"[1, 2, 3]", "not_an_object"),
+        ("predictions", b'{"model_id": "churn", "timestamp": 0, "prediction": 1}', "missing_field"),
+        ("predictions", b'{"prediction_id": 5, "model_id": "churn", "timestamp": 0, "prediction": 1}', "wrong_type"),
+        ("predictions", b'{"prediction_id": "a", "model_id": "churn", "timestamp": 0, "prediction": 1e999}',
+         "non_finite"),
+        ("predictions", b'{"prediction_id": "a", "model_id": "churn", "timestamp": "noon", "prediction": 1}',
+         "bad_timestamp"),
+        ("labels", b'{"prediction_id": "", "model_id": "churn", "timestamp": 0, "label": 1}', "empty_id"),
+        ("predictions", b'{"prediction_id": "a", "model_id": "churn", "timestamp": 0, "prediction": 1, "score": 7}',
+         "out_of_range"),
+        ("labels", b'{"prediction_id": "a", "model_id": "fraud", "timestamp": 0, "label": 1}', "unknown_model"),
+        ("predictions", b'{"prediction_id": "a", "model_id": "churn", "timestamp": 0, "prediction": 1, "pad": "'
+         + b"x" * 3000 + b'"}', "too_large"),
+    ]
+    return [(topic, "churn", raw, reason) for i in range(100) for topic, raw, reason in [kinds[i % len(kinds)]]]
+
+
+def test_malformed_messages_go_to_the_dlq_with_reasons_and_valid_ones_are_processed(deployment):
+    d = deployment(engine_extra="max_message_bytes = 2048")
+    d.start()
+    bad = malformed_messages()
+    good = list(interleaved(pair(i, "churn", True) for i in range(100)))
+    stream = []
+    for i, event in enumerate(good):
+        stream.append(event)
+        if i % 2 == 1 and bad:
+            topic, key, raw, _ = bad.pop(0)
+            stream.append((topic, key, raw))
+    assert not bad
+    d.send(stream)
+    dead = d.read("driftline-dlq", expected=100, timeout=60)
+    assert len(dead) == 100
+    expected = malformed_messages()
+    by_reason: dict[str, int] = {}
+    for msg, (topic, key, raw, reason) in zip(sorted(dead, key=lambda m: m.offset()), expected):
+        headers = dict(msg.headers())
+        by_reason[headers["driftline.reason"].decode()] = by_reason.get(headers["driftline.reason"].decode(), 0) + 1
+        assert msg.value() == raw, "the DLQ keeps the original bytes"
+        assert headers["driftline.topic"].decode() == d.topics[topic]
+        assert int(headers["driftline.offset"]) >= 0 and headers["driftline.detail"]
+    assert by_reason == {r: sum(1 for *_, reason in expected if reason == r) for r in by_reason}
+    assert len(by_reason) >= 8
+    d.wait_for_metric("driftline_events_joined_total", 100, model="churn")
+    assert sum(d.metric("driftline_events_invalid_total", topic=d.topics[t], reason=r)
+               for t in ("predictions", "labels") for r in by_reason) == 100
+
+
+def test_restart_resumes_from_committed_offsets(deployment):
+    d = deployment()
+    proc = d.start()
+    pairs = [pair(i, "churn", True) for i in range(300)]
+    d.send(list(interleaved(pairs[:150])))
+    d.wait_for_metric("driftline_events_joined_total", 150, model="churn")
+    assert d.stop(proc) == 0  # SIGTERM: drain and commit
+    assert d.committed("predictions") == 150 and d.committed("labels") == 150
+    d.send(list(interleaved(pairs[150:])))
+    d.start()
+    # The new process starts its counters at 0: it must see only the 150 new pairs,
+    # and its restored window holds 100 pairs of the first run plus the new ones.
+    d.wait_for_metric("driftline_events_joined_total", 150, model="churn")
+    assert d.metric("driftline_events_consumed_total", topic=d.topics["predictions"]) == 150
+    assert d.metric("driftline_window_samples", model="churn") == 100

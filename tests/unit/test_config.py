@@ -1,0 +1,91 @@
+"""Config loading: the example is valid, and every bad config names the file and the key."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streams.config import ConfigError, load_config, parse_config
+
+REPO = Path(__file__).resolve().parents[2]
+MINIMAL = {"kafka": {"bootstrap.servers": "127.0.0.1:9092"}, "models": [{"id": "m"}]}
+
+
+def test_example_config_is_valid_and_complete():
+    config = load_config(REPO / "driftline.example.toml")
+    assert config.kafka["bootstrap.servers"] == "127.0.0.1:19092"
+    assert config.topics.predictions == "predictions" and config.topics.partitions == 3
+    churn = config.model("churn")
+    assert churn.window.size == 1000 and churn.features.categorical == ["plan"]
+    assert churn.rules[0]["name"] == "accuracy-floor"
+    assert config.model("nope") is None
+
+
+def test_librdkafka_settings_pass_through():
+    config = parse_config({**MINIMAL, "kafka": {"bootstrap.servers": "b:1", "security.protocol": "SASL_SSL",
+                                                "sasl.mechanism": "PLAIN", "socket.keepalive.enable": True}})
+    assert config.kafka["security.protocol"] == "SASL_SSL" and config.kafka["socket.keepalive.enable"] is True
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"models": [{"id": "m"}]}, "kafka.bootstrap.servers: missing"),
+    ({**MINIMAL, "engine": {"batch_size": "big"}}, "engine.batch_size: expected `int`, got `str`"),
+    ({**MINIMAL, "engine": {"batch_size": 0}}, "engine.batch_size: must be >= 1"),
+    ({**MINIMAL, "engine": {"unknown_model": "drop"}}, "engine.unknown_model: invalid enum value 'drop'"),
+    ({**MINIMAL, "topics": {"predicitons": "x"}}, "topics: unknown key `predicitons`"),
+    ({**MINIMAL, "metrics": {"address": "9464"}}, "metrics.address: '9464' is not host:port"),
+    ({**MINIMAL, "models": [{"id": "m", "window": {"size": 0}}]}, "models[0].window.size: must be >= 1"),
+    ({**MINIMAL, "models": [{"id": "m"}, {"id": "m"}]}, "models[1].id: 'm' is configured twice"),
+    ({**MINIMAL, "models": [{"task": "binary"}]}, "models[0]: object missing required field `id`"),
+    ({**MINIMAL, "models": [{"id": "m", "task": "ranking"}]}, "models[0].task: invalid enum value 'ranking'"),
+    ({**MINIMAL, "models": [{"id": "m", "label_ttl_seconds": 0}]}, "models[0].label_ttl_seconds: must be > 0"),
+    ({**MINIMAL, "models": [{"id": "m", "rules": [{"name": "r", "conditions": [
+        {"statistic": "accuracy", "op": "=<", "threshold": 0.8}]}]}]},
+     "models[0].rules[0].conditions[0].op: expected one of <, <=, >, >="),
+])
+def test_bad_config_names_file_and_key(raw, message):
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, "x.toml")
+    text = str(info.value)
+    assert text.startswith("x.toml: ")
+    assert message in text, text
+
+
+def test_missing_file_and_bad_toml(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope.toml: file not found"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[kafka\n")
+    with pytest.raises(ConfigError, match=r"bad.toml: not valid TOML"):
+        load_config(bad)
+
+
+def test_cli_exits_2_with_one_line_for_bad_config(tmp_path):
+    bad = tmp_path / "driftline.toml"
+    bad.write_text('[kafka]\n"bootstrap.servers" = "x:1"\n[engine]\nbatch_size = -3\n')
+    done = subprocess.run([sys.executable, "-m", "streams.cli", "run", "--config", str(bad)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines == [f"driftline: config error: {bad}: engine.batch_size: must be >= 1"]
+
+
+def test_check_config_command(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "streams.cli", "check-config", str(REPO / "driftline.example.toml")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0 and "ok (1 models)" in done.stdout
+
+
+def test_help_describes_every_option():
+    for argv in (["--help"], ["run", "--help"]):
+        done = subprocess.run([sys.executable, "-m", "streams.cli", *argv], capture_output=True, text=True, cwd=REPO)
+        assert done.returncode == 0
+        out = done.stdout
+        if argv == ["run", "--help"]:
+            for option in ("--config", "--engine", "--bootstrap-servers", "--metrics-address", "--instance"):
+                assert option in out
+        else:
+            for command in ("run", "check-config", "kafka"):
+                assert command in out
