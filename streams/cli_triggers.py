@@ -1,0 +1,195 @@
+"""``driftline triggers listen|tail``: act on or watch the retrain-trigger topic.
+
+``register(subparsers)`` adds the ``triggers`` command to the main CLI (streams/cli.py);
+``python -m streams.cli_triggers ...`` runs the same commands without it.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from retrain_trigger import listener
+
+EXIT_USAGE = 2
+
+
+class UsageError(ValueError):
+    """A problem with the command line or the config file; printed as one line."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    triggers = subparsers.add_parser(
+        "triggers", help="act on or watch retrain triggers",
+        description="Consume the retrain-trigger topic: run a command or call a URL once per trigger "
+                    "(listen), or print triggers as they arrive (tail).")
+    commands = triggers.add_subparsers(dest="triggers_command", required=True, metavar="SUBCOMMAND")
+
+    listen = commands.add_parser(
+        "listen", help="run a command or POST to a URL once per trigger",
+        description="Run an action once per retrain trigger. Offsets are committed only after the action "
+                    "succeeded (or, after its retries, the trigger went to the failure topic); a local record "
+                    "of handled trigger ids keeps a redelivered trigger from running twice.")
+    action = listen.add_mutually_exclusive_group(required=True)
+    action.add_argument("--exec", dest="exec_command", metavar="CMD",
+                        help="shell command to run; gets the trigger JSON on stdin and DRIFTLINE_TRIGGER_ID, "
+                             "DRIFTLINE_MODEL_ID, DRIFTLINE_RULE, ... in its environment; exit 0 means success")
+    action.add_argument("--url", help="URL to POST the trigger JSON to; a 2xx response means success")
+    _add_kafka_options(listen)
+    listen.add_argument("--group", default=listener.DEFAULT_GROUP,
+                        help=f"consumer group; one group per kind of action (default: {listener.DEFAULT_GROUP})")
+    listen.add_argument("--state-dir", default=".driftline-listener",
+                        help="directory for the record of handled trigger ids (default: .driftline-listener)")
+    listen.add_argument("--max-retries", type=_non_negative_int, default=5,
+                        help="retries after a failed attempt before the trigger goes to the failure topic (default: 5)")
+    listen.add_argument("--retry-backoff", type=_positive_float, default=1.0, metavar="SECONDS",
+                        help="delay before the first retry; doubles each retry (default: 1)")
+    listen.add_argument("--max-backoff", type=_positive_float, default=60.0, metavar="SECONDS",
+                        help="longest delay between retries (default: 60)")
+    listen.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
+                        help="give up on one attempt after this long (default: no limit for --exec, 30 for --url)")
+    listen.add_argument("--failure-topic", default=listener.DEFAULT_FAILURE_TOPIC,
+                        help=f"topic for triggers whose action kept failing, with the error "
+                             f"(default: {listener.DEFAULT_FAILURE_TOPIC})")
+    listen.set_defaults(func=run_listen)
+
+    tail = commands.add_parser("tail", help="print triggers as they arrive",
+                               description="Print each retrain trigger as one readable line (or JSON). "
+                                           "Commits nothing, so it never disturbs a listener.")
+    _add_kafka_options(tail)
+    tail.add_argument("--json", action="store_true", help="print each trigger as one JSON object per line")
+    tail.add_argument("--from-beginning", action="store_true",
+                      help="start at the oldest trigger on the topic instead of the next new one")
+    tail.set_defaults(func=run_tail)
+
+
+def _add_kafka_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bootstrap-servers", metavar="HOST:PORT[,...]",
+                        help="Kafka brokers (overrides the config file's kafka.bootstrap.servers)")
+    parser.add_argument("--config", "-c", metavar="FILE",
+                        help="driftline TOML config; only its [kafka] table (librdkafka settings) is read")
+    parser.add_argument("--topic", default=listener.DEFAULT_TOPIC,
+                        help=f"retrain-trigger topic (default: {listener.DEFAULT_TOPIC})")
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def kafka_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """librdkafka settings: the config file's [kafka] table, then --bootstrap-servers."""
+    settings: dict[str, Any] = {}
+    if args.config:
+        settings.update(_read_kafka_table(Path(args.config)))
+    if args.bootstrap_servers:
+        settings["bootstrap.servers"] = args.bootstrap_servers
+    if "bootstrap.servers" not in settings:
+        raise UsageError("no Kafka address: pass --bootstrap-servers HOST:PORT or --config FILE with "
+                         "kafka.\"bootstrap.servers\"")
+    return settings
+
+
+def _read_kafka_table(path: Path) -> dict[str, Any]:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{path}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: not valid TOML: {exc}") from None
+    table = raw.get("kafka", {})
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: kafka: expected a table of librdkafka settings")
+    return _flatten(table)
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Unquoted dotted TOML keys (bootstrap.servers = ...) nest; librdkafka wants them dotted."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _stop_on_signals() -> threading.Event:
+    """SIGTERM or a first Ctrl-C stops after the running action; a second Ctrl-C exits at once."""
+    stop = threading.Event()
+
+    def handler(signum, _frame):
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        logging.getLogger("driftline.listener").info("stopping (after the running action, if any)")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def run_listen(args: argparse.Namespace) -> int:
+    try:
+        settings = kafka_settings(args)
+    except UsageError as exc:
+        return _usage_error(exc)
+    if args.exec_command:
+        action = listener.ExecAction(args.exec_command, timeout=args.timeout)
+    else:
+        action = listener.HttpAction(args.url, timeout=args.timeout or 30.0)
+    listen = listener.Listener(
+        settings, action, topic=args.topic, group=args.group, state_dir=args.state_dir,
+        max_retries=args.max_retries, failure_topic=args.failure_topic,
+        backoff=listener.Backoff(initial=args.retry_backoff, maximum=args.max_backoff),
+    )
+    try:
+        listen.run(_stop_on_signals())
+    except listener.ListenerError as exc:
+        print(f"driftline: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_tail(args: argparse.Namespace) -> int:
+    try:
+        settings = kafka_settings(args)
+    except UsageError as exc:
+        return _usage_error(exc)
+    listener.tail(settings, args.topic, as_json=args.json, from_beginning=args.from_beginning,
+                  stop=_stop_on_signals())
+    return 0
+
+
+def _usage_error(exc: Exception) -> int:
+    print(f"driftline: {exc}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point: ``python -m streams.cli_triggers listen|tail ...``."""
+    parser = argparse.ArgumentParser(prog="driftline")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    register(parser.add_subparsers(dest="command_name", required=True, metavar="COMMAND"))
+    args = parser.parse_args(["triggers", *(argv if argv is not None else sys.argv[1:])])
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
