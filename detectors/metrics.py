@@ -1,0 +1,415 @@
+"""Model performance over a count window of the last ``window`` labelled predictions.
+
+Every metric takes two aligned arrays: ``update_many(y_true, y_pred, scores=None)``; ``update``
+is the one-pair case. Classification labels may be ints or strings. ``scores`` is optional:
+
+* 1-D: the probability of the ``positive`` class (binary models);
+* 2-D: one column per class, in the order given by ``classes=[...]`` (multiclass models).
+
+Conventions (documented because libraries differ):
+
+* An empty window (or, for score metrics, a window without scores) reports ``nan``.
+* Macro averages are over the classes present in the window (as true or predicted label);
+  a class never predicted has precision 0 (scikit-learn's ``zero_division=0``, river's default).
+* Log loss clips probabilities to ``[1e-15, 1 - 1e-15]`` (as river does).
+* Brier score: ``(p - y)^2`` for 1-D scores; ``sum_k (p_k - y_k)^2`` over the classes for 2-D scores.
+* Expected calibration error: the confidence of a prediction is the probability the model gave to
+  the label it predicted; confidences fall in ``n_bins`` equal-width bins over [0, 1] and
+  ``ECE = sum_b |B_b|/n * |accuracy(B_b) - mean confidence(B_b)|``.
+* Bias (mean error) is ``mean(y_pred - y_true)``: positive when the model over-predicts.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .base import InvalidInput, Result, as_finite_array
+from .windows import CountWindow
+
+LOG_LOSS_EPS = 1e-15
+
+
+class LabelCodes:
+    """Class labels (ints or strings) to small int codes, in order of first appearance.
+
+    >>> codes = LabelCodes()
+    >>> codes.encode(["cat", "dog", "cat"]).tolist(), codes.labels
+    ([0, 1, 0], ['cat', 'dog'])
+    """
+
+    def __init__(self, labels: list[Any] = ()):
+        self.labels: list[Any] = []
+        self._codes: dict[Any, int] = {}
+        for label in labels:
+            self._code_of(_plain(label))
+
+    def _code_of(self, label: Any) -> int:
+        code = self._codes.get(label)
+        if code is None:
+            code = self._codes[label] = len(self.labels)
+            self.labels.append(label)
+        return code
+
+    def encode(self, values: Any, name: str = "labels") -> np.ndarray:
+        arr = np.asarray(values)
+        if arr.ndim == 0:
+            arr = arr.reshape(1)
+        if arr.dtype.kind in "fc":
+            as_finite_array(arr, name)
+        elif arr.dtype.kind == "O" and any(v is None for v in arr):
+            raise InvalidInput(f"{name} contains None; labels must be ints or strings")
+        if arr.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        # Only the distinct labels go through the Python dict; the rest is numpy.
+        uniques, inverse = np.unique(arr, return_inverse=True)
+        lookup = np.array([self._code_of(_plain(u)) for u in uniques], dtype=np.int64)
+        return lookup[inverse.reshape(-1)]
+
+    def code(self, label: Any) -> int | None:
+        return self._codes.get(_plain(label))
+
+
+def _plain(label: Any) -> Any:
+    """A JSON-able Python scalar for a numpy one; integral floats become ints (1.0 == 1)."""
+    if isinstance(label, np.generic):
+        label = label.item()
+    if isinstance(label, float) and label.is_integer():
+        label = int(label)
+    return label
+
+
+class _WindowedMetric:
+    """Shared plumbing: a count window of per-pair columns, a statistic over it, state."""
+
+    kind: ClassVar[str]
+    columns: ClassVar[int]
+
+    def __init__(self, window: int = 1000):
+        self.window = CountWindow(window, self.columns)
+
+    def update(self, y_true: Any, y_pred: Any, score: Any = None) -> Result:
+        scores = None if score is None else np.asarray(score, dtype=np.float64)[None, ...]
+        return self.update_many([y_true], [y_pred], scores)
+
+    def update_many(self, y_true: Any, y_pred: Any, scores: Any = None) -> Result:
+        rows = self._rows(y_true, y_pred, scores)
+        self.window.push(rows)
+        return self.result()
+
+    def result(self) -> Result:
+        rows = self.window.rows()
+        statistic = self._statistic(rows) if len(rows) else float("nan")
+        return Result(statistic=float(statistic), n=len(rows))
+
+    def _params(self) -> dict[str, Any]:
+        return {"window": self.window.size}
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": self.kind, "params": self._params(), "window": self.window.state()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]):
+        metric = cls(**state["params"])
+        metric.window = CountWindow.from_state(state["window"])
+        return metric
+
+    def _rows(self, y_true: Any, y_pred: Any, scores: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def _statistic(self, rows: np.ndarray) -> float:
+        raise NotImplementedError
+
+
+# -- classification ---------------------------------------------------------------------------
+
+TRUE, PRED, P_TRUE, BRIER, CONFIDENCE = range(5)
+
+
+class _ClassificationMetric(_WindowedMetric):
+    """Window columns: true code, predicted code, p(true class), Brier term, confidence.
+
+    The last three are derived from the scores when the pair is pushed (nan without scores), so
+    the window holds five floats per pair whatever the number of classes.
+    """
+
+    columns = 5
+
+    def __init__(self, window: int = 1000, classes: list[Any] | None = None, positive: Any = 1):
+        super().__init__(window)
+        self.classes = None if classes is None else [_plain(c) for c in classes]
+        self.positive = _plain(positive)
+        self.codes = LabelCodes(self.classes or ())
+
+    def _params(self) -> dict[str, Any]:
+        return {"window": self.window.size, "classes": self.classes, "positive": self.positive}
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "labels": list(self.codes.labels)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]):
+        metric = super().from_state(state)
+        metric.codes = LabelCodes(state["labels"])
+        return metric
+
+    def _rows(self, y_true: Any, y_pred: Any, scores: Any) -> np.ndarray:
+        true = self.codes.encode(y_true, "y_true")
+        pred = self.codes.encode(y_pred, "y_pred")
+        if len(true) != len(pred):
+            raise InvalidInput(f"y_true has {len(true)} values but y_pred has {len(pred)}")
+        rows = np.full((len(true), self.columns), np.nan)
+        rows[:, TRUE] = true
+        rows[:, PRED] = pred
+        if scores is not None:
+            rows[:, P_TRUE:] = self._score_columns(true, pred, scores)
+        return rows
+
+    def _score_columns(self, true: np.ndarray, pred: np.ndarray, scores: Any) -> np.ndarray:
+        scores = as_finite_array(scores, "scores")
+        if ((scores < 0) | (scores > 1)).any():
+            raise InvalidInput("scores must be probabilities in [0, 1]")
+        if scores.shape[0] != len(true):
+            raise InvalidInput(f"scores has {scores.shape[0]} rows but y_true has {len(true)} values")
+        if scores.ndim == 1:
+            positive = self.codes.code(self.positive)
+            is_positive_true = true == positive
+            p_true = np.where(is_positive_true, scores, 1.0 - scores)
+            brier = (scores - is_positive_true) ** 2
+            confidence = np.where(pred == positive, scores, 1.0 - scores)
+            return np.column_stack((p_true, brier, confidence))
+        if self.classes is None or scores.shape[1] != len(self.classes):
+            raise InvalidInput("2-D scores need classes=[...] naming one class per column")
+        # Codes of the configured classes are 0..len(classes)-1 (LabelCodes was seeded with them).
+        rows = np.arange(len(true))
+        known_true = true < len(self.classes)
+        known_pred = pred < len(self.classes)
+        p_true = np.where(known_true, scores[rows, np.minimum(true, len(self.classes) - 1)], 0.0)
+        onehot = np.zeros_like(scores)
+        onehot[rows[known_true], true[known_true]] = 1.0
+        brier = ((scores - onehot) ** 2).sum(axis=1)
+        confidence = np.where(known_pred, scores[rows, np.minimum(pred, len(self.classes) - 1)], 0.0)
+        return np.column_stack((p_true, brier, confidence))
+
+    def confusion(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, list[Any]]:
+        """Confusion matrix (true x predicted) over the window and the labels of its axes."""
+        rows = self.window.rows() if rows is None else rows
+        true, pred = rows[:, TRUE].astype(np.int64), rows[:, PRED].astype(np.int64)
+        k = len(self.codes.labels)
+        matrix = np.bincount(true * k + pred, minlength=k * k).reshape(k, k)
+        present = (matrix.sum(axis=0) + matrix.sum(axis=1)) > 0
+        return matrix[np.ix_(present, present)], [l for l, p in zip(self.codes.labels, present) if p]
+
+
+class Accuracy(_ClassificationMetric):
+    """Share of correct predictions among the last ``window`` labelled pairs.
+
+    >>> acc = Accuracy(window=4)
+    >>> acc.update_many([1, 0, 1, 1, 0], [1, 1, 1, 0, 0])
+    Result(statistic=0.5, threshold=None, p_value=None, n=4, fired=False)
+    >>> Accuracy.from_state(acc.state()).update(1, 1).statistic
+    0.75
+    """
+
+    kind = "accuracy"
+
+    def _statistic(self, rows: np.ndarray) -> float:
+        return float(np.mean(rows[:, TRUE] == rows[:, PRED]))
+
+
+def _per_class_scores(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall and F1 per class from a confusion matrix (0 where undefined)."""
+    hits = np.diag(matrix).astype(np.float64)
+    predicted, actual = matrix.sum(axis=0), matrix.sum(axis=1)
+    precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
+    recall = np.divide(hits, actual, out=np.zeros_like(hits), where=actual > 0)
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(hits), where=total > 0)
+    return precision, recall, f1
+
+
+class _PerClassMetric(_ClassificationMetric):
+    """Precision / recall / F1: macro average, or one class when ``label`` is given."""
+
+    score_index: ClassVar[int]
+
+    def __init__(self, window: int = 1000, label: Any = None, classes: list[Any] | None = None,
+                 positive: Any = 1):
+        super().__init__(window, classes, positive)
+        self.label = _plain(label)
+
+    def _params(self) -> dict[str, Any]:
+        return {**super()._params(), "label": self.label}
+
+    def per_class(self) -> dict[Any, float]:
+        matrix, labels = self.confusion()
+        scores = _per_class_scores(matrix)[self.score_index]
+        return {label: float(s) for label, s in zip(labels, scores)}
+
+    def _statistic(self, rows: np.ndarray) -> float:
+        matrix, labels = self.confusion(rows)
+        scores = _per_class_scores(matrix)[self.score_index]
+        if self.label is None:
+            return float(scores.mean())
+        return float(scores[labels.index(self.label)]) if self.label in labels else 0.0
+
+
+class Precision(_PerClassMetric):
+    """Precision, macro-averaged over classes (or of class ``label``).
+
+    >>> Precision(window=10).update_many(["a", "b", "b", "c"], ["a", "b", "c", "c"]).statistic
+    0.8333333333333334
+    """
+
+    kind = "precision_macro"
+    score_index = 0
+
+
+class Recall(_PerClassMetric):
+    """Recall, macro-averaged over classes (or of class ``label``).
+
+    >>> Recall(window=10).update_many(["a", "b", "b", "c"], ["a", "b", "c", "c"]).statistic
+    0.8333333333333334
+    """
+
+    kind = "recall_macro"
+    score_index = 1
+
+
+class F1(_PerClassMetric):
+    """F1, macro-averaged over classes (or of class ``label``).
+
+    >>> f1 = F1(window=10)
+    >>> round(f1.update_many(["a", "b", "b", "c"], ["a", "b", "c", "c"]).statistic, 4)
+    0.7778
+    >>> f1.per_class()
+    {'a': 1.0, 'b': 0.6666666666666666, 'c': 0.6666666666666666}
+    """
+
+    kind = "f1_macro"
+    score_index = 2
+
+
+class _ScoreMetric(_ClassificationMetric):
+    """A metric of the scores: rows pushed without scores are left out of it."""
+
+    def result(self) -> Result:
+        rows = self.window.rows()
+        scored = rows[~np.isnan(rows[:, P_TRUE])]
+        statistic = self._statistic(scored) if len(scored) else float("nan")
+        return Result(statistic=float(statistic), n=len(scored))
+
+
+class LogLoss(_ScoreMetric):
+    """Mean negative log-likelihood of the true class.
+
+    >>> round(LogLoss(window=10).update_many([1, 0], [1, 0], scores=[0.9, 0.2]).statistic, 6)
+    0.164252
+    """
+
+    kind = "log_loss"
+
+    def _statistic(self, rows: np.ndarray) -> float:
+        return float(-np.log(np.clip(rows[:, P_TRUE], LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)).mean())
+
+
+class Brier(_ScoreMetric):
+    """Mean Brier score (squared error of the probabilities).
+
+    >>> round(Brier(window=10).update_many([1, 0], [1, 0], scores=[0.9, 0.2]).statistic, 6)
+    0.025
+    """
+
+    kind = "brier"
+
+    def _statistic(self, rows: np.ndarray) -> float:
+        return float(rows[:, BRIER].mean())
+
+
+class ExpectedCalibrationError(_ScoreMetric):
+    """Expected calibration error over ``n_bins`` equal-width confidence bins.
+
+    >>> ece = ExpectedCalibrationError(window=10, n_bins=2)
+    >>> round(ece.update_many([1, 0, 1, 1], [1, 1, 1, 0], scores=[0.9, 0.8, 0.6, 0.3]).statistic, 6)
+    0.25
+    """
+
+    kind = "ece"
+
+    def __init__(self, window: int = 1000, n_bins: int = 10, classes: list[Any] | None = None,
+                 positive: Any = 1):
+        super().__init__(window, classes, positive)
+        if int(n_bins) < 1:
+            raise ValueError(f"n_bins must be >= 1, got {n_bins!r}")
+        self.n_bins = int(n_bins)
+
+    def _params(self) -> dict[str, Any]:
+        return {**super()._params(), "n_bins": self.n_bins}
+
+    def _statistic(self, rows: np.ndarray) -> float:
+        confidence = rows[:, CONFIDENCE]
+        correct = (rows[:, TRUE] == rows[:, PRED]).astype(np.float64)
+        bins = np.minimum((confidence * self.n_bins).astype(np.int64), self.n_bins - 1)
+        gap = np.bincount(bins, correct - confidence, minlength=self.n_bins)
+        return float(np.abs(gap).sum() / len(rows))
+
+
+# -- regression -------------------------------------------------------------------------------
+
+class _RegressionMetric(_WindowedMetric):
+    """Window columns: y_true, y_pred."""
+
+    columns = 2
+
+    def _rows(self, y_true: Any, y_pred: Any, scores: Any) -> np.ndarray:
+        true = as_finite_array(y_true, "y_true")
+        pred = as_finite_array(y_pred, "y_pred")
+        if true.shape != pred.shape:
+            raise InvalidInput(f"y_true has {len(true)} values but y_pred has {len(pred)}")
+        return np.column_stack((true, pred))
+
+    @staticmethod
+    def _errors(rows: np.ndarray) -> np.ndarray:
+        return rows[:, 1] - rows[:, 0]
+
+
+class MAE(_RegressionMetric):
+    """Mean absolute error.
+
+    >>> MAE(window=10).update_many([1.0, 2.0, 3.0], [1.5, 2.0, 1.0]).statistic
+    0.8333333333333334
+    """
+
+    kind = "mae"
+
+    def _statistic(self, rows: np.ndarray) -> float:
+        return float(np.abs(self._errors(rows)).mean())
+
+
+class RMSE(_RegressionMetric):
+    """Root mean squared error.
+
+    >>> RMSE(window=10).update_many([1.0, 2.0, 3.0], [1.5, 2.0, 1.0]).statistic
+    1.1902380714238083
+    """
+
+    kind = "rmse"
+
+    def _statistic(self, rows: np.ndarray) -> float:
+        return float(np.sqrt((self._errors(rows) ** 2).mean()))
+
+
+class Bias(_RegressionMetric):
+    """Mean error ``mean(y_pred - y_true)``; positive when the model over-predicts.
+
+    >>> Bias(window=10).update_many([1.0, 2.0, 3.0], [1.5, 2.0, 1.0]).statistic
+    -0.5
+    """
+
+    kind = "bias"
+
+    def _statistic(self, rows: np.ndarray) -> float:
+        return float(self._errors(rows).mean())
+
+
+METRICS = (Accuracy, Precision, Recall, F1, LogLoss, Brier, ExpectedCalibrationError, MAE, RMSE, Bias)

@@ -1,0 +1,21 @@
+import json
+
+import pytest
+
+from detectors import registry
+
+
+def test_every_kind_builds_with_defaults_and_restores():
+    for kind in registry.KINDS:
+        detector = registry.build(kind, {})
+        assert detector.kind == kind
+        assert type(registry.restore(json.loads(json.dumps(detector.state())))) is type(detector)
+
+
+def test_bad_kind_and_bad_parameter_are_named():
+    with pytest.raises(ValueError, match="'acuracy'"):
+        registry.build("acuracy", {})
+    with pytest.raises(ValueError, match="accuracy: unknown parameter 'windw'"):
+        registry.build("accuracy", {"windw": 10})
+    with pytest.raises(ValueError, match="accuracy: window size must be >= 1"):
+        registry.build("accuracy", {"window": 0})
