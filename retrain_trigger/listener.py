@@ -52,6 +52,7 @@ from typing import Any, Callable, Protocol, TextIO
 
 import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from retrain_trigger.events import TriggerEvent, decode_trigger, encode_trigger
 
@@ -300,6 +301,20 @@ def producer_settings(kafka: dict[str, Any]) -> dict[str, Any]:
     return {**_settings_for(kafka, _CONSUMER_ONLY), "enable.idempotence": True, "acks": "all"}
 
 
+def ensure_topic(kafka: dict[str, Any], topic: str, timeout: float = 30.0) -> None:
+    """Create ``topic`` (1 partition, broker-default replication) unless it exists; warn if we may not."""
+    admin = AdminClient(_settings_for(_settings_for(kafka, _CONSUMER_ONLY), _PRODUCER_ONLY))
+    if topic in admin.list_topics(timeout=timeout).topics:
+        return
+    future = admin.create_topics([NewTopic(topic, 1)], operation_timeout=timeout)[topic]
+    try:
+        future.result()
+        log.info("created topic %s", topic)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            log.warning("could not create topic %s: %s", topic, exc.args[0].str())
+
+
 def _source(message: Message) -> str:
     return f"{message.topic()}:{message.partition()}:{message.offset()}"
 
@@ -335,6 +350,7 @@ class Listener:
         self.failure_topic = failure_topic
         self.backoff = backoff
         self.poll_interval = poll_interval
+        self.kafka = dict(kafka)
         self.handled = HandledLog(Path(state_dir) / f"handled-{_safe_filename(group)}.jsonl")
         self.consumer = Consumer(consumer_settings(kafka, group))
         self.producer = Producer(producer_settings(kafka))
@@ -343,6 +359,7 @@ class Listener:
     def run(self, stop: threading.Event | None = None) -> None:
         """Handle triggers until ``stop`` is set (a running action is finished first)."""
         stop = stop or threading.Event()
+        ensure_topic(self.kafka, self.failure_topic)
         self.consumer.subscribe([self.topic])
         log.info("listening on %s as group %s; %d triggers already handled", self.topic, self.group, len(self.handled))
         try:
