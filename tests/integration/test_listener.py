@@ -100,9 +100,9 @@ def wait_for(condition, timeout: float = 60.0, what: str = "condition"):
 class RunningListener:
     """A Listener in a background thread of this process."""
 
-    def __init__(self, bootstrap, action, topics, group, state_dir, max_retries=2):
+    def __init__(self, bootstrap, action, topics, group, state_dir, max_retries=2, extra_settings=None):
         self.listener = listener.Listener(
-            {"bootstrap.servers": bootstrap}, action, topic=topics["triggers"], group=group,
+            {"bootstrap.servers": bootstrap, **(extra_settings or {})}, action, topic=topics["triggers"], group=group,
             state_dir=state_dir, max_retries=max_retries, failure_topic=topics["failed"],
             backoff=FAST_BACKOFF, poll_interval=0.2)
         self.stop = threading.Event()
@@ -135,10 +135,10 @@ def runs(runs_file: Path) -> list[str]:
     return runs_file.read_text().split() if runs_file.exists() else []
 
 
-def listen_subprocess(bootstrap, topics, group, state_dir, command, extra_env=None) -> subprocess.Popen:
+def listen_subprocess(config_file, topics, group, state_dir, command, extra_env=None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "streams.cli_triggers", "listen", "--exec", command,
-         "--bootstrap-servers", bootstrap, "--topic", topics["triggers"], "--group", group,
+         "--config", str(config_file), "--topic", topics["triggers"], "--group", group,
          "--state-dir", str(state_dir), "--failure-topic", topics["failed"], "--retry-backoff", "0.05"],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **(extra_env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -149,11 +149,15 @@ def listen_subprocess(bootstrap, topics, group, state_dir, command, extra_env=No
 
 def test_killed_between_action_and_commit_runs_the_command_once(kafka_bootstrap, topics, unique, tmp_path):
     group, state_dir, runs_file = f"listen-{unique}", tmp_path / "state", tmp_path / "runs.txt"
+    # The killed member stays in the group until its session times out; keep that short.
+    # Both TOML spellings of a librdkafka key: unquoted (nested table) and quoted.
+    config_file = tmp_path / "driftline.toml"
+    config_file.write_text(f'[kafka]\nbootstrap.servers = "{kafka_bootstrap}"\n"session.timeout.ms" = 6000\n')
     trigger = make_trigger(1)
     produce(kafka_bootstrap, topics["triggers"], [encode_trigger(trigger)])
 
     # First listener: runs the command, records it, then (test hook) waits before committing.
-    first = listen_subprocess(kafka_bootstrap, topics, group, state_dir, recording_command(runs_file),
+    first = listen_subprocess(config_file, topics, group, state_dir, recording_command(runs_file),
                               {listener.PAUSE_BEFORE_COMMIT_ENV: "120"})
     record = state_dir / f"handled-{group}.jsonl"
     try:
@@ -166,7 +170,7 @@ def test_killed_between_action_and_commit_runs_the_command_once(kafka_bootstrap,
     assert committed_offset(kafka_bootstrap, group, topics["triggers"]) < 0  # nothing committed
 
     # Second listener: the trigger is redelivered, recognised, committed, not run again.
-    second = listen_subprocess(kafka_bootstrap, topics, group, state_dir, recording_command(runs_file))
+    second = listen_subprocess(config_file, topics, group, state_dir, recording_command(runs_file))
     try:
         wait_for(lambda: committed_offset(kafka_bootstrap, group, topics["triggers"]) == 1, what="the commit")
         second.send_signal(signal.SIGTERM)
@@ -306,3 +310,18 @@ def test_tail_prints_a_readable_line(kafka_bootstrap, topics):
     line = out.getvalue().strip()
     assert line.startswith("2026-11-23T10:15:00.000Z churn@2024-06-01 accuracy-floor [warning] accuracy=0.71 < 0.8")
     assert "baseline=0.91" in line and line.endswith("id=churn:accuracy-floor:000009")
+
+
+def test_action_longer_than_max_poll_interval_keeps_the_partition(kafka_bootstrap, topics, unique, tmp_path):
+    """The listener polls its paused consumer while the action runs, so the group keeps it."""
+    group, runs_file = f"listen-{unique}", tmp_path / "runs.txt"
+    produce(kafka_bootstrap, topics["triggers"], [encode_trigger(make_trigger(1)), encode_trigger(make_trigger(2))])
+    command = f'sleep 8; echo "$DRIFTLINE_TRIGGER_ID" >> {runs_file}'
+    short_poll_interval = {"session.timeout.ms": 6000, "max.poll.interval.ms": 6000}
+    with RunningListener(kafka_bootstrap, listener.ExecAction(command), topics, group, tmp_path,
+                         extra_settings=short_poll_interval):
+        wait_for(lambda: committed_offset(kafka_bootstrap, group, topics["triggers"]) == 1, timeout=30,
+                 what="the first commit")
+        wait_for(lambda: committed_offset(kafka_bootstrap, group, topics["triggers"]) == 2, timeout=30,
+                 what="the second commit")
+    assert runs(runs_file) == ["churn:accuracy-floor:000001", "churn:accuracy-floor:000002"]
