@@ -16,9 +16,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from . import metrics
+from . import change, metrics
 
-_CLASSES: dict[str, type] = {cls.kind: cls for cls in metrics.METRICS}
+_CLASSES: dict[str, type] = {cls.kind: cls for cls in (*metrics.METRICS, *change.CHANGE_DETECTORS)}
 
 def kinds() -> tuple[str, ...]:
     return tuple(_CLASSES)

@@ -1,0 +1,774 @@
+"""Change detectors on a stream of model errors (0/1 misclassifications or absolute errors).
+
+ADWIN, DDM, EDDM, HDDM_A, HDDM_W, Page-Hinkley and KSWIN, written here so that their whole
+running state is a handful of plain numbers (``state()`` is JSON, no pickles) and so that they
+run faster than river's, while taking the same decisions: each replays river 0.26's arithmetic in
+the same order, and the tests check the detection indices against river on river's own
+docstring streams and on random streams.
+
+Semantics shared by all (river's): after a detection the detector starts afresh with the next
+value; ``drift_detected`` / ``warning_detected`` describe the last value seen. ``update_many``
+returns the Result after the batch, ``fired=True`` when a change was detected anywhere in the
+batch, and ``last_detections`` lists the stream positions (0-based, counted since the detector
+was created) of the detections in that batch.
+
+Per-event work is a scalar recurrence that restarts at every detection, so it runs as one tight
+Python loop over local variables per batch (no per-event method calls or objects); KSWIN, whose
+per-event work is a two-sample KS test, is vectorized over the batch instead.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import random
+import warnings
+from functools import lru_cache
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy import stats
+
+from .base import InvalidInput, Result, as_finite_array
+
+
+class ChangeDetector:
+    """Shared plumbing: batch bookkeeping, Result, state round trip.
+
+    A subclass names its running state in ``_fields`` (plain numbers / lists), resets it in
+    ``_reset``, and implements ``_scan(values) -> positions of detections within the batch``.
+    """
+
+    kind: ClassVar[str]
+    _fields: ClassVar[tuple[str, ...]]
+    #: the error stream must lie in [0, 1] (bit streams / bounded errors)
+    _unit_interval: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.n_detections = 0
+        self.last_detections: list[int] = []
+        self.drift_detected = False
+        self.warning_detected = False
+        self._reset()
+
+    def update_many(self, values: Any) -> Result:
+        values = as_finite_array(values)
+        if self._unit_interval and values.size and (values.min() < 0 or values.max() > 1):
+            raise InvalidInput(f"{self.kind} takes errors in [0, 1] (1 = misclassified)")
+        hits = self._scan(values)
+        self.last_detections = [self.seen + i for i in hits]
+        self.seen += len(values)
+        self.n_detections += len(hits)
+        return self.result()
+
+    def update(self, value: float) -> Result:
+        return self.update_many([value])
+
+    def result(self) -> Result:
+        statistic, threshold, p_value = self._summary()
+        return Result(statistic=float(statistic), threshold=threshold, p_value=p_value,
+                      n=int(self._sample_count()), fired=bool(self.last_detections))
+
+    def params(self) -> dict[str, Any]:
+        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "params": self.params(), "seen": self.seen,
+            "n_detections": self.n_detections, "last_detections": list(self.last_detections),
+            "drift_detected": self.drift_detected, "warning_detected": self.warning_detected,
+            "vars": {name: getattr(self, name) for name in self._fields},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]):
+        detector = cls(**state["params"])
+        for name in ("seen", "n_detections", "last_detections", "drift_detected", "warning_detected"):
+            setattr(detector, name, state[name])
+        for name, value in state["vars"].items():
+            setattr(detector, name, value)
+        return detector
+
+    def _reset(self) -> None:
+        raise NotImplementedError
+
+    def _scan(self, values: np.ndarray) -> list[int]:
+        raise NotImplementedError
+
+    def _summary(self) -> tuple[float, float | None, float | None]:
+        raise NotImplementedError
+
+    def _sample_count(self) -> float:
+        raise NotImplementedError
+
+
+# -- ADWIN ------------------------------------------------------------------------------------
+
+class ADWIN(ChangeDetector):
+    """ADaptive WINdowing (Bifet & Gavaldà 2007): drops the older part of an adaptive window
+    when its mean differs from the newer part's by more than a Hoeffding/Bernstein bound.
+
+    The window is an exponential histogram: row ``r`` holds up to ``max_buckets`` bucket
+    summaries (sum, variance) of ``2**r`` values each, so memory is ``O(max_buckets * log2(width))``.
+    Cut points are checked every ``clock`` values once the window is longer than ``grace_period``.
+
+    >>> import random
+    >>> rng = random.Random(12345)
+    >>> stream = rng.choices([0, 1], k=1000) + rng.choices(range(4, 8), k=1000)
+    >>> adwin = ADWIN()
+    >>> adwin.update_many(stream).fired, adwin.last_detections
+    (True, [1023])
+    >>> round(adwin.result().statistic, 3)   # mean of the current window
+    5.467
+    """
+
+    kind = "adwin"
+    _fields = ("_totals", "_variances", "_total", "_variance", "_width", "_tick")
+
+    def __init__(self, delta: float = 0.002, clock: int = 32, max_buckets: int = 5,
+                 min_window_length: int = 5, grace_period: int = 10):
+        if not 0 < delta < 1:
+            raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+        self.delta, self.clock, self.max_buckets = float(delta), int(clock), int(max_buckets)
+        self.min_window_length, self.grace_period = int(min_window_length), int(grace_period)
+        super().__init__()
+
+    def _reset(self) -> None:
+        # _totals[r] / _variances[r]: bucket summaries of row r, oldest first
+        self._totals: list[list[float]] = [[]]
+        self._variances: list[list[float]] = [[]]
+        self._total = self._variance = self._width = 0.0
+        self._tick = 0
+
+    def _scan(self, values: np.ndarray) -> list[int]:
+        hits = []
+        clock = self.clock
+        for i, x in enumerate(values.tolist()):
+            if self.drift_detected:
+                self._reset()
+            self._insert(x)
+            self._tick += 1
+            self.drift_detected = (self._tick % clock == 0 and self._width > self.grace_period
+                                   and self._shrink_window())
+            if self.drift_detected:
+                hits.append(i)
+        return hits
+
+    def _insert(self, x: float) -> None:
+        width = self._width + 1.0
+        if width > 1.0:
+            deviation = x - self._total / (width - 1.0)
+            self._variance += (width - 1.0) * deviation * deviation / width
+        self._width = width
+        self._total += x
+        totals, variances, limit = self._totals, self._variances, self.max_buckets
+        totals[0].append(x)
+        variances[0].append(0.0)
+        row = 0
+        # A full row merges its two oldest buckets into one of the next row, which may cascade.
+        while len(totals[row]) == limit + 1:
+            size = float(1 << row)
+            t0, t1 = totals[row][0], totals[row][1]
+            mean_gap = t0 / size - t1 / size
+            merged_variance = variances[row][0] + variances[row][1] + size * 0.5 * mean_gap * mean_gap
+            if row + 1 == len(totals):
+                totals.append([])
+                variances.append([])
+            totals[row + 1].append(t0 + t1)
+            variances[row + 1].append(merged_variance)
+            del totals[row][:2], variances[row][:2]
+            row += 1
+
+    def _shrink_window(self) -> bool:
+        """Drop oldest buckets while some cut splits the window into different means."""
+        changed = False
+        while self._find_cut():
+            changed = True
+            self._drop_oldest_bucket()
+        return changed
+
+    def _find_cut(self) -> bool:
+        totals, minimum = self._totals, self.min_window_length
+        n0, n1, u0, u1 = 0.0, self._width, 0.0, self._total
+        for row in range(len(totals) - 1, -1, -1):
+            size = float(1 << row)
+            buckets = totals[row]
+            last = len(buckets) - 1
+            for k, bucket_total in enumerate(buckets):
+                n0 += size
+                n1 -= size
+                u0 += bucket_total
+                u1 -= bucket_total
+                if row == 0 and k == last:
+                    return False
+                if n1 >= minimum and n0 >= minimum and self._cut_is_significant(n0, n1, u0 / n0 - u1 / n1):
+                    return True
+        return False
+
+    def _cut_is_significant(self, n0: float, n1: float, mean_gap: float) -> bool:
+        delta_prime = math.log(2.0 * math.log(self._width) / self.delta)
+        harmonic = 1.0 / (n0 - self.min_window_length + 1.0) + 1.0 / (n1 - self.min_window_length + 1.0)
+        epsilon = (math.sqrt(2.0 * harmonic * (self._variance / self._width) * delta_prime)
+                   + 2.0 / 3.0 * delta_prime * harmonic)
+        return abs(mean_gap) > epsilon
+
+    def _drop_oldest_bucket(self) -> None:
+        row = len(self._totals) - 1
+        size = float(1 << row)
+        bucket_total, bucket_variance = self._totals[row].pop(0), self._variances[row].pop(0)
+        self._width -= size
+        self._total -= bucket_total
+        gap = bucket_total / size - self._total / self._width
+        self._variance -= bucket_variance + size * self._width * gap * gap / (size + self._width)
+        if not self._totals[row]:
+            self._totals.pop()
+            self._variances.pop()
+
+    @property
+    def width(self) -> int:
+        return int(self._width)
+
+    def _summary(self):
+        return (self._total / self._width if self._width else 0.0), None, None
+
+    def _sample_count(self) -> float:
+        return self._width
+
+
+# -- DDM --------------------------------------------------------------------------------------
+
+class DDM(ChangeDetector):
+    """Drift Detection Method (Gama et al. 2004) on a 0/1 error stream.
+
+    Tracks the error rate ``p`` and ``s = sqrt(p(1-p)/n)``; warns when ``p + s`` exceeds the best
+    ``p_min + warning_threshold * s_min`` seen, and detects when it exceeds
+    ``p_min + drift_threshold * s_min``. The statistic is ``p + s``, the threshold the drift level.
+
+    >>> import random
+    >>> rng = random.Random(42)
+    >>> stream = rng.choices([0, 1], k=1000) + rng.choices([0, 1], k=1000, weights=[0.3, 0.7])
+    >>> ddm = DDM()
+    >>> ddm.update_many(stream).fired, ddm.last_detections
+    (True, [1334])
+    """
+
+    kind = "ddm"
+    _unit_interval = True
+    _fields = ("_n", "_mean", "_p_min", "_s_min", "_ps_min")
+
+    def __init__(self, warm_start: int = 30, warning_threshold: float = 2.0, drift_threshold: float = 3.0):
+        self.warm_start = int(warm_start)
+        self.warning_threshold, self.drift_threshold = float(warning_threshold), float(drift_threshold)
+        super().__init__()
+
+    def _reset(self) -> None:
+        self._n = self._mean = 0.0
+        self._p_min = self._s_min = None
+        self._ps_min = math.inf
+
+    def _scan(self, values: np.ndarray) -> list[int]:
+        hits = []
+        n, mean, p_min, s_min, ps_min = self._n, self._mean, self._p_min, self._s_min, self._ps_min
+        drift, warning = self.drift_detected, self.warning_detected
+        warm, warn_k, drift_k = self.warm_start, self.warning_threshold, self.drift_threshold
+        for i, x in enumerate(values.tolist()):
+            if drift:
+                n = mean = 0.0
+                p_min = s_min = None
+                ps_min = math.inf
+                drift = warning = False
+            n += 1.0
+            mean += (1.0 / n) * (x - mean)
+            s = math.sqrt(mean * (1 - mean) / n)
+            if n > warm:
+                if mean + s <= ps_min:
+                    p_min, s_min = mean, s
+                    ps_min = p_min + s_min
+                warning = mean + s > p_min + warn_k * s_min
+                if mean + s > p_min + drift_k * s_min:
+                    drift, warning = True, False
+                    hits.append(i)
+        self._n, self._mean, self._p_min, self._s_min, self._ps_min = n, mean, p_min, s_min, ps_min
+        self.drift_detected, self.warning_detected = drift, warning
+        return hits
+
+    def _summary(self):
+        s = math.sqrt(self._mean * (1 - self._mean) / self._n) if self._n else 0.0
+        threshold = None if self._p_min is None else self._p_min + self.drift_threshold * self._s_min
+        return self._mean + s, threshold, None
+
+    def _sample_count(self) -> float:
+        return self._n
+
+
+# -- EDDM -------------------------------------------------------------------------------------
+
+class EDDM(ChangeDetector):
+    """Early Drift Detection Method (Baena-García et al. 2006) on a 0/1 error stream.
+
+    Tracks the mean ``p'`` and standard deviation ``s'`` of the distance between errors; the
+    statistic is ``(p' + 2 s') / max(p' + 2 s')``, which detects below ``beta`` (the threshold)
+    and warns below ``alpha``.
+
+    >>> import random
+    >>> rng = random.Random(42)
+    >>> stream = rng.choices([0, 1], k=1000) + rng.choices([0, 1], k=1000, weights=[0.3, 0.7])
+    >>> eddm = EDDM(alpha=0.8, beta=0.75)
+    >>> eddm.update_many(stream).fired, eddm.last_detections
+    (True, [1278])
+    """
+
+    kind = "eddm"
+    _unit_interval = True
+    _fields = ("_n", "_last_error", "_n_errors", "_d_n", "_d_mean", "_d_s", "_p2s_max", "_level")
+
+    def __init__(self, warm_start: int = 30, alpha: float = 0.95, beta: float = 0.9):
+        if alpha < beta:
+            raise ValueError("alpha must be greater or equal to beta")
+        self.warm_start, self.alpha, self.beta = int(warm_start), float(alpha), float(beta)
+        super().__init__()
+
+    def _reset(self) -> None:
+        self._n = self._last_error = self._n_errors = 0
+        # running mean / sum of squares (Welford) of the distances between errors
+        self._d_n = self._d_mean = self._d_s = 0.0
+        self._p2s_max = -1.0
+        self._level = 1.0
+
+    def _scan(self, values: np.ndarray) -> list[int]:
+        hits = []
+        n, last_error, n_errors = self._n, self._last_error, self._n_errors
+        d_n, d_mean, d_s, p2s_max, level = self._d_n, self._d_mean, self._d_s, self._p2s_max, self._level
+        drift, warning = self.drift_detected, self.warning_detected
+        warm, alpha, beta = self.warm_start, self.alpha, self.beta
+        for i, x in enumerate(values.tolist()):
+            if drift:
+                n = last_error = n_errors = 0
+                d_n = d_mean = d_s = 0.0
+                p2s_max, level = -1.0, 1.0
+                drift = warning = False
+            n += 1
+            if x != 1:
+                continue
+            n_errors += 1
+            distance = n - last_error
+            old_mean = d_mean
+            d_n += 1.0
+            d_mean += (1.0 / d_n) * (distance - d_mean)
+            d_s += (distance - old_mean) * (distance - d_mean)
+            if n > warm:
+                p2s = d_mean + 2 * ((d_s / (d_n - 1)) if d_n > 1 else 0.0) ** 0.5
+                if p2s > p2s_max:
+                    p2s_max = p2s
+                elif n_errors > warm:
+                    level = p2s / p2s_max
+                    if level < beta:
+                        drift = True
+                        hits.append(i)
+                    elif level < alpha:
+                        warning = True
+                    else:
+                        warning = False
+            last_error = n
+        self._n, self._last_error, self._n_errors = n, last_error, n_errors
+        self._d_n, self._d_mean, self._d_s, self._p2s_max, self._level = d_n, d_mean, d_s, p2s_max, level
+        self.drift_detected, self.warning_detected = drift, warning
+        return hits
+
+    def _summary(self):
+        return self._level, self.beta, None
+
+    def _sample_count(self) -> float:
+        return self._n
+
+
+# -- HDDM_A -----------------------------------------------------------------------------------
+
+class HDDM_A(ChangeDetector):
+    """Drift detection with Hoeffding bounds on moving averages (Frías-Blanco et al. 2014).
+
+    Compares the mean since the start with the mean up to the best cut point; detects an
+    increase (and with ``two_sided_test`` a decrease) significant at ``drift_confidence``.
+    The statistic is the mean of the current segment.
+
+    >>> import random
+    >>> rng = random.Random(42)
+    >>> stream = rng.choices([0, 1], k=1000) + rng.choices([0, 1], k=1000, weights=[0.3, 0.7])
+    >>> hddm_a = HDDM_A()
+    >>> hddm_a.update_many(stream).fired, hddm_a.last_detections
+    (True, [1206])
+    """
+
+    kind = "hddm_a"
+    _unit_interval = True
+    # (n, mean) of: everything since the reset, and the prefixes ending at the two cut points
+    _fields = ("_z", "_x_min", "_x_max")
+
+    def __init__(self, drift_confidence: float = 0.001, warning_confidence: float = 0.005,
+                 two_sided_test: bool = False):
+        self.drift_confidence, self.warning_confidence = float(drift_confidence), float(warning_confidence)
+        self.two_sided_test = bool(two_sided_test)
+        super().__init__()
+
+    def _reset(self) -> None:
+        self._z = [0.0, 0.0]
+        self._x_min = [0.0, 0.0]
+        self._x_max = [0.0, 0.0]
+
+    @staticmethod
+    def _significant(n_total, n_cut, gap, confidence) -> bool:
+        if n_cut == n_total:
+            return False
+        m = (n_total - n_cut) / n_cut * (1.0 / n_total)
+        return gap >= math.sqrt(m / 2 * math.log(2.0 / confidence))
+
+    def _scan(self, values: np.ndarray) -> list[int]:
+        hits = []
+        (zn, zm), (lo_n, lo_m), (hi_n, hi_m) = self._z, self._x_min, self._x_max
+        drift, warning = self.drift_detected, self.warning_detected
+        log_term = math.log(1.0 / self.drift_confidence)
+        significant, dconf, wconf = self._significant, self.drift_confidence, self.warning_confidence
+        two_sided = self.two_sided_test
+        for i, x in enumerate(values.tolist()):
+            if drift:
+                zn = zm = lo_n = lo_m = hi_n = hi_m = 0.0
+            zn += 1.0
+            zm += (1.0 / zn) * (x - zm)
+            if lo_n == 0:
+                lo_n, lo_m = zn, zm
+            if hi_n == 0:
+                hi_n, hi_m = zn, zm
+            eps_z = math.sqrt(1.0 / (2 * zn) * log_term)
+            if lo_m + math.sqrt(1.0 / (2 * lo_n) * log_term) >= zm + eps_z:
+                lo_n, lo_m = zn, zm
+            if hi_m - math.sqrt(1.0 / (2 * hi_n) * log_term) <= zm - eps_z:
+                hi_n, hi_m = zn, zm
+            if significant(zn, lo_n, zm - lo_m, dconf):
+                drift, warning = True, False
+            elif significant(zn, lo_n, zm - lo_m, wconf):
+                drift, warning = False, True
+            else:
+                drift = warning = False
+            if two_sided:
+                if significant(zn, hi_n, hi_m - zm, dconf):
+                    drift = True
+                elif significant(zn, hi_n, hi_m - zm, wconf):
+                    warning = True
+            if drift:
+                hits.append(i)
+        self._z, self._x_min, self._x_max = [zn, zm], [lo_n, lo_m], [hi_n, hi_m]
+        self.drift_detected, self.warning_detected = drift, warning
+        return hits
+
+    def _summary(self):
+        return self._z[1], None, None
+
+    def _sample_count(self) -> float:
+        return self._z[0]
+
+
+# -- HDDM_W -----------------------------------------------------------------------------------
+
+class HDDM_W(ChangeDetector):
+    """HDDM with McDiarmid bounds on exponentially weighted moving averages (Frías-Blanco et al.).
+
+    Each tracked sample is ``[ewma, initialised (0/1), independent bound condition]``.
+    The statistic is the EWMA of the whole segment.
+
+    >>> import random
+    >>> rng = random.Random(42)
+    >>> stream = rng.choices([0, 1], k=1000) + rng.choices([0, 1], k=1000, weights=[0.3, 0.7])
+    >>> hddm_w = HDDM_W()
+    >>> hddm_w.update_many(stream).fired, hddm_w.last_detections
+    (True, [1077])
+    """
+
+    kind = "hddm_w"
+    _unit_interval = True
+    _fields = ("_total", "_s1_incr", "_s2_incr", "_s1_decr", "_s2_decr", "_incr_cut", "_decr_cut")
+
+    def __init__(self, drift_confidence: float = 0.001, warning_confidence: float = 0.005,
+                 lambda_val: float = 0.05, two_sided_test: bool = False):
+        self.drift_confidence, self.warning_confidence = float(drift_confidence), float(warning_confidence)
+        self.lambda_val, self.two_sided_test = float(lambda_val), bool(two_sided_test)
+        super().__init__()
+
+    def _reset(self) -> None:
+        self._total, self._s1_incr, self._s2_incr, self._s1_decr, self._s2_decr = (
+            [0.0, 0, 1.0] for _ in range(5))
+        self._incr_cut, self._decr_cut = math.inf, -math.inf
+
+    def _scan(self, values: np.ndarray) -> list[int]:
+        hits = []
+        lam = self.lambda_val
+        keep, lam_sq, keep_sq = 1 - lam, lam * lam, (1 - lam) ** 2
+        log_drift, log_warn = math.log(1 / self.drift_confidence), math.log(1 / self.warning_confidence)
+        two_sided = self.two_sided_test
+        drift, warning = self.drift_detected, self.warning_detected
+        t_m, t_i, t_b = self._total
+        a_m, a_i, a_b = self._s1_incr
+        b_m, b_i, b_b = self._s2_incr
+        c_m, c_i, c_b = self._s1_decr
+        d_m, d_i, d_b = self._s2_decr
+        incr_cut, decr_cut = self._incr_cut, self._decr_cut
+        sqrt = math.sqrt
+        for i, x in enumerate(values.tolist()):
+            if drift:
+                t_m = a_m = b_m = c_m = d_m = 0.0
+                t_i = a_i = b_i = c_i = d_i = 0
+                t_b = a_b = b_b = c_b = d_b = 1.0
+                incr_cut, decr_cut = math.inf, -math.inf
+                drift = warning = False
+            t_m, t_i, t_b = (lam * x + keep * t_m if t_i else x), 1, lam_sq + keep_sq * t_b
+            eps = sqrt(t_b * log_drift / 2)
+            if t_m + eps < incr_cut:
+                incr_cut = t_m + eps
+                a_m, a_i, a_b = t_m, t_i, t_b
+                b_m, b_i, b_b = 0.0, 0, 1.0
+            else:
+                b_m, b_i, b_b = (lam * x + keep * b_m if b_i else x), 1, lam_sq + keep_sq * b_b
+            if a_i and b_i and b_m - a_m > sqrt((a_b + b_b) * log_drift / 2):
+                drift, warning = True, False
+            elif a_i and b_i and b_m - a_m > sqrt((a_b + b_b) * log_warn / 2):
+                drift, warning = False, True
+            else:
+                drift = warning = False
+            eps = sqrt(t_b * log_drift / 2)
+            if t_m - eps > decr_cut:
+                decr_cut = t_m - eps
+                c_m, c_i, c_b = t_m, t_i, t_b
+                d_m, d_i, d_b = 0.0, 0, 1.0
+            else:
+                d_m, d_i, d_b = (lam * x + keep * d_m if d_i else x), 1, lam_sq + keep_sq * d_b
+            if two_sided and c_i and d_i:
+                if c_m - d_m > sqrt((d_b + c_b) * log_drift / 2):
+                    drift = True
+                elif c_m - d_m > sqrt((d_b + c_b) * log_warn / 2):
+                    warning = True
+            if drift:
+                hits.append(i)
+        self._total, self._s1_incr, self._s2_incr = [t_m, t_i, t_b], [a_m, a_i, a_b], [b_m, b_i, b_b]
+        self._s1_decr, self._s2_decr = [c_m, c_i, c_b], [d_m, d_i, d_b]
+        self._incr_cut, self._decr_cut = incr_cut, decr_cut
+        self.drift_detected, self.warning_detected = drift, warning
+        return hits
+
+    def _summary(self):
+        return self._total[0], None, None
+
+    def _sample_count(self) -> float:
+        return self.seen
+
+
+# -- Page-Hinkley -----------------------------------------------------------------------------
+
+class PageHinkley(ChangeDetector):
+    """Page-Hinkley test (CUSUM of deviations from the running mean, with forgetting ``alpha``).
+
+    The statistic is the larger of the upward and downward test values, compared with
+    ``threshold`` (lambda) once ``min_instances`` values were seen; ``mode`` is "up", "down" or
+    "both".
+
+    >>> import random
+    >>> rng = random.Random(12345)
+    >>> stream = rng.choices([0, 1], k=1000) + rng.choices(range(4, 8), k=1000)
+    >>> ph = PageHinkley()
+    >>> ph.update_many(stream).fired, ph.last_detections
+    (True, [1006])
+    """
+
+    kind = "page_hinkley"
+    _fields = ("_n", "_mean", "_sum_increase", "_sum_decrease", "_min_increase", "_max_decrease")
+    _MODES = ("up", "down", "both")
+
+    def __init__(self, min_instances: int = 30, delta: float = 0.005, threshold: float = 50.0,
+                 alpha: float = 1 - 0.0001, mode: str = "both"):
+        if mode not in self._MODES:
+            raise ValueError(f"mode must be one of {', '.join(self._MODES)}, got {mode!r}")
+        self.min_instances, self.delta, self.threshold = int(min_instances), float(delta), float(threshold)
+        self.alpha, self.mode = float(alpha), mode
+        super().__init__()
+
+    def _reset(self) -> None:
+        self._n = self._mean = self._sum_increase = self._sum_decrease = 0.0
+        self._min_increase = math.inf
+        self._max_decrease = -1.0
+
+    def _scan(self, values: np.ndarray) -> list[int]:
+        hits = []
+        n, mean = self._n, self._mean
+        s_inc, s_dec, min_inc, max_dec = self._sum_increase, self._sum_decrease, self._min_increase, self._max_decrease
+        drift = self.drift_detected
+        alpha, delta, threshold, warm = self.alpha, self.delta, self.threshold, self.min_instances
+        up, down = self.mode in ("up", "both"), self.mode in ("down", "both")
+        for i, x in enumerate(values.tolist()):
+            if drift:
+                n = mean = s_inc = s_dec = 0.0
+                min_inc, max_dec = math.inf, -1.0
+                drift = False
+            n += 1.0
+            mean += (1.0 / n) * (x - mean)
+            deviation = x - mean
+            s_inc = alpha * s_inc + deviation - delta
+            s_dec = alpha * s_dec + deviation + delta
+            if s_inc < min_inc:
+                min_inc = s_inc
+            if s_dec > max_dec:
+                max_dec = s_dec
+            if n >= warm and ((up and s_inc - min_inc > threshold) or (down and max_dec - s_dec > threshold)):
+                drift = True
+                hits.append(i)
+        self._n, self._mean = n, mean
+        self._sum_increase, self._sum_decrease, self._min_increase, self._max_decrease = s_inc, s_dec, min_inc, max_dec
+        self.drift_detected = drift
+        return hits
+
+    def _summary(self):
+        if not self._n:
+            return 0.0, self.threshold, None
+        increase = self._sum_increase - self._min_increase if self.mode != "down" else -math.inf
+        decrease = self._max_decrease - self._sum_decrease if self.mode != "up" else -math.inf
+        return max(increase, decrease), self.threshold, None
+
+    def _sample_count(self) -> float:
+        return self._n
+
+
+# -- KSWIN ------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=32)
+def _ks_p_values(sample_size: int) -> np.ndarray:
+    """scipy's two-sample KS p-value for equal sizes, by number of ECDF steps ``k`` (D = k / n).
+
+    With equal sample sizes the statistic can only take the values ``k / n``, so the p-value
+    of every possible outcome is computed once, by scipy itself, on samples shifted by ``k``.
+    """
+    base = np.arange(sample_size, dtype=np.float64)
+    with warnings.catch_warnings():  # scipy falls back from exact to asymptotic for some k, as river sees too
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.array([stats.ks_2samp(base, base + k, method="auto").pvalue for k in range(sample_size + 1)])
+
+
+def ks_statistics_equal_size(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise two-sample KS statistic of equal-size samples ``a[i]`` vs ``b[i]``.
+
+    Returns ``(D, k)``: D computed with scipy.stats.ks_2samp's own float operations (difference of
+    the two ECDFs at every observed value), and the integer number of steps ``k = D * n``.
+    """
+    n = a.shape[1]
+    combined = np.concatenate((a, b), axis=1)
+    order = np.argsort(combined, axis=1, kind="stable")
+    ordered = np.take_along_axis(combined, order, axis=1)
+    from_a = order < n
+    count_a = np.cumsum(from_a, axis=1)
+    count_b = np.arange(1, 2 * n + 1) - count_a
+    gaps = count_a / n - count_b / n
+    # the ECDFs are compared after the last of a run of equal values only
+    last_of_run = np.ones_like(from_a)
+    last_of_run[:, :-1] = ordered[:, 1:] != ordered[:, :-1]
+    gaps = np.where(last_of_run, gaps, 0.0)
+    statistic = np.maximum(gaps.max(axis=1), np.clip(-gaps.min(axis=1), 0, 1))
+    steps = np.abs(np.where(last_of_run, count_a - count_b, 0)).max(axis=1)
+    return statistic, steps
+
+
+class KSWIN(ChangeDetector):
+    """Kolmogorov-Smirnov windowing (Raab et al. 2020), the same decisions as river's KSWIN.
+
+    Keeps the last ``window_size`` values; at each value compares the newest ``stat_size`` with
+    ``stat_size`` values drawn at random from the older part and detects when the KS p-value is
+    at most ``alpha`` and the statistic above 0.1. The random draws use Python's
+    ``random.Random(seed)`` exactly as river does (re-seeded after each detection), so with the
+    same seed the same samples are compared. Instead of a scipy call per value, the KS
+    statistics of a whole batch are computed at once and the p-value is looked up (with equal
+    sample sizes there are only ``stat_size + 1`` possible outcomes). ``seed`` defaults to 0 so
+    that replays are deterministic.
+
+    >>> import random
+    >>> rng = random.Random(12345)
+    >>> stream = rng.choices([0, 1], k=1000) + rng.choices(range(4, 8), k=1000)
+    >>> kswin = KSWIN(alpha=0.0001, seed=42)
+    >>> kswin.update_many(stream).fired, kswin.last_detections
+    (True, [1016])
+    """
+
+    kind = "kswin"
+    _fields = ("_window", "_n", "_rng_state", "_statistic", "_p_value")
+    #: values tested per vectorized step (bounds the temporary arrays)
+    CHUNK = 2048
+
+    def __init__(self, alpha: float = 0.005, window_size: int = 100, stat_size: int = 30, seed: int = 0):
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+        if stat_size < 1 or window_size < 2 * stat_size:
+            raise ValueError("need 1 <= stat_size and 2 * stat_size <= window_size")
+        self.alpha, self.window_size, self.stat_size, self.seed = float(alpha), int(window_size), int(stat_size), seed
+        super().__init__()
+
+    def _reset(self) -> None:
+        self._window: list[float] = []
+        self._n = 0
+        self._rng = random.Random(self.seed)
+        self._statistic, self._p_value = 0.0, 1.0
+
+    # the RNG state is part of the state: a JSON list rather than Python's tuple
+    @property
+    def _rng_state(self) -> list:
+        version, internal, gauss = self._rng.getstate()
+        return [version, list(internal), gauss]
+
+    @_rng_state.setter
+    def _rng_state(self, value: list) -> None:
+        self._rng = random.Random()
+        self._rng.setstate((value[0], tuple(value[1]), value[2]))
+
+    def _scan(self, values: np.ndarray) -> list[int]:
+        hits, start = [], 0
+        while start < len(values):
+            if self.drift_detected:
+                self._reset()
+                self.drift_detected = False
+            hit = self._scan_segment(values, start)
+            if hit is None:
+                break
+            hits.append(hit)
+            start = hit + 1
+        return hits
+
+    def _scan_segment(self, values: np.ndarray, start: int) -> int | None:
+        """Process values[start:] until the first detection; return its index (or None)."""
+        w, s = self.window_size, self.stat_size
+        older = range(w - s)
+        for chunk_start in range(start, len(values), self.CHUNK):
+            chunk = values[chunk_start:chunk_start + self.CHUNK]
+            history = np.concatenate((np.asarray(self._window, dtype=np.float64), chunk))
+            first_full = max(0, w - 1 - len(self._window))  # first chunk position with a full window
+            tested = np.arange(first_full, len(chunk))
+            if len(tested):
+                ends = len(self._window) + tested + 1  # one past the newest value, in history
+                draws = np.array([self._rng.sample(older, s) for _ in tested], dtype=np.int64).reshape(-1, s)
+                reference = history[(ends - w)[:, None] + draws]
+                recent = history[(ends - s)[:, None] + np.arange(s)]
+                statistic, steps = ks_statistics_equal_size(reference, recent)
+                p_values = _ks_p_values(s)[steps]
+                fired = np.flatnonzero((p_values <= self.alpha) & (statistic > 0.1))
+                last = fired[0] if len(fired) else len(tested) - 1
+                self._statistic, self._p_value = float(statistic[last]), float(p_values[last])
+                if len(fired):
+                    self._n += int(tested[last]) + 1
+                    self._window = history[ends[last] - w:ends[last]].tolist()
+                    self.drift_detected = True
+                    return chunk_start + int(tested[last])
+            self._n += len(chunk)
+            self._window = history[-w:].tolist()
+        return None
+
+    def _summary(self):
+        return self._statistic, self.alpha, self._p_value
+
+    def _sample_count(self) -> float:
+        return len(self._window)
+
+
+CHANGE_DETECTORS = (ADWIN, DDM, EDDM, HDDM_A, HDDM_W, PageHinkley, KSWIN)

@@ -1,0 +1,168 @@
+"""Change detectors: the same detections as river, state round trips, bounded state."""
+import json
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from river import drift as river_drift
+
+from detectors.base import InvalidInput
+from detectors.change import ADWIN, DDM, EDDM, HDDM_A, HDDM_W, KSWIN, PageHinkley
+
+# ours, river's, parameters both accept
+PAIRS = [
+    (ADWIN, river_drift.ADWIN, {}),
+    (ADWIN, river_drift.ADWIN, {"delta": 0.05, "clock": 8}),
+    (DDM, river_drift.binary.DDM, {}),
+    (EDDM, river_drift.binary.EDDM, {}),
+    (EDDM, river_drift.binary.EDDM, {"alpha": 0.8, "beta": 0.75}),
+    (HDDM_A, river_drift.binary.HDDMA, {}),
+    (HDDM_A, river_drift.binary.HDDMA, {"two_sided_test": True}),
+    (HDDM_W, river_drift.binary.HDDMW, {}),
+    (HDDM_W, river_drift.binary.HDDMW, {"two_sided_test": True, "lambda_val": 0.1}),
+    (PageHinkley, river_drift.PageHinkley, {}),
+    (PageHinkley, river_drift.PageHinkley, {"mode": "down", "threshold": 10.0}),
+    (KSWIN, river_drift.KSWIN, {"seed": 7}),
+    (KSWIN, river_drift.KSWIN, {"seed": 3, "window_size": 60, "stat_size": 20, "alpha": 0.01}),
+]
+BINARY = {DDM, EDDM, HDDM_A, HDDM_W}
+
+
+def river_run(detector, stream):
+    """Detection indices and (drift, warning) flags after every value, the river way."""
+    hits = []
+    for i, x in enumerate(stream):
+        detector.update(x)
+        if detector.drift_detected:
+            hits.append(i)
+    return hits
+
+
+def docstring_streams():
+    rng = random.Random(12345)
+    mean_shift = rng.choices([0, 1], k=1000) + rng.choices(range(4, 8), k=1000)
+    rng = random.Random(42)
+    error_rise = rng.choices([0, 1], k=1000) + rng.choices([0, 1], k=1000, weights=[0.3, 0.7])
+    return mean_shift, error_rise
+
+
+@pytest.mark.parametrize("ours, params, expected", [
+    (ADWIN, {}, [1023]), (PageHinkley, {}, [1006]), (KSWIN, {"alpha": 0.0001, "seed": 42}, [1016]),
+])
+def test_river_docstring_mean_shift(ours, params, expected):
+    stream, _ = docstring_streams()
+    detector = ours(**params)
+    result = detector.update_many(stream)
+    assert detector.last_detections == expected
+    assert result.fired
+
+
+@pytest.mark.parametrize("ours, params, expected", [
+    (DDM, {}, [1334]), (EDDM, {"alpha": 0.8, "beta": 0.75}, [1278]), (HDDM_A, {}, [1206]), (HDDM_W, {}, [1077]),
+])
+def test_river_docstring_error_rise(ours, params, expected):
+    _, stream = docstring_streams()
+    detector = ours(**params)
+    assert detector.update_many(stream).fired
+    assert detector.last_detections == expected
+
+
+def error_stream(seed, n=6000):
+    """0/1 errors whose rate jumps twice, so detectors fire and reset several times."""
+    rng = np.random.default_rng(seed)
+    rate = np.repeat(rng.uniform(0.05, 0.6, 4), n // 4)
+    return (rng.random(n) < rate).astype(float)
+
+
+def numeric_stream(seed, n=6000):
+    rng = np.random.default_rng(seed)
+    return rng.normal(np.repeat(rng.normal(0, 2, 4), n // 4), 1.0)
+
+
+@pytest.mark.parametrize("ours, theirs, params", PAIRS, ids=lambda p: getattr(p, "__name__", str(p)))
+@pytest.mark.parametrize("seed", [1, 2])
+def test_same_detections_as_river(ours, theirs, params, seed):
+    n = 2400 if ours is KSWIN else 6000  # river's KSWIN costs ~0.25 ms per value
+    stream = error_stream(seed, n) if ours in BINARY else numeric_stream(seed, n)
+    expected = river_run(theirs(**params), stream.tolist())
+    detector = ours(**params)
+    found = []
+    for batch in np.array_split(stream, 7):  # batch boundaries must not matter
+        detector.update_many(batch)
+        found += detector.last_detections
+    assert found == expected
+    assert detector.n_detections == len(expected)
+
+
+@pytest.mark.parametrize("ours, theirs, params", PAIRS[:11], ids=lambda p: getattr(p, "__name__", str(p)))
+def test_same_warnings_and_flags_value_by_value(ours, theirs, params):
+    stream = (error_stream(5, 3000) if ours in BINARY else numeric_stream(5, 3000)).tolist()
+    river_detector, detector = theirs(**params), ours(**params)
+    for x in stream:
+        river_detector.update(x)
+        detector.update(x)
+        assert detector.drift_detected == river_detector.drift_detected
+        assert detector.warning_detected == getattr(river_detector, "warning_detected", False)
+
+
+@pytest.mark.parametrize("ours, theirs, params", PAIRS, ids=lambda p: getattr(p, "__name__", str(p)))
+def test_state_round_trip_gives_identical_future(ours, theirs, params):
+    stream = error_stream(11) if ours in BINARY else numeric_stream(11)
+    detector = ours(**params)
+    detector.update_many(stream[:2500])
+    restored = ours.from_state(json.loads(json.dumps(detector.state())))
+    assert restored.state() == detector.state()
+    for batch in np.array_split(stream[2500:], 9):
+        assert restored.update_many(batch) == detector.update_many(batch)
+        assert restored.last_detections == detector.last_detections
+
+
+@pytest.mark.parametrize("ours", [DDM, EDDM, HDDM_A, HDDM_W, PageHinkley, KSWIN, ADWIN])
+def test_state_stays_bounded(ours):
+    """No growth with stream length (ADWIN: logarithmic in its window, a few buckets per doubling)."""
+    rng = np.random.default_rng(0)
+    detector = ours()
+    sizes = []
+    for _ in range(4):
+        detector.update_many((rng.random(20_000) < 0.2).astype(float))
+        sizes.append(len(json.dumps(detector.state())))
+    if ours is ADWIN:
+        buckets = sum(len(row) for row in detector.state()["vars"]["_totals"])
+        assert buckets <= detector.max_buckets * (np.log2(detector.seen) + 1)
+    else:
+        assert max(sizes) <= min(sizes) * 1.2 + 200
+
+
+def test_last_detections_are_stream_positions_and_reset_per_batch():
+    detector = PageHinkley(threshold=5.0)
+    detector.update_many(np.zeros(100))
+    assert detector.last_detections == [] and not detector.result().fired
+    result = detector.update_many(np.full(50, 3.0))
+    assert result.fired and all(100 <= i < 150 for i in detector.last_detections)
+    assert not detector.update_many(np.full(5, 3.0)).fired
+
+
+def test_binary_detectors_reject_values_outside_unit_interval():
+    with pytest.raises(InvalidInput, match="ddm takes errors in \\[0, 1\\]"):
+        DDM().update_many([0, 1, 2])
+    with pytest.raises(InvalidInput, match="values\\[1\\]"):
+        ADWIN().update_many([0.0, float("nan")])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=300))
+def test_any_finite_stream_keeps_results_finite(values):
+    for detector in (ADWIN(), PageHinkley(), KSWIN(window_size=20, stat_size=5)):
+        result = detector.update_many(values)
+        assert np.isfinite(result.statistic)
+        assert result.n >= 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from([0.0, 1.0]), min_size=1, max_size=400))
+def test_any_error_stream_keeps_binary_results_in_range(values):
+    for detector in (DDM(), EDDM(), HDDM_A(), HDDM_W()):
+        result = detector.update_many(values)
+        assert 0.0 <= result.statistic <= 2.0
