@@ -40,6 +40,7 @@ import datetime as dt
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -143,7 +144,7 @@ class ExecAction:
         try:
             status = proc.wait(timeout=self.timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             relay.join(5)
             raise ActionFailed(f"command timed out after {self.timeout:g}s{_stderr_suffix(tail)}") from None
@@ -154,9 +155,10 @@ class ExecAction:
 
 def _relay_stderr(stream, tail: collections.deque[str]) -> None:
     for line in iter(stream.readline, b""):
-        sys.stderr.buffer.write(line)
-        sys.stderr.buffer.flush()
-        tail.append(line.decode("utf-8", "replace").rstrip())
+        text = line.decode("utf-8", "replace")
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        tail.append(text.rstrip())
     stream.close()
 
 
@@ -298,7 +300,10 @@ def consumer_settings(kafka: dict[str, Any], group: str, *, offset_reset: str = 
 
 
 def producer_settings(kafka: dict[str, Any]) -> dict[str, Any]:
-    return {**_settings_for(kafka, _CONSUMER_ONLY), "enable.idempotence": True, "acks": "all"}
+    # Never transactional: the failure record is a plain idempotent write, even when the
+    # shared [kafka] table carries the engine's transactional.id.
+    settings = _settings_for(kafka, _CONSUMER_ONLY + ("transactional.",))
+    return {**settings, "enable.idempotence": True, "acks": "all"}
 
 
 def ensure_topic(kafka: dict[str, Any], topic: str, timeout: float = 30.0) -> None:

@@ -169,7 +169,7 @@ class TriggerPolicy:
     def _step(self, rule: Rule, state: _RuleState, observations: Mapping[str, Observation], at_ms: int) -> bool:
         """Advance one rule's state machine; True when it fires now."""
         verdict = _judge(rule, observations, rule.min_samples, use_rearm=False)
-        primary = _primary_value(rule, observations)
+        primary = _primary_value(rule, observations, rule.min_samples)
         if state.baseline is None and primary is not None:
             state.baseline = primary
         if verdict is Verdict.UNKNOWN:
@@ -295,12 +295,12 @@ def _first_breaching(rule: Rule, observations: Mapping[str, Observation]) -> Con
     return rule.conditions[0]
 
 
-def _primary_value(rule: Rule, observations: Mapping[str, Observation]) -> float | None:
-    """The value the baseline tracks: the first plain threshold condition's statistic."""
+def _primary_value(rule: Rule, observations: Mapping[str, Observation], min_samples: int) -> float | None:
+    """The value the baseline tracks: the first plain threshold condition's statistic, if judged."""
     for condition in rule.conditions:
         if not condition.is_glob and not condition.is_fired:
             observation = observations.get(condition.statistic)
-            if observation is not None and math.isfinite(observation.value):
+            if observation is not None and observation.n >= min_samples and math.isfinite(observation.value):
                 return observation.value
     return None
 

@@ -358,3 +358,10 @@ def test_from_state_tolerates_added_and_removed_rules():
 def test_from_state_rejects_unknown_state_version():
     with pytest.raises(ValueError, match="state version"):
         TriggerPolicy.from_state("churn", [], {"version": 99})
+
+
+def test_baseline_ignores_low_sample_observations():
+    policy = make_policy(accuracy_floor(min_samples=100))
+    run(policy, [{"accuracy": (0.99, 5)}, {"accuracy": (0.9, 500)}, {"accuracy": (0.95, 5)}])
+    (event,) = evaluate_step(policy, 3, {"accuracy": (0.7, 500)})
+    assert event.evidence["baseline"] == 0.9
