@@ -30,6 +30,11 @@ from .monitor import Monitor, Source
 log = logging.getLogger("driftline.engine")
 
 
+# Errors a just-created topic gives until its leader serves requests.
+_NOT_READY = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+              KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT, KafkaError._TRANSPORT}
+
+
 class BrokerLost(RuntimeError):
     """The broker stayed unreachable past the configured retry budget."""
 
@@ -206,7 +211,19 @@ class Engine:
     def _state_key(self, partition: int) -> bytes:
         return f"{self.config.engine.group_id}:{partition}".encode()
 
-    def _restore(self, partition: int) -> Monitor:
+    def _restore(self, partition: int, timeout: float = 30.0) -> Monitor:
+        """Restore one partition's Monitor, retrying while a new state topic gets its leader."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self._read_checkpoint(partition)
+            except KafkaException as exc:
+                if exc.args[0].code() not in _NOT_READY or time.monotonic() > deadline:
+                    raise
+                log.info("state partition %d not ready (%s); retrying", partition, exc.args[0].str())
+                time.sleep(0.2)
+
+    def _read_checkpoint(self, partition: int) -> Monitor:
         """Read partition ``partition`` of the compacted state topic to its end; last value wins."""
         monitor = Monitor(self.config)
         reader = Consumer({**self.config.kafka, "group.id": f"{self.config.engine.group_id}-restore",

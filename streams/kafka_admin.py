@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -32,7 +33,7 @@ def ensure_topics(config: Config, timeout: float = 30.0) -> None:
             except KafkaException as exc:
                 if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: another instance was first
                     raise
-        existing = admin.list_topics(timeout=timeout).topics
+        existing = _wait_for_leaders(admin, list(wanted), timeout)
     inputs = {name: len(existing[name].partitions) for name in (t.predictions, t.labels)}
     if len(set(inputs.values())) != 1:
         raise KafkaException(f"input topics are not co-partitioned: {inputs}; both need the same partition count")
@@ -40,3 +41,16 @@ def ensure_topics(config: Config, timeout: float = 30.0) -> None:
     if state_partitions < inputs[t.predictions]:
         raise KafkaException(f"state topic {t.state} has {state_partitions} partitions; it needs at least "
                              f"{inputs[t.predictions]} (one per input partition)")
+
+
+def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float):
+    """New topics answer metadata before their partitions have leaders; wait for the leaders."""
+    deadline = time.monotonic() + timeout
+    while True:
+        topics = admin.list_topics(timeout=timeout).topics
+        ready = all(name in topics and topics[name].error is None and topics[name].partitions
+                    and all(p.leader >= 0 and p.error is None for p in topics[name].partitions.values())
+                    for name in names)
+        if ready or time.monotonic() > deadline:
+            return topics
+        time.sleep(0.1)

@@ -18,6 +18,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from detectors.metrics import Accuracy
+from detectors.windows import CountWindow
 from retrain_trigger.events import TriggerEvent, TriggerWindow
 from retrain_trigger.policy import Observation, TriggerPolicy
 from retrain_trigger.rules import load_rules
@@ -74,9 +75,8 @@ class ModelMonitor:
         self._y_pred: list[Any] = []
         self._pair_ts: list[int] = []
         self._pair_offsets: list[int] = []
-        # timestamps and label offsets of the pairs in the current window (ring buffers)
-        self._window_ts = np.zeros(model.window.size, dtype=np.int64)
-        self._window_offsets = np.zeros(model.window.size, dtype=np.int64)
+        # (event time, label offset) of the pairs in the window: the trigger's window evidence
+        self.pair_window = CountWindow(model.window.size, width=2)
         self.label_partition: tuple[str, int] | None = None
 
     # -- events ---------------------------------------------------------------------------
@@ -155,22 +155,18 @@ class ModelMonitor:
 
     def _update_window(self, start: int, stop: int) -> None:
         self.accuracy.update_many(np.asarray(self._y_true[start:stop]), np.asarray(self._y_pred[start:stop]))
-        size = len(self._window_ts)
-        slots = (self.joined_total + np.arange(stop - start)) % size
-        self._window_ts[slots] = self._pair_ts[start:stop]
-        self._window_offsets[slots] = self._pair_offsets[start:stop]
+        self.pair_window.push(np.column_stack((self._pair_ts[start:stop], self._pair_offsets[start:stop])))
         self.joined_total += stop - start
 
     def _window(self) -> TriggerWindow:
-        count = min(self.joined_total, len(self._window_ts))
-        ts = self._window_ts[:count]
-        offsets = self._window_offsets[:count]
+        rows = self.pair_window.rows()
+        ts, offsets = rows[:, 0], rows[:, 1]
         ranges = {}
-        if self.label_partition is not None and count:
+        if self.label_partition is not None:
             topic, partition = self.label_partition
             ranges[f"{topic}:{partition}"] = [int(offsets.min()), int(offsets.max())]
-        return TriggerWindow(start=format_timestamp(int(ts.min()) if count else 0),
-                             end=format_timestamp(int(ts.max()) if count else 0), count=count, offsets=ranges)
+        return TriggerWindow(start=format_timestamp(int(ts.min())), end=format_timestamp(int(ts.max())),
+                             count=len(rows), offsets=ranges)
 
     def observations(self) -> dict[str, Observation]:
         result = self.accuracy.result()
@@ -178,7 +174,7 @@ class ModelMonitor:
 
     def _evaluate(self) -> list[TriggerEvent]:
         window = self._window()
-        at_ms = int(self._window_ts[(self.joined_total - 1) % len(self._window_ts)])
+        at_ms = int(self.pair_window.rows()[-1, 0])  # the newest pair's event time
         return self.policy.evaluate(self.observations(), model_version=self.version, window=window, at_ms=at_ms)
 
     def _purge(self) -> None:
@@ -196,8 +192,7 @@ class ModelMonitor:
             "early_labels": self.early_labels,
             "joined_ids": self.joined_ids,
             "joined_total": self.joined_total,
-            "window_ts": self._window_ts.tolist(),
-            "window_offsets": self._window_offsets.tolist(),
+            "pair_window": self.pair_window.state(),
             "label_partition": self.label_partition,
             "accuracy": self.accuracy.state(),
             "policy": self.policy.state(),
@@ -210,8 +205,7 @@ class ModelMonitor:
         self.early_labels = {k: tuple(v) for k, v in state["early_labels"].items()}
         self.joined_ids = dict(state["joined_ids"])
         self.joined_total = state["joined_total"]
-        self._window_ts = np.asarray(state["window_ts"], dtype=np.int64)
-        self._window_offsets = np.asarray(state["window_offsets"], dtype=np.int64)
+        self.pair_window = CountWindow.from_state(state["pair_window"])
         self.label_partition = tuple(state["label_partition"]) if state["label_partition"] else None
         self.accuracy = Accuracy.from_state(state["accuracy"])
         self.policy = TriggerPolicy.from_state(self.model.id, self.rules, state["policy"])

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from streams.codecs import Label, Prediction, encode_label, encode_prediction
 from streams.kafka_local import _free_port
@@ -138,10 +139,10 @@ address = "127.0.0.1:{self.metrics_port}"
 
     def metric(self, name: str, port: int | None = None, **labels) -> float:
         """The value of one sample, or 0.0 when it is not exported yet."""
-        want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-        for line in self.metrics(port).splitlines():
-            if line.startswith(name + ("{" + want if want else " ")) or line.startswith(f"{name}{{{want}}}"):
-                return float(line.rsplit(" ", 1)[1])
+        for family in text_string_to_metric_families(self.metrics(port)):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == str(v) for k, v in labels.items()):
+                    return sample.value
         return 0.0
 
     def wait_for_metric(self, name: str, value: float, timeout: float = 30, **labels) -> None:
