@@ -1,0 +1,125 @@
+"""The Monitor without Kafka: joins, TTL, duplicates, determinism, checkpoints."""
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings, strategies as st
+
+from streams.codecs import Label, Prediction
+from streams.config import parse_config
+from streams.monitor import Monitor, Source
+
+T0 = 1_700_000_000_000
+CONFIG = parse_config({
+    "kafka": {"bootstrap.servers": "unused:9092"},
+    "models": [{
+        "id": "m", "label_ttl_seconds": 60, "window": {"size": 20}, "evaluate_every": 5,
+        "rules": [{"name": "floor", "min_samples": 10, "conditions": [
+            {"statistic": "accuracy", "op": "<", "threshold": 0.7}]}],
+    }],
+})
+
+
+def prediction(i: int, ts: int | None = None, value=1) -> Prediction:
+    return Prediction(prediction_id=f"p{i}", model_id="m", timestamp=T0 + i * 1000 if ts is None else ts,
+                      prediction=value, model_version="v1")
+
+
+def label(i: int, value=1, ts: int | None = None) -> Label:
+    return Label(prediction_id=f"p{i}", model_id="m", label=value, timestamp=T0 + i * 1000 + 500 if ts is None else ts)
+
+
+def feed(monitor: Monitor, events, offset: int = 0):
+    return monitor.process((e, Source("labels" if isinstance(e, Label) else "predictions", 0, offset + k))
+                           for k, e in enumerate(events))
+
+
+def stream(outcomes: list[bool]) -> list:
+    events = []
+    for i, ok in enumerate(outcomes):
+        events += [prediction(i), label(i, 1 if ok else 0)]
+    return events
+
+
+def test_joins_in_either_order_and_counts():
+    monitor = Monitor(CONFIG)
+    feed(monitor, [prediction(0), label(0), label(1), prediction(1)])
+    m = monitor.models["m"]
+    assert m.counters.joined == 2 and not m.pending and not m.early_labels
+    assert m.accuracy.result().statistic == 1.0 and m.accuracy.result().n == 2
+    assert m.counters.label_lags == [0.5, 0.5]
+
+
+def test_predictions_expire_after_the_ttl_of_event_time():
+    monitor = Monitor(CONFIG)
+    feed(monitor, [prediction(0), prediction(1)])
+    # p100 is 100 s later: p0 and p1 are older than the 60 s TTL and expire at the purge.
+    feed(monitor, [prediction(100)])
+    m = monitor.models["m"]
+    assert m.counters.expired_predictions == 2 and list(m.pending) == ["p100"]
+    # A label for an expired prediction does not join.
+    feed(monitor, [label(0)])
+    assert m.counters.joined == 0 and m.counters.labels == 1
+
+
+def test_a_late_label_in_the_same_batch_is_judged_by_event_time_not_by_the_purge():
+    monitor = Monitor(CONFIG)
+    feed(monitor, [prediction(0), prediction(100), label(0)])
+    m = monitor.models["m"]
+    assert m.counters.joined == 0 and m.counters.expired_predictions == 1 and m.counters.late_labels == 1
+
+
+def test_duplicates_are_counted_and_ignored():
+    monitor = Monitor(CONFIG)
+    feed(monitor, [prediction(0), prediction(0), label(0), label(0), prediction(0)])
+    m = monitor.models["m"]
+    assert m.counters.joined == 1
+    assert m.counters.duplicate_predictions == 2 and m.counters.duplicate_labels == 1
+
+
+def test_unknown_models_are_not_monitored():
+    monitor = Monitor(CONFIG)
+    feed(monitor, [Prediction(prediction_id="x", model_id="other", timestamp=T0, prediction=1)])
+    assert monitor.models == {}
+
+
+def test_floor_trigger_on_evaluation_points():
+    # 10 right then 10 wrong, evaluated every 5 pairs: at pair 15 accuracy is 10/15 = 0.667 < 0.7.
+    triggers = feed(Monitor(CONFIG), stream([True] * 10 + [False] * 10))
+    assert [t.trigger_id for t in triggers] == ["m:floor:000001"]
+    assert triggers[0].value == 10 / 15 and triggers[0].window.count == 15
+
+
+OUTCOMES = [True] * 12 + [False] * 9 + [True] * 30 + [False] * 14 + [True] * 5
+
+
+def triggers_as_json(triggers) -> list:
+    return [json.loads(json.dumps(t, default=lambda s: {f: getattr(s, f) for f in s.__struct_fields__}))
+            for t in triggers]
+
+
+@settings(max_examples=40, deadline=None)
+@given(cuts=st.lists(st.integers(1, 2 * len(OUTCOMES) - 1), max_size=12, unique=True))
+def test_same_events_any_batching_same_triggers(cuts):
+    events = stream(OUTCOMES)
+    whole = triggers_as_json(feed(Monitor(CONFIG), events))
+    monitor, got, start = Monitor(CONFIG), [], 0
+    for cut in sorted(cuts) + [len(events)]:
+        got += feed(monitor, events[start:cut], offset=start)
+        start = cut
+    assert triggers_as_json(got) == whole
+    assert len(whole) == 2
+
+
+@settings(max_examples=30, deadline=None)
+@given(split=st.integers(1, 2 * len(OUTCOMES) - 1))
+def test_checkpoint_anywhere_restores_identical_future(split):
+    events = stream(OUTCOMES)
+    whole = triggers_as_json(feed(Monitor(CONFIG), events))
+    first = Monitor(CONFIG)
+    before = feed(first, events[:split])
+    checkpoint = json.loads(json.dumps(first.state()))  # what the state topic carries
+    second = Monitor(CONFIG)
+    second.restore(checkpoint)
+    after = feed(second, events[split:], offset=split)
+    assert triggers_as_json(before + after) == whole
