@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
-from typing import Callable
 
 from confluent_kafka import KafkaException
 
@@ -25,7 +25,12 @@ def _run(args: argparse.Namespace) -> int:
     exporter.serve(address)
     logging.getLogger("driftline").info("metrics on http://%s/metrics", address)
     try:
-        Engine(config, exporter, instance=args.instance).run()
+        if args.engine == "faust":
+            from .faust_engine import run_faust
+
+            run_faust(config, exporter, instance=args.instance)
+        else:
+            Engine(config, exporter, instance=args.instance).run()
     except BrokerLost as exc:
         print(f"driftline: {exc}", file=sys.stderr)
         return 1
@@ -58,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Consume the predictions and labels topics, join them, compute windowed statistics, serve "
         "/metrics and publish retrain triggers, exactly once. Stops cleanly on SIGTERM or Ctrl-C."))
     run.add_argument("--config", "-c", required=True, help="path of the TOML config (see driftline.example.toml)")
-    run.add_argument("--engine", choices=["confluent"], default="confluent",
-                     help="stream engine: confluent (exactly-once, default)")
+    run.add_argument("--engine", choices=["confluent", "faust"], default="confluent",
+                     help="stream engine: confluent (exactly-once, default) or faust (faust-streaming agents, "
+                          "at-least-once; consumers de-duplicate by trigger_id)")
     run.add_argument("--bootstrap-servers", help="override kafka.bootstrap.servers from the config")
     run.add_argument("--metrics-address", help="override metrics.address (host:port) from the config")
     run.add_argument("--instance", default="0",
@@ -83,14 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_optional(sub: argparse._SubParsersAction) -> None:
     """Subcommands that live in their own modules register themselves here."""
-    registrars: list[Callable] = []
-    try:
-        from .cli_triggers import register as register_triggers
-
-        registrars.append(register_triggers)
-    except ImportError:
-        pass
-    for register in registrars:
+    for module in ("cli_triggers", "cli_sim"):
+        try:
+            register = importlib.import_module(f"{__package__}.{module}").register
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.{module}":
+                raise
+            continue
         register(sub)
 
 

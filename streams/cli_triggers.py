@@ -14,6 +14,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import KafkaException
+
 from retrain_trigger import listener
 
 EXIT_USAGE = 2
@@ -188,7 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(["triggers", *(argv if argv is not None else sys.argv[1:])])
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KafkaException as exc:
+        if args.debug:
+            raise
+        error = exc.args[0] if exc.args else exc
+        print(f"driftline: Kafka error: {error.str() if hasattr(error, 'str') else error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -21,11 +21,11 @@ from typing import Any
 import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from .codecs import InvalidEvent, Label, Prediction, decode_label, decode_prediction, encode_trigger
+from .codecs import InvalidEvent, Label, Prediction, encode_trigger
 from .config import Config
 from .kafka_admin import ensure_topics
 from .metrics import Exporter
-from .monitor import Monitor, Source
+from .monitor import Monitor, Source, decode_input
 
 log = logging.getLogger("driftline.engine")
 
@@ -137,48 +137,20 @@ class Engine:
                 self.producer.produce(self.topics.triggers, encode_trigger(trigger), key=trigger.model_id)
                 self.exporter.triggers.labels(trigger.model_id, trigger.rule).inc()
                 log.info("trigger %s value=%s threshold=%s", trigger.trigger_id, trigger.value, trigger.threshold)
-            self._export(monitor)
+            self.exporter.observe(monitor)
         self.events_since_commit += len(messages)
 
     def _decode(self, msg: Message, source: Source) -> Prediction | Label | None:
-        data = msg.value() or b""
         try:
-            if source.topic == self.topics.predictions:
-                event = decode_prediction(data, self.config.engine.max_message_bytes)
-            else:
-                event = decode_label(data, self.config.engine.max_message_bytes)
-            if self.config.model(event.model_id) is None:
-                raise InvalidEvent("unknown_model", f"model_id {event.model_id!r} is not in the config")
+            return decode_input(self.config, source.topic, msg.value() or b"")
         except InvalidEvent as exc:
             self._dead_letter(msg, source, exc)
             return None
-        return event
 
     def _dead_letter(self, msg: Message, source: Source, exc: InvalidEvent) -> None:
         self.producer.produce(self.topics.dlq, msg.value(), key=msg.key(),
                               headers=dead_letter_headers(exc.reason, exc.detail, source))
         self.exporter.invalid.labels(source.topic, exc.reason).inc()
-
-    def _export(self, monitor: Monitor) -> None:
-        e = self.exporter
-        for model_id, m in monitor.models.items():
-            c = m.counters
-            e.predictions.labels(model_id).inc(c.predictions)
-            e.labels.labels(model_id).inc(c.labels)
-            e.joined.labels(model_id).inc(c.joined)
-            e.expired.labels(model_id, "prediction").inc(c.expired_predictions)
-            e.expired.labels(model_id, "label").inc(c.expired_labels)
-            e.duplicates.labels(model_id, "prediction").inc(c.duplicate_predictions)
-            e.duplicates.labels(model_id, "label").inc(c.duplicate_labels)
-            lag = e.label_lag.labels(model_id)
-            for seconds in c.label_lags:
-                lag.observe(seconds)
-            m.counters = type(c)()
-            version = e.version_label(m.version)
-            for name, obs in m.observations().items():
-                e.performance.labels(model_id, version, name).set(obs.value)
-            e.window_count.labels(model_id).set(m.accuracy.result().n)
-            e.pending.labels(model_id).set(len(m.pending))
 
     # -- transactions and state -----------------------------------------------------------
     def _commit_due(self) -> bool:

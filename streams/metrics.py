@@ -6,11 +6,16 @@ labels bounded (``model`` from the config, ``version``/``segment`` capped, ``rea
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from retrain_trigger.rules import load_rules
 
 from .config import Config
+
+if TYPE_CHECKING:
+    from .monitor import Monitor
 
 OTHER = "other"
 
@@ -64,6 +69,26 @@ class Exporter:
                                "its statistic.", ["model", "rule", "metric"], registry=r)
         self.triggers = Counter("driftline_triggers_total", "Retrain triggers published.",
                                 ["model", "rule"], registry=r)
+        self.suppressed = Counter("driftline_triggers_suppressed_total",
+                                  "Rule breaches that did not trigger, by reason (cooldown, min_samples).",
+                                  ["model", "rule", "reason"], registry=r)
+        self.feature_drift = Gauge("driftline_feature_drift", "Drift statistic of a feature's current window "
+                                   "against its reference (detector: psi, ks, wasserstein, js, chi2).",
+                                   ["model", "feature", "detector"], registry=r)
+        self.feature_drift_p_value = Gauge("driftline_feature_drift_p_value", "p-value of a feature's drift "
+                                           "test (ks, chi2).", ["model", "feature", "detector"], registry=r)
+        self.feature_drift_threshold = Gauge("driftline_feature_drift_threshold", "Level above which a "
+                                             "feature's drift statistic alarms.", ["model", "feature", "detector"],
+                                             registry=r)
+        self.feature_drift_alarm = Gauge("driftline_feature_drift_alarm", "1 while a feature's drift statistic "
+                                         "is past its threshold (after multiple-testing correction).",
+                                         ["model", "feature", "detector"], registry=r)
+        self.prediction_drift = Gauge("driftline_prediction_drift", "Drift statistic of the prediction/score "
+                                      "distribution against its reference.", ["model", "detector"], registry=r)
+        self.change_statistic = Gauge("driftline_change_detector_statistic", "A change detector's running "
+                                      "statistic on the error stream.", ["model", "detector"], registry=r)
+        self.change_detections = Counter("driftline_change_detections_total", "Changes a detector signalled "
+                                         "on the error stream.", ["model", "detector"], registry=r)
         self.pending = Gauge("driftline_pending_predictions", "Predictions waiting for their label.",
                              ["model"], registry=r)
         self.consumer_lag = Gauge("driftline_consumer_lag_messages",
@@ -81,6 +106,28 @@ class Exporter:
                 for cond in rule.conditions:
                     if cond.threshold is not None:
                         self.threshold.labels(model.id, rule.name, cond.statistic).set(cond.threshold)
+
+    def observe(self, monitor: "Monitor") -> None:
+        """Fold a Monitor's counters since the last call into the metrics, and set its gauges."""
+        e = self
+        for model_id, m in monitor.models.items():
+            c = m.counters
+            e.predictions.labels(model_id).inc(c.predictions)
+            e.labels.labels(model_id).inc(c.labels)
+            e.joined.labels(model_id).inc(c.joined)
+            e.expired.labels(model_id, "prediction").inc(c.expired_predictions)
+            e.expired.labels(model_id, "label").inc(c.expired_labels)
+            e.duplicates.labels(model_id, "prediction").inc(c.duplicate_predictions)
+            e.duplicates.labels(model_id, "label").inc(c.duplicate_labels)
+            lag = e.label_lag.labels(model_id)
+            for seconds in c.label_lags:
+                lag.observe(seconds)
+            m.counters = type(c)()
+            version = e.version_label(m.version)
+            for name, obs in m.observations().items():
+                e.performance.labels(model_id, version, name).set(obs.value)
+            e.window_count.labels(model_id).set(m.accuracy.result().n)
+            e.pending.labels(model_id).set(len(m.pending))
 
     def serve(self, address: str) -> None:
         host, port = address.rsplit(":", 1)

@@ -23,7 +23,7 @@ from retrain_trigger.events import TriggerEvent, TriggerWindow
 from retrain_trigger.policy import Observation, TriggerPolicy
 from retrain_trigger.rules import load_rules
 
-from .codecs import Label, Prediction, format_timestamp
+from .codecs import InvalidEvent, Label, Prediction, decode_label, decode_prediction, format_timestamp
 from .config import Config, Model
 
 
@@ -265,3 +265,17 @@ class Monitor:
             monitor = self.model(model_id)
             if monitor is not None:
                 monitor.restore(model_state)
+
+
+def decode_input(config: Config, topic: str, data: bytes) -> Prediction | Label:
+    """Decode one input message of ``topic`` and check its model is configured.
+
+    Raises :class:`InvalidEvent`; every engine sends those to the dead-letter topic.
+    """
+    if topic == config.topics.predictions:
+        event = decode_prediction(data, config.engine.max_message_bytes)
+    else:
+        event = decode_label(data, config.engine.max_message_bytes)
+    if config.model(event.model_id) is None:
+        raise InvalidEvent("unknown_model", f"model_id {event.model_id!r} is not in the config")
+    return event

@@ -17,6 +17,8 @@ from streams.codecs import Label, Prediction, encode_label, encode_prediction
 from streams.kafka_local import _free_port
 
 REPO = Path(__file__).resolve().parents[2]
+#: The engines the end-to-end contract tests run against (``driftline run --engine …``).
+ENGINES = ["confluent"]
 
 
 @dataclass
@@ -29,6 +31,7 @@ class Deployment:
     models: str
     partitions: int = 3
     engine_extra: str = ""
+    engine: str = "confluent"
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     def __post_init__(self):
@@ -57,7 +60,8 @@ address = "127.0.0.1:{self.metrics_port}"
 """)
 
     def start(self, instance: str = "0", metrics_port: int | None = None) -> subprocess.Popen:
-        argv = [sys.executable, "-m", "streams.cli", "run", "--config", str(self.config_path), "--instance", instance]
+        argv = [sys.executable, "-m", "streams.cli", "run", "--config", str(self.config_path), "--instance", instance,
+                "--engine", self.engine]
         if metrics_port:
             argv += ["--metrics-address", f"127.0.0.1:{metrics_port}"]
         log = open(self.tmp / f"engine-{instance}-{len(self.processes)}.log", "wb")

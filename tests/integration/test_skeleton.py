@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from .harness import Deployment, pair
+from .harness import ENGINES, Deployment, pair
 
 pytestmark = pytest.mark.kafka
 
@@ -24,11 +24,12 @@ evaluate_every = 1
 """
 
 
-@pytest.fixture
-def deployment(kafka_bootstrap, unique, tmp_path):
+@pytest.fixture(params=ENGINES)
+def deployment(request, kafka_bootstrap, unique, tmp_path):
     made: list[Deployment] = []
 
     def make(models: str = FLOOR_MODEL, **kwargs) -> Deployment:
+        kwargs.setdefault("engine", request.param)
         d = Deployment(kafka_bootstrap, f"{unique}{len(made)}", tmp_path, models, **kwargs)
         made.append(d)
         return d
