@@ -234,29 +234,44 @@ def run_with_retries(
 class HandledLog:
     """Append-only, fsynced JSON lines of handled trigger ids; survives a SIGKILL.
 
-    A torn last line (killed mid-write) is ignored: that trigger was not recorded.
+    A torn last line (killed mid-write) is ignored: that trigger was not recorded. Other
+    listeners of the group may append to the same file (a shared state dir): a lookup that
+    misses re-reads the file if it grew.
     """
 
     def __init__(self, path: Path):
         self.path = path
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._ids = self._load()
         self._file = open(self.path, "ab")
         _fsync_dir(self.path.parent)
+        self._terminate_torn_line()
+        self._ids: set[str] = set()
+        self._loaded_bytes = 0
+        self._load()
 
-    def _load(self) -> set[str]:
-        if not self.path.exists():
-            return set()
-        ids = set()
-        for line in self.path.read_bytes().splitlines(keepends=True):
-            if line.endswith(b"\n"):
-                try:
-                    ids.add(json.loads(line)["trigger_id"])
-                except (ValueError, KeyError):
-                    log.warning("%s: skipping an unreadable line", self.path)
-        return ids
+    def _terminate_torn_line(self) -> None:
+        """End a torn last line so the next record starts on a line of its own."""
+        size = self.path.stat().st_size
+        if size:
+            with open(self.path, "rb") as existing:
+                existing.seek(size - 1)
+                if existing.read(1) != b"\n":
+                    self._file.write(b"\n")
+                    self._file.flush()
+
+    def _load(self) -> None:
+        data = self.path.read_bytes()
+        complete = data[: data.rfind(b"\n") + 1]
+        for line in complete[self._loaded_bytes:].splitlines():
+            try:
+                self._ids.add(json.loads(line)["trigger_id"])
+            except (ValueError, KeyError):
+                log.warning("%s: skipping an unreadable line", self.path)
+        self._loaded_bytes = len(complete)
 
     def __contains__(self, trigger_id: str) -> bool:
+        if trigger_id not in self._ids and self.path.stat().st_size > self._loaded_bytes:
+            self._load()
         return trigger_id in self._ids
 
     def __len__(self) -> int:
@@ -309,26 +324,32 @@ def producer_settings(kafka: dict[str, Any]) -> dict[str, Any]:
 def ensure_topic(kafka: dict[str, Any], topic: str, timeout: float = 30.0) -> None:
     """Create ``topic`` (1 partition, broker-default replication) unless it exists; warn if we may not."""
     admin = AdminClient(_settings_for(_settings_for(kafka, _CONSUMER_ONLY), _PRODUCER_ONLY))
-    if topic in admin.list_topics(timeout=timeout).topics:
-        return
-    future = admin.create_topics([NewTopic(topic, 1)], operation_timeout=timeout)[topic]
     try:
-        future.result()
+        if topic in admin.list_topics(timeout=timeout).topics:
+            return
+        admin.create_topics([NewTopic(topic, 1)], operation_timeout=timeout)[topic].result()
         log.info("created topic %s", topic)
     except KafkaException as exc:
-        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-            log.warning("could not create topic %s: %s", topic, exc.args[0].str())
+        error = exc.args[0]
+        if not (isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS):
+            log.warning("could not check or create topic %s: %s", topic, error)
 
 
 def _source(message: Message) -> str:
     return f"{message.topic()}:{message.partition()}:{message.offset()}"
 
 
+# Errors no retry will cure: the listener stops with the error instead of spinning.
+_FATAL_CODES = (
+    KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._AUTHENTICATION, KafkaError._SSL,
+)
+
+
 def _is_fatal(error: KafkaError) -> bool:
-    # A topic that does not exist yet is normal before the engine created it.
-    return error.fatal() or (not error.retriable() and error.code() not in (
-        KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._PARTITION_EOF, KafkaError._TRANSPORT,
-        KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT))
+    # Everything else (broker down, a topic the engine has not created yet, ...) librdkafka
+    # retries by itself; the listener logs it and keeps polling.
+    return error.fatal() or error.code() in _FATAL_CODES
 
 
 # -- the listener -----------------------------------------------------------------------------
@@ -548,6 +569,7 @@ def tail(
             if message.error():
                 if _is_fatal(message.error()):
                     raise KafkaException(message.error())
+                log.warning("Kafka: %s", message.error().str())
                 continue
             try:
                 event = decode_trigger(message.value() or b"")

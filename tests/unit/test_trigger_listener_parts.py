@@ -65,6 +65,16 @@ def test_handled_record_survives_reopen_and_ignores_a_torn_line(tmp_path):
         torn.write(b'{"trigger_id": "m:r:000002", "outc')  # killed mid-write
     reopened = listener.HandledLog(path)
     assert "m:r:000001" in reopened and "m:r:000002" not in reopened and len(reopened) == 1
+    reopened.record("m:r:000003", "succeeded", "t:0:2")
+    reopened.close()
+    assert {"m:r:000001", "m:r:000003"} <= listener.HandledLog(path)._ids
+
+
+def test_handled_record_sees_another_listeners_appends(tmp_path):
+    path = tmp_path / "handled-g.jsonl"
+    mine, theirs = listener.HandledLog(path), listener.HandledLog(path)
+    theirs.record("m:r:000007", "succeeded", "t:1:0")
+    assert "m:r:000007" in mine
 
 
 def test_exec_action_success_failure_and_timeout():
