@@ -16,9 +16,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from . import change, metrics
+from . import change, drift, metrics
 
-_CLASSES: dict[str, type] = {cls.kind: cls for cls in (*metrics.METRICS, *change.CHANGE_DETECTORS)}
+_CLASSES: dict[str, type] = {cls.kind: cls for cls in (*metrics.METRICS, *drift.DRIFT_DETECTORS, *change.CHANGE_DETECTORS)}
 
 def kinds() -> tuple[str, ...]:
     return tuple(_CLASSES)

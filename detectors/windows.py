@@ -74,3 +74,80 @@ class CountWindow:
             window.push(state["rows"])
         window.seen = int(state["seen"])
         return window
+
+
+class BlockCounts:
+    """Bin counts of roughly the last ``size`` events, as ``blocks`` blocks of ``size / blocks``.
+
+    A count window over a histogram that does not keep the events: memory is
+    ``blocks * bins`` integers whatever ``size``. The price is granularity: the oldest block
+    leaves in one piece, so the window holds between ``size - size / blocks`` and ``size`` events
+    (exactly the last ``size`` when ``blocks == size``; ``size`` is rounded up to a multiple of
+    ``blocks``). Mergeable: two partial windows over the
+    same bins add block by block, newest with newest.
+
+    >>> window = BlockCounts(size=4, blocks=2, bins=3)
+    >>> window.push([0, 1, 2, 2, 1])      # blocks [0, 1] [2, 2] [1]: the first leaves
+    >>> window.totals().tolist(), window.count
+    ([0, 1, 2], 3)
+    """
+
+    def __init__(self, size: int, blocks: int, bins: int):
+        if int(blocks) < 1 or int(size) < int(blocks):
+            raise ValueError(f"need 1 <= blocks <= size, got blocks={blocks!r}, size={size!r}")
+        self.size, self.blocks, self.bins = int(size), int(blocks), int(bins)
+        self.block_size = -(-self.size // self.blocks)  # ceiling: never fewer than `size` events
+        self._counts = np.zeros((self.blocks, self.bins), dtype=np.int64)  # ring, row = block
+        self._fill = np.zeros(self.blocks, dtype=np.int64)
+        self._newest = 0
+
+    def push(self, codes: Any) -> None:
+        """Count events by bin code (ints in ``[0, bins)``), oldest first."""
+        codes = np.asarray(codes, dtype=np.int64)
+        start = 0
+        while start < len(codes):
+            if self._fill[self._newest] == self.block_size:
+                self._newest = (self._newest + 1) % self.blocks
+                self._counts[self._newest] = 0
+                self._fill[self._newest] = 0
+            room = self.block_size - int(self._fill[self._newest])
+            piece = codes[start:start + room]
+            self._counts[self._newest] += np.bincount(piece, minlength=self.bins)
+            self._fill[self._newest] += len(piece)
+            start += len(piece)
+
+    def totals(self) -> np.ndarray:
+        """Counts per bin over the window."""
+        return self._counts.sum(axis=0)
+
+    @property
+    def count(self) -> int:
+        return int(self._fill.sum())
+
+    def _ordered(self) -> tuple[np.ndarray, np.ndarray]:
+        """Blocks oldest first."""
+        order = (self._newest + 1 + np.arange(self.blocks)) % self.blocks
+        return self._counts[order], self._fill[order]
+
+    def merge(self, other: "BlockCounts") -> "BlockCounts":
+        """A window holding both windows' events (blocks added newest with newest)."""
+        if (self.size, self.blocks, self.bins) != (other.size, other.blocks, other.bins):
+            raise ValueError("can only merge windows with the same size, blocks and bins")
+        merged = BlockCounts(self.size, self.blocks, self.bins)
+        (mine, my_fill), (theirs, their_fill) = self._ordered(), other._ordered()
+        merged._counts, merged._fill = mine + theirs, my_fill + their_fill
+        merged._newest = self.blocks - 1
+        return merged
+
+    def state(self) -> dict[str, Any]:
+        counts, fill = self._ordered()
+        return {"size": self.size, "blocks": self.blocks, "bins": self.bins,
+                "counts": counts.tolist(), "fill": fill.tolist()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "BlockCounts":
+        window = cls(state["size"], state["blocks"], state["bins"])
+        window._counts = np.asarray(state["counts"], dtype=np.int64).reshape(window.blocks, window.bins)
+        window._fill = np.asarray(state["fill"], dtype=np.int64)
+        window._newest = window.blocks - 1
+        return window

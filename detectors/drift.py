@@ -1,0 +1,417 @@
+"""Two-sample drift of a recent window against a reference, one feature (or the prediction) at a time.
+
+Numeric features: :class:`PSI`, :class:`KS`, :class:`Wasserstein`, :class:`JS`.
+Categorical features: :class:`Chi2` and :class:`JS` (``categorical=True``), also :class:`PSI`.
+The prediction or score distribution is one more column handed to the same classes.
+
+The reference is a fixed sample (``reference=[...]``) or the first ``reference_size`` values
+of the stream. It is reduced to a profile: bin edges at its quantiles (numeric; ``bins`` bins,
+right-closed, the outer two open-ended) or its ``max_categories`` most frequent categories plus
+an "other" bucket that also takes categories never seen in the reference (categorical), and
+its count per bin.
+
+The current side is a :class:`~detectors.windows.BlockCounts` over the same bins: memory
+``O(bins * blocks)`` whatever the window length, mergeable across partitions (:meth:`merge`).
+What is exact and what is approximate on bins:
+
+* PSI, JS and chi-squared are defined on bins: exact.
+* KS on bins compares the two ECDFs at the bin edges only, so its D is a lower bound of the
+  sample D, equal when every observed value is an edge (discrete features with fewer distinct
+  values than bins); its p-value is Smirnov's asymptotic one (scipy's ``method="asymp"``).
+* Wasserstein on bins assumes values spread uniformly within each bin, the two open-ended bins
+  reaching to the smallest and largest value ever seen; the error shrinks with the bin width,
+  except for a heavy tail beyond the reference's range (a few % on exponential data).
+
+``exact=True`` (KS, Wasserstein, PSI, JS on numeric features) keeps the raw reference and the raw
+last ``window`` values instead (memory ``O(window)``, not mergeable) and gives scipy's numbers:
+``scipy.stats.ks_2samp`` and ``scipy.stats.wasserstein_distance`` on the same samples.
+
+Conventions: ``PSI = sum((q - p) * ln(q / p))`` with both proportions floored at
+``PSI_EPSILON = 1e-4`` so that empty bins stay finite; JS is the Jensen-Shannon *distance*
+(square root of the divergence) in base 2, so in [0, 1]; chi-squared is the test of homogeneity
+of the 2 x K table (reference counts, current counts) over the bins either side uses, without
+continuity correction. Tests (KS, chi-squared) fire when ``p_value < threshold`` (default 0.01);
+distances fire when ``statistic > threshold``. Nothing fires before ``min_samples`` values are in
+the window.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
+from .base import InvalidInput, Result, as_finite_array
+from .metrics import _plain
+from .windows import BlockCounts, CountWindow
+
+PSI_EPSILON = 1e-4
+
+
+# -- statistics on two count vectors over the same bins ---------------------------------------
+
+def psi(reference: np.ndarray, current: np.ndarray, epsilon: float = PSI_EPSILON) -> float:
+    """Population stability index of ``current`` against ``reference`` (counts per bin)."""
+    p = np.maximum(reference / reference.sum(), epsilon)
+    q = np.maximum(current / current.sum(), epsilon)
+    return float(((q - p) * np.log(q / p)).sum())
+
+
+def js_distance(reference: np.ndarray, current: np.ndarray) -> float:
+    """Jensen-Shannon distance (base 2, in [0, 1]) between two histograms."""
+    return float(jensenshannon(reference / reference.sum(), current / current.sum(), base=2))
+
+
+def chi2_test(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
+    """Chi-squared test of homogeneity of the 2 x K table; bins empty on both sides are left out."""
+    table = np.vstack((reference, current)).astype(np.float64)
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2:
+        return 0.0, 1.0
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
+    statistic = float(((table - expected) ** 2 / expected).sum())
+    return statistic, float(stats.chi2.sf(statistic, table.shape[1] - 1))
+
+
+def ks_from_counts(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
+    """KS distance between the ECDFs at the bin edges, and Smirnov's asymptotic p-value."""
+    n_ref, n_cur = int(reference.sum()), int(current.sum())
+    gap = np.abs(np.cumsum(reference) / n_ref - np.cumsum(current) / n_cur).max()
+    en = max(1.0, np.round(n_ref * n_cur / (n_ref + n_cur)))  # scipy's asymp effective size, >= 1
+    return float(gap), float(np.clip(stats.kstwo.sf(gap, en), 0, 1))
+
+
+def wasserstein_from_counts(reference: np.ndarray, current: np.ndarray, boundaries: np.ndarray) -> float:
+    """Earth mover's distance between two histograms, values uniform within each bin.
+
+    ``boundaries`` has one more entry than the counts: the bins are its consecutive intervals.
+    Between two boundaries the CDF difference is linear, so ``|F - G|`` integrates exactly.
+    """
+    gap = np.concatenate(([0.0], np.cumsum(reference) / reference.sum() - np.cumsum(current) / current.sum()))
+    left, right, width = gap[:-1], gap[1:], np.diff(boundaries)
+    same_sign = left * right >= 0
+    magnitude = np.abs(left) + np.abs(right)
+    crossing = np.divide(left ** 2 + right ** 2, 2 * magnitude, out=np.zeros_like(magnitude), where=magnitude > 0)
+    return float((width * np.where(same_sign, magnitude / 2, crossing)).sum())
+
+
+# -- bins ---------------------------------------------------------------------------------------
+
+class NumericBins:
+    """Right-closed bins at the reference's quantiles; ties in the reference merge bins."""
+
+    def __init__(self, edges: Any):
+        self.edges = np.asarray(edges, dtype=np.float64)
+        self.n_bins = len(self.edges) + 1
+
+    @classmethod
+    def from_sample(cls, sample: np.ndarray, bins: int) -> "NumericBins":
+        return cls(np.unique(np.quantile(sample, np.linspace(0, 1, bins + 1)[1:-1])))
+
+    def codes(self, values: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.edges, values, side="left")
+
+    def state(self) -> dict[str, Any]:
+        return {"edges": self.edges.tolist()}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NumericBins) and np.array_equal(self.edges, other.edges)
+
+
+class CategoryBins:
+    """The reference's most frequent categories, then one "other / unseen" bucket."""
+
+    def __init__(self, categories: list[Any]):
+        self.categories = [_plain(c) for c in categories]
+        self._codes = {c: i for i, c in enumerate(self.categories)}
+        self.n_bins = len(self.categories) + 1
+
+    @classmethod
+    def from_sample(cls, sample: np.ndarray, max_categories: int) -> "CategoryBins":
+        uniques, counts = np.unique(sample, return_counts=True)
+        order = np.argsort(-counts, kind="stable")[:max_categories]
+        return cls([uniques[i] for i in order])
+
+    def codes(self, values: np.ndarray) -> np.ndarray:
+        if values.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        uniques, inverse = np.unique(values, return_inverse=True)
+        other = len(self.categories)
+        lookup = np.array([self._codes.get(_plain(u), other) for u in uniques], dtype=np.int64)
+        return lookup[inverse.reshape(-1)]
+
+    def state(self) -> dict[str, Any]:
+        return {"categories": self.categories}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CategoryBins) and self.categories == other.categories
+
+
+def _bins_from_state(state: dict[str, Any]):
+    return NumericBins(state["edges"]) if "edges" in state else CategoryBins(state["categories"])
+
+
+# -- detectors ----------------------------------------------------------------------------------
+
+class _DriftDetector:
+    kind: ClassVar[str]
+    default_bins: ClassVar[int] = 10
+    default_threshold: ClassVar[float | None]
+    #: the threshold bounds a p-value (tests) rather than the statistic (distances)
+    is_test: ClassVar[bool] = False
+    allows_categorical: ClassVar[bool] = True
+    allows_numeric: ClassVar[bool] = True
+
+    def __init__(self, reference: Any = None, reference_size: int = 1000, window: int = 1000,
+                 blocks: int = 10, bins: int | None = None, categorical: bool = False,
+                 max_categories: int = 50, threshold: float | None = None, min_samples: int = 100,
+                 exact: bool = False):
+        if categorical and not self.allows_categorical:
+            raise ValueError(f"{self.kind} works on numeric features only")
+        if not categorical and not self.allows_numeric:
+            raise ValueError(f"{self.kind} works on categorical features only (categorical = true)")
+        if exact and categorical:
+            raise ValueError("exact applies to numeric features (categorical bins are exact already)")
+        if int(reference_size) < 1:
+            raise ValueError(f"reference_size must be >= 1, got {reference_size!r}")
+        self.reference_size, self.window, self.blocks = int(reference_size), int(window), int(blocks)
+        self.bins = int(bins if bins is not None else self.default_bins)
+        if self.bins < 2:
+            raise ValueError(f"bins must be >= 2, got {bins!r}")
+        self.categorical, self.max_categories = bool(categorical), int(max_categories)
+        threshold = self.default_threshold if threshold is None else threshold
+        self.threshold = None if threshold is None else float(threshold)
+        self.min_samples, self.exact = int(min_samples), bool(exact)
+        self.profile: NumericBins | CategoryBins | None = None
+        self.reference_counts: np.ndarray | None = None
+        self._reference_raw: np.ndarray | None = None  # exact mode only
+        self._pending: list[Any] = []  # first values of the stream, while they make the reference
+        self._current = CountWindow(self.window) if self.exact else None
+        self._low, self._high = np.inf, -np.inf  # range of all numeric values seen (Wasserstein)
+        if reference is not None:
+            self._set_reference(self._clean(reference))
+
+    # values ---------------------------------------------------------------------------------
+    def _clean(self, values: Any) -> np.ndarray:
+        if not self.categorical:
+            return as_finite_array(values)
+        values = np.asarray(values)
+        values = values.reshape(1) if values.ndim == 0 else values
+        if values.dtype.kind == "f":
+            as_finite_array(values)
+        if values.dtype.kind == "O" and any(v is None for v in values):
+            raise InvalidInput("categorical values contain None")
+        return values
+
+    def _set_reference(self, sample: np.ndarray) -> None:
+        if len(sample) == 0:
+            raise ValueError("the reference sample is empty")
+        if self.categorical:
+            self.profile = CategoryBins.from_sample(sample, self.max_categories)
+        else:
+            self.profile = NumericBins.from_sample(sample, self.bins)
+            self._low, self._high = min(self._low, sample.min()), max(self._high, sample.max())
+            if self.exact:
+                self._reference_raw = np.sort(sample)
+        self.reference_counts = np.bincount(self.profile.codes(sample), minlength=self.profile.n_bins)
+        if not self.exact:
+            self._current = BlockCounts(self.window, self.blocks, self.profile.n_bins)
+        self._pending = []
+
+    def update_many(self, values: Any) -> Result:
+        values = self._clean(values)
+        if self.profile is None:
+            needed = self.reference_size - len(self._pending)
+            self._pending.extend(values[:needed].tolist())
+            values = values[needed:]
+            if len(self._pending) == self.reference_size:
+                self._set_reference(np.asarray(self._pending))
+        if len(values):
+            if not self.categorical:
+                self._low, self._high = min(self._low, values.min()), max(self._high, values.max())
+            self._current.push(values if self.exact else self.profile.codes(values))
+        return self.result()
+
+    def update(self, value: Any) -> Result:
+        return self.update_many([value])
+
+    # result ---------------------------------------------------------------------------------
+    @property
+    def count(self) -> int:
+        """Values in the current window."""
+        if self._current is None:
+            return 0
+        return len(self._current) if self.exact else self._current.count
+
+    def current_counts(self) -> np.ndarray:
+        if self.exact:
+            return np.bincount(self.profile.codes(self._current.rows()[:, 0]), minlength=self.profile.n_bins)
+        return self._current.totals()
+
+    def result(self) -> Result:
+        n = self.count
+        if self.profile is None or n == 0:
+            return Result(statistic=float("nan"), threshold=self.threshold, n=n)
+        statistic, p_value = self._measure()
+        fired = n >= self.min_samples and self.threshold is not None and (
+            p_value < self.threshold if self.is_test else statistic > self.threshold)
+        return Result(statistic=float(statistic), threshold=self.threshold, p_value=p_value, n=n, fired=bool(fired))
+
+    def _measure(self) -> tuple[float, float | None]:
+        raise NotImplementedError
+
+    # merge and state -------------------------------------------------------------------------
+    def merge(self, other: "_DriftDetector") -> "_DriftDetector":
+        """One detector whose window holds both windows' values (same reference profile needed)."""
+        if type(other) is not type(self) or other.params() != self.params():
+            raise ValueError("can only merge detectors of the same kind and parameters")
+        if self.exact or self.profile is None or other.profile is None:
+            raise ValueError("can only merge binned detectors whose reference is complete")
+        if self.profile != other.profile or not np.array_equal(self.reference_counts, other.reference_counts):
+            raise ValueError("can only merge detectors built on the same reference")
+        merged = type(self).from_state(self.state())
+        merged._current = self._current.merge(other._current)
+        merged._low, merged._high = min(self._low, other._low), max(self._high, other._high)
+        return merged
+
+    def params(self) -> dict[str, Any]:
+        names = [n for n in inspect.signature(type(self).__init__).parameters if n not in ("self", "reference")]
+        return {name: getattr(self, name) for name in names}
+
+    def state(self) -> dict[str, Any]:
+        ready = self.profile is not None
+        return {
+            "kind": self.kind, "params": self.params(),
+            "profile": self.profile.state() if ready else None,
+            "reference_counts": self.reference_counts.tolist() if ready else None,
+            "reference_raw": self._reference_raw.tolist() if self._reference_raw is not None else None,
+            "pending": list(self._pending),
+            "current": self._current.state() if self._current is not None else None,
+            "range": [float(self._low), float(self._high)] if np.isfinite(self._low) else None,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]):
+        detector = cls(**state["params"])
+        detector._pending = list(state["pending"])
+        if state["range"] is not None:
+            detector._low, detector._high = state["range"]
+        if state["profile"] is not None:
+            detector.profile = _bins_from_state(state["profile"])
+            detector.reference_counts = np.asarray(state["reference_counts"], dtype=np.int64)
+            if state["reference_raw"] is not None:
+                detector._reference_raw = np.asarray(state["reference_raw"], dtype=np.float64)
+            window_class = CountWindow if detector.exact else BlockCounts
+            detector._current = window_class.from_state(state["current"])
+        return detector
+
+
+class PSI(_DriftDetector):
+    """Population stability index over the reference's quantile bins (``PSI_EPSILON`` floor).
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> psi_drift = PSI(reference=rng.normal(0, 1, 5000), window=2000)
+    >>> round(psi_drift.update_many(rng.normal(0, 1, 2000)).statistic, 3)
+    0.007
+    >>> result = psi_drift.update_many(rng.normal(1, 1, 2000))
+    >>> round(result.statistic, 2), result.fired
+    (0.97, True)
+    """
+
+    kind = "psi"
+    default_threshold = 0.2
+
+    def _measure(self):
+        return psi(self.reference_counts, self.current_counts()), None
+
+
+class JS(_DriftDetector):
+    """Jensen-Shannon distance (base 2) between reference and window histograms.
+
+    >>> js = JS(reference=["a"] * 50 + ["b"] * 50, categorical=True, min_samples=1)
+    >>> round(js.update_many(["a", "b", "c", "c"]).statistic, 4)   # "c" goes to other/unseen
+    0.5579
+    """
+
+    kind = "js"
+    default_threshold = 0.1
+
+    def _measure(self):
+        return js_distance(self.reference_counts, self.current_counts()), None
+
+
+class Chi2(_DriftDetector):
+    """Chi-squared test of homogeneity between reference and window category counts.
+
+    >>> chi2 = Chi2(reference=["a"] * 60 + ["b"] * 40, categorical=True, min_samples=10)
+    >>> result = chi2.update_many(["a"] * 20 + ["b"] * 80)
+    >>> round(result.statistic, 2), result.p_value < 0.01, result.fired
+    (33.33, True, True)
+    """
+
+    kind = "chi2"
+    default_threshold = 0.01
+    is_test = True
+    allows_numeric = True
+
+    def _measure(self):
+        return chi2_test(self.reference_counts, self.current_counts())
+
+
+class KS(_DriftDetector):
+    """Two-sample Kolmogorov-Smirnov test (binned, or ``exact=True`` for scipy's numbers).
+
+    >>> import numpy as np
+    >>> from scipy import stats
+    >>> rng = np.random.default_rng(1)
+    >>> reference, current = rng.normal(0, 1, 300), rng.normal(0.3, 1, 200)
+    >>> ks = KS(reference=reference, window=200, exact=True)
+    >>> bool(ks.update_many(current).p_value == stats.ks_2samp(reference, current).pvalue)
+    True
+    """
+
+    kind = "ks"
+    default_bins = 100
+    default_threshold = 0.01
+    is_test = True
+    allows_categorical = False
+
+    def _measure(self):
+        if self.exact:
+            result = stats.ks_2samp(self._reference_raw, self._current.rows()[:, 0])
+            return float(result.statistic), float(result.pvalue)
+        return ks_from_counts(self.reference_counts, self.current_counts())
+
+
+class Wasserstein(_DriftDetector):
+    """First Wasserstein (earth mover's) distance, in the feature's units.
+
+    No default threshold (it never fires) because the scale is the feature's; set one,
+    or calibrate it with :func:`detectors.calibration.calibrate_threshold`.
+
+    >>> import numpy as np
+    >>> from scipy import stats
+    >>> rng = np.random.default_rng(2)
+    >>> reference, current = rng.normal(0, 1, 4000), rng.normal(0.5, 1, 4000)
+    >>> w = Wasserstein(reference=reference, bins=200, window=4000)
+    >>> round(w.update_many(current).statistic, 3), round(float(stats.wasserstein_distance(reference, current)), 3)
+    (0.569, 0.561)
+    """
+
+    kind = "wasserstein"
+    default_bins = 100
+    default_threshold = None
+    allows_categorical = False
+
+    def _measure(self):
+        if self.exact:
+            return float(stats.wasserstein_distance(self._reference_raw, self._current.rows()[:, 0])), None
+        edges = self.profile.edges
+        boundaries = np.concatenate(([min(self._low, edges[0])], edges, [max(self._high, edges[-1])]))
+        return wasserstein_from_counts(self.reference_counts, self.current_counts(), boundaries), None
+
+
+DRIFT_DETECTORS = (PSI, KS, Wasserstein, JS, Chi2)

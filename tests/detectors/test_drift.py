@@ -1,0 +1,232 @@
+"""Drift statistics: hand-worked values, scipy references, merge, state, bounds."""
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
+from detectors.base import InvalidInput
+from detectors.drift import (
+    JS, KS, PSI, PSI_EPSILON, Chi2, Wasserstein, chi2_test, js_distance, ks_from_counts, psi,
+    wasserstein_from_counts,
+)
+
+
+def test_psi_by_hand():
+    reference, current = np.array([50, 30, 20]), np.array([30, 30, 40])
+    expected = (0.3 - 0.5) * math.log(0.3 / 0.5) + 0 + (0.4 - 0.2) * math.log(0.4 / 0.2)
+    assert psi(reference, current) == pytest.approx(expected, rel=1e-12)
+
+
+def test_psi_floors_empty_bins_at_epsilon():
+    reference, current = np.array([10, 0]), np.array([5, 5])
+    expected = (0.5 - 1.0) * math.log(0.5 / 1.0) + (0.5 - PSI_EPSILON) * math.log(0.5 / PSI_EPSILON)
+    assert psi(reference, current) == pytest.approx(expected, rel=1e-12)
+
+
+def test_js_distance_by_hand():
+    assert js_distance(np.array([1, 0]), np.array([0, 1])) == pytest.approx(1.0)
+    assert js_distance(np.array([3, 1]), np.array([3, 1])) == pytest.approx(0.0, abs=1e-12)
+    # p = (1/2, 1/2, 0), q = (0, 1/2, 1/2): m = (1/4, 1/2, 1/4); KL(p||m) = 1/2 * log2(2) = 1/2
+    assert js_distance(np.array([1, 1, 0]), np.array([0, 1, 1])) == pytest.approx(math.sqrt(0.5))
+
+
+def test_chi2_by_hand_and_against_scipy():
+    # [[60, 40], [20, 80]]: expected 40 / 60 in each row -> 10 + 6.667 + 10 + 6.667
+    statistic, p_value = chi2_test(np.array([60, 40]), np.array([20, 80]))
+    assert statistic == pytest.approx(100 / 3)
+    assert p_value == pytest.approx(stats.chi2.sf(100 / 3, 1))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        reference, current = rng.integers(0, 50, 6), rng.integers(0, 50, 6)
+        reference[2] = current[2] = 0  # a bin neither side uses is left out
+        expected = stats.chi2_contingency(np.vstack((reference, current))[:, [0, 1, 3, 4, 5]], correction=False)
+        assert chi2_test(reference, current) == pytest.approx((expected.statistic, expected.pvalue), rel=1e-9)
+
+
+def test_categorical_js_and_chi2_use_an_other_bucket_for_unseen_categories():
+    js = JS(reference=["a"] * 50 + ["b"] * 50, categorical=True, min_samples=1)
+    # current a, b, c, c -> (1/4, 1/4, 1/2) against (1/2, 1/2, 0)
+    assert js.update_many(["a", "b", "c", "c"]).statistic == pytest.approx(
+        jensenshannon([0.5, 0.5, 0], [0.25, 0.25, 0.5], base=2))
+    chi2 = Chi2(reference=["x", "y", "rare"], categorical=True, max_categories=2, min_samples=1)
+    assert chi2.profile.categories == ["rare", "x"]  # ties keep sorted order; "y" -> other
+    chi2.update_many(["x", "unseen", "y"])
+    assert chi2.current_counts().tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("n_ref, n_cur", [(40, 25), (300, 200), (3000, 1500), (12000, 11000)])
+def test_exact_ks_equals_scipy(n_ref, n_cur):
+    rng = np.random.default_rng(n_ref)
+    reference = rng.normal(0, 1, n_ref)
+    current = rng.normal(0.1, 1.2, n_cur + 500)
+    ks = KS(reference=reference, window=n_cur, exact=True)
+    for batch in np.array_split(current, 3):
+        result = ks.update_many(batch)
+    expected = stats.ks_2samp(reference, current[-n_cur:])
+    assert abs(result.p_value - expected.pvalue) <= 1e-9
+    assert result.statistic == expected.statistic
+
+
+def test_exact_ks_with_reference_from_the_first_events():
+    rng = np.random.default_rng(5)
+    stream = np.concatenate((rng.normal(0, 1, 500), rng.normal(0.5, 1, 400)))
+    ks = KS(reference_size=500, window=300, exact=True)
+    result = ks.update_many(stream)
+    expected = stats.ks_2samp(stream[:500], stream[-300:])
+    assert abs(result.p_value - expected.pvalue) <= 1e-9
+    assert result.fired
+
+
+def test_binned_ks_is_exact_when_every_value_is_an_edge():
+    rng = np.random.default_rng(2)
+    reference, current = rng.integers(0, 8, 2000).astype(float), rng.integers(1, 9, 1500).astype(float)
+    ks = KS(reference=reference, bins=50, window=1500, blocks=1500)
+    result = ks.update_many(current)
+    # value 8 never occurs in the reference, so it is not an edge: but it is the top of the range
+    expected = stats.ks_2samp(reference, current, method="asymp")
+    assert result.statistic == pytest.approx(expected.statistic, abs=1e-12)
+    assert abs(result.p_value - expected.pvalue) <= 1e-9
+
+
+def test_binned_ks_is_a_close_lower_bound_on_continuous_data():
+    rng = np.random.default_rng(3)
+    reference, current = rng.normal(0, 1, 5000), rng.normal(0.2, 1, 2000)
+    binned = KS(reference=reference, bins=100, window=2000).update_many(current).statistic
+    exact = stats.ks_2samp(reference, current).statistic
+    assert exact - 0.02 <= binned <= exact + 1e-12  # at most ~one bin's mass (1 %) below, plus noise
+
+
+def test_wasserstein_exact_equals_scipy_and_binned_is_close():
+    rng = np.random.default_rng(4)
+    reference, current = rng.exponential(1.0, 4000), rng.exponential(1.3, 3000)
+    expected = stats.wasserstein_distance(reference, current)
+    exact = Wasserstein(reference=reference, window=3000, exact=True).update_many(current).statistic
+    assert exact == pytest.approx(expected, rel=1e-12)
+    binned = Wasserstein(reference=reference, window=3000, bins=1000, blocks=3000).update_many(current).statistic
+    # the tail beyond the reference's range is spread uniformly up to the maximum: ~4 % off here
+    assert binned == pytest.approx(expected, rel=0.05)
+
+
+def test_wasserstein_from_counts_by_hand():
+    # reference uniform on [0, 1], current uniform on [1, 2]: distance 1
+    assert wasserstein_from_counts(np.array([10, 0]), np.array([0, 10]), np.array([0.0, 1.0, 2.0])) == pytest.approx(1.0)
+    # CDF gap rises 0 -> 1/2 then falls to 0 across a sign change: area 1/4 + 1/4
+    assert wasserstein_from_counts(np.array([1, 1]), np.array([0, 2]), np.array([0.0, 1.0, 2.0])) == pytest.approx(0.5)
+
+
+def test_first_n_events_make_the_same_reference_as_an_explicit_one():
+    rng = np.random.default_rng(6)
+    stream = rng.normal(size=3000)
+    explicit = PSI(reference=stream[:1000], window=500)
+    explicit.update_many(stream[1000:])
+    learned = PSI(reference_size=1000, window=500)
+    for batch in np.array_split(stream, 7):
+        learned.update_many(batch)
+    assert learned.result() == explicit.result()
+
+
+def test_block_window_holds_between_n_minus_one_block_and_n_values():
+    detector = PSI(reference=np.arange(100.0), window=1000, blocks=10)
+    total = 0
+    for size in (3, 250, 999, 1001, 5000, 7):
+        detector.update_many(np.zeros(size))
+        total += size
+        assert min(total, 900) <= detector.count <= min(total, 1000)
+
+
+@pytest.mark.parametrize("cls, params", [
+    (PSI, {}), (KS, {}), (Wasserstein, {"threshold": 0.3}), (JS, {}), (Chi2, {"categorical": True}),
+    (JS, {"categorical": True}),
+])
+def test_merge_of_two_partitions_equals_one_detector_on_all_values(cls, params):
+    rng = np.random.default_rng(7)
+    if params.get("categorical"):
+        reference, values = rng.choice(list("abcd"), 800), rng.choice(list("abcde"), 1200)
+    else:
+        reference, values = rng.normal(size=800), rng.normal(0.3, 1.1, 1200)
+    left, right, whole = (cls(reference=reference, window=2000, **params) for _ in range(3))
+    left.update_many(values[::2])
+    right.update_many(values[1::2])
+    whole.update_many(values)
+    merged = left.merge(right)
+    assert merged.result() == whole.result()
+    assert merged.current_counts().tolist() == whole.current_counts().tolist()
+
+
+def test_merge_refuses_different_references():
+    with pytest.raises(ValueError, match="same reference"):
+        PSI(reference=[1.0, 2.0, 3.0]).merge(PSI(reference=[1.0, 2.0, 4.0]))
+    with pytest.raises(ValueError, match="same kind"):
+        PSI(reference=[1.0, 2.0]).merge(JS(reference=[1.0, 2.0]))
+
+
+@pytest.mark.parametrize("cls, params", [
+    (PSI, {}), (KS, {}), (KS, {"exact": True}), (Wasserstein, {}), (Wasserstein, {"exact": True}),
+    (JS, {}), (Chi2, {"categorical": True}), (PSI, {"categorical": True}),
+])
+@pytest.mark.parametrize("cut", [300, 2500])  # during the reference, and after it
+def test_state_round_trip_gives_identical_future(cls, params, cut):
+    rng = np.random.default_rng(8)
+    stream = rng.choice(list("abc"), 6000) if params.get("categorical") else rng.normal(size=6000)
+    detector = cls(reference_size=1000, window=700, **params)
+    detector.update_many(stream[:cut])
+    restored = cls.from_state(json.loads(json.dumps(detector.state())))
+    for batch in np.array_split(stream[cut:], 5):
+        assert restored.update_many(batch) == detector.update_many(batch)
+
+
+@pytest.mark.parametrize("cls", [PSI, KS, Wasserstein, JS])
+def test_binned_state_does_not_grow_with_the_window_or_the_stream(cls):
+    rng = np.random.default_rng(9)
+    detector = cls(reference=rng.normal(size=1000), window=100_000, blocks=10)
+    numbers_held = []
+    for _ in range(4):
+        detector.update_many(rng.normal(size=50_000))
+        numbers_held.append(_count_numbers(detector.state()))
+    assert len(set(numbers_held)) == 1
+    assert numbers_held[0] < 20 * detector.profile.n_bins  # reference + blocks, O(bins)
+
+
+def _count_numbers(tree):
+    if isinstance(tree, dict):
+        return sum(_count_numbers(v) for v in tree.values())
+    if isinstance(tree, list):
+        return sum(_count_numbers(v) for v in tree)
+    return 1
+
+
+def test_nothing_fires_before_min_samples_and_nan_before_the_reference():
+    detector = PSI(reference_size=10, min_samples=50)
+    assert math.isnan(detector.update_many(np.ones(5)).statistic)
+    assert not detector.update_many(np.arange(10.0, 40.0)).fired  # 25 in the window: too few
+    assert detector.update_many(np.arange(40.0, 80.0)).fired
+
+
+def test_bad_input_is_rejected():
+    with pytest.raises(InvalidInput, match=r"values\[1\]"):
+        KS(reference=[1.0, 2.0]).update_many([1.0, float("nan")])
+    with pytest.raises(InvalidInput):
+        PSI(reference=[1.0, float("inf")])
+    with pytest.raises(ValueError, match="numeric features only"):
+        KS(categorical=True)
+
+
+finite_lists = st.lists(st.floats(-1e9, 1e9, allow_nan=False), min_size=1, max_size=80)
+
+
+@settings(max_examples=50, deadline=None)
+@given(finite_lists, finite_lists)
+def test_statistics_stay_in_range_for_any_finite_input(reference, current):
+    for cls in (PSI, KS, Wasserstein, JS, Chi2):
+        result = cls(reference=reference, window=50, min_samples=1).update_many(current)
+        assert result.statistic >= 0
+        assert np.isfinite(result.statistic)
+        if result.p_value is not None:
+            assert 0 <= result.p_value <= 1
+    assert JS(reference=reference).update_many(current).statistic <= 1 + 1e-12
+    assert KS(reference=reference).update_many(current).statistic <= 1
