@@ -365,3 +365,45 @@ def test_baseline_ignores_low_sample_observations():
     run(policy, [{"accuracy": (0.99, 5)}, {"accuracy": (0.9, 500)}, {"accuracy": (0.95, 5)}])
     (event,) = evaluate_step(policy, 3, {"accuracy": (0.7, 500)})
     assert event.evidence["baseline"] == 0.9
+
+
+# -- invariants against an independent reading of the semantics -----------------------------
+
+THRESHOLD, REARM, CONSECUTIVE, COOLDOWN_S, MIN_SAMPLES = 0.8, 0.85, 2, 300, 100
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from([0.7, 0.79, 0.8, 0.83, 0.85, 0.9]), st.sampled_from([5, 500]), st.booleans()),
+        min_size=1, max_size=40),
+)
+def test_triggers_respect_consecutive_hysteresis_cooldown_and_versions(steps):
+    """(accuracy, n, new model version?) per window: check every trigger against the rules' meaning."""
+    policy = make_policy(accuracy_floor(consecutive=CONSECUTIVE, rearm=REARM, cooldown_seconds=COOLDOWN_S,
+                                        min_samples=MIN_SAMPLES))
+    version, fired_at = 0, []
+    history = []  # (index, accuracy, judged, version) per step
+    for index, (accuracy, n, bump) in enumerate(steps):
+        version += bump
+        events = evaluate_step(policy, index, {"accuracy": (accuracy, n)}, version=f"v{version}")
+        history.append((index, accuracy, n >= MIN_SAMPLES, version))
+        if events:
+            fired_at.append(index)
+            assert events[0].trigger_id == f"churn:accuracy-floor:{len(fired_at):06d}"
+
+    for position, index in enumerate(fired_at):
+        judged = [h for h in history[: index + 1] if h[2] and h[3] == history[index][3]]
+        # The last `consecutive` judged windows of this version all breached.
+        assert len(judged) >= CONSECUTIVE
+        assert all(h[1] < THRESHOLD for h in judged[-CONSECUTIVE:])
+        if position == 0:
+            continue
+        previous = fired_at[position - 1]
+        if history[previous][3] != history[index][3]:
+            continue  # a new version starts afresh
+        between = [h for h in history[previous + 1: index] if h[2]]
+        # Hysteresis: the value recovered past rearm in between.
+        assert any(h[1] >= REARM for h in between)
+        # Cooldown: far enough apart in event time.
+        assert (index - previous) * MINUTE_MS >= COOLDOWN_S * 1000
