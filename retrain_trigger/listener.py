@@ -515,12 +515,8 @@ def format_trigger(event: TriggerEvent) -> str:
     evidence = event.evidence
     version = f"@{event.model_version}" if event.model_version else ""
     op = evidence.get("op", "vs")
-    parts = [
-        event.triggered_at,
-        f"{event.model_id}{version}",
-        f"{event.rule} [{event.severity}]",
-        f"{event.metric}={event.value:.4g} {op} {event.threshold:.4g}",
-    ]
+    breach = f"{event.metric} fired" if op == "fired" else f"{event.metric}={event.value:.4g} {op} {event.threshold:.4g}"
+    parts = [event.triggered_at, f"{event.model_id}{version}", f"{event.rule} [{event.severity}]", breach]
     details = []
     for key, label in (("baseline", "baseline"), ("n", "n"), ("p_value", "p"), ("detector", "detector")):
         if evidence.get(key) is not None:

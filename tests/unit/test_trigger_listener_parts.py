@@ -130,3 +130,13 @@ def test_every_option_has_help():
     for command in triggers._subparsers._group_actions[0].choices.values():
         for action in command._actions:
             assert action.help, f"{command.prog} {action.option_strings} has no help"
+
+
+def test_format_trigger_for_a_detector():
+    event = TriggerEvent(
+        trigger_id="churn:adwin:000002", model_id="churn", rule="adwin", metric="detector.adwin", value=1.0,
+        threshold=1.0, triggered_at="2026-11-23T10:15:00.000Z", model_version="v3",
+        window=TriggerWindow(start="2026-11-23T10:00:00.000Z", end="2026-11-23T10:15:00.000Z", count=50),
+        evidence={"op": "fired", "detector": "adwin", "distance": 0.2})
+    assert listener.format_trigger(event).startswith(
+        "2026-11-23T10:15:00.000Z churn@v3 adwin [warning] detector.adwin fired (detector=adwin) window")
