@@ -1,0 +1,134 @@
+"""Count windows, block-count windows and event-time windows against simple per-event models."""
+import collections
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detectors.base import InvalidInput
+from detectors.windows import BlockCounts, CountWindow, HoppingWindow, TumblingWindow
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.lists(st.lists(st.floats(-1e6, 1e6), max_size=50), max_size=8))
+def test_count_window_is_the_last_n_rows(size, batches):
+    window, model, seen = CountWindow(size), collections.deque(maxlen=size), 0
+    for batch in batches:
+        window.push(batch)
+        model.extend(batch)
+        seen += len(batch)
+        assert window.rows()[:, 0].tolist() == list(model)
+        assert window.seen == seen
+    restored = CountWindow.from_state(json.loads(json.dumps(window.state())))
+    restored.push([1.0, 2.0])
+    window.push([1.0, 2.0])
+    assert restored.rows().tolist() == window.rows().tolist()
+
+
+def test_count_window_allocates_as_it_fills():
+    window = CountWindow(size=1_000_000, width=5)
+    window.push(np.ones((10, 5)))
+    assert window._buffer.nbytes < 10_000
+    window.push(np.ones((3000, 5)))
+    assert len(window) == 3010 and window._buffer.shape[0] < 8192
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 30), st.lists(st.lists(st.integers(0, 4), max_size=40), max_size=8))
+def test_block_counts_with_one_event_per_block_is_exact(size, batches):
+    window, model = BlockCounts(size=size, blocks=size, bins=5), collections.deque(maxlen=size)
+    for batch in batches:
+        window.push(batch)
+        model.extend(batch)
+        assert window.totals().tolist() == np.bincount(list(model), minlength=5).tolist()
+    assert BlockCounts.from_state(json.loads(json.dumps(window.state()))).totals().tolist() == window.totals().tolist()
+
+
+def test_block_counts_merge_adds_newest_blocks_together():
+    left, right = BlockCounts(6, 3, 2), BlockCounts(6, 3, 2)
+    left.push([0, 0, 0, 0, 1])  # blocks [0 0] [0 0] [1]
+    right.push([1, 1, 1])  # blocks [1 1] [1]
+    merged = left.merge(right)
+    assert merged.totals().tolist() == [4, 4] and merged.count == 8
+    with pytest.raises(ValueError, match="same size"):
+        left.merge(BlockCounts(6, 2, 2))
+
+
+def window_model(events, size, step, grace):
+    """Per-event reference: which values each window got, and how many (event, window) were late."""
+    max_time, open_windows, closed, late = -math.inf, {}, [], 0
+    for t, v in events:
+        watermark = max_time - grace
+        start = math.floor(t / step) * step
+        while start + size > t:
+            if start + size <= watermark:
+                late += 1
+            else:
+                open_windows.setdefault(start, []).append(v)
+            start -= step
+        max_time = max(max_time, t)
+        for s in sorted(open_windows):
+            if s + size <= max_time - grace:
+                closed.append((s, open_windows.pop(s)))
+    return closed, late, open_windows
+
+
+def run_windows(windows, events, cuts):
+    closed = []
+    times, values = np.array([e[0] for e in events], dtype=float), np.array([e[1] for e in events])
+    for part in np.split(np.arange(len(events)), cuts):
+        closed += windows.update_many(times[part], np.zeros(len(part)), values[part])
+    return closed
+
+
+events_strategy = st.lists(st.tuples(st.integers(0, 200), st.floats(-100, 100)), min_size=1, max_size=80)
+
+
+@settings(max_examples=80, deadline=None)
+@given(events_strategy, st.sampled_from([(10, 10), (10, 5), (12, 4), (7, 3)]), st.integers(0, 15), st.data())
+def test_event_windows_match_the_per_event_model(events, shape, grace, data):
+    size, step = shape
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(events)), max_size=4)))
+    windows = HoppingWindow(size, step, grace, kind="mae", params={"window": 1000})
+    closed = run_windows(windows, events, cuts)
+    expected, late, still_open = window_model(events, size, step, grace)
+    assert [(w.start, w.count) for w in closed] == [(s, len(v)) for s, v in expected]
+    for window, (_, values) in zip(closed, expected):
+        assert window.result.statistic == pytest.approx(np.mean(np.abs(values)))
+        assert window.end == window.start + size
+    assert windows.late == late
+    assert sorted(windows.open) == sorted(still_open)
+
+
+def test_tumbling_window_state_round_trip_mid_stream():
+    rng = np.random.default_rng(0)
+    times = np.sort(rng.uniform(0, 1000, 3000)) + rng.normal(0, 5, 3000)  # a little out of order
+    y_true, y_pred = rng.integers(0, 2, 3000), rng.integers(0, 2, 3000)
+    windows = TumblingWindow(size=50, grace=10, kind="f1_macro", params={"window": 10_000})
+    windows.update_many(times[:1200], y_true[:1200], y_pred[:1200])
+    restored = TumblingWindow.from_state(json.loads(json.dumps(windows.state())))
+    for part in np.array_split(np.arange(1200, 3000), 4):
+        mine = windows.update_many(times[part], y_true[part], y_pred[part])
+        theirs = restored.update_many(times[part], y_true[part], y_pred[part])
+        assert [(w.start, w.result, w.count) for w in mine] == [(w.start, w.result, w.count) for w in theirs]
+    assert windows.late == restored.late > 0
+
+
+def test_open_windows_stay_bounded_for_in_order_data():
+    windows = HoppingWindow(size=100, step=10, grace=30, kind="mae", params={"window": 10})
+    for start in range(0, 30_000, 1000):
+        t = np.arange(start, start + 1000, dtype=float)
+        windows.update_many(t, np.zeros(1000), np.ones(1000))
+        assert len(windows.open) <= math.ceil((100 + 30) / 10) + 1
+
+
+def test_bad_windows_and_timestamps_are_rejected():
+    with pytest.raises(ValueError, match="step"):
+        HoppingWindow(size=10, step=20)
+    with pytest.raises(ValueError, match="unknown detector kind"):
+        TumblingWindow(size=10, kind="nope")
+    with pytest.raises(InvalidInput, match="timestamps"):
+        TumblingWindow(size=10, kind="mae").update_many([float("nan")], [0.0], [0.0])
