@@ -215,7 +215,7 @@ class TriggerPolicy:
             "statistic": metric,
             "op": ">=" if condition.is_glob else (condition.op or "fired"),
             "baseline": _json_float(state.baseline),
-            "n": observation.n if observation else None,
+            "n": int(observation.n) if observation else None,
             "detector": (observation.detector if observation else None) or _detector_of(metric),
             "p_value": _json_float(observation.p_value) if observation else None,
             "distance": _json_float(observation.value) if observation else None,
@@ -301,7 +301,7 @@ def _primary_value(rule: Rule, observations: Mapping[str, Observation], min_samp
         if not condition.is_glob and not condition.is_fired:
             observation = observations.get(condition.statistic)
             if observation is not None and observation.n >= min_samples and math.isfinite(observation.value):
-                return observation.value
+                return float(observation.value)
     return None
 
 
@@ -354,7 +354,7 @@ def _condition_evidence(
     else:
         observation = observations.get(condition.statistic)
         entry["value"] = _json_float(observation.value) if observation else None
-        entry["n"] = observation.n if observation else None
+        entry["n"] = int(observation.n) if observation else None
     return entry
 
 
@@ -376,8 +376,8 @@ def _top_features(observations: Mapping[str, Observation]) -> list[dict[str, Any
             "kind": kind,
             "value": _json_float(observation.value),
             "p_value": _json_float(observation.p_value),
-            "n": observation.n,
-            "fired": observation.fired,
+            "n": int(observation.n),
+            "fired": bool(observation.fired),
         })
     return top
 
@@ -391,8 +391,8 @@ def _detector_of(statistic: str) -> str | None:
 
 
 def _json_float(value: float | None) -> float | None:
-    """JSON has no NaN/inf: report them as null."""
-    return value if value is not None and math.isfinite(value) else None
+    """A plain float for JSON (numpy scalars included); JSON has no NaN/inf, so those are null."""
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def iso_from_ms(epoch_ms: int | None) -> str | None:

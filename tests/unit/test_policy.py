@@ -407,3 +407,19 @@ def test_triggers_respect_consecutive_hysteresis_cooldown_and_versions(steps):
         assert any(h[1] >= REARM for h in between)
         # Cooldown: far enough apart in event time.
         assert (index - previous) * MINUTE_MS >= COOLDOWN_S * 1000
+
+
+def test_numpy_scalars_from_detectors_encode_and_checkpoint():
+    import numpy as np
+
+    policy = make_policy(accuracy_floor(), {"name": "drift", "conditions": [
+        {"statistic": "feature.*.ks", "op": ">", "threshold": 0.1}]})
+    healthy = {"accuracy": Observation(np.float64(0.9), np.int64(800))}
+    run(policy, [healthy])
+    bad = {"accuracy": Observation(np.float64(0.7), np.int64(800)),
+           "feature.age.ks": Observation(np.float64(0.3), np.int64(800), fired=np.bool_(True), p_value=np.float64(1e-4))}
+    events = evaluate_step(policy, 1, bad)
+    assert len(events) == 2
+    for event in events:
+        json.loads(encode_trigger(event))
+    json.dumps(policy.state())
