@@ -1,0 +1,333 @@
+"""Replay history through the same Monitor the engines run, without Kafka.
+
+``driftline backtest --config C --predictions P.jsonl --labels L.jsonl --out DIR`` (or
+``--events E.jsonl``, predictions and labels in one file) reads one message per line, decodes
+and validates each exactly as the engine does (bad lines are counted by reason, as the DLQ
+would), orders everything by event time (a prediction before a label of the same millisecond;
+ties keep file order) and feeds it to :class:`streams.monitor.Monitor` in chunks. Triggers do
+not depend on the chunking (the Monitor evaluates rules at fixed joined-pair counts).
+
+Each line's ``Source`` is (the config's topic name, partition 0, its line number in its file,
+counting bad lines), i.e. the offsets the same lines would get produced in order to a
+one-partition topic; trigger evidence (``window.offsets``) then names the same offsets as live.
+
+Writes to ``DIR``:
+
+* ``triggers.jsonl``: the trigger events, byte-for-byte what ``driftline run`` would publish;
+* ``timeline.csv``: every statistic the Monitor observes, per model, after every ``--every``
+  events (``event_time,event_time_ms,events,model,statistic,value,n``);
+* ``summary.json``: counts (events, invalid by reason, joined, expired, triggers) and speed;
+* ``report.html``: per model, each statistic over event time with rule thresholds, trigger marks
+  and (when the simulator's ``scenario.json`` is found) the injected drifts; PNGs embedded.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import fnmatch
+import html
+import io
+import json
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrain_trigger.events import TriggerEvent
+from retrain_trigger.rules import load_rules
+
+from .codecs import InvalidEvent, Label, Prediction, encode_trigger, format_timestamp
+from .config import Config
+from .monitor import Monitor, Source, decode_input
+
+__all__ = ["Backtest", "BacktestResult", "load_events", "run_backtest", "write_report"]
+
+_LABEL_FIELD = re.compile(rb'"label"\s*:')
+
+
+class BacktestError(ValueError):
+    """A problem the user can fix (a missing file); the message names it."""
+
+
+@dataclass
+class Loaded:
+    events: list[tuple[Prediction | Label, Source]]
+    invalid: Counter
+    lines: int
+
+
+def _read_lines(path: str | Path) -> list[bytes]:
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise BacktestError(f"{path}: file not found") from None
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return lines
+
+
+def load_events(config: Config, predictions: str | Path | None = None, labels: str | Path | None = None,
+                events: str | Path | None = None) -> Loaded:
+    """Decode the files and order the valid events by event time (predictions first on ties)."""
+    topics = config.topics
+    decoded: list[tuple[Prediction | Label, Source]] = []
+    invalid: Counter = Counter()
+    n_lines = 0
+
+    def decode_file(lines: list[bytes], topic: str, offsets: list[int] | None = None) -> None:
+        append = decoded.append
+        for i, line in enumerate(lines):
+            offset = i if offsets is None else offsets[i]
+            try:
+                event = decode_input(config, topic, line.rstrip(b"\r"))
+            except InvalidEvent as exc:
+                invalid[(topic, exc.reason)] += 1
+                continue
+            append((event, Source(topic, 0, offset)))
+
+    if predictions is not None:
+        lines = _read_lines(predictions)
+        n_lines += len(lines)
+        decode_file(lines, topics.predictions)
+    if labels is not None:
+        lines = _read_lines(labels)
+        n_lines += len(lines)
+        decode_file(lines, topics.labels)
+    if events is not None:
+        lines = _read_lines(events)
+        n_lines += len(lines)
+        is_label = [bool(_LABEL_FIELD.search(line)) for line in lines]
+        for role, topic in ((False, topics.predictions), (True, topics.labels)):
+            chosen = [line for line, lab in zip(lines, is_label) if lab == role]
+            decode_file(chosen, topic, list(range(len(chosen))))
+    if not decoded:
+        return Loaded([], invalid, n_lines)
+    ts = np.fromiter((e.timestamp for e, _ in decoded), dtype=np.int64, count=len(decoded))
+    role = np.fromiter((isinstance(e, Label) for e, _ in decoded), dtype=np.int8, count=len(decoded))
+    order = np.lexsort((np.arange(len(decoded)), role, ts))  # by time, then prediction first, then file order
+    return Loaded([decoded[i] for i in order.tolist()], invalid, n_lines)
+
+
+@dataclass
+class BacktestResult:
+    triggers: list[TriggerEvent] = field(default_factory=list)
+    timeline: list[tuple] = field(default_factory=list)
+    totals: dict[str, Counter] = field(default_factory=dict)
+    invalid: Counter = field(default_factory=Counter)
+    events: int = 0
+    lines: int = 0
+    load_seconds: float = 0.0
+    replay_seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        per_model = {m: dict(c) for m, c in self.totals.items()}
+        for m in per_model:
+            per_model[m]["triggers"] = sum(1 for t in self.triggers if t.model_id == m)
+        total = self.load_seconds + self.replay_seconds
+        return {
+            "lines": self.lines, "events": self.events,
+            "invalid": {f"{topic}:{reason}": n for (topic, reason), n in sorted(self.invalid.items())},
+            "triggers": len(self.triggers), "models": per_model,
+            "seconds": {"load": round(self.load_seconds, 3), "replay": round(self.replay_seconds, 3)},
+            "lines_per_second": round(self.lines / total) if total > 0 else None,
+        }
+
+
+_COUNTER_FIELDS = ("predictions", "labels", "joined", "expired_predictions", "expired_labels",
+                   "duplicate_predictions", "duplicate_labels", "late_labels")
+
+
+class Backtest:
+    """Feed ordered events to a Monitor in chunks of ``every``, recording the timeline."""
+
+    def __init__(self, config: Config, every: int = 1000, timeline: bool = True):
+        self.config = config
+        self.monitor = Monitor(config)
+        self.every = max(1, every)
+        self.record_timeline = timeline
+        self.result = BacktestResult()
+
+    def run(self, events: list[tuple[Prediction | Label, Source]], progress=None) -> BacktestResult:
+        result = self.result
+        started = time.perf_counter()
+        process = self.monitor.process
+        for start in range(0, len(events), self.every):
+            chunk = events[start:start + self.every]
+            result.triggers.extend(process(chunk))
+            result.events += len(chunk)
+            self._drain(chunk[-1][0].timestamp)
+            if progress is not None:
+                progress.update(result.events)
+        result.replay_seconds += time.perf_counter() - started
+        return result
+
+    def _drain(self, at_ms: int) -> None:
+        """Fold the Monitor's per-model counters into totals (as the exporter does) and sample stats."""
+        for model_id, m in self.monitor.models.items():
+            totals = self.result.totals.setdefault(model_id, Counter())
+            c = m.counters
+            for name in _COUNTER_FIELDS:
+                totals[name] += getattr(c, name, 0)
+            m.counters = type(c)()
+            if self.record_timeline:
+                for name, obs in m.observations().items():
+                    value = obs.value
+                    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+                        continue
+                    self.result.timeline.append((at_ms, self.result.events, model_id, name, float(value), obs.n))
+
+
+def run_backtest(config: Config, out: str | Path, predictions=None, labels=None, events=None, every: int = 1000,
+                 report: bool = True, progress: bool = True, scenario: str | Path | None = None) -> BacktestResult:
+    from .simulate import Progress
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    loaded = load_events(config, predictions, labels, events)
+    load_seconds = time.perf_counter() - started
+    bar = Progress(len(loaded.events), "backtest", enabled=progress)
+    backtest = Backtest(config, every=every)
+    result = backtest.run(loaded.events, progress=bar)
+    bar.close(result.events)
+    result.invalid = loaded.invalid
+    result.lines = loaded.lines
+    result.load_seconds = load_seconds
+    write_outputs(result, out)
+    if report:
+        if scenario is None:
+            for candidate in (predictions, events, labels):
+                if candidate is not None and (Path(candidate).parent / "scenario.json").exists():
+                    scenario = Path(candidate).parent / "scenario.json"
+                    break
+        write_report(config, result, out / "report.html", scenario=scenario)
+    return result
+
+
+def write_outputs(result: BacktestResult, out: Path) -> None:
+    with open(out / "triggers.jsonl", "wb") as f:
+        for trigger in result.triggers:
+            f.write(encode_trigger(trigger) + b"\n")
+    with open(out / "timeline.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["event_time", "event_time_ms", "events", "model", "statistic", "value", "n"])
+        for at_ms, n_events, model, name, value, n in result.timeline:
+            writer.writerow([format_timestamp(at_ms), at_ms, n_events, model, name, repr(value), n])
+    (out / "summary.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
+
+
+# -- the report ----------------------------------------------------------------------------------------
+def _thresholds(config: Config) -> dict[str, list[tuple[str, str, float]]]:
+    """model → [(statistic pattern, rule name, threshold)]."""
+    out: dict[str, list[tuple[str, str, float]]] = {}
+    for model in config.models:
+        for rule in load_rules(model.rules, where=f"models[{model.id}].rules"):
+            for cond in rule.conditions:
+                if cond.threshold is not None:
+                    out.setdefault(model.id, []).append((cond.statistic, rule.name, cond.threshold))
+    return out
+
+
+def _group(statistic: str) -> str:
+    """Statistics drawn on one panel: performance together, drift per kind, each detector."""
+    parts = statistic.split(".")
+    if parts[0] == "feature" and len(parts) >= 3:
+        return f"feature drift: {parts[-1]}"
+    if parts[0] in ("prediction", "detector"):
+        return statistic
+    return statistic
+
+
+def _parse_ms(text: str) -> int:
+    from .codecs import parse_timestamp
+
+    return parse_timestamp(text)
+
+
+def write_report(config: Config, result: BacktestResult, path: Path, scenario: str | Path | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+    from datetime import datetime, timezone
+
+    def when(ms: int):
+        return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+    drifts = []
+    if scenario is not None and Path(scenario).exists():
+        drifts = json.loads(Path(scenario).read_text()).get("drifts", [])
+    thresholds = _thresholds(config)
+    series: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for at_ms, _, model, name, value, _n in result.timeline:
+        series.setdefault(model, {}).setdefault(name, []).append((at_ms, value))
+    sections = []
+    for model in sorted(set(series) | {t.model_id for t in result.triggers}):
+        stats = series.get(model, {})
+        groups: dict[str, list[str]] = {}
+        for name in sorted(stats):
+            groups.setdefault(_group(name), []).append(name)
+        triggers = [t for t in result.triggers if t.model_id == model]
+        image = ""
+        if groups:
+            fig, axes = plt.subplots(len(groups), 1, figsize=(10, 2.6 * len(groups)), sharex=True, squeeze=False)
+            for ax, (title, names) in zip(axes[:, 0], groups.items()):
+                for name in names[:12]:
+                    points = stats[name]
+                    ax.plot([when(t) for t, _ in points], [v for _, v in points], lw=1.2,
+                            label=name if len(names) > 1 else None)
+                for pattern, rule, threshold in thresholds.get(model, []):
+                    if any(fnmatch.fnmatchcase(name, pattern) for name in names):
+                        ax.axhline(threshold, color="tab:red", ls="--", lw=1)
+                        ax.annotate(f"{rule} {threshold:g}", xy=(0.005, threshold), xycoords=("axes fraction", "data"),
+                                    color="tab:red", fontsize=8, va="bottom")
+                for t in triggers:
+                    if any(fnmatch.fnmatchcase(t.metric, n) or t.metric == n for n in names) or title == _group(t.metric):
+                        ax.plot([when(_parse_ms(t.triggered_at))], [t.value], marker="v", color="tab:red", ms=9)
+                    ax.axvline(when(_parse_ms(t.triggered_at)), color="tab:red", lw=0.8, alpha=0.5)
+                for d in drifts:
+                    if d.get("model_id") == model and d.get("at_time"):
+                        ax.axvline(when(_parse_ms(d["at_time"])), color="tab:purple", ls=":", lw=1.5)
+                ax.set_title(title, fontsize=10, loc="left")
+                ax.grid(alpha=0.3)
+                if len(names) > 1:
+                    ax.legend(fontsize=7, loc="best")
+            axes[-1, 0].xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
+            fig.suptitle(f"{model}: red ▼ trigger, red dashes threshold, purple dots injected drift", fontsize=10)
+            fig.tight_layout()
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png", dpi=90)
+            plt.close(fig)
+            image = f'<img alt="{html.escape(model)}" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+        rows = "".join(
+            f"<tr><td>{html.escape(t.trigger_id)}</td><td>{html.escape(t.triggered_at)}</td><td>{html.escape(t.metric)}</td>"
+            f"<td>{t.value:.4g}</td><td>{t.threshold:g}</td><td>{t.window.count}</td>"
+            f"<td><code>{html.escape(json.dumps(t.evidence, default=str)[:300])}</code></td></tr>" for t in triggers)
+        totals = result.totals.get(model, {})
+        counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in totals.items() if v)
+        drift_text = "".join(f"<li>{html.escape(d['kind'])} at {html.escape(str(d.get('at_time')))}: "
+                             f"{html.escape(d['detail'])}</li>" for d in drifts if d.get("model_id") == model)
+        sections.append(
+            f"<h2>{html.escape(model)}</h2><p>{html.escape(counts)}</p>"
+            + (f"<p>Injected drift:</p><ul>{drift_text}</ul>" if drift_text else "")
+            + image
+            + (f"<table><tr><th>trigger</th><th>at</th><th>metric</th><th>value</th><th>threshold</th><th>window</th>"
+               f"<th>evidence</th></tr>{rows}</table>" if triggers else "<p>No trigger.</p>"))
+    summary = result.summary()
+    invalid = ", ".join(f"{k} {v}" for k, v in summary["invalid"].items()) or "none"
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>driftline backtest</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}img{{max-width:100%}}
+table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}</style>
+</head><body><h1>driftline backtest</h1>
+<p>Config <code>{html.escape(config.source)}</code>: {summary['lines']} lines, {summary['events']} valid events,
+invalid: {html.escape(invalid)}; {summary['triggers']} triggers.</p>
+{''.join(sections)}
+</body></html>
+"""
+    path.write_text(page)

@@ -1,0 +1,165 @@
+"""``driftline simulate`` and ``driftline backtest`` (registered by streams/cli.py)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_MODELS = [
+    "id=loans,generator=agrawal,learner=hoeffding,drift=abrupt",
+    "id=sensors,generator=sea,learner=hoeffding,drift=covariate,shift=x0:-1|x1:-1",
+]
+
+MODEL_HELP = ("a simulated model, key=value pairs separated by commas (repeat for several models): "
+              "id=NAME, generator=agrawal|sea|hyperplane|stagger, learner=hoeffding|logistic, "
+              "drift=none|abrupt|gradual|covariate|new_category, at=INDEX (prediction index of the drift; "
+              "default half of --events), width=N (gradual), concept=A>B, shift=F[:K]|F[:K] (covariate: "
+              "features and sigmas; default sigma=K), category=VALUE, share=P (new_category), train=N, "
+              "version=V. Default: " + " and ".join(repr(m) for m in DEFAULT_MODELS))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    sim = sub.add_parser(
+        "simulate", help="produce realistic predictions and labels with injected drift",
+        description="Score a synthetic river stream with a river model trained before a scheduled drift and "
+                    "emit prediction and (delayed) label events to Kafka, or to JSON-lines files with --out.")
+    sim.add_argument("--model", "-m", action="append", metavar="SPEC", help=MODEL_HELP)
+    sim.add_argument("--events", "-n", type=int, default=None,
+                     help="predictions per model (default 10000, or unlimited with --duration)")
+    sim.add_argument("--duration", type=float, help="stop after this many wall-clock seconds")
+    sim.add_argument("--rate", type=float, help="messages per second, all kinds (default: as fast as possible)")
+    sim.add_argument("--seed", type=int, default=0, help="the same seed gives the same events (default 0)")
+    sim.add_argument("--start", default=None,
+                     help="event time of the first prediction: ISO-8601 with zone, epoch ms, or 'now' "
+                          "(default 2026-01-01T00:00:00Z, so a seed fixes every byte)")
+    sim.add_argument("--interval-ms", type=int, default=1000, help="event time between predictions of a model")
+    sim.add_argument("--label-delay", default="exp:30",
+                     help="label delay in seconds: const:S, exp:MEAN, uniform:A:B, lognormal:MEDIAN:SIGMA "
+                          "(default exp:30)")
+    sim.add_argument("--label-missing", type=float, default=0.0, help="fraction of labels that never arrive")
+    sim.add_argument("--malformed", type=float, default=0.0,
+                     help="extra malformed messages as a fraction of predictions (they belong in the DLQ)")
+    sim.add_argument("--out", help="write predictions.jsonl, labels.jsonl and scenario.json here instead of Kafka")
+    sim.add_argument("--config", "-c", help="take Kafka settings and topic names from this driftline config")
+    sim.add_argument("--bootstrap-servers", help="Kafka address (default: the config's, else $KAFKA_BOOTSTRAP_SERVERS)")
+    sim.add_argument("--predictions-topic", help="default: the config's topics.predictions, else predictions")
+    sim.add_argument("--labels-topic", help="default: the config's topics.labels, else labels")
+    sim.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    sim.set_defaults(func=_simulate)
+
+    bt = sub.add_parser(
+        "backtest", help="replay prediction/label history through the Monitor, offline",
+        description="Replay JSON-lines history in event-time order through the same Monitor `driftline run` uses "
+                    "(no Kafka) and write triggers.jsonl, timeline.csv, summary.json and report.html.")
+    bt.add_argument("--config", "-c", required=True, help="the driftline config (models, rules)")
+    bt.add_argument("--predictions", "-p", help="predictions, one JSON event per line")
+    bt.add_argument("--labels", "-l", help="labels, one JSON event per line")
+    bt.add_argument("--events", "-e", help="predictions and labels in one file (a line with a \"label\" field is a label)")
+    bt.add_argument("--out", "-o", required=True, help="output directory")
+    bt.add_argument("--every", type=int, default=1000, help="timeline resolution: events between samples (default 1000)")
+    bt.add_argument("--no-report", action="store_true", help="skip report.html (and matplotlib)")
+    bt.add_argument("--scenario", help="the simulator's scenario.json, to mark injected drifts (default: found "
+                                       "next to the input files)")
+    bt.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    bt.set_defaults(func=_backtest)
+
+
+def _fail(message: str) -> int:
+    print(f"driftline: {message}", file=sys.stderr)
+    return 2
+
+
+def _start_ms(value: str | None) -> int:
+    from .codecs import parse_timestamp
+    from .simulate import DEFAULT_START_MS, ScenarioError
+
+    if value is None:
+        return DEFAULT_START_MS
+    if value == "now":
+        return int(time.time() * 1000)
+    try:
+        return parse_timestamp(int(value) if value.isdigit() else value, "--start")
+    except ValueError as exc:
+        raise ScenarioError(str(exc)) from None
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .simulate import FileSink, KafkaSink, ScenarioError, Simulation, parse_model_spec, run
+
+    try:
+        models = [parse_model_spec(spec) for spec in (args.model or DEFAULT_MODELS)]
+        events = args.events if args.events is not None else (None if args.duration else 10_000)
+        sim = Simulation(models=models, events=events, seed=args.seed, start_ms=_start_ms(args.start),
+                         interval_ms=args.interval_ms, label_delay=args.label_delay,
+                         label_missing=args.label_missing, malformed=args.malformed)
+        for name in ("label_missing", "malformed"):
+            if not 0 <= getattr(sim, name) <= 1:
+                raise ScenarioError(f"--{name.replace('_', '-')} must be in [0, 1]")
+        if events is None and all(m.drift_at is None for m in models) and args.duration is None:
+            raise ScenarioError("give --events or --duration")
+        from .simulate import parse_delay
+
+        parse_delay(sim.label_delay)
+    except ScenarioError as exc:
+        return _fail(str(exc))
+    config = load_config(args.config) if args.config else None
+    sinks = []
+    if args.out:
+        sinks.append(FileSink(args.out))
+    else:
+        kafka = dict(config.kafka) if config else {}
+        if args.bootstrap_servers:
+            kafka["bootstrap.servers"] = args.bootstrap_servers
+        kafka.setdefault("bootstrap.servers", os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or "")
+        if not kafka["bootstrap.servers"]:
+            return _fail("simulate: no Kafka address; pass --bootstrap-servers, --config or --out DIR "
+                         "(or set KAFKA_BOOTSTRAP_SERVERS)")
+        predictions = args.predictions_topic or (config.topics.predictions if config else "predictions")
+        labels = args.labels_topic or (config.topics.labels if config else "labels")
+        sinks.append(KafkaSink(kafka, predictions, labels))
+    summary = run(sim, sinks, rate=args.rate, duration=args.duration, progress=not args.no_progress)
+    for line in summary.lines():
+        print(line)
+    if args.out:
+        (Path(args.out) / "scenario.json").write_text(json.dumps(
+            {"seed": sim.seed, "events_per_model": sim.events, "label_delay": sim.label_delay,
+             "label_missing": sim.label_missing, "malformed": sim.malformed, **summary.as_dict()}, indent=2) + "\n")
+        print(f"wrote {args.out}/predictions.jsonl, labels.jsonl, scenario.json")
+    else:
+        dropped = sinks[0].logger.dropped_total
+        if dropped:
+            print(f"simulate: {dropped} messages could not be delivered: {dict(sinks[0].logger.dropped)}",
+                  file=sys.stderr)
+            return 1
+    return 0
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    from .backtest import BacktestError, run_backtest
+    from .config import load_config
+
+    if not (args.events or args.predictions or args.labels):
+        return _fail("backtest: give --predictions and --labels, or --events")
+    config = load_config(args.config)
+    try:
+        result = run_backtest(config, args.out, predictions=args.predictions, labels=args.labels, events=args.events,
+                              every=args.every, report=not args.no_report, progress=not args.no_progress,
+                              scenario=args.scenario)
+    except BacktestError as exc:
+        return _fail(f"backtest: {exc}")
+    summary = result.summary()
+    invalid = sum(summary["invalid"].values())
+    print(f"backtest: {summary['lines']} lines, {summary['events']} events, {invalid} invalid, "
+          f"{summary['triggers']} triggers; load {summary['seconds']['load']}s, replay "
+          f"{summary['seconds']['replay']}s ({summary['lines_per_second']:,} lines/s)")
+    for trigger in result.triggers:
+        print(f"  {trigger.trigger_id}  at {trigger.triggered_at}  {trigger.metric}={trigger.value:.4g} "
+              f"(threshold {trigger.threshold:g})")
+    out = Path(args.out)
+    print(f"wrote {out / 'triggers.jsonl'}, {out / 'timeline.csv'}, {out / 'summary.json'}"
+          + ("" if args.no_report else f", {out / 'report.html'}"))
+    return 0
