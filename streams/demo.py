@@ -1,10 +1,19 @@
-"""``make demo``: the walking skeleton end to end on a real broker.
+"""``make demo``: driftline end to end on a real broker, in under a minute.
 
-A river Hoeffding tree learns Agrawal's loan-approval concept; then the concept changes (Agrawal's
-function 0 → 2) and the model keeps predicting with what it learnt. The demo starts
-``driftline run``, produces the tree's real predictions and the delayed true labels to Kafka,
-waits for the retrain trigger the accuracy drop causes, prints it, and shuts everything down.
-Needs ``KAFKA_BOOTSTRAP_SERVERS`` (``make demo`` starts the local broker and sets it).
+1. writes a demo config with two models and starts ``driftline run`` on it;
+2. runs the simulator (``streams.simulate``) through the PredictionLogger:
+   * ``loans`` — a Hoeffding tree trained on Agrawal's loan concept 0; at prediction 3000 the
+     concept switches abruptly to function 2 (the accuracy falls);
+   * ``sensors`` — a Hoeffding tree on SEA; at prediction 3000 the inputs ``x0`` and ``x1``
+     shift down by 1σ (covariate shift: same concept, inputs from elsewhere);
+3. prints each retrain trigger as it arrives on Kafka, with its evidence;
+4. replays the same events (also written to files) with ``driftline backtest`` and leaves its
+   report; prints where to look and shuts the engine down. Exit 0 when every trigger the
+   backtest predicts arrived live.
+
+``sensors`` is watched by a feature-drift rule when the Monitor computes ``feature.*``
+statistics, else (older Monitors) by an accuracy floor it also crosses. Needs
+``KAFKA_BOOTSTRAP_SERVERS`` (``make demo`` starts the local broker and sets it).
 """
 from __future__ import annotations
 
@@ -14,20 +23,18 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer
+EVENTS = 6000          # predictions per model
+DRIFT_AT = 3000        # prediction index where the drift starts
+RATE = 10_000          # messages per second into Kafka (predictions + labels)
+WAIT_SECONDS = 45
 
-from .codecs import Label, Prediction, encode_label, encode_prediction, format_timestamp
-
-EVENTS = 6000
-DRIFT_AT = 3000
-LABEL_DELAY = 50  # a label follows its prediction after this many predictions
-MODEL_ID = "loan-approval"
-
-CONFIG = """
+BASE = """
 [kafka]
 "bootstrap.servers" = "{bootstrap}"
 
@@ -41,13 +48,14 @@ partitions = 3
 
 [engine]
 group_id = "demo-{run}"
-commit_every_ms = 500
+commit_every_ms = 300
+poll_timeout_ms = 100
 
 [metrics]
 address = "127.0.0.1:{metrics_port}"
 
 [[models]]
-id = "{model}"
+id = "loans"
 window = {{ kind = "count", size = 500 }}
   [[models.rules]]
   name = "accuracy-floor"
@@ -59,56 +67,160 @@ window = {{ kind = "count", size = 500 }}
     threshold = 0.80
 """
 
+#: sensors, watched on its inputs (needs the Monitor's feature drift statistics)
+SENSORS_DRIFT = """
+[[models]]
+id = "sensors"
+window = {{ kind = "count", size = 1000 }}
+features = {{ numeric = ["x0", "x1", "x2"] }}
+{drift_keys}
+  [[models.rules]]
+  name = "input-drift"
+  min_samples = 500
+  cooldown_seconds = 3600
+    [[models.rules.conditions]]
+    statistic = "feature.*.{kind}"
+    op = ">"
+    threshold = {threshold}
+"""
 
-def model_stream(events: int, drift_at: int, seed: int = 7):
-    """Yield (features, prediction, label): a tree trained before the drift, scoring after it too."""
-    from river import tree
-    from river.datasets import synth
+#: sensors, watched on accuracy (what the Monitor supported before feature drift statistics)
+SENSORS_ACCURACY = """
+[[models]]
+id = "sensors"
+window = {{ kind = "count", size = 1000 }}
+features = {{ numeric = ["x0", "x1", "x2"] }}
+  [[models.rules]]
+  name = "accuracy-floor"
+  min_samples = 1000
+  cooldown_seconds = 3600
+    [[models.rules.conditions]]
+    statistic = "accuracy"
+    op = "<"
+    threshold = 0.90
+"""
 
-    model = tree.HoeffdingTreeClassifier(grace_period=100)
-    for x, y in synth.Agrawal(classification_function=0, seed=seed).take(3000):
-        model.learn_one(x, y)
-    before = synth.Agrawal(classification_function=0, seed=seed + 1)
-    after = synth.Agrawal(classification_function=2, seed=seed + 2)
-    for x, y in before.take(drift_at):
-        yield x, model.predict_one(x), y
-    for x, y in after.take(events - drift_at):
-        yield x, model.predict_one(x), y
+#: thresholds for a 1σ shift of two inputs, per drift statistic (KS D, PSI, ...)
+DRIFT_THRESHOLDS = {"ks": 0.15, "psi": 0.2, "wasserstein": 1.0, "js": 0.1, "chi2": 50.0}
 
-
-def produce_stream(producer: Producer, topics: dict, start_ms: int) -> None:
-    pending: list[Label] = []
-    for i, (x, prediction, label) in enumerate(model_stream(EVENTS, DRIFT_AT)):
-        ts = start_ms + i * 1000
-        pid = f"p{i:06d}"
-        features = {k: (v if isinstance(v, (int, float)) else str(v)) for k, v in x.items()}
-        event = Prediction(prediction_id=pid, model_id=MODEL_ID, timestamp=ts, prediction=int(prediction),
-                           features=features, model_version="v1")
-        producer.produce(topics["predictions"], encode_prediction(event), key=MODEL_ID)
-        pending.append(Label(prediction_id=pid, model_id=MODEL_ID, label=int(label), timestamp=ts + LABEL_DELAY * 1000))
-        if len(pending) > LABEL_DELAY:
-            producer.produce(topics["labels"], encode_label(pending.pop(0)), key=MODEL_ID)
-        producer.poll(0)
-        if i % 1000 == 999:
-            print(f"  produced {i + 1}/{EVENTS} predictions" + ("  (concept drift injected)" if i + 1 == DRIFT_AT else ""))
-    for label in pending:
-        producer.produce(topics["labels"], encode_label(label), key=MODEL_ID)
-    producer.flush(30)
+MODELS = [
+    f"id=loans,generator=agrawal,learner=hoeffding,drift=abrupt,at={DRIFT_AT}",
+    f"id=sensors,generator=sea,learner=hoeffding,drift=covariate,at={DRIFT_AT},shift=x0:-1|x1:-1",
+]
 
 
-def wait_for_trigger(bootstrap: str, topic: str, timeout: float) -> dict | None:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"demo-reader-{uuid.uuid4().hex[:6]}",
-                         "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
-    consumer.subscribe([topic])
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is not None and not msg.error():
-                return json.loads(msg.value())
-    finally:
-        consumer.close()
+def _feature_drift_kind(base: str) -> tuple[str, str] | None:
+    """(drift keys, statistic kind) if this Monitor computes feature drift, else None.
+
+    Probes the Monitor with a small shifted stream: the statistic names are the rule contract
+    (``feature.<f>.<kind>``); how the config asks for them is tried in the known spellings."""
+    from .codecs import Label, Prediction
+    from .config import ConfigError, parse_config
+    from .monitor import Monitor, Source
+
+    import tomllib
+
+    for drift_keys in ("", '  [[models.drift]]\n  kind = "ks"\n', '  [[models.detectors]]\n  kind = "ks"\n'):
+        text = base + SENSORS_ACCURACY.replace("{{", "{").replace("}}", "}").replace(
+            'features = { numeric = ["x0", "x1", "x2"] }', 'features = { numeric = ["x0", "x1", "x2"] }\n' + drift_keys)
+        try:
+            config = parse_config(tomllib.loads(text))
+            monitor = Monitor(config)
+            events = []
+            for i in range(3000):
+                shift = 5.0 if i >= 1500 else 0.0
+                pid = f"p{i}"
+                features = {"x0": (i * 7919 % 1000) / 100 + shift, "x1": (i * 104729 % 1000) / 100, "x2": 1.0}
+                events.append((Prediction(prediction_id=pid, model_id="sensors", timestamp=i * 1000, prediction=1,
+                                          features=features), Source("p", 0, i)))
+                events.append((Label(prediction_id=pid, model_id="sensors", label=1, timestamp=i * 1000),
+                               Source("l", 0, i)))
+            monitor.process(events)
+            names = list(monitor.models["sensors"].observations())
+        except (ConfigError, Exception):  # noqa: BLE001 - any failure means: not supported here
+            continue
+        kinds = [n.rsplit(".", 1)[-1] for n in names if n.startswith("feature.x0.")]
+        for kind in ("ks", "psi", "wasserstein", "js", "chi2"):
+            if kind in kinds:
+                return drift_keys, kind
     return None
+
+
+def format_trigger(t: dict) -> str:
+    """A trigger event as a few readable lines."""
+    window = t.get("window", {})
+    offsets = ", ".join(f"{k} [{v[0]}..{v[1]}]" for k, v in window.get("offsets", {}).items())
+    lines = [f"TRIGGER {t['trigger_id']}  ({t.get('severity', 'warning')})",
+             f"  model {t['model_id']} {t.get('model_version') or ''}, rule {t['rule']}: "
+             f"{t['metric']} = {t['value']:.4g} (threshold {t['threshold']:g})",
+             f"  window: {window.get('count')} labelled predictions, {window.get('start')} .. {window.get('end')}"
+             + (f", offsets {offsets}" if offsets else ""),
+             f"  triggered at (event time) {t.get('triggered_at')}"]
+    evidence = t.get("evidence") or {}
+    for key, value in evidence.items():
+        if value is None or value == [] or value == {} or key in ("statistic", "op", "n", "combine"):
+            continue  # empty, or already on the lines above
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        elif isinstance(value, (dict, list)):
+            value = json.dumps(value, default=str)
+            value = value if len(value) < 160 else value[:157] + "..."
+        lines.append(f"  evidence.{key}: {value}")
+    return "\n".join(lines)
+
+
+class TriggerWatcher(threading.Thread):
+    """Reads the triggers topic (read_committed) and prints each trigger as it arrives."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        super().__init__(daemon=True)
+        from confluent_kafka import Consumer
+
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"demo-reader-{uuid.uuid4().hex[:6]}",
+                                  "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+        self.consumer.subscribe([topic])
+        self.triggers: list[dict] = []
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                msg = self.consumer.poll(0.2)
+                if msg is None or msg.error():
+                    continue
+                trigger = json.loads(msg.value())
+                with self.lock:
+                    self.triggers.append(trigger)
+                sys.stderr.write("\r\033[K" if sys.stderr.isatty() else "")
+                print(format_trigger(trigger), flush=True)
+        finally:
+            self.consumer.close()
+
+
+def _wait_for_topics(bootstrap: str, topics: list[str], engine: subprocess.Popen, log: Path, timeout=30) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if engine.poll() is not None:
+            raise RuntimeError(f"driftline run exited with {engine.returncode}; see {log}")
+        if set(topics) <= set(admin.list_topics(timeout=5).topics):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"driftline run did not create its topics within {timeout}s; see {log}")
+
+
+def _metrics_lines(port: int) -> list[str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as response:
+            text = response.read().decode()
+    except OSError:
+        return []
+    wanted = ("driftline_performance{", "driftline_triggers_total{", "driftline_feature_drift{",
+              "driftline_events_invalid_total{")
+    return [line for line in text.splitlines() if line.startswith(wanted)]
 
 
 def main() -> int:
@@ -116,34 +228,92 @@ def main() -> int:
     if not bootstrap:
         print("demo: set KAFKA_BOOTSTRAP_SERVERS (make demo does)", file=sys.stderr)
         return 2
+    from .backtest import run_backtest
+    from .config import load_config
     from .kafka_local import _free_port
+    from .simulate import FileSink, KafkaSink, Simulation, parse_model_spec, run
 
-    run = uuid.uuid4().hex[:8]
+    started = time.monotonic()
+    run_id = uuid.uuid4().hex[:8]
     metrics_port = _free_port()
-    config_text = CONFIG.format(bootstrap=bootstrap, run=run, metrics_port=metrics_port, model=MODEL_ID)
-    config_path = Path(tempfile.mkdtemp(prefix="driftline-demo-")) / "driftline.toml"
-    config_path.write_text(config_text)
-    topics = {"predictions": f"demo-{run}-predictions", "labels": f"demo-{run}-labels"}
-    print(f"demo: config {config_path}; starting driftline run")
-    engine = subprocess.Popen([sys.executable, "-m", "streams.cli", "run", "--config", str(config_path)])
+    work = Path(tempfile.mkdtemp(prefix="driftline-demo-"))
+    base = BASE.format(bootstrap=bootstrap, run=run_id, metrics_port=metrics_port)
+    probe = _feature_drift_kind(base)
+    if probe:
+        drift_keys, kind = probe
+        sensors = SENSORS_DRIFT.format(drift_keys=drift_keys, kind=kind, threshold=DRIFT_THRESHOLDS[kind])
+        sensors_rule = f"feature.*.{kind} > {DRIFT_THRESHOLDS[kind]:g} (input drift)"
+    else:
+        sensors = SENSORS_ACCURACY.format()
+        sensors_rule = "accuracy < 0.90 (this Monitor has no feature drift statistics yet)"
+    config_path = work / "driftline.toml"
+    config_path.write_text(base + sensors)
+    config = load_config(config_path)
+    topics = config.topics
+    log_path = work / "engine.log"
+    print(f"demo: config {config_path}")
+    print(f"demo: starting driftline run (log: {log_path})")
+    engine = subprocess.Popen([sys.executable, "-m", "streams.cli", "run", "--config", str(config_path)],
+                              stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+    watcher = None
     try:
-        time.sleep(3)  # let the engine create the topics with their partition count
-        print(f"demo: producing {EVENTS} predictions of a Hoeffding tree; concept drift at event {DRIFT_AT}")
-        produce_stream(Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random",
-                                 "linger.ms": 10}), topics, start_ms=int(time.time() * 1000) - EVENTS * 1000)
-        print("demo: waiting for the retrain trigger …")
-        trigger = wait_for_trigger(bootstrap, f"demo-{run}-retrain-triggers", timeout=60)
-        if trigger is None:
-            print("demo: no trigger arrived within 60 s", file=sys.stderr)
-            return 1
-        print("demo: retrain trigger received:")
-        print(json.dumps(trigger, indent=2))
-        print(f"demo: metrics were at http://127.0.0.1:{metrics_port}/metrics")
-        return 0
+        _wait_for_topics(bootstrap, [topics.predictions, topics.labels, topics.triggers], engine, log_path)
+        watcher = TriggerWatcher(bootstrap, topics.triggers)
+        watcher.start()
+        print("demo: models and rules:\n  loans   (Hoeffding tree, Agrawal): accuracy < 0.80 over the last 500 "
+              f"labelled predictions\n  sensors (Hoeffding tree, SEA): {sensors_rule}")
+        sim = Simulation(models=[parse_model_spec(m) for m in MODELS], events=EVENTS, seed=7,
+                         start_ms=int(time.time() * 1000) - EVENTS * 1000, interval_ms=1000,
+                         label_delay="exp:20", label_missing=0.02, malformed=0.002,
+                         predictions_topic=topics.predictions, labels_topic=topics.labels)
+        data = work / "events"
+        sinks = [KafkaSink(bootstrap, topics.predictions, topics.labels), FileSink(data)]
+        print(f"demo: simulating {EVENTS} predictions per model at {RATE} messages/s; drift at prediction {DRIFT_AT}")
+        summary = run(sim, sinks, rate=RATE)
+        for line in summary.lines():
+            print(f"demo: {line}")
+        (data / "scenario.json").write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
+
+        print("demo: replaying the same events offline (driftline backtest) …")
+        result = run_backtest(config, work / "backtest", predictions=data / "predictions.jsonl",
+                              labels=data / "labels.jsonl", progress=False)
+        expected = {t.trigger_id for t in result.triggers}
+        deadline = time.monotonic() + WAIT_SECONDS
+        while time.monotonic() < deadline:
+            with watcher.lock:
+                live = {t["trigger_id"] for t in watcher.triggers}
+            if expected <= live:
+                break
+            time.sleep(0.3)
+        time.sleep(1.0)  # let a straggler print
+        with watcher.lock:
+            live = {t["trigger_id"] for t in watcher.triggers}
+        print(f"demo: {len(live)} trigger(s) live on {topics.triggers}; the backtest predicted "
+              f"{len(expected)}: {', '.join(sorted(expected)) or 'none'}"
+              + ("  — all arrived" if expected <= live else f"  — missing {sorted(expected - live)}"))
+        for line in _metrics_lines(metrics_port):
+            print(f"  {line}")
+        print(f"demo: metrics:         http://127.0.0.1:{metrics_port}/metrics (until the engine stops)")
+        print(f"demo: backtest report: {work / 'backtest' / 'report.html'}")
+        print(f"demo: timeline + triggers: {work / 'backtest'}/timeline.csv, triggers.jsonl")
+        print(f"demo: events replayable with: driftline backtest -c {config_path} -p {data}/predictions.jsonl "
+              f"-l {data}/labels.jsonl -o OUT")
+        ok = bool(expected) and expected <= live
+        return 0 if ok else 1
+    except RuntimeError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
     finally:
+        if watcher is not None:
+            watcher.stop.set()
+            watcher.join(5)
         engine.send_signal(signal.SIGTERM)
-        code = engine.wait(30)
-        print(f"demo: driftline run stopped (exit {code})")
+        try:
+            code = engine.wait(30)
+        except subprocess.TimeoutExpired:
+            engine.kill()
+            code = engine.wait(10)
+        print(f"demo: driftline run stopped (exit {code}); {time.monotonic() - started:.0f}s in all")
 
 
 if __name__ == "__main__":
