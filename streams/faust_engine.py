@@ -1,0 +1,282 @@
+"""The Faust engine: the same Monitor inside faust-streaming agents (``driftline run --engine faust``).
+
+One agent reads both input topics (co-partitioned: keyed by ``model_id``, same partition count;
+Faust's assignor gives partition *p* of both topics to the same worker) in batches
+(``Stream.take_events``), and keeps one :class:`~streams.monitor.Monitor` per input partition::
+
+    take a batch -> decode (bad ones to the DLQ) -> Monitor.process -> send triggers
+    -> wait until triggers and dead letters are acknowledged -> write each touched partition's
+       state to the Faust table (changelog partition = input partition)
+    -> Faust acks the batch and commits the input offsets later (every commit interval, on stop)
+
+Delivery is **at-least-once** (Faust's exactly-once mode is experimental). Faust flushes its
+producer before it commits offsets, so committed offsets never run ahead of the table's
+changelog, and the changelog never runs ahead of the triggers. Each partition's table entry
+records the next input offset of each topic it covers: after a crash, Faust replays from the
+committed offsets and the engine skips what the state already holds, so windows and counters
+are not double counted; a trigger sent just before a crash may be sent again with the same
+``trigger_id``, which consumers use to de-duplicate.
+
+Differences from the default engine (see README, "Faust engine"): the consumer group is
+``<engine.group_id>-faust`` (Faust's app id); the state lives in the Faust table's changelog
+topic ``<app id>-monitor-state-changelog``, not in ``topics.state``; inputs are read with
+``read_uncommitted`` (Faust only reads committed data in its exactly-once mode); only the
+librdkafka security keys listed in :data:`PASSED_THROUGH` reach aiokafka.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .codecs import InvalidEvent, encode_trigger
+from .config import Config
+from .engine import dead_letter_headers
+from .kafka_admin import ensure_topics
+from .metrics import Exporter
+from .monitor import Monitor, Source, decode_input
+
+log = logging.getLogger("driftline.faust")
+
+TABLE = "monitor-state"
+
+#: librdkafka keys the Faust engine maps onto aiokafka; any other key is logged and ignored.
+PASSED_THROUGH = {
+    "bootstrap.servers", "client.id", "security.protocol", "sasl.mechanism", "sasl.mechanisms",
+    "sasl.username", "sasl.password", "ssl.ca.location", "ssl.certificate.location", "ssl.key.location",
+    "ssl.key.password", "enable.ssl.certificate.verification", "ssl.endpoint.identification.algorithm",
+}
+
+
+class FaustConfigError(ValueError):
+    """A [kafka] setting the Faust engine cannot express."""
+
+
+def broker_urls(bootstrap: str) -> list[str]:
+    """librdkafka's ``host:port,host:port`` as Faust broker URLs."""
+    hosts = [h.strip() for h in bootstrap.split(",") if h.strip()]
+    if not hosts:
+        raise FaustConfigError("kafka.bootstrap.servers is empty")
+    return [f"kafka://{h.split('://', 1)[-1]}" for h in hosts]
+
+
+def credentials(kafka: dict[str, Any]) -> Any:
+    """Map librdkafka's security settings onto Faust credentials (None for PLAINTEXT)."""
+    import faust
+
+    protocol = str(kafka.get("security.protocol", "plaintext")).upper()
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=kafka.get("ssl.ca.location"))
+        if kafka.get("ssl.certificate.location"):
+            context.load_cert_chain(kafka["ssl.certificate.location"], kafka.get("ssl.key.location"),
+                                    kafka.get("ssl.key.password"))
+        if str(kafka.get("enable.ssl.certificate.verification", "true")).lower() == "false":
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        elif str(kafka.get("ssl.endpoint.identification.algorithm", "https")).lower() == "none":
+            context.check_hostname = False
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        mechanism = str(kafka.get("sasl.mechanism", kafka.get("sasl.mechanisms", "PLAIN"))).upper()
+        if mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+            raise FaustConfigError(f"kafka.sasl.mechanism: {mechanism} is not supported by the faust engine "
+                                   "(PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 are); use --engine confluent")
+        return faust.SASLCredentials(username=kafka.get("sasl.username"), password=kafka.get("sasl.password"),
+                                     mechanism=mechanism, ssl_context=context)
+    raise FaustConfigError(f"kafka.security.protocol: unknown value {protocol!r}")
+
+
+def input_partitions(config: Config) -> int:
+    """Partition count of the (already created, co-partitioned) input topics."""
+    from confluent_kafka.admin import AdminClient
+
+    topics = AdminClient(dict(config.kafka)).list_topics(config.topics.predictions, timeout=30).topics
+    return len(topics[config.topics.predictions].partitions)
+
+
+@dataclass
+class PartitionState:
+    """One input partition: its Monitor and the next input offset per topic that it covers."""
+
+    monitor: Monitor
+    next_offsets: dict[str, int] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return msgspec.json.encode({"next_offsets": self.next_offsets, "monitor": self.monitor.state()})
+
+    @classmethod
+    def decode(cls, config: Config, raw: bytes | None) -> "PartitionState":
+        state = cls(Monitor(config))
+        if raw:
+            data = msgspec.json.decode(raw)
+            state.monitor.restore(data["monitor"])
+            state.next_offsets = dict(data["next_offsets"])
+        return state
+
+
+class FaustEngine:
+    def __init__(self, config: Config, exporter: Exporter, instance: str = "0"):
+        import faust
+
+        self.config = config
+        self.exporter = exporter
+        self.topics = config.topics
+        self.app_id = f"{config.engine.group_id}-faust"
+        self.datadir = Path(tempfile.gettempdir()) / "driftline-faust" / f"{self.app_id}-{instance}"
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        kafka = dict(config.kafka)
+        ignored = sorted(k for k in kafka if k not in PASSED_THROUGH)
+        if ignored:
+            log.warning("faust engine: kafka settings not passed to aiokafka: %s", ", ".join(ignored))
+        self.partitions = input_partitions(config)
+        engine = config.engine
+        self.app = faust.App(
+            self.app_id,
+            broker=broker_urls(kafka["bootstrap.servers"]),
+            broker_credentials=credentials(kafka),
+            broker_client_id=kafka.get("client.id", f"driftline-{instance}"),
+            store="memory://",
+            datadir=str(self.datadir),
+            web_enabled=False,
+            topic_partitions=self.partitions,
+            topic_allow_declare=True,
+            consumer_auto_offset_reset="earliest",
+            broker_commit_every=engine.commit_every_events,
+            broker_commit_interval=engine.commit_every_ms / 1000,
+        )
+        raw = {"key_serializer": "raw", "value_serializer": "raw"}
+        self.inputs = self.app.topic(self.topics.predictions, self.topics.labels, **raw)
+        self.triggers_topic = self.app.topic(self.topics.triggers, **raw)
+        self.dlq_topic = self.app.topic(self.topics.dlq, **raw)
+        self.table = self.app.Table(TABLE, partitions=self.partitions, schema=faust.Schema(**raw))
+        self.states: dict[int, PartitionState] = {}
+        self.app.agent(self.inputs, name="driftline-monitor")(self._agent)
+        self.app.on_partitions_revoked.connect(self._on_revoked)
+        self.app.on_partitions_assigned.connect(self._on_assigned)
+
+    # -- the agent ----------------------------------------------------------------------------
+    async def _agent(self, stream) -> None:
+        engine = self.config.engine
+        async for events in stream.take_events(engine.batch_size, within=engine.poll_timeout_ms / 1000):
+            await self.process(events)
+
+    async def process(self, events: list) -> None:
+        per_partition: dict[int, list] = {}
+        touched: dict[int, PartitionState] = {}
+        pending: list[Any] = []
+        last_offset: dict[tuple[str, int], int] = {}
+        for event in events:
+            msg = event.message
+            state = self._state(msg.partition)
+            if msg.offset < state.next_offsets.get(msg.topic, 0):
+                continue  # already in this partition's table state (replay after a crash)
+            state.next_offsets[msg.topic] = msg.offset + 1
+            touched[msg.partition] = state
+            last_offset[(msg.topic, msg.partition)] = msg.offset
+            self.exporter.consumed.labels(msg.topic).inc()
+            source = Source(msg.topic, msg.partition, msg.offset)
+            try:
+                decoded = decode_input(self.config, msg.topic, msg.value or b"")
+            except InvalidEvent as exc:
+                pending.append(await self.dlq_topic.send(
+                    key=msg.key, value=msg.value, headers=dead_letter_headers(exc.reason, exc.detail, source)))
+                self.exporter.invalid.labels(msg.topic, exc.reason).inc()
+                continue
+            per_partition.setdefault(msg.partition, []).append((decoded, source))
+        for partition, batch in per_partition.items():
+            monitor = touched[partition].monitor
+            for trigger in monitor.process(batch):
+                pending.append(await self.triggers_topic.send(key=trigger.model_id.encode(),
+                                                              value=encode_trigger(trigger)))
+                self.exporter.triggers.labels(trigger.model_id, trigger.rule).inc()
+                log.info("trigger %s value=%s threshold=%s", trigger.trigger_id, trigger.value, trigger.threshold)
+            self.exporter.observe(monitor)
+        if pending:  # outputs first: the state must never claim work whose outputs could be lost
+            await asyncio.gather(*pending)
+        for partition, state in touched.items():
+            self._checkpoint(partition, state)
+        self._export_lag(last_offset)
+
+    # -- state in the Faust table -------------------------------------------------------------
+    def _key(self, partition: int) -> bytes:
+        return f"{self.config.engine.group_id}:{partition}".encode()
+
+    def _state(self, partition: int) -> PartitionState:
+        state = self.states.get(partition)
+        if state is None:
+            raw = self.table.data.get(self._key(partition))
+            state = self.states[partition] = PartitionState.decode(self.config, raw)
+            if raw:
+                log.info("restored partition %d state (%d bytes) from the table", partition, len(raw))
+        return state
+
+    def _checkpoint(self, partition: int, state: PartitionState) -> None:
+        payload = state.encode()
+        key = self._key(partition)
+        # The changelog partition is the input partition, so recovery gives it to its owner.
+        self.table.data[key] = payload
+        self.table.send_changelog(partition, key, payload)
+        self.exporter.checkpoint_bytes.labels(str(partition)).set(len(payload))
+
+    async def _on_revoked(self, app, revoked, **kwargs) -> None:
+        for tp in revoked:
+            if tp.topic in (self.topics.predictions, self.topics.labels):
+                self.states.pop(tp.partition, None)
+
+    async def _on_assigned(self, app, assigned, **kwargs) -> None:
+        self.exporter.up.set(1)
+        log.info("assigned partitions %s", sorted({tp.partition for tp in assigned
+                                                  if tp.topic in (self.topics.predictions, self.topics.labels)}))
+
+    def _export_lag(self, last_offset: dict[tuple[str, int], int]) -> None:
+        consumer = self.app.consumer
+        for (topic, partition), offset in last_offset.items():
+            try:
+                high = consumer.highwater(_tp(topic, partition))
+            except Exception:  # noqa: BLE001 - lag is best effort
+                continue
+            if high is not None and high >= 0:
+                self.exporter.consumer_lag.labels(topic, str(partition)).set(max(0, high - offset - 1))
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def run(self) -> None:
+        """Run the worker until SIGTERM/SIGINT; Faust then commits the acked offsets and stops."""
+        import faust
+
+        level = logging.getLogger("driftline").getEffectiveLevel()
+        worker = faust.Worker(self.app, loglevel=logging.getLevelName(level), quiet=True,
+                              redirect_stdouts=False, loop=asyncio.get_event_loop())
+        for noisy in ("faust", "mode", "aiokafka"):
+            logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+        log.info("consuming %s and %s as %s (faust, at-least-once)", self.topics.predictions,
+                 self.topics.labels, self.app_id)
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exc:
+            if exc.code not in (0, None):
+                raise
+        finally:
+            self.exporter.up.set(0)
+
+
+def _tp(topic: str, partition: int):
+    from faust.types import TP
+
+    return TP(topic, partition)
+
+
+def run_faust(config: Config, exporter: Exporter, instance: str = "0") -> None:
+    """``driftline run --engine faust``: create the topics, then run one Faust worker."""
+    ensure_topics(config)
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    FaustEngine(config, exporter, instance=instance).run()
