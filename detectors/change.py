@@ -141,44 +141,155 @@ class ADWIN(ChangeDetector):
         self._total = self._variance = self._width = 0.0
         self._tick = 0
 
+    #: values handled per vectorized step (bounds the temporary arrays)
+    CHUNK = 16384
+
     def _scan(self, values: np.ndarray) -> list[int]:
-        hits = []
-        clock = self.clock
-        for i, x in enumerate(values.tolist()):
+        hits, start = [], 0
+        while start < len(values):
             if self.drift_detected:
                 self._reset()
-            self._insert(x)
-            self._tick += 1
-            self.drift_detected = (self._tick % clock == 0 and self._width > self.grace_period
-                                   and self._shrink_window())
-            if self.drift_detected:
-                hits.append(i)
+                self.drift_detected = False
+            chunk = values[start:start + self.CHUNK]
+            hit = self._advance(chunk)
+            if hit is None:
+                start += len(chunk)
+            else:
+                hits.append(start + hit)
+                start += hit + 1
         return hits
 
-    def _insert(self, x: float) -> None:
-        width = self._width + 1.0
-        if width > 1.0:
-            deviation = x - self._total / (width - 1.0)
-            self._variance += (width - 1.0) * deviation * deviation / width
-        self._width = width
-        self._total += x
-        totals, variances, limit = self._totals, self._variances, self.max_buckets
-        totals[0].append(x)
-        variances[0].append(0.0)
-        row = 0
-        # A full row merges its two oldest buckets into one of the next row, which may cascade.
-        while len(totals[row]) == limit + 1:
-            size = float(1 << row)
-            t0, t1 = totals[row][0], totals[row][1]
-            mean_gap = t0 / size - t1 / size
-            merged_variance = variances[row][0] + variances[row][1] + size * 0.5 * mean_gap * mean_gap
-            if row + 1 == len(totals):
-                totals.append([])
-                variances.append([])
-            totals[row + 1].append(t0 + t1)
-            variances[row + 1].append(merged_variance)
-            del totals[row][:2], variances[row][:2]
+    # Between detections the window only grows, and then the bucket layout depends on nothing but
+    # the number of values since the last reset: row r of the histogram received k_r buckets
+    # (k_0 = values seen, k_{r+1} = merges done by row r) and holds the newest of them. Every bucket
+    # of row r is an aligned block of 2**r values, and its (sum, variance) is the pairwise merge of
+    # the two halves, so whole batches can be inserted level by level with numpy, in the same float
+    # operations as one-by-one insertion. The cut checks at every clock tick of the batch are then
+    # evaluated at once; the first tick that cuts is replayed exactly with the scalar code.
+
+    def _advance(self, new: np.ndarray) -> int | None:
+        """Insert ``new`` up to the first detection; its index in ``new``, or None."""
+        t0 = int(self._width)
+        widths = t0 + np.arange(1, len(new) + 1, dtype=np.float64)
+        totals = np.cumsum(np.concatenate(([self._total], new)))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            deviation = new - totals[:-1] / (widths - 1.0)
+            increments = np.where(widths > 1.0, (widths - 1.0) * deviation * deviation / widths, 0.0)
+        variances = np.cumsum(np.concatenate(([self._variance], increments)))[1:]
+        levels = self._levels(new, t0)
+        ticks = self._tick + np.arange(1, len(new) + 1)
+        due = np.flatnonzero((ticks % self.clock == 0) & (widths > self.grace_period))
+        cuts = self._cutting_checks(due, widths, totals[1:], variances, levels)
+        for index in cuts:
+            self._materialize(levels, int(widths[index]), totals[index + 1], variances[index], int(ticks[index]))
+            if self._shrink_window():  # the exact replay agrees with the screen (same float operations)
+                self.drift_detected = True
+                return int(index)
+        self._materialize(levels, t0 + len(new), totals[-1], variances[-1], int(ticks[-1]))
+        return None
+
+    def _levels(self, new: np.ndarray, t0: int) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        """Per row r: (sums, variances, first value index) of the blocks of 2**r values from the
+        current row-r buckets to the end of ``new``, each block the merge of its two halves."""
+        old_t, old_v = self._totals, self._variances
+        level_t = np.concatenate((old_t[0], new))
+        level_v = np.concatenate((old_v[0], np.zeros(len(new))))
+        first = t0 - len(old_t[0])
+        levels = [(level_t, level_v, first)]
+        row = 1
+        while len(level_t) > 1 or row < len(old_t):
+            old_row_t = old_t[row] if row < len(old_t) else []
+            old_row_v = old_v[row] if row < len(old_v) else []
+            pairs = len(level_t) // 2
+            if pairs:
+                level_t, level_v = np.asarray(level_t, dtype=np.float64), np.asarray(level_v, dtype=np.float64)
+                size = float(1 << (row - 1))
+                left_t, right_t = level_t[0:2 * pairs:2], level_t[1:2 * pairs:2]
+                gap = left_t / size - right_t / size
+                merged_v = level_v[0:2 * pairs:2] + level_v[1:2 * pairs:2] + size * 0.5 * gap * gap
+                level_t = np.concatenate((old_row_t, left_t + right_t))
+                level_v = np.concatenate((old_row_v, merged_v))
+            else:  # rows this batch does not reach keep their buckets (as lists: cheaper)
+                level_t, level_v = old_row_t, old_row_v
+            first -= len(old_row_t) << row
+            levels.append((level_t, level_v, first))
             row += 1
+        return levels
+
+    def _row_counts(self, widths: np.ndarray) -> np.ndarray:
+        """Buckets per row (columns) after ``widths`` values (rows of the result).
+
+        Row r received ``k_r`` buckets and merged ``k_{r+1} = max(0, (k_r - M + 1) // 2)`` pairs
+        upwards (M = max_buckets), so ``k_r + M - 1`` halves at each row:
+        ``k_r = max(0, ((k_0 + M - 1) >> r) - (M - 1))``, and row r holds ``k_r - 2 k_{r+1}``.
+        """
+        widths = np.asarray(widths, dtype=np.int64)
+        shifted = widths + (self.max_buckets - 1)
+        rows = max(1, int(shifted.max()).bit_length())
+        received = np.maximum(0, (shifted[:, None] >> np.arange(rows + 1)) - (self.max_buckets - 1))
+        counts = received[:, :-1] - 2 * received[:, 1:]
+        used = np.flatnonzero(counts.any(axis=0))
+        return counts[:, : (used[-1] + 1 if len(used) else 1)]
+
+    def _bucket_sums(self, widths: np.ndarray, levels) -> tuple[np.ndarray, np.ndarray]:
+        """Bucket sizes and sums per check (rows), oldest bucket first, 0 where a row has fewer."""
+        counts = self._row_counts(widths)  # (checks, rows)
+        rows = np.arange(counts.shape[1])
+        # row r holds the values [start_r, start_r + counts_r * 2**r); row 0 ends at the width
+        start = widths.astype(np.int64)[:, None] - np.cumsum(counts << rows, axis=1)
+        firsts = np.array([levels[r][2] for r in rows])
+        offsets = np.concatenate(([0], np.cumsum([len(levels[r][0]) for r in rows])))
+        flat = np.concatenate([np.asarray(levels[r][0], dtype=np.float64) for r in rows])
+        slot = np.arange(self.max_buckets)
+        block = (start[:, :, None] + (slot[None, None, :] << rows[None, :, None]) - firsts[None, :, None]) \
+            >> rows[None, :, None]
+        present = slot[None, None, :] < counts[:, :, None]
+        index = np.where(present, offsets[:-1][None, :, None] + block, 0)
+        sums = np.where(present, flat[np.clip(index, 0, len(flat) - 1)], 0.0)
+        sizes = np.where(present, (1 << rows)[None, :, None].astype(np.float64), 0.0)
+        # oldest first: highest row first, and within a row in arrival order
+        return sizes[:, ::-1, :].reshape(len(widths), -1), sums[:, ::-1, :].reshape(len(widths), -1)
+
+    def _cutting_checks(self, due, widths, totals, variances, levels) -> np.ndarray:
+        """Indices (into the batch) of the checks where some cut is significant, in order."""
+        if not len(due):
+            return due
+        width, total, variance = widths[due], totals[due], variances[due]
+        sizes, sums = self._bucket_sums(width, levels)
+        n0 = np.cumsum(sizes, axis=1)
+        n1 = width[:, None] - n0
+        u0 = np.cumsum(sums, axis=1)
+        u1 = np.cumsum(np.concatenate((total[:, None], -sums), axis=1), axis=1)[:, 1:]
+        minimum = self.min_window_length
+        # math.log, as the scalar replay uses (numpy's log may differ in the last bit); a window of
+        # one value has no cut to check
+        delta_prime = np.array([math.log(2.0 * math.log(w) / self.delta) if w > 1 else math.nan
+                                for w in width.tolist()])[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gap = u0 / n0 - u1 / n1
+            harmonic = 1.0 / (n0 - minimum + 1.0) + 1.0 / (n1 - minimum + 1.0)
+            epsilon = (np.sqrt(2.0 * harmonic * (variance / width)[:, None] * delta_prime)
+                       + 2.0 / 3.0 * delta_prime * harmonic)
+            cut = (sizes > 0) & (n1 > 0) & (n1 >= minimum) & (n0 >= minimum) & (np.abs(gap) > epsilon)
+        return due[cut.any(axis=1)]
+
+    def _materialize(self, levels, width: int, total: float, variance: float, tick: int) -> None:
+        """Set the histogram and window summary to what they are after ``width`` values."""
+        counts = self._row_counts(np.array([width]))[0]
+        end = width
+        totals, variances = [], []
+        for row, count in enumerate(counts.tolist()):
+            level_t, level_v, first = levels[row]
+            start = end - (count << row)
+            block = (start - first) >> row
+            totals.append(np.asarray(level_t[block:block + count], dtype=np.float64).tolist())
+            variances.append(np.asarray(level_v[block:block + count], dtype=np.float64).tolist())
+            end = start
+        while len(totals) > 1 and not totals[-1]:
+            totals.pop()
+            variances.pop()
+        self._totals, self._variances = totals, variances
+        self._width, self._total, self._variance, self._tick = float(width), float(total), float(variance), tick
 
     def _shrink_window(self) -> bool:
         """Drop oldest buckets while some cut splits the window into different means."""
@@ -696,7 +807,7 @@ class KSWIN(ChangeDetector):
     kind = "kswin"
     _fields = ("_window", "_n", "_rng_state", "_statistic", "_p_value")
     #: values tested per vectorized step (bounds the temporary arrays)
-    CHUNK = 2048
+    CHUNK = 256
 
     def __init__(self, alpha: float = 0.005, window_size: int = 100, stat_size: int = 30, seed: int = 0):
         if not 0 <= alpha <= 1:

@@ -166,3 +166,24 @@ def test_any_error_stream_keeps_binary_results_in_range(values):
     for detector in (DDM(), EDDM(), HDDM_A(), HDDM_W()):
         result = detector.update_many(values)
         assert 0.0 <= result.statistic <= 2.0
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_adwin_batches_reproduce_rivers_window_bit_for_bit(seed):
+    """The vectorized insertion keeps river's float operations: same width, sum and variance."""
+    rng = np.random.default_rng(seed)
+    params = dict(delta=float(rng.choice([0.002, 0.05, 0.3])), clock=int(rng.choice([1, 2, 8, 32])),
+                  max_buckets=int(rng.choice([2, 3, 5])), min_window_length=int(rng.choice([1, 5, 10])),
+                  grace_period=int(rng.choice([0, 10, 50])))
+    n = 2500
+    means = np.repeat(rng.normal(0, 1, 5), n // 5)
+    stream = [(rng.random(n) < 0.3 + 0.1 * np.sign(means)).astype(float),
+              rng.normal(means, 1.0), np.round(rng.exponential(1.0, n) + means, 2)][seed % 3]
+    reference = river_drift.ADWIN(**params)
+    expected = river_run(reference, stream.tolist())
+    detector, found = ADWIN(**params), []
+    for batch in np.array_split(stream, int(rng.integers(1, 30))):
+        detector.update_many(batch)
+        found += detector.last_detections
+    assert found == expected
+    assert (detector.width, detector._total, detector._variance) == (reference.width, reference.total, reference.variance)
