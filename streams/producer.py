@@ -91,6 +91,8 @@ class PredictionLogger:
             "enable.idempotence": True,   # retries neither reorder nor duplicate a model's events
             "on_delivery": self._on_delivery,
             "error_cb": self._on_error,
+            # librdkafka's own lines (connect failures, ...) go to logging, not the server's stderr.
+            "logger": logging.getLogger("driftline.producer.librdkafka"),
         })
         settings.update(producer_config or {})
         self.predictions_topic = predictions_topic

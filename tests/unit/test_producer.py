@@ -1,0 +1,86 @@
+"""PredictionLogger without a broker: never blocks, never raises, counts every drop."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from prometheus_client import CollectorRegistry
+
+from streams.producer import AsyncPredictionLogger, PredictionLogger
+
+NOWHERE = "127.0.0.1:1"  # nothing listens: every delivery fails after message.timeout.ms
+
+
+def _logger(**kwargs) -> PredictionLogger:
+    kwargs.setdefault("registry", CollectorRegistry())
+    return PredictionLogger({"bootstrap.servers": NOWHERE, "message.timeout.ms": 1000}, "p", "l", **kwargs)
+
+
+def test_a_full_buffer_drops_and_counts_instead_of_blocking():
+    registry = CollectorRegistry()
+    logger = _logger(max_buffered=100, registry=registry)
+    started = time.perf_counter()
+    ids = [logger.log_prediction("churn", {"age": 41}, 1, score=0.8) for _ in range(1000)]
+    elapsed = time.perf_counter() - started
+    assert elapsed < 0.5  # 1000 calls, broker down: no call waited
+    assert sum(i is not None for i in ids) == logger.sent == 100
+    assert logger.dropped["buffer_full"] == 900
+    assert registry.get_sample_value("driftline_producer_dropped_total", {"reason": "buffer_full"}) == 900
+    assert logger.log_label(ids[0], "churn", 0) is False
+    logger.close(timeout=0.2)
+    assert logger.dropped["unflushed"] + logger.dropped["delivery_failed"] == 100
+
+
+def test_unencodable_events_are_dropped_not_raised_and_closed_logger_refuses():
+    logger = _logger()
+    assert logger.log_prediction("churn", {"when": object()}, 1) is None
+    assert logger.dropped["encode_error"] == 1
+    logger.close(timeout=0.1)
+    assert logger.log_prediction("churn", {"age": 1}, 1) is None and logger.dropped["closed"] == 1
+
+
+def test_delivery_failures_are_counted_and_logged_once(caplog):
+    logger = _logger()
+    for i in range(20):
+        logger.log_prediction("churn", {"age": i}, 1, prediction_id=f"p{i}")
+    deadline = time.monotonic() + 10
+    while logger.dropped["delivery_failed"] < 20 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    logger.close(timeout=0.1)
+    assert logger.dropped["delivery_failed"] == 20
+    warnings = [r for r in caplog.records if r.name == "driftline.producer" and r.levelname == "WARNING"]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+
+
+def test_context_manager_closes_and_prometheus_is_optional():
+    with PredictionLogger(NOWHERE, prometheus=False, producer_config={"message.timeout.ms": 500}) as logger:
+        assert logger.log_prediction("m", {}, 0) is not None
+    assert logger._closed
+
+
+def test_async_wrapper_never_blocks_the_loop():
+    async def scenario():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(ticker())
+        logger = AsyncPredictionLogger({"bootstrap.servers": NOWHERE, "message.timeout.ms": 60000},
+                                       registry=CollectorRegistry())
+        pid = logger.log_prediction("m", {"x": 1.0}, 1)
+        assert logger.log_label(pid, "m", 1)
+        before = ticks
+        await logger.aflush(0.5)  # waits in a thread; the loop keeps ticking
+        assert ticks - before >= 10
+        before = ticks
+        await logger.aclose(0.5)
+        assert ticks - before >= 10
+        task.cancel()
+        return logger
+
+    logger = asyncio.run(scenario())
+    assert logger.dropped["unflushed"] == 2  # close() gave up on the two queued events and said so
