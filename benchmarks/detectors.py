@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="stream length (default 1M)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per candidate (median)")
-    parser.add_argument("--batch", type=int, default=1000, help="events per update_many call")
+    parser.add_argument("--batch", type=int, default=5000,
+                        help="events per update_many call (default: the engine's default batch_size)")
     parser.add_argument("--kswin-events", type=int, default=20_000, help="events for river's KSWIN")
     args = parser.parse_args(argv)
     command = "python -m benchmarks.detectors " + " ".join(argv if argv is not None else sys.argv[1:])
