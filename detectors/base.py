@@ -45,6 +45,24 @@ class Detector(Protocol):
     def from_state(cls, state: dict[str, Any]) -> "Detector": ...
 
 
+@runtime_checkable
+class Metric(Protocol):
+    """A performance metric: the same shape as :class:`Detector`, fed aligned label arrays."""
+
+    kind: ClassVar[str]
+
+    def update_many(self, y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray | None = None) -> Result: ...
+
+    def update(self, y_true: Any, y_pred: Any, score: Any = None) -> Result: ...
+
+    def result(self) -> Result: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "Metric": ...
+
+
 class InvalidInput(ValueError):
     """Raised for NaN, inf or otherwise unusable values handed to a detector."""
 

@@ -28,6 +28,8 @@ from .base import InvalidInput, Result, as_finite_array
 from .windows import CountWindow
 
 LOG_LOSS_EPS = 1e-15
+#: distinct class labels a classification metric accepts (keeps its state bounded)
+MAX_CLASSES = 1000
 
 
 class LabelCodes:
@@ -47,6 +49,9 @@ class LabelCodes:
     def _code_of(self, label: Any) -> int:
         code = self._codes.get(label)
         if code is None:
+            if len(self.labels) >= MAX_CLASSES:
+                raise InvalidInput(f"more than {MAX_CLASSES} distinct labels (at {label!r}); "
+                                   "is this a regression target given to a classification metric?")
             code = self._codes[label] = len(self.labels)
             self.labels.append(label)
         return code

@@ -179,6 +179,11 @@ def test_state_size_does_not_grow_with_the_stream():
     assert max(sizes) - min(sizes) < 100  # the window holds 100 pairs whatever the stream length
 
 
+def test_label_vocabulary_is_bounded():
+    with pytest.raises(InvalidInput, match="distinct labels"):
+        Accuracy(window=5).update_many(np.arange(5000.0) + 0.5, np.zeros(5000))
+
+
 def test_bad_input_is_rejected_with_a_clear_error():
     with pytest.raises(InvalidInput, match="y_true"):
         Accuracy(window=5).update_many([1.0, float("nan")], [1, 1])
