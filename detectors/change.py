@@ -597,7 +597,7 @@ class HDDM_W(ChangeDetector):
 
     kind = "hddm_w"
     _unit_interval = True
-    _fields = ("_total", "_s1_incr", "_s2_incr", "_s1_decr", "_s2_decr", "_incr_cut", "_decr_cut")
+    _fields = ("_n", "_total", "_s1_incr", "_s2_incr", "_s1_decr", "_s2_decr", "_incr_cut", "_decr_cut")
 
     def __init__(self, drift_confidence: float = 0.001, warning_confidence: float = 0.005,
                  lambda_val: float = 0.05, two_sided_test: bool = False):
@@ -606,6 +606,7 @@ class HDDM_W(ChangeDetector):
         super().__init__()
 
     def _reset(self) -> None:
+        self._n = 0
         self._total, self._s1_incr, self._s2_incr, self._s1_decr, self._s2_decr = (
             [0.0, 0, 1.0] for _ in range(5))
         self._incr_cut, self._decr_cut = math.inf, -math.inf
@@ -622,15 +623,17 @@ class HDDM_W(ChangeDetector):
         b_m, b_i, b_b = self._s2_incr
         c_m, c_i, c_b = self._s1_decr
         d_m, d_i, d_b = self._s2_decr
-        incr_cut, decr_cut = self._incr_cut, self._decr_cut
+        incr_cut, decr_cut, n = self._incr_cut, self._decr_cut, self._n
         sqrt = math.sqrt
         for i, x in enumerate(values.tolist()):
             if drift:
+                n = 0
                 t_m = a_m = b_m = c_m = d_m = 0.0
                 t_i = a_i = b_i = c_i = d_i = 0
                 t_b = a_b = b_b = c_b = d_b = 1.0
                 incr_cut, decr_cut = math.inf, -math.inf
                 drift = warning = False
+            n += 1
             t_m, t_i, t_b = (lam * x + keep * t_m if t_i else x), 1, lam_sq + keep_sq * t_b
             eps = sqrt(t_b * log_drift / 2)
             if t_m + eps < incr_cut:
@@ -661,7 +664,7 @@ class HDDM_W(ChangeDetector):
                 hits.append(i)
         self._total, self._s1_incr, self._s2_incr = [t_m, t_i, t_b], [a_m, a_i, a_b], [b_m, b_i, b_b]
         self._s1_decr, self._s2_decr = [c_m, c_i, c_b], [d_m, d_i, d_b]
-        self._incr_cut, self._decr_cut = incr_cut, decr_cut
+        self._incr_cut, self._decr_cut, self._n = incr_cut, decr_cut, n
         self.drift_detected, self.warning_detected = drift, warning
         return hits
 
@@ -669,7 +672,7 @@ class HDDM_W(ChangeDetector):
         return self._total[0], None, None
 
     def _sample_count(self) -> float:
-        return self.seen
+        return self._n
 
 
 # -- Page-Hinkley -----------------------------------------------------------------------------

@@ -112,6 +112,13 @@ def test_wasserstein_exact_equals_scipy_and_binned_is_close():
     assert binned == pytest.approx(expected, rel=0.05)
 
 
+def test_ks_from_counts_by_hand():
+    # ECDFs at the edges: reference (.5, 1), current (.2, 1): D = .3, n_eff = round(10 * 10 / 20) = 5
+    statistic, p_value = ks_from_counts(np.array([5, 5]), np.array([2, 8]))
+    assert statistic == pytest.approx(0.3)
+    assert p_value == pytest.approx(stats.kstwo.sf(0.3, 5))
+
+
 def test_wasserstein_from_counts_by_hand():
     # reference uniform on [0, 1], current uniform on [1, 2]: distance 1
     assert wasserstein_from_counts(np.array([10, 0]), np.array([0, 10]), np.array([0.0, 1.0, 2.0])) == pytest.approx(1.0)
