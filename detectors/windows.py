@@ -209,6 +209,14 @@ class HoppingWindow:
     [(0.0, 10.0, 0.5, 2)]
     >>> windows.update_many([3], [1], [1]), windows.late         # [0, 10) has closed: late
     ([], 1)
+
+    Hopping: windows of 10 every 5, so each event lands in two of them.
+
+    >>> hopping = HoppingWindow(size=10, step=5, kind="mae", params={"window": 100})
+    >>> hopping.update_many([1, 6, 12], [0, 0, 0], [1.0, 2.0, 4.0])   # closes [-5, 5) and [0, 10)
+    [ClosedWindow(start=-5.0, end=5.0, ...), ClosedWindow(start=0.0, end=10.0, ...)]
+    >>> sorted(hopping.open), hopping.counts
+    ([5.0, 10.0], {5.0: 2, 10.0: 1})
     """
 
     kind = "hopping"
