@@ -55,8 +55,39 @@ class Metrics(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Window(msgspec.Struct, forbid_unknown_fields=True):
-    kind: Literal["count"] = "count"
+    """What performance metrics are computed over.
+
+    ``count``: the last ``size`` labelled predictions, rules evaluated every ``evaluate_every``.
+    ``tumbling`` / ``hopping``: event-time windows of ``size_seconds`` (every ``hop_seconds``),
+    closed once the watermark minus ``grace_seconds`` passes their end; rules are evaluated on
+    each closed window; labels for a closed window are counted as late, not merged.
+    """
+
+    kind: Literal["count", "tumbling", "hopping"] = "count"
     size: int = 1000
+    size_seconds: float = 3600.0
+    hop_seconds: float | None = None
+    grace_seconds: float = 0.0
+
+
+class Drift(msgspec.Struct, forbid_unknown_fields=True):
+    """Data drift: each feature's recent window against a reference, from every prediction."""
+
+    #: detectors for each numeric feature, each categorical feature, and the score/prediction
+    numeric: list[str] = msgspec.field(default_factory=lambda: ["psi", "ks"])
+    categorical: list[str] = msgspec.field(default_factory=lambda: ["chi2"])
+    prediction: list[str] = msgspec.field(default_factory=lambda: ["psi"])
+    #: the first N values of each feature are its reference, unless reference_file gives one
+    reference_size: int = 1000
+    #: JSON object feature -> list of values (key "prediction" for the score); relative to the config
+    reference_file: str | None = None
+    #: values of each feature in the current window
+    window: int = 1000
+    #: multiple-testing correction across the model's feature tests (ks, chi2)
+    correction: Literal["bh", "bonferroni", "none"] = "bh"
+    alpha: float = 0.01
+    #: extra parameters per detector kind, e.g. { psi = { threshold = 0.25, bins = 20 } }
+    params: dict[str, dict[str, Any]] = {}
 
 
 class Features(msgspec.Struct, forbid_unknown_fields=True):
@@ -70,8 +101,17 @@ class Model(msgspec.Struct, forbid_unknown_fields=True):
     label_ttl_seconds: float = 86400.0
     features: Features = msgspec.field(default_factory=Features)
     window: Window = msgspec.field(default_factory=Window)
-    #: Rules are evaluated after every this many labelled predictions of the model (1 = each one).
+    #: Rules are evaluated after every this many predictions or labelled predictions (1 = each one).
     evaluate_every: int = 50
+    #: performance metrics over the window; default: accuracy (classification) or mae (regression)
+    metrics: list[str] = []
+    #: binary models: the positive class (``score`` is its probability)
+    positive: int | str = 1
+    #: multiclass models: the class order, needed for ``probabilities``-based metrics
+    classes: list[int | str] = []
+    drift: Drift | None = None
+    #: change detectors on the error stream (0/1 misclassified, or absolute error): [{kind=..., ...}]
+    detectors: list[dict[str, Any]] = []
     rules: list[dict[str, Any]] = []
 
 
@@ -121,6 +161,13 @@ def _readable(message: str) -> str:
     return f"{where or '(top level)'}: {problem[0].lower()}{problem[1:]}"
 
 
+def validate_statistics(model: Model, source: str) -> None:
+    """Build the model's detectors once, so a bad kind or parameter fails at load time."""
+    from .statistics import ModelStatistics
+
+    ModelStatistics(model, source)
+
+
 def _check(config: Config) -> None:
     src = config.source
 
@@ -146,6 +193,23 @@ def _check(config: Config) -> None:
         seen.add(model.id)
         if model.window.size < 1:
             fail(f"{where}.window.size", "must be >= 1")
+        if model.window.size_seconds <= 0 or model.window.grace_seconds < 0:
+            fail(f"{where}.window", "size_seconds must be > 0 and grace_seconds >= 0")
+        if model.window.hop_seconds is not None and not 0 < model.window.hop_seconds <= model.window.size_seconds:
+            fail(f"{where}.window.hop_seconds", "must be > 0 and <= size_seconds")
+        if model.drift is not None:
+            if model.drift.reference_size < 1 or model.drift.window < 1:
+                fail(f"{where}.drift", "reference_size and window must be >= 1")
+            if not 0 < model.drift.alpha < 1:
+                fail(f"{where}.drift.alpha", "must be in (0, 1)")
+            if model.drift.reference_file is not None:
+                reference = Path(config.source).parent / model.drift.reference_file
+                if not reference.is_file():
+                    fail(f"{where}.drift.reference_file", f"{reference} does not exist")
+        try:
+            validate_statistics(model, config.source)
+        except ValueError as exc:
+            fail(where, str(exc))
         if model.evaluate_every < 1:
             fail(f"{where}.evaluate_every", "must be >= 1")
         if model.label_ttl_seconds <= 0:

@@ -122,12 +122,31 @@ class Exporter:
             lag = e.label_lag.labels(model_id)
             for seconds in c.label_lags:
                 lag.observe(seconds)
+            for kind, count in c.change_detections.items():
+                e.change_detections.labels(model_id, kind).inc(count)
             m.counters = type(c)()
-            version = e.version_label(m.version)
-            for name, obs in m.observations().items():
-                e.performance.labels(model_id, version, name).set(obs.value)
-            e.window_count.labels(model_id).set(m.accuracy.result().n)
+            self._observe_statistics(model_id, m)
+            e.window_count.labels(model_id).set(m.stats.window_samples())
             e.pending.labels(model_id).set(len(m.pending))
+
+    def _observe_statistics(self, model_id: str, m) -> None:
+        version = self.version_label(m.version)
+        for name, obs in m.observations().items():
+            family, _, rest = name.partition(".")
+            if family == "feature":
+                feature, kind = rest.rsplit(".", 1)
+                self.feature_drift.labels(model_id, feature, kind).set(obs.value)
+                if obs.p_value is not None:
+                    self.feature_drift_p_value.labels(model_id, feature, kind).set(obs.p_value)
+                if obs.threshold is not None:
+                    self.feature_drift_threshold.labels(model_id, feature, kind).set(obs.threshold)
+                self.feature_drift_alarm.labels(model_id, feature, kind).set(1 if obs.fired else 0)
+            elif family == "prediction":
+                self.prediction_drift.labels(model_id, rest).set(obs.value)
+            elif family == "detector":
+                self.change_statistic.labels(model_id, rest).set(obs.value)
+            else:
+                self.performance.labels(model_id, version, name).set(obs.value)
 
     def serve(self, address: str) -> None:
         host, port = address.rsplit(":", 1)

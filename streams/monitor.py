@@ -1,9 +1,11 @@
 """The Monitor: joins, windows, detectors and rules for every model, with no I/O.
 
 The engines (and the backtest) hand it decoded events in the order they were read; it returns
-the trigger events to publish. It is deterministic: rules are evaluated after every
-``evaluate_every`` joined pairs of a model (a model setting), counted from its first pair, so the same
-events in the same order give the same triggers however they were cut into batches.
+the trigger events to publish. It is deterministic: a model's stream is cut into segments at
+evaluation points — every ``evaluate_every`` predictions and every ``evaluate_every`` labelled
+predictions, counted from the model's first event (or, with an event-time window, each closed
+window) — and rules are judged there, so the same events in the same order give the same
+triggers however they were cut into batches.
 
 Join: a prediction waits for its label (and a label for its prediction) keyed by
 ``prediction_id``, for at most the model's ``label_ttl_seconds`` of event time. The clock is the
@@ -17,7 +19,6 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from detectors.metrics import Accuracy
 from detectors.windows import CountWindow
 from retrain_trigger.events import TriggerEvent, TriggerWindow
 from retrain_trigger.policy import Observation, TriggerPolicy
@@ -25,6 +26,7 @@ from retrain_trigger.rules import load_rules
 
 from .codecs import InvalidEvent, Label, Prediction, decode_label, decode_prediction, format_timestamp
 from .config import Config, Model
+from .statistics import ModelStatistics
 
 
 @dataclass(slots=True)
@@ -38,6 +40,8 @@ class Source:
 
 @dataclass
 class ModelCounters:
+    """What happened since the exporter last looked (it resets them)."""
+
     predictions: int = 0
     labels: int = 0
     joined: int = 0
@@ -48,57 +52,93 @@ class ModelCounters:
     late_labels: int = 0
     #: label lag (label time - prediction time, seconds) of the pairs joined since the last drain
     label_lags: list[float] = field(default_factory=list)
+    #: changes each change detector signalled
+    change_detections: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Segment:
+    """The columns of one stretch of a model's stream, between two evaluation points."""
+
+    features: dict[str, list] = field(default_factory=dict)
+    prediction_values: list = field(default_factory=list)
+    y_true: list = field(default_factory=list)
+    y_pred: list = field(default_factory=list)
+    scores: list = field(default_factory=list)
+    pair_ts: list[int] = field(default_factory=list)
+    pair_offsets: list[int] = field(default_factory=list)
+    #: whether the segment ends at an evaluation point (the batch's last one may not)
+    evaluate: bool = False
+    #: the model's watermark and version at that evaluation point
+    at_ms: int = 0
+    version: str | None = None
 
 
 class ModelMonitor:
-    """Join + accuracy window + rules for one model."""
+    """Join + statistics + rules for one model."""
 
-    def __init__(self, model: Model):
+    def __init__(self, model: Model, source: str = "<memory>"):
         self.model = model
         self.ttl_ms = int(model.label_ttl_seconds * 1000)
         self.evaluate_every = model.evaluate_every
+        self.watched = list(model.features.numeric) + list(model.features.categorical)
         self.rules = load_rules(model.rules, where=f"models[{model.id}].rules")
         self.policy = TriggerPolicy(model.id, self.rules)
-        self.accuracy = Accuracy(window=model.window.size)
+        self.stats = ModelStatistics(model, source)
         self.counters = ModelCounters()
         self.watermark_ms = 0
         self.version: str | None = None
-        # prediction_id -> (timestamp ms, prediction, version); insertion order ~ event time
-        self.pending: dict[str, tuple[int, Any, str | None]] = {}
+        # prediction_id -> (timestamp ms, prediction, score); insertion order ~ event time
+        self.pending: dict[str, tuple[int, Any, Any]] = {}
         # prediction_id -> (timestamp ms, label, source offset) for labels that came first
         self.early_labels: dict[str, tuple[int, Any, int]] = {}
         # prediction_id -> label timestamp, kept one TTL to recognise duplicates
         self.joined_ids: dict[str, int] = {}
+        self.predictions_total = 0
         self.joined_total = 0
-        # the pairs joined in this batch, not yet pushed into the window
-        self._y_true: list[Any] = []
-        self._y_pred: list[Any] = []
-        self._pair_ts: list[int] = []
-        self._pair_offsets: list[int] = []
-        # (event time, label offset) of the pairs in the window: the trigger's window evidence
+        # (event time, label offset) of the pairs in the count window: the trigger's evidence
         self.pair_window = CountWindow(model.window.size, width=2)
         self.label_partition: tuple[str, int] | None = None
+        self._late_seen = 0  # labels the event-time windows had counted late at the last flush
+        self._segments: list[Segment] = [self._new_segment()]
+
+    def _new_segment(self) -> Segment:
+        return Segment(features={name: [] for name in self.watched})
+
+    def _cut(self) -> None:
+        segment = self._segments[-1]
+        segment.evaluate, segment.at_ms, segment.version = True, self.watermark_ms, self.version
+        self._segments.append(self._new_segment())
 
     # -- events ---------------------------------------------------------------------------
     def on_prediction(self, event: Prediction) -> None:
         self.counters.predictions += 1
         self._advance(event.timestamp)
-        if event.model_version is not None:
+        if event.model_version is not None and event.model_version != self.version:
             self.version = event.model_version
         pid = event.prediction_id
         if pid in self.pending or pid in self.joined_ids:
             self.counters.duplicate_predictions += 1
             return
+        segment = self._segments[-1]
+        segment.version = self.version
+        for name in self.watched:
+            segment.features[name].append(event.features.get(name))
+        score = self._score(event)
+        segment.prediction_values.append(self._watched_prediction(event, score))
         early = self.early_labels.pop(pid, None)
         if early is not None and early[0] < self.watermark_ms - self.ttl_ms:
             self.counters.expired_labels += 1  # the label waited longer than the TTL
             early = None
         if early is not None:
             label_ts, label, offset = early
-            self._join(event.prediction, event.timestamp, label, label_ts, offset)
+            self._join(event.prediction, score, event.timestamp, label, label_ts, offset)
             self.joined_ids[pid] = label_ts
         else:
-            self.pending[pid] = (event.timestamp, event.prediction, event.model_version)
+            self.pending[pid] = (event.timestamp, event.prediction, score)
+        self.predictions_total += 1
+        if self.predictions_total % self.evaluate_every == 0:
+            self._cut()
 
     def on_label(self, event: Label, source: Source) -> None:
         self.counters.labels += 1
@@ -112,54 +152,80 @@ class ModelMonitor:
         if waiting is None:
             self.early_labels[pid] = (event.timestamp, event.label, source.offset)
             return
-        pred_ts, prediction, _ = waiting
+        pred_ts, prediction, score = waiting
         if pred_ts < self.watermark_ms - self.ttl_ms:
             # It expired by event time; the periodic purge simply had not run yet.
             self.counters.expired_predictions += 1
             self.counters.late_labels += 1
             return
-        self._join(prediction, pred_ts, event.label, event.timestamp, source.offset)
+        self._join(prediction, score, pred_ts, event.label, event.timestamp, source.offset)
         self.joined_ids[pid] = event.timestamp
+
+    def _score(self, event: Prediction) -> Any:
+        """Binary: the positive class's probability; multiclass: a row in ``classes`` order."""
+        if self.model.task == "binary":
+            return event.score
+        if self.model.task == "multiclass" and event.probabilities and self.model.classes:
+            row = [event.probabilities.get(str(c)) for c in self.model.classes]
+            return None if None in row else row
+        return None
+
+    def _watched_prediction(self, event: Prediction, score: Any) -> Any:
+        if self.model.task == "binary":
+            return score
+        return event.prediction
 
     def _advance(self, ts_ms: int) -> None:
         if ts_ms > self.watermark_ms:
             self.watermark_ms = ts_ms
 
-    def _join(self, prediction: Any, pred_ts: int, label: Any, label_ts: int, offset: int) -> None:
+    def _join(self, prediction: Any, score: Any, pred_ts: int, label: Any, label_ts: int, offset: int) -> None:
         self.counters.joined += 1
         self.counters.label_lags.append(max(0, label_ts - pred_ts) / 1000.0)
-        self._y_true.append(label)
-        self._y_pred.append(prediction)
-        self._pair_ts.append(max(pred_ts, label_ts))
-        self._pair_offsets.append(offset)
+        segment = self._segments[-1]
+        segment.y_true.append(label)
+        segment.y_pred.append(prediction)
+        segment.scores.append(score)
+        segment.pair_ts.append(max(pred_ts, label_ts))
+        segment.pair_offsets.append(offset)
+        self.joined_total += 1
+        if self.joined_total % self.evaluate_every == 0:
+            self._cut()
 
     # -- end of batch ---------------------------------------------------------------------
     def flush(self) -> list[TriggerEvent]:
-        """Push the batch's pairs into the window, evaluating rules at each evaluation point."""
+        """Feed the batch's segments to the statistics, judging rules at each evaluation point."""
         triggers: list[TriggerEvent] = []
-        n = len(self._y_true)
-        start = 0
-        while start < n:
-            to_next_point = self.evaluate_every - self.joined_total % self.evaluate_every
-            stop = min(n, start + to_next_point)
-            self._update_window(start, stop)
-            if self.joined_total % self.evaluate_every == 0:
-                triggers.extend(self._evaluate())
-            start = stop
-        self._y_true.clear()
-        self._y_pred.clear()
-        self._pair_ts.clear()
-        self._pair_offsets.clear()
+        segments, self._segments = self._segments, [self._new_segment()]
+        for segment in segments:
+            self.stats.update_predictions(segment.features, segment.prediction_values)
+            closed = []
+            if segment.y_true:
+                closed = self.stats.update_pairs(segment.y_true, segment.y_pred, segment.scores, segment.pair_ts)
+                for kind, detector in self.stats.changes.items():
+                    detections = self.counters.change_detections
+                    detections[kind] = detections.get(kind, 0) + len(detector.last_detections)
+                self.pair_window.push(np.column_stack((segment.pair_ts, segment.pair_offsets)))
+            for window in closed:  # event-time windows judge each closed window
+                span = TriggerWindow(start=format_timestamp(window.start_ms), end=format_timestamp(window.end_ms),
+                                     count=window.count)
+                triggers.extend(self.policy.evaluate(self.stats.observations(window.results),
+                                                     model_version=segment.version or self.version,
+                                                     window=span, at_ms=window.end_ms))
+                self.stats.end_evaluation()
+            if segment.evaluate and not self.stats.event_time:
+                triggers.extend(self._evaluate(segment.at_ms, segment.version))
+        late = self.stats.late_labels()
+        self.counters.late_labels += late - self._late_seen
+        self._late_seen = late
         self._purge()
         return triggers
 
-    def _update_window(self, start: int, stop: int) -> None:
-        self.accuracy.update_many(np.asarray(self._y_true[start:stop]), np.asarray(self._y_pred[start:stop]))
-        self.pair_window.push(np.column_stack((self._pair_ts[start:stop], self._pair_offsets[start:stop])))
-        self.joined_total += stop - start
-
-    def _window(self) -> TriggerWindow:
+    def _window(self, at_ms: int) -> TriggerWindow:
         rows = self.pair_window.rows()
+        if not len(rows):
+            at = format_timestamp(at_ms)
+            return TriggerWindow(start=at, end=at, count=0)
         ts, offsets = rows[:, 0], rows[:, 1]
         ranges = {}
         if self.label_partition is not None:
@@ -169,19 +235,19 @@ class ModelMonitor:
                              count=len(rows), offsets=ranges)
 
     def observations(self) -> dict[str, Observation]:
-        result = self.accuracy.result()
-        return {"accuracy": Observation(value=result.statistic, n=result.n)}
+        return self.stats.observations()
 
-    def _evaluate(self) -> list[TriggerEvent]:
-        window = self._window()
-        at_ms = int(self.pair_window.rows()[-1, 0])  # the newest pair's event time
-        return self.policy.evaluate(self.observations(), model_version=self.version, window=window, at_ms=at_ms)
+    def _evaluate(self, at_ms: int, version: str | None) -> list[TriggerEvent]:
+        triggers = self.policy.evaluate(self.stats.observations(), model_version=version,
+                                        window=self._window(at_ms), at_ms=at_ms)
+        self.stats.end_evaluation()
+        return triggers
 
     def _purge(self) -> None:
         horizon = self.watermark_ms - self.ttl_ms
-        self.counters.expired_predictions += _drop_older(self.pending, horizon, key=lambda v: v[0])
-        self.counters.expired_labels += _drop_older(self.early_labels, horizon, key=lambda v: v[0])
-        _drop_older(self.joined_ids, horizon, key=lambda v: v)
+        self.counters.expired_predictions += _drop_older(self.pending, horizon)
+        self.counters.expired_labels += _drop_older(self.early_labels, horizon)
+        _drop_older(self.joined_ids, horizon)
 
     # -- checkpoints ----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -191,10 +257,11 @@ class ModelMonitor:
             "pending": self.pending,
             "early_labels": self.early_labels,
             "joined_ids": self.joined_ids,
+            "predictions_total": self.predictions_total,
             "joined_total": self.joined_total,
             "pair_window": self.pair_window.state(),
             "label_partition": self.label_partition,
-            "accuracy": self.accuracy.state(),
+            "stats": self.stats.state(),
             "policy": self.policy.state(),
         }
 
@@ -204,19 +271,23 @@ class ModelMonitor:
         self.pending = {k: tuple(v) for k, v in state["pending"].items()}
         self.early_labels = {k: tuple(v) for k, v in state["early_labels"].items()}
         self.joined_ids = dict(state["joined_ids"])
+        self.predictions_total = state["predictions_total"]
         self.joined_total = state["joined_total"]
         self.pair_window = CountWindow.from_state(state["pair_window"])
         self.label_partition = tuple(state["label_partition"]) if state["label_partition"] else None
-        self.accuracy = Accuracy.from_state(state["accuracy"])
+        self.stats.restore(state["stats"])
+        self._late_seen = self.stats.late_labels()
         self.policy = TriggerPolicy.from_state(self.model.id, self.rules, state["policy"])
 
 
-def _drop_older(entries: dict, horizon: int, key) -> int:
-    """Drop entries older than ``horizon`` from the front of an insertion-ordered dict."""
+def _drop_older(entries: dict[str, Any], horizon: int) -> int:
+    """Drop entries whose timestamp (the value, or its first item) is older than ``horizon``,
+    from the front of an insertion-ordered dict."""
     dropped = 0
     while entries:
         first = next(iter(entries))
-        if key(entries[first]) >= horizon:
+        value = entries[first]
+        if (value[0] if isinstance(value, tuple) else value) >= horizon:
             break
         del entries[first]
         dropped += 1
@@ -236,7 +307,7 @@ class Monitor:
             model = self.config.model(model_id)
             if model is None:
                 return None
-            monitor = self.models[model_id] = ModelMonitor(model)
+            monitor = self.models[model_id] = ModelMonitor(model, self.config.source)
         return monitor
 
     def process(self, events: Iterable[tuple[Prediction | Label, Source]]) -> list[TriggerEvent]:

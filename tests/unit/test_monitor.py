@@ -46,7 +46,8 @@ def test_joins_in_either_order_and_counts():
     feed(monitor, [prediction(0), label(0), label(1), prediction(1)])
     m = monitor.models["m"]
     assert m.counters.joined == 2 and not m.pending and not m.early_labels
-    assert m.accuracy.result().statistic == 1.0 and m.accuracy.result().n == 2
+    accuracy = m.stats.performance()["accuracy"]
+    assert accuracy.statistic == 1.0 and accuracy.n == 2
     assert m.counters.label_lags == [0.5, 0.5]
 
 

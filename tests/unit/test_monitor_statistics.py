@@ -1,0 +1,177 @@
+"""The Monitor's statistics from config: drift per feature, change detectors, event-time windows."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from scipy import stats
+
+from streams.codecs import Label, Prediction
+from streams.config import ConfigError, parse_config
+from streams.monitor import Monitor, Source
+
+T0 = 1_700_000_000_000
+
+
+def config(**model):
+    return parse_config({"kafka": {"bootstrap.servers": "unused:9092"},
+                         "models": [{"id": "m", "label_ttl_seconds": 3600, **model}]})
+
+
+DRIFT = config(
+    features={"numeric": ["age", "income"], "categorical": ["plan"]},
+    evaluate_every=100,
+    drift={"numeric": ["ks", "psi"], "categorical": ["chi2", "psi"], "prediction": ["psi"],
+           "reference_size": 500, "window": 500, "params": {"ks": {"exact": True}}},
+    detectors=[{"kind": "adwin", "delta": 0.002}],
+    rules=[{"name": "age-drift", "conditions": [{"statistic": "feature.age.ks", "fired": True}]},
+           {"name": "any-two", "conditions": [{"statistic": "feature.*.psi", "op": ">", "threshold": 0.2,
+                                                "at_least": 2}]},
+           {"name": "errors", "conditions": [{"statistic": "detector.adwin", "fired": True}]}],
+)
+
+
+def drifting_stream(n: int, shift_at: int, seed: int = 0) -> list:
+    rng = np.random.default_rng(seed)
+    events = []
+    for i in range(n):
+        shifted = i >= shift_at
+        age = float(rng.normal(40 + (15 if shifted else 0), 8))
+        income = float(rng.normal(50, 10))
+        plan = str(rng.choice(["free", "pro", "team"], p=[0.2, 0.3, 0.5] if shifted else [0.6, 0.3, 0.1]))
+        score = float(rng.uniform(0.5, 1.0) if shifted else rng.uniform(0.0, 1.0))
+        correct = rng.random() < (0.55 if shifted else 0.95)
+        pid = f"p{i}"
+        events.append(Prediction(prediction_id=pid, model_id="m", timestamp=T0 + i * 1000, prediction=1,
+                                 score=score, features={"age": age, "income": income, "plan": plan},
+                                 model_version="v1"))
+        events.append(Label(prediction_id=pid, model_id="m", label=1 if correct else 0, timestamp=T0 + i * 1000 + 1))
+    return events
+
+
+def feed(monitor, events, offset=0):
+    return monitor.process((e, Source("labels" if isinstance(e, Label) else "predictions", 0, offset + k))
+                           for k, e in enumerate(events))
+
+
+def as_json(triggers):
+    return [json.loads(json.dumps(t, default=lambda s: {f: getattr(s, f) for f in s.__struct_fields__}))
+            for t in triggers]
+
+
+def test_drift_statistics_match_scipy_on_the_same_windows():
+    monitor = Monitor(DRIFT)
+    events = drifting_stream(1500, shift_at=1000)
+    feed(monitor, events)
+    obs = monitor.models["m"].observations()
+    ages = [e.features["age"] for e in events if isinstance(e, Prediction)]
+    expected = stats.ks_2samp(ages[:500], ages[1000:1500])
+    assert obs["feature.age.ks"].value == pytest.approx(expected.statistic, abs=1e-12)
+    assert obs["feature.age.ks"].p_value == pytest.approx(expected.pvalue, abs=1e-9)
+    assert obs["feature.age.ks"].fired
+    assert not obs["feature.income.ks"].fired
+    assert obs["feature.plan.chi2"].fired and obs["feature.plan.chi2"].p_value < 1e-6
+    assert obs["prediction.psi"].value > 0.2
+
+
+def test_drift_rules_fire_once_each_with_evidence():
+    triggers = feed(Monitor(DRIFT), drifting_stream(2000, shift_at=1000))
+    by_rule = {t.rule: t for t in triggers}
+    assert set(by_rule) == {"age-drift", "any-two", "errors"}
+    assert len(triggers) == 3
+    assert by_rule["age-drift"].evidence["p_value"] < 0.01
+    top = {(f["feature"], f["kind"]) for f in by_rule["any-two"].evidence["top_features"]}
+    assert {("age", "psi"), ("plan", "psi")} <= top
+    # Drift is seen from predictions alone, after the shift and not before it.
+    assert by_rule["age-drift"].triggered_at > "2023-11-14T22:30:00"
+
+
+def test_no_trigger_on_a_null_stream():
+    assert feed(Monitor(DRIFT), drifting_stream(3000, shift_at=10**9, seed=3)) == []
+
+
+def test_bonferroni_correction_is_stricter_than_none():
+    def alarms(correction):
+        cfg = config(features={"numeric": [f"f{i}" for i in range(20)]}, evaluate_every=100,
+                     drift={"numeric": ["ks"], "prediction": [], "reference_size": 300, "window": 300,
+                            "correction": correction, "alpha": 0.05})
+        monitor = Monitor(cfg)
+        rng = np.random.default_rng(1)
+        events = [Prediction(prediction_id=f"p{i}", model_id="m", timestamp=T0 + i, prediction=1,
+                             features={f"f{j}": float(v) for j, v in enumerate(rng.normal(size=20))})
+                  for i in range(600)]
+        feed(monitor, events)
+        return sum(o.fired for k, o in monitor.models["m"].observations().items() if k.startswith("feature."))
+
+    assert alarms("bonferroni") <= alarms("bh") <= alarms("none")
+    assert alarms("bonferroni") == 0
+
+
+def test_event_time_windows_close_with_grace_and_count_late_labels():
+    cfg = config(window={"kind": "tumbling", "size_seconds": 10, "grace_seconds": 5},
+                 rules=[{"name": "floor", "conditions": [{"statistic": "accuracy", "op": "<", "threshold": 0.6}]}])
+    monitor = Monitor(cfg)
+
+    def pair(i, t_s, correct):
+        return [Prediction(prediction_id=f"p{i}", model_id="m", timestamp=T0 + t_s * 1000, prediction=1),
+                Label(prediction_id=f"p{i}", model_id="m", label=1 if correct else 0, timestamp=T0 + t_s * 1000)]
+
+    # window [0, 10) s: 2 right, 2 wrong -> 0.5 < 0.6; it closes when the watermark passes 10 + 5 s.
+    assert feed(monitor, pair(0, 1, True) + pair(1, 2, False) + pair(2, 3, True) + pair(3, 4, False)) == []
+    assert feed(monitor, pair(4, 14, True)) == []          # watermark 14 - 5 = 9: still open
+    triggers = feed(monitor, pair(5, 16, True))             # 16 - 5 = 11 >= 10: closes
+    assert [(t.value, t.window.count) for t in triggers] == [(0.5, 4)]
+    assert triggers[0].window.start.endswith("22:13:20.000Z") and triggers[0].window.end.endswith("22:13:30.000Z")
+    feed(monitor, pair(6, 5, True))                         # belongs to the closed window: late
+    assert monitor.models["m"].counters.late_labels == 1
+
+
+@settings(max_examples=15, deadline=None)
+@given(cuts=st.lists(st.integers(1, 3999), max_size=6, unique=True), split=st.integers(1, 3999))
+def test_with_drift_any_batching_and_any_checkpoint_give_the_same_triggers(cuts, split):
+    events = drifting_stream(2000, shift_at=1000)
+    whole = as_json(feed(Monitor(DRIFT), events))
+    monitor, got, start = Monitor(DRIFT), [], 0
+    for cut in sorted(set(cuts) | {split}) + [len(events)]:
+        got += feed(monitor, events[start:cut], offset=start)
+        start = cut
+        if cut == split:  # checkpoint and restore here, as the engine does on restart
+            restored = Monitor(DRIFT)
+            restored.restore(json.loads(json.dumps(monitor.state())))
+            monitor = restored
+    assert as_json(got) == whole
+
+
+@pytest.mark.parametrize("model, message", [
+    ({"metrics": ["rmse"]}, "models[0]: metrics[0]: 'rmse' is not a binary metric"),
+    ({"detectors": [{"kind": "psi"}]}, "models[0]: detectors[0].kind: 'psi' is not a change detector"),
+    ({"detectors": [{"kind": "adwin", "delta": "x"}]}, "models[0]: detectors[0]: adwin:"),
+    ({"features": {"numeric": ["a"]}, "drift": {"numeric": ["adwin"]}},
+     "models[0]: drift.numeric: 'adwin' is not a drift statistic"),
+    ({"features": {"categorical": ["a"]}, "drift": {"categorical": ["ks"]}}, "models[0]: drift.categorical: ks"),
+    ({"drift": {"alpha": 2}}, "models[0].drift.alpha: must be in (0, 1)"),
+    ({"drift": {"reference_file": "nope.json"}}, "models[0].drift.reference_file: "),
+    ({"window": {"kind": "hopping", "hop_seconds": 0}}, "models[0].window.hop_seconds"),
+])
+def test_bad_statistics_config_names_the_key(model, message):
+    with pytest.raises(ConfigError) as info:
+        parse_config({"kafka": {"bootstrap.servers": "b:1"}, "models": [{"id": "m", **model}]}, "c.toml")
+    assert message in str(info.value), str(info.value)
+
+
+def test_reference_file_fixes_the_reference(tmp_path):
+    reference = tmp_path / "reference.json"
+    reference.write_text(json.dumps({"age": list(np.random.default_rng(0).normal(40, 8, 1000))}))
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text('[kafka]\n"bootstrap.servers" = "b:1"\n[[models]]\nid = "m"\n'
+                        'features = { numeric = ["age"] }\n'
+                        'drift = { numeric = ["ks"], prediction = [], reference_file = "reference.json", window = 200 }\n')
+    from streams.config import load_config
+
+    monitor = Monitor(load_config(cfg_path))
+    events = [Prediction(prediction_id=f"p{i}", model_id="m", timestamp=T0 + i, prediction=1,
+                         features={"age": 70.0 + i % 5}) for i in range(200)]
+    feed(monitor, events)
+    assert monitor.models["m"].observations()["feature.age.ks"].fired  # no "first N" warm-up needed
