@@ -158,7 +158,7 @@ class FaustEngine:
         self.inputs = self.app.topic(self.topics.predictions, self.topics.labels, **raw)
         self.triggers_topic = self.app.topic(self.topics.triggers, **raw)
         self.dlq_topic = self.app.topic(self.topics.dlq, **raw)
-        self.table = self.app.Table(TABLE, partitions=self.partitions, schema=faust.Schema(**raw))
+        self.table = self.app.Table(TABLE, partitions=self.partitions, key_type=bytes, value_type=bytes)
         self.states: dict[int, PartitionState] = {}
         self.app.agent(self.inputs, name="driftline-monitor")(self._agent)
         self.app.on_partitions_revoked.connect(self._on_revoked)
