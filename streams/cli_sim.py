@@ -37,8 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "(default 2026-01-01T00:00:00Z, so a seed fixes every byte)")
     sim.add_argument("--interval-ms", type=int, default=1000, help="event time between predictions of a model")
     sim.add_argument("--label-delay", default="exp:30",
-                     help="label delay in seconds: const:S, exp:MEAN, uniform:A:B, lognormal:MEDIAN:SIGMA "
-                          "(default exp:30)")
+                     help="label delay in seconds: const:S, exp:MEAN, uniform:A:B, lognormal:MEDIAN:SIGMA, or "
+                          "batch:PERIOD (labels land every PERIOD s, like a periodic job) (default exp:30)")
     sim.add_argument("--label-missing", type=float, default=0.0, help="fraction of labels that never arrive")
     sim.add_argument("--malformed", type=float, default=0.0,
                      help="extra malformed messages as a fraction of predictions (they belong in the DLQ)")

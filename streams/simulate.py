@@ -93,7 +93,7 @@ class Simulation:
     start_ms: int = DEFAULT_START_MS
     #: event time between two predictions of one model
     interval_ms: int = 1000
-    #: label delay in seconds: const:S, exp:MEAN, uniform:A:B, lognormal:MEDIAN:SIGMA
+    #: label delay in seconds: const:S, exp:MEAN, uniform:A:B, lognormal:MEDIAN:SIGMA, batch:PERIOD
     label_delay: str = "exp:30"
     #: fraction of predictions whose label never arrives
     label_missing: float = 0.0
@@ -183,25 +183,33 @@ def check_scenario(s: ModelScenario) -> None:
 
 
 def parse_delay(spec: str):
-    """A label-delay distribution in seconds → ``f(rng: np.random.Generator) -> float``."""
+    """A label-delay distribution → ``f(rng: np.random.Generator, prediction_ms) -> seconds``.
+
+    ``const:S``, ``exp:MEAN``, ``uniform:A:B``, ``lognormal:MEDIAN:SIGMA`` (seconds), or
+    ``batch:P``: labels land in batches every P seconds of event time (a periodic ETL job), each
+    at the first multiple of P after its prediction."""
     name, _, args = spec.partition(":")
     try:
         params = [float(a) for a in args.split(":")] if args else []
     except ValueError:
         raise ScenarioError(f"label delay {spec!r}: parameters must be numbers") from None
-    shapes = {"const": 1, "exp": 1, "uniform": 2, "lognormal": 2}
-    if name not in shapes or len(params) != shapes[name] or any(p < 0 for p in params):
-        raise ScenarioError(f"label delay {spec!r}: use const:S, exp:MEAN, uniform:A:B or lognormal:MEDIAN:SIGMA "
-                            "(seconds, >= 0)")
+    shapes = {"const": 1, "exp": 1, "uniform": 2, "lognormal": 2, "batch": 1}
+    if name not in shapes or len(params) != shapes[name] or any(p < 0 for p in params) \
+            or (name == "batch" and params[0] <= 0):
+        raise ScenarioError(f"label delay {spec!r}: use const:S, exp:MEAN, uniform:A:B, lognormal:MEDIAN:SIGMA "
+                            "or batch:PERIOD (seconds, >= 0)")
     if name == "const":
-        return lambda rng: params[0]
+        return lambda rng, ts: params[0]
     if name == "exp":
-        return lambda rng: float(rng.exponential(params[0])) if params[0] > 0 else 0.0
+        return lambda rng, ts: float(rng.exponential(params[0])) if params[0] > 0 else 0.0
     if name == "uniform":
         lo, hi = sorted(params)
-        return lambda rng: float(rng.uniform(lo, hi))
+        return lambda rng, ts: float(rng.uniform(lo, hi))
+    if name == "batch":
+        period_ms = int(params[0] * 1000)
+        return lambda rng, ts: ((ts // period_ms + 1) * period_ms - ts) / 1000
     median, sigma = params
-    return lambda rng: float(rng.lognormal(math.log(max(median, 1e-9)), sigma))
+    return lambda rng, ts: float(rng.lognormal(math.log(max(median, 1e-9)), sigma))
 
 
 # -- one model's stream ----------------------------------------------------------------------------
@@ -423,7 +431,7 @@ def generate(sim: Simulation, notes: list[DriftNote] | None = None) -> Iterator[
                 event["score"] = round(score, 6)
             yield Record("prediction", "predictions", mid, _encoder.encode(event), ts, mid, index)
             if rng.random() >= sim.label_missing:
-                label_ts = ts + int(round(delay(np_rng) * 1000))
+                label_ts = ts + int(round(delay(np_rng, ts) * 1000))
                 value = _encoder.encode({"prediction_id": pid, "model_id": mid, "label": label, "timestamp": label_ts})
                 heapq.heappush(pending, (label_ts, next(sequence), Record("label", "labels", mid, value, label_ts,
                                                                            mid, index)))
