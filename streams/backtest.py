@@ -288,9 +288,12 @@ def write_report(config: Config, result: BacktestResult, path: Path, scenario: s
                         ax.annotate(f"{rule} {threshold:g}", xy=(0.005, threshold), xycoords=("axes fraction", "data"),
                                     color="tab:red", fontsize=8, va="bottom")
                 for t in triggers:
-                    if any(fnmatch.fnmatchcase(t.metric, n) or t.metric == n for n in names) or title == _group(t.metric):
-                        ax.plot([when(_parse_ms(t.triggered_at))], [t.value], marker="v", color="tab:red", ms=9)
-                    ax.axvline(when(_parse_ms(t.triggered_at)), color="tab:red", lw=0.8, alpha=0.5)
+                    at = when(_parse_ms(t.triggered_at))
+                    if t.metric in names:  # the statistic itself: mark its value
+                        ax.plot([at], [t.value], marker="v", color="tab:red", ms=9)
+                    elif any(fnmatch.fnmatchcase(n, t.metric) for n in names):  # a glob / fired rule
+                        ax.plot([at], [0.97], marker="v", color="tab:red", ms=9, transform=ax.get_xaxis_transform())
+                    ax.axvline(at, color="tab:red", lw=0.8, alpha=0.5)
                 for d in drifts:
                     if d.get("model_id") == model and d.get("at_time"):
                         ax.axvline(when(_parse_ms(d["at_time"])), color="tab:purple", ls=":", lw=1.5)
