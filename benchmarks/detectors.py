@@ -17,6 +17,7 @@ tracemalloc over one more run (the input stream, made before, is not counted).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -72,12 +73,19 @@ def river_detections(detector_class, values: list) -> list[int]:
     return hits
 
 
-def our_detections(make, values: np.ndarray, batch: int) -> list[int]:
+def our_detections(make, values: np.ndarray, batch: int, keep: list | None = None) -> list[int]:
     detector, hits = make(), []
     for start in range(0, len(values), batch):
         detector.update_many(values[start:start + batch])
         hits += getattr(detector, "last_detections", [])
+    if keep is not None:
+        keep.append(detector)
     return hits
+
+
+def state_kib(detector) -> str:
+    """Size of the detector's checkpoint (its JSON state) at the end of the stream."""
+    return f"{len(json.dumps(detector.state())) / 1024:.1f}"
 
 
 def bench_change_detectors(args) -> list[list[str]]:
@@ -87,16 +95,16 @@ def bench_change_detectors(args) -> list[list[str]]:
         n = min(args.events, args.kswin_events) if name == "kswin" else args.events
         values, as_list = errors[:n], errors[:n].tolist()
         progress(f"change detector {name}: {n:,} events x {args.repeats} repeats")
-        outputs = {}
+        outputs, finished = {}, []
         runs = {
             "river": lambda: outputs.__setitem__("river", river_detections(theirs, as_list)),
-            "ours": lambda: outputs.__setitem__("ours", our_detections(ours, values, args.batch)),
+            "ours": lambda: outputs.__setitem__("ours", our_detections(ours, values, args.batch, finished)),
         }
         seconds = interleaved_medians(runs, args.repeats)
         memory = {who: peak_memory(run) for who, run in runs.items()}
         river_us, our_us = (seconds[who] / n * 1e6 for who in ("river", "ours"))
         rows.append([name, f"{n:,}", f"{river_us:.3f}", f"{our_us:.3f}", f"{river_us / our_us:.2f}x",
-                     f"{memory['river'] / 1024:.1f}", f"{memory['ours'] / 1024:.1f}",
+                     f"{memory['river'] / 1024:.1f}", f"{memory['ours'] / 1024:.1f}", state_kib(finished[-1]),
                      f"{len(outputs['ours'])} / {len(outputs['river'])}",
                      "yes" if outputs["ours"] == outputs["river"] else "NO"])
     return rows
@@ -112,13 +120,15 @@ def bench_drift_statistics(args) -> list[list[str]]:
     rows = []
     for name, make in DRIFT_STATISTICS:
         progress(f"drift statistic {name}: {len(stream):,} events x {args.repeats} repeats")
-        runs = {"river KSWIN": baseline_run, "ours": lambda: our_detections(lambda: make(reference), stream, args.batch)}
+        finished = []
+        runs = {"river KSWIN": baseline_run,
+                "ours": lambda: our_detections(lambda: make(reference), stream, args.batch, finished)}
         seconds = interleaved_medians(runs, args.repeats)
         river_us = seconds["river KSWIN"] / len(kswin_values) * 1e6
         our_us = seconds["ours"] / len(stream) * 1e6
         rows.append([name, f"{river_us:.2f}", f"{our_us:.4f}", f"{river_us / our_us:,.0f}x",
-                     f"{peak_memory(runs['ours']) / 1024:.1f}"])
-    rows.append(["(river KSWIN peak memory, KiB)", "", "", "", f"{peak_memory(baseline_run) / 1024:.1f}"])
+                     f"{peak_memory(runs['ours']) / 1024:.1f}", state_kib(finished[-1])])
+    rows.append(["(river KSWIN peak memory, KiB)", "", "", "", f"{peak_memory(baseline_run) / 1024:.1f}", ""])
     return rows
 
 
@@ -137,10 +147,13 @@ def main(argv: list[str] | None = None) -> None:
     print("Change detectors on a 0/1 error stream (µs per event; speed-up = river / ours; "
           "detections ours / river, and whether they are the same positions):\n")
     print(table(["detector", "events", "river µs", "ours µs", "speed-up", "river peak KiB", "ours peak KiB",
-                 "detections", "same"], bench_change_detectors(args)))
+                 "ours state KiB", "detections", "same"], bench_change_detectors(args)))
     print("\nWindowed drift statistic of one numeric feature (window 1000, reference 1000) vs river's KSWIN "
           f"(window 100, stat 30; timed on {min(args.kswin_events, args.events - 1000):,} events):\n")
-    print(table(["ours", "river KSWIN µs", "ours µs", "cheaper by", "ours peak KiB"], bench_drift_statistics(args)))
+    print(table(["ours", "river KSWIN µs", "ours µs", "cheaper by", "ours peak KiB", "ours state KiB"],
+                bench_drift_statistics(args)))
+    print("\nPeak KiB: tracemalloc peak during the run, batch temporaries included (ours handle "
+          f"{args.batch} events per call); state KiB: the JSON checkpoint at the end of the stream.")
 
 
 if __name__ == "__main__":
