@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit bench kafka-up kafka-down clean
+.PHONY: install demo test test-unit bench kafka-up kafka-down clean prometheus promtool-check
 
 $(STAMP): pyproject.toml
 	@command -v java >/dev/null || { echo "installing Java 17 (Kafka needs it)"; apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless; }
@@ -17,8 +17,25 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## make test: unit, integration (real Kafka 4.x) and e2e tests
-test: $(STAMP)
+## prometheus: Debian's prometheus package (promtool for the rule checks, the server for the e2e test).
+## A policy-rc.d keeps apt from starting its service (nothing listens on :9090); stopped again if it did.
+prometheus:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  echo "installing Debian's prometheus package (promtool; the e2e test runs its own server)"; \
+	  added=; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; \
+	    chmod +x /usr/sbin/policy-rc.d; added=1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+	  rc=$$?; if [ -n "$$added" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+	  { systemctl disable --now prometheus || service prometheus stop; } >/dev/null 2>&1; exit $$rc; }
+
+## promtool-check: the scrape config and alert rules are valid and the alert unit tests pass
+promtool-check: prometheus
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool check rules deploy/prometheus/alerts.yml
+	cd deploy/prometheus && promtool test rules alerts.test.yml
+
+## make test: promtool checks, then unit, integration (real Kafka 4.x) and e2e (real Prometheus) tests
+test: $(STAMP) promtool-check
 	$(PY) -m streams.kafka_local with $(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
