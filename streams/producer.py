@@ -32,10 +32,11 @@ From asyncio code use :class:`AsyncPredictionLogger`: the same calls (they never
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import threading
 import time
-import uuid
 from collections import Counter as _Tally
 from typing import Any, Mapping
 
@@ -89,6 +90,9 @@ class PredictionLogger:
             "compression.type": "lz4",
             "queue.buffering.max.messages": max_buffered,
             "enable.idempotence": True,   # retries neither reorder nor duplicate a model's events
+            # Only failures call back into Python: a callback per delivered message would take
+            # the GIL from the serving threads once per event.
+            "delivery.report.only.error": True,
             "on_delivery": self._on_delivery,
             "error_cb": self._on_error,
             # librdkafka's own lines (connect failures, ...) go to logging, not the server's stderr.
@@ -98,9 +102,12 @@ class PredictionLogger:
         self.predictions_topic = predictions_topic
         self.labels_topic = labels_topic
         self._producer = Producer(settings)
-        #: events accepted into the queue / acknowledged by the broker
+        self._max_buffered = int(settings["queue.buffering.max.messages"])
+        # prediction ids: a random 64-bit prefix per logger and a counter (a uuid4 costs 10x more)
+        self._id_prefix = os.urandom(8).hex()
+        self._ids = itertools.count()
+        #: events accepted into the queue
         self.sent = 0
-        self.delivered = 0
         #: events dropped, by reason (see :data:`DROP_REASONS`)
         self.dropped: _Tally[str] = _Tally()
         self._metric = _dropped_counter(registry) if prometheus else None
@@ -117,9 +124,12 @@ class PredictionLogger:
                        score: float | None = None, probabilities: Mapping[str, float] | None = None,
                        prediction_id: str | None = None, timestamp: int | str | None = None,
                        model_version: str | None = None, segment: Mapping[str, str] | None = None) -> str | None:
-        """Queue one prediction; returns its ``prediction_id`` (generated when not given), or
-        ``None`` when the event was dropped. ``timestamp``: epoch ms or ISO-8601; default now."""
-        pid = prediction_id or uuid.uuid4().hex
+        """Queue one prediction; returns its ``prediction_id`` (generated when not given: unique
+        per logger, a random 64-bit prefix and a counter), or ``None`` when the event was dropped. ``timestamp``: epoch ms or ISO-8601; default now."""
+        if len(self._producer) >= self._max_buffered:  # full: drop before paying for the encoding
+            self._drop("buffer_full")
+            return None
+        pid = prediction_id or f"{self._id_prefix}{next(self._ids):012x}"
         event: dict[str, Any] = {
             "prediction_id": pid, "model_id": model_id,
             "timestamp": int(time.time() * 1000) if timestamp is None else timestamp,
@@ -137,6 +147,9 @@ class PredictionLogger:
 
     def log_label(self, prediction_id: str, model_id: str, label: Any, *, timestamp: int | str | None = None) -> bool:
         """Queue the ground truth of one prediction; ``False`` when it was dropped."""
+        if len(self._producer) >= self._max_buffered:
+            self._drop("buffer_full")
+            return False
         event = {"prediction_id": prediction_id, "model_id": model_id, "label": label,
                  "timestamp": int(time.time() * 1000) if timestamp is None else timestamp}
         return self._send(self.labels_topic, model_id, event)
@@ -188,15 +201,26 @@ class PredictionLogger:
 
     # -- delivery reports (poll thread) ---------------------------------------------------------
     def _poll_loop(self) -> None:
+        last_check, failures = time.monotonic(), 0
         while not self._stop.is_set():
             self._producer.poll(0.1)
+            if self._failing and time.monotonic() - last_check >= 1.0:
+                # Recovered: no delivery failed for a second and the broker answers.
+                now_failures = self.dropped["delivery_failed"]
+                if now_failures == failures and self._broker_answers():
+                    self._failing = False
+                    log.info("Kafka reachable again; deliveries resume")
+                last_check, failures = time.monotonic(), now_failures
+
+    def _broker_answers(self) -> bool:
+        try:
+            self._producer.list_topics(self.predictions_topic, timeout=1.0)
+        except Exception:  # noqa: BLE001
+            return False
+        return True
 
     def _on_delivery(self, err: KafkaError | None, msg) -> None:
-        if err is None:
-            self.delivered += 1
-            if self._failing:
-                self._failing = False
-                log.info("deliveries to Kafka recovered")
+        if err is None:  # only with delivery.report.only.error overridden to False
             return
         self._drop("delivery_failed")
         self._note_failure(f"delivery to {msg.topic()} failed: {err.str()}")
@@ -216,6 +240,11 @@ class PredictionLogger:
     def queued(self) -> int:
         """Events waiting in librdkafka's queue (not yet acknowledged)."""
         return len(self._producer)
+
+    @property
+    def delivered(self) -> int:
+        """Events the broker acknowledged: sent, minus still queued, minus failed."""
+        return max(0, self.sent - len(self._producer) - self.dropped["delivery_failed"])
 
     @property
     def dropped_total(self) -> int:

@@ -1,0 +1,154 @@
+"""Backtest throughput: JSON-lines history → decode → event-time sort → Monitor, on one core.
+
+    python benchmarks/backtest.py                       # 200k predictions + 200k labels, 20 features, 3 repeats
+    python benchmarks/backtest.py --predictions 50000   # quicker
+
+The history is synthetic (numpy values, msgspec-encoded, one model, 20 numeric features, labels
+0–120 s after their prediction, 3% never labelled), made once before timing. Three configs of
+the same model are timed, interleaved (A B C A B C …), median of ``--repeats``:
+
+* ``accuracy``  — accuracy over a 1000-pair window, one rule: the path of a performance-only model;
+* ``drift-20``  — plus PSI and KS on all 20 features (window 1000, reference the first 1000);
+* ``decode``    — the baseline: read + decode + validate + sort only, no Monitor.
+
+Per config: wall seconds per stage and lines/s end to end. ``--profile`` prints the top of a
+cProfile of the drift-20 replay, to say where the time goes.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import json
+import os
+import platform
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
+
+import msgspec  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks._common import progress, table  # noqa: E402
+from streams.backtest import Backtest, load_events  # noqa: E402
+from streams.config import parse_config  # noqa: E402
+
+FEATURES = [f"f{i:02d}" for i in range(20)]
+
+
+def make_history(directory: Path, predictions: int, seed: int = 1) -> None:
+    rng = np.random.default_rng(seed)
+    encoder = msgspec.json.Encoder()
+    start = 1_767_225_600_000
+    values = rng.normal(size=(predictions, len(FEATURES))).round(5)
+    values[predictions // 2:, :3] += 1.0  # covariate shift of 3 features halfway
+    preds = rng.integers(0, 2, predictions)
+    correct = rng.random(predictions) < np.where(np.arange(predictions) < predictions // 2, 0.9, 0.7)
+    delays = rng.integers(0, 120_000, predictions)
+    labelled = rng.random(predictions) >= 0.03
+    labels = []
+    with open(directory / "predictions.jsonl", "wb") as f:
+        for i in range(predictions):
+            ts = start + i * 100
+            f.write(encoder.encode({"prediction_id": f"p{i:08d}", "model_id": "m", "model_version": "v1",
+                                    "timestamp": ts, "features": dict(zip(FEATURES, values[i].tolist())),
+                                    "prediction": int(preds[i]), "score": 0.5}) + b"\n")
+            if labelled[i]:
+                label = int(preds[i]) if correct[i] else 1 - int(preds[i])
+                labels.append((ts + int(delays[i]), i, label))
+    labels.sort()
+    with open(directory / "labels.jsonl", "wb") as f:
+        for ts, i, label in labels:
+            f.write(encoder.encode({"prediction_id": f"p{i:08d}", "model_id": "m", "label": label,
+                                    "timestamp": ts}) + b"\n")
+
+
+def config(kind: str):
+    model = {"id": "m", "window": {"kind": "count", "size": 1000}, "evaluate_every": 1000,
+             "rules": [{"name": "accuracy-floor", "min_samples": 500,
+                        "conditions": [{"statistic": "accuracy", "op": "<", "threshold": 0.8}]}]}
+    if kind == "drift-20":
+        model["features"] = {"numeric": FEATURES}
+        model["drift"] = {"numeric": ["psi", "ks"], "window": 1000, "reference_size": 1000}
+        model["rules"].append({"name": "input-drift", "min_samples": 500,
+                               "conditions": [{"statistic": "feature.*.psi", "op": ">", "threshold": 0.2}]})
+    return parse_config({"kafka": {"bootstrap.servers": "unused:9092"}, "models": [model]}, f"<bench {kind}>")
+
+
+def run_once(kind: str, directory: Path) -> dict:
+    """As run_backtest does it (GC off while loading and replaying), minus the output files."""
+    cfg = config("accuracy" if kind == "decode" else kind)
+    gc.collect()
+    gc.disable()
+    try:
+        return _timed(kind, cfg, directory)
+    finally:
+        gc.enable()
+
+
+def _timed(kind: str, cfg, directory: Path) -> dict:
+    t0 = time.perf_counter()
+    loaded = load_events(cfg, directory / "predictions.jsonl", directory / "labels.jsonl")
+    t1 = time.perf_counter()
+    triggers = 0
+    if kind != "decode":
+        result = Backtest(cfg, every=1000).run(loaded.events)
+        triggers = len(result.triggers)
+    t2 = time.perf_counter()
+    return {"lines": loaded.lines, "load": t1 - t0, "replay": t2 - t1, "total": t2 - t0, "triggers": triggers}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--predictions", type=int, default=200_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="cProfile one drift-20 replay")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    kinds = ["decode", "accuracy", "drift-20"]
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        progress(f"making {args.predictions} predictions + labels with {len(FEATURES)} features …")
+        make_history(directory, args.predictions)
+        runs: dict[str, list[dict]] = {k: [] for k in kinds}
+        for r in range(args.repeats):
+            for kind in kinds:
+                runs[kind].append(run_once(kind, directory))
+                progress(f"  round {r + 1}/{args.repeats} {kind}: {runs[kind][-1]['total']:.2f}s")
+        if args.profile:
+            cfg = config("drift-20")
+            loaded = load_events(cfg, directory / "predictions.jsonl", directory / "labels.jsonl")
+            profiler = cProfile.Profile()
+            profiler.enable()
+            Backtest(cfg, every=1000).run(loaded.events)
+            profiler.disable()
+            out = io.StringIO()
+            pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(12)
+            print(out.getvalue())
+    med = {k: {stage: statistics.median(r[stage] for r in runs[k]) for stage in ("load", "replay", "total")}
+           for k in kinds}
+    lines = runs["decode"][0]["lines"]
+    rows = []
+    for kind in kinds:
+        m = med[kind]
+        rows.append([kind, f"{m['load']:.2f}", f"{m['replay']:.2f}", f"{m['total']:.2f}",
+                     f"{lines / m['total']:,.0f}", f"{lines / m['replay']:,.0f}" if kind != "decode" else "—",
+                     f"{m['total'] / med['decode']['total']:.2f}×", str(runs[kind][0]["triggers"])])
+    print(f"backtest: {lines:,} lines ({args.predictions:,} predictions with {len(FEATURES)} features + labels), "
+          f"median of {args.repeats}, interleaved; python {platform.python_version()}, {os.cpu_count()} cpus")
+    print(table(["config", "load+decode+sort s", "Monitor s", "total s", "lines/s end to end",
+                 "lines/s Monitor only", "vs decode", "triggers"], rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"lines": lines, "median": med}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
