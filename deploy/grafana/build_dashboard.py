@@ -187,12 +187,14 @@ def build() -> dict:
                                {"id": "thresholds", "value": {"mode": "absolute", "steps": [
                                    {"value": None, "color": "green"}, {"value": 1, "color": "red"}]}}]}]},
            "options": {"showHeader": True, "cellHeight": "sm"}}, 12, 9)
-    L.add(timeseries("Feature drift relative to its threshold (> 1 alarms)", [
+    L.add(timeseries("Feature drift distance relative to its threshold (> 1 alarms)", [
         target(f"driftline_feature_drift{{{M}}} / on (model, feature, detector) "
-               f"driftline_feature_drift_threshold{{{M}}}", "{{model}} {{feature}} {{detector}}", "A"),
-    ], "short", description="statistic / threshold per feature: above the dashed line 1 the feature drifts.",
+               f"driftline_feature_drift_threshold{{{M}}} unless on (model, feature, detector) "
+               f"driftline_feature_drift_p_value{{{M}}}", "{{model}} {{feature}} {{detector}}", "A"),
+        target("vector(1)", "alarm level", "B"),
+    ], "short", description="Distances (psi, wasserstein, js) divided by their threshold: above the dashed line 1 "
+       "the feature drifts. Tests (ks, chi2) are judged by their p-value, in the panel beside.",
         overrides=[dashed_red("alarm level")]), 12, 9)
-    L.panels[-1]["targets"].append(target("vector(1)", "alarm level", "B"))
     L.add({"type": "state-timeline", "title": "Feature drift alarms",
            "targets": [target(f"max by (model, feature) (driftline_feature_drift_alarm{{{M}}})",
                               "{{model}} {{feature}}", "A")],
@@ -205,7 +207,11 @@ def build() -> dict:
            "options": {"showValue": "never", "mergeValues": True, "rowHeight": 0.8}}, 12, 8)
     L.add(timeseries("Feature p-values (KS, chi2)", [
         target(f"driftline_feature_drift_p_value{{{M}}}", "{{model}} {{feature}} {{detector}}", "A"),
-    ], "short", min_=0, max_=1), 6, 8)
+        target(f"max by (model) (driftline_feature_drift_threshold{{{M}}} and on (model, feature, detector) "
+               f"driftline_feature_drift_p_value{{{M}}})", "threshold alpha {{model}}", "B"),
+    ], "short", description="p-values of the tests, before multiple-testing correction; dashed: the "
+       "significance level (the alarm applies the model's correction across features).",
+        overrides=[dashed_red("threshold .*")]), 6, 8)
     L.add(timeseries("Prediction drift", [
         target(f"driftline_prediction_drift{{{M}}}", "{{model}} {{detector}}", "A"),
     ], "short", description="Drift of the prediction/score distribution against its reference."), 6, 8)
@@ -226,16 +232,15 @@ def build() -> dict:
 
     # -- triggers and DLQ -------------------------------------------------------------------
     L.row("Retrain triggers and dead letters")
-    L.add(timeseries("Retrain triggers and suppressed breaches", [
-        target(f"sum by (model, rule) (increase(driftline_triggers_total{{{M}}}[$__rate_interval]))",
-               "trigger {{model}} {{rule}}", "A"),
-        target(f"sum by (model, rule, reason) "
-               f"(increase(driftline_triggers_suppressed_total{{{M}}}[$__rate_interval]))",
+    L.add(timeseries("Retrain triggers and suppressed breaches (cumulative)", [
+        target(f"sum by (model, rule) (driftline_triggers_total{{{M}}})", "trigger {{model}} {{rule}}", "A"),
+        target(f"sum by (model, rule, reason) (driftline_triggers_suppressed_total{{{M}}})",
                "suppressed {{model}} {{rule}} ({{reason}})", "B"),
-    ], "short", bars=True, description="Triggers published per rule; suppressed: breaches held back by "
-       "cooldown or min_samples. Triggers are also drawn as annotations on every time panel."), 8, 8)
-    L.add(stat("Triggers published (total)", f"sum by (model, rule) (driftline_triggers_total{{{M}}})", "short",
-               legend="{{model}} {{rule}}", thresholds=[(None, "blue")]), 4, 8)
+    ], "short", description="Triggers published per rule since the engine started; suppressed: breaches held "
+       "back by cooldown or min_samples. Each trigger is also an annotation (red line) on every time panel."),
+        8, 8)
+    L.add(stat("Triggers published (total)", f"sum(driftline_triggers_total{{{M}}})", "short",
+               thresholds=[(None, "blue")]), 4, 8)
     L.add(timeseries("Dead-letter rate by reason", [
         target("sum by (topic, reason) (rate(driftline_events_invalid_total[$__rate_interval]))",
                "{{topic}} {{reason}}", "A"),
