@@ -51,7 +51,11 @@ PASSED_THROUGH = {
     "bootstrap.servers", "client.id", "security.protocol", "sasl.mechanism", "sasl.mechanisms",
     "sasl.username", "sasl.password", "ssl.ca.location", "ssl.certificate.location", "ssl.key.location",
     "ssl.key.password", "enable.ssl.certificate.verification", "ssl.endpoint.identification.algorithm",
+    "session.timeout.ms", "heartbeat.interval.ms", "max.poll.interval.ms",
 }
+#: librdkafka millisecond settings and the Faust settings (seconds) they become.
+TIMEOUTS = {"session.timeout.ms": "broker_session_timeout", "heartbeat.interval.ms": "broker_heartbeat_interval",
+            "max.poll.interval.ms": "broker_max_poll_interval"}
 
 
 class FaustConfigError(ValueError):
@@ -140,6 +144,7 @@ class FaustEngine:
             log.warning("faust engine: kafka settings not passed to aiokafka: %s", ", ".join(ignored))
         self.partitions = input_partitions(config)
         engine = config.engine
+        timeouts = {setting: float(kafka[key]) / 1000 for key, setting in TIMEOUTS.items() if key in kafka}
         self.app = faust.App(
             self.app_id,
             broker=broker_urls(kafka["bootstrap.servers"]),
@@ -153,6 +158,7 @@ class FaustEngine:
             consumer_auto_offset_reset="earliest",
             broker_commit_every=engine.commit_every_events,
             broker_commit_interval=engine.commit_every_ms / 1000,
+            **timeouts,
         )
         raw = {"key_serializer": "raw", "value_serializer": "raw"}
         self.inputs = self.app.topic(self.topics.predictions, self.topics.labels, **raw)
@@ -168,18 +174,27 @@ class FaustEngine:
     async def _agent(self, stream) -> None:
         engine = self.config.engine
         async for events in stream.take_events(engine.batch_size, within=engine.poll_timeout_ms / 1000):
-            await self.process(events)
+            # take_events acks a batch once the loop moves on, or when the generator is closed; a stop
+            # that cancels the agent mid-batch must not ack events whose outputs and state are unsent.
+            work = asyncio.ensure_future(self.process(events))
+            try:
+                await asyncio.shield(work)
+            except asyncio.CancelledError:
+                await work
+                raise
 
     async def process(self, events: list) -> None:
         per_partition: dict[int, list] = {}
         touched: dict[int, PartitionState] = {}
+        skipped = 0
         pending: list[Any] = []
         last_offset: dict[tuple[str, int], int] = {}
         for event in events:
             msg = event.message
             state = self._state(msg.partition)
             if msg.offset < state.next_offsets.get(msg.topic, 0):
-                continue  # already in this partition's table state (replay after a crash)
+                skipped += 1  # already in this partition's table state (replay after a crash)
+                continue
             state.next_offsets[msg.topic] = msg.offset + 1
             touched[msg.partition] = state
             last_offset[(msg.topic, msg.partition)] = msg.offset
@@ -193,6 +208,8 @@ class FaustEngine:
                 self.exporter.invalid.labels(msg.topic, exc.reason).inc()
                 continue
             per_partition.setdefault(msg.partition, []).append((decoded, source))
+        if skipped:
+            log.info("skipped %d replayed events the table state already covers", skipped)
         for partition, batch in per_partition.items():
             monitor = touched[partition].monitor
             for trigger in monitor.process(batch):

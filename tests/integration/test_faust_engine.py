@@ -150,9 +150,14 @@ def reference(deployment, events):
 def test_table_recovery_after_a_stop_mid_stream_gives_the_uninterrupted_result(deployment, events, reference, sig):
     want_triggers, want_gauges = reference
     d = deployment(models_config(MODELS))
+    # A short session (librdkafka keys, mapped by the faust engine): after kill -9 the group
+    # drops the dead member after 6 s instead of Faust's default 60 s.
+    d.config_path.write_text(d.config_path.read_text().replace(
+        "[topics]", '"session.timeout.ms" = 6000\n"heartbeat.interval.ms" = 1000\n[topics]'))
     proc = d.start()
     d.send(events)
-    d.wait_for_metric("driftline_events_joined_total", 300, timeout=60, model=MODELS[0])
+    # Stop after the first trigger of each model (pair ~750) and well before the end (2500).
+    d.wait_for_metric("driftline_events_joined_total", 1100, timeout=60, model=MODELS[0])
     progress = d.metric("driftline_events_joined_total", model=MODELS[0])
     assert d.stop(proc, sig) == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
     assert progress < 2500, "the first run must stop mid-stream"
@@ -164,13 +169,9 @@ def test_table_recovery_after_a_stop_mid_stream_gives_the_uninterrupted_result(d
     # The restarted worker's table gave it every partition's windows and pending predictions back.
     assert gauges(d, MODELS) == want_gauges
     consumed = d.metric("driftline_events_consumed_total", topic=d.topics["predictions"])
-    if sig == signal.SIGTERM:
-        # A clean stop commits what was processed: the second run reads exactly the rest.
-        assert consumed == len(events) // 2 - committed
-    else:
-        # After kill -9 Faust replays from the last commit; what the table already holds is skipped,
-        # so nothing is counted twice (the count may be lower than the replay, never higher).
-        assert consumed <= len(events) // 2 - committed
+    # Faust replays from its last commit (after kill -9, or events still in flight at a clean stop);
+    # what the table already holds is skipped, so nothing is counted twice.
+    assert consumed <= len(events) // 2 - committed
     got = d.triggers(timeout=10, settle=1)
     # At-least-once: the same triggers as the uninterrupted run; a repeat is only ever the same id.
     assert distinct(d, got) == want_triggers
