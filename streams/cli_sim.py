@@ -86,6 +86,37 @@ def _start_ms(value: str | None) -> int:
         raise ScenarioError(str(exc)) from None
 
 
+def _check_topics(kafka: dict, config, predictions: str, labels: str) -> str | None:
+    """With a config, create missing topics as ``driftline run`` would (co-partitioned inputs);
+    without one, insist the topics exist (a broker may not auto-create them)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    if config is not None and config.topics.predictions == predictions and config.topics.labels == labels:
+        from .kafka_admin import ensure_topics
+
+        try:
+            ensure_topics(msgspec_replace(config, kafka))
+        except (KafkaException, RuntimeError) as exc:
+            return f"cannot create the topics on {kafka['bootstrap.servers']}: {exc}"
+        return None
+    try:
+        existing = AdminClient(dict(kafka)).list_topics(timeout=10).topics
+    except KafkaException as exc:
+        return f"Kafka at {kafka['bootstrap.servers']} does not answer: {exc}"
+    missing = [t for t in (predictions, labels) if t not in existing]
+    if missing:
+        return (f"topic(s) {', '.join(missing)} do not exist on {kafka['bootstrap.servers']}; start `driftline run` "
+                "first (it creates its topics), pass --config to create them, or create them yourself")
+    return None
+
+
+def msgspec_replace(config, kafka: dict):
+    import msgspec
+
+    return msgspec.structs.replace(config, kafka=dict(kafka))
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from .config import load_config
     from .simulate import FileSink, KafkaSink, ScenarioError, Simulation, parse_model_spec, run
@@ -120,6 +151,9 @@ def _simulate(args: argparse.Namespace) -> int:
                          "(or set KAFKA_BOOTSTRAP_SERVERS)")
         predictions = args.predictions_topic or (config.topics.predictions if config else "predictions")
         labels = args.labels_topic or (config.topics.labels if config else "labels")
+        problem = _check_topics(kafka, config, predictions, labels)
+        if problem:
+            return _fail(f"simulate: {problem}")
         sinks.append(KafkaSink(kafka, predictions, labels))
     summary = run(sim, sinks, rate=args.rate, duration=args.duration, progress=not args.no_progress)
     for line in summary.lines():

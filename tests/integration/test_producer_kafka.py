@@ -55,3 +55,29 @@ def test_events_arrive_valid_keyed_and_co_partitioned(kafka_bootstrap, unique):
     # A model's predictions and labels are on the same partition number (murmur2_random on both).
     assert partition_of["predictions"] == partition_of["labels"]
     assert len(set(partition_of["predictions"].values())) > 1  # and keys do spread over partitions
+
+
+def test_simulate_to_kafka_creates_topics_from_a_config_and_refuses_missing_ones(kafka_bootstrap, unique, tmp_path,
+                                                                                   capsys):
+    from streams.cli import main as cli_main
+
+    assert cli_main(["simulate", "--bootstrap-servers", kafka_bootstrap, "--predictions-topic", f"nope-{unique}",
+                     "--labels-topic", f"nope-l-{unique}", "--events", "10", "--no-progress"]) == 2
+    assert f"nope-{unique}" in capsys.readouterr().err
+    config = tmp_path / "c.toml"
+    config.write_text(f"""
+[kafka]
+"bootstrap.servers" = "{kafka_bootstrap}"
+[topics]
+predictions = "sp-{unique}"
+labels = "sl-{unique}"
+triggers = "st-{unique}"
+dlq = "sd-{unique}"
+state = "ss-{unique}"
+[[models]]
+id = "a"
+""")
+    assert cli_main(["simulate", "--config", str(config), "--events", "300", "--no-progress",
+                     "--label-delay", "const:0", "--model", "id=a,generator=sea,drift=none,train=100"]) == 0
+    assert "simulated 300 predictions, 300 labels" in capsys.readouterr().out
+    assert len(_read(kafka_bootstrap, f"sp-{unique}", 300)) == 300
