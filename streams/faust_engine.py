@@ -36,7 +36,7 @@ from typing import Any
 import msgspec
 
 from .codecs import InvalidEvent, encode_trigger
-from .config import Config
+from .config import Config, ConfigError
 from .engine import dead_letter_headers
 from .kafka_admin import ensure_topics
 from .metrics import Exporter
@@ -58,8 +58,8 @@ TIMEOUTS = {"session.timeout.ms": "broker_session_timeout", "heartbeat.interval.
             "max.poll.interval.ms": "broker_max_poll_interval"}
 
 
-class FaustConfigError(ValueError):
-    """A [kafka] setting the Faust engine cannot express."""
+class FaustConfigError(ConfigError):
+    """A [kafka] setting the Faust engine cannot express (the CLI prints it as one line, exit 2)."""
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -270,11 +270,15 @@ class FaustEngine:
         """Run the worker until SIGTERM/SIGINT; Faust then commits the acked offsets and stops."""
         import faust
 
+        class Worker(faust.Worker):
+            def _setup_logging(self) -> None:
+                """Keep the CLI's logging (format, stderr) instead of Faust's own handlers."""
+
         level = logging.getLogger("driftline").getEffectiveLevel()
-        worker = faust.Worker(self.app, loglevel=logging.getLevelName(level), quiet=True,
-                              redirect_stdouts=False, loop=asyncio.get_event_loop())
-        for noisy in ("faust", "mode", "aiokafka"):
-            logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+        for chatty in ("faust", "mode", "aiokafka"):  # their INFO lines are tables of partitions
+            logging.getLogger(chatty).setLevel(level if level <= logging.DEBUG else logging.WARNING)
+        worker = Worker(self.app, quiet=True, redirect_stdouts=False, loop=asyncio.get_event_loop())
+        worker.spinner = None  # a terminal progress spinner; logs are not a terminal
         log.info("consuming %s and %s as %s (faust, at-least-once)", self.topics.predictions,
                  self.topics.labels, self.app_id)
         try:
