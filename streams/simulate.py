@@ -469,10 +469,14 @@ class KafkaSink:
         from .producer import PredictionLogger
 
         self.topics = {"predictions": predictions_topic, "labels": labels_topic}
+        self.max_queued = 200_000
         self.logger = logger or PredictionLogger(kafka, predictions_topic, labels_topic, prometheus=False,
-                                                 max_buffered=500_000, linger_ms=5)
+                                                 max_buffered=2 * self.max_queued, linger_ms=5)
 
     def emit(self, record: Record) -> None:
+        # A simulator is not a serving path: when the queue is full, wait for room, never drop.
+        while self.logger.queued >= self.max_queued:
+            time.sleep(0.005)
         # The records are already encoded per the contract (the same bytes --out writes).
         self.logger.produce_raw(self.topics[record.topic], record.key, record.value)
 
@@ -555,8 +559,6 @@ def run(sim: Simulation, sinks: list, rate: float | None = None, duration: float
     n = 0
     try:
         for record in generate(sim, summary.drifts):
-            if n == 0 and summary.drifts:
-                bar.extra = ""
             if rate:
                 ahead = n / rate - (time.monotonic() - started)
                 if ahead > 0.002:
