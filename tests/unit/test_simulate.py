@@ -174,3 +174,14 @@ def test_cli_without_a_destination_says_what_to_do(capsys, monkeypatch):
     assert cli_main(["simulate", "--events", "10"]) == 2
     assert "pass --bootstrap-servers, --config or --out DIR" in capsys.readouterr().err
     assert cli_main(["simulate", "--out", "x", "--model", "id=a,generator=nope"]) == 2
+
+
+def test_rate_and_duration_limit_what_is_emitted(tmp_path):
+    from streams.simulate import FileSink, run
+
+    sim = Simulation(models=[ModelScenario(model_id="m", generator="sea", drift="none", train=100)], events=None)
+    summary = run(sim, [FileSink(tmp_path)], rate=400, duration=0.5, progress=False)
+    emitted = summary.predictions + summary.labels + summary.malformed
+    assert 120 <= emitted <= 205  # 400/s for 0.5 s
+    assert 0.45 <= summary.seconds < 1.5
+    assert len((tmp_path / "predictions.jsonl").read_bytes().splitlines()) == summary.predictions
