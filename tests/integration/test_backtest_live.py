@@ -54,6 +54,14 @@ evaluate_every = 20
 id = "sensors"
 window = { kind = "count", size = 400 }
 evaluate_every = 7
+features = { numeric = ["x0", "x1", "x2"], categorical = ["channel"] }
+drift = { numeric = ["ks", "psi"], categorical = ["chi2"], window = 500, reference_size = 500 }
+  [[models.rules]]
+  name = "input-drift"
+  min_samples = 300
+    [[models.rules.conditions]]
+    statistic = "feature.*.ks"
+    fired = true
   [[models.rules]]
   name = "accuracy-floor"
   min_samples = 400
@@ -88,6 +96,7 @@ def test_backtest_triggers_equal_the_live_engines(kafka_bootstrap, unique, tmp_p
     expected = run_backtest(config, tmp_path / "backtest", predictions=tmp_path / "history" / "predictions.jsonl",
                             labels=tmp_path / "history" / "labels.jsonl", report=False, progress=False)
     assert {t.model_id for t in expected.triggers} == {"loans", "sensors"}  # the scenario does trigger
+    assert any(t.rule == "input-drift" for t in expected.triggers)  # on feature drift too
     loaded = load_events(config, tmp_path / "history" / "predictions.jsonl", tmp_path / "history" / "labels.jsonl")
     lines = {role: (tmp_path / "history" / f"{role}.jsonl").read_bytes().splitlines() for role in ("predictions", "labels")}
     role_of = {d.topics["predictions"]: "predictions", d.topics["labels"]: "labels"}
