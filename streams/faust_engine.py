@@ -166,6 +166,7 @@ class FaustEngine:
         self.dlq_topic = self.app.topic(self.topics.dlq, **raw)
         self.table = self.app.Table(TABLE, partitions=self.partitions, key_type=bytes, value_type=bytes)
         self.states: dict[int, PartitionState] = {}
+        self.active: set[int] = set()  # input partitions this worker owns now
         self.app.agent(self.inputs, name="driftline-monitor")(self._agent)
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_partitions_assigned.connect(self._on_assigned)
@@ -191,6 +192,8 @@ class FaustEngine:
         last_offset: dict[tuple[str, int], int] = {}
         for event in events:
             msg = event.message
+            if msg.partition not in self.active:
+                continue  # revoked while buffered: its new owner reads it from the committed offset
             state = self._state(msg.partition)
             if msg.offset < state.next_offsets.get(msg.topic, 0):
                 skipped += 1  # already in this partition's table state (replay after a crash)
@@ -246,14 +249,20 @@ class FaustEngine:
         self.exporter.checkpoint_bytes.labels(str(partition)).set(len(payload))
 
     async def _on_revoked(self, app, revoked, **kwargs) -> None:
-        for tp in revoked:
-            if tp.topic in (self.topics.predictions, self.topics.labels):
-                self.states.pop(tp.partition, None)
+        for partition in self._inputs(revoked):
+            self.states.pop(partition, None)
+            self.active.discard(partition)
 
     async def _on_assigned(self, app, assigned, **kwargs) -> None:
+        # Eager rebalancing: ``assigned`` is the whole new assignment. Each partition's Monitor is
+        # (re)built from the table, which Faust recovers before the agent sees the partition's events.
+        self.active = self._inputs(assigned)
+        self.states = {p: s for p, s in self.states.items() if p in self.active}
         self.exporter.up.set(1)
-        log.info("assigned partitions %s", sorted({tp.partition for tp in assigned
-                                                  if tp.topic in (self.topics.predictions, self.topics.labels)}))
+        log.info("assigned partitions %s", sorted(self.active))
+
+    def _inputs(self, tps) -> set[int]:
+        return {tp.partition for tp in tps if tp.topic in (self.topics.predictions, self.topics.labels)}
 
     def _export_lag(self, last_offset: dict[tuple[str, int], int]) -> None:
         consumer = self.app.consumer

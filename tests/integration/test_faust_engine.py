@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import time
 
@@ -91,6 +92,13 @@ def stream(names: list[str], n: int) -> list:
     return events
 
 
+def short_session(d: Deployment) -> None:
+    """librdkafka's session keys, which the faust engine maps: after kill -9 the group drops the
+    dead member after 6 s instead of Faust's default 60 s."""
+    d.config_path.write_text(d.config_path.read_text().replace(
+        "[topics]", '"session.timeout.ms" = 6000\n"heartbeat.interval.ms" = 1000\n[topics]'))
+
+
 def gauges(d: Deployment, names: list[str]) -> dict:
     return {name: (d.metric("driftline_performance", model=name, version="v1", metric="accuracy"),
                    d.metric("driftline_window_samples", model=name),
@@ -150,10 +158,7 @@ def reference(deployment, events):
 def test_table_recovery_after_a_stop_mid_stream_gives_the_uninterrupted_result(deployment, events, reference, sig):
     want_triggers, want_gauges = reference
     d = deployment(models_config(MODELS))
-    # A short session (librdkafka keys, mapped by the faust engine): after kill -9 the group
-    # drops the dead member after 6 s instead of Faust's default 60 s.
-    d.config_path.write_text(d.config_path.read_text().replace(
-        "[topics]", '"session.timeout.ms" = 6000\n"heartbeat.interval.ms" = 1000\n[topics]'))
+    short_session(d)
     proc = d.start()
     d.send(events)
     # Stop after the first trigger of each model (pair ~750) and well before the end (2500).
@@ -201,3 +206,41 @@ def test_state_lives_in_the_faust_table_changelog_keyed_by_input_partition(deplo
     assert key == f"group-{d.suffix}:{partition}".encode()
     assert state["next_offsets"] == {d.topics["predictions"]: 120, d.topics["labels"]: 120}
     assert state["monitor"]["churn"]["joined_total"] == 120
+
+
+def test_a_second_worker_takes_over_partitions_and_their_table_state(deployment, events, reference):
+    """Worker a runs alone, b joins (a rebalance), a stops: b recovers a's partitions from the
+    changelog and finishes with the triggers and gauges of one uninterrupted worker."""
+    want_triggers, want_gauges = reference
+    d = deployment(models_config(MODELS))
+    short_session(d)
+    first = d.start(instance="a")
+    half = len(events) // 2
+    d.send(events[:half])
+    d.wait_for_metric("driftline_events_joined_total", 300, timeout=60, model=MODELS[0])
+    from streams.kafka_local import _free_port
+
+    port = _free_port()
+    second = d.start(instance="b", metrics_port=port)  # joins mid-stream: a rebalance
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # b is in the group (its first assignment)
+        try:
+            if d.metric("driftline_engine_up", port) == 1:
+                break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"worker b never got an assignment\n{d.logs()[-3000:]}")
+    assert d.stop(first) == 0  # b takes over every partition
+    d.send(events[half:])
+    wait_until_committed(d, len(events) // 2)
+    got = d.triggers(timeout=10, settle=1)
+    assert distinct(d, got) == want_triggers
+    assert {name: (d.metric("driftline_performance", port, model=name, version="v1", metric="accuracy"),
+                   d.metric("driftline_window_samples", port, model=name),
+                   d.metric("driftline_pending_predictions", port, model=name)) for name in MODELS} == want_gauges
+    assert d.stop(second) == 0
+    second_log = next(d.tmp.glob("engine-b-*.log")).read_text()
+    assert re.findall(r"assigned partitions \[([\d, ]*)\]", second_log)[-1] == "0, 1, 2"
+    assert "restored partition" in second_log, "b rebuilt a's partitions from the table"
