@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import sys
 
@@ -16,6 +17,7 @@ EXIT_CONFIG = 2
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     from .engine import BrokerLost, Engine
+    from .kafka_admin import TopicLayoutError
     from .metrics import Exporter
 
     if args.bootstrap_servers:
@@ -31,7 +33,9 @@ def _run(args: argparse.Namespace) -> int:
             run_faust(config, exporter, instance=args.instance)
         else:
             Engine(config, exporter, instance=args.instance).run()
-    except BrokerLost as exc:
+    except (BrokerLost, TopicLayoutError) as exc:
+        if args.debug:
+            raise
         print(f"driftline: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -99,12 +103,33 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:
         register(sub)
 
 
+class _Formatter(logging.Formatter):
+    """Text or JSON log lines; ``model`` and ``partition`` passed as ``extra`` become fields."""
+
+    FIELDS = ("model", "partition")
+
+    def __init__(self, as_json: bool):
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.as_json = as_json
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = {k: getattr(record, k) for k in self.FIELDS if hasattr(record, k)}
+        if self.as_json:
+            line = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                    "message": record.getMessage(), **fields}
+            if record.exc_info:
+                line["exception"] = self.formatException(record.exc_info)
+            return json.dumps(line)
+        text = super().format(record)
+        return text + "".join(f" {k}={v}" for k, v in fields.items())
+
+
 def _setup_logging(debug: bool, fmt: str) -> None:
-    if fmt == "json":
-        format_ = '{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}'
-    else:
-        format_ = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format=format_, stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter(fmt == "json"))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler])
+    if not debug:
+        logging.getLogger("driftline.librdkafka").setLevel(logging.CRITICAL)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     except KafkaException as exc:
         if args.debug:
             raise
-        print(f"driftline: Kafka error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        err = exc.args[0] if exc.args else exc
+        print(f"driftline: Kafka error: {err.str() if hasattr(err, 'str') else err}", file=sys.stderr)
         return 1
 
 

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import msgspec
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from .codecs import InvalidEvent, Label, Prediction, encode_trigger
 from .config import Config
@@ -28,7 +28,12 @@ from .metrics import Exporter
 from .monitor import Monitor, Source, decode_input
 
 log = logging.getLogger("driftline.engine")
+# librdkafka's own log lines (one per failed connection attempt) go here; the engine reports
+# broker trouble itself, once per state change, so they show only with --debug.
+librdkafka_log = logging.getLogger("driftline.librdkafka")
 
+
+COMMIT_TIMEOUT = 10.0  # seconds one transaction call may block
 
 # Errors a just-created topic gives until its leader serves requests.
 _NOT_READY = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
@@ -69,6 +74,7 @@ class Engine:
             "partition.assignment.strategy": "range",
             "enable.partition.eof": False,
             "error_cb": self._on_error,
+            "logger": librdkafka_log,
         })
         self.producer = Producer({
             **kafka,
@@ -77,18 +83,19 @@ class Engine:
             "partitioner": "murmur2_random",
             "transaction.timeout.ms": 60000,
             "error_cb": self._on_error,
+            "logger": librdkafka_log,
         })
         self.monitors: dict[int, Monitor] = {}
         self.stopping = False
         self.broker_down_since: float | None = None
         self.events_since_commit = 0
         self.last_commit = time.monotonic()
+        self._prepared = False  # checkpoints and offsets are in the open transaction
 
     # -- lifecycle ------------------------------------------------------------------------
     def run(self) -> None:
         """Consume until SIGTERM/SIGINT; then commit what was processed and return."""
-        ensure_topics(self.config)
-        self.producer.init_transactions(30)
+        self._connect()
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         self.consumer.subscribe([self.topics.predictions, self.topics.labels],
@@ -99,11 +106,40 @@ class Engine:
         try:
             while not self.stopping:
                 self.step()
-            self.commit()
-        finally:
+            self._final_commit()
+        except BrokerLost:
+            # No goodbye to a broker that is gone: closing would block on it. The open
+            # transaction times out on the broker; the next instance fences it anyway.
             self.exporter.up.set(0)
-            self.consumer.close()
-            self.producer.flush(10)
+            raise
+        self.exporter.up.set(0)
+        self.consumer.close()
+
+    def _connect(self) -> None:
+        """Create missing topics and fence older instances, retrying within the broker budget."""
+        deadline = time.monotonic() + self.config.engine.broker_retry_budget_seconds
+        while True:
+            try:
+                ensure_topics(self.config, librdkafka_log)
+                self.producer.init_transactions(COMMIT_TIMEOUT)
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if isinstance(err, KafkaError) and err.fatal() or time.monotonic() > deadline:
+                    reason = err.str() if isinstance(err, KafkaError) else str(err)
+                    raise BrokerLost(f"cannot reach Kafka at {self.config.kafka.get('bootstrap.servers')} "
+                                     f"(kafka.bootstrap.servers): {reason}") from None
+                self._broker_unreachable(err if isinstance(err, KafkaError) else KafkaError(KafkaError._TRANSPORT))
+                time.sleep(1)
+
+    def _final_commit(self) -> None:
+        deadline = time.monotonic() + self.config.engine.broker_retry_budget_seconds
+        while not self.commit():
+            if time.monotonic() > deadline:
+                raise BrokerLost(f"could not commit the last transaction to Kafka at "
+                                 f"{self.config.kafka.get('bootstrap.servers')} before stopping; the events "
+                                 "since the last commit will be processed again on restart")
+            time.sleep(0.5)
 
     def _request_stop(self, signum, frame) -> None:
         log.info("signal %s: draining and committing", signum)
@@ -114,21 +150,24 @@ class Engine:
         self._check_broker()
         if messages:
             self.process(messages)
-        if self._commit_due():
+        if self._commit_due() and self.broker_down_since is None:  # no commit into the void
             self.commit()
 
     # -- one batch ------------------------------------------------------------------------
     def process(self, messages: list[Message]) -> None:
         per_partition: dict[int, list[tuple[Prediction | Label, Source]]] = {}
+        consumed: dict[str, int] = {}
         for msg in messages:
             if msg.error():
                 self._on_message_error(msg)
                 continue
             source = Source(msg.topic(), msg.partition(), msg.offset())
-            self.exporter.consumed.labels(source.topic).inc()
+            consumed[source.topic] = consumed.get(source.topic, 0) + 1
             event = self._decode(msg, source)
             if event is not None:
                 per_partition.setdefault(source.partition, []).append((event, source))
+        for topic, count in consumed.items():
+            self.exporter.consumed.labels(topic).inc(count)
         for partition, events in per_partition.items():
             monitor = self.monitors.get(partition)
             if monitor is None:  # revoked while the batch was in flight
@@ -136,7 +175,8 @@ class Engine:
             for trigger in monitor.process(events):
                 self.producer.produce(self.topics.triggers, encode_trigger(trigger), key=trigger.model_id)
                 self.exporter.triggers.labels(trigger.model_id, trigger.rule).inc()
-                log.info("trigger %s value=%s threshold=%s", trigger.trigger_id, trigger.value, trigger.threshold)
+                log.info("trigger %s: %s=%s (threshold %s)", trigger.trigger_id, trigger.metric, trigger.value,
+                         trigger.threshold, extra={"model": trigger.model_id, "partition": partition})
             self.exporter.observe(monitor)
         self.events_since_commit += len(messages)
 
@@ -158,22 +198,57 @@ class Engine:
         return (self.events_since_commit >= engine.commit_every_events
                 or (time.monotonic() - self.last_commit) * 1000 >= engine.commit_every_ms)
 
-    def commit(self) -> None:
-        """Checkpoint every owned partition's state, add the input offsets, commit, begin anew."""
+    def commit(self) -> bool:
+        """Checkpoint every owned partition's state, add the input offsets, commit, begin anew.
+
+        A retriable failure (broker unreachable) leaves the transaction open to be committed
+        later; one that requires an abort aborts it and rewinds the Monitors and the consumer
+        to the last committed checkpoint, so nothing is lost and nothing counted twice.
+        """
         started = time.perf_counter()
-        for partition, monitor in self.monitors.items():
-            self._checkpoint(partition, monitor)
         assignment = self.consumer.assignment()
-        if assignment:
-            positions = [tp for tp in self.consumer.position(assignment) if tp.offset >= 0]
-            if positions:
-                self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata(), 30)
-        self.producer.commit_transaction(30)
+        try:
+            if not self._prepared:
+                for partition, monitor in self.monitors.items():
+                    self._checkpoint(partition, monitor)
+                positions = [tp for tp in self.consumer.position(assignment) if tp.offset >= 0] if assignment else []
+                if positions:
+                    self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata(),
+                                                              COMMIT_TIMEOUT)
+                self._prepared = True
+            self.producer.commit_transaction(COMMIT_TIMEOUT)
+        except KafkaException as exc:
+            self._commit_failed(exc.args[0])
+            return False
+        self._prepared = False
         self.producer.begin_transaction()
+        self._broker_ok()
         self.exporter.commit_seconds.observe(time.perf_counter() - started)
         self.events_since_commit = 0
         self.last_commit = time.monotonic()
         self._export_lag(assignment)
+        return True
+
+    def _commit_failed(self, err: KafkaError) -> None:
+        if err.fatal():
+            raise KafkaException(err)
+        if err.txn_requires_abort():
+            log.warning("transaction aborted (%s); rewinding to the last checkpoint", err.str())
+            self._abort()
+            self._rewind()
+            return
+        # Retriable: the broker is unreachable or slow. Keep the transaction; try again later.
+        self._broker_unreachable(err)
+        self.last_commit = time.monotonic()
+
+    def _rewind(self) -> None:
+        """Back to the last committed state: Monitors from the state topic, consumer to committed offsets."""
+        assignment = self.consumer.assignment()
+        for p in {tp.partition for tp in assignment}:
+            self.monitors[p] = self._restore(p)
+        for tp in self.consumer.committed(assignment, timeout=COMMIT_TIMEOUT):
+            self.consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
+        self.events_since_commit = 0
 
     def _checkpoint(self, partition: int, monitor: Monitor) -> None:
         payload = msgspec.json.encode(monitor.state())
@@ -218,7 +293,8 @@ class Engine:
                     break
             if latest:
                 monitor.restore(msgspec.json.decode(latest))
-                log.info("restored partition %d state (%d bytes)", partition, len(latest))
+                log.info("restored partition %d state (%d bytes)", partition, len(latest),
+                         extra={"partition": partition})
         finally:
             reader.close()
         return monitor
@@ -240,11 +316,14 @@ class Engine:
         log.info("assigned partitions %s", sorted({tp.partition for tp in partitions}))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Commit what we processed for these partitions before another instance takes them.
+        # Commit what we processed for these partitions before another instance takes them;
+        # if that fails, abort: the next owner restarts from the last committed checkpoint.
         try:
-            self.commit()
+            committed = self.commit()
         except KafkaException as exc:
             log.warning("commit on revoke failed: %s", exc)
+            committed = False
+        if not committed:
             self._abort()
         for p in {tp.partition for tp in partitions}:
             self.monitors.pop(p, None)
@@ -255,39 +334,47 @@ class Engine:
             self.monitors.pop(p, None)
 
     def _abort(self) -> None:
+        self._prepared = False
         try:
-            self.producer.abort_transaction(30)
+            self.producer.abort_transaction(COMMIT_TIMEOUT)
             self.producer.begin_transaction()
         except KafkaException as exc:
             log.warning("abort failed: %s", exc)
 
     # -- broker health ----------------------------------------------------------------------
     def _on_error(self, err: KafkaError) -> None:
-        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
-            if self.broker_down_since is None:
-                self.broker_down_since = time.monotonic()
-                log.warning("broker unreachable (%s); retrying for up to %.0fs", err.str(),
-                            self.config.engine.broker_retry_budget_seconds)
+        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._TIMED_OUT):
+            self._broker_unreachable(err)
         elif err.fatal():
             raise KafkaException(err)
+
+    def _broker_unreachable(self, err: KafkaError) -> None:
+        if self.broker_down_since is None:  # log once per state change
+            self.broker_down_since = time.monotonic()
+            log.warning("broker unreachable (%s); retrying for up to %.0fs", err.str(),
+                        self.config.engine.broker_retry_budget_seconds)
+
+    def _broker_ok(self) -> None:
+        if self.broker_down_since is not None:
+            log.info("broker reachable again")
+            self.broker_down_since = None
 
     def _check_broker(self) -> None:
         if self.broker_down_since is None:
             return
-        if self.consumer.assignment() and self._broker_answers():
-            log.info("broker reachable again")
-            self.broker_down_since = None
+        if self._broker_answers():
+            self._broker_ok()
             return
         if time.monotonic() - self.broker_down_since > self.config.engine.broker_retry_budget_seconds:
             raise BrokerLost(f"Kafka at {self.config.kafka.get('bootstrap.servers')} unreachable for more than "
-                             f"{self.config.engine.broker_retry_budget_seconds:.0f}s (engine.broker_retry_budget_seconds)")
+                             f"{self.config.engine.broker_retry_budget_seconds:.0f}s "
+                             "(engine.broker_retry_budget_seconds); exiting")
 
     def _broker_answers(self) -> bool:
         try:
-            self.consumer.list_topics(self.topics.predictions, timeout=1)
+            return bool(self.consumer.list_topics(self.topics.predictions, timeout=1).brokers)
         except KafkaException:
             return False
-        return True
 
     def _on_message_error(self, msg: Message) -> None:
         err = msg.error()

@@ -12,9 +12,13 @@ from .config import Config
 log = logging.getLogger("driftline.admin")
 
 
-def ensure_topics(config: Config, timeout: float = 30.0) -> None:
+class TopicLayoutError(RuntimeError):
+    """Existing topics that driftline cannot work with (e.g. inputs not co-partitioned)."""
+
+
+def ensure_topics(config: Config, logger: logging.Logger | None = None, timeout: float = 10.0) -> None:
     """Create missing topics; fail clearly if the two input topics are not co-partitioned."""
-    admin = AdminClient(dict(config.kafka))
+    admin = AdminClient({**config.kafka, **({"logger": logger} if logger else {})})
     t = config.topics
     existing = admin.list_topics(timeout=timeout).topics
     wanted = {
@@ -36,10 +40,10 @@ def ensure_topics(config: Config, timeout: float = 30.0) -> None:
         existing = _wait_for_leaders(admin, list(wanted), timeout)
     inputs = {name: len(existing[name].partitions) for name in (t.predictions, t.labels)}
     if len(set(inputs.values())) != 1:
-        raise KafkaException(f"input topics are not co-partitioned: {inputs}; both need the same partition count")
+        raise TopicLayoutError(f"input topics are not co-partitioned: {inputs}; both need the same partition count")
     state_partitions = len(existing[t.state].partitions)
     if state_partitions < inputs[t.predictions]:
-        raise KafkaException(f"state topic {t.state} has {state_partitions} partitions; it needs at least "
+        raise TopicLayoutError(f"state topic {t.state} has {state_partitions} partitions; it needs at least "
                              f"{inputs[t.predictions]} (one per input partition)")
 
 
