@@ -124,6 +124,8 @@ class Exporter:
                 lag.observe(seconds)
             for kind, count in c.change_detections.items():
                 e.change_detections.labels(model_id, kind).inc(count)
+            for (rule, reason), count in c.suppressed.items():
+                e.suppressed.labels(model_id, rule, reason).inc(count)
             m.counters = type(c)()
             self._observe_statistics(model_id, m)
             e.window_count.labels(model_id).set(m.stats.window_samples())

@@ -54,6 +54,8 @@ class ModelCounters:
     label_lags: list[float] = field(default_factory=list)
     #: changes each change detector signalled
     change_detections: dict[str, int] = field(default_factory=dict)
+    #: (rule, reason) -> breaches the policy held back (cooldown, min_samples)
+    suppressed: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 @dataclass
@@ -209,10 +211,8 @@ class ModelMonitor:
             for window in closed:  # event-time windows judge each closed window
                 span = TriggerWindow(start=format_timestamp(window.start_ms), end=format_timestamp(window.end_ms),
                                      count=window.count)
-                triggers.extend(self.policy.evaluate(self.stats.observations(window.results),
-                                                     model_version=segment.version or self.version,
-                                                     window=span, at_ms=window.end_ms))
-                self.stats.end_evaluation()
+                triggers.extend(self._judge(self.stats.observations(window.results), segment.version or self.version,
+                                            span, window.end_ms))
             if segment.evaluate and not self.stats.event_time:
                 triggers.extend(self._evaluate(segment.at_ms, segment.version))
         late = self.stats.late_labels()
@@ -238,9 +238,20 @@ class ModelMonitor:
         return self.stats.observations()
 
     def _evaluate(self, at_ms: int, version: str | None) -> list[TriggerEvent]:
-        triggers = self.policy.evaluate(self.stats.observations(), model_version=version,
-                                        window=self._window(at_ms), at_ms=at_ms)
+        return self._judge(self.stats.observations(), version, self._window(at_ms), at_ms)
+
+    def _judge(self, observations: dict[str, Observation], version: str | None, window: TriggerWindow,
+               at_ms: int) -> list[TriggerEvent]:
+        """One evaluation point: the policy decides; count what it held back."""
+        before = self.policy.suppressed
+        triggers = self.policy.evaluate(observations, model_version=version, window=window, at_ms=at_ms)
         self.stats.end_evaluation()
+        for rule, reasons in self.policy.suppressed.items():
+            for reason, count in reasons.items():
+                held = count - before.get(rule, {}).get(reason, 0)
+                if held:
+                    key = (rule, reason)
+                    self.counters.suppressed[key] = self.counters.suppressed.get(key, 0) + held
         return triggers
 
     def _purge(self) -> None:
