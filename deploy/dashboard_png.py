@@ -192,6 +192,7 @@ def draw(data: dict, out: Path) -> None:
             ax.axvline(to_dt(ts), color="red", alpha=0.35, linewidth=1)
         if not series:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
+        ax.set_xlim(to_dt(data["start"]), to_dt(data["end"]))  # one time range, as in Grafana
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
         ax.tick_params(labelsize=7)
         if unit in ("s", "bytes", "ops"):
