@@ -45,8 +45,10 @@ test-unit: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m streams.kafka_local with $(PY) -m streams.demo
 
+## make bench: every benchmark (each prints a table; BENCHMARKS.md holds the last results)
 bench: $(STAMP)
-	$(PY) -m streams.kafka_local with bash -c '$(PY) benchmarks/detectors.py && $(PY) benchmarks/codecs.py'
+	$(PY) -m streams.kafka_local with bash -c 'set -e; for b in codecs detectors detection_quality producer backtest engine; do \
+	  [ -f benchmarks/$$b.py ] && { echo "== benchmarks/$$b.py"; $(PY) benchmarks/$$b.py; }; done'
 
 kafka-up: $(STAMP)
 	$(PY) -m streams.kafka_local up
