@@ -27,8 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
+import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,7 @@ import msgspec
 
 from .codecs import InvalidEvent, encode_trigger
 from .config import Config, ConfigError
-from .engine import dead_letter_headers
+from .engine import BrokerLost, dead_letter_headers
 from .kafka_admin import ensure_topics
 from .metrics import Exporter
 from .monitor import Monitor, Source, decode_input
@@ -167,6 +170,9 @@ class FaustEngine:
         self.table = self.app.Table(TABLE, partitions=self.partitions, key_type=bytes, value_type=bytes)
         self.states: dict[int, PartitionState] = {}
         self.active: set[int] = set()  # input partitions this worker owns now
+        self.broker_down_since: float | None = None
+        self._admin = None
+        self.app.timer(3.0, name="driftline-broker-check")(self._check_broker)
         self.app.agent(self.inputs, name="driftline-monitor")(self._agent)
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_partitions_assigned.connect(self._on_assigned)
@@ -286,6 +292,9 @@ class FaustEngine:
         level = logging.getLogger("driftline").getEffectiveLevel()
         for chatty in ("faust", "mode", "aiokafka"):  # their INFO lines are tables of partitions
             logging.getLogger(chatty).setLevel(level if level <= logging.DEBUG else logging.WARNING)
+        if level > logging.DEBUG:  # aiokafka logs every failed reconnect (~20 a second) as an error
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(_OncePerInterval(prefixes=("aiokafka",), seconds=30.0))
         worker = Worker(self.app, quiet=True, redirect_stdouts=False, loop=asyncio.get_event_loop())
         worker.spinner = None  # a terminal progress spinner; logs are not a terminal
         log.info("consuming %s and %s as %s (faust, at-least-once)", self.topics.predictions,
@@ -297,6 +306,67 @@ class FaustEngine:
                 raise
         finally:
             self.exporter.up.set(0)
+
+    # -- broker health ----------------------------------------------------------------------
+    async def _check_broker(self) -> None:
+        """aiokafka retries forever; like the default engine, give up after the retry budget."""
+        answers = await asyncio.get_running_loop().run_in_executor(None, self._broker_answers)
+        budget = self.config.engine.broker_retry_budget_seconds
+        if answers:
+            if self.broker_down_since is not None:
+                log.info("broker reachable again")
+                self.broker_down_since = None
+                self.exporter.up.set(1)
+            return
+        if self.broker_down_since is None:
+            self.broker_down_since = time.monotonic()
+            self.exporter.up.set(0)
+            log.warning("broker unreachable (%s); retrying for up to %.0fs",
+                        self.config.kafka.get("bootstrap.servers"), budget)
+        elif time.monotonic() - self.broker_down_since > budget:
+            # A graceful Faust stop needs the broker (commit, LeaveGroup) and hangs or dies noisily
+            # without it; nothing is lost by leaving now: the table state and committed offsets
+            # are what a restart resumes from (at-least-once).
+            lost = BrokerLost(f"Kafka at {self.config.kafka.get('bootstrap.servers')} unreachable for more "
+                              f"than {budget:.0f}s (engine.broker_retry_budget_seconds)")
+            print(f"driftline: {lost}", file=sys.stderr, flush=True)  # as the CLI prints BrokerLost
+            logging.shutdown()
+            os._exit(1)
+
+    def _broker_answers(self) -> bool:
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient
+
+        if self._admin is None:
+            # a probe: its failed reconnects are this check's business, not librdkafka log lines
+            self._admin = AdminClient({**self.config.kafka, "log_level": 2})
+        try:
+            self._admin.list_topics(self.topics.predictions, timeout=2)
+        except KafkaException:
+            return False
+        return True
+
+
+class _OncePerInterval(logging.Filter):
+    """Lets a given message of the named loggers through once per ``seconds``."""
+
+    def __init__(self, prefixes: tuple[str, ...], seconds: float):
+        super().__init__()
+        self.prefixes = prefixes
+        self.seconds = seconds
+        self.last: dict[tuple[str, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefixes):
+            return True
+        key = (record.name, str(record.msg))
+        now = time.monotonic()
+        if now - self.last.get(key, -self.seconds) < self.seconds:
+            return False
+        if len(self.last) > 1000:
+            self.last.clear()
+        self.last[key] = now
+        return True
 
 
 def _tp(topic: str, partition: int):

@@ -7,6 +7,7 @@ Faust app id) instead of the default engine's group: that is the one engine-spec
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import signal
@@ -244,3 +245,38 @@ def test_a_second_worker_takes_over_partitions_and_their_table_state(deployment,
     second_log = next(d.tmp.glob("engine-b-*.log")).read_text()
     assert re.findall(r"assigned partitions \[([\d, ]*)\]", second_log)[-1] == "0, 1, 2"
     assert "restored partition" in second_log, "b rebuilt a's partitions from the table"
+
+
+# -- a lost broker -------------------------------------------------------------------------------
+@pytest.fixture
+def private_broker(tmp_path, kafka_bootstrap):
+    """A broker of this test's own (the project's launcher, in a temporary directory), so it can
+    be killed without disturbing the shared one."""
+    from streams import kafka_local
+
+    bdir = kafka_local.BrokerDir(tmp_path / "broker")
+    try:
+        bootstrap = kafka_local.up(bdir, port=None)
+    except kafka_local.BrokerError as exc:
+        pytest.fail(f"the broker-loss test needs the local launcher (Java + Maven): {exc}", pytrace=False)
+    yield bdir, bootstrap
+    kafka_local.down(bdir)
+
+
+def test_lost_broker_ends_the_worker_after_the_retry_budget_with_one_line(private_broker, tmp_path, unique):
+    bdir, bootstrap = private_broker
+    d = FaustDeployment(bootstrap, unique, tmp_path, FLOOR_MODEL, engine="faust",
+                        engine_extra="broker_retry_budget_seconds = 8")
+    proc = d.start()
+    d.send([event for p in [pair(i, "churn", True) for i in range(20)] for event in p])
+    d.wait_for_metric("driftline_events_joined_total", 20, model="churn")
+    os.killpg(int(bdir.pidfile.read_text()), signal.SIGKILL)  # the broker dies without a goodbye
+    lost_at = time.monotonic()
+    code = proc.wait(timeout=120)
+    took = time.monotonic() - lost_at
+    assert code == 1
+    assert 8 <= took < 60, f"it retried for its budget, then gave up promptly (took {took:.0f}s)"
+    errors = [line for line in d.logs().splitlines() if line.startswith("driftline:")]
+    assert len(errors) == 1 and "unreachable for more than 8s" in errors[0] and bootstrap in errors[0], errors
+    assert "Traceback" not in d.logs()
+    assert len([line for line in d.logs().splitlines() if "broker unreachable" in line]) == 1
