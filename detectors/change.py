@@ -143,6 +143,8 @@ class ADWIN(ChangeDetector):
 
     #: values handled per vectorized step (bounds the temporary arrays)
     CHUNK = 16384
+    #: below this many values one-by-one insertion is cheaper than the vectorized step's set-up
+    SCALAR_BELOW = 256
 
     def _scan(self, values: np.ndarray) -> list[int]:
         hits, start = [], 0
@@ -151,13 +153,48 @@ class ADWIN(ChangeDetector):
                 self._reset()
                 self.drift_detected = False
             chunk = values[start:start + self.CHUNK]
-            hit = self._advance(chunk)
+            hit = (self._advance_one_by_one if len(chunk) < self.SCALAR_BELOW else self._advance)(chunk)
             if hit is None:
                 start += len(chunk)
             else:
                 hits.append(start + hit)
                 start += hit + 1
         return hits
+
+    def _advance_one_by_one(self, new: np.ndarray) -> int | None:
+        """Insert ``new`` value by value up to the first detection; its index in ``new``, or None."""
+        for index, x in enumerate(new.tolist()):
+            self._insert(x)
+            self._tick += 1
+            if self._tick % self.clock == 0 and self._width > self.grace_period and self._shrink_window():
+                self.drift_detected = True
+                return index
+        return None
+
+    def _insert(self, x: float) -> None:
+        width = self._width + 1.0
+        if width > 1.0:
+            deviation = x - self._total / (width - 1.0)
+            self._variance += (width - 1.0) * deviation * deviation / width
+        self._width = width
+        self._total += x
+        totals, variances, limit = self._totals, self._variances, self.max_buckets
+        totals[0].append(x)
+        variances[0].append(0.0)
+        row = 0
+        # A full row merges its two oldest buckets into one of the next row, which may cascade.
+        while len(totals[row]) == limit + 1:
+            size = float(1 << row)
+            t0, t1 = totals[row][0], totals[row][1]
+            mean_gap = t0 / size - t1 / size
+            merged_variance = variances[row][0] + variances[row][1] + size * 0.5 * mean_gap * mean_gap
+            if row + 1 == len(totals):
+                totals.append([])
+                variances.append([])
+            totals[row + 1].append(t0 + t1)
+            variances[row + 1].append(merged_variance)
+            del totals[row][:2], variances[row][:2]
+            row += 1
 
     # Between detections the window only grows, and then the bucket layout depends on nothing but
     # the number of values since the last reset: row r of the histogram received k_r buckets

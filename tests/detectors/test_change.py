@@ -168,9 +168,11 @@ def test_any_error_stream_keeps_binary_results_in_range(values):
         assert 0.0 <= result.statistic <= 2.0
 
 
+@pytest.mark.parametrize("scalar_below", [0, 10**9], ids=["vectorized", "one-by-one"])
 @pytest.mark.parametrize("seed", range(12))
-def test_adwin_batches_reproduce_rivers_window_bit_for_bit(seed):
-    """The vectorized insertion keeps river's float operations: same width, sum and variance."""
+def test_adwin_batches_reproduce_rivers_window_bit_for_bit(seed, scalar_below, monkeypatch):
+    """Both insertion paths keep river's float operations: same width, sum and variance."""
+    monkeypatch.setattr(ADWIN, "SCALAR_BELOW", scalar_below)
     rng = np.random.default_rng(seed)
     params = dict(delta=float(rng.choice([0.002, 0.05, 0.3])), clock=int(rng.choice([1, 2, 8, 32])),
                   max_buckets=int(rng.choice([2, 3, 5])), min_window_length=int(rng.choice([1, 5, 10])),
