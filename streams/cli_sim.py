@@ -35,7 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     sim.add_argument("--start", default=None,
                      help="event time of the first prediction: ISO-8601 with zone, epoch ms, or 'now' "
                           "(default 2026-01-01T00:00:00Z, so a seed fixes every byte)")
-    sim.add_argument("--interval-ms", type=int, default=1000, help="event time between predictions of a model")
+    sim.add_argument("--interval-ms", type=int, default=None,
+                     help="event time between predictions of a model (default 1000; with --start now and --rate: "
+                          "what keeps event time in step with the wall clock)")
     sim.add_argument("--label-delay", default="exp:30",
                      help="label delay in seconds: const:S, exp:MEAN, uniform:A:B, lognormal:MEDIAN:SIGMA, or "
                           "batch:PERIOD (labels land every PERIOD s, like a periodic job) (default exp:30)")
@@ -124,8 +126,16 @@ def _simulate(args: argparse.Namespace) -> int:
     try:
         models = [parse_model_spec(spec) for spec in (args.model or DEFAULT_MODELS)]
         events = args.events if args.events is not None else (None if args.duration else 10_000)
+        interval = args.interval_ms
+        if interval is None:
+            interval = 1000
+            if args.start == "now" and args.rate:  # event time keeps pace with the wall clock
+                per_prediction = 2 - args.label_missing + args.malformed  # messages per prediction
+                interval = max(1, round(1000 * len(models) * per_prediction / args.rate))
+        if interval < 1:
+            raise ScenarioError("--interval-ms must be >= 1")
         sim = Simulation(models=models, events=events, seed=args.seed, start_ms=_start_ms(args.start),
-                         interval_ms=args.interval_ms, label_delay=args.label_delay,
+                         interval_ms=interval, label_delay=args.label_delay,
                          label_missing=args.label_missing, malformed=args.malformed)
         for name in ("label_missing", "malformed"):
             if not 0 <= getattr(sim, name) <= 1:

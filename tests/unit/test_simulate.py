@@ -185,3 +185,16 @@ def test_rate_and_duration_limit_what_is_emitted(tmp_path):
     assert 120 <= emitted <= 205  # 400/s for 0.5 s
     assert 0.45 <= summary.seconds < 1.5
     assert len((tmp_path / "predictions.jsonl").read_bytes().splitlines()) == summary.predictions
+
+
+def test_start_now_with_a_rate_keeps_event_time_in_step_with_the_wall_clock(tmp_path):
+    import time
+
+    before = time.time() * 1000
+    assert cli_main(["simulate", "--out", str(tmp_path), "--events", "50", "--no-progress", "--start", "now",
+                     "--rate", "1000", "--label-delay", "const:0",
+                     "--model", "id=a,generator=sea,drift=none,train=50",
+                     "--model", "id=b,generator=sea,drift=none,train=50"]) == 0
+    stamps = sorted({json.loads(line)["timestamp"] for line in (tmp_path / "predictions.jsonl").read_text().splitlines()})
+    assert stamps[1] - stamps[0] == 4  # 2 models x 2 messages per prediction at 1000 messages/s
+    assert before - 1000 <= stamps[0] <= time.time() * 1000
