@@ -14,7 +14,6 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaException
 
 from retrain_trigger import listener
 
@@ -183,21 +182,11 @@ def _usage_error(exc: Exception) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point: ``python -m streams.cli_triggers listen|tail ...``."""
-    parser = argparse.ArgumentParser(prog="driftline")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    register(parser.add_subparsers(dest="command_name", required=True, metavar="COMMAND"))
-    args = parser.parse_args(["triggers", *(argv if argv is not None else sys.argv[1:])])
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args)
-    except KafkaException as exc:
-        if args.debug:
-            raise
-        error = exc.args[0] if exc.args else exc
-        print(f"driftline: Kafka error: {error.str() if hasattr(error, 'str') else error}", file=sys.stderr)
-        return 1
+    """Standalone entry point: ``python -m streams.cli_triggers listen|tail ...`` is
+    ``driftline triggers listen|tail ...`` (same parser, same error handling)."""
+    from .cli import main as driftline_main
+
+    return driftline_main(["triggers", *(argv if argv is not None else sys.argv[1:])])
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import logging
 import signal
 import socket
 import time
-from typing import Any
 
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
