@@ -14,7 +14,6 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-
 from retrain_trigger import listener
 
 EXIT_USAGE = 2
