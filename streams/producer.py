@@ -50,7 +50,16 @@ log = logging.getLogger("driftline.producer")
 #: Why an event can be dropped (the ``reason`` label of ``driftline_producer_dropped_total``).
 DROP_REASONS = ("buffer_full", "encode_error", "produce_error", "delivery_failed", "unflushed", "closed")
 
-_encoder = msgspec.json.Encoder()
+def _enc_hook(value: Any) -> Any:
+    """numpy scalars and arrays (what model code hands over) as plain numbers and lists."""
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 
 _counters: dict[int, Any] = {}
 _counters_lock = threading.Lock()

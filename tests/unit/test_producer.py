@@ -84,3 +84,20 @@ def test_async_wrapper_never_blocks_the_loop():
 
     logger = asyncio.run(scenario())
     assert logger.dropped["unflushed"] == 2  # close() gave up on the two queued events and said so
+
+
+def test_numpy_values_from_model_code_are_encoded_as_numbers():
+    import numpy as np
+
+    from streams.codecs import decode_prediction
+    from streams.producer import _encoder
+
+    logger = _logger()
+    pid = logger.log_prediction("churn", {"age": np.int64(41), "income": np.float32(1.5)}, np.int64(1),
+                                score=np.float64(0.25))
+    assert pid is not None and logger.dropped_total == 0
+    logger.close(timeout=0.1)
+    event = decode_prediction(_encoder.encode({"prediction_id": "p", "model_id": "m", "timestamp": 1,
+                                               "prediction": np.int64(1), "score": np.float32(0.5),
+                                               "features": {"v": np.array(2.5), "n": np.int32(3)}}))
+    assert event.features == {"v": 2.5, "n": 3} and event.score == 0.5 and event.prediction == 1
