@@ -293,10 +293,13 @@ def write_report(config: Config, result: BacktestResult, path: Path, scenario: s
         if groups:
             fig, axes = plt.subplots(len(groups), 1, figsize=(10, 2.6 * len(groups)), sharex=True, squeeze=False)
             for ax, (title, names) in zip(axes[:, 0], groups.items()):
-                for name in names[:12]:
+                # every statistic is drawn; with many, only the 8 that rose highest get a legend entry
+                top = set(sorted(names, key=lambda n: max(v for _, v in stats[n]), reverse=True)[:8])
+                for name in names:
                     points = stats[name]
-                    ax.plot([when(t) for t, _ in points], [v for _, v in points], lw=1.2,
-                            label=name if len(names) > 1 else None)
+                    labelled = len(names) > 1 and name in top
+                    ax.plot([when(t) for t, _ in points], [v for _, v in points], lw=1.2 if labelled else 0.7,
+                            label=name if labelled else None, alpha=1.0 if labelled else 0.5)
                 for pattern, rule, threshold in thresholds.get(model, []):
                     if any(fnmatch.fnmatchcase(name, pattern) for name in names):
                         ax.axhline(threshold, color="tab:red", ls="--", lw=1)
