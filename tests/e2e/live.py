@@ -215,6 +215,10 @@ def label_values(prom: PrometheusServer, definition: str) -> list[str]:
 class DriftingStream(threading.Thread):
     """Predictions and labels of :data:`MODEL_ID` at about ``rate`` pairs per second of wall time.
 
+    The first ``cold_start`` pairs are right only half the time (a model served before warm-up):
+    the accuracy rule breaches while its window is under ``min_samples``, which the engine counts
+    in ``driftline_triggers_suppressed_total{reason="min_samples"}``; by the time the window is
+    full, accuracy is back above the threshold.
     Before ``drift_after`` seconds: x ~ N(0, 1), plan mostly basic, the model right 92% of the time.
     After: x ~ N(1.5, 1), plan mostly pro/enterprise, the model right 55% of the time. Event time
     advances 1 s per pair; labels arrive 0.5 s to a few minutes of event time after their
@@ -222,13 +226,14 @@ class DriftingStream(threading.Thread):
     """
 
     def __init__(self, deployment, drift_after: float, rate: float = 300, seed: int = 7,
-                 start_ms: int = 1_790_000_000_000):
+                 start_ms: int = 1_790_000_000_000, cold_start: int = 60):
         super().__init__(daemon=True, name="drifting-stream")
         self.d = deployment
         self.drift_after = drift_after
         self.rate = rate
         self.rng = random.Random(seed)
         self.start_ms = start_ms
+        self.cold_start = cold_start
         self.stop_event = threading.Event()
         self.sent = 0
         self.drift_started_at: float | None = None
@@ -241,7 +246,7 @@ class DriftingStream(threading.Thread):
         plan = rng.choices(plans, weights)[0]
         score = 1 / (1 + math.exp(-2 * x))
         prediction = int(score >= 0.5)
-        right = rng.random() < (0.55 if drifted else 0.92)
+        right = rng.random() < (0.55 if drifted else 0.5 if i < self.cold_start else 0.92)
         ts = self.start_ms + i * 1000
         pid = f"{MODEL_ID}-{i:08d}"
         region = rng.choice(["eu", "us"])
