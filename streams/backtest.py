@@ -30,6 +30,7 @@ import html
 import io
 import json
 import re
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -201,6 +202,8 @@ def run_backtest(config: Config, out: str | Path, predictions=None, labels=None,
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
+        if progress:
+            print("backtest: reading, validating and sorting …", file=sys.stderr, flush=True)
         loaded = load_events(config, predictions, labels, events)
         load_seconds = time.perf_counter() - started
         bar = Progress(len(loaded.events), "backtest", enabled=progress)
