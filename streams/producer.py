@@ -24,7 +24,8 @@ Guarantees for the serving path:
 * **quiet when the broker is down.** Delivery failures are counted; the logger logs one line
   when deliveries start failing and one when they recover, not one per message.
 * **flushes on shutdown.** :meth:`close` waits up to ``timeout`` seconds for queued events and
-  counts what could not be delivered as ``dropped["unflushed"]``.
+  counts what could not be delivered as ``dropped["unflushed"]``; a process that exits without
+  calling it still flushes for up to 5 s (``atexit``).
 
 From asyncio code use :class:`AsyncPredictionLogger`: the same calls (they never block), and
 ``await logger.aclose()`` flushes in a worker thread so the event loop keeps running.
@@ -32,6 +33,7 @@ From asyncio code use :class:`AsyncPredictionLogger`: the same calls (they never
 from __future__ import annotations
 
 import asyncio
+import atexit
 import itertools
 import logging
 import os
@@ -127,6 +129,8 @@ class PredictionLogger:
         # Delivery reports are served here, off the caller's thread.
         self._poller = threading.Thread(target=self._poll_loop, name="driftline-producer-poll", daemon=True)
         self._poller.start()
+        # A server that exits without close() still delivers what is queued (up to 5 s).
+        atexit.register(self._close_at_exit)
 
     # -- the serving path -------------------------------------------------------------------
     def log_prediction(self, model_id: str, features: Mapping[str, Any] | None = None, prediction: Any = None, *,
@@ -263,11 +267,15 @@ class PredictionLogger:
         """Wait up to ``timeout`` s for queued events; returns how many are still queued."""
         return self._producer.flush(timeout)
 
+    def _close_at_exit(self) -> None:
+        self.close(5.0)
+
     def close(self, timeout: float = 10.0) -> None:
         """Stop accepting events, deliver what is queued (up to ``timeout`` s), count the rest."""
         if self._closed:
             return
         self._closed = True
+        atexit.unregister(self._close_at_exit)
         left = self._producer.flush(timeout)
         self._stop.set()
         self._poller.join(1.0)
