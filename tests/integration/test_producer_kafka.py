@@ -81,3 +81,18 @@ id = "a"
                      "--label-delay", "const:0", "--model", "id=a,generator=sea,drift=none,train=100"]) == 0
     assert "simulated 300 predictions, 300 labels" in capsys.readouterr().out
     assert len(_read(kafka_bootstrap, f"sp-{unique}", 300)) == 300
+
+
+def test_a_process_that_exits_without_close_still_delivers(kafka_bootstrap, unique):
+    import subprocess
+    import sys
+
+    topic = f"exit-{unique}"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    for future in admin.create_topics([NewTopic(topic, 1, 1)]).values():
+        future.result(30)
+    script = (f"from streams.producer import PredictionLogger\n"
+              f"logger = PredictionLogger({kafka_bootstrap!r}, {topic!r}, {topic!r}, linger_ms=3000)\n"
+              f"for i in range(50): logger.log_prediction('m', {{'x': i}}, 1)\n")  # no close(), linger 3 s
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
+    assert len(_read(kafka_bootstrap, topic, 50)) == 50
