@@ -116,6 +116,8 @@ class PrometheusServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        if self.proc:
+            self.log.close()
 
     def logs(self) -> str:
         path = self.tmp / "prometheus.log"

@@ -264,3 +264,15 @@ def test_simulated_events_carry_every_feature_the_compose_config_watches(tmp_pat
     for model in config.models:
         watched = set(model.features.numeric) | set(model.features.categorical)
         assert watched <= seen[model.id], (model.id, watched - seen[model.id])
+
+
+def test_healthchecks_look_for_what_the_exporter_serves():
+    from prometheus_client import generate_latest
+
+    exporter = Exporter(load_config(DEPLOY / "driftline" / "driftline.toml"))
+    exporter.up.set(1)
+    served = generate_latest(exporter.registry).decode()
+    probe = "'driftline_engine_up 1.0'"
+    assert probe.strip("'") in served
+    assert probe in " ".join(SERVICES["driftline"]["healthcheck"]["test"])
+    assert probe in (REPO / "Dockerfile").read_text()
