@@ -237,17 +237,21 @@ class ADWIN(ChangeDetector):
         while len(level_t) > 1 or row < len(old_t):
             old_row_t = old_t[row] if row < len(old_t) else []
             old_row_v = old_v[row] if row < len(old_v) else []
-            pairs = len(level_t) // 2
-            if pairs:
+            pairs, size = len(level_t) // 2, float(1 << (row - 1))
+            if pairs > 16:
                 level_t, level_v = np.asarray(level_t, dtype=np.float64), np.asarray(level_v, dtype=np.float64)
-                size = float(1 << (row - 1))
                 left_t, right_t = level_t[0:2 * pairs:2], level_t[1:2 * pairs:2]
                 gap = left_t / size - right_t / size
                 merged_v = level_v[0:2 * pairs:2] + level_v[1:2 * pairs:2] + size * 0.5 * gap * gap
                 level_t = np.concatenate((old_row_t, left_t + right_t))
                 level_v = np.concatenate((old_row_v, merged_v))
-            else:  # rows this batch does not reach keep their buckets (as lists: cheaper)
-                level_t, level_v = old_row_t, old_row_v
+            else:  # the few blocks of the upper rows: plain floats beat numpy's per-call cost
+                lower_t, lower_v = np.asarray(level_t).tolist(), np.asarray(level_v).tolist()
+                level_t, level_v = list(old_row_t), list(old_row_v)
+                for q in range(0, 2 * pairs, 2):
+                    gap = lower_t[q] / size - lower_t[q + 1] / size
+                    level_t.append(lower_t[q] + lower_t[q + 1])
+                    level_v.append(lower_v[q] + lower_v[q + 1] + size * 0.5 * gap * gap)
             first -= len(old_row_t) << row
             levels.append((level_t, level_v, first))
             row += 1
