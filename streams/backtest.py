@@ -29,7 +29,6 @@ import gc
 import html
 import io
 import json
-import re
 import sys
 import time
 from collections import Counter
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from retrain_trigger.events import TriggerEvent
@@ -48,7 +48,22 @@ from .monitor import Monitor, Source
 
 __all__ = ["Backtest", "BacktestResult", "load_events", "run_backtest", "write_report"]
 
-_LABEL_FIELD = re.compile(rb'"label"\s*:')
+class _Role(msgspec.Struct):
+    """Just enough of a line to tell a label from a prediction (top-level ``label`` field)."""
+
+    label: Any = msgspec.UNSET
+
+
+_role_decoder = msgspec.json.Decoder(_Role)
+
+
+def _is_label(line: bytes) -> bool:
+    """A line of a merged file is a label when it has a top-level ``label`` field. Lines that are
+    not JSON objects go with the predictions (and are rejected there, with their reason)."""
+    try:
+        return _role_decoder.decode(line).label is not msgspec.UNSET
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return False
 
 
 class BacktestError(ValueError):
@@ -110,7 +125,7 @@ def load_events(config: Config, predictions: str | Path | None = None, labels: s
     if events is not None:
         lines = _read_lines(events)
         n_lines += len(lines)
-        is_label = [bool(_LABEL_FIELD.search(line)) for line in lines]
+        is_label = [_is_label(line) for line in lines]
         for role, topic in ((False, topics.predictions), (True, topics.labels)):
             chosen = [line for line, lab in zip(lines, is_label) if lab == role]
             decode_file(chosen, topic, list(range(len(chosen))))

@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sim.add_argument("--malformed", type=float, default=0.0,
                      help="extra malformed messages as a fraction of predictions (they belong in the DLQ)")
     sim.add_argument("--out", help="write predictions.jsonl, labels.jsonl and scenario.json here instead of Kafka")
+    sim.add_argument("--merged", action="store_true",
+                     help="with --out: also events.jsonl, every message in one file in event-time order")
     sim.add_argument("--config", "-c", help="take Kafka settings and topic names from this driftline config")
     sim.add_argument("--bootstrap-servers", help="Kafka address (default: the config's, else $KAFKA_BOOTSTRAP_SERVERS)")
     sim.add_argument("--predictions-topic", help="default: the config's topics.predictions, else predictions")
@@ -150,7 +152,7 @@ def _simulate(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else None
     sinks = []
     if args.out:
-        sinks.append(FileSink(args.out))
+        sinks.append(FileSink(args.out, merged=args.merged))
     else:
         kafka = dict(config.kafka) if config else {}
         if args.bootstrap_servers:
@@ -172,7 +174,8 @@ def _simulate(args: argparse.Namespace) -> int:
         (Path(args.out) / "scenario.json").write_text(json.dumps(
             {"seed": sim.seed, "events_per_model": sim.events, "label_delay": sim.label_delay,
              "label_missing": sim.label_missing, "malformed": sim.malformed, **summary.as_dict()}, indent=2) + "\n")
-        print(f"wrote {args.out}/predictions.jsonl, labels.jsonl, scenario.json")
+        print(f"wrote {args.out}/predictions.jsonl, labels.jsonl, " + ("events.jsonl, " if args.merged else "")
+              + "scenario.json")
     else:
         dropped = sinks[0].logger.dropped_total
         if dropped:

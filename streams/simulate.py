@@ -444,22 +444,29 @@ def generate(sim: Simulation, notes: list[DriftNote] | None = None) -> Iterator[
 
 # -- sinks -------------------------------------------------------------------------------------------
 class FileSink:
-    """``predictions.jsonl`` and ``labels.jsonl`` in a directory, one message per line."""
+    """``predictions.jsonl`` and ``labels.jsonl`` in a directory, one message per line; with
+    ``merged``, also ``events.jsonl``: every message in emission (event-time) order."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, merged: bool = False):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.files = {"predictions": open(self.dir / "predictions.jsonl", "wb"),
                       "labels": open(self.dir / "labels.jsonl", "wb")}
+        self.merged = open(self.dir / "events.jsonl", "wb") if merged else None
 
     def emit(self, record: Record) -> None:
         f = self.files[record.topic]
         f.write(record.value)
         f.write(b"\n")
+        if self.merged is not None:
+            self.merged.write(record.value)
+            self.merged.write(b"\n")
 
     def close(self) -> None:
         for f in self.files.values():
             f.close()
+        if self.merged is not None:
+            self.merged.close()
 
 
 class KafkaSink:

@@ -36,9 +36,10 @@ def history(tmp_path_factory):
                      events=2000, seed=5, label_delay="exp:20", label_missing=0.05, malformed=0.02)
     summary = run(sim, [FileSink(directory)], progress=False)
     (directory / "scenario.json").write_text(json.dumps(summary.as_dict()))
-    # The same events as one merged file.
-    merged = (directory / "predictions.jsonl").read_bytes() + (directory / "labels.jsonl").read_bytes()
-    (directory / "events.jsonl").write_bytes(merged)
+    # The same events as one merged file, in emission order, as `simulate --merged` writes it.
+    again = tmp_path_factory.mktemp("merged")
+    run(sim, [FileSink(again, merged=True)], progress=False)
+    (directory / "events.jsonl").write_bytes((again / "events.jsonl").read_bytes())
     return directory, summary
 
 
@@ -82,9 +83,13 @@ def test_triggers_do_not_depend_on_chunking_or_on_one_file_or_two(history, confi
         result = Backtest(config, every=every, timeline=False).run(loaded.events)
         by_chunk[every] = [(t.trigger_id, t.value, t.window.end) for t in result.triggers]
     assert by_chunk[1] == by_chunk[97] == by_chunk[10_000]
+    # One merged file replays the same events in the same order (offsets count lines per role,
+    # and a line that is not JSON has no role: it is counted with the predictions).
     merged = load_events(config, events=directory / "events.jsonl")
-    assert [(e.prediction_id, s.topic, s.offset) for e, s in merged.events] == \
-        [(e.prediction_id, s.topic, s.offset) for e, s in loaded.events]
+    assert [(e.prediction_id, s.topic) for e, s in merged.events] == \
+        [(e.prediction_id, s.topic) for e, s in loaded.events]
+    from_merged = Backtest(config, timeline=False).run(merged.events).triggers
+    assert [(t.trigger_id, t.value, t.window.end) for t in from_merged] == by_chunk[1]
     # ... and they are what Monitor.process gives on the same ordered events.
     direct = Monitor(config).process(loaded.events)
     assert [(t.trigger_id, t.value) for t in direct] == [(t[0], t[1]) for t in by_chunk[1]]
@@ -127,3 +132,14 @@ window = { kind = "count", size = 300 }
     assert cli_main(["backtest", "-c", str(config_path), "-p", str(tmp_path / "nope.jsonl"), "-o",
                      str(tmp_path / "o2"), "--no-progress"]) == 2
     assert "nope.jsonl: file not found" in capsys.readouterr().err
+
+
+def test_a_merged_line_is_a_label_only_with_a_top_level_label_field(config, tmp_path):
+    lines = [b'{"prediction_id":"a","model_id":"loans","timestamp":1,"prediction":1,"features":{"label":"x"}}',
+             b'{"prediction_id":"a","model_id":"loans","timestamp":2,"label":1}',
+             b'not json']
+    (tmp_path / "events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    loaded = load_events(config, events=tmp_path / "events.jsonl")
+    assert [(type(e).__name__, s.topic, s.offset) for e, s in loaded.events] == \
+        [("Prediction", "predictions", 0), ("Label", "labels", 0)]
+    assert loaded.invalid == {("predictions", "invalid_json"): 1}
