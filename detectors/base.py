@@ -6,7 +6,9 @@ dict with ``state()`` / ``from_state()`` so the engine can checkpoint it to Kafk
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -76,3 +78,19 @@ def as_finite_array(values: Any, name: str = "values") -> np.ndarray:
         bad = int(np.flatnonzero(~np.isfinite(arr))[0])
         raise InvalidInput(f"{name}[{bad}] is {arr[bad]!r}; detectors accept finite numbers only")
     return arr
+
+
+@lru_cache(maxsize=None)
+def constructor_arguments(cls: type) -> tuple[str, ...]:
+    """Names of ``cls.__init__``'s parameters: the keys a detector's ``params`` and the registry use."""
+    return tuple(name for name in inspect.signature(cls.__init__).parameters if name != "self")
+
+
+def plain_label(label: Any) -> Any:
+    """A JSON-able Python scalar for a label or category (numpy scalars unwrapped); integral
+    floats become ints, so 1.0 and 1 are one label."""
+    if isinstance(label, np.generic):
+        label = label.item()
+    if isinstance(label, float) and label.is_integer():
+        label = int(label)
+    return label

@@ -18,7 +18,6 @@ per-event work is a two-sample KS test, is vectorized over the batch instead.
 """
 from __future__ import annotations
 
-import inspect
 import math
 import random
 import warnings
@@ -28,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import stats
 
-from .base import InvalidInput, Result, as_finite_array
+from .base import InvalidInput, Result, as_finite_array, constructor_arguments
 
 
 class ChangeDetector:
@@ -70,8 +69,7 @@ class ChangeDetector:
                       n=int(self._sample_count()), fired=bool(self.last_detections))
 
     def params(self) -> dict[str, Any]:
-        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
-        return {name: getattr(self, name) for name in names}
+        return {name: getattr(self, name) for name in constructor_arguments(type(self))}
 
     def state(self) -> dict[str, Any]:
         return {

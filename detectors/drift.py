@@ -36,15 +36,13 @@ the window.
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any, ClassVar
 
 import numpy as np
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from .base import InvalidInput, Result, as_finite_array
-from .metrics import _plain
+from .base import InvalidInput, Result, as_finite_array, constructor_arguments, plain_label
 from .windows import BlockCounts, CountWindow
 
 PSI_EPSILON = 1e-4
@@ -124,7 +122,7 @@ class CategoryBins:
     """The reference's most frequent categories, then one "other / unseen" bucket."""
 
     def __init__(self, categories: list[Any]):
-        self.categories = [_plain(c) for c in categories]
+        self.categories = [plain_label(c) for c in categories]
         self._codes = {c: i for i, c in enumerate(self.categories)}
         self.n_bins = len(self.categories) + 1
 
@@ -139,7 +137,7 @@ class CategoryBins:
             return np.zeros(0, dtype=np.int64)
         uniques, inverse = np.unique(values, return_inverse=True)
         other = len(self.categories)
-        lookup = np.array([self._codes.get(_plain(u), other) for u in uniques], dtype=np.int64)
+        lookup = np.array([self._codes.get(plain_label(u), other) for u in uniques], dtype=np.int64)
         return lookup[inverse.reshape(-1)]
 
     def state(self) -> dict[str, Any]:
@@ -277,8 +275,8 @@ class _DriftDetector:
         return merged
 
     def params(self) -> dict[str, Any]:
-        names = [n for n in inspect.signature(type(self).__init__).parameters if n not in ("self", "reference")]
-        return {name: getattr(self, name) for name in names}
+        """Constructor arguments, without the reference sample (the state keeps its profile)."""
+        return {name: getattr(self, name) for name in constructor_arguments(type(self)) if name != "reference"}
 
     def state(self) -> dict[str, Any]:
         ready = self.profile is not None

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import InvalidInput, Result, as_finite_array
+from .base import InvalidInput, Result, as_finite_array, plain_label
 from .windows import CountWindow
 
 LOG_LOSS_EPS = 1e-15
@@ -44,7 +44,7 @@ class LabelCodes:
         self.labels: list[Any] = []
         self._codes: dict[Any, int] = {}
         for label in labels:
-            self._code_of(_plain(label))
+            self._code_of(plain_label(label))
 
     def _code_of(self, label: Any) -> int:
         code = self._codes.get(label)
@@ -68,20 +68,11 @@ class LabelCodes:
             return np.zeros(0, dtype=np.int64)
         # Only the distinct labels go through the Python dict; the rest is numpy.
         uniques, inverse = np.unique(arr, return_inverse=True)
-        lookup = np.array([self._code_of(_plain(u)) for u in uniques], dtype=np.int64)
+        lookup = np.array([self._code_of(plain_label(u)) for u in uniques], dtype=np.int64)
         return lookup[inverse.reshape(-1)]
 
     def code(self, label: Any) -> int | None:
-        return self._codes.get(_plain(label))
-
-
-def _plain(label: Any) -> Any:
-    """A JSON-able Python scalar for a numpy one; integral floats become ints (1.0 == 1)."""
-    if isinstance(label, np.generic):
-        label = label.item()
-    if isinstance(label, float) and label.is_integer():
-        label = int(label)
-    return label
+        return self._codes.get(plain_label(label))
 
 
 class _WindowedMetric:
@@ -142,8 +133,8 @@ class _ClassificationMetric(_WindowedMetric):
 
     def __init__(self, window: int = 1000, classes: list[Any] | None = None, positive: Any = 1):
         super().__init__(window)
-        self.classes = None if classes is None else [_plain(c) for c in classes]
-        self.positive = _plain(positive)
+        self.classes = None if classes is None else [plain_label(c) for c in classes]
+        self.positive = plain_label(positive)
         self.codes = LabelCodes(self.classes or ())
 
     def _params(self) -> dict[str, Any]:
@@ -241,7 +232,7 @@ class _PerClassMetric(_ClassificationMetric):
     def __init__(self, window: int = 1000, label: Any = None, classes: list[Any] | None = None,
                  positive: Any = 1):
         super().__init__(window, classes, positive)
-        self.label = _plain(label)
+        self.label = plain_label(label)
 
     def _params(self) -> dict[str, Any]:
         return {**super()._params(), "label": self.label}

@@ -13,11 +13,10 @@ ValueError: unknown detector kind 'acuracy'; expected one of ...
 """
 from __future__ import annotations
 
-import inspect
-from functools import lru_cache
 from typing import Any
 
 from . import change, drift, metrics
+from .base import constructor_arguments
 
 _CLASSES: dict[str, type] = {cls.kind: cls for cls in (*metrics.METRICS, *drift.DRIFT_DETECTORS, *change.CHANGE_DETECTORS)}
 
@@ -31,7 +30,7 @@ def build(kind: str, params: dict[str, Any] | None = None):
     if cls is None:
         raise ValueError(f"unknown detector kind {kind!r}; expected one of {', '.join(sorted(_CLASSES))}")
     params = dict(params or {})
-    accepted = _accepted_parameters(cls)
+    accepted = constructor_arguments(cls)
     for name in params:
         if name not in accepted:
             raise ValueError(f"{kind}: unknown parameter {name!r}; accepted: {', '.join(accepted)}")
@@ -39,11 +38,6 @@ def build(kind: str, params: dict[str, Any] | None = None):
         return cls(**params)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{kind}: {exc}") from None
-
-
-@lru_cache(maxsize=None)
-def _accepted_parameters(cls: type) -> tuple[str, ...]:
-    return tuple(name for name in inspect.signature(cls.__init__).parameters if name != "self")
 
 
 def restore(state: dict[str, Any]):
