@@ -94,3 +94,29 @@ def plain_label(label: Any) -> Any:
     if isinstance(label, float) and label.is_integer():
         label = int(label)
     return label
+
+
+_NON_FINITE = {"inf": np.inf, "-inf": -np.inf, "nan": np.nan}
+
+
+def json_floats(tree: Any) -> Any:
+    """``tree`` with inf / -inf / nan floats spelled as strings, for states that must be strict JSON
+    (msgspec and most JSON encoders turn them into null). :func:`from_json_floats` undoes it."""
+    if isinstance(tree, float) and not np.isfinite(tree):
+        return "nan" if np.isnan(tree) else ("inf" if tree > 0 else "-inf")
+    if isinstance(tree, list):
+        return [json_floats(v) for v in tree]
+    if isinstance(tree, dict):
+        return {k: json_floats(v) for k, v in tree.items()}
+    return tree
+
+
+def from_json_floats(tree: Any) -> Any:
+    """Inverse of :func:`json_floats` (for trees of numbers, where no other string occurs)."""
+    if isinstance(tree, str):
+        return float(_NON_FINITE[tree])
+    if isinstance(tree, list):
+        return [from_json_floats(v) for v in tree]
+    if isinstance(tree, dict):
+        return {k: from_json_floats(v) for k, v in tree.items()}
+    return tree

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import stats
 
-from .base import InvalidInput, Result, as_finite_array, constructor_arguments
+from .base import InvalidInput, Result, as_finite_array, constructor_arguments, from_json_floats, json_floats
 
 
 class ChangeDetector:
@@ -76,7 +76,7 @@ class ChangeDetector:
             "kind": self.kind, "params": self.params(), "seen": self.seen,
             "n_detections": self.n_detections, "last_detections": list(self.last_detections),
             "drift_detected": self.drift_detected, "warning_detected": self.warning_detected,
-            "vars": {name: getattr(self, name) for name in self._fields},
+            "vars": json_floats({name: getattr(self, name) for name in self._fields}),
         }
 
     @classmethod
@@ -84,7 +84,7 @@ class ChangeDetector:
         detector = cls(**state["params"])
         for name in ("seen", "n_detections", "last_detections", "drift_detected", "warning_detected"):
             setattr(detector, name, state[name])
-        for name, value in state["vars"].items():
+        for name, value in from_json_floats(state["vars"]).items():
             setattr(detector, name, value)
         return detector
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Result, as_finite_array
+from .base import Result, as_finite_array, from_json_floats, json_floats
 
 
 class CountWindow:
@@ -79,13 +79,13 @@ class CountWindow:
         self._next = self._count = 0
 
     def state(self) -> dict[str, Any]:
-        return {"size": self.size, "width": self.width, "seen": self.seen, "rows": self.rows().tolist()}
+        return {"size": self.size, "width": self.width, "seen": self.seen, "rows": json_floats(self.rows().tolist())}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "CountWindow":
         window = cls(state["size"], state["width"])
         if state["rows"]:
-            window.push(state["rows"])
+            window.push(from_json_floats(state["rows"]))
         window.seen = int(state["seen"])
         return window
 
