@@ -169,10 +169,10 @@ _COUNTER_FIELDS = ("predictions", "labels", "joined", "expired_predictions", "ex
 class Backtest:
     """Feed ordered events to a Monitor in chunks of ``every``, recording the timeline."""
 
-    def __init__(self, config: Config, every: int = 1000, timeline: bool = True):
+    def __init__(self, config: Config, every: int | None = 1000, timeline: bool = True):
         self.config = config
         self.monitor = Monitor(config)
-        self.every = max(1, every)
+        self.every = every
         self.record_timeline = timeline
         self.result = BacktestResult()
 
@@ -180,8 +180,9 @@ class Backtest:
         result = self.result
         started = time.perf_counter()
         process = self.monitor.process
-        for start in range(0, len(events), self.every):
-            chunk = events[start:start + self.every]
+        every = auto_every(len(events)) if self.every is None else max(1, self.every)
+        for start in range(0, len(events), every):
+            chunk = events[start:start + every]
             result.triggers.extend(process(chunk))
             result.events += len(chunk)
             self._drain(chunk[-1][0].timestamp)
@@ -206,7 +207,13 @@ class Backtest:
                     self.result.timeline.append((at_ms, self.result.events, model_id, name, float(value), obs.n))
 
 
-def run_backtest(config: Config, out: str | Path, predictions=None, labels=None, events=None, every: int = 1000,
+def auto_every(n_events: int) -> int:
+    """Timeline resolution: about 400 samples per replay, every 200 to 5000 events."""
+    return max(200, min(5000, n_events // 400))
+
+
+def run_backtest(config: Config, out: str | Path, predictions=None, labels=None, events=None,
+                 every: int | None = None,
                  report: bool = True, progress: bool = True, scenario: str | Path | None = None) -> BacktestResult:
     from .simulate import Progress
 
@@ -315,9 +322,9 @@ def write_report(config: Config, result: BacktestResult, path: Path, scenario: s
                 top = set(sorted(names, key=lambda n: max(v for _, v in stats[n]), reverse=True)[:8])
                 for name in names:
                     points = stats[name]
-                    labelled = len(names) > 1 and name in top
-                    ax.plot([when(t) for t, _ in points], [v for _, v in points], lw=1.2 if labelled else 0.7,
-                            label=name if labelled else None, alpha=1.0 if labelled else 0.5)
+                    strong = len(names) == 1 or name in top
+                    ax.plot([when(t) for t, _ in points], [v for _, v in points], lw=1.2 if strong else 0.7,
+                            label=name if strong and len(names) > 1 else None, alpha=1.0 if strong else 0.5)
                 for pattern, rule, threshold in thresholds.get(model, []):
                     if any(fnmatch.fnmatchcase(name, pattern) for name in names):
                         ax.axhline(threshold, color="tab:red", ls="--", lw=1)

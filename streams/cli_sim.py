@@ -63,7 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     bt.add_argument("--labels", "-l", help="labels, one JSON event per line")
     bt.add_argument("--events", "-e", help="predictions and labels in one file (a line with a \"label\" field is a label)")
     bt.add_argument("--out", "-o", required=True, help="output directory")
-    bt.add_argument("--every", type=int, default=1000, help="timeline resolution: events between samples (default 1000)")
+    bt.add_argument("--every", type=int, default=None,
+                    help="timeline resolution: events between samples (default: about 400 samples, every 200 to "
+                         "5000 events); each sample asks the Monitor for every statistic")
     bt.add_argument("--no-report", action="store_true", help="skip report.html (and matplotlib)")
     bt.add_argument("--scenario", help="the simulator's scenario.json, to mark injected drifts (default: found "
                                        "next to the input files)")
