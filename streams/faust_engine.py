@@ -82,10 +82,13 @@ def credentials(kafka: dict[str, Any]) -> Any:
         return None
     context = None
     if protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(cafile=kafka.get("ssl.ca.location"))
-        if kafka.get("ssl.certificate.location"):
-            context.load_cert_chain(kafka["ssl.certificate.location"], kafka.get("ssl.key.location"),
-                                    kafka.get("ssl.key.password"))
+        try:
+            context = ssl.create_default_context(cafile=kafka.get("ssl.ca.location"))
+            if kafka.get("ssl.certificate.location"):
+                context.load_cert_chain(kafka["ssl.certificate.location"], kafka.get("ssl.key.location"),
+                                        kafka.get("ssl.key.password"))
+        except (OSError, ssl.SSLError) as exc:
+            raise FaustConfigError(f"kafka.ssl.*: cannot load the CA/certificate/key files: {exc}") from exc
         if str(kafka.get("enable.ssl.certificate.verification", "true")).lower() == "false":
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
@@ -377,6 +380,7 @@ def _tp(topic: str, partition: int):
 
 def run_faust(config: Config, exporter: Exporter, instance: str = "0") -> None:
     """``driftline run --engine faust``: create the topics, then run one Faust worker."""
+    credentials(dict(config.kafka))  # a setting the faust engine cannot use fails before any connection
     ensure_topics(config)
     asyncio.set_event_loop(asyncio.new_event_loop())
     FaustEngine(config, exporter, instance=instance).run()

@@ -12,6 +12,7 @@ import random
 import re
 import signal
 import time
+import uuid
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -138,17 +139,21 @@ def events() -> list:
     return stream(MODELS, 2500)
 
 
-@pytest.fixture
-def reference(deployment, events):
-    """One uninterrupted run: its triggers and final gauges."""
-    d = deployment(models_config(MODELS))
-    proc = d.start()
-    d.send(events)
-    wait_until_committed(d, len(events) // 2)
-    final = gauges(d, MODELS)
-    consumed = d.metric("driftline_events_consumed_total", topic=d.topics["predictions"])
-    assert d.stop(proc) == 0
-    triggers = d.triggers(timeout=10, settle=1)
+@pytest.fixture(scope="module")
+def reference(kafka_bootstrap, events, tmp_path_factory):
+    """One uninterrupted run (shared by this module's tests): its triggers and final gauges."""
+    d = FaustDeployment(kafka_bootstrap, uuid.uuid4().hex[:10], tmp_path_factory.mktemp("reference"),
+                        models_config(MODELS), engine="faust")
+    try:
+        proc = d.start()
+        d.send(events)
+        wait_until_committed(d, len(events) // 2)
+        final = gauges(d, MODELS)
+        consumed = d.metric("driftline_events_consumed_total", topic=d.topics["predictions"])
+        assert d.stop(proc) == 0
+        triggers = d.triggers(timeout=10, settle=1)
+    finally:
+        d.stop_all()
     assert consumed == len(events) // 2
     ids = [t["trigger_id"] for t in triggers]
     assert len(ids) == len(set(ids)) and {t["model_id"] for t in triggers} == set(MODELS), ids
@@ -178,7 +183,7 @@ def test_table_recovery_after_a_stop_mid_stream_gives_the_uninterrupted_result(d
     # Faust replays from its last commit (after kill -9, or events still in flight at a clean stop);
     # what the table already holds is skipped, so nothing is counted twice.
     assert consumed <= len(events) // 2 - committed
-    got = d.triggers(timeout=10, settle=1)
+    got = d.triggers(expected=len(want_triggers), timeout=30, settle=2)
     # At-least-once: the same triggers as the uninterrupted run; a repeat is only ever the same id.
     assert distinct(d, got) == want_triggers
     if sig == signal.SIGTERM:
@@ -236,7 +241,7 @@ def test_a_second_worker_takes_over_partitions_and_their_table_state(deployment,
     assert d.stop(first) == 0  # b takes over every partition
     d.send(events[half:])
     wait_until_committed(d, len(events) // 2)
-    got = d.triggers(timeout=10, settle=1)
+    got = d.triggers(expected=len(want_triggers), timeout=30, settle=2)
     assert distinct(d, got) == want_triggers
     assert {name: (d.metric("driftline_performance", port, model=name, version="v1", metric="accuracy"),
                    d.metric("driftline_window_samples", port, model=name),
