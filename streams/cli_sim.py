@@ -16,8 +16,9 @@ DEFAULT_MODELS = [
 MODEL_HELP = ("a simulated model, key=value pairs separated by commas (repeat for several models): "
               "id=NAME, generator=agrawal|sea|hyperplane|stagger, learner=hoeffding|logistic, "
               "drift=none|abrupt|gradual|covariate|new_category, at=INDEX (prediction index of the drift; "
-              "default half of --events), width=N (gradual), concept=A>B, shift=F[:K]|F[:K] (covariate: "
-              "features and sigmas; default sigma=K), category=VALUE, share=P (new_category), train=N, "
+              "default half of --events, or 5000 without --events), width=N (gradual), concept=A>B, shift=F[:K]|F[:K] (covariate: "
+              "features and their shifts in standard deviations, quote the | in a shell; sigma=K sets the "
+              "default K, 2), category=VALUE, share=P (new_category), train=N, "
               "version=V. Default: " + " and ".join(repr(m) for m in DEFAULT_MODELS))
 
 
