@@ -85,6 +85,8 @@ def _read_lines(path: str | Path) -> list[bytes]:
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
+    if b"\r\n" in data:  # CRLF files: strip the CR once here, not per line in the decode loop
+        lines = [line.rstrip(b"\r") for line in lines]
     return lines
 
 
@@ -106,7 +108,7 @@ def load_events(config: Config, predictions: str | Path | None = None, labels: s
         for i, line in enumerate(lines):
             offset = i if offsets is None else offsets[i]
             try:
-                event = decode(line.rstrip(b"\r"), max_bytes)
+                event = decode(line, max_bytes)
                 if event.model_id not in known:
                     raise InvalidEvent("unknown_model", f"model_id {event.model_id!r} is not in the config")
             except InvalidEvent as exc:
