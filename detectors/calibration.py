@@ -5,7 +5,10 @@
   error rate).
 * :func:`calibrate_threshold`: the threshold of a drift statistic such that, with no drift, the
   expected number of events before a false alarm (expected run length, ERT) is at least the
-  target, estimated by simulation on the reference, as Alibi Detect's online detectors do.
+  target, estimated by simulating no-drift streams from the reference, as Alibi Detect's online
+  detectors do. (Alibi sets a threshold per time step so that each step's false-alarm hazard is
+  1/ERT; here one constant threshold is chosen whose mean simulated run length reaches the ERT,
+  which fits detectors evaluated once per batch.)
 """
 from __future__ import annotations
 
