@@ -39,6 +39,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import Counter as _Tally
 from typing import Any, Mapping
 
@@ -63,7 +64,7 @@ def _enc_hook(value: Any) -> Any:
 
 _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 
-_counters: dict[int, Any] = {}
+_counters: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 _counters_lock = threading.Lock()
 
 
@@ -73,9 +74,9 @@ def _dropped_counter(registry):
 
     registry = registry or REGISTRY
     with _counters_lock:
-        counter = _counters.get(id(registry))
+        counter = _counters.get(registry)
         if counter is None:
-            counter = _counters[id(registry)] = Counter(
+            counter = _counters[registry] = Counter(
                 "driftline_producer_dropped_total",
                 "Prediction/label events a PredictionLogger dropped instead of blocking the caller, by reason.",
                 ["reason"], registry=registry)
