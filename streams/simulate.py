@@ -281,11 +281,12 @@ class ModelStream:
     """Yields (index, features for the event, prediction, score, label) for one model."""
 
     def __init__(self, scenario: ModelScenario, seed: int, events: int | None):
-        from river.datasets import synth
-
         self.s = s = scenario
         self.rng = random.Random(seed)
         self.drift_at = s.drift_at if s.drift_at is not None else (events // 2 if events else 5000)
+        if self.drift_at < 0:
+            raise ScenarioError(f"model {s.model_id!r}: at must be >= 0")
+        self.events = events
         before, after = CONCEPTS[s.generator]
         before = before if s.concept_before is None else s.concept_before
         after = after if s.concept_after is None else s.concept_after
@@ -320,6 +321,12 @@ class ModelStream:
             self.labeler = _Labeler(s.generator, before, self.base)
 
     def note(self, start_ms: int, interval_ms: int) -> DriftNote | None:
+        note = self._note(start_ms, interval_ms)
+        if note.at_index is not None and self.events is not None and note.at_index >= self.events:
+            note.detail += f" — NOT REACHED in this run of {self.events} predictions"
+        return note
+
+    def _note(self, start_ms: int, interval_ms: int) -> DriftNote:
         from .codecs import format_timestamp
 
         s = self.s

@@ -155,6 +155,9 @@ def test_bad_specs_name_the_problem():
         parse_model_spec("id=a,generator=stagger,drift=covariate")
     with pytest.raises(ScenarioError, match="label delay"):
         parse_delay("weibull:3")
+    notes = []
+    list(generate(Simulation(models=[parse_model_spec("id=a,generator=sea,at=500,train=10")], events=100), notes))
+    assert "NOT REACHED in this run of 100 predictions" in notes[0].detail
 
 
 def test_cli_writes_files_and_a_drift_summary(tmp_path, capsys):
