@@ -55,6 +55,9 @@ class Exporter:
         self.expired = Counter("driftline_events_expired_total",
                                "Predictions (kind=prediction) or labels (kind=label) that found no partner "
                                "within the model's label TTL.", ["model", "kind"], registry=r)
+        self.late = Counter("driftline_events_late_total",
+                            "Labels that came after their prediction expired or their event-time window "
+                            "closed; counted, never merged.", ["model"], registry=r)
         self.duplicates = Counter("driftline_events_duplicate_total", "Repeated predictions or labels, ignored.",
                                   ["model", "kind"], registry=r)
         self.label_lag = Histogram("driftline_label_lag_seconds",
@@ -117,6 +120,7 @@ class Exporter:
             e.joined.labels(model_id).inc(c.joined)
             e.expired.labels(model_id, "prediction").inc(c.expired_predictions)
             e.expired.labels(model_id, "label").inc(c.expired_labels)
+            e.late.labels(model_id).inc(c.late_labels)
             e.duplicates.labels(model_id, "prediction").inc(c.duplicate_predictions)
             e.duplicates.labels(model_id, "label").inc(c.duplicate_labels)
             lag = e.label_lag.labels(model_id)

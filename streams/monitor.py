@@ -96,6 +96,8 @@ class ModelMonitor:
         self.early_labels: dict[str, tuple[int, Any, int]] = {}
         # prediction_id -> label timestamp, kept one TTL to recognise duplicates
         self.joined_ids: dict[str, int] = {}
+        # prediction_id -> (watermark when it expired, prediction timestamp), kept one TTL
+        self.expired_ids: dict[str, tuple[int, int]] = {}
         self.predictions_total = 0
         self.joined_total = 0
         # (event time, label offset) of the pairs in the count window: the trigger's evidence
@@ -152,16 +154,25 @@ class ModelMonitor:
             return
         waiting = self.pending.pop(pid, None)
         if waiting is None:
-            self.early_labels[pid] = (event.timestamp, event.label, source.offset)
+            expired = self.expired_ids.pop(pid, None)
+            if expired is not None:
+                self._late(expired[1], event.timestamp)
+            else:
+                self.early_labels[pid] = (event.timestamp, event.label, source.offset)
             return
         pred_ts, prediction, score = waiting
         if pred_ts < self.watermark_ms - self.ttl_ms:
             # It expired by event time; the periodic purge simply had not run yet.
             self.counters.expired_predictions += 1
-            self.counters.late_labels += 1
+            self._late(pred_ts, event.timestamp)
             return
         self._join(prediction, score, pred_ts, event.label, event.timestamp, source.offset)
         self.joined_ids[pid] = event.timestamp
+
+    def _late(self, pred_ts: int, label_ts: int) -> None:
+        """A label for a prediction that already expired: counted with its lag, never joined."""
+        self.counters.late_labels += 1
+        self.counters.label_lags.append(max(0, label_ts - pred_ts) / 1000.0)
 
     def _score(self, event: Prediction) -> Any:
         """Binary: the positive class's probability; multiclass: a row in ``classes`` order."""
@@ -256,9 +267,14 @@ class ModelMonitor:
 
     def _purge(self) -> None:
         horizon = self.watermark_ms - self.ttl_ms
-        self.counters.expired_predictions += _drop_older(self.pending, horizon)
-        self.counters.expired_labels += _drop_older(self.early_labels, horizon)
+        expired = _drop_older(self.pending, horizon)
+        self.counters.expired_predictions += len(expired)
+        # Remember expired predictions for one TTL after they expired (by the watermark), to
+        # tell a late label from an orphan one.
+        self.expired_ids.update((pid, (self.watermark_ms, value[0])) for pid, value in expired)
+        self.counters.expired_labels += len(_drop_older(self.early_labels, horizon))
         _drop_older(self.joined_ids, horizon)
+        _drop_older(self.expired_ids, horizon)
 
     # -- checkpoints ----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -268,6 +284,7 @@ class ModelMonitor:
             "pending": self.pending,
             "early_labels": self.early_labels,
             "joined_ids": self.joined_ids,
+            "expired_ids": self.expired_ids,
             "predictions_total": self.predictions_total,
             "joined_total": self.joined_total,
             "pair_window": self.pair_window.state(),
@@ -282,6 +299,7 @@ class ModelMonitor:
         self.pending = {k: tuple(v) for k, v in state["pending"].items()}
         self.early_labels = {k: tuple(v) for k, v in state["early_labels"].items()}
         self.joined_ids = dict(state["joined_ids"])
+        self.expired_ids = {k: tuple(v) for k, v in state["expired_ids"].items()}
         self.predictions_total = state["predictions_total"]
         self.joined_total = state["joined_total"]
         self.pair_window = CountWindow.from_state(state["pair_window"])
@@ -291,17 +309,16 @@ class ModelMonitor:
         self.policy = TriggerPolicy.from_state(self.model.id, self.rules, state["policy"])
 
 
-def _drop_older(entries: dict[str, Any], horizon: int) -> int:
-    """Drop entries whose timestamp (the value, or its first item) is older than ``horizon``,
-    from the front of an insertion-ordered dict."""
-    dropped = 0
+def _drop_older(entries: dict[str, Any], horizon: int) -> list[tuple[str, Any]]:
+    """Drop and return the entries whose timestamp (the value, or its first item) is older than
+    ``horizon``, from the front of an insertion-ordered dict."""
+    dropped = []
     while entries:
         first = next(iter(entries))
         value = entries[first]
         if (value[0] if isinstance(value, tuple) else value) >= horizon:
             break
-        del entries[first]
-        dropped += 1
+        dropped.append((first, entries.pop(first)))
     return dropped
 
 

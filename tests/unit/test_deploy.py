@@ -1,7 +1,7 @@
 """The deploy/ files, docker-compose.yml and the Dockerfile, checked without Docker, Prometheus or Grafana.
 
-- docker-compose.yml validates against the Compose Specification's JSON schema (vendored in
-  deploy/schema/, checked with jsonschema), and its wiring is consistent: startup order,
+- docker-compose.yml validates against the Compose Specification's JSON schema (the copy the
+  check-jsonschema package ships, checked with jsonschema), and its wiring is consistent: startup order,
   healthchecks, mounted files that exist, the driftline config it mounts loads, the simulator's
   command parses with driftline's own CLI parser.
 - The Grafana dashboard is the generator's output, uses the template variables, and names only
@@ -15,6 +15,7 @@ import copy
 import json
 import re
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import jsonschema
@@ -34,7 +35,11 @@ PROMETHEUS = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text
 
 
 def compose_errors(doc) -> list[str]:
-    schema = json.loads((DEPLOY / "schema" / "compose-spec.json").read_text())
+    # Read the file from the installed distribution without importing the package (its CLI
+    # imports depend on the click version).
+    spec = metadata.distribution("check-jsonschema").locate_file(
+        "check_jsonschema/builtin_schemas/vendor/compose-spec.json")
+    schema = json.loads(Path(spec).read_text())
     validator = jsonschema.Draft7Validator(schema)
     return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
 

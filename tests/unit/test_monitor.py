@@ -58,9 +58,13 @@ def test_predictions_expire_after_the_ttl_of_event_time():
     feed(monitor, [prediction(100)])
     m = monitor.models["m"]
     assert m.counters.expired_predictions == 2 and list(m.pending) == ["p100"]
-    # A label for an expired prediction does not join.
+    # A label for an expired prediction does not join: it is late, with its lag recorded,
+    # even after the watermark jumped far ahead.
+    feed(monitor, [prediction(150)])
     feed(monitor, [label(0)])
-    assert m.counters.joined == 0 and m.counters.labels == 1
+    assert m.counters.joined == 0 and m.counters.labels == 1 and m.counters.expired_predictions == 2
+    assert m.counters.late_labels == 1 and m.counters.label_lags == [0.5]
+    assert not m.early_labels
 
 
 def test_a_late_label_in_the_same_batch_is_judged_by_event_time_not_by_the_purge():
