@@ -22,7 +22,7 @@ def test_a_full_buffer_drops_and_counts_instead_of_blocking():
     started = time.perf_counter()
     ids = [logger.log_prediction("churn", {"age": 41}, 1, score=0.8) for _ in range(1000)]
     elapsed = time.perf_counter() - started
-    assert elapsed < 0.5  # 1000 calls, broker down: no call waited
+    assert elapsed < 1.0  # 1000 calls, broker down: no call waited (each takes µs)
     assert sum(i is not None for i in ids) == logger.sent == 100
     assert logger.dropped["buffer_full"] == 900
     assert registry.get_sample_value("driftline_producer_dropped_total", {"reason": "buffer_full"}) == 900
@@ -75,10 +75,10 @@ def test_async_wrapper_never_blocks_the_loop():
         assert logger.log_label(pid, "m", 1)
         before = ticks
         await logger.aflush(0.5)  # waits in a thread; the loop keeps ticking
-        assert ticks - before >= 10
+        assert ticks - before >= 5
         before = ticks
         await logger.aclose(0.5)
-        assert ticks - before >= 10
+        assert ticks - before >= 5
         task.cancel()
         return logger
 
