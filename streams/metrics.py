@@ -21,18 +21,19 @@ OTHER = "other"
 
 
 class BoundedLabel:
-    """Keeps at most ``cap`` distinct values of a label; later newcomers become ``other``."""
+    """Keeps at most ``cap`` distinct values of a label per model; later newcomers become ``other``."""
 
     def __init__(self, cap: int):
         self.cap = cap
-        self.seen: set[str] = set()
+        self.seen: dict[str, set[str]] = {}
 
-    def __call__(self, value: str | None) -> str:
+    def __call__(self, model: str, value: str | None) -> str:
         value = value or "none"
-        if value in self.seen:
+        seen = self.seen.setdefault(model, set())
+        if value in seen:
             return value
-        if len(self.seen) < self.cap:
-            self.seen.add(value)
+        if len(seen) < self.cap:
+            seen.add(value)
             return value
         return OTHER
 
@@ -41,13 +42,15 @@ class Exporter:
     def __init__(self, config: Config, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         self.version_label = BoundedLabel(config.metrics.max_versions)
+        self.segment_label = BoundedLabel(config.metrics.max_segments)
         r = self.registry
         self.consumed = Counter("driftline_events_consumed_total", "Messages read from the input topics.",
                                 ["topic"], registry=r)
         self.invalid = Counter("driftline_events_invalid_total",
                                "Messages rejected to the dead-letter topic, by reason.", ["topic", "reason"],
                                registry=r)
-        self.predictions = Counter("driftline_predictions_total", "Valid prediction events.", ["model"],
+        self.predictions = Counter("driftline_predictions_total", "Valid prediction events, by segment "
+                                   "(the event's segment map as k=v pairs; capped per model).", ["model", "segment"],
                                    registry=r)
         self.labels = Counter("driftline_labels_total", "Valid label events.", ["model"], registry=r)
         self.joined = Counter("driftline_events_joined_total", "Predictions joined with their label.",
@@ -115,7 +118,8 @@ class Exporter:
         e = self
         for model_id, m in monitor.models.items():
             c = m.counters
-            e.predictions.labels(model_id).inc(c.predictions)
+            for segment, count in c.segments.items():
+                e.predictions.labels(model_id, e.segment_label(model_id, segment)).inc(count)
             e.labels.labels(model_id).inc(c.labels)
             e.joined.labels(model_id).inc(c.joined)
             e.expired.labels(model_id, "prediction").inc(c.expired_predictions)
@@ -136,7 +140,7 @@ class Exporter:
             e.pending.labels(model_id).set(len(m.pending))
 
     def _observe_statistics(self, model_id: str, m) -> None:
-        version = self.version_label(m.version)
+        version = self.version_label(model_id, m.version)
         for name, obs in m.observations().items():
             family, _, rest = name.partition(".")
             if family == "feature":

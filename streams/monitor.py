@@ -43,6 +43,8 @@ class ModelCounters:
     """What happened since the exporter last looked (it resets them)."""
 
     predictions: int = 0
+    #: predictions by segment ("k=v,k=v", or "none")
+    segments: dict[str, int] = field(default_factory=dict)
     labels: int = 0
     joined: int = 0
     expired_predictions: int = 0
@@ -62,7 +64,8 @@ class ModelCounters:
 class Segment:
     """The columns of one stretch of a model's stream, between two evaluation points."""
 
-    features: dict[str, list] = field(default_factory=dict)
+    #: each prediction's ``features`` object, as decoded; made into columns once, at flush
+    rows: list[dict[str, Any]] = field(default_factory=list)
     prediction_values: list = field(default_factory=list)
     y_true: list = field(default_factory=list)
     y_pred: list = field(default_factory=list)
@@ -107,7 +110,11 @@ class ModelMonitor:
         self._segments: list[Segment] = [self._new_segment()]
 
     def _new_segment(self) -> Segment:
-        return Segment(features={name: [] for name in self.watched})
+        return Segment()
+
+    def _columns(self, rows: list[dict[str, Any]]) -> dict[str, list]:
+        """One list per watched feature, None where an event lacks it."""
+        return {name: [row.get(name) for row in rows] for name in self.watched}
 
     def _cut(self) -> None:
         segment = self._segments[-1]
@@ -117,6 +124,8 @@ class ModelMonitor:
     # -- events ---------------------------------------------------------------------------
     def on_prediction(self, event: Prediction) -> None:
         self.counters.predictions += 1
+        segment_key = _segment_key(event.segment)
+        self.counters.segments[segment_key] = self.counters.segments.get(segment_key, 0) + 1
         self._advance(event.timestamp)
         if event.model_version is not None and event.model_version != self.version:
             self.version = event.model_version
@@ -126,8 +135,7 @@ class ModelMonitor:
             return
         segment = self._segments[-1]
         segment.version = self.version
-        for name in self.watched:
-            segment.features[name].append(event.features.get(name))
+        segment.rows.append(event.features)
         score = self._score(event)
         segment.prediction_values.append(self._watched_prediction(event, score))
         early = self.early_labels.pop(pid, None)
@@ -211,7 +219,7 @@ class ModelMonitor:
         triggers: list[TriggerEvent] = []
         segments, self._segments = self._segments, [self._new_segment()]
         for segment in segments:
-            self.stats.update_predictions(segment.features, segment.prediction_values)
+            self.stats.update_predictions(self._columns(segment.rows), segment.prediction_values)
             closed = []
             if segment.y_true:
                 closed = self.stats.update_pairs(segment.y_true, segment.y_pred, segment.scores, segment.pair_ts)
@@ -307,6 +315,12 @@ class ModelMonitor:
         self.stats.restore(state["stats"])
         self._late_seen = self.stats.late_labels()
         self.policy = TriggerPolicy.from_state(self.model.id, self.rules, state["policy"])
+
+
+def _segment_key(segment: dict[str, str] | None) -> str:
+    if not segment:
+        return "none"
+    return ",".join(f"{k}={v}" for k, v in sorted(segment.items()))
 
 
 def _drop_older(entries: dict[str, Any], horizon: int) -> list[tuple[str, Any]]:

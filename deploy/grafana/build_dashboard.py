@@ -303,7 +303,7 @@ def build() -> dict:
              "regex": ""},
             var_query("model", "label_values(driftline_predictions_total, model)", "model"),
             var_query("version", 'label_values(driftline_performance{model=~"$model"}, version)', "version"),
-            var_query("segment", 'label_values(driftline_performance{model=~"$model"}, segment)', "segment"),
+            var_query("segment", 'label_values(driftline_predictions_total{model=~"$model"}, segment)', "segment"),
         ]},
     }
 
