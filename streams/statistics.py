@@ -71,6 +71,9 @@ class ModelStatistics:
                 raise ValueError(f"detectors[{i}]: {exc}") from None
         self.feature_drift: dict[tuple[str, str], Any] = {}
         self.prediction_drift: dict[str, Any] = {}
+        #: each drift detector's result as of its last update (``update_many`` returns it): a
+        #: result changes only with an update, and observations are asked for far more often
+        self._drift_results: dict[Any, Result] = {}
         if model.drift is not None:
             self._build_drift(model, source)
         #: the last closed event-time window's results, by metric (event-time mode)
@@ -128,15 +131,16 @@ class ModelStatistics:
     def update_predictions(self, columns: dict[str, list], prediction_values: list) -> None:
         """One segment's predictions: a list per watched feature (None where missing), and the
         value prediction drift watches (score, class or number; None where missing)."""
-        for (feature, _), detector in self.feature_drift.items():
-            values = _present(columns.get(feature, ()), detector.categorical)
+        results = self._drift_results
+        for key, detector in self.feature_drift.items():
+            values = _present(columns.get(key[0], ()), detector.categorical)
             if len(values):
-                detector.update_many(values)
+                results[key] = detector.update_many(values)
         if self.prediction_drift:
-            for detector in self.prediction_drift.values():
+            for kind, detector in self.prediction_drift.items():
                 values = _present(prediction_values, detector.categorical)
                 if len(values):
-                    detector.update_many(values)
+                    results[kind] = detector.update_many(values)
 
     def update_pairs(self, y_true: list, y_pred: list, scores: list | None,
                      times_ms: list[int]) -> list[ClosedPerformance]:
@@ -186,12 +190,13 @@ class ModelStatistics:
         for kind, detector in self.changes.items():
             obs[f"detector.{kind}"] = _observation(detector.result(), detector=kind,
                                                    fired=self.change_fired.get(kind, False))
-        feature_results = {key: d.result() for key, d in self.feature_drift.items()}
+        results = self._drift_results
+        feature_results = {key: results.get(key) or d.result() for key, d in self.feature_drift.items()}
         fired = self._corrected_alarms(feature_results)
         for (feature, kind), result in feature_results.items():
             obs[f"feature.{feature}.{kind}"] = _observation(result, detector=kind, fired=fired[feature, kind])
         for kind, detector in self.prediction_drift.items():
-            obs[f"prediction.{kind}"] = _observation(detector.result(), detector=kind)
+            obs[f"prediction.{kind}"] = _observation(results.get(kind) or detector.result(), detector=kind)
         return obs
 
     def end_evaluation(self) -> None:
@@ -231,6 +236,7 @@ class ModelStatistics:
         self.changes = {kind: restore(s) for kind, s in state["changes"].items()}
         self.feature_drift = {(feature, kind): restore(s) for feature, kind, s in state["feature_drift"]}
         self.prediction_drift = {kind: restore(s) for kind, s in state["prediction_drift"].items()}
+        self._drift_results = {}
         self.closed = {kind: Result(**r) for kind, r in state["closed"].items()}
         self.change_fired = dict(state["change_fired"])
 
@@ -239,7 +245,14 @@ def _present(values, categorical: bool) -> np.ndarray:
     """The usable values of a column: numbers for numeric detectors, strings for categorical."""
     if categorical:
         return np.asarray([str(v) for v in values if v is not None], dtype=object)
+    if set(map(type, values)) <= _NUMBERS:  # the usual column: numbers only, converted in one C pass
+        column = np.asarray(values, dtype=np.float64)
+        finite = np.isfinite(column)
+        return column if finite.all() else column[finite]
     return np.asarray([v for v in values if type(v) in (int, float) and math.isfinite(v)], dtype=np.float64)
+
+
+_NUMBERS = {int, float}
 
 
 def _scores(scores: list | None) -> np.ndarray | None:
