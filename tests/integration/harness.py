@@ -10,13 +10,16 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jsonschema
 from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from retrain_trigger.events import load_trigger_schema
 from streams.codecs import Label, Prediction, encode_label, encode_prediction
 from streams.kafka_local import _free_port
 
 REPO = Path(__file__).resolve().parents[2]
+TRIGGER_SCHEMA = jsonschema.Draft202012Validator(load_trigger_schema(), format_checker=jsonschema.FormatChecker())
 #: The engines the end-to-end contract tests run against (``driftline run --engine …``).
 ENGINES = ["confluent"]
 
@@ -134,7 +137,11 @@ address = "127.0.0.1:{self.metrics_port}"
         return messages
 
     def triggers(self, expected: int | None = None, timeout: float = 30, settle: float = 2.0) -> list[dict]:
-        return [json.loads(m.value()) for m in self.read("retrain-triggers", expected, timeout, settle)]
+        """The trigger events published so far; each one is checked against the shipped JSON Schema."""
+        events = [json.loads(m.value()) for m in self.read("retrain-triggers", expected, timeout, settle)]
+        for event in events:
+            TRIGGER_SCHEMA.validate(event)
+        return events
 
     def metrics(self, port: int | None = None) -> str:
         url = f"http://127.0.0.1:{port or self.metrics_port}/metrics"
