@@ -4,8 +4,9 @@ Numeric features: :class:`PSI`, :class:`KS`, :class:`Wasserstein`, :class:`JS`.
 Categorical features: :class:`Chi2` and :class:`JS` (``categorical=True``), also :class:`PSI`.
 The prediction or score distribution is one more column handed to the same classes.
 
-The reference is a fixed sample (``reference=[...]``) or the first ``reference_size`` values
-of the stream. It is reduced to a profile: bin edges at its quantiles (numeric; ``bins`` bins,
+The reference is a fixed sample (``reference=[...]``), a profile made from one offline
+(``reference=reference_profile(sample)``: bins and counts, no values), or the first
+``reference_size`` values of the stream. It is reduced to a profile: bin edges at its quantiles (numeric; ``bins`` bins,
 right-closed, the outer two open-ended) or its ``max_categories`` most frequent categories plus
 an "other" bucket that also takes categories never seen in the reference (categorical), and
 its count per bin.
@@ -151,6 +152,28 @@ def _bins_from_state(state: dict[str, Any]):
     return NumericBins(state["edges"]) if "edges" in state else CategoryBins(state["categories"])
 
 
+def reference_profile(sample: Any, bins: int = 10, categorical: bool = False,
+                      max_categories: int = 50) -> dict[str, Any]:
+    """A reference reduced to what the binned detectors keep: bins and counts (JSON, small).
+
+    Computed once offline (on training data, say), it can stand in for the sample:
+    ``PSI(reference=profile)`` behaves as ``PSI(reference=sample)`` with the same ``bins``.
+
+    >>> reference_profile([1.0, 2.0, 3.0, 4.0], bins=2)
+    {'edges': [2.5], 'counts': [2, 2], 'range': [1.0, 4.0]}
+    >>> reference_profile(["a", "b", "a"], categorical=True)
+    {'categories': ['a', 'b'], 'counts': [2, 1, 0]}
+    """
+    if categorical:
+        sample = np.asarray(sample)
+        profile = CategoryBins.from_sample(sample, max_categories)
+        return {**profile.state(), "counts": np.bincount(profile.codes(sample), minlength=profile.n_bins).tolist()}
+    sample = as_finite_array(sample, "reference")
+    profile = NumericBins.from_sample(sample, bins)
+    return {**profile.state(), "counts": np.bincount(profile.codes(sample), minlength=profile.n_bins).tolist(),
+            "range": [float(sample.min()), float(sample.max())]}
+
+
 # -- detectors ----------------------------------------------------------------------------------
 
 class _DriftDetector:
@@ -188,7 +211,9 @@ class _DriftDetector:
         self._pending: list[Any] = []  # first values of the stream, while they make the reference
         self._current = CountWindow(self.window) if self.exact else None
         self._low, self._high = np.inf, -np.inf  # range of all numeric values seen (Wasserstein)
-        if reference is not None:
+        if isinstance(reference, dict):
+            self._set_profile(reference)
+        elif reference is not None:
             self._set_reference(self._clean(reference))
 
     # values ---------------------------------------------------------------------------------
@@ -217,6 +242,20 @@ class _DriftDetector:
         if not self.exact:
             self._current = BlockCounts(self.window, self.blocks, self.profile.n_bins)
         self._pending = []
+
+    def _set_profile(self, profile: dict[str, Any]) -> None:
+        """Take a reference profile (see :func:`reference_profile`) instead of a sample."""
+        if self.exact:
+            raise ValueError("exact needs the reference sample itself, not a profile")
+        if ("categories" in profile) != self.categorical:
+            raise ValueError("a categorical profile needs categorical = true, a numeric one false")
+        self.profile = _bins_from_state(profile)
+        self.reference_counts = np.asarray(profile["counts"], dtype=np.int64)
+        if len(self.reference_counts) != self.profile.n_bins or self.reference_counts.sum() <= 0:
+            raise ValueError(f"the profile needs {self.profile.n_bins} counts (one per bin), not all zero")
+        if "range" in profile:
+            self._low, self._high = (float(v) for v in profile["range"])
+        self._current = BlockCounts(self.window, self.blocks, self.profile.n_bins)
 
     def update_many(self, values: Any) -> Result:
         values = self._clean(values)

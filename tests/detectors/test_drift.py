@@ -237,3 +237,33 @@ def test_statistics_stay_in_range_for_any_finite_input(reference, current):
             assert 0 <= result.p_value <= 1
     assert JS(reference=reference).update_many(current).statistic <= 1 + 1e-12
     assert KS(reference=reference).update_many(current).statistic <= 1
+
+
+@pytest.mark.parametrize("cls, params", [
+    (PSI, {}), (KS, {}), (Wasserstein, {"bins": 50}), (JS, {}), (Chi2, {"categorical": True}),
+    (JS, {"categorical": True, "max_categories": 3}),
+])
+def test_a_reference_profile_stands_in_for_the_sample(cls, params):
+    from detectors.drift import reference_profile
+
+    rng = np.random.default_rng(12)
+    if params.get("categorical"):
+        reference, stream = rng.choice(list("abcde"), 3000), rng.choice(list("abcdef"), 4000)
+    else:
+        reference, stream = rng.gamma(2.0, 1.0, 3000), rng.gamma(2.2, 1.0, 4000)
+    bins = params.get("bins", cls.default_bins)
+    profile = json.loads(json.dumps(reference_profile(
+        reference, bins=bins, categorical=params.get("categorical", False),
+        max_categories=params.get("max_categories", 50))))
+    from_sample, from_profile = cls(reference=reference, **params), cls(reference=profile, **params)
+    for batch in np.array_split(stream, 4):
+        assert from_profile.update_many(batch) == from_sample.update_many(batch)
+
+
+def test_a_profile_that_does_not_fit_is_refused():
+    with pytest.raises(ValueError, match="categorical = true"):
+        PSI(reference={"categories": ["a"], "counts": [1, 0]})
+    with pytest.raises(ValueError, match="3 counts"):
+        PSI(reference={"edges": [1.0, 2.0], "counts": [1, 1]})
+    with pytest.raises(ValueError, match="exact needs the reference sample"):
+        KS(reference={"edges": [1.0], "counts": [1, 1]}, exact=True)
