@@ -93,7 +93,9 @@ def _decode(data: bytes, decoder: msgspec.json.Decoder, max_bytes: int):
         raise InvalidEvent("too_large", f"message is {len(data)} bytes; the limit is {max_bytes}")
     try:
         # msgspec skips unknown fields without checking their UTF-8; the contract says UTF-8.
-        data.decode("utf-8")
+        # ASCII (the usual event) is UTF-8: isascii() checks that without building a str.
+        if not (type(data) is bytes and data.isascii()):
+            data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidEvent("invalid_utf8", f"byte {exc.start} is not valid UTF-8") from None
     try:
