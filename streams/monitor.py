@@ -86,6 +86,7 @@ class ModelMonitor:
         self.model = model
         self.ttl_ms = int(model.label_ttl_seconds * 1000)
         self.evaluate_every = model.evaluate_every
+        self._binary = model.task == "binary"
         self.watched = list(model.features.numeric) + list(model.features.categorical)
         self.rules = load_rules(model.rules, where=f"models[{model.id}].rules")
         self.policy = TriggerPolicy(model.id, self.rules)
@@ -123,21 +124,27 @@ class ModelMonitor:
 
     # -- events ---------------------------------------------------------------------------
     def on_prediction(self, event: Prediction) -> None:
-        self.counters.predictions += 1
+        counters = self.counters
+        counters.predictions += 1
         segment_key = _segment_key(event.segment)
-        self.counters.segments[segment_key] = self.counters.segments.get(segment_key, 0) + 1
-        self._advance(event.timestamp)
+        counters.segments[segment_key] = counters.segments.get(segment_key, 0) + 1
+        if event.timestamp > self.watermark_ms:  # _advance, inlined: this runs per event
+            self.watermark_ms = event.timestamp
         if event.model_version is not None and event.model_version != self.version:
             self.version = event.model_version
         pid = event.prediction_id
         if pid in self.pending or pid in self.joined_ids:
-            self.counters.duplicate_predictions += 1
+            counters.duplicate_predictions += 1
             return
         segment = self._segments[-1]
         segment.version = self.version
         segment.rows.append(event.features)
-        score = self._score(event)
-        segment.prediction_values.append(self._watched_prediction(event, score))
+        if self._binary:  # _score and _watched_prediction of a binary model, inlined
+            score = event.score
+            segment.prediction_values.append(score)
+        else:
+            score = self._score(event)
+            segment.prediction_values.append(self._watched_prediction(event, score))
         early = self.early_labels.pop(pid, None)
         if early is not None and early[0] < self.watermark_ms - self.ttl_ms:
             self.counters.expired_labels += 1  # the label waited longer than the TTL
@@ -155,7 +162,8 @@ class ModelMonitor:
     def on_label(self, event: Label, source: Source) -> None:
         self.counters.labels += 1
         self.label_partition = (source.topic, source.partition)
-        self._advance(event.timestamp)
+        if event.timestamp > self.watermark_ms:  # _advance, inlined
+            self.watermark_ms = event.timestamp
         pid = event.prediction_id
         if pid in self.joined_ids or pid in self.early_labels:
             self.counters.duplicate_labels += 1
@@ -356,8 +364,9 @@ class Monitor:
         """Feed events in order; returns the triggers they caused. Unknown models are skipped
         (the engine routes them to the DLQ before they get here)."""
         touched: dict[str, ModelMonitor] = {}
+        models = self.models
         for event, source in events:
-            monitor = self.model(event.model_id)
+            monitor = models.get(event.model_id) or self.model(event.model_id)
             if monitor is None:
                 continue
             touched[event.model_id] = monitor
@@ -389,6 +398,21 @@ def decode_input(config: Config, topic: str, data: bytes) -> Prediction | Label:
         event = decode_prediction(data, config.engine.max_message_bytes)
     else:
         event = decode_label(data, config.engine.max_message_bytes)
-    if config.model(event.model_id) is None:
+    if event.model_id not in _configured_ids(config) and config.model(event.model_id) is None:
         raise InvalidEvent("unknown_model", f"model_id {event.model_id!r} is not in the config")
     return event
+
+
+_CONFIGURED: dict[int, tuple[list[Model], int, frozenset[str]]] = {}
+
+
+def _configured_ids(config: Config) -> frozenset[str]:
+    """The configured model ids, as a set (``Config.model`` scans the list): rebuilt when the
+    config's model list is replaced or changes length; any miss is still asked of ``Config.model``."""
+    models = config.models
+    cached = _CONFIGURED.get(id(config))
+    if cached is None or cached[0] is not models or cached[1] != len(models):
+        if len(_CONFIGURED) > 64:
+            _CONFIGURED.clear()
+        cached = _CONFIGURED[id(config)] = (models, len(models), frozenset(m.id for m in models))
+    return cached[2]
