@@ -156,15 +156,23 @@ class Engine:
     def process(self, messages: list[Message]) -> None:
         per_partition: dict[int, list[tuple[Prediction | Label, Source]]] = {}
         consumed: dict[str, int] = {}
-        for msg in messages:
+        config = self.config
+        for msg in messages:  # per message: keep this loop lean (what _decode does, inlined)
             if msg.error():
                 self._on_message_error(msg)
                 continue
-            source = Source(msg.topic(), msg.partition(), msg.offset())
-            consumed[source.topic] = consumed.get(source.topic, 0) + 1
-            event = self._decode(msg, source)
-            if event is not None:
-                per_partition.setdefault(source.partition, []).append((event, source))
+            topic, partition = msg.topic(), msg.partition()
+            source = Source(topic, partition, msg.offset())
+            consumed[topic] = consumed.get(topic, 0) + 1
+            try:
+                event = decode_input(config, topic, msg.value() or b"")
+            except InvalidEvent as exc:
+                self._dead_letter(msg, source, exc)
+                continue
+            events = per_partition.get(partition)
+            if events is None:
+                events = per_partition[partition] = []
+            events.append((event, source))
         for topic, count in consumed.items():
             self.exporter.consumed.labels(topic).inc(count)
         for partition, events in per_partition.items():
