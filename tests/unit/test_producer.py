@@ -101,3 +101,22 @@ def test_numpy_values_from_model_code_are_encoded_as_numbers():
                                                "prediction": np.int64(1), "score": np.float32(0.5),
                                                "features": {"v": np.array(2.5), "n": np.int32(3)}}))
     assert event.features == {"v": 2.5, "n": 3} and event.score == 0.5 and event.prediction == 1
+
+
+def test_failure_and_recovery_are_each_logged_once(caplog, monkeypatch):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="driftline.producer")
+    # librdkafka's own connection errors are silenced here so the test drives the state itself.
+    logger = _logger(producer_config={"error_cb": lambda err: None})
+    for _ in range(3):
+        logger._note_failure("delivery to p failed: broker down")  # as delivery reports would
+    monkeypatch.setattr(logger, "_broker_answers", lambda: True)  # the broker is back
+    deadline = time.monotonic() + 10
+    while logger._failing and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)  # no second "recovered" line while nothing fails
+    logger.close(timeout=0.1)
+    messages = [r.getMessage() for r in caplog.records if r.name == "driftline.producer"]
+    assert sum("retried; logging again on recovery" in m for m in messages) == 1, messages
+    assert sum("reachable again" in m for m in messages) == 1, messages

@@ -1,0 +1,35 @@
+"""The demo's pieces that do not need a broker: the feature-drift probe and the trigger text."""
+from __future__ import annotations
+
+from streams import demo
+
+
+def test_this_monitor_computes_feature_drift_for_the_demo_config():
+    base = demo.BASE.format(bootstrap="127.0.0.1:1", run="x", metrics_port=1)
+    assert demo._monitor_has_feature_drift(base)  # else make demo falls back to an accuracy rule
+
+
+def test_a_trigger_reads_as_a_few_lines_with_its_evidence():
+    trigger = {
+        "trigger_id": "sensors:input-drift:000001", "model_id": "sensors", "model_version": "v1",
+        "rule": "input-drift", "metric": "feature.*.ks", "value": 1.0, "threshold": 1.0, "severity": "warning",
+        "window": {"start": "2026-01-01T00:00:00.000Z", "end": "2026-01-01T00:10:00.000Z", "count": 1000,
+                   "offsets": {"labels:1": [10, 1009]}},
+        "triggered_at": "2026-01-01T00:10:00.000Z",
+        "evidence": {"conditions": [{"statistic": "feature.*.ks", "verdict": "breach", "fired": True,
+                                     "matched": ["feature.x0.ks"]}],
+                     "top_features": [{"feature": "x0", "kind": "ks", "value": 0.0912, "p_value": 0.00047,
+                                       "n": 1000, "fired": True}],
+                     "p_value": 0.00047, "detector": "ks", "baseline": None, "statistic": "feature.*.ks"},
+    }
+    text = demo.format_trigger(trigger)
+    assert text.splitlines()[0] == "TRIGGER sensors:input-drift:000001  (warning)"
+    assert "feature.*.ks fired (feature.x0.ks)" in text
+    assert "offsets labels:1 [10..1009]" in text
+    assert "drifted feature x0: ks = 0.0912, p = 0.00047, n = 1000 (alarm)" in text
+    assert "baseline" not in text and "evidence.statistic" not in text  # empty or already shown
+    accuracy = dict(trigger, metric="accuracy", value=0.76, threshold=0.8,
+                    evidence={"conditions": [{"statistic": "accuracy", "op": "<", "threshold": 0.8,
+                                              "value": 0.76, "n": 500}], "baseline": 0.93})
+    text = demo.format_trigger(accuracy)
+    assert "accuracy = 0.76 < 0.8 (n=500)" in text and "evidence.baseline: 0.93" in text
