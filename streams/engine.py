@@ -33,6 +33,7 @@ librdkafka_log = logging.getLogger("driftline.librdkafka")
 
 
 COMMIT_TIMEOUT = 10.0  # seconds one transaction call may block
+STATE_MAX_BYTES = 64 << 20  # largest state message; the state topic is created to accept it
 
 # Errors a just-created topic gives until its leader serves requests.
 _NOT_READY = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
@@ -81,10 +82,15 @@ class Engine:
             "linger.ms": 5,
             "partitioner": "murmur2_random",
             "transaction.timeout.ms": 60000,
+            # A model's checkpoint can be large (pending predictions of a long label TTL).
+            "compression.type": "lz4",
+            "message.max.bytes": STATE_MAX_BYTES,
             "error_cb": self._on_error,
             "logger": librdkafka_log,
         })
         self.monitors: dict[int, Monitor] = {}
+        #: partition -> model -> bytes of its latest checkpoint
+        self.state_sizes: dict[int, dict[str, int]] = {}
         self.stopping = False
         self.broker_down_since: float | None = None
         self.events_since_commit = 0
@@ -258,12 +264,19 @@ class Engine:
         self.events_since_commit = 0
 
     def _checkpoint(self, partition: int, monitor: Monitor) -> None:
-        payload = msgspec.json.encode(monitor.state())
-        self.producer.produce(self.topics.state, payload, key=self._state_key(partition), partition=partition)
-        self.exporter.checkpoint_bytes.labels(str(partition)).set(len(payload))
+        """Write the state of each model touched since the last commit (a changelog: idle models
+        are not rewritten), keyed ``<group>:<partition>:<model>`` on the compacted state topic."""
+        sizes = self.state_sizes.setdefault(partition, {})
+        for model_id in sorted(monitor.dirty):
+            payload = msgspec.json.encode(monitor.models[model_id].state())
+            self.producer.produce(self.topics.state, payload, key=self._state_prefix(partition) + model_id.encode(),
+                                  partition=partition)
+            sizes[model_id] = len(payload)
+        monitor.dirty.clear()
+        self.exporter.checkpoint_bytes.labels(str(partition)).set(sum(sizes.values()))
 
-    def _state_key(self, partition: int) -> bytes:
-        return f"{self.config.engine.group_id}:{partition}".encode()
+    def _state_prefix(self, partition: int) -> bytes:
+        return f"{self.config.engine.group_id}:{partition}:".encode()
 
     def _restore(self, partition: int, timeout: float = 30.0) -> Monitor:
         """Restore one partition's Monitor, retrying while a new state topic gets its leader."""
@@ -287,21 +300,23 @@ class Engine:
             if high <= low:
                 return monitor
             reader.assign([TopicPartition(self.topics.state, partition, low)])
-            key, latest = self._state_key(partition), None
+            prefix, latest = self._state_prefix(partition), {}
             position = low
             while position < high:
                 for msg in reader.consume(1000, 1.0):
                     if msg.error():
                         continue
                     position = msg.offset() + 1
-                    if msg.key() == key:
-                        latest = msg.value()
+                    key = msg.key() or b""
+                    if key.startswith(prefix):
+                        latest[key[len(prefix):].decode()] = msg.value()
                 if reader.position([TopicPartition(self.topics.state, partition)])[0].offset >= high:
                     break
+            self.state_sizes[partition] = {model_id: len(value) for model_id, value in latest.items()}
             if latest:
-                monitor.restore(msgspec.json.decode(latest))
-                log.info("restored partition %d state (%d bytes)", partition, len(latest),
-                         extra={"partition": partition})
+                monitor.restore({model_id: msgspec.json.decode(value) for model_id, value in latest.items()})
+                log.info("restored partition %d: %d models (%d bytes)", partition, len(latest),
+                         sum(map(len, latest.values())), extra={"partition": partition})
         finally:
             reader.close()
         return monitor

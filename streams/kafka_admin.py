@@ -26,7 +26,8 @@ def ensure_topics(config: Config, logger: logging.Logger | None = None, timeout:
         t.labels: NewTopic(t.labels, t.partitions, 1),
         t.triggers: NewTopic(t.triggers, 1, 1),
         t.dlq: NewTopic(t.dlq, 1, 1),
-        t.state: NewTopic(t.state, t.partitions, 1, config={"cleanup.policy": "compact"}),
+        t.state: NewTopic(t.state, t.partitions, 1, config={"cleanup.policy": "compact",
+                                                            "max.message.bytes": str(64 << 20)}),
     }
     missing = [topic for name, topic in wanted.items() if name not in existing]
     if missing:

@@ -104,7 +104,8 @@ class Exporter:
                                         "Time to commit one transaction (outputs + offsets + state).",
                                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
                                         registry=r)
-        self.checkpoint_bytes = Gauge("driftline_checkpoint_bytes", "Size of the last state checkpoint.",
+        self.checkpoint_bytes = Gauge("driftline_checkpoint_bytes",
+                                      "Size of the partition's current checkpoint (latest state of each model).",
                                       ["partition"], registry=r)
         self.up = Gauge("driftline_engine_up", "1 while the engine is consuming.", registry=r)
         for model in config.models:

@@ -350,6 +350,8 @@ class Monitor:
     def __init__(self, config: Config):
         self.config = config
         self.models: dict[str, ModelMonitor] = {}
+        #: models touched since the engine last checkpointed them
+        self.dirty: set[str] = set()
 
     def model(self, model_id: str) -> ModelMonitor | None:
         monitor = self.models.get(model_id)
@@ -377,6 +379,7 @@ class Monitor:
         triggers: list[TriggerEvent] = []
         for monitor in touched.values():
             triggers.extend(monitor.flush())
+        self.dirty.update(touched)
         return triggers
 
     def state(self) -> dict[str, Any]:
