@@ -121,13 +121,22 @@ def wait_for_joined(d: Deployment, names: list[str], per_model: int, timeout: fl
         d.wait_for_metric("driftline_events_joined_total", per_model, timeout=timeout, model=name)
 
 
+def essence(d: Deployment, t: dict) -> dict:
+    """What a trigger says about its window, comparable between deployments: the window's
+    offsets under the plain topic name. ``triggered_at`` and the evidence's ``breach_started_at``
+    are left out: they come from the model's watermark, which also counts predictions read ahead
+    of their labels, so they depend on how the two input topics interleave when fetched."""
+    window = dict(t["window"])
+    window["offsets"] = {k.replace(d.topics["labels"], "labels"): v for k, v in window.get("offsets", {}).items()}
+    return {"trigger_id": t["trigger_id"], "model_id": t["model_id"], "model_version": t.get("model_version"),
+            "rule": t["rule"], "metric": t["metric"], "value": round(t["value"], 12), "threshold": t["threshold"],
+            "window": window}
+
+
 def distinct(d: Deployment, triggers: list[dict]) -> dict[str, dict]:
-    """Triggers by id; a repeated id must carry the same event (at-least-once, never different).
-    Window offsets name the deployment's label topic; they are compared under the plain name."""
+    """Triggers by id; a repeated id must carry the same trigger (at-least-once, never different)."""
     by_id: dict[str, dict] = {}
-    for t in triggers:
-        offsets = t["window"].get("offsets", {})
-        t["window"]["offsets"] = {k.replace(d.topics["labels"], "labels"): v for k, v in offsets.items()}
+    for t in map(lambda t: essence(d, t), triggers):
         if t["trigger_id"] in by_id:
             assert t == by_id[t["trigger_id"]], f"trigger {t['trigger_id']} repeated with different content"
         by_id[t["trigger_id"]] = t
