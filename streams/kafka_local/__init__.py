@@ -214,10 +214,15 @@ def up(bdir: BrokerDir | None = None, port: int | None = DEFAULT_PORT, timeout: 
 
 
 def _cluster_id() -> str:
-    # Kafka cluster ids are 16 random bytes in URL-safe base64 without padding.
+    # Kafka cluster ids are 16 random bytes in URL-safe base64 without padding. Like Kafka's own
+    # Uuid.randomUuid, draw again when the id starts with "-": the storage tool would read it as
+    # an option (1 start in 64 failed that way).
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _stop_stale(bdir: BrokerDir) -> None:
