@@ -71,11 +71,16 @@ class Segment:
     y_pred: list = field(default_factory=list)
     scores: list = field(default_factory=list)
     pair_ts: list[int] = field(default_factory=list)
+    prediction_ts: list[int] = field(default_factory=list)
+    prediction_offsets: list[int] = field(default_factory=list)
     pair_offsets: list[int] = field(default_factory=list)
-    #: whether the segment ends at an evaluation point (the batch's last one may not)
-    evaluate: bool = False
-    #: the model's watermark and version at that evaluation point
-    at_ms: int = 0
+    #: whether the segment ends at an evaluation point of the predictions' clock (drift rules)
+    #: or of the labelled pairs' clock (every other rule); the batch's last segment may end at none
+    evaluate_predictions: bool = False
+    evaluate_pairs: bool = False
+    #: the event time of each evaluation point (its clock's largest timestamp) and the version
+    predictions_at_ms: int = 0
+    pairs_at_ms: int = 0
     version: str | None = None
 
 
@@ -89,10 +94,20 @@ class ModelMonitor:
         self._binary = model.task == "binary"
         self.watched = list(model.features.numeric) + list(model.features.categorical)
         self.rules = load_rules(model.rules, where=f"models[{model.id}].rules")
-        self.policy = TriggerPolicy(model.id, self.rules)
+        # Rules on drift statistics only are judged on the predictions' clock, every other rule
+        # on the labelled pairs' clock: each then depends on one ordered stream, not on how
+        # predictions and labels happened to interleave.
+        self.drift_rules = [r for r in self.rules if all(_is_drift(c.statistic) for c in r.conditions)]
+        self.label_rules = [r for r in self.rules if r not in self.drift_rules]
+        self.policy = TriggerPolicy(model.id, self.label_rules)
+        self.drift_policy = TriggerPolicy(model.id, self.drift_rules)
         self.stats = ModelStatistics(model, source)
         self.counters = ModelCounters()
         self.watermark_ms = 0
+        # Each evaluation clock's own time: the largest prediction timestamp, and the largest pair
+        # time (the later of prediction and label). Unlike the watermark, neither depends on how
+        # the two topics interleave.
+        self.clock_ms = {"predictions": 0, "pairs": 0}
         self.version: str | None = None
         # prediction_id -> (timestamp ms, prediction, score); insertion order ~ event time
         self.pending: dict[str, tuple[int, Any, Any]] = {}
@@ -107,6 +122,9 @@ class ModelMonitor:
         # (event time, label offset) of the pairs in the count window: the trigger's evidence
         self.pair_window = CountWindow(model.window.size, width=2)
         self.label_partition: tuple[str, int] | None = None
+        # (event time, offset) of the predictions drift is computed over: drift triggers' evidence
+        self.prediction_window = CountWindow(model.drift.window if model.drift else model.window.size, width=2)
+        self.prediction_partition: tuple[str, int] | None = None
         self._late_seen = 0  # labels the event-time windows had counted late at the last flush
         self._segments: list[Segment] = [self._new_segment()]
 
@@ -117,19 +135,23 @@ class ModelMonitor:
         """One list per watched feature, None where an event lacks it."""
         return {name: [row.get(name) for row in rows] for name in self.watched}
 
-    def _cut(self) -> None:
+    def _cut(self, clock: str) -> None:
         segment = self._segments[-1]
-        segment.evaluate, segment.at_ms, segment.version = True, self.watermark_ms, self.version
+        setattr(segment, f"evaluate_{clock}", True)
+        setattr(segment, f"{clock}_at_ms", self.clock_ms[clock])
+        segment.version = self.version
         self._segments.append(self._new_segment())
 
     # -- events ---------------------------------------------------------------------------
-    def on_prediction(self, event: Prediction) -> None:
+    def on_prediction(self, event: Prediction, source: Source) -> None:
         counters = self.counters
         counters.predictions += 1
         segment_key = _segment_key(event.segment)
         counters.segments[segment_key] = counters.segments.get(segment_key, 0) + 1
         if event.timestamp > self.watermark_ms:  # _advance, inlined: this runs per event
             self.watermark_ms = event.timestamp
+        if event.timestamp > self.clock_ms["predictions"]:
+            self.clock_ms["predictions"] = event.timestamp
         if event.model_version is not None and event.model_version != self.version:
             self.version = event.model_version
         pid = event.prediction_id
@@ -139,6 +161,9 @@ class ModelMonitor:
         segment = self._segments[-1]
         segment.version = self.version
         segment.rows.append(event.features)
+        segment.prediction_ts.append(event.timestamp)
+        segment.prediction_offsets.append(source.offset)
+        self.prediction_partition = (source.topic, source.partition)
         if self._binary:  # _score and _watched_prediction of a binary model, inlined
             score = event.score
             segment.prediction_values.append(score)
@@ -157,7 +182,7 @@ class ModelMonitor:
             self.pending[pid] = (event.timestamp, event.prediction, score)
         self.predictions_total += 1
         if self.predictions_total % self.evaluate_every == 0:
-            self._cut()
+            self._cut("predictions")
 
     def on_label(self, event: Label, source: Source) -> None:
         self.counters.labels += 1
@@ -215,11 +240,14 @@ class ModelMonitor:
         segment.y_true.append(label)
         segment.y_pred.append(prediction)
         segment.scores.append(score)
-        segment.pair_ts.append(max(pred_ts, label_ts))
+        pair_ts = pred_ts if pred_ts > label_ts else label_ts
+        segment.pair_ts.append(pair_ts)
         segment.pair_offsets.append(offset)
+        if pair_ts > self.clock_ms["pairs"]:
+            self.clock_ms["pairs"] = pair_ts
         self.joined_total += 1
         if self.joined_total % self.evaluate_every == 0:
-            self._cut()
+            self._cut("pairs")
 
     # -- end of batch ---------------------------------------------------------------------
     def flush(self) -> list[TriggerEvent]:
@@ -228,6 +256,8 @@ class ModelMonitor:
         segments, self._segments = self._segments, [self._new_segment()]
         for segment in segments:
             self.stats.update_predictions(self._columns(segment.rows), segment.prediction_values)
+            if segment.prediction_ts:
+                self.prediction_window.push(np.column_stack((segment.prediction_ts, segment.prediction_offsets)))
             closed = []
             if segment.y_true:
                 closed = self.stats.update_pairs(segment.y_true, segment.y_pred, segment.scores, segment.pair_ts)
@@ -238,42 +268,50 @@ class ModelMonitor:
             for window in closed:  # event-time windows judge each closed window
                 span = TriggerWindow(start=format_timestamp(window.start_ms), end=format_timestamp(window.end_ms),
                                      count=window.count)
-                triggers.extend(self._judge(self.stats.observations(window.results), segment.version or self.version,
-                                            span, window.end_ms))
-            if segment.evaluate and not self.stats.event_time:
-                triggers.extend(self._evaluate(segment.at_ms, segment.version))
+                triggers.extend(self._judge(self.policy, self.stats.observations(window.results),
+                                            segment.version or self.version, span, window.end_ms))
+            if segment.evaluate_pairs and not self.stats.event_time:
+                at_ms = segment.pairs_at_ms
+                window = self._window(self.pair_window, self.label_partition, at_ms)
+                triggers.extend(self._judge(self.policy, self.stats.observations(), segment.version, window, at_ms))
+            if segment.evaluate_predictions and self.drift_rules:
+                at_ms = segment.predictions_at_ms
+                drift = {k: v for k, v in self.stats.observations().items() if _is_drift(k)}
+                window = self._window(self.prediction_window, self.prediction_partition, at_ms)
+                triggers.extend(self._judge(self.drift_policy, drift, segment.version, window, at_ms))
         late = self.stats.late_labels()
         self.counters.late_labels += late - self._late_seen
         self._late_seen = late
         self._purge()
         return triggers
 
-    def _window(self, at_ms: int) -> TriggerWindow:
-        rows = self.pair_window.rows()
+    @staticmethod
+    def _window(events: CountWindow, partition: tuple[str, int] | None, at_ms: int) -> TriggerWindow:
+        """A trigger's window: the span, count and input offsets of the events behind it
+        (labelled pairs for performance rules, predictions for drift rules)."""
+        rows = events.rows()
         if not len(rows):
             at = format_timestamp(at_ms)
             return TriggerWindow(start=at, end=at, count=0)
         ts, offsets = rows[:, 0], rows[:, 1]
         ranges = {}
-        if self.label_partition is not None:
-            topic, partition = self.label_partition
-            ranges[f"{topic}:{partition}"] = [int(offsets.min()), int(offsets.max())]
+        if partition is not None:
+            topic, number = partition
+            ranges[f"{topic}:{number}"] = [int(offsets.min()), int(offsets.max())]
         return TriggerWindow(start=format_timestamp(int(ts.min())), end=format_timestamp(int(ts.max())),
                              count=len(rows), offsets=ranges)
 
     def observations(self) -> dict[str, Observation]:
         return self.stats.observations()
 
-    def _evaluate(self, at_ms: int, version: str | None) -> list[TriggerEvent]:
-        return self._judge(self.stats.observations(), version, self._window(at_ms), at_ms)
-
-    def _judge(self, observations: dict[str, Observation], version: str | None, window: TriggerWindow,
-               at_ms: int) -> list[TriggerEvent]:
+    def _judge(self, policy: TriggerPolicy, observations: dict[str, Observation], version: str | None,
+               window: TriggerWindow, at_ms: int) -> list[TriggerEvent]:
         """One evaluation point: the policy decides; count what it held back."""
-        before = self.policy.suppressed
-        triggers = self.policy.evaluate(observations, model_version=version, window=window, at_ms=at_ms)
-        self.stats.end_evaluation()
-        for rule, reasons in self.policy.suppressed.items():
+        before = policy.suppressed
+        triggers = policy.evaluate(observations, model_version=version, window=window, at_ms=at_ms)
+        if policy is self.policy:  # change detectors speak to the labelled pairs' clock
+            self.stats.end_evaluation()
+        for rule, reasons in policy.suppressed.items():
             for reason, count in reasons.items():
                 held = count - before.get(rule, {}).get(reason, 0)
                 if held:
@@ -296,6 +334,7 @@ class ModelMonitor:
     def state(self) -> dict[str, Any]:
         return {
             "watermark_ms": self.watermark_ms,
+            "clock_ms": self.clock_ms,
             "version": self.version,
             "pending": self.pending,
             "early_labels": self.early_labels,
@@ -304,13 +343,17 @@ class ModelMonitor:
             "predictions_total": self.predictions_total,
             "joined_total": self.joined_total,
             "pair_window": self.pair_window.state(),
+            "prediction_window": self.prediction_window.state(),
+            "prediction_partition": self.prediction_partition,
             "label_partition": self.label_partition,
             "stats": self.stats.state(),
             "policy": self.policy.state(),
+            "drift_policy": self.drift_policy.state(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         self.watermark_ms = state["watermark_ms"]
+        self.clock_ms = dict(state["clock_ms"])
         self.version = state["version"]
         self.pending = {k: tuple(v) for k, v in state["pending"].items()}
         self.early_labels = {k: tuple(v) for k, v in state["early_labels"].items()}
@@ -319,10 +362,18 @@ class ModelMonitor:
         self.predictions_total = state["predictions_total"]
         self.joined_total = state["joined_total"]
         self.pair_window = CountWindow.from_state(state["pair_window"])
+        self.prediction_window = CountWindow.from_state(state["prediction_window"])
+        self.prediction_partition = tuple(state["prediction_partition"]) if state["prediction_partition"] else None
         self.label_partition = tuple(state["label_partition"]) if state["label_partition"] else None
         self.stats.restore(state["stats"])
         self._late_seen = self.stats.late_labels()
-        self.policy = TriggerPolicy.from_state(self.model.id, self.rules, state["policy"])
+        self.policy = TriggerPolicy.from_state(self.model.id, self.label_rules, state["policy"])
+        self.drift_policy = TriggerPolicy.from_state(self.model.id, self.drift_rules, state["drift_policy"])
+
+
+def _is_drift(statistic: str) -> bool:
+    """Statistics computed from predictions alone (feature and prediction drift)."""
+    return statistic.startswith(("feature.", "prediction."))
 
 
 def _segment_key(segment: dict[str, str] | None) -> str:
@@ -373,7 +424,7 @@ class Monitor:
                 continue
             touched[event.model_id] = monitor
             if isinstance(event, Prediction):
-                monitor.on_prediction(event)
+                monitor.on_prediction(event, source)
             else:
                 monitor.on_label(event, source)
         triggers: list[TriggerEvent] = []
