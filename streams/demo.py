@@ -10,9 +10,8 @@
 4. replays the same events (also written to files) with ``driftline backtest`` and leaves its
    report; prints where to look and shuts the engine down. Exit 0 when both models triggered.
 
-``sensors`` is watched by a feature-drift rule (KS per input, BH-corrected) when the Monitor
-computes ``feature.*`` statistics, else (older Monitors) by an accuracy floor it also crosses. Needs
-``KAFKA_BOOTSTRAP_SERVERS`` (``make demo`` starts the local broker and sets it).
+``sensors`` is watched by a feature-drift rule (KS per input, BH-corrected): its accuracy barely
+moves, its inputs do. Needs ``KAFKA_BOOTSTRAP_SERVERS`` (``make demo`` starts the local broker and sets it).
 """
 from __future__ import annotations
 
@@ -83,46 +82,10 @@ drift = {{ numeric = ["ks", "psi"], window = 1000, reference_size = 1000 }}
     fired = true
 """
 
-#: sensors, watched on accuracy (what the Monitor supported before feature drift statistics)
-SENSORS_ACCURACY = """
-[[models]]
-id = "sensors"
-window = {{ kind = "count", size = 1000 }}
-features = {{ numeric = ["x0", "x1", "x2"] }}
-  [[models.rules]]
-  name = "accuracy-floor"
-  min_samples = 1000
-  cooldown_seconds = 3600
-    [[models.rules.conditions]]
-    statistic = "accuracy"
-    op = "<"
-    threshold = 0.90
-"""
-
 MODELS = [
     f"id=loans,generator=agrawal,learner=hoeffding,drift=abrupt,at={DRIFT_AT}",
     f"id=sensors,generator=sea,learner=hoeffding,drift=covariate,at={DRIFT_AT},shift=x0:-1|x1:-1",
 ]
-
-
-def _monitor_has_feature_drift(base: str) -> bool:
-    """Whether this Monitor computes ``feature.<f>.ks`` from the demo's drift config (older
-    Monitors reject the ``drift`` key or observe no feature statistics)."""
-    import tomllib
-
-    from .codecs import Prediction
-    from .config import parse_config
-    from .monitor import Monitor, Source
-
-    try:
-        config = parse_config(tomllib.loads(base + SENSORS_DRIFT.format()))
-        monitor = Monitor(config)
-        monitor.process([(Prediction(prediction_id=f"p{i}", model_id="sensors", timestamp=i * 1000, prediction=1,
-                                     features={"x0": float(i % 10), "x1": 1.0, "x2": 1.0}), Source("p", 0, i))
-                         for i in range(50)])
-        return "feature.x0.ks" in monitor.models["sensors"].observations()
-    except Exception:  # noqa: BLE001 - any failure means: not supported by this Monitor
-        return False
 
 
 def format_trigger(t: dict) -> str:
@@ -232,12 +195,8 @@ def main() -> int:
     metrics_port = _free_port()
     work = Path(tempfile.mkdtemp(prefix="driftline-demo-"))
     base = BASE.format(bootstrap=bootstrap, run=run_id, metrics_port=metrics_port)
-    if _monitor_has_feature_drift(base):
-        sensors = SENSORS_DRIFT.format()
-        sensors_rule = "KS test of each input (x0, x1, x2) against its first 1000 values alarms (BH-corrected)"
-    else:
-        sensors = SENSORS_ACCURACY.format()
-        sensors_rule = "accuracy < 0.90 (this Monitor has no feature drift statistics yet)"
+    sensors = SENSORS_DRIFT.format()
+    sensors_rule = "KS test of each input (x0, x1, x2) against its first 1000 values alarms (BH-corrected)"
     config_path = work / "driftline.toml"
     config_path.write_text(base + sensors)
     config = load_config(config_path)

@@ -1,12 +1,22 @@
 """The demo's pieces that do not need a broker: the feature-drift probe and the trigger text."""
 from __future__ import annotations
 
+import tomllib
+
 from streams import demo
+from streams.codecs import Prediction
+from streams.config import parse_config
+from streams.monitor import Monitor, Source
 
 
-def test_this_monitor_computes_feature_drift_for_the_demo_config():
+def test_the_demo_config_watches_the_sensors_inputs_with_ks():
     base = demo.BASE.format(bootstrap="127.0.0.1:1", run="x", metrics_port=1)
-    assert demo._monitor_has_feature_drift(base)  # else make demo falls back to an accuracy rule
+    monitor = Monitor(parse_config(tomllib.loads(base + demo.SENSORS_DRIFT.format())))
+    monitor.process([(Prediction(prediction_id=f"p{i}", model_id="sensors", timestamp=i * 1000, prediction=1,
+                                 features={"x0": float(i % 10), "x1": 1.0, "x2": 1.0}), Source("p", 0, i))
+                     for i in range(50)])
+    observed = monitor.models["sensors"].observations()
+    assert {"feature.x0.ks", "feature.x1.ks", "feature.x2.ks"} <= set(observed)
 
 
 def test_a_trigger_reads_as_a_few_lines_with_its_evidence():
