@@ -9,8 +9,9 @@ Faust's assignor gives partition *p* of both topics to the same worker) in batch
        state to the Faust table (changelog partition = input partition)
     -> Faust acks the batch and commits the input offsets later (every commit interval, on stop)
 
-Delivery is **at-least-once** (Faust's exactly-once mode is experimental). Faust flushes its
-producer before it commits offsets, so committed offsets never run ahead of the table's
+Delivery is **at-least-once** (Faust's exactly-once mode is experimental). A batch is acked (and
+its offsets become committable) only after its triggers, dead letters and then its changelog
+writes were acknowledged by the broker, so committed offsets never run ahead of the table's
 changelog, and the changelog never runs ahead of the triggers. Each partition's table entry
 records the next input offset of each topic it covers: after a crash, Faust replays from the
 committed offsets and the engine skips what the state already holds, so windows and counters
@@ -232,8 +233,10 @@ class FaustEngine:
             self.exporter.observe(monitor)
         if pending:  # outputs first: the state must never claim work whose outputs could be lost
             await asyncio.gather(*pending)
-        for partition, state in touched.items():
-            self._checkpoint(partition, state)
+        # Then the state, acknowledged before the batch is acked: Faust's producer.flush() before an
+        # offset commit gives up after 0.1 s without a delivery, so only this wait keeps the committed
+        # offsets from running ahead of the changelog (seen: a lost label after SIGTERM under load).
+        await asyncio.gather(*[await self._checkpoint(partition, state) for partition, state in touched.items()])
         self._export_lag(last_offset)
 
     # -- state in the Faust table -------------------------------------------------------------
@@ -249,13 +252,16 @@ class FaustEngine:
                 log.info("restored partition %d state (%d bytes) from the table", partition, len(raw))
         return state
 
-    def _checkpoint(self, partition: int, state: PartitionState) -> None:
+    async def _checkpoint(self, partition: int, state: PartitionState):
+        """Write a partition's state to the table; returns the changelog write's delivery future."""
         payload = state.encode()
         key = self._key(partition)
-        # The changelog partition is the input partition, so recovery gives it to its owner.
         self.table.data[key] = payload
-        self.table.send_changelog(partition, key, payload)
         self.exporter.checkpoint_bytes.labels(str(partition)).set(len(payload))
+        # The changelog partition is the input partition, so recovery gives it to its owner.
+        return await self.table.changelog_topic.send(
+            key=key, value=payload, partition=partition, key_serializer=self.table.key_serializer,
+            value_serializer=self.table.value_serializer, force=True)  # force: now, not attached to an event
 
     async def _on_revoked(self, app, revoked, **kwargs) -> None:
         for partition in self._inputs(revoked):
