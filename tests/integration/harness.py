@@ -21,7 +21,7 @@ from streams.kafka_local import _free_port
 REPO = Path(__file__).resolve().parents[2]
 TRIGGER_SCHEMA = jsonschema.Draft202012Validator(load_trigger_schema(), format_checker=jsonschema.FormatChecker())
 #: The engines the end-to-end contract tests run against (``driftline run --engine …``).
-ENGINES = ["confluent"]
+ENGINES = ["confluent", "faust"]
 
 
 @dataclass
@@ -169,9 +169,14 @@ address = "127.0.0.1:{self.metrics_port}"
             time.sleep(0.2)
         raise AssertionError(f"{name}{labels} stayed at {seen}, expected >= {value}\n{self.logs()[-3000:]}")
 
+    @property
+    def group(self) -> str:
+        """The engine's consumer group: Faust's is its app id, ``<engine.group_id>-faust``."""
+        return f"group-{self.suffix}" + ("-faust" if self.engine == "faust" else "")
+
     def committed(self, topic: str) -> int:
         """Sum of the group's committed offsets over the partitions of an input topic."""
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"group-{self.suffix}"})
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group})
         try:
             parts = [TopicPartition(self.topics[topic], p) for p in range(self.partitions)]
             return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))

@@ -1,8 +1,8 @@
-"""The Faust engine on a real broker: the shared contract tests, and table recovery after a stop.
+"""The Faust engine on a real broker, what is Faust's own: table recovery after a stop, a second
+worker taking over, the state in the table's changelog, a lost broker.
 
-The contract tests of ``test_skeleton.py`` run here unchanged against ``--engine faust``, through
-a Deployment whose ``committed()`` reads Faust's own consumer group (``<group_id>-faust``, the
-Faust app id) instead of the default engine's group: that is the one engine-specific assertion.
+The contract tests every engine passes (``test_skeleton.py``, ``test_engine_contract.py``) run
+for both engines through ``harness.ENGINES``.
 """
 from __future__ import annotations
 
@@ -15,47 +15,25 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 
 from .harness import Deployment, pair
-from .test_skeleton import (  # noqa: F401  (collected here again, with the faust fixture below)
-    FLOOR_MODEL,
-    test_label_before_prediction_still_joins,
-    test_malformed_messages_go_to_the_dlq_with_reasons_and_valid_ones_are_processed,
-    test_restart_resumes_from_committed_offsets,
-    test_trigger_fires_exactly_when_the_floor_is_crossed_and_not_before_min_samples,
-)
+from .test_skeleton import FLOOR_MODEL
 
 pytestmark = pytest.mark.kafka
 
 MODELS = ["churn", "fraud", "ranker"]
 
 
-class FaustDeployment(Deployment):
-    """A deployment run with ``--engine faust``: its consumer group is the Faust app id."""
-
-    @property
-    def group(self) -> str:
-        return f"group-{self.suffix}-faust"
-
-    def committed(self, topic: str) -> int:
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group})
-        try:
-            parts = [TopicPartition(self.topics[topic], p) for p in range(self.partitions)]
-            return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
-        finally:
-            consumer.close()
-
-
 @pytest.fixture
 def deployment(kafka_bootstrap, unique, tmp_path):
-    made: list[FaustDeployment] = []
+    made: list[Deployment] = []
 
-    def make(models: str = FLOOR_MODEL, **kwargs) -> FaustDeployment:
+    def make(models: str = FLOOR_MODEL, **kwargs) -> Deployment:
         kwargs.setdefault("engine", "faust")
         sub = tmp_path / str(len(made))
         sub.mkdir()
-        d = FaustDeployment(kafka_bootstrap, f"{unique}{len(made)}", sub, models, **kwargs)
+        d = Deployment(kafka_bootstrap, f"{unique}{len(made)}", sub, models, **kwargs)
         made.append(d)
         return d
 
@@ -107,7 +85,7 @@ def gauges(d: Deployment, names: list[str]) -> dict:
                    d.metric("driftline_pending_predictions", model=name)) for name in names}
 
 
-def wait_until_committed(d: FaustDeployment, per_topic: int, timeout: float = 120) -> None:
+def wait_until_committed(d: Deployment, per_topic: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if d.committed("labels") >= per_topic and d.committed("predictions") >= per_topic:
@@ -151,7 +129,7 @@ def events() -> list:
 @pytest.fixture(scope="module")
 def reference(kafka_bootstrap, events, tmp_path_factory):
     """One uninterrupted run (shared by this module's tests): its triggers and final gauges."""
-    d = FaustDeployment(kafka_bootstrap, uuid.uuid4().hex[:10], tmp_path_factory.mktemp("reference"),
+    d = Deployment(kafka_bootstrap, uuid.uuid4().hex[:10], tmp_path_factory.mktemp("reference"),
                         models_config(MODELS), engine="faust")
     try:
         proc = d.start()
@@ -279,7 +257,7 @@ def private_broker(tmp_path, kafka_bootstrap):
 
 def test_lost_broker_ends_the_worker_after_the_retry_budget_with_one_line(private_broker, tmp_path, unique):
     bdir, bootstrap = private_broker
-    d = FaustDeployment(bootstrap, unique, tmp_path, FLOOR_MODEL, engine="faust",
+    d = Deployment(bootstrap, unique, tmp_path, FLOOR_MODEL, engine="faust",
                         engine_extra="broker_retry_budget_seconds = 8")
     proc = d.start()
     d.send([event for p in [pair(i, "churn", True) for i in range(20)] for event in p])

@@ -30,7 +30,9 @@ def deployment(request, kafka_bootstrap, unique, tmp_path):
 
     def make(models: str = FLOOR_MODEL, **kwargs) -> Deployment:
         kwargs.setdefault("engine", request.param)
-        d = Deployment(kafka_bootstrap, f"{unique}{len(made)}", tmp_path, models, **kwargs)
+        sub = tmp_path / str(len(made))  # each deployment its own config file and logs
+        sub.mkdir()
+        d = Deployment(kafka_bootstrap, f"{unique}{len(made)}", sub, models, **kwargs)
         made.append(d)
         return d
 
