@@ -13,9 +13,13 @@ partition's Monitor from the compacted state topic before it consumes.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
+import sys
+import threading
 import time
+from contextlib import contextmanager
 
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -42,6 +46,39 @@ _NOT_READY = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILAB
 
 class BrokerLost(RuntimeError):
     """The broker stayed unreachable past the configured retry budget."""
+
+
+class CallWatchdog:
+    """Ends the process with one line when a blocking Kafka call outlives its limit.
+
+    librdkafka's ``send_offsets_to_transaction`` can block far past its timeout while the group
+    coordinator is down (confluentinc/librdkafka#5456; seen here: minutes after the broker was
+    killed), which would hold the engine past its retry budget. The open transaction is never
+    committed, so leaving is safe: the broker aborts it, the next instance fences it.
+    """
+
+    def __init__(self, message: str):
+        self.message = message
+        self._deadline: float | None = None
+        self._call = ""
+        threading.Thread(target=self._watch, name="driftline-call-watchdog", daemon=True).start()
+
+    @contextmanager
+    def guard(self, call: str, limit_s: float):
+        self._call, self._deadline = call, time.monotonic() + limit_s
+        try:
+            yield
+        finally:
+            self._deadline = None
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(0.25)
+            deadline = self._deadline
+            if deadline is not None and time.monotonic() > deadline:
+                print(f"driftline: {self.message} ({self._call} blocked past its timeout)", file=sys.stderr,
+                      flush=True)
+                os._exit(1)
 
 
 def dead_letter_headers(reason: str, detail: str, source: Source) -> list[tuple[str, bytes]]:
@@ -96,6 +133,7 @@ class Engine:
         self.events_since_commit = 0
         self.last_commit = time.monotonic()
         self._prepared = False  # checkpoints and offsets are in the open transaction
+        self.watchdog = CallWatchdog(self._unreachable_message())
 
     # -- lifecycle ------------------------------------------------------------------------
     def run(self) -> None:
@@ -226,10 +264,12 @@ class Engine:
                     self._checkpoint(partition, monitor)
                 positions = [tp for tp in self.consumer.position(assignment) if tp.offset >= 0] if assignment else []
                 if positions:
-                    self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata(),
-                                                              COMMIT_TIMEOUT)
+                    with self.watchdog.guard("send_offsets_to_transaction", self._call_limit()):
+                        self.producer.send_offsets_to_transaction(
+                            positions, self.consumer.consumer_group_metadata(), COMMIT_TIMEOUT)
                 self._prepared = True
-            self.producer.commit_transaction(COMMIT_TIMEOUT)
+            with self.watchdog.guard("commit_transaction", self._call_limit()):
+                self.producer.commit_transaction(COMMIT_TIMEOUT)
         except KafkaException as exc:
             self._commit_failed(exc.args[0])
             return False
@@ -358,7 +398,8 @@ class Engine:
     def _abort(self) -> None:
         self._prepared = False
         try:
-            self.producer.abort_transaction(COMMIT_TIMEOUT)
+            with self.watchdog.guard("abort_transaction", self._call_limit()):
+                self.producer.abort_transaction(COMMIT_TIMEOUT)
             self.producer.begin_transaction()
         except KafkaException as exc:
             log.warning("abort failed: %s", exc)
@@ -388,9 +429,16 @@ class Engine:
             self._broker_ok()
             return
         if time.monotonic() - self.broker_down_since > self.config.engine.broker_retry_budget_seconds:
-            raise BrokerLost(f"Kafka at {self.config.kafka.get('bootstrap.servers')} unreachable for more than "
-                             f"{self.config.engine.broker_retry_budget_seconds:.0f}s "
-                             "(engine.broker_retry_budget_seconds); exiting")
+            raise BrokerLost(self._unreachable_message())
+
+    def _unreachable_message(self) -> str:
+        return (f"Kafka at {self.config.kafka.get('bootstrap.servers')} unreachable for more than "
+                f"{self.config.engine.broker_retry_budget_seconds:.0f}s (engine.broker_retry_budget_seconds); exiting")
+
+    def _call_limit(self) -> float:
+        """How long one transaction call may block before the watchdog ends the process: its own
+        timeout plus the retry budget, so a call that honours its timeout never meets it."""
+        return COMMIT_TIMEOUT + self.config.engine.broker_retry_budget_seconds
 
     def _broker_answers(self) -> bool:
         try:
