@@ -135,6 +135,15 @@ class PartitionState:
         return state
 
 
+#: how long a batch waits for the table's recovery to reach its offsets before using what is there
+RECOVERY_WAIT_SECONDS = 30.0
+
+
+def _gap(state: PartitionState, first_offsets: dict[str, int]) -> bool:
+    """Whether events lie between what ``state`` covers and the first offsets about to be read."""
+    return any(offset > state.next_offsets.get(topic, 0) for topic, offset in first_offsets.items())
+
+
 class FaustEngine:
     def __init__(self, config: Config, exporter: Exporter, instance: str = "0"):
         import faust
@@ -195,6 +204,7 @@ class FaustEngine:
                 raise
 
     async def process(self, events: list) -> None:
+        await self._load_states(events)
         per_partition: dict[int, list] = {}
         touched: dict[int, PartitionState] = {}
         skipped = 0
@@ -251,6 +261,35 @@ class FaustEngine:
             if raw:
                 log.info("restored partition %d state (%d bytes) from the table", partition, len(raw))
         return state
+
+    async def _load_states(self, events: list) -> None:
+        """Load the state of each partition in the batch. A state must reach the batch's first
+        offsets: Faust resumes from the committed offsets, which never run ahead of the
+        changelog. One that does not was read while Faust was still replaying the changelog into
+        the table (seen after a rebalance: Faust resumed the inputs before the table's recovery
+        had applied its last entries), so wait until the table catches up. Only a state that
+        stays behind (the inputs' retention dropped what it covered) is used as it is."""
+        first: dict[int, dict[str, int]] = {}
+        for event in events:
+            msg = event.message
+            first.setdefault(msg.partition, {}).setdefault(msg.topic, msg.offset)
+        for partition, offsets in first.items():
+            if partition not in self.active:
+                continue
+            deadline = time.monotonic() + RECOVERY_WAIT_SECONDS
+            waited = False
+            while _gap(self._state(partition), offsets):
+                if time.monotonic() > deadline:
+                    log.warning("partition %d: the table state (next offsets %s) still ends before offsets %s "
+                                "after %.0fs (input retention?); continuing from it", partition,
+                                self.states[partition].next_offsets, offsets, RECOVERY_WAIT_SECONDS)
+                    break
+                if not waited:
+                    log.info("partition %d: waiting for the table's recovery (at next offsets %s) to reach offsets %s",
+                             partition, self.states[partition].next_offsets, offsets)
+                    waited = True
+                await asyncio.sleep(0.1)
+                self.states[partition] = PartitionState.decode(self.config, self.table.data.get(self._key(partition)))
 
     async def _checkpoint(self, partition: int, state: PartitionState):
         """Write a partition's state to the table; returns the changelog write's delivery future."""
