@@ -26,7 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from .codecs import InvalidEvent, Label, Prediction, encode_trigger
 from .config import Config
-from .kafka_admin import ensure_topics
+from .kafka_admin import STATE_MAX_BYTES, ensure_topics
 from .metrics import Exporter
 from .monitor import Monitor, Source, decode_input
 
@@ -37,7 +37,6 @@ librdkafka_log = logging.getLogger("driftline.librdkafka")
 
 
 COMMIT_TIMEOUT = 10.0  # seconds one transaction call may block
-STATE_MAX_BYTES = 64 << 20  # largest state message; the state topic is created to accept it
 
 # Errors a just-created topic gives until its leader serves requests.
 _NOT_READY = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,

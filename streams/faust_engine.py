@@ -42,7 +42,7 @@ import msgspec
 from .codecs import InvalidEvent, encode_trigger
 from .config import Config, ConfigError
 from .engine import BrokerLost, dead_letter_headers
-from .kafka_admin import ensure_topics
+from .kafka_admin import STATE_MAX_BYTES, ensure_topics
 from .metrics import Exporter
 from .monitor import Monitor, Source, decode_input
 
@@ -174,13 +174,17 @@ class FaustEngine:
             consumer_auto_offset_reset="earliest",
             broker_commit_every=engine.commit_every_events,
             broker_commit_interval=engine.commit_every_ms / 1000,
+            producer_max_request_size=STATE_MAX_BYTES,  # state messages, as below
             **timeouts,
         )
         raw = {"key_serializer": "raw", "value_serializer": "raw"}
         self.inputs = self.app.topic(self.topics.predictions, self.topics.labels, **raw)
         self.triggers_topic = self.app.topic(self.topics.triggers, **raw)
         self.dlq_topic = self.app.topic(self.topics.dlq, **raw)
-        self.table = self.app.Table(TABLE, partitions=self.partitions, key_type=bytes, value_type=bytes)
+        # A partition's state can outgrow Kafka's 1 MB default: the changelog takes what the default
+        # engine's state topic takes (a changelog created before this setting keeps its own limit).
+        self.table = self.app.Table(TABLE, partitions=self.partitions, key_type=bytes, value_type=bytes,
+                                    extra_topic_configs={"max.message.bytes": str(STATE_MAX_BYTES)})
         self.states: dict[int, PartitionState] = {}
         self.active: set[int] = set()  # input partitions this worker owns now
         self.broker_down_since: float | None = None

@@ -16,6 +16,10 @@ class TopicLayoutError(RuntimeError):
     """Existing topics that driftline cannot work with (e.g. inputs not co-partitioned)."""
 
 
+#: largest state checkpoint message; state topics are created to accept it
+STATE_MAX_BYTES = 64 << 20
+
+
 def ensure_topics(config: Config, logger: logging.Logger | None = None, timeout: float = 10.0) -> None:
     """Create missing topics; fail clearly if the two input topics are not co-partitioned."""
     admin = AdminClient({**config.kafka, **({"logger": logger} if logger else {})})
@@ -27,7 +31,7 @@ def ensure_topics(config: Config, logger: logging.Logger | None = None, timeout:
         t.triggers: NewTopic(t.triggers, 1, 1),
         t.dlq: NewTopic(t.dlq, 1, 1),
         t.state: NewTopic(t.state, t.partitions, 1, config={"cleanup.policy": "compact",
-                                                            "max.message.bytes": str(64 << 20)}),
+                                                            "max.message.bytes": str(STATE_MAX_BYTES)}),
     }
     missing = [topic for name, topic in wanted.items() if name not in existing]
     if missing:
