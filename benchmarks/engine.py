@@ -433,10 +433,14 @@ def profile_in_process(args, prefix: str, inputs: tuple[str, str], expected: int
     engine = Engine(cfg)
     registry = engine.exporter.registry
 
+    def processed() -> float:
+        # summed over every label set (version, segment, …), like EngineProcess.processed
+        return sum(sample.value for family in registry.collect() for sample in family.samples
+                   if sample.name in ("driftline_predictions_total", "driftline_labels_total"))
+
     def watch() -> None:
         while True:
-            done = sum((registry.get_sample_value(f"driftline_{kind}_total", {"model": m}) or 0)
-                       for kind in ("predictions", "labels") for m in ("m", "lat"))
+            done = processed()
             if done >= expected:
                 engine.stopping = True
                 return
