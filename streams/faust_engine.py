@@ -267,12 +267,15 @@ class FaustEngine:
         return state
 
     async def _load_states(self, events: list) -> None:
-        """Load the state of each partition in the batch. A state must reach the batch's first
-        offsets: Faust resumes from the committed offsets, which never run ahead of the
-        changelog. One that does not was read while Faust was still replaying the changelog into
-        the table (seen after a rebalance: Faust resumed the inputs before the table's recovery
-        had applied its last entries), so wait until the table catches up. Only a state that
-        stays behind (the inputs' retention dropped what it covered) is used as it is."""
+        """Make sure the state of each partition in the batch reaches the batch's first offsets.
+
+        Faust resumes from the committed offsets, which never run ahead of the changelog, so a
+        state that ends before them was read while Faust was still replaying the changelog into
+        the table (seen after a rebalance: the worker read a state mid-recovery, and later events
+        jumped past it). Then read the table again until it catches up, for at most
+        ``RECOVERY_WAIT_SECONDS``. A state in hand that equals the table's is the newest there
+        is: a jump past it is offsets Kafka holds no records at (transaction markers), not a lag.
+        """
         first: dict[int, dict[str, int]] = {}
         for event in events:
             msg = event.message
@@ -280,20 +283,29 @@ class FaustEngine:
         for partition, offsets in first.items():
             if partition not in self.active:
                 continue
+            in_hand = self.states.get(partition)
+            if in_hand is not None:
+                if not _gap(in_hand, offsets) or self._stored(partition).next_offsets == in_hand.next_offsets:
+                    continue
+                self.states.pop(partition)
             deadline = time.monotonic() + RECOVERY_WAIT_SECONDS
             waited = False
             while _gap(self._state(partition), offsets):
                 if time.monotonic() > deadline:
                     log.warning("partition %d: the table state (next offsets %s) still ends before offsets %s "
-                                "after %.0fs (input retention?); continuing from it", partition,
-                                self.states[partition].next_offsets, offsets, RECOVERY_WAIT_SECONDS)
+                                "after %.0fs (input retention or transaction markers?); continuing from it",
+                                partition, self.states[partition].next_offsets, offsets, RECOVERY_WAIT_SECONDS)
                     break
                 if not waited:
                     log.info("partition %d: waiting for the table's recovery (at next offsets %s) to reach offsets %s",
                              partition, self.states[partition].next_offsets, offsets)
                     waited = True
                 await asyncio.sleep(0.1)
-                self.states[partition] = PartitionState.decode(self.config, self.table.data.get(self._key(partition)))
+                self.states[partition] = self._stored(partition)
+
+    def _stored(self, partition: int) -> PartitionState:
+        """The partition's state as the table holds it now."""
+        return PartitionState.decode(self.config, self.table.data.get(self._key(partition)))
 
     async def _checkpoint(self, partition: int, state: PartitionState):
         """Write a partition's state to the table; returns the changelog write's delivery future."""
