@@ -22,13 +22,18 @@ def test_a_full_buffer_drops_and_counts_instead_of_blocking():
     started = time.perf_counter()
     ids = [logger.log_prediction("churn", {"age": 41}, 1, score=0.8) for _ in range(1000)]
     elapsed = time.perf_counter() - started
-    assert elapsed < 1.0  # 1000 calls, broker down: no call waited (each takes µs)
-    assert sum(i is not None for i in ids) == logger.sent == 100
-    assert logger.dropped["buffer_full"] == 900
-    assert registry.get_sample_value("driftline_producer_dropped_total", {"reason": "buffer_full"}) == 900
+    assert elapsed < 1.0  # a call that waited for the broker would wait message.timeout.ms (1 s)
+    # librdkafka's queue length also counts its own pending events (the connect-failure log
+    # line, the error callback), so up to a few slots go to those: 100 at most, never more.
+    accepted = logger.sent
+    assert 90 <= accepted <= 100
+    assert sum(i is not None for i in ids) == accepted
+    assert logger.dropped["buffer_full"] == 1000 - accepted
+    assert registry.get_sample_value("driftline_producer_dropped_total",
+                                     {"reason": "buffer_full"}) == 1000 - accepted
     assert logger.log_label(ids[0], "churn", 0) is False
     logger.close(timeout=0.2)
-    assert logger.dropped["unflushed"] + logger.dropped["delivery_failed"] == 100
+    assert logger.dropped["unflushed"] + logger.dropped["delivery_failed"] == accepted
 
 
 def test_unencodable_events_are_dropped_not_raised_and_closed_logger_refuses():
