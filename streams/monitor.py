@@ -92,7 +92,6 @@ class ModelMonitor:
         self.ttl_ms = int(model.label_ttl_seconds * 1000)
         self.evaluate_every = model.evaluate_every
         self._binary = model.task == "binary"
-        self.watched = list(model.features.numeric) + list(model.features.categorical)
         self.rules = load_rules(model.rules, where=f"models[{model.id}].rules")
         # Rules on drift statistics only are judged on the predictions' clock, every other rule
         # on the labelled pairs' clock: each then depends on one ordered stream, not on how
@@ -130,10 +129,6 @@ class ModelMonitor:
 
     def _new_segment(self) -> Segment:
         return Segment()
-
-    def _columns(self, rows: list[dict[str, Any]]) -> dict[str, list]:
-        """One list per watched feature, None where an event lacks it."""
-        return {name: [row.get(name) for row in rows] for name in self.watched}
 
     def _cut(self, clock: str) -> None:
         segment = self._segments[-1]
@@ -255,15 +250,12 @@ class ModelMonitor:
         triggers: list[TriggerEvent] = []
         segments, self._segments = self._segments, [self._new_segment()]
         for segment in segments:
-            self.stats.update_predictions(self._columns(segment.rows), segment.prediction_values)
+            self.stats.update_predictions(segment.rows, segment.prediction_values)
             if segment.prediction_ts:
                 self.prediction_window.push(np.column_stack((segment.prediction_ts, segment.prediction_offsets)))
             closed = []
             if segment.y_true:
                 closed = self.stats.update_pairs(segment.y_true, segment.y_pred, segment.scores, segment.pair_ts)
-                for kind, detector in self.stats.changes.items():
-                    detections = self.counters.change_detections
-                    detections[kind] = detections.get(kind, 0) + len(detector.last_detections)
                 self.pair_window.push(np.column_stack((segment.pair_ts, segment.pair_offsets)))
             for window in closed:  # event-time windows judge each closed window
                 span = TriggerWindow(start=format_timestamp(window.start_ms), end=format_timestamp(window.end_ms),
@@ -276,9 +268,14 @@ class ModelMonitor:
                 triggers.extend(self._judge(self.policy, self.stats.observations(), segment.version, window, at_ms))
             if segment.evaluate_predictions and self.drift_rules:
                 at_ms = segment.predictions_at_ms
-                drift = {k: v for k, v in self.stats.observations().items() if _is_drift(k)}
+                drift = {k: v for k, v in self.observations().items() if _is_drift(k)}
                 window = self._window(self.prediction_window, self.prediction_partition, at_ms)
                 triggers.extend(self._judge(self.drift_policy, drift, segment.version, window, at_ms))
+        self.stats.catch_up()  # the checkpoint and the exporter see every event of the batch
+        detections = self.counters.change_detections
+        for kind, count in self.stats.new_detections.items():
+            detections[kind] = detections.get(kind, 0) + count
+        self.stats.new_detections.clear()
         late = self.stats.late_labels()
         self.counters.late_labels += late - self._late_seen
         self._late_seen = late

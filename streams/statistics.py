@@ -2,17 +2,26 @@
 config section, fed one stretch of the stream (a segment) at a time with numpy columns.
 
 The Monitor cuts each model's stream into segments at its evaluation points and hands every
-segment here: the predictions' feature columns (drift), and the labelled pairs (metrics and
-change detectors). ``observations()`` names every statistic the way rules refer to it:
-``accuracy``…, ``feature.<name>.<kind>``, ``prediction.<kind>``, ``detector.<kind>``.
+segment here: the predictions (drift), and the labelled pairs (metrics and change detectors).
+``observations()`` names every statistic the way rules refer to it: ``accuracy``…,
+``feature.<name>.<kind>``, ``prediction.<kind>``, ``detector.<kind>``.
+
+Drift detectors and change detectors are fed lazily: a segment's predictions and errors are
+queued, and the queue goes to the detectors in one vectorized call when one of their statistics
+is read (a rule that names it, a trigger's evidence, the exporter) or at :meth:`catch_up`. Their
+windows do not depend on how the values were chunked, so a statistic read at an evaluation point
+is the same as if every segment had been fed on its own; most evaluation points read only the
+performance metrics, and skipping the drift work there is most of the Monitor's speed.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import operator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -76,11 +85,23 @@ class ModelStatistics:
         self._drift_results: dict[Any, Result] = {}
         if model.drift is not None:
             self._build_drift(model, source)
+        self.watched = sorted({feature for feature, _ in self.feature_drift})
+        self._numeric_features = frozenset(model.features.numeric)
         #: the last closed event-time window's results, by metric (event-time mode)
         self.closed: dict[str, Result] = {}
-        #: change detectors that signalled since the last evaluation point. A detector's own
-        #: ``fired`` speaks of its last ``update_many`` only, which depends on batching.
-        self.change_fired: dict[str, bool] = {}
+        # Queued for the detectors (see the module docstring): predictions' feature objects and
+        # watched prediction values, and the error arrays of labelled pairs.
+        self._queued_rows: list[dict[str, Any]] = []
+        self._queued_predictions: list[Any] = []
+        self._queued_errors: list[np.ndarray] = []
+        #: labelled pairs seen, and how many there were at the last evaluation point: a change
+        #: detector "fired" at an evaluation point when it detected a change after that count
+        self.pairs_seen = 0
+        self.evaluated_pairs = 0
+        #: each change detector's latest detection (a position in its error stream), -1 for none
+        self.last_detection: dict[str, int] = {kind: -1 for kind in self.changes}
+        #: detections since the Monitor last took them (it counts them for the exporter)
+        self.new_detections: dict[str, int] = {}
 
     # -- construction ---------------------------------------------------------------------
     def _metric_params(self, kind: str, window: int) -> dict[str, Any]:
@@ -128,30 +149,23 @@ class ModelStatistics:
             self.prediction_drift[kind] = make(kind, "prediction", categorical_prediction, references.get("prediction"))
 
     # -- updates ----------------------------------------------------------------------------
-    def update_predictions(self, columns: dict[str, list], prediction_values: list) -> None:
-        """One segment's predictions: a list per watched feature (None where missing), and the
-        value prediction drift watches (score, class or number; None where missing)."""
-        results = self._drift_results
-        for key, detector in self.feature_drift.items():
-            values = _present(columns.get(key[0], ()), detector.categorical)
-            if len(values):
-                results[key] = detector.update_many(values)
+    def update_predictions(self, rows: list[dict[str, Any]], prediction_values: list) -> None:
+        """One segment's predictions: each one's ``features`` object, and the value prediction
+        drift watches (score, class or number; None where missing). Queued for the drift
+        detectors."""
+        if self.feature_drift:
+            self._queued_rows.extend(rows)
         if self.prediction_drift:
-            for kind, detector in self.prediction_drift.items():
-                values = _present(prediction_values, detector.categorical)
-                if len(values):
-                    results[kind] = detector.update_many(values)
+            self._queued_predictions.extend(prediction_values)
 
     def update_pairs(self, y_true: list, y_pred: list, scores: list | None,
                      times_ms: list[int]) -> list[ClosedPerformance]:
         """One segment's labelled pairs. Returns the event-time windows that closed, oldest first."""
         truth, predicted = np.asarray(y_true), np.asarray(y_pred)
         score_array = _scores(scores)
+        self.pairs_seen += len(truth)
         if self.changes:
-            errors = self._errors(truth, predicted)
-            for kind, detector in self.changes.items():
-                if detector.update_many(errors).fired:
-                    self.change_fired[kind] = True
+            self._queued_errors.append(self._errors(truth, predicted))
         if not self.event_time:
             for kind, metric in self.metrics.items():
                 metric.update_many(truth, predicted, score_array if kind in SCORE_METRICS else None)
@@ -166,6 +180,48 @@ class ModelStatistics:
             closed.append(ClosedPerformance(int(first.start), int(first.end), first.count, results))
             self.closed = results
         return closed
+
+    def catch_up(self) -> None:
+        """Feed everything queued to the drift and change detectors."""
+        self._catch_up_drift()
+        self._catch_up_changes()
+
+    def _catch_up_drift(self) -> None:
+        results = self._drift_results
+        if self._queued_rows:
+            rows, self._queued_rows = self._queued_rows, []
+            numeric = [f for f in self.watched if f in self._numeric_features]
+            matrix = _numeric_matrix(rows, numeric)
+            position = {feature: i for i, feature in enumerate(numeric)}
+            columns: dict[str, Any] = {}
+            for key, detector in self.feature_drift.items():
+                feature = key[0]
+                if matrix is not None and not detector.categorical:
+                    values = matrix[:, position[feature]]
+                else:
+                    column = columns.get(feature)
+                    if column is None:
+                        column = columns[feature] = [row.get(feature) for row in rows]
+                    values = _present(column, detector.categorical)
+                if len(values):
+                    results[key] = detector.update_many(values)
+        if self._queued_predictions:
+            predictions, self._queued_predictions = self._queued_predictions, []
+            for kind, detector in self.prediction_drift.items():
+                values = _present(predictions, detector.categorical)
+                if len(values):
+                    results[kind] = detector.update_many(values)
+
+    def _catch_up_changes(self) -> None:
+        if not self._queued_errors:
+            return
+        errors = np.concatenate(self._queued_errors)
+        self._queued_errors = []
+        for kind, detector in self.changes.items():
+            detector.update_many(errors)
+            if detector.last_detections:
+                self.last_detection[kind] = detector.last_detections[-1]
+                self.new_detections[kind] = self.new_detections.get(kind, 0) + len(detector.last_detections)
 
     def _errors(self, truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
         if self.regression:
@@ -185,11 +241,20 @@ class ModelStatistics:
     def late_labels(self) -> int:
         return max((w.late for w in self.windows.values()), default=0)
 
-    def observations(self, performance: dict[str, Result] | None = None) -> dict[str, Observation]:
-        obs = {kind: _observation(r) for kind, r in (performance or self.performance()).items()}
+    def observations(self, performance: dict[str, Result] | None = None) -> Mapping[str, Observation]:
+        """Every statistic by name, as of now. The detectors' entries are computed (and the
+        queues fed to them) when first read, so read it before the next update."""
+        eager = {kind: _observation(r) for kind, r in (performance or self.performance()).items()}
+        if not (self.changes or self.feature_drift or self.prediction_drift):
+            return eager
+        return _Observations(eager, self._detector_observations)
+
+    def _detector_observations(self) -> dict[str, Observation]:
+        self.catch_up()
+        obs = {}
         for kind, detector in self.changes.items():
-            obs[f"detector.{kind}"] = _observation(detector.result(), detector=kind,
-                                                   fired=self.change_fired.get(kind, False))
+            fired = self.last_detection[kind] >= self.evaluated_pairs
+            obs[f"detector.{kind}"] = _observation(detector.result(), detector=kind, fired=fired)
         results = self._drift_results
         feature_results = {key: results.get(key) or d.result() for key, d in self.feature_drift.items()}
         fired = self._corrected_alarms(feature_results)
@@ -201,7 +266,7 @@ class ModelStatistics:
 
     def end_evaluation(self) -> None:
         """An evaluation point has judged the rules: change detectors start a fresh interval."""
-        self.change_fired.clear()
+        self.evaluated_pairs = self.pairs_seen
 
     def _corrected_alarms(self, results: dict[tuple[str, str], Result]) -> dict[tuple[str, str], bool]:
         """Tests (KS, chi-squared) over many features alarm after the configured correction."""
@@ -226,7 +291,9 @@ class ModelStatistics:
             "feature_drift": [[feature, kind, d.state()] for (feature, kind), d in self.feature_drift.items()],
             "prediction_drift": {kind: d.state() for kind, d in self.prediction_drift.items()},
             "closed": {kind: _result_state(r) for kind, r in self.closed.items()},
-            "change_fired": self.change_fired,
+            "pairs_seen": self.pairs_seen,
+            "evaluated_pairs": self.evaluated_pairs,
+            "last_detection": self.last_detection,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -238,7 +305,52 @@ class ModelStatistics:
         self.prediction_drift = {kind: restore(s) for kind, s in state["prediction_drift"].items()}
         self._drift_results = {}
         self.closed = {kind: Result(**r) for kind, r in state["closed"].items()}
-        self.change_fired = dict(state["change_fired"])
+        self.pairs_seen, self.evaluated_pairs = state["pairs_seen"], state["evaluated_pairs"]
+        self.last_detection = dict(state["last_detection"])
+        self._queued_rows, self._queued_predictions, self._queued_errors = [], [], []
+
+
+class _Observations(Mapping):
+    """A model's observations whose detector entries are computed on first read."""
+
+    def __init__(self, eager: dict[str, Observation], complete: Callable[[], dict[str, Observation]]):
+        self._data = eager
+        self._complete = complete
+
+    def _load(self) -> None:
+        if self._complete is not None:
+            self._data.update(self._complete())
+            self._complete = None
+
+    def __getitem__(self, name: str) -> Observation:
+        if name not in self._data:
+            self._load()
+        return self._data[name]
+
+    def __iter__(self) -> Iterator[str]:
+        self._load()
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        self._load()
+        return len(self._data)
+
+
+def _numeric_matrix(rows: list[dict[str, Any]], features: list[str]) -> np.ndarray | None:
+    """The features as columns of one float array, built in a few C passes, when every row has
+    every feature as a finite int or float (the usual batch); None otherwise (then each column
+    is cleaned on its own by :func:`_present`)."""
+    if not features or not rows:
+        return None
+    try:
+        tuples = list(map(operator.itemgetter(*features), rows))
+    except KeyError:
+        return None
+    flat = list(itertools.chain.from_iterable(tuples)) if len(features) > 1 else tuples
+    if not set(map(type, flat)) <= _NUMBERS:
+        return None
+    matrix = np.asarray(flat, dtype=np.float64).reshape(len(rows), len(features))
+    return matrix if np.isfinite(matrix).all() else None
 
 
 def _present(values, categorical: bool) -> np.ndarray:
