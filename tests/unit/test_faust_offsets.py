@@ -1,0 +1,54 @@
+"""The Faust engine's offset bookkeeping: the committable offset after a seek-back rebalance."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from intervaltree import IntervalTree
+
+from streams.faust_engine import _Consumer
+
+TP = ("labels", 1)
+
+
+def consumer(committed: int | None, acked: list[int], gaps: list[tuple[int, int]] = ()) -> _Consumer:
+    """The bookkeeping part of a consumer, as Faust keeps it (no broker, no app)."""
+    c = object.__new__(_Consumer)
+    c._acked, c._acked_index, c._gap = defaultdict(list), defaultdict(set), defaultdict(IntervalTree)
+    c._committed_offset = defaultdict(lambda: None, {TP: committed})
+    c._acked[TP] = list(acked)
+    c._acked_index[TP] = set(acked)
+    for begin, end in gaps:
+        c._gap[TP].addi(begin, end)
+    return c
+
+
+def test_a_gap_over_offsets_already_acked_commits_them_all_at_once():
+    # After the seek back to 1244, Faust saw 1308 arrive after read offset 1244 and recorded the
+    # "gap" 1245..1308 (interval end exclusive), though 1244..1307 had been delivered and acked.
+    c = consumer(1244, list(range(1244, 1308)) + [1308, 1309], gaps=[(1245, 1309)])
+    assert c._new_offset(TP) == 1310
+    assert c._acked[TP] == [] and c._acked_index[TP] == set() and not c._gap[TP]
+
+
+def test_the_run_stops_at_the_first_offset_neither_acked_nor_a_gap():
+    c = consumer(100, [100, 101, 102, 105, 106])
+    assert c._new_offset(TP) == 103
+    assert c._acked[TP] == [105, 106] and c._acked_index[TP] == {105, 106}
+    assert c._new_offset(TP) is None  # 103 and 104 still in flight
+    c._committed_offset[TP] = 103
+    c._acked[TP] += [103, 104]
+    assert c._new_offset(TP) == 107
+
+
+def test_one_missing_offset_after_the_committed_one_is_tolerated_as_faust_does():
+    # A transaction marker takes an offset no message has: the first message is committed + 1.
+    assert consumer(50, [51, 52])._new_offset(TP) == 53
+    assert consumer(50, [53, 54])._new_offset(TP) is None
+
+
+def test_nothing_acked_or_nothing_new_commits_nothing():
+    assert consumer(10, [])._new_offset(TP) is None
+    assert consumer(None, [0, 1, 2])._new_offset(TP) == 3
+    stale = consumer(20, [15, 16])  # acked before a commit moved past them
+    assert stale._new_offset(TP) is None and stale._acked[TP] == []
+    assert consumer(20, [15, 16, 20, 21])._new_offset(TP) == 22
