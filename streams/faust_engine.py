@@ -155,8 +155,11 @@ class _Consumer(faust_aiokafka.Consumer):
         if not acked:
             return None
         done = set(acked)
-        for interval in self._gap[tp].overlap(0, max(done) + 1):
-            done.update(range(interval.begin, interval.end))
+        # A gap ends with the message Faust was delivering when it noticed the jump, not acked
+        # yet: a gap offset counts only below an acked one (one agent acks a partition in order).
+        top = max(done)
+        for interval in self._gap[tp].overlap(0, top):
+            done.update(range(interval.begin, min(interval.end, top)))
         committed = self._committed_offset[tp]
         if committed is not None:
             done = {o for o in done if o >= committed}  # acked before a commit moved past them

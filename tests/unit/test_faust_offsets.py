@@ -30,6 +30,15 @@ def test_a_gap_over_offsets_already_acked_commits_them_all_at_once():
     assert c._acked[TP] == [] and c._acked_index[TP] == set() and not c._gap[TP]
 
 
+def test_a_gap_counts_only_below_an_acked_offset():
+    # Faust's gap ends with the message it was delivering: not processed until it is acked.
+    c = consumer(10, [10, 11], gaps=[(12, 20)])
+    assert c._new_offset(TP) == 12
+    c._committed_offset[TP] = 12  # Faust records the offset it committed
+    c._acked[TP] += [19]
+    assert c._new_offset(TP) == 20
+
+
 def test_the_run_stops_at_the_first_offset_neither_acked_nor_a_gap():
     c = consumer(100, [100, 101, 102, 105, 106])
     assert c._new_offset(TP) == 103
