@@ -6,9 +6,13 @@ labels bounded (``model`` from the config, ``version``/``segment`` capped, ``rea
 """
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from retrain_trigger.rules import load_rules
 
@@ -38,6 +42,43 @@ class BoundedLabel:
         return OTHER
 
 
+class BatchHistogram:
+    """A histogram with one label, fed a batch of values at a time; exported like a
+    ``prometheus_client.Histogram`` (``_bucket``/``_sum``/``_count``, cumulative ``le``).
+
+    For values observed once per event on the hot path: ``Histogram.observe`` costs about a
+    microsecond a call, a batch here costs one ``searchsorted`` and one ``bincount``.
+    """
+
+    def __init__(self, name: str, documentation: str, label: str, buckets, registry: CollectorRegistry):
+        self.name, self.documentation, self.label = name, documentation, label
+        self.bounds = np.asarray(sorted(buckets), dtype=np.float64)
+        self._series: dict[str, tuple[np.ndarray, list[float]]] = {}  # label value -> (counts, [sum])
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, label_value: str, values) -> None:
+        with self._lock:  # the exporter's HTTP thread collects concurrently
+            counts, total = self._series.setdefault(label_value, (np.zeros(len(self.bounds) + 1, np.int64), [0.0]))
+            if len(values):
+                values = np.asarray(values, dtype=np.float64)
+                # bucket i counts values <= bounds[i]; the last one the rest (+Inf)
+                counts += np.bincount(np.searchsorted(self.bounds, values, side="left"), minlength=len(counts))
+                total[0] += float(values.sum())
+
+    def describe(self):
+        yield HistogramMetricFamily(self.name, self.documentation, labels=[self.label])
+
+    def collect(self):
+        family = HistogramMetricFamily(self.name, self.documentation, labels=[self.label])
+        with self._lock:
+            for label_value, (counts, total) in self._series.items():
+                cumulative = np.cumsum(counts).tolist()
+                buckets = [(floatToGoString(b), c) for b, c in zip(self.bounds, cumulative)]
+                family.add_metric([label_value], buckets + [("+Inf", cumulative[-1])], total[0])
+        yield family
+
+
 class Exporter:
     def __init__(self, config: Config, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
@@ -63,10 +104,10 @@ class Exporter:
                             "closed; counted, never merged.", ["model"], registry=r)
         self.duplicates = Counter("driftline_events_duplicate_total", "Repeated predictions or labels, ignored.",
                                   ["model", "kind"], registry=r)
-        self.label_lag = Histogram("driftline_label_lag_seconds",
-                                   "Event-time delay between a prediction and its label.", ["model"],
-                                   buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86400, 7 * 86400),
-                                   registry=r)
+        self.label_lag = BatchHistogram("driftline_label_lag_seconds",
+                                        "Event-time delay between a prediction and its label.", "model",
+                                        buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86400, 7 * 86400),
+                                        registry=r)
         self.performance = Gauge("driftline_performance", "Current value of a performance metric over the "
                                  "model's window.", ["model", "version", "metric"], registry=r)
         self.window_count = Gauge("driftline_window_samples", "Labelled samples in the model's window.",
@@ -128,9 +169,7 @@ class Exporter:
             e.late.labels(model_id).inc(c.late_labels)
             e.duplicates.labels(model_id, "prediction").inc(c.duplicate_predictions)
             e.duplicates.labels(model_id, "label").inc(c.duplicate_labels)
-            lag = e.label_lag.labels(model_id)
-            for seconds in c.label_lags:
-                lag.observe(seconds)
+            e.label_lag.observe_many(model_id, c.label_lags)
             for kind, count in c.change_detections.items():
                 e.change_detections.labels(model_id, kind).inc(count)
             for (rule, reason), count in c.suppressed.items():
