@@ -190,6 +190,19 @@ def _gap(state: PartitionState, first_offsets: dict[str, int]) -> bool:
     return any(offset > state.next_offsets.get(topic, 0) for topic, offset in first_offsets.items())
 
 
+def _warn_skipped(partition: int, state: PartitionState, first_offsets: dict[str, int]) -> None:
+    """Offsets between the last event processed and the next one Faust delivered: transaction
+    markers (no records there), input retention, or events Faust's fetcher skipped after a
+    rebalance (it can resume from messages fetched before it sought back to the committed offset:
+    faust-streaming#216)."""
+    for topic, offset in first_offsets.items():
+        expected = state.next_offsets.get(topic, 0)
+        if offset > expected:
+            log.warning("partition %d: %s offsets %d..%d never reached the worker (transaction markers, "
+                        "input retention, or skipped by Faust's fetcher after a rebalance, faust-streaming#216)",
+                        partition, topic, expected, offset - 1)
+
+
 class FaustEngine:
     def __init__(self, config: Config, exporter: Exporter, instance: str = "0"):
         self.config = config
@@ -329,16 +342,19 @@ class FaustEngine:
                 continue
             in_hand = self.states.get(partition)
             if in_hand is not None:
-                if not _gap(in_hand, offsets) or self._stored(partition).next_offsets == in_hand.next_offsets:
+                if not _gap(in_hand, offsets):
+                    continue
+                if self._stored(partition).next_offsets == in_hand.next_offsets:
+                    _warn_skipped(partition, in_hand, offsets)
                     continue
                 self.states.pop(partition)
             deadline = time.monotonic() + RECOVERY_WAIT_SECONDS
             waited = False
             while _gap(self._state(partition), offsets):
                 if time.monotonic() > deadline:
-                    log.warning("partition %d: the table state (next offsets %s) still ends before offsets %s "
-                                "after %.0fs (input retention or transaction markers?); continuing from it",
-                                partition, self.states[partition].next_offsets, offsets, RECOVERY_WAIT_SECONDS)
+                    log.warning("partition %d: the table state still ends before the batch after %.0fs; "
+                                "continuing from it", partition, RECOVERY_WAIT_SECONDS)
+                    _warn_skipped(partition, self.states[partition], offsets)
                     break
                 if not waited:
                     log.info("partition %d: waiting for the table's recovery (at next offsets %s) to reach offsets %s",
