@@ -19,6 +19,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 
 import msgspec
@@ -56,25 +57,35 @@ class CallWatchdog:
     committed, so leaving is safe: the broker aborts it, the next instance fences it.
     """
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, on_stall: Callable[[str, float], None]):
         self.message = message
+        self.on_stall = on_stall
         self._deadline: float | None = None
+        self._stall_at: float | None = None
         self._call = ""
         threading.Thread(target=self._watch, name="driftline-call-watchdog", daemon=True).start()
 
     @contextmanager
-    def guard(self, call: str, limit_s: float):
-        self._call, self._deadline = call, time.monotonic() + limit_s
+    def guard(self, call: str, timeout_s: float, limit_s: float):
+        """Watch one call: past ``timeout_s`` it is reported once as a stall (the broker is
+        not answering), past ``limit_s`` the process ends."""
+        started = time.monotonic()
+        self._call, self._stall_at, self._deadline = call, started + timeout_s, started + limit_s
         try:
             yield
         finally:
-            self._deadline = None
+            self._deadline = self._stall_at = None
 
     def _watch(self) -> None:
         while True:
             time.sleep(0.25)
-            deadline = self._deadline
-            if deadline is not None and time.monotonic() > deadline:
+            deadline, stall_at, now = self._deadline, self._stall_at, time.monotonic()
+            if deadline is None:
+                continue
+            if stall_at is not None and now > stall_at:
+                self._stall_at = None
+                self.on_stall(self._call, now - stall_at)
+            if now > deadline:
                 print(f"driftline: {self.message} ({self._call} blocked past its timeout)", file=sys.stderr,
                       flush=True)
                 os._exit(1)
@@ -135,7 +146,7 @@ class Engine:
         self.events_since_commit = 0
         self.last_commit = time.monotonic()
         self._prepared = False  # checkpoints and offsets are in the open transaction
-        self.watchdog = CallWatchdog(self._unreachable_message())
+        self.watchdog = CallWatchdog(self._unreachable_message(), self._call_stalled)
 
     # -- lifecycle ------------------------------------------------------------------------
     def run(self) -> None:
@@ -266,11 +277,11 @@ class Engine:
                     self._checkpoint(partition, monitor)
                 positions = [tp for tp in self.consumer.position(assignment) if tp.offset >= 0] if assignment else []
                 if positions:
-                    with self.watchdog.guard("send_offsets_to_transaction", self._call_limit()):
+                    with self.watchdog.guard("send_offsets_to_transaction", COMMIT_TIMEOUT, self._call_limit()):
                         self.producer.send_offsets_to_transaction(
                             positions, self.consumer.consumer_group_metadata(), COMMIT_TIMEOUT)
                 self._prepared = True
-            with self.watchdog.guard("commit_transaction", self._call_limit()):
+            with self.watchdog.guard("commit_transaction", COMMIT_TIMEOUT, self._call_limit()):
                 self.producer.commit_transaction(COMMIT_TIMEOUT)
         except KafkaException as exc:
             self._commit_failed(exc.args[0])
@@ -400,7 +411,7 @@ class Engine:
     def _abort(self) -> None:
         self._prepared = False
         try:
-            with self.watchdog.guard("abort_transaction", self._call_limit()):
+            with self.watchdog.guard("abort_transaction", COMMIT_TIMEOUT, self._call_limit()):
                 self.producer.abort_transaction(COMMIT_TIMEOUT)
             self.producer.begin_transaction()
         except KafkaException as exc:
@@ -418,6 +429,11 @@ class Engine:
             self.broker_down_since = time.monotonic()
             log.warning("broker unreachable (%s); retrying for up to %.0fs", err.str(),
                         self.config.engine.broker_retry_budget_seconds)
+
+    def _call_stalled(self, call: str, overdue_s: float) -> None:
+        # From the watchdog's thread: a transaction call blocked past its timeout is the broker
+        # not answering, and the error callback that would say so is not served meanwhile.
+        self._broker_unreachable(KafkaError(KafkaError._TIMED_OUT, f"{call} blocked past its {COMMIT_TIMEOUT:.0f}s timeout"))
 
     def _broker_ok(self) -> None:
         if self.broker_down_since is not None:
