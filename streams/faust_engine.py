@@ -150,6 +150,8 @@ class _Consumer(faust_aiokafka.Consumer):
     (seen: 64 offsets took three minutes after a restart). Here a number counts once.
     """
 
+    logger = logging.getLogger("faust.driftline")  # under Faust's logger, quieted with it
+
     def _new_offset(self, tp):
         acked = self._acked[tp]
         if not acked:
@@ -181,6 +183,8 @@ class _Transport(faust_aiokafka.Transport):
 
 
 class _App(faust.App):
+    logger = logging.getLogger("faust.driftline")  # under Faust's logger, quieted with it
+
     def _new_transport(self):
         return _Transport(self.conf.broker_consumer, self)
 
