@@ -13,7 +13,7 @@ the beginning, interleaved per round (A B C A B C …), median of ``--repeats``:
 
 * ``raw``       — the ceiling: one confluent-kafka consumer (read_committed, batch ``consume``
                   of 5000, like the engine) that decodes and validates every message with the
-                  engine's own ``decode_input``, nothing more; a subprocess;
+                  engine's own ``InputDecoder``, nothing more; a subprocess;
 * ``confluent`` — ``driftline run --config …`` (the default engine), a subprocess, exactly as
                   users run it: 20 features with PSI each, accuracy over 1000 pairs, ADWIN on the
                   error stream, an accuracy-floor rule, transactions every ``--commit-every-ms``;
@@ -267,12 +267,13 @@ def run_engine(kind: str, args, prefix: str, inputs: tuple[str, str], expected: 
 
 
 def raw_worker(bootstrap: str, config_path: str, expected: int) -> None:
-    """The ceiling, in its own process: consume + decode_input, nothing else. Prints JSON."""
+    """The ceiling, in its own process: consume + the engine's InputDecoder, nothing else. Prints JSON."""
     from streams.config import load_config
     from streams.codecs import InvalidEvent
-    from streams.monitor import decode_input
+    from streams.monitor import InputDecoder
 
     config = load_config(config_path)
+    decode = InputDecoder(config)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": config.engine.group_id,
                          "enable.auto.commit": False, "auto.offset.reset": "earliest",
                          "isolation.level": "read_committed", "partition.assignment.strategy": "range",
@@ -286,7 +287,7 @@ def raw_worker(bootstrap: str, config_path: str, expected: int) -> None:
             if msg.error():
                 continue
             try:
-                decode_input(config, msg.topic(), msg.value() or b"")
+                decode(msg.topic(), msg.value() or b"")
                 count += 1
             except InvalidEvent:
                 invalid += 1

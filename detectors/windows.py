@@ -79,7 +79,10 @@ class CountWindow:
         self._next = self._count = 0
 
     def state(self) -> dict[str, Any]:
-        return {"size": self.size, "width": self.width, "seen": self.seen, "rows": json_floats(self.rows().tolist())}
+        rows = self.rows()
+        # The usual window is all finite: one C pass instead of json_floats' walk over every number.
+        listed = rows.tolist() if np.isfinite(rows).all() else json_floats(rows.tolist())
+        return {"size": self.size, "width": self.width, "seen": self.seen, "rows": listed}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "CountWindow":

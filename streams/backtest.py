@@ -42,9 +42,9 @@ import numpy as np
 from retrain_trigger.events import TriggerEvent
 from retrain_trigger.rules import load_rules
 
-from .codecs import InvalidEvent, Label, Prediction, decode_label, decode_prediction, encode_trigger, format_timestamp
+from .codecs import InvalidEvent, Label, Prediction, encode_trigger, format_timestamp
 from .config import Config
-from .monitor import Monitor, Source
+from .monitor import InputDecoder, Monitor, Source
 
 __all__ = ["Backtest", "BacktestResult", "load_events", "run_backtest", "write_report"]
 
@@ -98,19 +98,14 @@ def load_events(config: Config, predictions: str | Path | None = None, labels: s
     invalid: Counter = Counter()
     n_lines = 0
 
-    known = {m.id for m in config.models}
-    max_bytes = config.engine.max_message_bytes
+    decode = InputDecoder(config)
 
     def decode_file(lines: list[bytes], topic: str, offsets: list[int] | None = None) -> None:
-        # streams.monitor.decode_input, with the model check as a set lookup (same reasons).
-        decode = decode_prediction if topic == topics.predictions else decode_label
         append = decoded.append
         for i, line in enumerate(lines):
             offset = i if offsets is None else offsets[i]
             try:
-                event = decode(line, max_bytes)
-                if event.model_id not in known:
-                    raise InvalidEvent("unknown_model", f"model_id {event.model_id!r} is not in the config")
+                event = decode(topic, line)
             except InvalidEvent as exc:
                 invalid[(topic, exc.reason)] += 1
                 continue

@@ -42,6 +42,9 @@ class Engine(msgspec.Struct, forbid_unknown_fields=True):
     max_message_bytes: int = 1 << 20
     #: What to do with an event whose model_id is not configured: "dlq" or "register" (defaults).
     unknown_model: Literal["dlq", "register"] = "dlq"
+    #: With "register": at most this many models are added; events of further ones go to the DLQ
+    #: (each model costs memory and metric series).
+    max_registered_models: int = 100
     #: How long the broker may be unreachable before the engine gives up and exits non-zero.
     broker_retry_budget_seconds: float = 60.0
     transactional_id: str | None = None
@@ -113,6 +116,8 @@ class Model(msgspec.Struct, forbid_unknown_fields=True):
     #: change detectors on the error stream (0/1 misclassified, or absolute error): [{kind=..., ...}]
     detectors: list[dict[str, Any]] = []
     rules: list[dict[str, Any]] = []
+    #: Added by the engine for an unconfigured model_id (engine.unknown_model = "register"); not a config key.
+    registered: bool = False
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True):
@@ -126,6 +131,18 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
 
     def model(self, model_id: str) -> Model | None:
         return next((m for m in self.models if m.id == model_id), None)
+
+    def model_or_register(self, model_id: str) -> Model | None:
+        """The model of ``model_id``; an unconfigured one is added with the defaults when
+        ``engine.unknown_model = "register"`` and fewer than ``engine.max_registered_models`` were."""
+        model = self.model(model_id)
+        if model is not None or self.engine.unknown_model != "register":
+            return model
+        if sum(m.registered for m in self.models) >= self.engine.max_registered_models:
+            return None
+        model = Model(id=model_id, registered=True)
+        self.models.append(model)
+        return model
 
 
 def load_config(path: str | Path) -> Config:
@@ -178,6 +195,8 @@ def _check(config: Config) -> None:
         fail("kafka.bootstrap.servers", "missing; set it to the broker address, e.g. \"127.0.0.1:9092\"")
     if config.topics.partitions < 1:
         fail("topics.partitions", "must be >= 1")
+    if config.engine.max_registered_models < 0:
+        fail("engine.max_registered_models", "must be >= 0")
     for key in ("batch_size", "poll_timeout_ms", "commit_every_events", "commit_every_ms", "max_message_bytes"):
         if getattr(config.engine, key) < 1:
             fail(f"engine.{key}", "must be >= 1")
@@ -188,6 +207,8 @@ def _check(config: Config) -> None:
         where = f"models[{i}]"
         if not model.id:
             fail(f"{where}.id", "must be a non-empty string")
+        if model.registered:
+            fail(f"{where}.registered", "is set by the engine for models it registers, not in the config")
         if model.id in seen:
             fail(f"{where}.id", f"{model.id!r} is configured twice")
         seen.add(model.id)

@@ -29,7 +29,7 @@ from .codecs import InvalidEvent, Label, Prediction, encode_trigger
 from .config import Config
 from .kafka_admin import STATE_MAX_BYTES, ensure_topics
 from .metrics import Exporter
-from .monitor import Monitor, Source, decode_input
+from .monitor import InputDecoder, Monitor, Source
 
 log = logging.getLogger("driftline.engine")
 # librdkafka's own log lines (one per failed connection attempt) go here; the engine reports
@@ -146,6 +146,7 @@ class Engine:
         self.events_since_commit = 0
         self.last_commit = time.monotonic()
         self._prepared = False  # checkpoints and offsets are in the open transaction
+        self.decode = InputDecoder(config)
         self.watchdog = CallWatchdog(self._unreachable_message(), self._call_stalled)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -213,8 +214,8 @@ class Engine:
     def process(self, messages: list[Message]) -> None:
         per_partition: dict[int, list[tuple[Prediction | Label, Source]]] = {}
         consumed: dict[str, int] = {}
-        config = self.config
-        for msg in messages:  # per message: keep this loop lean (what _decode does, inlined)
+        decode = self.decode
+        for msg in messages:  # per message: keep this loop lean
             if msg.error():
                 self._on_message_error(msg)
                 continue
@@ -222,7 +223,7 @@ class Engine:
             source = Source(topic, partition, msg.offset())
             consumed[topic] = consumed.get(topic, 0) + 1
             try:
-                event = decode_input(config, topic, msg.value() or b"")
+                event = decode(topic, msg.value() or b"")
             except InvalidEvent as exc:
                 self._dead_letter(msg, source, exc)
                 continue
@@ -243,13 +244,6 @@ class Engine:
                          trigger.threshold, extra={"model": trigger.model_id, "partition": partition})
             self.exporter.observe(monitor)
         self.events_since_commit += len(messages)
-
-    def _decode(self, msg: Message, source: Source) -> Prediction | Label | None:
-        try:
-            return decode_input(self.config, source.topic, msg.value() or b"")
-        except InvalidEvent as exc:
-            self._dead_letter(msg, source, exc)
-            return None
 
     def _dead_letter(self, msg: Message, source: Source, exc: InvalidEvent) -> None:
         self.producer.produce(self.topics.dlq, msg.value(), key=msg.key(),

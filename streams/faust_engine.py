@@ -46,7 +46,7 @@ from .config import Config, ConfigError
 from .engine import BrokerLost, dead_letter_headers
 from .kafka_admin import STATE_MAX_BYTES, ensure_topics
 from .metrics import Exporter
-from .monitor import Monitor, Source, decode_input
+from .monitor import InputDecoder, Monitor, Source
 
 log = logging.getLogger("driftline.faust")
 
@@ -210,6 +210,7 @@ def _warn_skipped(partition: int, state: PartitionState, first_offsets: dict[str
 class FaustEngine:
     def __init__(self, config: Config, exporter: Exporter, instance: str = "0"):
         self.config = config
+        self.decode = InputDecoder(config)
         self.exporter = exporter
         self.topics = config.topics
         self.app_id = f"{config.engine.group_id}-faust"
@@ -289,7 +290,7 @@ class FaustEngine:
             self.exporter.consumed.labels(msg.topic).inc()
             source = Source(msg.topic, msg.partition, msg.offset)
             try:
-                decoded = decode_input(self.config, msg.topic, msg.value or b"")
+                decoded = self.decode(msg.topic, msg.value or b"")
             except InvalidEvent as exc:
                 pending.append(await self.dlq_topic.send(
                     key=msg.key, value=msg.value, headers=dead_letter_headers(exc.reason, exc.detail, source)))

@@ -14,6 +14,7 @@ model's watermark, the largest event timestamp it has seen; a prediction older t
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -27,6 +28,8 @@ from retrain_trigger.rules import load_rules
 from .codecs import InvalidEvent, Label, Prediction, decode_label, decode_prediction, format_timestamp
 from .config import Config, Model
 from .statistics import ModelStatistics
+
+log = logging.getLogger("driftline.monitor")
 
 
 @dataclass(slots=True)
@@ -404,7 +407,7 @@ class Monitor:
     def model(self, model_id: str) -> ModelMonitor | None:
         monitor = self.models.get(model_id)
         if monitor is None:
-            model = self.config.model(model_id)
+            model = self.config.model_or_register(model_id)  # a registered model's state survives a restart
             if model is None:
                 return None
             monitor = self.models[model_id] = ModelMonitor(model, self.config.source)
@@ -440,30 +443,45 @@ class Monitor:
                 monitor.restore(model_state)
 
 
-def decode_input(config: Config, topic: str, data: bytes) -> Prediction | Label:
-    """Decode one input message of ``topic`` and check its model is configured.
+class InputDecoder:
+    """Decodes one input message and checks its model, for every engine and the backtest.
 
-    Raises :class:`InvalidEvent`; every engine sends those to the dead-letter topic.
+    Raises :class:`InvalidEvent` (the engines send it to the dead-letter topic). An unconfigured
+    ``model_id`` is ``unknown_model`` unless ``engine.unknown_model = "register"`` adds it (see
+    :meth:`Config.model_or_register`); known ids are a set lookup, not ``Config.model``'s scan.
+
+    >>> from streams.config import parse_config
+    >>> decode = InputDecoder(parse_config({"kafka": {"bootstrap.servers": "127.0.0.1:9092"}, "models": [{"id": "churn"}]}))
+    >>> decode("predictions", b'{"prediction_id": "p1", "model_id": "churn", "timestamp": 0, "prediction": 1}').model_id
+    'churn'
+    >>> decode("labels", b'{"prediction_id": "p1", "model_id": "fraud", "timestamp": 0, "label": 1}')
+    Traceback (most recent call last):
+    ...
+    streams.codecs.InvalidEvent: unknown_model: model_id 'fraud' is not in the config
     """
-    if topic == config.topics.predictions:
-        event = decode_prediction(data, config.engine.max_message_bytes)
-    else:
-        event = decode_label(data, config.engine.max_message_bytes)
-    if event.model_id not in _configured_ids(config) and config.model(event.model_id) is None:
-        raise InvalidEvent("unknown_model", f"model_id {event.model_id!r} is not in the config")
-    return event
 
+    def __init__(self, config: Config):
+        self.config = config
+        self.predictions_topic = config.topics.predictions
+        self.max_bytes = config.engine.max_message_bytes
+        self.known = {m.id for m in config.models}
 
-_CONFIGURED: dict[int, tuple[list[Model], int, frozenset[str]]] = {}
+    def __call__(self, topic: str, data: bytes) -> Prediction | Label:
+        if topic == self.predictions_topic:
+            event = decode_prediction(data, self.max_bytes)
+        else:
+            event = decode_label(data, self.max_bytes)
+        if event.model_id not in self.known:
+            self._unknown(event.model_id)
+        return event
 
-
-def _configured_ids(config: Config) -> frozenset[str]:
-    """The configured model ids, as a set (``Config.model`` scans the list): rebuilt when the
-    config's model list is replaced or changes length; any miss is still asked of ``Config.model``."""
-    models = config.models
-    cached = _CONFIGURED.get(id(config))
-    if cached is None or cached[0] is not models or cached[1] != len(models):
-        if len(_CONFIGURED) > 64:
-            _CONFIGURED.clear()
-        cached = _CONFIGURED[id(config)] = (models, len(models), frozenset(m.id for m in models))
-    return cached[2]
+    def _unknown(self, model_id: str) -> None:
+        model = self.config.model_or_register(model_id)
+        if model is None:
+            engine = self.config.engine
+            full = (f"; the {engine.max_registered_models} allowed by engine.max_registered_models are "
+                    "registered already" if engine.unknown_model == "register" else "")
+            raise InvalidEvent("unknown_model", f"model_id {model_id!r} is not in the config{full}")
+        if model.registered and model_id not in self.known:
+            log.info("registered model %r with the default settings (engine.unknown_model = \"register\")", model_id)
+        self.known.add(model_id)

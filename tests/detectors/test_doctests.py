@@ -1,4 +1,4 @@
-"""Every docstring example in detectors/ runs and prints what it says (river's convention)."""
+"""Every docstring example in the project's packages runs and prints what it says (river's convention)."""
 import doctest
 import importlib
 import pkgutil
@@ -6,8 +6,11 @@ import pkgutil
 import pytest
 
 import detectors
+import retrain_trigger
+import streams
 
-MODULES = [f"detectors.{m.name}" for m in pkgutil.iter_modules(detectors.__path__)]
+MODULES = [f"{package.__name__}.{m.name}" for package in (detectors, retrain_trigger, streams)
+           for m in pkgutil.iter_modules(package.__path__)]
 
 
 @pytest.mark.parametrize("name", MODULES)

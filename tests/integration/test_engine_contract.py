@@ -17,8 +17,9 @@ T0 = 1_700_000_000_000
 def deploy(request, kafka_bootstrap, unique, tmp_path):
     made: list[Deployment] = []
 
-    def make(models: str) -> Deployment:
-        d = Deployment(kafka_bootstrap, f"{unique}{len(made)}", tmp_path, models, engine=request.param)
+    def make(models: str, engine_extra: str = "") -> Deployment:
+        d = Deployment(kafka_bootstrap, f"{unique}{len(made)}", tmp_path, models, engine=request.param,
+                       engine_extra=engine_extra)
         made.append(d)
         d.start()
         return d
@@ -47,6 +48,16 @@ def test_predictions_without_labels_expire_after_the_ttl(deploy):
     d.wait_for_metric("driftline_events_late_total", 1, model="m")
     assert d.metric("driftline_events_joined_total", model="m") == 0
     assert d.metric("driftline_pending_predictions", model="m") == 1
+
+
+def test_unknown_models_are_registered_with_the_defaults_up_to_the_cap(deploy):
+    d = deploy('[[models]]\nid = "m"\n', engine_extra='unknown_model = "register"\nmax_registered_models = 1')
+    d.send([prediction(i, i, model="new") for i in range(5)] + [label(i, i + 1, model="new") for i in range(5)]
+           + [prediction(9, 9, model="one-too-many")])
+    d.wait_for_metric("driftline_events_joined_total", 5, model="new")
+    dlq = d.read("driftline-dlq", expected=1)
+    assert len(dlq) == 1 and dict(dlq[0].headers())["driftline.reason"] == b"unknown_model"
+    assert b"the 1 allowed by engine.max_registered_models" in dict(dlq[0].headers())["driftline.detail"]
 
 
 def test_event_time_windows_close_after_grace_and_late_labels_are_counted(deploy):

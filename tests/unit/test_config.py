@@ -34,6 +34,8 @@ def test_librdkafka_settings_pass_through():
     ({**MINIMAL, "engine": {"batch_size": "big"}}, "engine.batch_size: expected `int`, got `str`"),
     ({**MINIMAL, "engine": {"batch_size": 0}}, "engine.batch_size: must be >= 1"),
     ({**MINIMAL, "engine": {"unknown_model": "drop"}}, "engine.unknown_model: invalid enum value 'drop'"),
+    ({**MINIMAL, "engine": {"max_registered_models": -1}}, "engine.max_registered_models: must be >= 0"),
+    ({**MINIMAL, "models": [{"id": "m", "registered": True}]}, "models[0].registered: is set by the engine"),
     ({**MINIMAL, "topics": {"predicitons": "x"}}, "topics: unknown key `predicitons`"),
     ({**MINIMAL, "metrics": {"address": "9464"}}, "metrics.address: '9464' is not host:port"),
     ({**MINIMAL, "models": [{"id": "m", "window": {"size": 0}}]}, "models[0].window.size: must be >= 1"),

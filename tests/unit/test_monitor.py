@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
-from streams.codecs import Label, Prediction
+from streams.codecs import InvalidEvent, Label, Prediction
 from streams.config import parse_config
-from streams.monitor import Monitor, Source
+from streams.monitor import InputDecoder, Monitor, Source
 
 T0 = 1_700_000_000_000
 CONFIG = parse_config({
@@ -128,3 +129,41 @@ def test_checkpoint_anywhere_restores_identical_future(split):
     second.restore(checkpoint)
     after = feed(second, events[split:], offset=split)
     assert triggers_as_json(before + after) == whole
+
+
+def _registering(limit: int):
+    return parse_config({"kafka": {"bootstrap.servers": "unused:9092"},
+                         "engine": {"unknown_model": "register", "max_registered_models": limit},
+                         "models": [{"id": "m"}]})
+
+
+def _line(model: str, i: int = 0) -> bytes:
+    return (b'{"prediction_id": "p%d", "model_id": "%s", "timestamp": %d, "prediction": 1}'
+            % (i, model.encode(), T0 + i))
+
+
+def test_unknown_models_go_to_the_dlq_unless_registered_and_registration_is_capped():
+    with pytest.raises(InvalidEvent) as info:
+        InputDecoder(CONFIG)("predictions", _line("other"))
+    assert info.value.reason == "unknown_model" and "'other' is not in the config" in info.value.detail
+    config = _registering(limit=2)
+    decode = InputDecoder(config)
+    assert [decode("predictions", _line(m)).model_id for m in ("m", "a", "b", "a")] == ["m", "a", "b", "a"]
+    with pytest.raises(InvalidEvent) as info:
+        decode("predictions", _line("c"))
+    assert info.value.reason == "unknown_model" and "the 2 allowed by engine.max_registered_models" in info.value.detail
+    assert [(m.id, m.registered) for m in config.models] == [("m", False), ("a", True), ("b", True)]
+
+
+def test_a_registered_model_is_monitored_with_the_defaults_and_its_state_survives_a_restart():
+    config = _registering(limit=10)
+    decode = InputDecoder(config)
+    monitor = Monitor(config)
+    events = [(decode("predictions", _line("new", i)), Source("predictions", 0, i)) for i in range(3)]
+    events.append((Label(prediction_id="p1", model_id="new", label=1, timestamp=T0 + 5), Source("labels", 0, 0)))
+    monitor.process(events)
+    assert monitor.models["new"].counters.joined == 1
+    state = json.loads(json.dumps(monitor.state()))
+    restarted = Monitor(_registering(limit=10))  # a fresh process: the model is not in its config yet
+    restarted.restore(state)
+    assert restarted.models["new"].state() == monitor.models["new"].state()
