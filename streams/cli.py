@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import json
 import logging
@@ -14,11 +15,26 @@ from .config import ConfigError, load_config
 EXIT_CONFIG = 2
 
 
+def _tune_gc() -> None:
+    """Fewer cyclic collections for a process that allocates a few dozen objects per event.
+
+    Reference counting frees nearly all of them; CPython's default young-generation threshold
+    (700 allocations) still ran a collection every ~30 events: benchmarks/engine.py measured the
+    default engine at 79k events/s with it and 92k with this. 50,000 still bounds what cyclic
+    garbage can pile up; ``gc.freeze`` keeps what start-up made (modules, config) out of the
+    full collections.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
+
+
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     from .engine import BrokerLost, Engine
     from .kafka_admin import TopicLayoutError
     from .metrics import Exporter
+
+    _tune_gc()
 
     if args.bootstrap_servers:
         config.kafka["bootstrap.servers"] = args.bootstrap_servers

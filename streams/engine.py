@@ -113,8 +113,11 @@ class Engine:
         self.transactional_id = config.engine.transactional_id or f"{group}-{socket.gethostname()}-{instance}"
         self.consumer = Consumer({
             # librdkafka prefetches up to 64 MB by default; a batch is ~2 MB, 16 MB keeps the pipe
-            # full at a quarter of the memory (a [kafka] setting overrides it)
+            # full at a quarter of the memory (a [kafka] setting overrides it) ...
             "queued.max.messages.kbytes": 16384,
+            # ... provided a full queue delays the next fetch briefly: the default 1000 ms left the
+            # engine waiting on an empty queue (0.54x of the raw consumer's rate; 0.66x with 64 MB)
+            "fetch.queue.backoff.ms": 20,
             **kafka,
             "group.id": group,
             "enable.auto.commit": False,
