@@ -177,6 +177,11 @@ class _Consumer(faust_aiokafka.Consumer):
             self._gap[tp].chop(0, end)
         return end if end is not None and (committed is None or end > committed) else None
 
+    def skip(self, tp, first: int, end: int) -> None:
+        """Offsets ``first`` up to ``end`` will never be delivered: commit past them."""
+        self._gap[tp].addi(first, end)
+        self._gap[tp].merge_overlaps()
+
 
 class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
@@ -192,19 +197,6 @@ class _App(faust.App):
 def _gap(state: PartitionState, first_offsets: dict[str, int]) -> bool:
     """Whether events lie between what ``state`` covers and the first offsets about to be read."""
     return any(offset > state.next_offsets.get(topic, 0) for topic, offset in first_offsets.items())
-
-
-def _warn_skipped(partition: int, state: PartitionState, first_offsets: dict[str, int]) -> None:
-    """Offsets between the last event processed and the next one Faust delivered: transaction
-    markers (no records there), input retention, or events Faust's fetcher skipped after a
-    rebalance (it can resume from messages fetched before it sought back to the committed offset:
-    faust-streaming#216)."""
-    for topic, offset in first_offsets.items():
-        expected = state.next_offsets.get(topic, 0)
-        if offset > expected:
-            log.warning("partition %d: %s offsets %d..%d never reached the worker (transaction markers, "
-                        "input retention, or skipped by Faust's fetcher after a rebalance, faust-streaming#216)",
-                        partition, topic, expected, offset - 1)
 
 
 class FaustEngine:
@@ -350,7 +342,7 @@ class FaustEngine:
                 if not _gap(in_hand, offsets):
                     continue
                 if self._stored(partition).next_offsets == in_hand.next_offsets:
-                    _warn_skipped(partition, in_hand, offsets)
+                    self._skipped(partition, in_hand, offsets)
                     continue
                 self.states.pop(partition)
             deadline = time.monotonic() + RECOVERY_WAIT_SECONDS
@@ -359,7 +351,7 @@ class FaustEngine:
                 if time.monotonic() > deadline:
                     log.warning("partition %d: the table state still ends before the batch after %.0fs; "
                                 "continuing from it", partition, RECOVERY_WAIT_SECONDS)
-                    _warn_skipped(partition, self.states[partition], offsets)
+                    self._skipped(partition, self.states[partition], offsets)
                     break
                 if not waited:
                     log.info("partition %d: waiting for the table's recovery (at next offsets %s) to reach offsets %s",
@@ -367,6 +359,20 @@ class FaustEngine:
                     waited = True
                 await asyncio.sleep(0.1)
                 self.states[partition] = self._stored(partition)
+
+    def _skipped(self, partition: int, state: PartitionState, first_offsets: dict[str, int]) -> None:
+        """Offsets between the last event processed and the next one Faust delivered: transaction
+        markers (no records there), input retention, or events Faust's fetcher skipped after a
+        rebalance (it can resume from messages fetched before it sought back to the committed
+        offset: faust-streaming#216). Logged, and marked as a gap so the committed offset moves
+        past them (nothing will ever ack them; without this the commits stopped there for good)."""
+        for topic, offset in first_offsets.items():
+            expected = state.next_offsets.get(topic, 0)
+            if offset > expected:
+                log.warning("partition %d: %s offsets %d..%d never reached the worker (transaction markers, "
+                            "input retention, or skipped by Faust's fetcher after a rebalance, faust-streaming#216)",
+                            partition, topic, expected, offset - 1, extra={"partition": partition})
+                self.app.consumer.skip(_tp(topic, partition), expected, offset)
 
     def _stored(self, partition: int) -> PartitionState:
         """The partition's state as the table holds it now."""
