@@ -40,7 +40,7 @@ class ChangeDetector:
     kind: ClassVar[str]
     _fields: ClassVar[tuple[str, ...]]
     #: the error stream must lie in [0, 1] (bit streams / bounded errors)
-    _unit_interval: ClassVar[bool] = False
+    unit_interval: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.seen = 0
@@ -52,7 +52,7 @@ class ChangeDetector:
 
     def update_many(self, values: Any) -> Result:
         values = as_finite_array(values)
-        if self._unit_interval and values.size and (values.min() < 0 or values.max() > 1):
+        if self.unit_interval and values.size and (values.min() < 0 or values.max() > 1):
             raise InvalidInput(f"{self.kind} takes errors in [0, 1] (1 = misclassified)")
         hits = self._scan(values)
         self.last_detections = [self.seen + i for i in hits]
@@ -404,7 +404,7 @@ class DDM(ChangeDetector):
     """
 
     kind = "ddm"
-    _unit_interval = True
+    unit_interval = True
     _fields = ("_n", "_mean", "_p_min", "_s_min", "_ps_min")
 
     def __init__(self, warm_start: int = 30, warning_threshold: float = 2.0, drift_threshold: float = 3.0):
@@ -470,7 +470,7 @@ class EDDM(ChangeDetector):
     """
 
     kind = "eddm"
-    _unit_interval = True
+    unit_interval = True
     _fields = ("_n", "_last_error", "_n_errors", "_d_n", "_d_mean", "_d_s", "_p2s_max", "_level")
 
     def __init__(self, warm_start: int = 30, alpha: float = 0.95, beta: float = 0.9):
@@ -551,7 +551,7 @@ class HDDM_A(ChangeDetector):
     """
 
     kind = "hddm_a"
-    _unit_interval = True
+    unit_interval = True
     # (n, mean) of: everything since the reset, and the prefixes ending at the two cut points
     _fields = ("_z", "_x_min", "_x_max")
 
@@ -635,7 +635,7 @@ class HDDM_W(ChangeDetector):
     """
 
     kind = "hddm_w"
-    _unit_interval = True
+    unit_interval = True
     _fields = ("_n", "_total", "_s1_incr", "_s2_incr", "_s1_decr", "_s2_decr", "_incr_cut", "_decr_cut")
 
     def __init__(self, drift_confidence: float = 0.001, warning_confidence: float = 0.005,

@@ -18,7 +18,7 @@ point (a closed window or a batch)::
 Observation keys are statistic names: performance metrics (``accuracy``, ``f1_macro``,
 ``precision_macro``, ``recall_macro``, ``log_loss``, ``brier``, ``ece``, ``mae``, ``rmse``,
 ``bias``), per-feature drift ``feature.<feature>.<psi|ks|wasserstein|js|chi2>``, prediction
-drift ``prediction.<kind>``, change detectors ``detector.<kind>`` and ``labelled_fraction``.
+drift ``prediction.<kind>`` and change detectors ``detector.<kind>``.
 
 Semantics per rule (see retrain_trigger/README.md for a timeline):
 

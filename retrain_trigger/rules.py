@@ -44,10 +44,9 @@ PERFORMANCE_STATISTICS = (
 )
 DRIFT_KINDS = ("psi", "ks", "wasserstein", "js", "chi2")
 DETECTOR_KINDS = ("adwin", "ddm", "eddm", "hddm_a", "hddm_w", "page_hinkley", "kswin")
-OTHER_STATISTICS = ("labelled_fraction",)
 
 STATISTIC_HELP = (
-    f"one of {', '.join(PERFORMANCE_STATISTICS + OTHER_STATISTICS)}, "
+    f"one of {', '.join(PERFORMANCE_STATISTICS)}, "
     f"feature.<feature>.<{'|'.join(DRIFT_KINDS)}>, prediction.<{'|'.join(DRIFT_KINDS)}> "
     f"or detector.<{'|'.join(DETECTOR_KINDS)}>"
 )
@@ -183,7 +182,7 @@ def _check_rearm(condition: Condition, path: str) -> None:
 
 
 def _check_statistic(statistic: str, path: str) -> None:
-    if statistic in PERFORMANCE_STATISTICS or statistic in OTHER_STATISTICS:
+    if statistic in PERFORMANCE_STATISTICS:
         return
     family, _, rest = statistic.partition(".")
     kind = rest.rsplit(".", 1)[-1]

@@ -6,6 +6,7 @@ See ``driftline.example.toml`` for every key with a comment.
 """
 from __future__ import annotations
 
+import fnmatch
 import re
 import tomllib
 from pathlib import Path
@@ -178,11 +179,12 @@ def _readable(message: str) -> str:
     return f"{where or '(top level)'}: {problem[0].lower()}{problem[1:]}"
 
 
-def validate_statistics(model: Model, source: str) -> None:
-    """Build the model's detectors once, so a bad kind or parameter fails at load time."""
+def validate_statistics(model: Model, source: str) -> list[str]:
+    """Build the model's detectors once, so a bad kind or parameter fails at load time; returns
+    the names of the statistics they compute."""
     from .statistics import ModelStatistics
 
-    ModelStatistics(model, source)
+    return ModelStatistics(model, source).statistic_names()
 
 
 def _check(config: Config) -> None:
@@ -228,7 +230,7 @@ def _check(config: Config) -> None:
                 if not reference.is_file():
                     fail(f"{where}.drift.reference_file", f"{reference} does not exist")
         try:
-            validate_statistics(model, config.source)
+            computed = validate_statistics(model, config.source)
         except ValueError as exc:
             fail(where, str(exc))
         if model.evaluate_every < 1:
@@ -236,6 +238,12 @@ def _check(config: Config) -> None:
         if model.label_ttl_seconds <= 0:
             fail(f"{where}.label_ttl_seconds", "must be > 0")
         try:
-            load_rules(model.rules, where=f"{where}.rules")
+            rules = load_rules(model.rules, where=f"{where}.rules")
         except RuleError as exc:
             raise ConfigError(f"{src}: {exc}") from None
+        for r, rule in enumerate(rules):
+            for c, condition in enumerate(rule.conditions):
+                if not any(fnmatch.fnmatchcase(name, condition.statistic) for name in computed):
+                    fail(f"{where}.rules[{r}].conditions[{c}].statistic",
+                         f"{condition.statistic!r} is not computed for this model; it computes "
+                         f"{', '.join(computed)} (add the metric, feature or detector first)")

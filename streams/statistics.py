@@ -78,6 +78,11 @@ class ModelStatistics:
                 self.changes[kind] = build(kind, params)
             except ValueError as exc:
                 raise ValueError(f"detectors[{i}]: {exc}") from None
+            if self.regression and self.changes[kind].unit_interval:
+                # a regression model's errors are absolute errors, not bits: the first one above 1
+                # would stop the engine at every restart
+                raise ValueError(f"detectors[{i}].kind: {kind!r} takes 0/1 errors (classification); for "
+                                 "a regression model use adwin, page_hinkley or kswin")
         self.feature_drift: dict[tuple[str, str], Any] = {}
         self.prediction_drift: dict[str, Any] = {}
         #: each drift detector's result as of its last update (``update_many`` returns it): a
@@ -248,6 +253,12 @@ class ModelStatistics:
         if not (self.changes or self.feature_drift or self.prediction_drift):
             return eager
         return _Observations(eager, self._detector_observations)
+
+    def statistic_names(self) -> list[str]:
+        """Every statistic :meth:`observations` holds (what a rule may name)."""
+        return [*self.metric_kinds, *(f"detector.{kind}" for kind in self.changes),
+                *(f"feature.{feature}.{kind}" for feature, kind in self.feature_drift),
+                *(f"prediction.{kind}" for kind in self.prediction_drift)]
 
     def _detector_observations(self) -> dict[str, Observation]:
         self.catch_up()

@@ -36,6 +36,13 @@ def test_librdkafka_settings_pass_through():
     ({**MINIMAL, "engine": {"unknown_model": "drop"}}, "engine.unknown_model: invalid enum value 'drop'"),
     ({**MINIMAL, "engine": {"max_registered_models": -1}}, "engine.max_registered_models: must be >= 0"),
     ({**MINIMAL, "models": [{"id": "m", "registered": True}]}, "models[0].registered: is set by the engine"),
+    ({**MINIMAL, "models": [{"id": "m", "rules": [{"name": "r", "conditions": [
+        {"statistic": "feature.nope.psi", "op": ">", "threshold": 0.2}]}]}]},
+     "models[0].rules[0].conditions[0].statistic: 'feature.nope.psi' is not computed for this model; "
+     "it computes accuracy"),
+    ({**MINIMAL, "models": [{"id": "m", "rules": [{"name": "r", "conditions": [
+        {"statistic": "detector.adwin", "fired": True}]}]}]},
+     "models[0].rules[0].conditions[0].statistic: 'detector.adwin' is not computed"),
     ({**MINIMAL, "topics": {"predicitons": "x"}}, "topics: unknown key `predicitons`"),
     ({**MINIMAL, "metrics": {"address": "9464"}}, "metrics.address: '9464' is not host:port"),
     ({**MINIMAL, "models": [{"id": "m", "window": {"size": 0}}]}, "models[0].window.size: must be >= 1"),
@@ -91,3 +98,12 @@ def test_help_describes_every_option():
         else:
             for command in ("run", "check-config", "kafka"):
                 assert command in out
+
+
+@pytest.mark.parametrize("kind", ["ddm", "eddm", "hddm_a", "hddm_w"])
+def test_a_bit_stream_change_detector_on_a_regression_model_is_a_config_error(kind):
+    # Its absolute errors above 1 would otherwise raise inside the engine at every restart.
+    raw = {**MINIMAL, "models": [{"id": "m", "task": "regression", "detectors": [{"kind": kind}]}]}
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, "x.toml")
+    assert str(info.value).startswith(f"x.toml: models[0]: detectors[0].kind: '{kind}' takes 0/1 errors")

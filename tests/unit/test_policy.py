@@ -151,11 +151,11 @@ def test_all_rearms_when_one_condition_recovers():
         "name": "combo", "combine": "all",
         "conditions": [
             {"statistic": "accuracy", "op": "<", "threshold": 0.8},
-            {"statistic": "labelled_fraction", "op": ">", "threshold": 0.5},
+            {"statistic": "recall_macro", "op": ">", "threshold": 0.5},
         ],
     })
-    both = {"accuracy": 0.7, "labelled_fraction": 0.9}
-    steps = [both, both, {"accuracy": 0.9, "labelled_fraction": 0.9}, both]
+    both = {"accuracy": 0.7, "recall_macro": 0.9}
+    steps = [both, both, {"accuracy": 0.9, "recall_macro": 0.9}, both]
     assert ids_per_step(run(policy, steps)) == ["churn:combo:000001", None, None, "churn:combo:000002"]
 
 

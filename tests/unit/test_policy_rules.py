@@ -123,7 +123,7 @@ def test_rules_must_be_a_list():
 
 @pytest.mark.parametrize(
     "statistic",
-    ["accuracy", "ece", "labelled_fraction", "feature.age.psi", "feature.a.b.ks", "feature.*.wasserstein",
+    ["accuracy", "ece", "feature.age.psi", "feature.a.b.ks", "feature.*.wasserstein",
      "feature.*.*", "prediction.js", "prediction.*", "detector.kswin", "detector.*"],
 )
 def test_known_statistics_are_accepted(statistic):

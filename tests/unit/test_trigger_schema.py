@@ -26,7 +26,7 @@ def produced_events():
         {"name": "wide-drift", "conditions": [{"statistic": "feature.*.psi", "op": ">", "threshold": 0.2, "at_least": 2}]},
         {"name": "adwin", "severity": "info", "conditions": [{"statistic": "detector.adwin", "fired": True}]},
         {"name": "both", "combine": "all", "conditions": [
-            {"statistic": "mae", "op": ">", "threshold": 1.0}, {"statistic": "labelled_fraction", "op": ">=", "threshold": 0.1}]},
+            {"statistic": "mae", "op": ">", "threshold": 1.0}, {"statistic": "recall_macro", "op": ">=", "threshold": 0.1}]},
     ], "models[0].rules")
     policy = TriggerPolicy("churn", rules)
     observations = {
@@ -36,7 +36,7 @@ def produced_events():
         "feature.tenure.psi": Observation(0.3, 5000, p_value=1e-9, detector="psi"),
         "detector.adwin": Observation(0.12, 5000, fired=True),
         "mae": Observation(2.0, 5000),
-        "labelled_fraction": Observation(0.5, 10000),
+        "recall_macro": Observation(0.5, 10000),
     }
     window = TriggerWindow(start=iso_from_ms(AT_MS - 60_000), end=iso_from_ms(AT_MS), count=5000,
                            offsets={"predictions:3": [10, 5009], "labels:3": [7, 4000]})
