@@ -132,8 +132,19 @@ class Exporter:
                                          ["model", "feature", "detector"], registry=r)
         self.prediction_drift = Gauge("driftline_prediction_drift", "Drift statistic of the prediction/score "
                                       "distribution against its reference.", ["model", "detector"], registry=r)
+        self.prediction_drift_p_value = Gauge("driftline_prediction_drift_p_value", "p-value of the prediction "
+                                              "drift test (ks, chi2).", ["model", "detector"], registry=r)
+        self.prediction_drift_threshold = Gauge("driftline_prediction_drift_threshold", "Level at which the "
+                                                "prediction drift statistic alarms.", ["model", "detector"],
+                                                registry=r)
+        self.prediction_drift_alarm = Gauge("driftline_prediction_drift_alarm", "1 while the prediction drift "
+                                            "statistic is past its threshold.", ["model", "detector"], registry=r)
         self.change_statistic = Gauge("driftline_change_detector_statistic", "A change detector's running "
                                       "statistic on the error stream.", ["model", "detector"], registry=r)
+        self.change_threshold = Gauge("driftline_change_detector_threshold", "The level a change detector's "
+                                      "statistic signals at, where it has one.", ["model", "detector"], registry=r)
+        self.change_fired = Gauge("driftline_change_detector_fired", "1 when a change detector signalled since "
+                                  "the last evaluation point.", ["model", "detector"], registry=r)
         self.change_detections = Counter("driftline_change_detections_total", "Changes a detector signalled "
                                          "on the error stream.", ["model", "detector"], registry=r)
         self.pending = Gauge("driftline_pending_predictions", "Predictions waiting for their label.",
@@ -193,8 +204,16 @@ class Exporter:
                 self.feature_drift_alarm.labels(model_id, feature, kind).set(1 if obs.fired else 0)
             elif family == "prediction":
                 self.prediction_drift.labels(model_id, rest).set(obs.value)
+                if obs.p_value is not None:
+                    self.prediction_drift_p_value.labels(model_id, rest).set(obs.p_value)
+                if obs.threshold is not None:
+                    self.prediction_drift_threshold.labels(model_id, rest).set(obs.threshold)
+                self.prediction_drift_alarm.labels(model_id, rest).set(1 if obs.fired else 0)
             elif family == "detector":
                 self.change_statistic.labels(model_id, rest).set(obs.value)
+                if obs.threshold is not None:
+                    self.change_threshold.labels(model_id, rest).set(obs.threshold)
+                self.change_fired.labels(model_id, rest).set(1 if obs.fired else 0)
             else:
                 self.performance.labels(model_id, version, name).set(obs.value)
 

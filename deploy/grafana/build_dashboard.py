@@ -18,7 +18,8 @@ UID = "driftline-overview"
 DS = {"type": "prometheus", "uid": "${datasource}"}
 
 M = 'model=~"$model"'
-MV = 'model=~"$model", version=~"$version", segment=~"$segment"'
+MV = 'model=~"$model", version=~"$version"'  # statistics are per model and version
+MS = 'model=~"$model", segment=~"$segment"'  # driftline_predictions_total alone carries segment
 
 
 def target(expr: str, legend: str = "", ref: str = "A", instant: bool = False, fmt: str = "time_series") -> dict:
@@ -122,8 +123,8 @@ def build() -> dict:
                thresholds=[(None, "green"), (60, "orange"), (300, "red")]), 5, 4)
     L.add(timeseries("Events/s by topic and model", [
         target("sum by (topic) (rate(driftline_events_consumed_total[$__rate_interval]))", "consumed {{topic}}", "A"),
-        target(f"sum by (model) (rate(driftline_predictions_total{{{M}}}[$__rate_interval]))",
-               "predictions {{model}}", "B"),
+        target(f"sum by (model, segment) (rate(driftline_predictions_total{{{MS}}}[$__rate_interval]))",
+               "predictions {{model}} {{segment}}", "B"),
         target(f"sum by (model) (rate(driftline_labels_total{{{M}}}[$__rate_interval]))", "labels {{model}}", "C"),
         target(f"sum by (model) (rate(driftline_events_joined_total{{{M}}}[$__rate_interval]))",
                "joined {{model}}", "D"),

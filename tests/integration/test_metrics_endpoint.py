@@ -22,8 +22,8 @@ id = "churn"
 evaluate_every = 50
 window = { kind = "count", size = 300 }
 features = { numeric = ["age", "income"], categorical = ["plan"] }
-drift = { numeric = ["ks", "psi"], categorical = ["chi2"], prediction = ["psi"], reference_size = 300, window = 300 }
-detectors = [{ kind = "adwin" }]
+drift = { numeric = ["ks", "psi"], categorical = ["chi2"], prediction = ["psi", "ks"], reference_size = 300, window = 300 }
+detectors = [{ kind = "adwin" }, { kind = "ddm" }]
   [[models.rules]]
   name = "accuracy-floor"
   min_samples = 100
