@@ -19,9 +19,25 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from retrain_trigger import listener
 from retrain_trigger.events import TriggerEvent, TriggerWindow, decode_trigger, encode_trigger, make_trigger_id
 
+from .harness import Deployment, pair
+
 pytestmark = pytest.mark.kafka
 
 REPO = Path(__file__).resolve().parents[2]
+FLOOR_MODEL = """
+[[models]]
+id = "churn"
+window = { kind = "count", size = 100 }
+evaluate_every = 10
+  [[models.rules]]
+  name = "accuracy-floor"
+  min_samples = 100
+  cooldown_seconds = 100000
+    [[models.rules.conditions]]
+    statistic = "accuracy"
+    op = "<"
+    threshold = 0.8
+"""
 FAST_BACKOFF = listener.Backoff(initial=0.05, maximum=0.2)
 
 
@@ -58,10 +74,12 @@ def produce(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
 
 
 def committed_offset(bootstrap: str, group: str, topic: str) -> int:
+    """The group's committed offset on ``topic``: the largest over its partitions (-1001: none)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
-        (partition,) = consumer.committed([TopicPartition(topic, 0)], timeout=10)
-        return partition.offset
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return max(tp.offset for tp in committed)
     finally:
         consumer.close()
 
@@ -148,13 +166,21 @@ def listen_subprocess(config_file, topics, group, state_dir, command, extra_env=
 
 
 def test_killed_between_action_and_commit_runs_the_command_once(kafka_bootstrap, topics, unique, tmp_path):
+    """The whole path: the engine publishes a trigger; the listener acts on it exactly once."""
+    engine = Deployment(kafka_bootstrap, unique, tmp_path, FLOOR_MODEL)
+    try:
+        engine.start()
+        engine.send([e for i in range(120) for e in pair(i, "churn", correct=i % 3 != 0)])  # 67 % < 80 %
+        (published,) = engine.triggers(expected=1)
+    finally:
+        engine.stop_all()
+    trigger = decode_trigger(json.dumps(published).encode())
+    topics = {**topics, "triggers": engine.topics["retrain-triggers"]}
     group, state_dir, runs_file = f"listen-{unique}", tmp_path / "state", tmp_path / "runs.txt"
     # The killed member stays in the group until its session times out; keep that short.
     # Both TOML spellings of a librdkafka key: unquoted (nested table) and quoted.
-    config_file = tmp_path / "driftline.toml"
+    config_file = tmp_path / "listener.toml"
     config_file.write_text(f'[kafka]\nbootstrap.servers = "{kafka_bootstrap}"\n"session.timeout.ms" = 6000\n')
-    trigger = make_trigger(1)
-    produce(kafka_bootstrap, topics["triggers"], [encode_trigger(trigger)])
 
     # First listener: runs the command, records it, then (test hook) waits before committing.
     first = listen_subprocess(config_file, topics, group, state_dir, recording_command(runs_file),
