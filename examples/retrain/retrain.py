@@ -6,9 +6,10 @@ Run by the listener, which passes the trigger JSON on stdin::
         --exec "python examples/retrain/retrain.py --model-dir models/"
 
 1. Read the trigger; print its evidence.
-2. Read the window's labels back from Kafka by ``window.offsets`` (``labels:<partition>``:
-   [first, last]), then the predictions they label from the same partition of the
-   predictions topic (co-partitioned), looking back ``--lookback-seconds`` of broker time.
+2. Read the window back from Kafka by ``window.offsets`` (``<topic>:<partition>``: [first,
+   last]): for a performance rule, labels, then the predictions they label from the same
+   partition of the predictions topic (co-partitioned), looking back ``--lookback-seconds`` of
+   broker time; for a drift rule, predictions, then the labels that have arrived for them.
 3. Join them by ``prediction_id`` and train a Hoeffding tree on the features, measuring
    progressive (test-then-train) accuracy or MAE.
 4. Save the model as ``<model-dir>/<model_id>/<new version>.pkl`` and print one JSON line with
@@ -68,47 +69,59 @@ def read_range(consumer: Consumer, partition: TopicPartition, last: int) -> list
 
 
 def read_window(trigger: TriggerEvent, args: argparse.Namespace) -> list[tuple[dict, object]]:
-    """(features, label) pairs of the window's labelled predictions."""
+    """(features, label) pairs of the window's labelled predictions.
+
+    A performance rule's window is labels (``labels:<p>``): their predictions are looked up
+    before them. A drift rule's window is predictions (``predictions:<p>``): their labels are
+    looked up after them (the ones that arrived by now; unlabelled predictions are left out).
+    """
     consumer = Consumer({"bootstrap.servers": args.bootstrap_servers, "group.id": "driftline-retrain-example",
                          "enable.auto.commit": False, "isolation.level": "read_committed"})
     pairs = []
     try:
         for key, (first, last) in trigger.window.offsets.items():
             topic, _, partition = key.rpartition(":")
-            if topic != args.labels_topic:
+            if topic not in (args.labels_topic, args.predictions_topic):
                 continue
-            labels, oldest_ms = {}, None
+            is_labels = topic == args.labels_topic
+            decode = decode_label if is_labels else decode_prediction
+            window, oldest_ms = {}, None
             for message in read_range(consumer, TopicPartition(topic, int(partition), first), last):
-                label = decode_label(message.value())
-                if label.model_id == trigger.model_id:
-                    labels[label.prediction_id] = label.label
+                event = decode(message.value())
+                if event.model_id == trigger.model_id:
+                    window[event.prediction_id] = event
                     broker_ms = message.timestamp()[1]
                     oldest_ms = broker_ms if oldest_ms is None else min(oldest_ms, broker_ms)
-            if labels:
-                pairs.extend(read_predictions(consumer, args, int(partition), oldest_ms, labels))
+            if not window:
+                continue
+            if is_labels:  # their predictions came before them
+                since_ms = int(oldest_ms - args.lookback_seconds * 1000)
+                found = scan(consumer, args.predictions_topic, int(partition), since_ms, set(window), decode_prediction)
+                pairs.extend((dict(p.features), window[pid].label) for pid, p in found.items())
+            else:  # their labels came after them
+                found = scan(consumer, args.labels_topic, int(partition), oldest_ms, set(window), decode_label)
+                pairs.extend((dict(window[pid].features), label.label) for pid, label in found.items())
     finally:
         consumer.close()
     return pairs
 
 
-def read_predictions(consumer: Consumer, args: argparse.Namespace, partition: int, oldest_label_ms: int,
-                     labels: dict) -> list[tuple[dict, object]]:
-    """The labelled predictions: same partition (co-partitioned), from ``--lookback-seconds`` before the labels."""
-    since_ms = int(oldest_label_ms - args.lookback_seconds * 1000)
-    topic_partition = TopicPartition(args.predictions_topic, partition, since_ms)
-    (start,) = consumer.offsets_for_times([topic_partition], timeout=10)
-    _, high = consumer.get_watermark_offsets(TopicPartition(args.predictions_topic, partition), timeout=10)
+def scan(consumer: Consumer, topic: str, partition: int, since_ms: int, wanted: set, decode) -> dict:
+    """The events of ``wanted`` prediction ids in one partition (co-partitioned with the window's),
+    read from broker time ``since_ms`` to the end, by id."""
+    (start,) = consumer.offsets_for_times([TopicPartition(topic, partition, since_ms)], timeout=10)
+    _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+    found: dict = {}
     if start.offset < 0 or high == 0:
-        return []
-    pairs, wanted = [], set(labels)
-    for message in read_range(consumer, TopicPartition(args.predictions_topic, partition, start.offset), high - 1):
-        prediction = decode_prediction(message.value())
-        if prediction.prediction_id in wanted:
-            wanted.discard(prediction.prediction_id)
-            pairs.append((dict(prediction.features), labels[prediction.prediction_id]))
+        return found
+    for message in read_range(consumer, TopicPartition(topic, partition, start.offset), high - 1):
+        event = decode(message.value())
+        if event.prediction_id in wanted:
+            wanted.discard(event.prediction_id)
+            found[event.prediction_id] = event
             if not wanted:
                 break
-    return pairs
+    return found
 
 
 def train(pairs: list[tuple[dict, object]]) -> tuple[object, str, float]:

@@ -59,3 +59,26 @@ def test_listener_runs_the_retrain_example_once_per_trigger(kafka_bootstrap, uni
     assert rerun.returncode == 0, rerun.stderr
     assert b"already retrained" in rerun.stderr
     assert json.loads(rerun.stdout) == emitted
+
+
+def test_a_drift_trigger_retrains_on_its_predictions_and_the_labels_that_arrived(kafka_bootstrap, unique, tmp_path):
+    # A drift rule's window is predictions (offsets on the predictions topic); their labels come later.
+    names = {k: f"{k}-{unique}" for k in ("predictions", "labels")}
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    for future in admin.create_topics([NewTopic(n, 1, 1) for n in names.values()]).values():
+        future.result(30)
+    predictions = [json.dumps({"prediction_id": f"p{i}", "model_id": "churn", "timestamp": 1_795_000_000_000 + i,
+                               "features": {"age": 20 + i % 50}, "prediction": 0}).encode() for i in range(300)]
+    labels = [json.dumps({"prediction_id": f"p{i}", "model_id": "churn", "timestamp": 1_795_000_100_000 + i,
+                          "label": int(20 + i % 50 > 40)}).encode() for i in range(0, 300, 2)]  # half never labelled
+    produce(kafka_bootstrap, names["predictions"], predictions)
+    produce(kafka_bootstrap, names["labels"], labels)
+    trigger = make_trigger(2)
+    trigger.window.offsets = {f"{names['predictions']}:0": [100, 299]}
+    done = subprocess.run([sys.executable, str(SCRIPT), "--bootstrap-servers", kafka_bootstrap,
+                           "--predictions-topic", names["predictions"], "--labels-topic", names["labels"],
+                           "--model-dir", str(tmp_path / "models")],
+                          input=encode_trigger(trigger), capture_output=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["trained_on"] == 100  # the 200 window predictions, of which 100 are labelled
