@@ -72,9 +72,10 @@ def _add_kafka_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap-servers", metavar="HOST:PORT[,...]",
                         help="Kafka brokers (overrides the config file's kafka.bootstrap.servers)")
     parser.add_argument("--config", "-c", metavar="FILE",
-                        help="driftline TOML config; only its [kafka] table (librdkafka settings) is read")
-    parser.add_argument("--topic", default=listener.DEFAULT_TOPIC,
-                        help=f"retrain-trigger topic (default: {listener.DEFAULT_TOPIC})")
+                        help="driftline TOML config; its [kafka] table (librdkafka settings) and "
+                             "topics.triggers are read")
+    parser.add_argument("--topic", help="retrain-trigger topic (default: the config's topics.triggers, "
+                                        f"else {listener.DEFAULT_TOPIC})")
 
 
 def _non_negative_int(text: str) -> int:
@@ -95,7 +96,10 @@ def kafka_settings(args: argparse.Namespace) -> dict[str, Any]:
     """librdkafka settings: the config file's [kafka] table, then --bootstrap-servers."""
     settings: dict[str, Any] = {}
     if args.config:
-        settings.update(_read_kafka_table(Path(args.config)))
+        table = _read_config(Path(args.config)).get("kafka", {})
+        if not isinstance(table, dict):
+            raise UsageError(f"{args.config}: kafka: expected a table of librdkafka settings")
+        settings.update(_flatten(table))
     if args.bootstrap_servers:
         settings["bootstrap.servers"] = args.bootstrap_servers
     if "bootstrap.servers" not in settings:
@@ -104,17 +108,21 @@ def kafka_settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
-def _read_kafka_table(path: Path) -> dict[str, Any]:
+def trigger_topic(args: argparse.Namespace) -> str:
+    """--topic, else the config's topics.triggers (what the engine publishes to), else the default."""
+    if args.topic:
+        return args.topic
+    topics = _read_config(Path(args.config)).get("topics", {}) if args.config else {}
+    return topics.get("triggers", listener.DEFAULT_TOPIC) if isinstance(topics, dict) else listener.DEFAULT_TOPIC
+
+
+def _read_config(path: Path) -> dict[str, Any]:
     try:
-        raw = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"{path}: file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: not valid TOML: {exc}") from None
-    table = raw.get("kafka", {})
-    if not isinstance(table, dict):
-        raise UsageError(f"{path}: kafka: expected a table of librdkafka settings")
-    return _flatten(table)
 
 
 def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -145,7 +153,7 @@ def _stop_on_signals() -> threading.Event:
 
 def run_listen(args: argparse.Namespace) -> int:
     try:
-        settings = kafka_settings(args)
+        settings, topic = kafka_settings(args), trigger_topic(args)
     except UsageError as exc:
         return _usage_error(exc)
     if args.exec_command:
@@ -153,7 +161,7 @@ def run_listen(args: argparse.Namespace) -> int:
     else:
         action = listener.HttpAction(args.url, timeout=args.timeout or 30.0)
     listen = listener.Listener(
-        settings, action, topic=args.topic, group=args.group, state_dir=args.state_dir,
+        settings, action, topic=topic, group=args.group, state_dir=args.state_dir,
         max_retries=args.max_retries, failure_topic=args.failure_topic,
         backoff=listener.Backoff(initial=args.retry_backoff, maximum=args.max_backoff),
     )
@@ -167,10 +175,10 @@ def run_listen(args: argparse.Namespace) -> int:
 
 def run_tail(args: argparse.Namespace) -> int:
     try:
-        settings = kafka_settings(args)
+        settings, topic = kafka_settings(args), trigger_topic(args)
     except UsageError as exc:
         return _usage_error(exc)
-    listener.tail(settings, args.topic, as_json=args.json, from_beginning=args.from_beginning,
+    listener.tail(settings, topic, as_json=args.json, from_beginning=args.from_beginning,
                   stop=_stop_on_signals())
     return 0
 

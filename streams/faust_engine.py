@@ -297,7 +297,8 @@ class FaustEngine:
                 pending.append(await self.triggers_topic.send(key=trigger.model_id.encode(),
                                                               value=encode_trigger(trigger)))
                 self.exporter.triggers.labels(trigger.model_id, trigger.rule).inc()
-                log.info("trigger %s value=%s threshold=%s", trigger.trigger_id, trigger.value, trigger.threshold)
+                log.info("trigger %s: %s=%s (threshold %s)", trigger.trigger_id, trigger.metric, trigger.value,
+                         trigger.threshold, extra={"model": trigger.model_id, "partition": partition})
             self.exporter.observe(monitor)
         if pending:  # outputs first: the state must never claim work whose outputs could be lost
             await asyncio.gather(*pending)
@@ -317,7 +318,8 @@ class FaustEngine:
             raw = self.table.data.get(self._key(partition))
             state = self.states[partition] = PartitionState.decode(self.config, raw)
             if raw:
-                log.info("restored partition %d state (%d bytes) from the table", partition, len(raw))
+                log.info("restored partition %d state (%d bytes) from the table", partition, len(raw),
+                         extra={"partition": partition})
         return state
 
     async def _load_states(self, events: list) -> None:
@@ -350,12 +352,12 @@ class FaustEngine:
             while _gap(self._state(partition), offsets):
                 if time.monotonic() > deadline:
                     log.warning("partition %d: the table state still ends before the batch after %.0fs; "
-                                "continuing from it", partition, RECOVERY_WAIT_SECONDS)
+                                "continuing from it", partition, RECOVERY_WAIT_SECONDS, extra={"partition": partition})
                     self._skipped(partition, self.states[partition], offsets)
                     break
                 if not waited:
                     log.info("partition %d: waiting for the table's recovery (at next offsets %s) to reach offsets %s",
-                             partition, self.states[partition].next_offsets, offsets)
+                             partition, self.states[partition].next_offsets, offsets, extra={"partition": partition})
                     waited = True
                 await asyncio.sleep(0.1)
                 self.states[partition] = self._stored(partition)

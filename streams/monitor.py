@@ -483,5 +483,6 @@ class InputDecoder:
                     "registered already" if engine.unknown_model == "register" else "")
             raise InvalidEvent("unknown_model", f"model_id {model_id!r} is not in the config{full}")
         if model.registered and model_id not in self.known:
-            log.info("registered model %r with the default settings (engine.unknown_model = \"register\")", model_id)
+            log.info("registered model %r with the default settings (engine.unknown_model = \"register\")", model_id,
+                     extra={"model": model_id})
         self.known.add(model_id)

@@ -113,6 +113,14 @@ def test_cli_reads_only_the_kafka_table_in_either_key_spelling(tmp_path):
     assert cli_triggers.kafka_settings(args)["bootstrap.servers"] == "b:2"
 
 
+def test_the_trigger_topic_is_the_flag_else_the_configs_else_the_default(tmp_path):
+    config = tmp_path / "driftline.toml"
+    config.write_text('[kafka]\n"bootstrap.servers" = "a:1"\n[topics]\ntriggers = "prod-retrain"\n')
+    assert cli_triggers.trigger_topic(argparse.Namespace(config=str(config), topic=None)) == "prod-retrain"
+    assert cli_triggers.trigger_topic(argparse.Namespace(config=str(config), topic="other")) == "other"
+    assert cli_triggers.trigger_topic(argparse.Namespace(config=None, topic=None)) == listener.DEFAULT_TOPIC
+
+
 @pytest.mark.parametrize("argv, message", [
     (["listen", "--exec", "true"], "no Kafka address"),
     (["listen", "--exec", "true", "--config", "/nonexistent.toml"], "/nonexistent.toml: file not found"),
