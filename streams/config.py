@@ -90,6 +90,9 @@ class Drift(msgspec.Struct, forbid_unknown_fields=True):
     #: multiple-testing correction across the model's feature tests (ks, chi2)
     correction: Literal["bh", "bonferroni", "none"] = "bh"
     alpha: float = 0.01
+    #: with reference_file: distance thresholds (psi, js, wasserstein) without one in params are
+    #: calibrated at start so that, with no drift, a false alarm comes once per this many predictions
+    ert: int | None = None
     #: extra parameters per detector kind, e.g. { psi = { threshold = 0.25, bins = 20 } }
     params: dict[str, dict[str, Any]] = {}
 
@@ -225,6 +228,15 @@ def _check(config: Config) -> None:
                 fail(f"{where}.drift", "reference_size and window must be >= 1")
             if not 0 < model.drift.alpha < 1:
                 fail(f"{where}.drift.alpha", "must be in (0, 1)")
+            if model.drift.ert is not None and (model.drift.ert < 1 or model.drift.reference_file is None):
+                fail(f"{where}.drift.ert", "must be >= 1 and needs drift.reference_file (the calibration "
+                     "simulates drift-free streams from the reference sample)")
+            if model.drift.correction != "none":
+                for test in ("ks", "chi2"):
+                    if "threshold" in model.drift.params.get(test, {}):
+                        fail(f"{where}.drift.params.{test}.threshold", f"tests alarm at drift.alpha after the "
+                             f"{model.drift.correction} correction; set drift.alpha, or drift.correction = "
+                             "\"none\" to give each test its own threshold")
             if model.drift.reference_file is not None:
                 reference = Path(config.source).parent / model.drift.reference_file
                 if not reference.is_file():

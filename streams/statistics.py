@@ -15,6 +15,7 @@ performance metrics, and skipping the drift work there is most of the Monitor's 
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -26,7 +27,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from detectors.base import Result
-from detectors.calibration import reject
+from detectors.calibration import calibrate_threshold, reject
 from detectors.registry import build, restore
 from detectors.windows import HoppingWindow, TumblingWindow
 from retrain_trigger.policy import Observation
@@ -136,9 +137,13 @@ class ModelStatistics:
                 raise ValueError(f"drift.{where}: {kind!r} is not a drift statistic; expected one of "
                                  f"{', '.join(DRIFT_KINDS)}")
             params = {**common, **drift.params.get(kind, {}), "categorical": categorical}
-            if reference is not None:
-                params["reference"] = reference
             try:
+                if drift.ert is not None and reference is not None and "threshold" not in params \
+                        and not build(kind, params).is_test:
+                    params["threshold"] = calibrated_threshold(kind, params, tuple(reference), drift.ert,
+                                                               model.evaluate_every)
+                if reference is not None:
+                    params["reference"] = reference
                 return build(kind, params)
             except ValueError as exc:
                 raise ValueError(f"drift.{where}: {exc}") from None
@@ -392,6 +397,19 @@ def _observation(result: Result, detector: str | None = None, fired: bool | None
 def _result_state(result: Result) -> dict[str, Any]:
     return {"statistic": result.statistic, "threshold": result.threshold, "p_value": result.p_value,
             "n": result.n, "fired": result.fired}
+
+
+@functools.lru_cache(maxsize=1024)
+def _calibrated(kind: str, params_json: str, reference: tuple, ert: int, every: int) -> float:
+    return calibrate_threshold(kind, json.loads(params_json), np.asarray(reference), ert, batch_size=every).threshold
+
+
+def calibrated_threshold(kind: str, params: dict[str, Any], reference: tuple, ert: int, every: int) -> float:
+    """The distance threshold whose expected run length with no drift is ``ert`` predictions when
+    judged every ``every`` predictions (``drift.ert``), simulated from the reference sample.
+    Deterministic (seeded), and done once per process for each detector (the config check and
+    every partition's Monitor build the same detectors)."""
+    return _calibrated(kind, json.dumps(params, sort_keys=True), reference, int(ert), int(every))
 
 
 def _load_references(path: Path) -> dict[str, list]:
