@@ -37,6 +37,8 @@ log = logging.getLogger("driftline.engine")
 librdkafka_log = logging.getLogger("driftline.librdkafka")
 
 
+#: errors that mean the broker is not answering (retried within the budget, logged once)
+BROKER_DOWN = (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._TIMED_OUT)
 COMMIT_TIMEOUT = 10.0  # seconds one transaction call may block
 
 # Errors a just-created topic gives until its leader serves requests.
@@ -178,6 +180,7 @@ class Engine:
     def _connect(self) -> None:
         """Create missing topics and fence older instances, retrying within the broker budget."""
         deadline = time.monotonic() + self.config.engine.broker_retry_budget_seconds
+        backoff = 0.5
         while True:
             try:
                 ensure_topics(self.config, librdkafka_log)
@@ -190,7 +193,8 @@ class Engine:
                     raise BrokerLost(f"cannot reach Kafka at {self.config.kafka.get('bootstrap.servers')} "
                                      f"(kafka.bootstrap.servers): {reason}") from None
                 self._broker_unreachable(err if isinstance(err, KafkaError) else KafkaError(KafkaError._TRANSPORT))
-                time.sleep(1)
+                time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
+                backoff = min(2 * backoff, 8.0)
 
     def _final_commit(self) -> None:
         deadline = time.monotonic() + self.config.engine.broker_retry_budget_seconds
@@ -416,7 +420,7 @@ class Engine:
 
     # -- broker health ----------------------------------------------------------------------
     def _on_error(self, err: KafkaError) -> None:
-        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._TIMED_OUT):
+        if err.code() in BROKER_DOWN:
             self._broker_unreachable(err)
         elif err.fatal():
             raise KafkaException(err)
@@ -464,5 +468,8 @@ class Engine:
     def _on_message_error(self, msg: Message) -> None:
         err = msg.error()
         if err.code() == KafkaError._PARTITION_EOF:
+            return
+        if err.code() in BROKER_DOWN:  # logged once per state change, not once per message
+            self._broker_unreachable(err)
             return
         log.warning("consume error: %s", err.str())
