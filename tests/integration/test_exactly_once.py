@@ -64,15 +64,25 @@ def wait_until_committed(d: Deployment, per_topic: int, timeout: float = 120) ->
     raise AssertionError(f"not all {per_topic} events per topic were committed\n{d.logs()[-3000:]}")
 
 
-def reference_triggers(make, names, events) -> list[tuple]:
+def final_gauges(d: Deployment, names: list[str]) -> dict:
+    """What the statistics say at the end: accuracy, window fill and pending predictions per model."""
+    return {name: (d.metric("driftline_performance", model=name, version="v1", metric="accuracy"),
+                   d.metric("driftline_window_samples", model=name),
+                   d.metric("driftline_pending_predictions", model=name)) for name in names}
+
+
+def reference_run(make, names, events) -> tuple[list[tuple], dict]:
+    """One uninterrupted run: its triggers and its final gauges."""
     d = make(names)
     proc = d.start()
     d.send(events)
     wait_until_committed(d, len(events) // 2)
+    gauges = final_gauges(d, names)
+    assert all(accuracy > 0 and samples > 0 for accuracy, samples, _ in gauges.values()), gauges  # exported
     d.stop(proc)
     triggers = [trigger_key(t) for t in d.triggers(timeout=10, settle=1)]
     assert len(triggers) >= len(names), "every model must trigger at least once"
-    return sorted(triggers)
+    return sorted(triggers), gauges
 
 
 @pytest.fixture
@@ -94,7 +104,7 @@ def make(kafka_bootstrap, unique, tmp_path):
 def test_kill_9_mid_stream_loses_no_trigger_and_duplicates_none(make):
     names = ["churn"]
     events = stream(names, 12000)
-    expected = reference_triggers(make, names, events)
+    expected, expected_gauges = reference_run(make, names, events)
 
     d = make(names)
     proc = d.start()
@@ -108,11 +118,13 @@ def test_kill_9_mid_stream_loses_no_trigger_and_duplicates_none(make):
     ids = [key[0] for key in got]
     assert len(ids) == len(set(ids)), f"duplicate trigger ids: {ids}"
     assert sorted(got) == expected
+    # The restored state continued where the committed checkpoint left off: same final statistics.
+    assert final_gauges(d, names) == expected_gauges
 
 
 def test_two_instances_in_one_group_publish_the_union_of_one_instance(make):
     events = stream(MODELS, 3000)
-    expected = reference_triggers(make, MODELS, events)
+    expected, _ = reference_run(make, MODELS, events)
 
     d = make(MODELS)
     first = d.start(instance="a")
