@@ -207,6 +207,7 @@ def main() -> int:
     engine = subprocess.Popen([sys.executable, "-m", "streams.cli", "run", "--config", str(config_path)],
                               stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
     watcher = None
+    status = 1
     try:
         _wait_for_topics(bootstrap, [topics.predictions, topics.labels, topics.triggers], engine, log_path)
         watcher = TriggerWatcher(bootstrap, topics.triggers)
@@ -250,7 +251,8 @@ def main() -> int:
                  "evaluation points follow it — see tests/integration/test_backtest_live.py)"))
         for line in _metrics_lines(metrics_port):
             print(f"  {line}")
-        print(f"demo: metrics:         http://127.0.0.1:{metrics_port}/metrics (until the engine stops)")
+        print(f"demo: metrics:         http://127.0.0.1:{metrics_port}/metrics (served until the demo stops the "
+              f"engine; to keep one: driftline run --config {config_path})")
         print(f"demo: backtest report: {work / 'backtest' / 'report.html'}")
         print(f"demo: timeline + triggers: {work / 'backtest'}/timeline.csv, triggers.jsonl")
         print(f"demo: events replayable with: driftline backtest -c {config_path} -p {data}/predictions.jsonl "
@@ -259,10 +261,9 @@ def main() -> int:
         missing = {"loans", "sensors"} - triggered
         if missing:
             print(f"demo: no trigger for {', '.join(sorted(missing))}; engine log: {log_path}", file=sys.stderr)
-        return 1 if missing else 0
+        status = 1 if missing else 0
     except RuntimeError as exc:
         print(f"demo: {exc}", file=sys.stderr)
-        return 1
     finally:
         if watcher is not None:
             watcher.stop.set()
@@ -274,6 +275,10 @@ def main() -> int:
             engine.kill()
             code = engine.wait(10)
         print(f"demo: driftline run stopped (exit {code}); {time.monotonic() - started:.0f}s in all")
+    if code != 0:  # the engine must stop cleanly on SIGTERM; anything else is a failed demo
+        print(f"demo: driftline run exited {code}; engine log: {log_path}", file=sys.stderr)
+        return 1
+    return status
 
 
 if __name__ == "__main__":
