@@ -20,24 +20,11 @@ from retrain_trigger import listener
 from retrain_trigger.events import TriggerEvent, TriggerWindow, decode_trigger, encode_trigger, make_trigger_id
 
 from .harness import Deployment, pair
+from .test_skeleton import FLOOR_MODEL
 
 pytestmark = pytest.mark.kafka
 
 REPO = Path(__file__).resolve().parents[2]
-FLOOR_MODEL = """
-[[models]]
-id = "churn"
-window = { kind = "count", size = 100 }
-evaluate_every = 10
-  [[models.rules]]
-  name = "accuracy-floor"
-  min_samples = 100
-  cooldown_seconds = 100000
-    [[models.rules.conditions]]
-    statistic = "accuracy"
-    op = "<"
-    threshold = 0.8
-"""
 FAST_BACKOFF = listener.Backoff(initial=0.05, maximum=0.2)
 
 
