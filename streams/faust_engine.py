@@ -171,6 +171,13 @@ class _Consumer(faust_aiokafka.Consumer):
             end = min(done)
             while end in done:
                 end += 1
+        frontier = getattr(getattr(self, "app", None), "commit_frontier", None)
+        if end is not None and frontier is not None:
+            # Never past what the partition's state in the table covers: Faust also acks events
+            # it never gave the agent (ones its stream passes on after take_events' generator has
+            # closed at a stop, ones of an older generation after a rebalance).
+            cap = frontier(tp)
+            end = committed if cap is None else min(end, cap)
         if end is not None:
             acked[:] = sorted(o for o in set(acked) if o >= end)
             self._acked_index[tp] = set(acked)
@@ -189,6 +196,9 @@ class _Transport(faust_aiokafka.Transport):
 
 class _App(faust.App):
     logger = logging.getLogger("faust.driftline")  # under Faust's logger, quieted with it
+    #: TP -> the next offset the partition's state in the table covers (None: unknown); set by
+    #: the engine, read by the consumer so that no offset is committed before its state is stored
+    commit_frontier = None
 
     def _new_transport(self):
         return _Transport(self.conf.broker_consumer, self)
@@ -240,6 +250,10 @@ class FaustEngine:
         self.table = self.app.Table(TABLE, partitions=self.partitions, key_type=bytes, value_type=bytes,
                                     extra_topic_configs={"max.message.bytes": str(STATE_MAX_BYTES)})
         self.states: dict[int, PartitionState] = {}
+        #: input partition -> next offset per topic of its state as last written to or read from
+        #: the table: the most the consumer may commit (see _Consumer._new_offset)
+        self.stored_offsets: dict[int, dict[str, int]] = {}
+        self.app.commit_frontier = self._commit_frontier
         self.active: set[int] = set()  # input partitions this worker owns now
         self.broker_down_since: float | None = None
         self._admin = None
@@ -306,6 +320,8 @@ class FaustEngine:
         # offset commit gives up after 0.1 s without a delivery, so only this wait keeps the committed
         # offsets from running ahead of the changelog (seen: a lost label after SIGTERM under load).
         await asyncio.gather(*[await self._checkpoint(partition, state) for partition, state in touched.items()])
+        for partition, state in touched.items():
+            self.stored_offsets[partition] = dict(state.next_offsets)
         self._export_lag(last_offset)
 
     # -- state in the Faust table -------------------------------------------------------------
@@ -317,6 +333,7 @@ class FaustEngine:
         if state is None:
             raw = self.table.data.get(self._key(partition))
             state = self.states[partition] = PartitionState.decode(self.config, raw)
+            self.stored_offsets[partition] = dict(state.next_offsets)
             if raw:
                 log.info("restored partition %d state (%d bytes) from the table", partition, len(raw),
                          extra={"partition": partition})
@@ -391,9 +408,13 @@ class FaustEngine:
             key=key, value=payload, partition=partition, key_serializer=self.table.key_serializer,
             value_serializer=self.table.value_serializer, force=True)  # force: now, not attached to an event
 
+    def _commit_frontier(self, tp) -> int | None:
+        return self.stored_offsets.get(tp.partition, {}).get(tp.topic)
+
     async def _on_revoked(self, app, revoked, **kwargs) -> None:
         for partition in self._inputs(revoked):
             self.states.pop(partition, None)
+            self.stored_offsets.pop(partition, None)
             self.active.discard(partition)
 
     async def _on_assigned(self, app, assigned, **kwargs) -> None:
