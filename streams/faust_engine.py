@@ -140,7 +140,8 @@ RECOVERY_WAIT_SECONDS = 30.0
 
 
 class _Consumer(faust_aiokafka.Consumer):
-    """Faust's consumer with an offset bookkeeping that tolerates one offset counted twice.
+    """Faust's consumer with an offset bookkeeping that counts each offset once and never commits
+    past the stored state (``_App.commit_frontier``); ``skip`` marks offsets never delivered.
 
     Faust commits the first run of consecutive numbers in its sorted list of acked offsets plus
     its "gaps" (offsets it never delivered). After a rebalance it seeks back to the committed

@@ -196,19 +196,11 @@ class Exporter:
             family, _, rest = name.partition(".")
             if family == "feature":
                 feature, kind = rest.rsplit(".", 1)
-                self.feature_drift.labels(model_id, feature, kind).set(obs.value)
-                if obs.p_value is not None:
-                    self.feature_drift_p_value.labels(model_id, feature, kind).set(obs.p_value)
-                if obs.threshold is not None:
-                    self.feature_drift_threshold.labels(model_id, feature, kind).set(obs.threshold)
-                self.feature_drift_alarm.labels(model_id, feature, kind).set(1 if obs.fired else 0)
+                _set_drift(obs, (model_id, feature, kind), self.feature_drift, self.feature_drift_p_value,
+                           self.feature_drift_threshold, self.feature_drift_alarm)
             elif family == "prediction":
-                self.prediction_drift.labels(model_id, rest).set(obs.value)
-                if obs.p_value is not None:
-                    self.prediction_drift_p_value.labels(model_id, rest).set(obs.p_value)
-                if obs.threshold is not None:
-                    self.prediction_drift_threshold.labels(model_id, rest).set(obs.threshold)
-                self.prediction_drift_alarm.labels(model_id, rest).set(1 if obs.fired else 0)
+                _set_drift(obs, (model_id, rest), self.prediction_drift, self.prediction_drift_p_value,
+                           self.prediction_drift_threshold, self.prediction_drift_alarm)
             elif family == "detector":
                 self.change_statistic.labels(model_id, rest).set(obs.value)
                 if obs.threshold is not None:
@@ -220,3 +212,14 @@ class Exporter:
     def serve(self, address: str) -> None:
         host, port = address.rsplit(":", 1)
         start_http_server(int(port), addr=host or "0.0.0.0", registry=self.registry)
+
+
+def _set_drift(obs, labels: tuple[str, ...], statistic: Gauge, p_value: Gauge, threshold: Gauge, alarm: Gauge) -> None:
+    """A drift observation's four gauges (feature or prediction drift): statistic, p-value and
+    threshold where the detector has them, and the alarm."""
+    statistic.labels(*labels).set(obs.value)
+    if obs.p_value is not None:
+        p_value.labels(*labels).set(obs.p_value)
+    if obs.threshold is not None:
+        threshold.labels(*labels).set(obs.threshold)
+    alarm.labels(*labels).set(1 if obs.fired else 0)
