@@ -7,14 +7,12 @@ dict with ``state()`` / ``from_state()`` so the engine can checkpoint it to Kafk
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 
-@dataclass(frozen=True, slots=True)
 class Result:
     """What a detector or metric says now.
 
@@ -22,13 +20,55 @@ class Result:
     ``threshold`` the level it is compared to (None when it has none); ``p_value``
     where the test defines one; ``n`` the samples behind the statistic; ``fired``
     whether the detector signals drift/change at this point.
+
+    A p-value may be handed over *deferred*, as a function of no arguments (an exact KS
+    p-value costs ~0.2 ms, and a monitor reads few of the many it could): it is computed when
+    ``p_value`` is first read. :meth:`p_value_below` decides ``p_value < level`` without
+    computing it when the function offers a cheaper way (a ``below(level)`` method).
+
+    >>> Result(0.2, p_value=lambda: 0.03).p_value
+    0.03
     """
 
-    statistic: float
-    threshold: float | None = None
-    p_value: float | None = None
-    n: int = 0
-    fired: bool = False
+    __slots__ = ("statistic", "threshold", "n", "fired", "_p_value")
+
+    def __init__(self, statistic: float, threshold: float | None = None,
+                 p_value: float | None | Callable[[], float] = None, n: int = 0, fired: bool = False):
+        self.statistic = statistic
+        self.threshold = threshold
+        self._p_value = p_value
+        self.n = n
+        self.fired = fired
+
+    @property
+    def p_value(self) -> float | None:
+        if callable(self._p_value):
+            self._p_value = float(self._p_value())
+        return self._p_value
+
+    def deferred_p_value(self) -> float | None | Callable[[], float]:
+        """The p-value, or the function that computes it if nobody has read it yet (to pass on)."""
+        return self._p_value
+
+    def p_value_below(self, level: float) -> bool:
+        """``p_value < level`` (False without a p-value), computing a deferred one only if needed."""
+        below = getattr(self._p_value, "below", None)
+        if below is not None:
+            return bool(below(level))
+        p_value = self.p_value
+        return p_value is not None and p_value < level
+
+    def _fields(self) -> tuple:
+        return self.statistic, self.threshold, self.p_value, self.n, self.fired
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Result):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __repr__(self) -> str:
+        return (f"Result(statistic={self.statistic!r}, threshold={self.threshold!r}, p_value={self.p_value!r}, "
+                f"n={self.n!r}, fired={self.fired!r})")
 
 
 @runtime_checkable

@@ -37,6 +37,7 @@ the window.
 """
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import Any, ClassVar
 
@@ -54,14 +55,25 @@ PSI_EPSILON = 1e-4
 
 def psi(reference: np.ndarray, current: np.ndarray, epsilon: float = PSI_EPSILON) -> float:
     """Population stability index of ``current`` against ``reference`` (counts per bin)."""
-    p = np.maximum(reference / reference.sum(), epsilon)
-    q = np.maximum(current / current.sum(), epsilon)
-    return float(((q - p) * np.log(q / p)).sum())
+    return float(_psi_rows(reference, current, epsilon))
+
+
+def _psi_rows(reference: np.ndarray, current: np.ndarray, epsilon: float = PSI_EPSILON) -> np.ndarray:
+    """:func:`psi` of each row (counts along the last axis)."""
+    p = np.maximum(reference / reference.sum(axis=-1, keepdims=True), epsilon)
+    q = np.maximum(current / current.sum(axis=-1, keepdims=True), epsilon)
+    return ((q - p) * np.log(q / p)).sum(axis=-1)
 
 
 def js_distance(reference: np.ndarray, current: np.ndarray) -> float:
     """Jensen-Shannon distance (base 2, in [0, 1]) between two histograms."""
-    return float(jensenshannon(reference / reference.sum(), current / current.sum(), base=2))
+    return float(_js_rows(reference, current))
+
+
+def _js_rows(reference: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """:func:`js_distance` of each row."""
+    return jensenshannon(reference / reference.sum(axis=-1, keepdims=True),
+                         current / current.sum(axis=-1, keepdims=True), base=2, axis=-1)
 
 
 def chi2_test(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
@@ -77,19 +89,80 @@ def chi2_test(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]
 
 def ks_from_counts(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
     """KS distance between the ECDFs at the bin edges, and Smirnov's asymptotic p-value."""
-    n_ref, n_cur = int(reference.sum()), int(current.sum())
-    gap = np.abs(np.cumsum(reference) / n_ref - np.cumsum(current) / n_cur).max()
-    en = max(1.0, np.round(n_ref * n_cur / (n_ref + n_cur)))  # scipy's asymp effective size, >= 1
-    return float(gap), _kolmogorov_sf(round(float(gap), 12), float(en))
+    gap, p_value = ks_distance(reference, current)
+    return gap, p_value()
+
+
+def ks_distance(reference: np.ndarray, current: np.ndarray) -> tuple[float, "KSPValue"]:
+    """The KS distance between the ECDFs at the bin edges, and its p-value deferred."""
+    gap, en = _ks_rows(reference, current)
+    return float(gap), KSPValue(float(gap), float(en))
+
+
+def _ks_rows(reference: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The KS distance of each row, and each row's effective size for the p-value."""
+    n_ref, n_cur = reference.sum(axis=-1, keepdims=True), current.sum(axis=-1, keepdims=True)
+    gap = np.abs(np.cumsum(reference, axis=-1) / n_ref - np.cumsum(current, axis=-1) / n_cur).max(axis=-1)
+    en = np.maximum(1.0, np.round(n_ref * n_cur / (n_ref + n_cur)))[..., 0]  # scipy's asymp size, >= 1
+    return gap, en
+
+
+class KSPValue:
+    """Smirnov's p-value ``kstwo.sf(gap, en)`` of a KS distance, computed when first asked for.
+
+    scipy's exact ``kstwo.sf`` costs 0.04–0.3 ms a call, and a monitor needs few of the p-values
+    it could compute: a rule or a multiple-testing correction only asks whether ``p < level``.
+    :meth:`below` answers that from a narrow band around the critical distance (found once per
+    ``(level, en)``); only a distance inside the band needs the p-value itself.
+
+    >>> from scipy import stats
+    >>> p = KSPValue(0.1, 500.0)
+    >>> p.below(0.01), bool(p() == stats.kstwo.sf(0.1, 500.0))
+    (True, True)
+    """
+
+    __slots__ = ("gap", "en", "_value")
+
+    def __init__(self, gap: float, en: float):
+        self.gap, self.en = round(gap, 12), en  # rounded: equal distances share a cache entry
+        self._value: float | None = None
+
+    def __call__(self) -> float:
+        if self._value is None:
+            self._value = _kolmogorov_sf(self.gap, self.en)
+        return self._value
+
+    def below(self, level: float) -> bool:
+        if self._value is None:
+            low, high = _ks_critical_band(level, self.en)
+            if self.gap <= low:  # sf falls as the distance grows: sf(gap) >= sf(low) >= level
+                return False
+            if self.gap >= high:
+                return True
+        return self() < level
 
 
 @lru_cache(maxsize=1 << 16)
 def _kolmogorov_sf(gap: float, en: float) -> float:
-    """``kstwo.sf`` (~300 µs a call through scipy's distribution machinery), remembered: with
-    window counts from a few hundred to a few thousand values the distance is a multiple of
-    1/count and the effective size takes few values, so a monitor asks the same pairs again and
-    again (the gap is rounded to 1e-12 so that equal distances hit the same entry)."""
+    """``kstwo.sf``, remembered: with window counts from a few hundred to a few thousand values
+    the distance is a multiple of 1/count and the effective size takes few values, so a monitor
+    asks the same pairs again and again."""
     return float(np.clip(stats.kstwo.sf(gap, en), 0, 1))
+
+
+@lru_cache(maxsize=1 << 12)
+def _ks_critical_band(level: float, en: float) -> tuple[float, float]:
+    """Distances ``(low, high)`` with ``kstwo.sf(low) >= level > kstwo.sf(high)``, checked with
+    sf itself: ``kstwo.isf``'s root is loose (``sf(isf(1e-6, 141), 141)`` is 1.005e-6). About
+    1 ms per ``(level, en)``; a full window goes through few effective sizes. An empty band
+    (nan) when none is found: every p-value is then computed."""
+    centre = float(stats.kstwo.isf(level, en))
+    if math.isfinite(centre):
+        for width in (1e-3, 1e-2, 1e-1):
+            low, high = round(centre * (1 - width), 12), round(min(1.0, centre * (1 + width)), 12)
+            if _kolmogorov_sf(low, en) >= level > _kolmogorov_sf(high, en):
+                return low, high
+    return math.nan, math.nan
 
 
 def wasserstein_from_counts(reference: np.ndarray, current: np.ndarray, boundaries: np.ndarray) -> float:
@@ -194,6 +267,8 @@ class _DriftDetector:
     is_test: ClassVar[bool] = False
     allows_categorical: ClassVar[bool] = True
     allows_numeric: ClassVar[bool] = True
+    #: the range of the values seen is kept up to date (Wasserstein's open-ended bins need it)
+    tracks_range: ClassVar[bool] = False
 
     def __init__(self, reference: Any = None, reference_size: int = 1000, window: int = 1000,
                  blocks: int = 10, bins: int | None = None, categorical: bool = False,
@@ -268,6 +343,11 @@ class _DriftDetector:
         self._current = BlockCounts(self.window, self.blocks, self.profile.n_bins)
 
     def update_many(self, values: Any) -> Result:
+        self.add_many(values)
+        return self.result()
+
+    def add_many(self, values: Any) -> None:
+        """``update_many`` without computing the result (a monitor reads it far less often)."""
         values = self._clean(values)
         if self.profile is None:
             needed = self.reference_size - len(self._pending)
@@ -276,10 +356,9 @@ class _DriftDetector:
             if len(self._pending) == self.reference_size:
                 self._set_reference(np.asarray(self._pending))
         if len(values):
-            if not self.categorical:
+            if self.tracks_range:
                 self._low, self._high = min(self._low, values.min()), max(self._high, values.max())
             self._current.push(values if self.exact else self.profile.codes(values))
-        return self.result()
 
     def update(self, value: Any) -> Result:
         return self.update_many([value])
@@ -302,12 +381,26 @@ class _DriftDetector:
         if self.profile is None or n == 0:
             return Result(statistic=float("nan"), threshold=self.threshold, n=n)
         statistic, p_value = self._measure()
-        fired = n >= self.min_samples and self.threshold is not None and (
-            p_value < self.threshold if self.is_test else statistic > self.threshold)
-        return Result(statistic=float(statistic), threshold=self.threshold, p_value=p_value, n=n, fired=bool(fired))
+        return self._judged(statistic, p_value, n)
 
-    def _measure(self) -> tuple[float, float | None]:
+    def _judged(self, statistic: float, p_value: float | KSPValue | None, n: int) -> Result:
+        """The result for a statistic measured over ``n`` values: fired past the threshold once
+        ``min_samples`` values are in the window."""
+        result = Result(statistic=float(statistic), threshold=self.threshold, p_value=p_value, n=n)
+        if n >= self.min_samples and self.threshold is not None:
+            result.fired = bool(result.p_value_below(self.threshold) if self.is_test else statistic > self.threshold)
+        return result
+
+    def _measure(self) -> tuple[float, float | KSPValue | None]:
         raise NotImplementedError
+
+    #: the statistic (and p-values) of many detectors' counts at once, one row each; the kinds
+    #: that define it are measured together by :func:`results`
+    _measure_rows: ClassVar[Any] = None
+
+    def _binned(self) -> bool:
+        """The reference is complete and the window counts bins (not exact)."""
+        return self.profile is not None and not self.exact
 
     # merge and state -------------------------------------------------------------------------
     def merge(self, other: "_DriftDetector") -> "_DriftDetector":
@@ -374,6 +467,10 @@ class PSI(_DriftDetector):
     def _measure(self):
         return psi(self.reference_counts, self.current_counts()), None
 
+    @staticmethod
+    def _measure_rows(reference, current):
+        return _psi_rows(reference, current), None
+
 
 class JS(_DriftDetector):
     """Jensen-Shannon distance (base 2) between reference and window histograms.
@@ -388,6 +485,10 @@ class JS(_DriftDetector):
 
     def _measure(self):
         return js_distance(self.reference_counts, self.current_counts()), None
+
+    @staticmethod
+    def _measure_rows(reference, current):
+        return _js_rows(reference, current), None
 
 
 class Chi2(_DriftDetector):
@@ -430,7 +531,12 @@ class KS(_DriftDetector):
         if self.exact:
             result = stats.ks_2samp(self._reference_raw, self._current.rows()[:, 0])
             return float(result.statistic), float(result.pvalue)
-        return ks_from_counts(self.reference_counts, self.current_counts())
+        return ks_distance(self.reference_counts, self.current_counts())
+
+    @staticmethod
+    def _measure_rows(reference, current):
+        gaps, sizes = _ks_rows(reference, current)
+        return gaps, [KSPValue(float(gap), float(en)) for gap, en in zip(gaps, sizes)]
 
 
 class Wasserstein(_DriftDetector):
@@ -452,6 +558,7 @@ class Wasserstein(_DriftDetector):
     default_bins = 100
     default_threshold = None
     allows_categorical = False
+    tracks_range = True
 
     def _measure(self):
         if self.exact:
@@ -462,3 +569,60 @@ class Wasserstein(_DriftDetector):
 
 
 DRIFT_DETECTORS = (PSI, KS, Wasserstein, JS, Chi2)
+
+
+# -- many detectors at once ---------------------------------------------------------------------
+
+def add_columns(detectors: list[_DriftDetector], matrix: np.ndarray) -> None:
+    """``detectors[j].add_many(matrix[:, j])`` for every column j of a finite float matrix.
+
+    A model watches many features with the same kinds of detector; fed the same rows, their
+    windows stay in step, and the binned numeric ones among them (reference complete) are counted
+    with one ``bincount`` for all (see :meth:`BlockCounts.push_columns`). The rest are fed one
+    by one. Either way each detector ends in the state ``add_many`` would leave it in.
+    """
+    if not len(matrix):
+        return
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    for j, detector in enumerate(detectors):
+        if detector._binned() and not detector.categorical:
+            window = detector._current
+            groups.setdefault((window.blocks, window.block_size, window.bins), []).append(j)
+    fed: set[int] = set()
+    for together in groups.values():
+        windows = [detectors[j]._current for j in together]
+        if len(together) < 2 or not BlockCounts.in_step(windows):
+            continue
+        columns = np.ascontiguousarray(matrix[:, together].T)  # one row per detector
+        codes = np.empty((len(matrix), len(together)), dtype=np.int64)
+        for i, j in enumerate(together):
+            detector = detectors[j]
+            codes[:, i] = detector.profile.edges.searchsorted(columns[i])  # NumericBins.codes
+            if detector.tracks_range:
+                low, high = columns[i].min(), columns[i].max()
+                detector._low, detector._high = min(detector._low, low), max(detector._high, high)
+        BlockCounts.push_columns(windows, codes)
+        fed.update(together)
+    for j, detector in enumerate(detectors):
+        if j not in fed:
+            detector.add_many(matrix[:, j])
+
+
+def results(detectors: list[_DriftDetector]) -> list[Result]:
+    """``[d.result() for d in detectors]``, the binned detectors of a kind with the same number of
+    bins measured together (their counts stacked, one array operation per statistic)."""
+    out: list[Result | None] = [None] * len(detectors)
+    groups: dict[tuple[type, int], list[int]] = {}
+    for i, detector in enumerate(detectors):
+        if detector._measure_rows is not None and detector._binned() and detector.count:
+            groups.setdefault((type(detector), detector.profile.n_bins), []).append(i)
+        else:
+            out[i] = detector.result()
+    for (kind, _), members in groups.items():
+        windows = [detectors[i]._current for i in members]
+        reference = np.stack([detectors[i].reference_counts for i in members])
+        current = np.stack([w._counts for w in windows]).sum(axis=1)
+        statistics, p_values = kind._measure_rows(reference, current)
+        for row, (i, window) in enumerate(zip(members, windows)):
+            out[i] = detectors[i]._judged(statistics[row], None if p_values is None else p_values[row], window.count)
+    return out

@@ -121,17 +121,47 @@ class BlockCounts:
     def push(self, codes: Any) -> None:
         """Count events by bin code (ints in ``[0, bins)``), oldest first."""
         codes = np.asarray(codes, dtype=np.int64)
-        start = 0
-        while start < len(codes):
-            if self._fill[self._newest] == self.block_size:
-                self._newest = (self._newest + 1) % self.blocks
-                self._counts[self._newest] = 0
-                self._fill[self._newest] = 0
-            room = self.block_size - int(self._fill[self._newest])
-            piece = codes[start:start + room]
-            self._counts[self._newest] += np.bincount(piece, minlength=self.bins)
-            self._fill[self._newest] += len(piece)
-            start += len(piece)
+        BlockCounts.push_columns([self], codes.reshape(-1, 1))
+
+    @staticmethod
+    def in_step(windows: list["BlockCounts"]) -> bool:
+        """Whether the windows have one shape and blocks filled alike (as windows fed the same
+        number of events have), so that :meth:`push_columns` can feed them together."""
+        lead = windows[0]
+        return all(w.blocks == lead.blocks and w.block_size == lead.block_size and w.bins == lead.bins
+                   and w._newest == lead._newest and np.array_equal(w._fill, lead._fill) for w in windows)
+
+    @staticmethod
+    def push_columns(windows: list["BlockCounts"], codes: np.ndarray) -> None:
+        """``windows[j].push(codes[:, j])`` for every j, counted with one ``bincount``; the windows
+        must be :meth:`in_step` (one window always is)."""
+        lead, events = windows[0], len(codes)
+        if not events:
+            return
+        # Block j after the newest one (0 = the newest itself) takes the events whose position,
+        # counted from the newest block's first event, falls in [j * block_size, (j + 1) * block_size).
+        # A full newest block stays newest until the next event arrives. Only the last `blocks`
+        # blocks survive the call; each block they reuse starts empty.
+        fill = int(lead._fill[lead._newest])
+        step = (fill + np.arange(events)) // lead.block_size
+        last = int(step[-1])
+        first = max(0, last - lead.blocks + 1)
+        if first:
+            keep = step >= first
+            codes, step = codes[keep], step[keep] - first
+        slots = (lead._newest + np.arange(first, last + 1)) % lead.blocks
+        reused = slots[1:] if first == 0 else slots
+        pieces, columns, bins = last + 1 - first, codes.shape[1], lead.bins
+        index = (step[:, None] * columns + np.arange(columns)) * bins + codes
+        counts = np.bincount(index.ravel(), minlength=pieces * columns * bins).reshape(pieces, columns, bins)
+        filled = np.bincount(step, minlength=pieces)
+        newest = int(slots[-1])
+        for j, window in enumerate(windows):
+            window._counts[reused] = 0
+            window._fill[reused] = 0
+            window._counts[slots] += counts[:, j]
+            window._fill[slots] += filled
+            window._newest = newest
 
     def totals(self) -> np.ndarray:
         """Counts per bin over the window."""

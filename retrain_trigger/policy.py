@@ -49,7 +49,7 @@ import enum
 import fnmatch
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Callable
 
 import msgspec
 
@@ -60,15 +60,39 @@ STATE_VERSION = 1
 TOP_FEATURES = 5
 
 
-class Observation(msgspec.Struct, frozen=True):
-    """One statistic at an evaluation point, as the Monitor reports it."""
+class Observation:
+    """One statistic at an evaluation point, as the Monitor reports it.
 
-    value: float
-    n: int
-    fired: bool = False
-    p_value: float | None = None
-    threshold: float | None = None
-    detector: str | None = None
+    ``p_value`` may be a function of no arguments, called when the p-value is first read: rules
+    judge ``value`` and ``fired``; only trigger evidence and the exporter read p-values, and an
+    exact one can cost a fraction of a millisecond.
+    """
+
+    __slots__ = ("value", "n", "fired", "_p_value", "threshold", "detector")
+
+    def __init__(self, value: float, n: int, fired: bool = False,
+                 p_value: float | None | Callable[[], float] = None, threshold: float | None = None,
+                 detector: str | None = None):
+        self.value, self.n, self.fired = value, n, fired
+        self._p_value, self.threshold, self.detector = p_value, threshold, detector
+
+    @property
+    def p_value(self) -> float | None:
+        if callable(self._p_value):
+            self._p_value = float(self._p_value())
+        return self._p_value
+
+    def _fields(self) -> tuple:
+        return self.value, self.n, self.fired, self.p_value, self.threshold, self.detector
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Observation):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __repr__(self) -> str:
+        return (f"Observation(value={self.value!r}, n={self.n!r}, fired={self.fired!r}, p_value={self.p_value!r}, "
+                f"threshold={self.threshold!r}, detector={self.detector!r})")
 
 
 class Verdict(enum.Enum):

@@ -28,6 +28,7 @@ import numpy as np
 
 from detectors.base import Result
 from detectors.calibration import calibrate_threshold, reject
+from detectors.drift import add_columns, results as drift_results
 from detectors.registry import build, restore
 from detectors.windows import HoppingWindow, TumblingWindow
 from retrain_trigger.policy import Observation
@@ -86,8 +87,8 @@ class ModelStatistics:
                                  "a regression model use adwin, page_hinkley or kswin")
         self.feature_drift: dict[tuple[str, str], Any] = {}
         self.prediction_drift: dict[str, Any] = {}
-        #: each drift detector's result as of its last update (``update_many`` returns it): a
-        #: result changes only with an update, and observations are asked for far more often
+        #: each drift detector's result since its last update (dropped at the next one): a
+        #: result changes only with an update, and observations are often asked for in between
         self._drift_results: dict[Any, Result] = {}
         if model.drift is not None:
             self._build_drift(model, source)
@@ -197,30 +198,52 @@ class ModelStatistics:
         self._catch_up_changes()
 
     def _catch_up_drift(self) -> None:
-        results = self._drift_results
+        stale = self._drift_results
         if self._queued_rows:
             rows, self._queued_rows = self._queued_rows, []
             numeric = [f for f in self.watched if f in self._numeric_features]
             matrix = _numeric_matrix(rows, numeric)
             position = {feature: i for i, feature in enumerate(numeric)}
             columns: dict[str, Any] = {}
+            if matrix is not None:  # the usual batch: every numeric detector fed from one matrix
+                numeric_keys = [key for key, d in self.feature_drift.items() if not d.categorical]
+                add_columns([self.feature_drift[key] for key in numeric_keys],
+                            matrix[:, [position[feature] for feature, _ in numeric_keys]])
+                for key in numeric_keys:
+                    stale.pop(key, None)
             for key, detector in self.feature_drift.items():
-                feature = key[0]
                 if matrix is not None and not detector.categorical:
-                    values = matrix[:, position[feature]]
-                else:
-                    column = columns.get(feature)
-                    if column is None:
-                        column = columns[feature] = [row.get(feature) for row in rows]
-                    values = _present(column, detector.categorical)
+                    continue
+                feature = key[0]
+                column = columns.get(feature)
+                if column is None:
+                    column = columns[feature] = [row.get(feature) for row in rows]
+                values = _present(column, detector.categorical)
                 if len(values):
-                    results[key] = detector.update_many(values)
+                    detector.add_many(values)
+                    stale.pop(key, None)
         if self._queued_predictions:
             predictions, self._queued_predictions = self._queued_predictions, []
             for kind, detector in self.prediction_drift.items():
                 values = _present(predictions, detector.categorical)
                 if len(values):
-                    results[kind] = detector.update_many(values)
+                    detector.add_many(values)
+                    stale.pop(kind, None)
+
+    def _drift_result(self, key: Any, detector: Any) -> Result:
+        result = self._drift_results.get(key)
+        if result is None:
+            result = self._drift_results[key] = detector.result()
+        return result
+
+    def _feature_results(self) -> dict[tuple[str, str], Result]:
+        """Every feature detector's result; those updated since they were last read are measured
+        together (:func:`detectors.drift.results`)."""
+        known = self._drift_results
+        stale = [key for key in self.feature_drift if key not in known]
+        if stale:
+            known.update(zip(stale, drift_results([self.feature_drift[key] for key in stale])))
+        return {key: known[key] for key in self.feature_drift}
 
     def _catch_up_changes(self) -> None:
         if not self._queued_errors:
@@ -271,13 +294,12 @@ class ModelStatistics:
         for kind, detector in self.changes.items():
             fired = self.last_detection[kind] >= self.evaluated_pairs
             obs[f"detector.{kind}"] = _observation(detector.result(), detector=kind, fired=fired)
-        results = self._drift_results
-        feature_results = {key: results.get(key) or d.result() for key, d in self.feature_drift.items()}
+        feature_results = self._feature_results()
         fired = self._corrected_alarms(feature_results)
         for (feature, kind), result in feature_results.items():
             obs[f"feature.{feature}.{kind}"] = _observation(result, detector=kind, fired=fired[feature, kind])
         for kind, detector in self.prediction_drift.items():
-            obs[f"prediction.{kind}"] = _observation(results.get(kind) or detector.result(), detector=kind)
+            obs[f"prediction.{kind}"] = _observation(self._drift_result(kind, detector), detector=kind)
         return obs
 
     def end_evaluation(self) -> None:
@@ -290,11 +312,14 @@ class ModelStatistics:
         drift = self.model.drift
         if drift is None or drift.correction == "none":
             return fired
-        tests = [key for key, r in results.items() if r.p_value is not None and math.isfinite(r.p_value)
-                 and r.n >= self.feature_drift[key].min_samples]
+        tests = [key for key, r in results.items() if self.feature_drift[key].is_test
+                 and r.n >= self.feature_drift[key].min_samples and math.isfinite(r.statistic)]
         if tests:
-            rejected = reject([results[key].p_value for key in tests], drift.alpha, drift.correction)
-            for key, is_rejected in zip(tests, rejected):
+            # A p-value above alpha is never rejected, and the ranks of those at or below it do not
+            # depend on how far above the others are: only p-values <= alpha are computed.
+            above = np.nextafter(drift.alpha, 1.0)
+            p_values = [results[key].p_value if results[key].p_value_below(above) else 1.0 for key in tests]
+            for key, is_rejected in zip(tests, reject(p_values, drift.alpha, drift.correction)):
                 fired[key] = bool(is_rejected)
         return fired
 
@@ -391,7 +416,7 @@ def _scores(scores: list | None) -> np.ndarray | None:
 
 def _observation(result: Result, detector: str | None = None, fired: bool | None = None) -> Observation:
     return Observation(value=result.statistic, n=result.n, fired=result.fired if fired is None else fired,
-                       p_value=result.p_value, threshold=result.threshold, detector=detector)
+                       p_value=result.deferred_p_value(), threshold=result.threshold, detector=detector)
 
 
 def _result_state(result: Result) -> dict[str, Any]:

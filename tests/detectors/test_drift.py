@@ -11,7 +11,8 @@ from scipy.spatial.distance import jensenshannon
 
 from detectors.base import InvalidInput
 from detectors.drift import (
-    JS, KS, PSI, PSI_EPSILON, Chi2, Wasserstein, chi2_test, js_distance, ks_from_counts, psi,
+    JS, KS, PSI, PSI_EPSILON, Chi2, KSPValue, Wasserstein, add_columns, chi2_test, js_distance, ks_from_counts, psi,
+    results,
     wasserstein_from_counts,
 )
 
@@ -267,3 +268,57 @@ def test_a_profile_that_does_not_fit_is_refused():
         PSI(reference={"edges": [1.0, 2.0], "counts": [1, 1]})
     with pytest.raises(ValueError, match="exact needs the reference sample"):
         KS(reference={"edges": [1.0], "counts": [1, 1]}, exact=True)
+
+
+@pytest.mark.parametrize("level", [0.05, 0.01, 0.0005, 1e-6])
+def test_ks_p_value_below_a_level_agrees_with_scipy_near_the_critical_distance(level):
+    """``KSPValue.below`` decides from a band around the critical distance; at and around it
+    (inside the band, at its edges and beyond) it must agree with computing kstwo.sf itself."""
+    rng = np.random.default_rng(7)
+    sizes = sorted({1, 2, 5, 17, 91, 140, 141, 250, 474, 500, *rng.integers(1, 5000, 12).tolist()})
+    for en in map(float, sizes):
+        critical = stats.kstwo.isf(level, en)
+        if not np.isfinite(critical):
+            continue
+        for factor in (0.5, 0.99, 0.999, 0.9995, 1, 1.0005, 1.001, 1.002, 1.01, 1.5):
+            gap = round(min(1.0, critical * factor), 12)  # KSPValue rounds to 1e-12 (its cache key)
+            assert KSPValue(gap, en).below(level) == (stats.kstwo.sf(gap, en) < level), (en, gap)
+
+
+def test_ks_detector_defers_its_p_value_and_fires_on_the_critical_distance():
+    rng = np.random.default_rng(3)
+    ks = KS(reference=rng.normal(0, 1, 1000), window=1000, min_samples=100)
+    quiet = ks.update_many(rng.normal(0, 1, 1000))
+    assert callable(quiet.deferred_p_value()) and not quiet.fired
+    drifted = ks.update_many(rng.normal(0.5, 1, 1000))
+    assert drifted.fired
+    statistic, p_value = ks_from_counts(ks.reference_counts, ks.current_counts())
+    assert (drifted.statistic, drifted.p_value) == (statistic, p_value) and p_value < 0.01
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.lists(st.integers(0, 700), min_size=1, max_size=6),
+       st.sampled_from([None, 3]))
+def test_detectors_fed_and_measured_together_equal_one_by_one(seed, batches, ties_in):
+    """``add_columns`` + ``results`` leave every detector (state and result) exactly as
+    ``add_many`` + ``result`` on its own column would, whatever the batching: references
+    completing mid-batch, windows wrapping, a column whose ties merge bins (fewer bins)."""
+    rng = np.random.default_rng(seed)
+    kinds = [PSI, KS, JS, Wasserstein, Chi2]
+    params = {"reference_size": 300, "window": 400, "blocks": 8, "min_samples": 50}
+    together = [kind(**params) for kind in kinds for _ in range(3)]
+    alone = [kind(**params) for kind in kinds for _ in range(3)]
+    for size in batches:
+        matrix = rng.normal(size=(size, len(together))) + np.linspace(0, 1, len(together))
+        if ties_in is not None:
+            matrix[:, ties_in] = np.round(matrix[:, ties_in])  # few distinct values: merged bins
+        add_columns(together, matrix)
+        for j, detector in enumerate(alone):
+            detector.add_many(matrix[:, j])
+        for detector, grouped in zip(alone, results(together)):
+            expected = detector.result()
+            assert (grouped.statistic, grouped.n, grouped.fired, grouped.threshold) == \
+                (expected.statistic, expected.n, expected.fired, expected.threshold) or \
+                (math.isnan(grouped.statistic) and math.isnan(expected.statistic))
+            assert grouped.p_value == expected.p_value or math.isnan(expected.statistic)
+    assert [d.state() for d in together] == [d.state() for d in alone]

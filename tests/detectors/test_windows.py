@@ -47,6 +47,24 @@ def test_block_counts_with_one_event_per_block_is_exact(size, batches):
     assert BlockCounts.from_state(json.loads(json.dumps(window.state()))).totals().tolist() == window.totals().tolist()
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 5), st.lists(st.lists(st.integers(0, 3), max_size=60), max_size=8))
+def test_block_counts_keep_the_last_blocks_of_block_size_events(blocks, block_size, batches):
+    """By hand: events fill a block of ``block_size`` and then open the next one; the oldest block
+    leaves in one piece once there are more than ``blocks``. Any batching gives the same blocks."""
+    window = BlockCounts(size=blocks * block_size, blocks=blocks, bins=4)
+    model: list[list[int]] = [[]]
+    for batch in batches:
+        window.push(batch)
+        for code in batch:
+            if len(model[-1]) == block_size:
+                model = (model + [[]])[-blocks:]
+            model[-1].append(code)
+        held = [code for block in model for code in block]
+        assert window.totals().tolist() == np.bincount(held, minlength=4).tolist()
+        assert window.count == len(held)
+
+
 def test_block_counts_merge_adds_newest_blocks_together():
     left, right = BlockCounts(6, 3, 2), BlockCounts(6, 3, 2)
     left.push([0, 0, 0, 0, 1])  # blocks [0 0] [0 0] [1]
