@@ -100,16 +100,13 @@ def load_events(config: Config, predictions: str | Path | None = None, labels: s
 
     decode = InputDecoder(config)
 
-    def decode_file(lines: list[bytes], topic: str, offsets: list[int] | None = None) -> None:
+    def decode_file(lines: list[bytes], topic: str) -> None:
         append = decoded.append
-        for i, line in enumerate(lines):
-            offset = i if offsets is None else offsets[i]
-            try:
-                event = decode(topic, line)
-            except InvalidEvent as exc:
-                invalid[(topic, exc.reason)] += 1
-                continue
-            append((event, Source(topic, 0, offset)))
+        for offset, event in enumerate(decode.many(topic, lines)):
+            if isinstance(event, InvalidEvent):
+                invalid[(topic, event.reason)] += 1
+            else:
+                append((event, Source(topic, 0, offset)))
 
     if predictions is not None:
         lines = _read_lines(predictions)
@@ -125,7 +122,7 @@ def load_events(config: Config, predictions: str | Path | None = None, labels: s
         is_label = [_is_label(line) for line in lines]
         for role, topic in ((False, topics.predictions), (True, topics.labels)):
             chosen = [line for line, lab in zip(lines, is_label) if lab == role]
-            decode_file(chosen, topic, list(range(len(chosen))))
+            decode_file(chosen, topic)
     if not decoded:
         return Loaded([], invalid, n_lines)
     ts = np.fromiter((e.timestamp for e, _ in decoded), dtype=np.int64, count=len(decoded))

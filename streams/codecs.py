@@ -15,7 +15,7 @@ from retrain_trigger.events import TriggerEvent, decode_trigger, encode_trigger
 
 __all__ = [
     "Prediction", "Label", "TriggerEvent", "InvalidEvent", "REASONS", "DEFAULT_MAX_BYTES",
-    "decode_prediction", "decode_label", "decode_trigger_event", "encode_prediction", "encode_label",
+    "decode_prediction", "decode_label", "decode_many", "decode_trigger_event", "encode_prediction", "encode_label",
     "encode_trigger", "parse_timestamp", "format_timestamp",
 ]
 
@@ -147,6 +147,48 @@ def decode_label(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Label:
     _require_id(event.model_id, "model_id")
     event.timestamp = parse_timestamp(event.timestamp)
     return event
+
+
+def decode_many(lines: list[bytes], labels: bool = False,
+                max_bytes: int = DEFAULT_MAX_BYTES) -> list[Prediction | Label | InvalidEvent]:
+    """``decode_prediction`` (or ``decode_label``) of every line, a rejection returned in its
+    place instead of raised. The usual batch (every line valid, epoch-ms timestamps) is checked
+    in a few passes over the whole batch; any doubt and each line goes through the one-line
+    decoder, so the results are always the same as one by one."""
+    decode_one = decode_label if labels else decode_prediction
+    events = _decode_valid_batch(lines, labels, max_bytes)
+    if events is not None:
+        return events
+    out: list[Prediction | Label | InvalidEvent] = []
+    for line in lines:
+        try:
+            out.append(decode_one(line, max_bytes))
+        except InvalidEvent as exc:
+            out.append(exc)
+    return out
+
+
+def _decode_valid_batch(lines: list[bytes], labels: bool, max_bytes: int) -> list | None:
+    """The events if every line passes every check of the one-line decoder, else None."""
+    if not lines or set(map(type, lines)) != {bytes} or max(map(len, lines)) > max_bytes \
+            or not all(map(bytes.isascii, lines)):
+        return None
+    try:
+        events = list(map((_label_decoder if labels else _prediction_decoder).decode, lines))
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    for field in ("prediction_id", "model_id"):
+        values = [getattr(e, field) for e in events]
+        if not all(values) or any(map(str.isspace, values)):
+            return None
+    timestamps = [e.timestamp for e in events]
+    if set(map(type, timestamps)) != {int} or min(timestamps) < 0:
+        return None  # ISO strings are parsed one by one
+    if not labels:
+        scores = [e.score for e in events if e.score is not None]
+        if (scores and not 0.0 <= min(scores) <= max(scores) <= 1.0) or any(e.probabilities for e in events):
+            return None
+    return events
 
 
 def decode_trigger_event(data: bytes) -> TriggerEvent:

@@ -25,7 +25,7 @@ from retrain_trigger.events import TriggerEvent, TriggerWindow
 from retrain_trigger.policy import Observation, TriggerPolicy
 from retrain_trigger.rules import load_rules
 
-from .codecs import InvalidEvent, Label, Prediction, decode_label, decode_prediction, format_timestamp
+from .codecs import InvalidEvent, Label, Prediction, decode_label, decode_many, decode_prediction, format_timestamp
 from .config import Config, Model
 from .statistics import ModelStatistics
 
@@ -474,6 +474,20 @@ class InputDecoder:
         if event.model_id not in self.known:
             self._unknown(event.model_id)
         return event
+
+    def many(self, topic: str, lines: list[bytes]) -> list[Prediction | Label | InvalidEvent]:
+        """``self(topic, line)`` of every line, a rejection returned in its place (see
+        :func:`streams.codecs.decode_many`)."""
+        events = decode_many(lines, labels=topic != self.predictions_topic, max_bytes=self.max_bytes)
+        if {e.model_id for e in events if not isinstance(e, InvalidEvent)} <= self.known:
+            return events
+        for i, event in enumerate(events):
+            if not isinstance(event, InvalidEvent) and event.model_id not in self.known:
+                try:
+                    self._unknown(event.model_id)
+                except InvalidEvent as exc:
+                    events[i] = exc
+        return events
 
     def _unknown(self, model_id: str) -> None:
         model = self.config.model_or_register(model_id)

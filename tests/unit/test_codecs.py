@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 from hypothesis import given, strategies as st
 
 from streams.codecs import (
-    REASONS, InvalidEvent, Label, Prediction, decode_label, decode_prediction, decode_trigger_event,
+    REASONS, InvalidEvent, Prediction, decode_label, decode_many, decode_prediction, decode_trigger_event,
     encode_label, encode_prediction, encode_trigger, format_timestamp, parse_timestamp,
 )
 from retrain_trigger.events import TriggerEvent, TriggerWindow, make_trigger_id
@@ -216,3 +215,44 @@ def test_arbitrary_bytes_never_escape_as_another_error(data):
         decode_label(data)
     except InvalidEvent as exc:
         assert exc.reason in REASONS
+
+
+def _outcome(item):
+    """A decoded event or a rejection, comparable."""
+    if isinstance(item, InvalidEvent):
+        return ("invalid", item.reason, item.detail)
+    return ("event", encode_prediction(item) if isinstance(item, Prediction) else encode_label(item))
+
+
+LINE_VARIANTS = [
+    lambda i: with_(PREDICTION, prediction_id=f"p{i}", timestamp=1795428902120 + i),
+    lambda i: with_(PREDICTION, prediction_id=f"p{i}"),  # ISO timestamp: parsed one by one
+    lambda i: with_(PREDICTION, prediction_id=" "),
+    lambda i: with_(PREDICTION, score=1.5),
+    lambda i: with_(PREDICTION, probabilities={"0": 0.2, "1": 0.8}),
+    lambda i: with_(PREDICTION, probabilities={"0": 1.2}),
+    lambda i: with_(PREDICTION, timestamp=-5),
+    lambda i: with_(PREDICTION, model_id=""),
+    lambda i: b'{"prediction_id": "p", "model_id": "m", "timestamp": 1, "prediction": 1, "x": "\xff"}',
+    lambda i: b"not json",
+    lambda i: b"x" * 300,
+    lambda i: with_(LABEL, prediction_id=f"p{i}", timestamp=1795428902120 + i),
+    lambda i: with_(LABEL, timestamp="2026-11-23T10:15:02Z"),
+    lambda i: with_(LABEL, label=None),
+]
+
+
+@given(st.lists(st.integers(0, len(LINE_VARIANTS) - 1), max_size=12), st.booleans())
+def test_decoding_a_batch_gives_what_decoding_each_line_gives(variants, labels):
+    """decode_many checks the usual batch in bulk; whatever the mix of good and bad lines, each
+    line's outcome (the event, or the reason and detail) is the one-line decoder's."""
+    lines = [LINE_VARIANTS[v](i) for i, v in enumerate(variants)]
+    one = decode_label if labels else decode_prediction
+    expected = []
+    for line in lines:
+        try:
+            expected.append(one(line, max_bytes=256))
+        except InvalidEvent as exc:
+            expected.append(exc)
+    got = decode_many(lines, labels=labels, max_bytes=256)
+    assert [_outcome(e) for e in got] == [_outcome(e) for e in expected]
