@@ -590,18 +590,17 @@ def add_columns(detectors: list[_DriftDetector], matrix: np.ndarray) -> None:
             groups.setdefault((window.blocks, window.block_size, window.bins), []).append(j)
     fed: set[int] = set()
     for together in groups.values():
-        windows = [detectors[j]._current for j in together]
-        if len(together) < 2 or not BlockCounts.in_step(windows):
+        if len(together) < 2:
             continue
         columns = np.ascontiguousarray(matrix[:, together].T)  # one row per detector
-        codes = np.empty((len(matrix), len(together)), dtype=np.int64)
+        codes = np.empty(columns.shape, dtype=np.int64)
         for i, j in enumerate(together):
             detector = detectors[j]
-            codes[:, i] = detector.profile.edges.searchsorted(columns[i])  # NumericBins.codes
+            codes[i] = detector.profile.edges.searchsorted(columns[i])  # NumericBins.codes
             if detector.tracks_range:
                 low, high = columns[i].min(), columns[i].max()
                 detector._low, detector._high = min(detector._low, low), max(detector._high, high)
-        BlockCounts.push_columns(windows, codes)
+        BlockCounts.push_columns([detectors[j]._current for j in together], codes.T)
         fed.update(together)
     for j, detector in enumerate(detectors):
         if j not in fed:
@@ -619,10 +618,9 @@ def results(detectors: list[_DriftDetector]) -> list[Result]:
         else:
             out[i] = detector.result()
     for (kind, _), members in groups.items():
-        windows = [detectors[i]._current for i in members]
         reference = np.stack([detectors[i].reference_counts for i in members])
-        current = np.stack([w._counts for w in windows]).sum(axis=1)
+        current = BlockCounts.totals_of([detectors[i]._current for i in members])
         statistics, p_values = kind._measure_rows(reference, current)
-        for row, (i, window) in enumerate(zip(members, windows)):
-            out[i] = detectors[i]._judged(statistics[row], None if p_values is None else p_values[row], window.count)
+        for row, (i, n) in enumerate(zip(members, current.sum(axis=1).tolist())):
+            out[i] = detectors[i]._judged(statistics[row], None if p_values is None else p_values[row], n)
     return out

@@ -117,51 +117,46 @@ class BlockCounts:
         self._counts = np.zeros((self.blocks, self.bins), dtype=np.int64)  # ring, row = block
         self._fill = np.zeros(self.blocks, dtype=np.int64)
         self._newest = 0
+        #: the table this window's counts and fills live in, shared with windows kept in step
+        self._shared: _SharedBlocks | None = None
 
     def push(self, codes: Any) -> None:
         """Count events by bin code (ints in ``[0, bins)``), oldest first."""
-        codes = np.asarray(codes, dtype=np.int64)
-        BlockCounts.push_columns([self], codes.reshape(-1, 1))
+        codes = np.asarray(codes, dtype=np.int64).reshape(-1, 1)
+        self._newest = _count_blocks(self._counts[:, None], self._fill[:, None], self, codes)
 
     @staticmethod
     def in_step(windows: list["BlockCounts"]) -> bool:
         """Whether the windows have one shape and blocks filled alike (as windows fed the same
-        number of events have), so that :meth:`push_columns` can feed them together."""
+        number of events have), so that :meth:`push_columns` can count them together."""
         lead = windows[0]
         return all(w.blocks == lead.blocks and w.block_size == lead.block_size and w.bins == lead.bins
                    and w._newest == lead._newest and np.array_equal(w._fill, lead._fill) for w in windows)
 
     @staticmethod
     def push_columns(windows: list["BlockCounts"], codes: np.ndarray) -> None:
-        """``windows[j].push(codes[:, j])`` for every j, counted with one ``bincount``; the windows
-        must be :meth:`in_step` (one window always is)."""
-        lead, events = windows[0], len(codes)
-        if not events:
+        """``windows[j].push(codes[:, j])`` for every j.
+
+        Windows in step move into one shared table the first time (:class:`_SharedBlocks`) and
+        are then counted with one ``bincount`` and a few array operations for all; windows out of
+        step are fed one by one.
+        """
+        table = _SharedBlocks.of(windows)
+        if table is None:
+            for j, window in enumerate(windows):
+                window.push(codes[:, j])
             return
-        # Block j after the newest one (0 = the newest itself) takes the events whose position,
-        # counted from the newest block's first event, falls in [j * block_size, (j + 1) * block_size).
-        # A full newest block stays newest until the next event arrives. Only the last `blocks`
-        # blocks survive the call; each block they reuse starts empty.
-        fill = int(lead._fill[lead._newest])
-        step = (fill + np.arange(events)) // lead.block_size
-        last = int(step[-1])
-        first = max(0, last - lead.blocks + 1)
-        if first:
-            keep = step >= first
-            codes, step = codes[keep], step[keep] - first
-        slots = (lead._newest + np.arange(first, last + 1)) % lead.blocks
-        reused = slots[1:] if first == 0 else slots
-        pieces, columns, bins = last + 1 - first, codes.shape[1], lead.bins
-        index = (step[:, None] * columns + np.arange(columns)) * bins + codes
-        counts = np.bincount(index.ravel(), minlength=pieces * columns * bins).reshape(pieces, columns, bins)
-        filled = np.bincount(step, minlength=pieces)
-        newest = int(slots[-1])
-        for j, window in enumerate(windows):
-            window._counts[reused] = 0
-            window._fill[reused] = 0
-            window._counts[slots] += counts[:, j]
-            window._fill[slots] += filled
+        newest = _count_blocks(table.counts, table.fill, windows[0], codes)
+        for window in windows:
             window._newest = newest
+
+    @staticmethod
+    def totals_of(windows: list["BlockCounts"]) -> np.ndarray:
+        """Each window's :meth:`totals`, one row per window."""
+        table = windows[0]._shared
+        if table is not None and table.holds(windows):
+            return table.counts.sum(axis=0)
+        return np.stack([w._counts for w in windows]).sum(axis=1)
 
     def totals(self) -> np.ndarray:
         """Counts per bin over the window."""
@@ -198,6 +193,63 @@ class BlockCounts:
         window._fill = np.asarray(state["fill"], dtype=np.int64)
         window._newest = window.blocks - 1
         return window
+
+
+def _count_blocks(counts: np.ndarray, fill: np.ndarray, lead: BlockCounts, codes: np.ndarray) -> int:
+    """Add ``codes[:, j]`` to column j of ``counts`` (blocks x columns x bins) and ``fill``
+    (blocks x columns), the columns' blocks in step with ``lead``'s; returns the newest block."""
+    events = len(codes)
+    if not events:
+        return lead._newest
+    # Block j after the newest one (0 = the newest itself) takes the events whose position,
+    # counted from the newest block's first event, falls in [j * block_size, (j + 1) * block_size).
+    # A full newest block stays newest until the next event arrives. Only the last `blocks`
+    # blocks survive the call; each block they reuse starts empty.
+    step = (int(fill[lead._newest, 0]) + np.arange(events)) // lead.block_size
+    last = int(step[-1])
+    first = max(0, last - lead.blocks + 1)
+    if first:
+        keep = step >= first
+        codes, step = codes[keep], step[keep] - first
+    slots = (lead._newest + np.arange(first, last + 1)) % lead.blocks
+    reused = slots[1:] if first == 0 else slots
+    pieces, columns, bins = last + 1 - first, codes.shape[1], lead.bins
+    index = (step[:, None] * columns + np.arange(columns)) * bins + codes
+    counts[reused] = 0
+    fill[reused] = 0
+    counts[slots] += np.bincount(index.ravel(), minlength=pieces * columns * bins).reshape(pieces, columns, bins)
+    fill[slots] += np.bincount(step, minlength=pieces)[:, None]
+    return int(slots[-1])
+
+
+class _SharedBlocks:
+    """The counts and fills of several :class:`BlockCounts` in one array each (window j is
+    column j), so that windows kept in step are counted with one operation for all. Each window
+    holds views into the table, so it still reads, pushes and saves its state on its own."""
+
+    def __init__(self, windows: list[BlockCounts]):
+        self.windows = list(windows)
+        self.counts = np.stack([w._counts for w in windows], axis=1)
+        self.fill = np.stack([w._fill for w in windows], axis=1)
+        for j, window in enumerate(windows):
+            window._counts, window._fill, window._shared = self.counts[:, j], self.fill[:, j], self
+
+    def holds(self, windows: list[BlockCounts]) -> bool:
+        """The table holds exactly these windows, in this order."""
+        return len(windows) == len(self.windows) and all(
+            mine is theirs and mine._shared is self for mine, theirs in zip(self.windows, windows))
+
+    @staticmethod
+    def of(windows: list[BlockCounts]) -> "_SharedBlocks | None":
+        """The table of these windows when they are in step (made now if needed); else None."""
+        if len(windows) < 2:
+            return None
+        lead = windows[0]
+        table = lead._shared
+        if table is not None and table.holds(windows):
+            in_step = all(w._newest == lead._newest for w in windows) and bool((table.fill == table.fill[:, :1]).all())
+            return table if in_step else None
+        return _SharedBlocks(windows) if BlockCounts.in_step(windows) else None
 
 
 def _group_rows(keys: np.ndarray, rows: np.ndarray):

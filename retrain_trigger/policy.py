@@ -285,11 +285,8 @@ def _judge_condition(
 ) -> Verdict:
     if not condition.is_glob:
         return _judge_one(condition, observations.get(condition.statistic), min_samples, use_rearm)
-    verdicts = [
-        _judge_one(condition, observation, min_samples, use_rearm)
-        for name, observation in observations.items()
-        if fnmatch.fnmatchcase(name, condition.statistic)
-    ]
+    verdicts = [_judge_one(condition, observation, min_samples, use_rearm)
+                for _, observation in _matching(condition, observations)]
     if not verdicts:
         return Verdict.UNKNOWN
     needed = condition.at_least or 1
@@ -354,13 +351,15 @@ def _headline(
 def _breaching_matches(
     condition: Condition, observations: Mapping[str, Observation], min_samples: int
 ) -> list[tuple[str, Observation]]:
-    matches = [
-        (name, observation)
-        for name, observation in observations.items()
-        if fnmatch.fnmatchcase(name, condition.statistic)
-        and _judge_one(condition, observation, min_samples, False) is Verdict.BREACH
-    ]
+    matches = [(name, observation) for name, observation in _matching(condition, observations)
+               if _judge_one(condition, observation, min_samples, False) is Verdict.BREACH]
     return sorted(matches, key=lambda item: _drift_rank(item[1]))
+
+
+def _matching(condition: Condition, observations: Mapping[str, Observation]) -> list[tuple[str, Observation]]:
+    """The observations a glob condition names. Names are matched first: a monitor computes an
+    observation only when it is read."""
+    return [(name, observations[name]) for name in observations if fnmatch.fnmatchcase(name, condition.statistic)]
 
 
 def _condition_evidence(

@@ -194,11 +194,10 @@ class Backtest:
                 totals[name] += getattr(c, name, 0)
             m.counters = type(c)()
             if self.record_timeline:
-                for name, obs in m.observations().items():
-                    value = obs.value
+                for name, (value, n) in m.stats.values().items():
                     if value is None or (isinstance(value, float) and not np.isfinite(value)):
                         continue
-                    self.result.timeline.append((at_ms, self.result.events, model_id, name, float(value), obs.n))
+                    self.result.timeline.append((at_ms, self.result.events, model_id, name, float(value), n))
 
 
 def auto_every(n_events: int) -> int:

@@ -271,7 +271,7 @@ class ModelMonitor:
                 triggers.extend(self._judge(self.policy, self.stats.observations(), segment.version, window, at_ms))
             if segment.evaluate_predictions and self.drift_rules:
                 at_ms = segment.predictions_at_ms
-                drift = {k: v for k, v in self.observations().items() if _is_drift(k)}
+                drift = self.stats.drift_observations()
                 window = self._window(self.prediction_window, self.prediction_partition, at_ms)
                 triggers.extend(self._judge(self.drift_policy, drift, segment.version, window, at_ms))
         self.stats.catch_up()  # the checkpoint and the exporter see every event of the batch

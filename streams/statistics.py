@@ -109,6 +109,7 @@ class ModelStatistics:
         self.last_detection: dict[str, int] = {kind: -1 for kind in self.changes}
         #: detections since the Monitor last took them (it counts them for the exporter)
         self.new_detections: dict[str, int] = {}
+        self._groups = self._observation_groups()
 
     # -- construction ---------------------------------------------------------------------
     def _metric_params(self, kind: str, window: int) -> dict[str, Any]:
@@ -236,14 +237,14 @@ class ModelStatistics:
             result = self._drift_results[key] = detector.result()
         return result
 
-    def _feature_results(self) -> dict[tuple[str, str], Result]:
-        """Every feature detector's result; those updated since they were last read are measured
-        together (:func:`detectors.drift.results`)."""
+    def _feature_results(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Result]:
+        """These feature detectors' results; those updated since they were last read are
+        measured together (:func:`detectors.drift.results`)."""
         known = self._drift_results
-        stale = [key for key in self.feature_drift if key not in known]
+        stale = [key for key in keys if key not in known]
         if stale:
             known.update(zip(stale, drift_results([self.feature_drift[key] for key in stale])))
-        return {key: known[key] for key in self.feature_drift}
+        return {key: known[key] for key in keys}
 
     def _catch_up_changes(self) -> None:
         if not self._queued_errors:
@@ -276,31 +277,63 @@ class ModelStatistics:
 
     def observations(self, performance: dict[str, Result] | None = None) -> Mapping[str, Observation]:
         """Every statistic by name, as of now. The detectors' entries are computed (and the
-        queues fed to them) when first read, so read it before the next update."""
+        queues fed to them) when first read, a group at a time (see :meth:`_observe_group`), so
+        read it before the next update."""
         eager = {kind: _observation(r) for kind, r in (performance or self.performance()).items()}
-        if not (self.changes or self.feature_drift or self.prediction_drift):
+        if not self._groups:
             return eager
-        return _Observations(eager, self._detector_observations)
+        return _Observations(eager, self._groups, self._observe_group)
+
+    def drift_observations(self) -> Mapping[str, Observation]:
+        """The feature and prediction drift entries of :meth:`observations` (what drift rules read)."""
+        drift = {name: group for name, group in self._groups.items() if not name.startswith("detector.")}
+        return _Observations({}, drift, self._observe_group)
+
+    def values(self) -> dict[str, tuple[float, int]]:
+        """Every statistic's value and sample count, named and ordered as in :meth:`observations`,
+        without what only rules need (multiple-testing decisions, p-values): the backtest's
+        timeline records these at every sample."""
+        out = {kind: (r.statistic, r.n) for kind, r in self.performance().items()}
+        self.catch_up()
+        for kind, detector in self.changes.items():
+            result = detector.result()
+            out[f"detector.{kind}"] = (result.statistic, result.n)
+        for (feature, kind), result in self._feature_results(list(self.feature_drift)).items():
+            out[f"feature.{feature}.{kind}"] = (result.statistic, result.n)
+        for kind, detector in self.prediction_drift.items():
+            result = self._drift_result(kind, detector)
+            out[f"prediction.{kind}"] = (result.statistic, result.n)
+        return out
 
     def statistic_names(self) -> list[str]:
         """Every statistic :meth:`observations` holds (what a rule may name)."""
-        return [*self.metric_kinds, *(f"detector.{kind}" for kind in self.changes),
-                *(f"feature.{feature}.{kind}" for feature, kind in self.feature_drift),
-                *(f"prediction.{kind}" for kind in self.prediction_drift)]
+        return [*self.metric_kinds, *self._groups]
 
-    def _detector_observations(self) -> dict[str, Observation]:
-        self.catch_up()
-        obs = {}
-        for kind, detector in self.changes.items():
-            fired = self.last_detection[kind] >= self.evaluated_pairs
-            obs[f"detector.{kind}"] = _observation(detector.result(), detector=kind, fired=fired)
-        feature_results = self._feature_results()
-        fired = self._corrected_alarms(feature_results)
-        for (feature, kind), result in feature_results.items():
-            obs[f"feature.{feature}.{kind}"] = _observation(result, detector=kind, fired=fired[feature, kind])
-        for kind, detector in self.prediction_drift.items():
-            obs[f"prediction.{kind}"] = _observation(self._drift_result(kind, detector), detector=kind)
-        return obs
+    def _observation_groups(self) -> dict[str, str]:
+        """Detector statistic name -> the group computed with it: the change detectors, each
+        distance kind of feature drift, all feature tests (one multiple-testing family), the
+        prediction drift."""
+        groups = {f"detector.{kind}": "detector" for kind in self.changes}
+        for (feature, kind), detector in self.feature_drift.items():
+            groups[f"feature.{feature}.{kind}"] = "feature tests" if detector.is_test else f"feature {kind}"
+        groups.update((f"prediction.{kind}", "prediction") for kind in self.prediction_drift)
+        return groups
+
+    def _observe_group(self, group: str) -> dict[str, Observation]:
+        if group == "detector":
+            self._catch_up_changes()
+            return {f"detector.{kind}": _observation(detector.result(), detector=kind,
+                                                     fired=self.last_detection[kind] >= self.evaluated_pairs)
+                    for kind, detector in self.changes.items()}
+        self._catch_up_drift()
+        if group == "prediction":
+            return {f"prediction.{kind}": _observation(self._drift_result(kind, detector), detector=kind)
+                    for kind, detector in self.prediction_drift.items()}
+        keys = [key for key in self.feature_drift if self._groups[f"feature.{key[0]}.{key[1]}"] == group]
+        results = self._feature_results(keys)
+        fired = self._corrected_alarms(results) if group == "feature tests" else {k: r.fired for k, r in results.items()}
+        return {f"feature.{feature}.{kind}": _observation(result, detector=kind, fired=fired[feature, kind])
+                for (feature, kind), result in results.items()}
 
     def end_evaluation(self) -> None:
         """An evaluation point has judged the rules: change detectors start a fresh interval."""
@@ -344,6 +377,7 @@ class ModelStatistics:
         self.changes = {kind: restore(s) for kind, s in state["changes"].items()}
         self.feature_drift = {(feature, kind): restore(s) for feature, kind, s in state["feature_drift"]}
         self.prediction_drift = {kind: restore(s) for kind, s in state["prediction_drift"].items()}
+        self._groups = self._observation_groups()
         self._drift_results = {}
         self.closed = {kind: Result(**r) for kind, r in state["closed"].items()}
         self.pairs_seen, self.evaluated_pairs = state["pairs_seen"], state["evaluated_pairs"]
@@ -352,29 +386,31 @@ class ModelStatistics:
 
 
 class _Observations(Mapping):
-    """A model's observations whose detector entries are computed on first read."""
+    """A model's observations whose detector entries are computed when first read, a group at
+    a time: a rule on ``feature.*.psi`` never pays for the KS tests."""
 
-    def __init__(self, eager: dict[str, Observation], complete: Callable[[], dict[str, Observation]]):
+    def __init__(self, eager: dict[str, Observation], groups: dict[str, str],
+                 load: Callable[[str], dict[str, Observation]]):
+        self._names = [*eager, *groups]
         self._data = eager
-        self._complete = complete
-
-    def _load(self) -> None:
-        if self._complete is not None:
-            self._data.update(self._complete())
-            self._complete = None
+        self._groups = groups
+        self._load = load
+        self._loaded: set[str] = set()
 
     def __getitem__(self, name: str) -> Observation:
         if name not in self._data:
-            self._load()
+            group = self._groups.get(name)
+            if group is None or group in self._loaded:
+                raise KeyError(name)
+            self._loaded.add(group)
+            self._data.update(self._load(group))
         return self._data[name]
 
     def __iter__(self) -> Iterator[str]:
-        self._load()
-        return iter(self._data)
+        return iter(self._names)
 
     def __len__(self) -> int:
-        self._load()
-        return len(self._data)
+        return len(self._names)
 
 
 def _numeric_matrix(rows: list[dict[str, Any]], features: list[str]) -> np.ndarray | None:
