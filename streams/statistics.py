@@ -199,7 +199,7 @@ class ModelStatistics:
         self._catch_up_changes()
 
     def _catch_up_drift(self) -> None:
-        stale = self._drift_results
+        read = self._drift_results  # a detector fed here loses its remembered result
         if self._queued_rows:
             rows, self._queued_rows = self._queued_rows, []
             numeric = [f for f in self.watched if f in self._numeric_features]
@@ -211,7 +211,7 @@ class ModelStatistics:
                 add_columns([self.feature_drift[key] for key in numeric_keys],
                             matrix[:, [position[feature] for feature, _ in numeric_keys]])
                 for key in numeric_keys:
-                    stale.pop(key, None)
+                    read.pop(key, None)
             for key, detector in self.feature_drift.items():
                 if matrix is not None and not detector.categorical:
                     continue
@@ -222,14 +222,14 @@ class ModelStatistics:
                 values = _present(column, detector.categorical)
                 if len(values):
                     detector.add_many(values)
-                    stale.pop(key, None)
+                    read.pop(key, None)
         if self._queued_predictions:
             predictions, self._queued_predictions = self._queued_predictions, []
             for kind, detector in self.prediction_drift.items():
                 values = _present(predictions, detector.categorical)
                 if len(values):
                     detector.add_many(values)
-                    stale.pop(kind, None)
+                    read.pop(kind, None)
 
     def _drift_result(self, key: Any, detector: Any) -> Result:
         result = self._drift_results.get(key)
