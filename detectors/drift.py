@@ -33,7 +33,13 @@ Conventions: ``PSI = sum((q - p) * ln(q / p))`` with both proportions floored at
 of the 2 x K table (reference counts, current counts) over the bins either side uses, without
 continuity correction. Tests (KS, chi-squared) fire when ``p_value < threshold`` (default 0.01);
 distances fire when ``statistic > threshold``. Nothing fires before ``min_samples`` values are in
-the window.
+the window. A binned KS result carries its p-value deferred (:class:`KSPValue`): computed when
+read, while ``fired`` is decided from the critical distance.
+
+Many features at once: a model has one detector per feature and kind. :func:`add_columns` feeds
+a matrix (one column per detector) and :func:`results` measures them; detectors of a kind whose
+windows are in step are binned, counted and measured as one array operation, and each ends
+exactly as ``add_many`` / ``result`` would leave it on its own.
 """
 from __future__ import annotations
 
