@@ -82,6 +82,10 @@ class Observation:
             self._p_value = float(self._p_value())
         return self._p_value
 
+    def deferred_p_value(self) -> float | None | Callable[[], float]:
+        """The p-value, or the function that computes it if nobody has read it yet (to pass on)."""
+        return self._p_value
+
     def _fields(self) -> tuple:
         return self.value, self.n, self.fired, self.p_value, self.threshold, self.detector
 

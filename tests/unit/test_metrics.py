@@ -31,3 +31,36 @@ def test_same_buckets_count_and_sum_as_a_histogram_observed_one_by_one(batches):
     assert want.keys() == got.keys()
     for key, value in want.items():  # counts exactly; the sum up to float rounding
         assert got[key] == (pytest.approx(value, rel=1e-12) if key[0].endswith("_sum") else value), key
+
+
+def test_drift_p_values_are_exported_at_scrape_with_scipys_value():
+    """The exporter stores each KS test's p-value deferred; a scrape computes it, and it is the
+    exact kstwo.sf of the detector's counts (the feature's statistic and alarm are set at once)."""
+    import numpy as np
+    from scipy import stats
+
+    from streams.config import parse_config
+    from streams.metrics import Exporter
+    from streams.monitor import Monitor, Source
+    from streams.codecs import Prediction
+
+    config = parse_config({"kafka": {"bootstrap.servers": "127.0.0.1:9092"}, "models": [{
+        "id": "m", "features": {"numeric": ["x"]},
+        "drift": {"numeric": ["ks"], "prediction": [], "window": 400, "reference_size": 300}}]})
+    rng = np.random.default_rng(5)
+    values = np.concatenate((rng.normal(0, 1, 300), rng.normal(0.3, 1, 400)))
+    monitor = Monitor(config)
+    monitor.process([(Prediction(f"p{i}", "m", 1_000 + i, 1, {"x": float(v)}, score=0.5), Source("p", 0, i))
+                     for i, v in enumerate(values)])
+    exporter = Exporter(config)
+    exporter.observe(monitor)
+    detector = monitor.models["m"].stats.feature_drift["x", "ks"]
+    reference, current = detector.reference_counts, detector.current_counts()
+    n_ref, n_cur = reference.sum(), current.sum()
+    gap = np.abs(np.cumsum(reference) / n_ref - np.cumsum(current) / n_cur).max()
+    expected = stats.kstwo.sf(round(float(gap), 12), np.round(n_ref * n_cur / (n_ref + n_cur)))
+    got = samples(exporter.registry)
+    labels = (("detector", "ks"), ("feature", "x"), ("model", "m"))
+    assert got[("driftline_feature_drift_p_value", labels)] == pytest.approx(expected, rel=1e-12)
+    assert got[("driftline_feature_drift", labels)] == pytest.approx(gap, rel=1e-12)
+    assert got[("driftline_feature_drift_alarm", labels)] == float(expected < 0.01)
