@@ -199,7 +199,7 @@ class NumericBins:
         return cls(np.unique(np.quantile(sample, np.linspace(0, 1, bins + 1)[1:-1])))
 
     def codes(self, values: np.ndarray) -> np.ndarray:
-        return np.searchsorted(self.edges, values, side="left")
+        return self.edges.searchsorted(values, side="left")
 
     def state(self) -> dict[str, Any]:
         return {"edges": self.edges.tolist()}
@@ -602,7 +602,7 @@ def add_columns(detectors: list[_DriftDetector], matrix: np.ndarray) -> None:
         codes = np.empty(columns.shape, dtype=np.int64)
         for i, j in enumerate(together):
             detector = detectors[j]
-            codes[i] = detector.profile.edges.searchsorted(columns[i])  # NumericBins.codes
+            codes[i] = detector.profile.codes(columns[i])
             if detector.tracks_range:
                 low, high = columns[i].min(), columns[i].max()
                 detector._low, detector._high = min(detector._low, low), max(detector._high, high)
