@@ -17,7 +17,7 @@ import uuid
 import pytest
 from confluent_kafka import Consumer
 
-from .harness import Deployment, pair
+from .harness import Deployment, pair, skip_faust_fetcher_loss
 from .test_skeleton import FLOOR_MODEL
 
 pytestmark = pytest.mark.kafka
@@ -92,18 +92,6 @@ def wait_until_committed(d: Deployment, per_topic: int, timeout: float = 120) ->
             return
         time.sleep(0.5)
     raise AssertionError(f"not all {per_topic} events per topic were committed\n{d.logs()[-3000:]}")
-
-
-def skip_faust_fetcher_loss(d: Deployment) -> None:
-    """XFAIL (not pass) when the worker logged that Faust never delivered some input offsets.
-
-    Faust's fetcher can resume after a rebalance from messages fetched before it sought back to
-    the committed offset, and skip events (faust-streaming#216; seen here about one run in five,
-    one to sixty offsets). The engine cannot get them back and says so; the README documents it.
-    Every other difference still fails the test."""
-    skipped = [line for line in d.logs().splitlines() if "never reached the worker" in line]
-    if skipped:
-        pytest.xfail("Faust skipped input offsets after the restart (faust-streaming#216): " + skipped[0])
 
 
 def wait_for_joined(d: Deployment, names: list[str], per_model: int, timeout: float = 120) -> None:
