@@ -140,8 +140,9 @@ RECOVERY_WAIT_SECONDS = 30.0
 
 
 class _Consumer(faust_aiokafka.Consumer):
-    """Faust's consumer with an offset bookkeeping that counts each offset once and never commits
-    past the stored state (``_App.commit_frontier``); ``skip`` marks offsets never delivered.
+    """Faust's consumer, committing what the engine's stored state covers (``_App.commit_frontier``,
+    see :meth:`_offset_at_frontier`). Without a frontier (no engine), an offset bookkeeping that
+    counts each offset once; ``skip`` marks offsets never delivered.
 
     Faust commits the first run of consecutive numbers in its sorted list of acked offsets plus
     its "gaps" (offsets it never delivered). After a rebalance it seeks back to the committed
@@ -154,6 +155,9 @@ class _Consumer(faust_aiokafka.Consumer):
     logger = logging.getLogger("faust.driftline")  # under Faust's logger, quieted with it
 
     def _new_offset(self, tp):
+        frontier = getattr(getattr(self, "app", None), "commit_frontier", None)
+        if frontier is not None:
+            return self._offset_at_frontier(tp, frontier(tp))
         acked = self._acked[tp]
         if not acked:
             return None
@@ -172,18 +176,28 @@ class _Consumer(faust_aiokafka.Consumer):
             end = min(done)
             while end in done:
                 end += 1
-        frontier = getattr(getattr(self, "app", None), "commit_frontier", None)
-        if end is not None and frontier is not None:
-            # Never past what the partition's state in the table covers: Faust also acks events
-            # it never gave the agent (ones its stream passes on after take_events' generator has
-            # closed at a stop, ones of an older generation after a rebalance).
-            cap = frontier(tp)
-            end = committed if cap is None else min(end, cap)
         if end is not None:
             acked[:] = sorted(o for o in set(acked) if o >= end)
             self._acked_index[tp] = set(acked)
             self._gap[tp].chop(0, end)
         return end if end is not None and (committed is None or end > committed) else None
+
+    def _offset_at_frontier(self, tp, frontier: int | None) -> int | None:
+        """With the engine: commit exactly what the partition's state in the table covers
+        (``frontier``, None when unknown: revoked or not loaded yet), whatever Faust acked.
+        Everything below is durable in the state, and Faust's acks are no guide either way: it
+        acks events it never gave the agent (ones its stream passes on after take_events'
+        generator closed at a stop, ones of an older generation after a rebalance), and never
+        delivers some it fetched (faust-streaming#216), which left replayed offsets unacked and
+        the commits stuck below them after a restart."""
+        committed = self._committed_offset[tp]
+        if frontier is None or (committed is not None and frontier <= committed):
+            return None
+        acked = self._acked[tp]
+        acked[:] = sorted(o for o in set(acked) if o >= frontier)
+        self._acked_index[tp] = set(acked)
+        self._gap[tp].chop(0, frontier)
+        return frontier
 
     def skip(self, tp, first: int, end: int) -> None:
         """Offsets ``first`` up to ``end`` will never be delivered: commit past them."""
@@ -256,6 +270,8 @@ class FaustEngine:
         self.stored_offsets: dict[int, dict[str, int]] = {}
         self.app.commit_frontier = self._commit_frontier
         self.active: set[int] = set()  # input partitions this worker owns now
+        #: (topic, partition) -> the highest offset Faust delivered since the partition was assigned
+        self.delivered: dict[tuple[str, int], int] = {}
         self.broker_down_since: float | None = None
         self._admin = None
         self.app.timer(3.0, name="driftline-broker-check")(self._check_broker)
@@ -281,6 +297,7 @@ class FaustEngine:
         per_partition: dict[int, list] = {}
         touched: dict[int, PartitionState] = {}
         skipped = 0
+        late: dict[tuple[str, int], list[int]] = {}
         pending: list[Any] = []
         last_offset: dict[tuple[str, int], int] = {}
         for event in events:
@@ -288,8 +305,13 @@ class FaustEngine:
             if msg.partition not in self.active:
                 continue  # revoked while buffered: its new owner reads it from the committed offset
             state = self._state(msg.partition)
+            tp = (msg.topic, msg.partition)
+            highest = self.delivered.get(tp, -1)
+            self.delivered[tp] = max(highest, msg.offset)
             if msg.offset < state.next_offsets.get(msg.topic, 0):
                 skipped += 1  # already in this partition's table state (replay after a crash)
+                if msg.offset < highest:
+                    late.setdefault(tp, []).append(msg.offset)
                 continue
             state.next_offsets[msg.topic] = msg.offset + 1
             touched[msg.partition] = state
@@ -306,6 +328,12 @@ class FaustEngine:
             per_partition.setdefault(msg.partition, []).append((decoded, source))
         if skipped:
             log.info("skipped %d replayed events the table state already covers", skipped)
+        for (topic, partition), offsets in late.items():
+            # A replay after later offsets: Faust delivered messages it had fetched before seeking
+            # back, out of order. Events between may never reach the worker (and never be acked).
+            log.warning("partition %d: %s offsets %d..%d delivered again after later ones (Faust's fetcher "
+                        "after a seek, faust-streaming#216)", partition, topic, min(offsets), max(offsets),
+                        extra={"partition": partition})
         for partition, batch in per_partition.items():
             monitor = touched[partition].monitor
             for trigger in monitor.process(batch):
@@ -417,6 +445,7 @@ class FaustEngine:
             self.states.pop(partition, None)
             self.stored_offsets.pop(partition, None)
             self.active.discard(partition)
+        self.delivered = {tp: offset for tp, offset in self.delivered.items() if tp[1] in self.active}
 
     async def _on_assigned(self, app, assigned, **kwargs) -> None:
         # Eager rebalancing: ``assigned`` is the whole new assignment. Each partition's Monitor is
