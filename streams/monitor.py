@@ -14,7 +14,11 @@ model's watermark, the largest event timestamp it has seen; a prediction older t
 """
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
+import operator
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -30,6 +34,9 @@ from .config import Config, Model
 from .statistics import ModelStatistics
 
 log = logging.getLogger("driftline.monitor")
+
+#: below this many events of one model in a batch, event by event is as fast as the bulk path
+_BULK_MIN = 16
 
 
 @dataclass(slots=True)
@@ -208,6 +215,135 @@ class ModelMonitor:
         self._join(prediction, score, pred_ts, event.label, event.timestamp, source.offset)
         self.joined_ids[pid] = event.timestamp
 
+    def on_events(self, events: list[tuple[Prediction | Label, Source]]) -> None:
+        """This model's events of one batch, in order: ``on_prediction``/``on_label`` of each.
+        The usual batch goes through :meth:`_bulk`, a few passes over its columns."""
+        if len(events) < _BULK_MIN or not self._bulk(events):
+            for event, source in events:
+                if type(event) is Prediction:
+                    self.on_prediction(event, source)
+                else:
+                    self.on_label(event, source)
+
+    def _bulk(self, events: list[tuple[Prediction | Label, Source]]) -> bool:
+        """Apply a batch in which every event takes the plain path (each prediction new, with no
+        early label waiting for it; each label new and finding its prediction, pending or earlier
+        in the batch, within the TTL), leaving the state, counters and segments exactly as event
+        by event would. Returns False, having changed nothing, if any event would not."""
+        batch = _Batch(events)
+        predictions, labels = batch.predictions, batch.labels
+        pids, label_pids = batch.column(predictions, "prediction_id"), batch.column(labels, "prediction_id")
+        pending, joined_ids, early = self.pending, self.joined_ids, self.early_labels
+        index = dict(zip(pids, range(len(pids))))
+        if len(index) < len(pids) or len(set(label_pids)) < len(label_pids) \
+                or any(map(pending.__contains__, pids)) or any(map(joined_ids.__contains__, pids)) \
+                or any(map(joined_ids.__contains__, label_pids)) \
+                or (early and (any(map(early.__contains__, pids)) or any(map(early.__contains__, label_pids)))):
+            return False  # a duplicate, or an early label in play
+        # Each label's prediction, from the batch (it must come first) or else pending.
+        found = np.fromiter(map(index.get, label_pids, itertools.repeat(-1)), dtype=np.int64, count=len(labels))
+        in_batch = found >= 0
+        if not (batch.positions[found[in_batch]] < batch.label_positions[in_batch]).all():
+            return False  # a label before its prediction
+        from_pending = list(map(pending.get, itertools.compress(label_pids, np.logical_not(in_batch).tolist())))
+        if None in from_pending:
+            return False  # an early, late or orphan label
+        prediction_ts = batch.column(predictions, "timestamp")
+        if self._binary:
+            scores = watched = batch.column(predictions, "score")
+        else:
+            scores = [self._score(e) for e in predictions]
+            watched = [self._watched_prediction(e, s) for e, s in zip(predictions, scores)]
+        values = list(zip(prediction_ts, batch.column(predictions, "prediction"), scores))
+        waiting = [values[i] for i in found[in_batch].tolist()]
+        if len(waiting) < len(labels):  # merge the pending ones back into label order
+            from_batch, from_store = iter(waiting), iter(from_pending)
+            waiting = [next(from_batch) if hit else next(from_store) for hit in in_batch.tolist()]
+        joined_ts = np.fromiter(map(operator.itemgetter(0), waiting), dtype=np.int64, count=len(labels))
+        label_ts = np.asarray(batch.column(labels, "timestamp"), dtype=np.int64)
+        watermarks = np.maximum(np.maximum.accumulate(batch.timestamps()), self.watermark_ms)
+        if (joined_ts < watermarks[batch.label_positions] - self.ttl_ms).any():
+            return False  # a label for a prediction that expired by event time
+        self.watermark_ms = int(watermarks[-1])
+        self._apply_predictions(batch, pids, values, watched)
+        self._apply_labels(batch, label_pids, label_ts, joined_ts, waiting)
+        self._apply_segments(batch, watched, np.maximum(joined_ts, label_ts).tolist(), waiting)
+        return True
+
+    def _apply_predictions(self, batch: "_Batch", pids: list[str], values: list[tuple], watched: list) -> None:
+        predictions, counters = batch.predictions, self.counters
+        counters.predictions += len(predictions)
+        segments = batch.column(predictions, "segment")
+        counts = Counter(map(_segment_key, segments)) if any(segments) else {"none": len(segments)}
+        for key, count in counts.items():
+            if count:
+                counters.segments[key] = counters.segments.get(key, 0) + count
+        if predictions:
+            last = batch.sources[int(batch.positions[-1])]
+            self.prediction_partition = (last.topic, last.partition)
+            self.pending.update(zip(pids, values))
+
+    def _apply_labels(self, batch: "_Batch", label_pids: list[str], label_ts: np.ndarray, joined_ts: np.ndarray,
+                      waiting: list[tuple]) -> None:
+        counters = self.counters
+        counters.labels += len(label_pids)
+        counters.joined += len(label_pids)
+        counters.label_lags.extend((np.maximum(label_ts - joined_ts, 0) / 1000.0).tolist())
+        if label_pids:
+            last = batch.sources[int(batch.label_positions[-1])]
+            self.label_partition = (last.topic, last.partition)
+            collections.deque(map(self.pending.__delitem__, label_pids), maxlen=0)
+            self.joined_ids.update(zip(label_pids, label_ts.tolist()))
+
+    def _apply_segments(self, batch: "_Batch", watched: list, pair_ts: list[int], waiting: list[tuple]) -> None:
+        """Append the batch to the open segment, cutting it at each evaluation point inside."""
+        predictions, labels = batch.predictions, batch.labels
+        positions, label_positions = batch.positions, batch.label_positions
+        # Evaluation points: every evaluate_every-th prediction and pair, counted from the
+        # model's first; each is (the event's place in the batch, its clock).
+        every = self.evaluate_every
+        cuts = [(int(positions[k - 1]), "predictions")
+                for k in range(every - self.predictions_total % every, len(predictions) + 1, every)]
+        cuts += [(int(label_positions[k - 1]), "pairs")
+                 for k in range(every - self.joined_total % every, len(labels) + 1, every)]
+        cuts.sort()
+        self.predictions_total += len(predictions)
+        self.joined_total += len(labels)
+        prediction_ts = batch.column(predictions, "timestamp")
+        clocks = {"predictions": _running_max(prediction_ts, self.clock_ms["predictions"]),
+                  "pairs": _running_max(pair_ts, self.clock_ms["pairs"])}
+        columns = {
+            "rows": batch.column(predictions, "features"), "prediction_values": watched,
+            "prediction_ts": prediction_ts, "prediction_offsets": batch.offsets(positions),
+            "y_true": batch.column(labels, "label"), "y_pred": list(map(operator.itemgetter(1), waiting)),
+            "scores": list(map(operator.itemgetter(2), waiting)), "pair_ts": pair_ts,
+            "pair_offsets": batch.offsets(label_positions),
+        }
+        versions, version = [], self.version  # the model's version after each prediction
+        for model_version in batch.column(predictions, "model_version"):
+            if model_version is not None:
+                version = model_version
+            versions.append(version)
+        start = {"predictions": 0, "pairs": 0}
+        for at, clock in cuts + [(len(batch.events), None)]:
+            end = {"predictions": int(np.searchsorted(positions, at, side="right")),
+                   "pairs": int(np.searchsorted(label_positions, at, side="right"))}
+            segment = self._segments[-1]
+            if end["predictions"]:
+                self.version = versions[end["predictions"] - 1]
+            if end["predictions"] > start["predictions"]:
+                segment.version = self.version
+            for name, column in columns.items():
+                kind = "predictions" if name in _PREDICTION_COLUMNS else "pairs"
+                if end[kind] > start[kind]:
+                    getattr(segment, name).extend(column[start[kind]:end[kind]])
+            for kind, stop in end.items():
+                if stop:
+                    self.clock_ms[kind] = clocks[kind][stop - 1]
+            if clock is not None:
+                self._cut(clock)
+            start = end
+
     def _late(self, pred_ts: int, label_ts: int) -> None:
         """A label for a prediction that already expired: counted with its lag, never joined."""
         self.counters.late_labels += 1
@@ -371,6 +507,44 @@ class ModelMonitor:
         self.drift_policy = TriggerPolicy.from_state(self.model.id, self.drift_rules, state["drift_policy"])
 
 
+_PREDICTION_COLUMNS = frozenset({"rows", "prediction_values", "prediction_ts", "prediction_offsets"})
+
+
+class _Batch:
+    """One model's events of a batch as columns: its predictions and labels apart, with each
+    one's place in the batch."""
+
+    def __init__(self, events: list[tuple[Prediction | Label, Source]]):
+        self.events = events
+        everything = list(map(operator.itemgetter(0), events))
+        self.sources = list(map(operator.itemgetter(1), events))
+        is_prediction = list(map(operator.is_, map(type, everything), itertools.repeat(Prediction)))
+        self.predictions = list(itertools.compress(everything, is_prediction))
+        self.labels = list(itertools.compress(everything, map(operator.not_, is_prediction)))
+        self.all = everything
+        flags = np.array(is_prediction, dtype=bool)
+        self.positions = np.flatnonzero(flags)
+        self.label_positions = np.flatnonzero(~flags)
+
+    @staticmethod
+    def column(events: list, field: str) -> list:
+        return list(map(operator.attrgetter(field), events))
+
+    def timestamps(self) -> np.ndarray:
+        return np.fromiter(map(operator.attrgetter("timestamp"), self.all), dtype=np.int64, count=len(self.all))
+
+    def offsets(self, positions: np.ndarray) -> list[int]:
+        sources = self.sources
+        return [sources[i].offset for i in positions.tolist()]
+
+
+def _running_max(values: list[int], start: int) -> list[int]:
+    """``[max(start, *values[:i + 1]) for i in range(len(values))]``."""
+    if not values:
+        return []
+    return np.maximum.accumulate(np.maximum(np.asarray(values, dtype=np.int64), start)).tolist()
+
+
 def _is_drift(statistic: str) -> bool:
     """Statistics computed from predictions alone (feature and prediction drift)."""
     return statistic.startswith(("feature.", "prediction."))
@@ -416,17 +590,20 @@ class Monitor:
     def process(self, events: Iterable[tuple[Prediction | Label, Source]]) -> list[TriggerEvent]:
         """Feed events in order; returns the triggers they caused. Unknown models are skipped
         (the engine routes them to the DLQ before they get here)."""
+        events = events if isinstance(events, list) else list(events)
+        by_model: dict[str, list[tuple[Prediction | Label, Source]]] = {}
+        if events and len({event.model_id for event, _ in events}) == 1:
+            by_model[events[0][0].model_id] = events
+        else:
+            for item in events:
+                by_model.setdefault(item[0].model_id, []).append(item)
+        # Models are independent: each gets its own events in order, first seen first.
         touched: dict[str, ModelMonitor] = {}
-        models = self.models
-        for event, source in events:
-            monitor = models.get(event.model_id) or self.model(event.model_id)
-            if monitor is None:
-                continue
-            touched[event.model_id] = monitor
-            if isinstance(event, Prediction):
-                monitor.on_prediction(event, source)
-            else:
-                monitor.on_label(event, source)
+        for model_id, model_events in by_model.items():
+            monitor = self.models.get(model_id) or self.model(model_id)
+            if monitor is not None:
+                touched[model_id] = monitor
+                monitor.on_events(model_events)
         triggers: list[TriggerEvent] = []
         for monitor in touched.values():
             triggers.extend(monitor.flush())
