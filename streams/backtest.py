@@ -28,7 +28,9 @@ import fnmatch
 import gc
 import html
 import io
+import itertools
 import json
+import operator
 import sys
 import time
 from collections import Counter
@@ -101,12 +103,13 @@ def load_events(config: Config, predictions: str | Path | None = None, labels: s
     decode = InputDecoder(config)
 
     def decode_file(lines: list[bytes], topic: str) -> None:
-        append = decoded.append
-        for offset, event in enumerate(decode.many(topic, lines)):
-            if isinstance(event, InvalidEvent):
-                invalid[(topic, event.reason)] += 1
-            else:
-                append((event, Source(topic, 0, offset)))
+        events = decode.many(topic, lines)
+        valid = [type(event) is not InvalidEvent for event in events]
+        if not all(valid):
+            invalid.update((topic, event.reason) for event in itertools.compress(events, [not v for v in valid]))
+        offsets = itertools.compress(range(len(events)), valid)
+        decoded.extend(zip(itertools.compress(events, valid), map(Source, itertools.repeat(topic), itertools.repeat(0),
+                                                                  offsets)))
 
     if predictions is not None:
         lines = _read_lines(predictions)
@@ -125,10 +128,11 @@ def load_events(config: Config, predictions: str | Path | None = None, labels: s
             decode_file(chosen, topic)
     if not decoded:
         return Loaded([], invalid, n_lines)
-    ts = np.fromiter((e.timestamp for e, _ in decoded), dtype=np.int64, count=len(decoded))
-    role = np.fromiter((isinstance(e, Label) for e, _ in decoded), dtype=np.int8, count=len(decoded))
+    events = list(map(operator.itemgetter(0), decoded))
+    ts = np.fromiter(map(operator.attrgetter("timestamp"), events), dtype=np.int64, count=len(decoded))
+    role = np.fromiter(map(isinstance, events, itertools.repeat(Label)), dtype=np.int8, count=len(decoded))
     order = np.lexsort((np.arange(len(decoded)), role, ts))  # by time, then prediction first, then file order
-    return Loaded([decoded[i] for i in order.tolist()], invalid, n_lines)
+    return Loaded(list(map(decoded.__getitem__, order.tolist())), invalid, n_lines)
 
 
 @dataclass

@@ -7,6 +7,7 @@ the DLQ reason code) and a ``detail`` naming the field and what was wrong.
 """
 from __future__ import annotations
 
+import operator
 from datetime import datetime
 
 import msgspec
@@ -178,15 +179,16 @@ def _decode_valid_batch(lines: list[bytes], labels: bool, max_bytes: int) -> lis
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
     for field in ("prediction_id", "model_id"):
-        values = [getattr(e, field) for e in events]
+        values = list(map(operator.attrgetter(field), events))
         if not all(values) or any(map(str.isspace, values)):
             return None
-    timestamps = [e.timestamp for e in events]
+    timestamps = list(map(operator.attrgetter("timestamp"), events))
     if set(map(type, timestamps)) != {int} or min(timestamps) < 0:
         return None  # ISO strings are parsed one by one
     if not labels:
-        scores = [e.score for e in events if e.score is not None]
-        if (scores and not 0.0 <= min(scores) <= max(scores) <= 1.0) or any(e.probabilities for e in events):
+        scores = [s for s in map(operator.attrgetter("score"), events) if s is not None]
+        if (scores and not 0.0 <= min(scores) <= max(scores) <= 1.0) \
+                or any(map(operator.attrgetter("probabilities"), events)):
             return None
     return events
 

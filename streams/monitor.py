@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+import msgspec
 import numpy as np
 
 from detectors.windows import CountWindow
@@ -39,9 +40,9 @@ log = logging.getLogger("driftline.monitor")
 _BULK_MIN = 16
 
 
-@dataclass(slots=True)
-class Source:
-    """Where an event was read: its topic, partition and offset (for DLQ and trigger evidence)."""
+class Source(msgspec.Struct, gc=False):
+    """Where an event was read: its topic, partition and offset (for DLQ and trigger evidence).
+    A msgspec Struct: made for every input message, and its C constructor is the cheapest."""
 
     topic: str
     partition: int
