@@ -578,6 +578,9 @@ class Monitor:
         self.models: dict[str, ModelMonitor] = {}
         #: models touched since the engine last checkpointed them
         self.dirty: set[str] = set()
+        #: models touched or restored since the exporter last looked (it clears them); the others'
+        #: metrics have not changed
+        self.unobserved: set[str] = set()
 
     def model(self, model_id: str) -> ModelMonitor | None:
         monitor = self.models.get(model_id)
@@ -609,6 +612,7 @@ class Monitor:
         for monitor in touched.values():
             triggers.extend(monitor.flush())
         self.dirty.update(touched)
+        self.unobserved.update(touched)
         return triggers
 
     def state(self) -> dict[str, Any]:
@@ -619,6 +623,7 @@ class Monitor:
             monitor = self.model(model_id)
             if monitor is not None:
                 monitor.restore(model_state)
+                self.unobserved.add(model_id)
 
 
 class InputDecoder:

@@ -64,3 +64,42 @@ def test_drift_p_values_are_exported_at_scrape_with_scipys_value():
     assert got[("driftline_feature_drift_p_value", labels)] == pytest.approx(expected, rel=1e-12)
     assert got[("driftline_feature_drift", labels)] == pytest.approx(gap, rel=1e-12)
     assert got[("driftline_feature_drift_alarm", labels)] == float(expected < 0.01)
+
+
+def test_the_exporter_looks_only_at_models_touched_or_restored_and_exports_what_looking_at_all_would():
+    """Observing after every batch only the models the batch touched (or a restore brought back)
+    gives the same samples as an exporter that observes every model after every batch."""
+    from streams.codecs import Label, Prediction
+    from streams.config import parse_config
+    from streams.metrics import Exporter
+    from streams.monitor import Monitor, Source
+
+    config = parse_config({"kafka": {"bootstrap.servers": "127.0.0.1:9092"}, "models": [
+        {"id": m, "features": {"numeric": ["x"]}, "evaluate_every": 5,
+         "drift": {"numeric": ["psi"], "prediction": [], "window": 20, "reference_size": 20}} for m in "ab"]})
+
+    def batch(model: str, start: int, n: int = 30) -> list:
+        events = []
+        for i in range(start, start + n):
+            events.append((Prediction(f"p{i}", model, 1_000 * i, 1, {"x": float(i % 7)}, score=0.7),
+                           Source("predictions", 0, i)))
+            events.append((Label(f"p{i}", model, i % 2, 1_000 * i + 1), Source("labels", 0, i)))
+        return events
+
+    batches = [batch("a", 0) + batch("b", 0), batch("a", 30), batch("a", 60)[:7], batch("b", 30)]
+    touched, everything = Monitor(config), Monitor(config)
+    lazy, eager = Exporter(config), Exporter(config)
+    for events in batches:
+        touched.process(events)
+        everything.process(events)
+        lazy.observe(touched)
+        everything.unobserved.update(everything.models)  # the old behaviour: look at every model
+        eager.observe(everything)
+        assert samples(lazy.registry) == samples(eager.registry)
+    restored = Monitor(config)
+    restored.restore(touched.state())
+    after_restart = Exporter(config)
+    after_restart.observe(restored)
+    pending = {k: v for k, v in samples(after_restart.registry).items() if k[0] == "driftline_pending_predictions"}
+    assert pending == {k: v for k, v in samples(lazy.registry).items() if k[0] == "driftline_pending_predictions"}
+    assert set(pending) == {("driftline_pending_predictions", (("model", m),)) for m in "ab"}
