@@ -1,6 +1,7 @@
 """Drift statistics: hand-worked values, scipy references, merge, state, bounds."""
 import json
 import math
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -11,9 +12,8 @@ from scipy.spatial.distance import jensenshannon
 
 from detectors.base import InvalidInput
 from detectors.drift import (
-    JS, KS, PSI, PSI_EPSILON, Chi2, KSPValue, Wasserstein, add_columns, chi2_test, js_distance, ks_from_counts, psi,
-    results,
-    wasserstein_from_counts,
+    JS, KS, PSI, PSI_EPSILON, Chi2, KSPValue, NumericBins, Wasserstein, _ColumnLookup, add_columns, chi2_test,
+    js_distance, ks_from_counts, psi, results, wasserstein_from_counts,
 )
 
 
@@ -322,3 +322,107 @@ def test_detectors_fed_and_measured_together_equal_one_by_one(seed, batches, tie
                 (math.isnan(grouped.statistic) and math.isnan(expected.statistic))
             assert grouped.p_value == expected.p_value or math.isnan(expected.statistic)
     assert [d.state() for d in together] == [d.state() for d in alone]
+
+
+# -- many columns binned at once ------------------------------------------------------------------
+
+any_float = st.floats(allow_nan=False, allow_infinity=False)
+FLOAT_LIMITS = [np.finfo(float).max, 1e300, 1.0, np.finfo(float).tiny, 5e-324, 0.0]
+
+
+@st.composite
+def edges(draw):
+    """Sorted distinct edges, as NumericBins has them: quantiles of a sample (up to 400) at any
+    scale, neighbouring floats a few ulps apart (with or without one far away), whatever
+    hypothesis finds, or a single edge."""
+    shape = draw(st.sampled_from(["quantiles", "crowded", "any", "one"]))
+    if shape == "quantiles":
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        scale, location = 10.0 ** draw(st.integers(-300, 300)), draw(st.floats(-1e300, 1e300))
+        edges = np.unique(location + scale * rng.standard_normal(draw(st.integers(1, 400))))
+    elif shape == "crowded":
+        edges = [draw(any_float)]
+        for ulps in draw(st.lists(st.integers(1, 4), min_size=1, max_size=30)):
+            edges.append(edges[-1])
+            for _ in range(ulps):
+                with np.errstate(over="ignore"):  # past the largest float: inf, dropped below
+                    edges[-1] = np.nextafter(edges[-1], np.inf)
+        if draw(st.booleans()):
+            edges.append(draw(any_float))
+        edges = np.unique(np.asarray(edges, dtype=np.float64))
+    elif shape == "any":
+        edges = np.unique(draw(st.lists(any_float, min_size=1, max_size=60)))
+    else:
+        edges = np.array([draw(any_float)])
+    edges = edges[np.isfinite(edges)]
+    return edges if len(edges) else np.array([0.0])
+
+
+@st.composite
+def values_around(draw, edges: np.ndarray, n: int):
+    """n values: the edges, their neighbouring floats both sides, midpoints, values far outside
+    (up to the float limits, infinities, nan) and whatever hypothesis finds."""
+    limits = np.array(FLOAT_LIMITS)
+    pool = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf),
+                           (edges[:-1] + edges[1:]) / 2, limits, -limits, [np.inf, -np.inf, np.nan],
+                           draw(st.lists(st.floats(allow_nan=True), max_size=10))])
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return rng.choice(pool, n)
+
+
+def searchsorted_codes(bins, columns):
+    return np.stack([b.codes(column) for b, column in zip(bins, columns)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_codes_of_columns_equal_searchsorted_on_each_column(data):
+    """Bit for bit ``NumericBins.codes`` column by column, whatever the edges (close, far, one,
+    many, any magnitude) and the values (on an edge, one float either side, outside, nan), in
+    one pass or in chunks of columns."""
+    bins = [NumericBins(e) for e in data.draw(st.lists(edges(), min_size=1, max_size=6), label="edges")]
+    n = data.draw(st.integers(0, 80), label="n")
+    with np.errstate(over="ignore"):  # the neighbours of the largest float
+        columns = np.stack([data.draw(values_around(b.edges, n)) for b in bins])
+    chunk = data.draw(st.sampled_from([1, 50, _ColumnLookup.CHUNK]), label="chunk")
+    with mock.patch.object(_ColumnLookup, "CHUNK", chunk):
+        codes = NumericBins.codes_of_columns(bins, columns)
+        expected = searchsorted_codes(bins, columns)
+    assert codes.dtype == expected.dtype and np.array_equal(codes, expected)
+
+
+def test_codes_of_columns_on_stream_like_values_needs_no_binary_search():
+    """On quantile edges of the data's own kind (normal, heavy-tailed, discrete) every value's
+    code is found by the lookup, none by ``searchsorted``: the speed is not given away."""
+    rng = np.random.default_rng(4)
+    samples = [rng.normal(size=1000).round(5), rng.exponential(size=1000), rng.lognormal(size=1000),
+               rng.integers(0, 5, 1000).astype(float), rng.normal(1e6, 1e-3, 1000)]
+    bins = [NumericBins.from_sample(s, count) for s in samples for count in (10, 100)]
+    columns = np.stack([rng.permutation(s) for s in samples for _ in (10, 100)])
+    with mock.patch.object(NumericBins, "codes", autospec=True, side_effect=NumericBins.codes) as searched:
+        codes = NumericBins.codes_of_columns(bins, columns)
+    assert searched.call_count == 0
+    assert np.array_equal(codes, searchsorted_codes(bins, columns))
+
+
+def test_the_lookup_follows_the_bins_it_is_asked_for():
+    """Kept by the first bins, it is made again when the other bins or their edges change;
+    the edges are read-only so that a lookup made from them stays right."""
+    first, second, other = NumericBins([0.0, 1.0]), NumericBins([5.0]), NumericBins([-1.0, 2.0, 3.0])
+    columns = np.array([[0.5, 2.0, -3.0], [6.0, 5.0, 2.5]])
+    for bins in ([first, second], [first, other], [first, second], [first, NumericBins([5.0, 6.0])]):
+        assert np.array_equal(NumericBins.codes_of_columns(bins, columns), searchsorted_codes(bins, columns))
+    lookup = first._column_lookup
+    NumericBins.codes_of_columns([first, other], columns)
+    assert first._column_lookup is not lookup  # other bins
+    lookup = first._column_lookup
+    NumericBins.codes_of_columns([first, other], columns)
+    assert first._column_lookup is lookup  # the same bins: kept
+    other.edges = np.array([2.5])
+    assert np.array_equal(NumericBins.codes_of_columns([first, other], columns),
+                          searchsorted_codes([first, other], columns))
+    assert first._column_lookup is not lookup  # new edges
+    with pytest.raises(ValueError):
+        first.edges[0] = 0.25
+    with pytest.raises(ValueError, match="one row of values per bins"):
+        NumericBins.codes_of_columns([first], columns)
