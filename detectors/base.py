@@ -13,7 +13,25 @@ from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 
-class Result:
+class DeferredPValue:
+    """A p-value that may be handed over as a function of no arguments, computed when first
+    read (an exact test's p-value can cost a fraction of a millisecond, and most are never
+    read). Shared by detector results and the rules' observations made from them."""
+
+    __slots__ = ("_p_value",)
+
+    @property
+    def p_value(self) -> float | None:
+        if callable(self._p_value):
+            self._p_value = float(self._p_value())
+        return self._p_value
+
+    def deferred_p_value(self) -> float | None | Callable[[], float]:
+        """The p-value, or the function that computes it if nobody has read it yet (to pass on)."""
+        return self._p_value
+
+
+class Result(DeferredPValue):
     """What a detector or metric says now.
 
     ``statistic`` is the value dashboards plot (accuracy, PSI, a KS distance, …);
@@ -30,7 +48,7 @@ class Result:
     0.03
     """
 
-    __slots__ = ("statistic", "threshold", "n", "fired", "_p_value")
+    __slots__ = ("statistic", "threshold", "n", "fired")
 
     def __init__(self, statistic: float, threshold: float | None = None,
                  p_value: float | None | Callable[[], float] = None, n: int = 0, fired: bool = False):
@@ -39,16 +57,6 @@ class Result:
         self._p_value = p_value
         self.n = n
         self.fired = fired
-
-    @property
-    def p_value(self) -> float | None:
-        if callable(self._p_value):
-            self._p_value = float(self._p_value())
-        return self._p_value
-
-    def deferred_p_value(self) -> float | None | Callable[[], float]:
-        """The p-value, or the function that computes it if nobody has read it yet (to pass on)."""
-        return self._p_value
 
     def p_value_below(self, level: float) -> bool:
         """``p_value < level`` (False without a p-value), computing a deferred one only if needed."""

@@ -53,6 +53,7 @@ from typing import Any, Callable
 
 import msgspec
 
+from detectors.base import DeferredPValue
 from retrain_trigger.events import TriggerEvent, TriggerWindow, make_trigger_id
 from retrain_trigger.rules import Condition, Rule
 
@@ -60,7 +61,7 @@ STATE_VERSION = 1
 TOP_FEATURES = 5
 
 
-class Observation:
+class Observation(DeferredPValue):
     """One statistic at an evaluation point, as the Monitor reports it.
 
     ``p_value`` may be a function of no arguments, called when the p-value is first read: rules
@@ -68,23 +69,13 @@ class Observation:
     exact one can cost a fraction of a millisecond.
     """
 
-    __slots__ = ("value", "n", "fired", "_p_value", "threshold", "detector")
+    __slots__ = ("value", "n", "fired", "threshold", "detector")
 
     def __init__(self, value: float, n: int, fired: bool = False,
                  p_value: float | None | Callable[[], float] = None, threshold: float | None = None,
                  detector: str | None = None):
         self.value, self.n, self.fired = value, n, fired
         self._p_value, self.threshold, self.detector = p_value, threshold, detector
-
-    @property
-    def p_value(self) -> float | None:
-        if callable(self._p_value):
-            self._p_value = float(self._p_value())
-        return self._p_value
-
-    def deferred_p_value(self) -> float | None | Callable[[], float]:
-        """The p-value, or the function that computes it if nobody has read it yet (to pass on)."""
-        return self._p_value
 
     def _fields(self) -> tuple:
         return self.value, self.n, self.fired, self.p_value, self.threshold, self.detector
