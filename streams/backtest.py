@@ -106,7 +106,7 @@ def load_events(config: Config, predictions: str | Path | None = None, labels: s
         events = decode.many(topic, lines)
         valid = [type(event) is not InvalidEvent for event in events]
         if not all(valid):
-            invalid.update((topic, event.reason) for event in itertools.compress(events, [not v for v in valid]))
+            invalid.update((topic, event.reason) for event in itertools.compress(events, map(operator.not_, valid)))
         offsets = itertools.compress(range(len(events)), valid)
         decoded.extend(zip(itertools.compress(events, valid), map(Source, itertools.repeat(topic), itertools.repeat(0),
                                                                   offsets)))

@@ -262,13 +262,13 @@ class ModelMonitor:
             waiting = [next(from_batch) if hit else next(from_store) for hit in in_batch.tolist()]
         joined_ts = np.fromiter(map(operator.itemgetter(0), waiting), dtype=np.int64, count=len(labels))
         label_ts = np.asarray(batch.column(labels, "timestamp"), dtype=np.int64)
-        watermarks = np.maximum(np.maximum.accumulate(batch.timestamps()), self.watermark_ms)
+        watermarks = _running_max(batch.timestamps(), self.watermark_ms)
         if (joined_ts < watermarks[batch.label_positions] - self.ttl_ms).any():
             return False  # a label for a prediction that expired by event time
         self.watermark_ms = int(watermarks[-1])
         self._apply_predictions(batch, pids, values, watched)
         self._apply_labels(batch, label_pids, label_ts, joined_ts, waiting)
-        self._apply_segments(batch, watched, np.maximum(joined_ts, label_ts).tolist(), waiting)
+        self._apply_segments(batch, prediction_ts, watched, np.maximum(joined_ts, label_ts).tolist(), waiting)
         return True
 
     def _apply_predictions(self, batch: "_Batch", pids: list[str], values: list[tuple], watched: list) -> None:
@@ -296,7 +296,8 @@ class ModelMonitor:
             collections.deque(map(self.pending.__delitem__, label_pids), maxlen=0)
             self.joined_ids.update(zip(label_pids, label_ts.tolist()))
 
-    def _apply_segments(self, batch: "_Batch", watched: list, pair_ts: list[int], waiting: list[tuple]) -> None:
+    def _apply_segments(self, batch: "_Batch", prediction_ts: list[int], watched: list, pair_ts: list[int],
+                        waiting: list[tuple]) -> None:
         """Append the batch to the open segment, cutting it at each evaluation point inside."""
         predictions, labels = batch.predictions, batch.labels
         positions, label_positions = batch.positions, batch.label_positions
@@ -310,7 +311,6 @@ class ModelMonitor:
         cuts.sort()
         self.predictions_total += len(predictions)
         self.joined_total += len(labels)
-        prediction_ts = batch.column(predictions, "timestamp")
         clocks = {"predictions": _running_max(prediction_ts, self.clock_ms["predictions"]),
                   "pairs": _running_max(pair_ts, self.clock_ms["pairs"])}
         columns = {
@@ -340,7 +340,7 @@ class ModelMonitor:
                     getattr(segment, name).extend(column[start[kind]:end[kind]])
             for kind, stop in end.items():
                 if stop:
-                    self.clock_ms[kind] = clocks[kind][stop - 1]
+                    self.clock_ms[kind] = int(clocks[kind][stop - 1])
             if clock is not None:
                 self._cut(clock)
             start = end
@@ -516,13 +516,11 @@ class _Batch:
     one's place in the batch."""
 
     def __init__(self, events: list[tuple[Prediction | Label, Source]]):
-        self.events = events
-        everything = list(map(operator.itemgetter(0), events))
+        self.events = list(map(operator.itemgetter(0), events))
         self.sources = list(map(operator.itemgetter(1), events))
-        is_prediction = list(map(operator.is_, map(type, everything), itertools.repeat(Prediction)))
-        self.predictions = list(itertools.compress(everything, is_prediction))
-        self.labels = list(itertools.compress(everything, map(operator.not_, is_prediction)))
-        self.all = everything
+        is_prediction = list(map(operator.is_, map(type, self.events), itertools.repeat(Prediction)))
+        self.predictions = list(itertools.compress(self.events, is_prediction))
+        self.labels = list(itertools.compress(self.events, map(operator.not_, is_prediction)))
         flags = np.array(is_prediction, dtype=bool)
         self.positions = np.flatnonzero(flags)
         self.label_positions = np.flatnonzero(~flags)
@@ -532,18 +530,16 @@ class _Batch:
         return list(map(operator.attrgetter(field), events))
 
     def timestamps(self) -> np.ndarray:
-        return np.fromiter(map(operator.attrgetter("timestamp"), self.all), dtype=np.int64, count=len(self.all))
+        return np.fromiter(map(operator.attrgetter("timestamp"), self.events), dtype=np.int64, count=len(self.events))
 
     def offsets(self, positions: np.ndarray) -> list[int]:
         sources = self.sources
         return [sources[i].offset for i in positions.tolist()]
 
 
-def _running_max(values: list[int], start: int) -> list[int]:
-    """``[max(start, *values[:i + 1]) for i in range(len(values))]``."""
-    if not values:
-        return []
-    return np.maximum.accumulate(np.maximum(np.asarray(values, dtype=np.int64), start)).tolist()
+def _running_max(values: Any, start: int) -> np.ndarray:
+    """``[max(start, *values[:i + 1]) for i in range(len(values))]`` (int64)."""
+    return np.maximum.accumulate(np.maximum(np.asarray(values, dtype=np.int64), start))
 
 
 def _is_drift(statistic: str) -> bool:
