@@ -421,7 +421,7 @@ class _DriftDetector:
     tracks_range: ClassVar[bool] = False
 
     def __init__(self, reference: Any = None, reference_size: int = 1000, window: int = 1000,
-                 blocks: int = 10, bins: int | None = None, categorical: bool = False,
+                 blocks: int | None = None, bins: int | None = None, categorical: bool = False,
                  max_categories: int = 50, threshold: float | None = None, min_samples: int = 100,
                  exact: bool = False):
         if categorical and not self.allows_categorical:
@@ -432,7 +432,13 @@ class _DriftDetector:
             raise ValueError("exact applies to numeric features (categorical bins are exact already)")
         if int(reference_size) < 1:
             raise ValueError(f"reference_size must be >= 1, got {reference_size!r}")
-        self.reference_size, self.window, self.blocks = int(reference_size), int(window), int(blocks)
+        if int(window) < 1:
+            raise ValueError(f"window must be >= 1, got {window!r}")
+        # The window slides by blocks of window / blocks events (10 unless said, fewer for a short window).
+        blocks = min(10, int(window)) if blocks is None else int(blocks)
+        if not exact and not 1 <= blocks <= int(window):
+            raise ValueError(f"blocks must be between 1 and window ({window}), got {blocks!r}")
+        self.reference_size, self.window, self.blocks = int(reference_size), int(window), blocks
         self.bins = int(bins if bins is not None else self.default_bins)
         if self.bins < 2:
             raise ValueError(f"bins must be >= 2, got {bins!r}")

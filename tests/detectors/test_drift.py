@@ -147,6 +147,19 @@ def test_block_window_holds_between_n_minus_one_block_and_n_values():
         assert min(total, 900) <= detector.count <= min(total, 1000)
 
 
+def test_a_window_shorter_than_ten_slides_by_single_values():
+    """The default is 10 blocks; a window of 8 gets 8 (a model config with ``drift.window = 8``
+    once crashed when the reference filled)."""
+    detector = PSI(reference=np.arange(8.0), window=8)
+    detector.update_many(np.arange(20.0))
+    assert detector.blocks == 8 and detector.count == 8
+
+
+def test_more_blocks_than_the_window_holds_is_refused_up_front():
+    with pytest.raises(ValueError, match=r"blocks must be between 1 and window \(8\), got 20"):
+        PSI(window=8, blocks=20)
+
+
 @pytest.mark.parametrize("cls, params", [
     (PSI, {}), (KS, {}), (Wasserstein, {"threshold": 0.3}), (JS, {}), (Chi2, {"categorical": True}),
     (JS, {"categorical": True}),
