@@ -30,7 +30,8 @@ from retrain_trigger.events import TriggerEvent, TriggerWindow
 from retrain_trigger.policy import Observation, TriggerPolicy
 from retrain_trigger.rules import load_rules
 
-from .codecs import InvalidEvent, Label, Prediction, decode_label, decode_many, decode_prediction, format_timestamp
+from .codecs import (InvalidEvent, Label, Prediction, decode_label, decode_many, decode_prediction, format_timestamp,
+                     prediction_type)
 from .config import Config, Model
 from .statistics import ModelStatistics
 
@@ -221,7 +222,7 @@ class ModelMonitor:
         The usual batch goes through :meth:`_bulk`, a few passes over its columns."""
         if len(events) < _BULK_MIN or not self._bulk(events):
             for event, source in events:
-                if type(event) is Prediction:
+                if type(event) is not Label:
                     self.on_prediction(event, source)
                 else:
                     self.on_label(event, source)
@@ -518,7 +519,7 @@ class _Batch:
     def __init__(self, events: list[tuple[Prediction | Label, Source]]):
         self.events = list(map(operator.itemgetter(0), events))
         self.sources = list(map(operator.itemgetter(1), events))
-        is_prediction = list(map(operator.is_, map(type, self.events), itertools.repeat(Prediction)))
+        is_prediction = list(map(operator.is_not, map(type, self.events), itertools.repeat(Label)))
         self.predictions = list(itertools.compress(self.events, is_prediction))
         self.labels = list(itertools.compress(self.events, map(operator.not_, is_prediction)))
         flags = np.array(is_prediction, dtype=bool)
@@ -644,6 +645,10 @@ class InputDecoder:
         self.predictions_topic = config.topics.predictions
         self.max_bytes = config.engine.max_message_bytes
         self.known = {m.id for m in config.models}
+        # Batches decode each prediction's features into a struct of the features the config
+        # watches (see decode_many); a feature a model reads as categories may hold any scalar.
+        self.prediction_type = prediction_type([f for m in config.models for f in m.features.numeric],
+                                               [f for m in config.models for f in m.features.categorical])
 
     def __call__(self, topic: str, data: bytes) -> Prediction | Label:
         if topic == self.predictions_topic:
@@ -657,7 +662,8 @@ class InputDecoder:
     def many(self, topic: str, lines: list[bytes]) -> list[Prediction | Label | InvalidEvent]:
         """``self(topic, line)`` of every line, a rejection returned in its place (see
         :func:`streams.codecs.decode_many`)."""
-        events = decode_many(lines, labels=topic != self.predictions_topic, max_bytes=self.max_bytes)
+        events = decode_many(lines, labels=topic != self.predictions_topic, max_bytes=self.max_bytes,
+                             predictions=self.prediction_type)
         if {e.model_id for e in events if not isinstance(e, InvalidEvent)} <= self.known:
             return events
         for i, event in enumerate(events):

@@ -20,6 +20,7 @@ import itertools
 import json
 import math
 import operator
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -34,6 +35,7 @@ from detectors.windows import HoppingWindow, TumblingWindow
 from retrain_trigger.policy import Observation
 from retrain_trigger.rules import DETECTOR_KINDS, DRIFT_KINDS
 
+from .codecs import FeatureRow
 from .config import Model
 
 CLASSIFICATION_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "log_loss", "brier", "ece")
@@ -218,7 +220,7 @@ class ModelStatistics:
                 feature = key[0]
                 column = columns.get(feature)
                 if column is None:
-                    column = columns[feature] = [row.get(feature) for row in rows]
+                    column = columns[feature] = _feature_column(rows, feature)
                 values = _present(column, detector.categorical)
                 if len(values):
                     detector.add_many(values)
@@ -413,21 +415,51 @@ class _Observations(Mapping):
         return len(self._names)
 
 
-def _numeric_matrix(rows: list[dict[str, Any]], features: list[str]) -> np.ndarray | None:
+def _numeric_matrix(rows: list[dict[str, Any] | FeatureRow], features: list[str]) -> np.ndarray | None:
     """The features as columns of one float array, built in a few C passes, when every row has
     every feature as a finite int or float (the usual batch); None otherwise (then each column
     is cleaned on its own by :func:`_present`)."""
     if not features or not rows:
         return None
-    try:
-        tuples = list(map(operator.itemgetter(*features), rows))
-    except KeyError:
-        return None
-    flat = list(itertools.chain.from_iterable(tuples)) if len(features) > 1 else tuples
-    if not set(map(type, flat)) <= _NUMBERS:
-        return None
-    matrix = np.asarray(flat, dtype=np.float64).reshape(len(rows), len(features))
+    kind = _row_kind(rows)
+    if kind is not None:  # decoded as a FeatureRow: numbers or None, nothing else
+        if not kind.numeric.issuperset(features):
+            return None
+        getter = kind.getter(features)
+        values = map(getter, rows) if len(features) == 1 else itertools.chain.from_iterable(map(getter, rows))
+        try:
+            matrix = np.fromiter(values, dtype=np.float64, count=len(rows) * len(features))
+        except (TypeError, OverflowError):  # a None, or an int beyond any float
+            return None
+    else:
+        try:
+            tuples = list(map(operator.itemgetter(*features), rows))
+        except (KeyError, TypeError):  # a missing feature, or rows of more than one kind
+            return None
+        flat = list(itertools.chain.from_iterable(tuples)) if len(features) > 1 else tuples
+        if not set(map(type, flat)) <= _NUMBERS:
+            return None
+        try:
+            matrix = np.asarray(flat, dtype=np.float64)
+        except OverflowError:
+            return None
+    matrix = matrix.reshape(len(rows), len(features))
     return matrix if np.isfinite(matrix).all() else None
+
+
+def _row_kind(rows: list[dict[str, Any] | FeatureRow]) -> type[FeatureRow] | None:
+    """The FeatureRow type every row is, or None (dicts, or rows of more than one kind)."""
+    kinds = set(map(type, rows))
+    kind = kinds.pop() if len(kinds) == 1 else None
+    return kind if kind is not None and issubclass(kind, FeatureRow) else None
+
+
+def _feature_column(rows: list[dict[str, Any] | FeatureRow], feature: str) -> list:
+    """Each row's value of the feature, None where absent (``row.get(feature)``)."""
+    kind = _row_kind(rows)
+    if kind is not None and feature in kind.attributes:
+        return list(map(kind.getter([feature]), rows))
+    return [row.get(feature) for row in rows]
 
 
 def _present(values, categorical: bool) -> np.ndarray:
@@ -435,13 +467,25 @@ def _present(values, categorical: bool) -> np.ndarray:
     if categorical:
         return np.asarray([str(v) for v in values if v is not None], dtype=object)
     if set(map(type, values)) <= _NUMBERS:  # the usual column: numbers only, converted in one C pass
-        column = np.asarray(values, dtype=np.float64)
-        finite = np.isfinite(column)
-        return column if finite.all() else column[finite]
-    return np.asarray([v for v in values if type(v) in (int, float) and math.isfinite(v)], dtype=np.float64)
+        try:
+            column = np.asarray(values, dtype=np.float64)
+        except OverflowError:  # JSON has no limit on integers; one beyond any float is unusable
+            pass
+        else:
+            finite = np.isfinite(column)
+            return column if finite.all() else column[finite]
+    return np.asarray([v for v in values if _usable_number(v)], dtype=np.float64)
 
 
 _NUMBERS = {int, float}
+_LARGEST_INT = int(sys.float_info.max)
+
+
+def _usable_number(value: Any) -> bool:
+    """A finite number a float can hold (not a bool, not None, not a string)."""
+    if type(value) is float:
+        return math.isfinite(value)
+    return type(value) is int and -_LARGEST_INT <= value <= _LARGEST_INT
 
 
 def _scores(scores: list | None) -> np.ndarray | None:

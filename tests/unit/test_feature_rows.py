@@ -1,0 +1,127 @@
+"""Features decoded into a struct of the watched names (``FeatureRow``, by ``decode_many``) give
+exactly what the dict of the one-line decoder gives: the same rejections, the same values, and
+through the Monitor the same statistics and triggers."""
+from __future__ import annotations
+
+import json
+from unittest import mock
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from streams import codecs
+from streams.codecs import FeatureRow, InvalidEvent, Prediction, decode_many, decode_prediction, prediction_type
+from streams.config import parse_config
+from streams.monitor import InputDecoder, Monitor, Source
+from streams.statistics import _feature_column, _numeric_matrix, _present
+
+NUMERIC, CATEGORICAL = ["x", "y"], ["plan"]
+WATCHED = NUMERIC + CATEGORICAL
+HUGE = 10**400  # valid JSON, beyond any float
+
+values = st.one_of(
+    st.floats(-5, 5), st.floats(-5, 5), st.integers(-3, 3), st.none(), st.booleans(), st.sampled_from(["a", "b"]),
+    st.just(HUGE), st.just([1]), st.just({"k": 1}),
+)
+features = st.dictionaries(st.sampled_from(WATCHED + ["unwatched", "prediction_id"]), values, max_size=4)
+
+
+def _line(i: int, feats: dict | None) -> bytes:
+    event = {"prediction_id": f"p{i}", "model_id": "m", "timestamp": 1_700_000_000_000 + i, "prediction": i % 2,
+             "score": 0.5}
+    if feats is not None:
+        event["features"] = feats
+    return json.dumps(event).encode()
+
+
+def _one_by_one(lines: list[bytes]) -> list:
+    out = []
+    for line in lines:
+        try:
+            out.append(decode_prediction(line))
+        except InvalidEvent as exc:
+            out.append(exc)
+    return out
+
+
+def _outcome(item) -> tuple:
+    """A rejection, or an event with its watched features read as the Monitor reads them."""
+    if isinstance(item, InvalidEvent):
+        return ("invalid", item.reason, item.detail)
+    rest = {f: getattr(item, f) for f in Prediction.__struct_fields__ if f != "features"}
+    return ("event", sorted(rest.items(), key=str), [repr(item.features.get(name)) for name in WATCHED])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.none(), features), max_size=14), st.integers(1, 5))
+def test_a_batch_decodes_as_each_line_does(feats, chunk):
+    lines = [_line(i, f) for i, f in enumerate(feats)]
+    with mock.patch.object(codecs, "DECODE_CHUNK", chunk):
+        got = decode_many(lines, predictions=prediction_type(NUMERIC, CATEGORICAL))
+    expected = _one_by_one(lines)
+    assert [_outcome(e) for e in got] == [_outcome(e) for e in expected]
+    for event, plain in zip(got, expected):
+        if isinstance(event, Prediction) and isinstance(event.features, FeatureRow):
+            assert set(plain.features) <= set(WATCHED)  # a struct never drops a feature
+
+
+def test_the_usual_batch_decodes_into_structs_and_reads_back_as_columns():
+    lines = [_line(i, {"x": i / 2, "y": i, "plan": "pro"}) for i in range(10)]
+    events = decode_many(lines, predictions=prediction_type(NUMERIC, CATEGORICAL))
+    rows = [e.features for e in events]
+    assert all(isinstance(r, FeatureRow) for r in rows)
+    np.testing.assert_array_equal(_numeric_matrix(rows, ["y", "x"]), [[i, i / 2] for i in range(10)])
+    assert _feature_column(rows, "plan") == ["pro"] * 10
+    assert _feature_column(rows, "unwatched") == [None] * 10
+
+
+@pytest.mark.parametrize("odd", [{"extra": 3}, {"x": "1.5"}, {"x": True}])
+def test_a_chunk_with_features_a_struct_cannot_hold_decodes_as_dicts(odd):
+    """Another name, or a non-number for a numeric feature: valid, so the chunk is decoded as
+    dicts (and the Monitor reads the odd value as the dict path always did)."""
+    lines = [_line(0, {"x": 1.0}), _line(1, {"x": 2.0, **odd})]
+    events = decode_many(lines, predictions=prediction_type(NUMERIC, CATEGORICAL))
+    assert [type(e.features) for e in events] == [dict, dict]
+
+
+@pytest.mark.parametrize("rows", [[{"x": HUGE}, {"x": 1.0}], [{"x": 1.0}, {"x": -HUGE}]])
+def test_an_integer_beyond_any_float_is_skipped_not_a_crash(rows):
+    assert _numeric_matrix(rows, ["x"]) is None
+    np.testing.assert_array_equal(_present([r["x"] for r in rows], categorical=False), [1.0])
+
+
+CONFIG = {
+    "kafka": {"bootstrap.servers": "unused:9092"},
+    "models": [{
+        "id": "m", "window": {"size": 12}, "evaluate_every": 4,
+        "features": {"numeric": NUMERIC, "categorical": CATEGORICAL},
+        "drift": {"numeric": ["psi", "ks"], "categorical": ["chi2"], "window": 8, "reference_size": 8},
+        "rules": [{"name": "x-drift", "min_samples": 4,
+                   "conditions": [{"statistic": "feature.x.psi", "op": ">", "threshold": 0.1}]}],
+    }],
+}
+
+
+usual_features = st.fixed_dictionaries({"x": st.floats(-5, 5), "y": st.integers(-3, 3), "plan": st.sampled_from("ab")})
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(usual_features, usual_features, features), min_size=1, max_size=60),
+       st.integers(1, 20), st.integers(1, 7))
+def test_the_monitor_sees_the_same_statistics_and_triggers_from_either(feats, batch, chunk):
+    config = parse_config(CONFIG, "<test>")
+    decode = InputDecoder(config)
+    lines = [_line(i, {**f, "x": f.get("x", i % 5 / 2)}) for i, f in enumerate(feats)]
+    with mock.patch.object(codecs, "DECODE_CHUNK", chunk):
+        as_structs = decode.many("predictions", lines)
+    as_dicts = _one_by_one(lines)
+    struct_monitor, dict_monitor = Monitor(config), Monitor(config)
+    for start in range(0, len(lines), batch):
+        def valid(events):
+            return [(e, Source("predictions", 0, start + i)) for i, e in enumerate(events[start:start + batch])
+                    if not isinstance(e, InvalidEvent)]
+        assert struct_monitor.process(valid(as_structs)) == dict_monitor.process(valid(as_dicts))
+        # repr: a statistic may be nan, which equals nothing
+        assert repr({m: s.stats.values() for m, s in struct_monitor.models.items()}) \
+            == repr({m: s.stats.values() for m, s in dict_monitor.models.items()})
