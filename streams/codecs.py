@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import itertools
 import operator
+import sys
 from datetime import datetime
 from typing import Any, Callable, ClassVar, Iterable
 
@@ -32,6 +33,9 @@ REASONS = (
 )
 
 Scalar = int | float | str | bool | None
+
+#: The largest integer a float can hold. JSON puts no limit on integers; statistics need floats.
+LARGEST_INT = int(sys.float_info.max)
 
 
 class InvalidEvent(ValueError):
@@ -166,6 +170,11 @@ def _require_id(value: str, field: str) -> None:
         raise InvalidEvent("empty_id", f"{field} must be a non-empty string")
 
 
+def _require_float_range(value: int | float | str, field: str) -> None:
+    if type(value) is int and not -LARGEST_INT <= value <= LARGEST_INT:
+        raise InvalidEvent("non_finite", f"{field} is an integer beyond the range of a float")
+
+
 def _require_probability(value: float, field: str) -> None:
     if not 0.0 <= value <= 1.0:
         raise InvalidEvent("out_of_range", f"{field} is {value}; a probability must be in [0, 1]")
@@ -176,6 +185,7 @@ def decode_prediction(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Predic
     _require_id(event.prediction_id, "prediction_id")
     _require_id(event.model_id, "model_id")
     event.timestamp = parse_timestamp(event.timestamp)
+    _require_float_range(event.prediction, "prediction")
     # No finite checks on the numbers: JSON has no NaN or Infinity literal and msgspec rejects
     # a number that overflows to inf ("Number out of range" -> non_finite), so every decoded
     # float is finite.
@@ -192,6 +202,7 @@ def decode_label(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Label:
     _require_id(event.prediction_id, "prediction_id")
     _require_id(event.model_id, "model_id")
     event.timestamp = parse_timestamp(event.timestamp)
+    _require_float_range(event.label, "label")
     return event
 
 
@@ -254,6 +265,10 @@ def _decode_valid_batch(lines: list[bytes], kinds: tuple[type, ...], max_bytes: 
     timestamps = list(map(operator.attrgetter("timestamp"), events))
     if set(map(type, timestamps)) != {int} or min(timestamps) < 0:
         return None  # ISO strings are parsed one by one
+    values = [v for v in map(operator.attrgetter("label" if kinds[0] is Label else "prediction"), events)
+              if type(v) is int]
+    if values and not -LARGEST_INT <= min(values) <= max(values) <= LARGEST_INT:
+        return None
     if kinds[0] is not Label:
         scores = [s for s in map(operator.attrgetter("score"), events) if s is not None]
         if (scores and not 0.0 <= min(scores) <= max(scores) <= 1.0) \

@@ -20,7 +20,6 @@ import itertools
 import json
 import math
 import operator
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -35,7 +34,7 @@ from detectors.windows import HoppingWindow, TumblingWindow
 from retrain_trigger.policy import Observation
 from retrain_trigger.rules import DETECTOR_KINDS, DRIFT_KINDS
 
-from .codecs import FeatureRow
+from .codecs import LARGEST_INT, FeatureRow
 from .config import Model
 
 CLASSIFICATION_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "log_loss", "brier", "ece")
@@ -478,14 +477,13 @@ def _present(values, categorical: bool) -> np.ndarray:
 
 
 _NUMBERS = {int, float}
-_LARGEST_INT = int(sys.float_info.max)
 
 
 def _usable_number(value: Any) -> bool:
     """A finite number a float can hold (not a bool, not None, not a string)."""
     if type(value) is float:
         return math.isfinite(value)
-    return type(value) is int and -_LARGEST_INT <= value <= _LARGEST_INT
+    return type(value) is int and -LARGEST_INT <= value <= LARGEST_INT
 
 
 def _scores(scores: list | None) -> np.ndarray | None:

@@ -164,6 +164,16 @@ def test_oversized_messages_are_rejected_before_parsing():
     assert decode_prediction(data).features["f1999"] == 1999
 
 
+@pytest.mark.parametrize("decode, base, field", [(decode_prediction, PREDICTION, "prediction"),
+                                                  (decode_label, LABEL, "label")])
+def test_an_integer_beyond_any_float_is_rejected(decode, base, field):
+    """JSON puts no limit on integers; the statistics need floats (a regression model's metrics
+    once crashed on one)."""
+    with pytest.raises(InvalidEvent, match=f"non_finite: {field} is an integer beyond the range of a float"):
+        decode(with_(base, **{field: 10**400}))
+    assert getattr(decode(with_(base, **{field: -(10**300)})), field) == -(10**300)
+
+
 def test_label_with_infinite_value_is_rejected():
     assert reason_of(decode_label, b'{"prediction_id":"a","model_id":"m","timestamp":0,"label":1e999}') == "non_finite"
 
@@ -239,6 +249,8 @@ LINE_VARIANTS = [
     lambda i: with_(LABEL, prediction_id=f"p{i}", timestamp=1795428902120 + i),
     lambda i: with_(LABEL, timestamp="2026-11-23T10:15:02Z"),
     lambda i: with_(LABEL, label=None),
+    lambda i: with_(PREDICTION, prediction_id=f"p{i}", timestamp=1795428902120 + i, prediction=-(10**400)),
+    lambda i: with_(LABEL, prediction_id=f"p{i}", timestamp=1795428902120 + i, label=10**400),
 ]
 
 
