@@ -104,7 +104,7 @@ def load_events(config: Config, predictions: str | Path | None = None, labels: s
 
     def decode_file(lines: list[bytes], topic: str) -> None:
         events = decode.many(topic, lines)
-        valid = [type(event) is not InvalidEvent for event in events]
+        valid = list(map(operator.is_not, map(type, events), itertools.repeat(InvalidEvent)))
         if not all(valid):
             invalid.update((topic, event.reason) for event in itertools.compress(events, map(operator.not_, valid)))
         offsets = itertools.compress(range(len(events)), valid)
@@ -130,7 +130,8 @@ def load_events(config: Config, predictions: str | Path | None = None, labels: s
         return Loaded([], invalid, n_lines)
     events = list(map(operator.itemgetter(0), decoded))
     ts = np.fromiter(map(operator.attrgetter("timestamp"), events), dtype=np.int64, count=len(decoded))
-    role = np.fromiter(map(isinstance, events, itertools.repeat(Label)), dtype=np.int8, count=len(decoded))
+    role = np.fromiter(map(operator.is_, map(type, events), itertools.repeat(Label)), dtype=np.int8,
+                       count=len(decoded))
     order = np.lexsort((np.arange(len(decoded)), role, ts))  # by time, then prediction first, then file order
     return Loaded(list(map(decoded.__getitem__, order.tolist())), invalid, n_lines)
 

@@ -238,9 +238,9 @@ class ModelMonitor:
         pending, joined_ids, early = self.pending, self.joined_ids, self.early_labels
         index = dict(zip(pids, range(len(pids))))
         if len(index) < len(pids) or len(set(label_pids)) < len(label_pids) \
-                or any(map(pending.__contains__, pids)) or any(map(joined_ids.__contains__, pids)) \
-                or any(map(joined_ids.__contains__, label_pids)) \
-                or (early and (any(map(early.__contains__, pids)) or any(map(early.__contains__, label_pids)))):
+                or not pending.keys().isdisjoint(pids) or not joined_ids.keys().isdisjoint(pids) \
+                or not joined_ids.keys().isdisjoint(label_pids) \
+                or (early and not (early.keys().isdisjoint(pids) and early.keys().isdisjoint(label_pids))):
             return False  # a duplicate, or an early label in play
         # Each label's prediction, from the batch (it must come first) or else pending.
         found = np.fromiter(map(index.get, label_pids, itertools.repeat(-1)), dtype=np.int64, count=len(labels))
@@ -593,7 +593,7 @@ class Monitor:
         (the engine routes them to the DLQ before they get here)."""
         events = events if isinstance(events, list) else list(events)
         by_model: dict[str, list[tuple[Prediction | Label, Source]]] = {}
-        if events and len({event.model_id for event, _ in events}) == 1:
+        if events and len(set(map(operator.attrgetter("model_id"), map(operator.itemgetter(0), events)))) == 1:
             by_model[events[0][0].model_id] = events
         else:
             for item in events:
@@ -664,7 +664,9 @@ class InputDecoder:
         :func:`streams.codecs.decode_many`)."""
         events = decode_many(lines, labels=topic != self.predictions_topic, max_bytes=self.max_bytes,
                              predictions=self.prediction_type)
-        if {e.model_id for e in events if not isinstance(e, InvalidEvent)} <= self.known:
+        valid = events if InvalidEvent not in set(map(type, events)) else \
+            [e for e in events if not isinstance(e, InvalidEvent)]
+        if set(map(operator.attrgetter("model_id"), valid)) <= self.known:
             return events
         for i, event in enumerate(events):
             if not isinstance(event, InvalidEvent) and event.model_id not in self.known:

@@ -487,7 +487,7 @@ def _usable_number(value: Any) -> bool:
 
 
 def _scores(scores: list | None) -> np.ndarray | None:
-    if not scores or any(s is None for s in scores):
+    if not scores or None in scores:
         return None
     return np.asarray(scores, dtype=np.float64)
 
