@@ -220,24 +220,31 @@ class Engine:
     # -- one batch ------------------------------------------------------------------------
     def process(self, messages: list[Message]) -> None:
         per_partition: dict[int, list[tuple[Prediction | Label, Source]]] = {}
-        consumed: dict[str, int] = {}
-        decode = self.decode
-        for msg in messages:  # per message: keep this loop lean
+        good: list[Message] = []
+        for msg in messages:
             if msg.error():
                 self._on_message_error(msg)
-                continue
+            else:
+                good.append(msg)
+        by_topic: dict[str, list[Message]] = {}
+        for msg in good:
+            by_topic.setdefault(msg.topic(), []).append(msg)
+        # Each topic's messages decoded as one batch (decode_many: the same events and rejections
+        # as one by one), then taken back in message order: a partition's events stay in order.
+        decoded = {topic: iter(self.decode.many(topic, [msg.value() or b"" for msg in topic_messages]))
+                   for topic, topic_messages in by_topic.items()}
+        for msg in good:  # per message: keep this loop lean
             topic, partition = msg.topic(), msg.partition()
+            event = next(decoded[topic])
             source = Source(topic, partition, msg.offset())
-            consumed[topic] = consumed.get(topic, 0) + 1
-            try:
-                event = decode(topic, msg.value() or b"")
-            except InvalidEvent as exc:
-                self._dead_letter(msg, source, exc)
+            if type(event) is InvalidEvent:
+                self._dead_letter(msg, source, event)
                 continue
             events = per_partition.get(partition)
             if events is None:
                 events = per_partition[partition] = []
             events.append((event, source))
+        consumed = {topic: len(topic_messages) for topic, topic_messages in by_topic.items()}
         for topic, count in consumed.items():
             self.exporter.consumed.labels(topic).inc(count)
         for partition, events in per_partition.items():
