@@ -221,14 +221,13 @@ class Engine:
     def process(self, messages: list[Message]) -> None:
         per_partition: dict[int, list[tuple[Prediction | Label, Source]]] = {}
         good: list[Message] = []
+        by_topic: dict[str, list[Message]] = {}
         for msg in messages:
             if msg.error():
                 self._on_message_error(msg)
             else:
                 good.append(msg)
-        by_topic: dict[str, list[Message]] = {}
-        for msg in good:
-            by_topic.setdefault(msg.topic(), []).append(msg)
+                by_topic.setdefault(msg.topic(), []).append(msg)
         # Each topic's messages decoded as one batch (decode_many: the same events and rejections
         # as one by one), then taken back in message order: a partition's events stay in order.
         decoded = {topic: iter(self.decode.many(topic, [msg.value() or b"" for msg in topic_messages]))

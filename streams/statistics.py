@@ -204,7 +204,8 @@ class ModelStatistics:
         if self._queued_rows:
             rows, self._queued_rows = self._queued_rows, []
             numeric = [f for f in self.watched if f in self._numeric_features]
-            matrix = _numeric_matrix(rows, numeric)
+            kind = _row_kind(rows)  # one pass over the rows, for the matrix and every column
+            matrix = _numeric_matrix(rows, numeric, kind)
             position = {feature: i for i, feature in enumerate(numeric)}
             columns: dict[str, Any] = {}
             if matrix is not None:  # the usual batch: every numeric detector fed from one matrix
@@ -219,7 +220,7 @@ class ModelStatistics:
                 feature = key[0]
                 column = columns.get(feature)
                 if column is None:
-                    column = columns[feature] = _feature_column(rows, feature)
+                    column = columns[feature] = _feature_column(rows, feature, kind)
                 values = _present(column, detector.categorical)
                 if len(values):
                     detector.add_many(values)
@@ -414,13 +415,13 @@ class _Observations(Mapping):
         return len(self._names)
 
 
-def _numeric_matrix(rows: list[dict[str, Any] | FeatureRow], features: list[str]) -> np.ndarray | None:
+def _numeric_matrix(rows: list[dict[str, Any] | FeatureRow], features: list[str],
+                    kind: type[FeatureRow] | None) -> np.ndarray | None:
     """The features as columns of one float array, built in a few C passes, when every row has
     every feature as a finite int or float (the usual batch); None otherwise (then each column
-    is cleaned on its own by :func:`_present`)."""
+    is cleaned on its own by :func:`_present`). ``kind`` is :func:`_row_kind` of the rows."""
     if not features or not rows:
         return None
-    kind = _row_kind(rows)
     if kind is not None:  # decoded as a FeatureRow: numbers or None, nothing else
         if not kind.numeric.issuperset(features):
             return None
@@ -453,9 +454,9 @@ def _row_kind(rows: list[dict[str, Any] | FeatureRow]) -> type[FeatureRow] | Non
     return kind if kind is not None and issubclass(kind, FeatureRow) else None
 
 
-def _feature_column(rows: list[dict[str, Any] | FeatureRow], feature: str) -> list:
-    """Each row's value of the feature, None where absent (``row.get(feature)``)."""
-    kind = _row_kind(rows)
+def _feature_column(rows: list[dict[str, Any] | FeatureRow], feature: str, kind: type[FeatureRow] | None) -> list:
+    """Each row's value of the feature, None where absent (``row.get(feature)``). ``kind`` is
+    :func:`_row_kind` of the rows."""
     if kind is not None and feature in kind.attributes:
         return list(map(kind.getter([feature]), rows))
     return [row.get(feature) for row in rows]

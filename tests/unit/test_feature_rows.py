@@ -14,7 +14,7 @@ from streams import codecs
 from streams.codecs import FeatureRow, InvalidEvent, Prediction, decode_many, decode_prediction, prediction_type
 from streams.config import parse_config
 from streams.monitor import InputDecoder, Monitor, Source
-from streams.statistics import _feature_column, _numeric_matrix, _present
+from streams.statistics import _feature_column, _numeric_matrix, _present, _row_kind
 
 NUMERIC, CATEGORICAL = ["x", "y"], ["plan"]
 WATCHED = NUMERIC + CATEGORICAL
@@ -71,9 +71,10 @@ def test_the_usual_batch_decodes_into_structs_and_reads_back_as_columns():
     events = decode_many(lines, predictions=prediction_type(NUMERIC, CATEGORICAL))
     rows = [e.features for e in events]
     assert all(isinstance(r, FeatureRow) for r in rows)
-    np.testing.assert_array_equal(_numeric_matrix(rows, ["y", "x"]), [[i, i / 2] for i in range(10)])
-    assert _feature_column(rows, "plan") == ["pro"] * 10
-    assert _feature_column(rows, "unwatched") == [None] * 10
+    kind = _row_kind(rows)
+    np.testing.assert_array_equal(_numeric_matrix(rows, ["y", "x"], kind), [[i, i / 2] for i in range(10)])
+    assert _feature_column(rows, "plan", kind) == ["pro"] * 10
+    assert _feature_column(rows, "unwatched", kind) == [None] * 10
 
 
 @pytest.mark.parametrize("odd", [{"extra": 3}, {"x": "1.5"}, {"x": True}])
@@ -87,7 +88,7 @@ def test_a_chunk_with_features_a_struct_cannot_hold_decodes_as_dicts(odd):
 
 @pytest.mark.parametrize("rows", [[{"x": HUGE}, {"x": 1.0}], [{"x": 1.0}, {"x": -HUGE}]])
 def test_an_integer_beyond_any_float_is_skipped_not_a_crash(rows):
-    assert _numeric_matrix(rows, ["x"]) is None
+    assert _numeric_matrix(rows, ["x"], _row_kind(rows)) is None
     np.testing.assert_array_equal(_present([r["x"] for r in rows], categorical=False), [1.0])
 
 
