@@ -143,3 +143,13 @@ def test_a_merged_line_is_a_label_only_with_a_top_level_label_field(config, tmp_
     assert [(type(e).__name__, s.topic, s.offset) for e, s in loaded.events] == \
         [("Prediction", "predictions", 0), ("Label", "labels", 0)]
     assert loaded.invalid == {("predictions", "invalid_json"): 1}
+
+
+def test_a_crlf_file_replays_as_its_lf_twin(history, config, tmp_path):
+    directory, _ = history
+    for name in ("predictions.jsonl", "labels.jsonl"):
+        (tmp_path / name).write_bytes((directory / name).read_bytes().replace(b"\n", b"\r\n"))
+    lf = load_events(config, directory / "predictions.jsonl", directory / "labels.jsonl")
+    crlf = load_events(config, tmp_path / "predictions.jsonl", tmp_path / "labels.jsonl")
+    assert crlf.events == lf.events and crlf.invalid == lf.invalid and crlf.lines == lf.lines
+    assert lf.invalid  # the history's malformed lines are rejected alike
