@@ -43,6 +43,7 @@ exactly as ``add_many`` / ``result`` would leave it on its own.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from functools import lru_cache
 from typing import Any, ClassVar
@@ -783,14 +784,21 @@ def results(detectors: list[_DriftDetector]) -> list[Result]:
     out: list[Result | None] = [None] * len(detectors)
     groups: dict[tuple[type, int], list[int]] = {}
     for i, detector in enumerate(detectors):
-        if detector._measure_rows is not None and detector._binned() and detector.count:
+        if detector._measure_rows is not None and detector._binned():
             groups.setdefault((type(detector), detector.profile.n_bins), []).append(i)
         else:
             out[i] = detector.result()
     for (kind, _), members in groups.items():
-        reference = np.stack([detectors[i].reference_counts for i in members])
         current = BlockCounts.totals_of([detectors[i]._current for i in members])
+        counts = current.sum(axis=1)  # each window's count, read off the table in one operation
+        if not counts.all():  # an empty window has no statistic
+            for i in itertools.compress(members, (counts == 0).tolist()):
+                out[i] = detectors[i].result()
+            members, current, counts = [i for i in members if out[i] is None], current[counts > 0], counts[counts > 0]
+            if not members:
+                continue
+        reference = np.stack([detectors[i].reference_counts for i in members])
         statistics, p_values = kind._measure_rows(reference, current)
-        for row, (i, n) in enumerate(zip(members, current.sum(axis=1).tolist())):
+        for row, (i, n) in enumerate(zip(members, counts.tolist())):
             out[i] = detectors[i]._judged(statistics[row], None if p_values is None else p_values[row], n)
     return out

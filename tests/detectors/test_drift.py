@@ -5,7 +5,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
@@ -312,6 +312,8 @@ def test_ks_detector_defers_its_p_value_and_fires_on_the_critical_distance():
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.lists(st.integers(0, 700), min_size=1, max_size=6),
        st.sampled_from([None, 3]))
+@example(seed=1, batches=[300], ties_in=None)  # references complete, every window still empty
+@example(seed=1, batches=[300, 0, 5], ties_in=None)
 def test_detectors_fed_and_measured_together_equal_one_by_one(seed, batches, ties_in):
     """``add_columns`` + ``results`` leave every detector (state and result) exactly as
     ``add_many`` + ``result`` on its own column would, whatever the batching: references
