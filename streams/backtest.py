@@ -30,6 +30,7 @@ import html
 import io
 import itertools
 import json
+import math
 import operator
 import sys
 import time
@@ -103,15 +104,17 @@ def load_events(config: Config, predictions: str | Path | None = None, labels: s
     n_lines = 0
 
     decode = InputDecoder(config)
+    runs: list[tuple[int, bool]] = []  # (events, whether labels) per file decoded, in order: the sort's role key
 
     def decode_file(lines: list[bytes], topic: str) -> None:
         events = decode.many(topic, lines)
-        valid = list(map(operator.is_not, map(type, events), itertools.repeat(InvalidEvent)))
-        if not all(valid):
+        offsets = range(len(events))
+        if InvalidEvent in set(map(type, events)):
+            valid = list(map(operator.is_not, map(type, events), itertools.repeat(InvalidEvent)))
             invalid.update((topic, event.reason) for event in itertools.compress(events, map(operator.not_, valid)))
-        offsets = itertools.compress(range(len(events)), valid)
-        decoded.extend(zip(itertools.compress(events, valid), map(Source, itertools.repeat(topic), itertools.repeat(0),
-                                                                  offsets)))
+            events, offsets = list(itertools.compress(events, valid)), itertools.compress(offsets, valid)
+        decoded.extend(zip(events, map(Source, itertools.repeat(topic), itertools.repeat(0), offsets)))
+        runs.append((len(events), topic == topics.labels))
 
     if predictions is not None:
         lines = _read_lines(predictions)
@@ -130,11 +133,10 @@ def load_events(config: Config, predictions: str | Path | None = None, labels: s
             decode_file(chosen, topic)
     if not decoded:
         return Loaded([], invalid, n_lines)
-    events = list(map(operator.itemgetter(0), decoded))
-    ts = np.fromiter(map(operator.attrgetter("timestamp"), events), dtype=np.int64, count=len(decoded))
-    role = np.fromiter(map(operator.is_, map(type, events), itertools.repeat(Label)), dtype=np.int8,
-                       count=len(decoded))
-    order = np.lexsort((np.arange(len(decoded)), role, ts))  # by time, then prediction first, then file order
+    ts = np.fromiter(map(operator.attrgetter("timestamp"), map(operator.itemgetter(0), decoded)), dtype=np.int64,
+                     count=len(decoded))
+    role = np.repeat([is_label for _, is_label in runs], [n for n, _ in runs]).astype(np.int8)
+    order = np.lexsort((role, ts))  # by time, then prediction first; lexsort is stable: then file order
     return Loaded(list(map(decoded.__getitem__, order.tolist())), invalid, n_lines)
 
 
@@ -202,7 +204,7 @@ class Backtest:
             m.counters = type(c)()
             if self.record_timeline:
                 for name, (value, n) in m.stats.values().items():
-                    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+                    if value is None or (isinstance(value, float) and not math.isfinite(value)):
                         continue
                     self.result.timeline.append((at_ms, self.result.events, model_id, name, float(value), n))
 
