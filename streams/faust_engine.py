@@ -140,47 +140,17 @@ RECOVERY_WAIT_SECONDS = 30.0
 
 
 class _Consumer(faust_aiokafka.Consumer):
-    """Faust's consumer, committing what the engine's stored state covers (``_App.commit_frontier``,
-    see :meth:`_offset_at_frontier`). Without a frontier (no engine), an offset bookkeeping that
-    counts each offset once; ``skip`` marks offsets never delivered.
-
-    Faust commits the first run of consecutive numbers in its sorted list of acked offsets plus
-    its "gaps" (offsets it never delivered). After a rebalance it seeks back to the committed
-    offset while messages fetched before still arrive, so it records as a gap offsets it already
-    delivered and we acked (and the offset being delivered itself): each is in the list twice,
-    the runs are two long, and the committed offset crept forward one offset per commit interval
-    (seen: 64 offsets took three minutes after a restart). Here a number counts once.
-    """
+    """Faust's consumer, committing exactly what the engine's stored state covers
+    (``_App.commit_frontier``, see :meth:`_offset_at_frontier`) instead of what Faust acked.
+    Without a frontier (an app the engine did not set up) Faust's own bookkeeping decides."""
 
     logger = logging.getLogger("faust.driftline")  # under Faust's logger, quieted with it
 
     def _new_offset(self, tp):
         frontier = getattr(getattr(self, "app", None), "commit_frontier", None)
-        if frontier is not None:
-            return self._offset_at_frontier(tp, frontier(tp))
-        acked = self._acked[tp]
-        if not acked:
-            return None
-        done = set(acked)
-        # A gap ends with the message Faust was delivering when it noticed the jump, not acked
-        # yet: a gap offset counts only below an acked one (one agent acks a partition in order).
-        top = max(done)
-        for interval in self._gap[tp].overlap(0, top):
-            done.update(range(interval.begin, min(interval.end, top)))
-        committed = self._committed_offset[tp]
-        if committed is not None:
-            done = {o for o in done if o >= committed}  # acked before a commit moved past them
-        if not done or (committed is not None and min(done) - committed > 1):
-            end = committed  # the next offset to commit is not acked yet (one may be a marker)
-        else:
-            end = min(done)
-            while end in done:
-                end += 1
-        if end is not None:
-            acked[:] = sorted(o for o in set(acked) if o >= end)
-            self._acked_index[tp] = set(acked)
-            self._gap[tp].chop(0, end)
-        return end if end is not None and (committed is None or end > committed) else None
+        if frontier is None:
+            return super()._new_offset(tp)
+        return self._offset_at_frontier(tp, frontier(tp))
 
     def _offset_at_frontier(self, tp, frontier: int | None) -> int | None:
         """With the engine: commit exactly what the partition's state in the table covers
@@ -189,20 +159,19 @@ class _Consumer(faust_aiokafka.Consumer):
         acks events it never gave the agent (ones its stream passes on after take_events'
         generator closed at a stop, ones of an older generation after a rebalance), and never
         delivers some it fetched (faust-streaming#216), which left replayed offsets unacked and
-        the commits stuck below them after a restart."""
+        the commits stuck below them after a restart. Offsets with no record (transaction
+        markers) or that Faust skipped are behind the frontier once a later event is in the
+        state, so they never hold the commits back either."""
         committed = self._committed_offset[tp]
         if frontier is None or (committed is not None and frontier <= committed):
             return None
+        # Faust's own records of what it acked and of the gaps it saw, trimmed to what is left
+        # above the commit so that they do not grow for good.
         acked = self._acked[tp]
         acked[:] = sorted(o for o in set(acked) if o >= frontier)
         self._acked_index[tp] = set(acked)
         self._gap[tp].chop(0, frontier)
         return frontier
-
-    def skip(self, tp, first: int, end: int) -> None:
-        """Offsets ``first`` up to ``end`` will never be delivered: commit past them."""
-        self._gap[tp].addi(first, end)
-        self._gap[tp].merge_overlaps()
 
 
 class _Transport(faust_aiokafka.Transport):
@@ -412,15 +381,14 @@ class FaustEngine:
         """Offsets between the last event processed and the next one Faust delivered: transaction
         markers (no records there), input retention, or events Faust's fetcher skipped after a
         rebalance (it can resume from messages fetched before it sought back to the committed
-        offset: faust-streaming#216). Logged, and marked as a gap so the committed offset moves
-        past them (nothing will ever ack them; without this the commits stopped there for good)."""
+        offset: faust-streaming#216). Logged; the commits move past them with the state (see
+        ``_Consumer._offset_at_frontier``)."""
         for topic, offset in first_offsets.items():
             expected = state.next_offsets.get(topic, 0)
             if offset > expected:
                 log.warning("partition %d: %s offsets %d..%d never reached the worker (transaction markers, "
                             "input retention, or skipped by Faust's fetcher after a rebalance, faust-streaming#216)",
                             partition, topic, expected, offset - 1, extra={"partition": partition})
-                self.app.consumer.skip(_tp(topic, partition), expected, offset)
 
     def _stored(self, partition: int) -> PartitionState:
         """The partition's state as the table holds it now."""
