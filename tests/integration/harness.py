@@ -12,7 +12,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from retrain_trigger.events import load_trigger_schema
@@ -175,14 +175,49 @@ address = "127.0.0.1:{self.metrics_port}"
         """The engine's consumer group: Faust's is its app id, ``<engine.group_id>-faust``."""
         return f"group-{self.suffix}" + ("-faust" if self.engine == "faust" else "")
 
-    def committed(self, topic: str) -> int:
-        """Sum of the group's committed offsets over the partitions of an input topic."""
+    def committed(self, topic: str, timeout: float = 30) -> int:
+        """Sum of the group's committed offsets over the partitions of an input topic. Retries a
+        retriable error (NOT_COORDINATOR while a fresh broker loads its offsets topic)."""
         consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group})
+        deadline = time.monotonic() + timeout
         try:
             parts = [TopicPartition(self.topics[topic], p) for p in range(self.partitions)]
-            return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
+            while True:
+                try:
+                    return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
+                except KafkaException as exc:
+                    if not exc.args[0].retriable() or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
         finally:
             consumer.close()
+
+    def wait_until_committed(self, per_topic: int, timeout: float = 120) -> None:
+        """Both inputs fully consumed and committed (labels alone may run ahead of predictions)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.committed("labels") >= per_topic and self.committed("predictions") >= per_topic:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"not all {per_topic} events per topic were committed\n{self.logs()[-3000:]}")
+
+
+def models_config(names: list[str]) -> str:
+    """Models with an accuracy floor judged at every pair (rearm 0.9): the restart tests' config."""
+    return "".join(f"""
+[[models]]
+id = "{name}"
+window = {{ kind = "count", size = 200 }}
+evaluate_every = 1
+  [[models.rules]]
+  name = "floor"
+  min_samples = 200
+    [[models.rules.conditions]]
+    statistic = "accuracy"
+    op = "<"
+    threshold = 0.8
+    rearm = 0.9
+""" for name in names)
 
 
 def pair(i: int, model: str, correct: bool, start_ms: int = 1_700_000_000_000, label_delay_ms: int = 1000,

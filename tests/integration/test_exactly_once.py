@@ -4,32 +4,14 @@ from __future__ import annotations
 
 import re
 import signal
-import time
 
 import pytest
 
-from .harness import Deployment, pair
+from .harness import Deployment, models_config, pair
 
 pytestmark = pytest.mark.kafka
 
 MODELS = ["churn", "fraud", "ranker", "upsell"]
-
-
-def models_config(names: list[str]) -> str:
-    return "".join(f"""
-[[models]]
-id = "{name}"
-window = {{ kind = "count", size = 200 }}
-evaluate_every = 1
-  [[models.rules]]
-  name = "floor"
-  min_samples = 200
-    [[models.rules.conditions]]
-    statistic = "accuracy"
-    op = "<"
-    threshold = 0.8
-    rearm = 0.9
-""" for name in names)
 
 
 def phases(n: int, seed: int) -> list[bool]:
@@ -54,16 +36,6 @@ def trigger_key(t: dict) -> tuple:
     return t["trigger_id"], round(t["value"], 12), t["window"]["count"], t["window"]["end"]
 
 
-def wait_until_committed(d: Deployment, per_topic: int, timeout: float = 120) -> None:
-    """Both inputs fully consumed and committed (labels alone may run ahead of predictions)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if d.committed("labels") >= per_topic and d.committed("predictions") >= per_topic:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"not all {per_topic} events per topic were committed\n{d.logs()[-3000:]}")
-
-
 def final_gauges(d: Deployment, names: list[str]) -> dict:
     """What the statistics say at the end: accuracy, window fill and pending predictions per model."""
     return {name: (d.metric("driftline_performance", model=name, version="v1", metric="accuracy"),
@@ -76,7 +48,7 @@ def reference_run(make, names, events) -> tuple[list[tuple], dict]:
     d = make(names)
     proc = d.start()
     d.send(events)
-    wait_until_committed(d, len(events) // 2)
+    d.wait_until_committed(len(events) // 2)
     gauges = final_gauges(d, names)
     assert all(accuracy > 0 and samples > 0 for accuracy, samples, _ in gauges.values()), gauges  # exported
     d.stop(proc)
@@ -113,7 +85,7 @@ def test_kill_9_mid_stream_loses_no_trigger_and_duplicates_none(make):
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     d.start()  # same transactional id: fences the dead instance's open transaction
-    wait_until_committed(d, len(events) // 2)
+    d.wait_until_committed(len(events) // 2)
     got = [trigger_key(t) for t in d.triggers(timeout=10, settle=1)]
     ids = [key[0] for key in got]
     assert len(ids) == len(set(ids)), f"duplicate trigger ids: {ids}"
@@ -135,7 +107,7 @@ def test_two_instances_in_one_group_publish_the_union_of_one_instance(make):
 
     second = d.start(instance="b", metrics_port=_free_port())  # joins mid-stream: a rebalance
     d.send(events[half:])
-    wait_until_committed(d, len(events) // 2)
+    d.wait_until_committed(len(events) // 2)
     got = [trigger_key(t) for t in d.triggers(timeout=10, settle=1)]
     ids = [key[0] for key in got]
     assert len(ids) == len(set(ids)), f"duplicate trigger ids: {ids}"

@@ -17,7 +17,7 @@ import uuid
 import pytest
 from confluent_kafka import Consumer
 
-from .harness import Deployment, pair, skip_faust_fetcher_loss
+from .harness import Deployment, models_config, pair, skip_faust_fetcher_loss
 from .test_skeleton import FLOOR_MODEL
 
 pytestmark = pytest.mark.kafka
@@ -43,23 +43,6 @@ def deployment(kafka_bootstrap, unique, tmp_path):
 
 
 # -- table recovery ------------------------------------------------------------------------------
-def models_config(names: list[str]) -> str:
-    return "".join(f"""
-[[models]]
-id = "{name}"
-window = {{ kind = "count", size = 200 }}
-evaluate_every = 1
-  [[models.rules]]
-  name = "floor"
-  min_samples = 200
-    [[models.rules.conditions]]
-    statistic = "accuracy"
-    op = "<"
-    threshold = 0.8
-    rearm = 0.9
-""" for name in names)
-
-
 def stream(names: list[str], n: int) -> list:
     """``n`` pairs per model, interleaved; good (95 % right) and bad (50 %) phases of 700 pairs,
     some labels before their prediction: several triggers per model."""
@@ -83,15 +66,6 @@ def gauges(d: Deployment, names: list[str]) -> dict:
     return {name: (d.metric("driftline_performance", model=name, version="v1", metric="accuracy"),
                    d.metric("driftline_window_samples", model=name),
                    d.metric("driftline_pending_predictions", model=name)) for name in names}
-
-
-def wait_until_committed(d: Deployment, per_topic: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if d.committed("labels") >= per_topic and d.committed("predictions") >= per_topic:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"not all {per_topic} events per topic were committed\n{d.logs()[-3000:]}")
 
 
 def wait_for_joined(d: Deployment, names: list[str], per_model: int, timeout: float = 120) -> None:
@@ -134,7 +108,7 @@ def reference(kafka_bootstrap, events, tmp_path_factory):
     try:
         proc = d.start()
         d.send(events)
-        wait_until_committed(d, len(events) // 2)
+        d.wait_until_committed(len(events) // 2)
         final = gauges(d, MODELS)
         consumed = d.metric("driftline_events_consumed_total", topic=d.topics["predictions"])
         assert d.stop(proc) == 0
@@ -163,7 +137,7 @@ def test_table_recovery_after_a_stop_mid_stream_gives_the_uninterrupted_result(d
     assert committed < len(events) // 2
 
     d.start()
-    wait_until_committed(d, len(events) // 2)
+    d.wait_until_committed(len(events) // 2)
     skip_faust_fetcher_loss(d)
     # The restarted worker's table gave it every partition's windows and pending predictions back.
     assert gauges(d, MODELS) == want_gauges
@@ -228,7 +202,7 @@ def test_a_second_worker_takes_over_partitions_and_their_table_state(deployment,
         raise AssertionError(f"worker b never got an assignment\n{d.logs()[-3000:]}")
     assert d.stop(first) == 0  # b takes over every partition
     d.send(events[half:])
-    wait_until_committed(d, len(events) // 2)
+    d.wait_until_committed(len(events) // 2)
     got = d.triggers(expected=len(want_triggers), timeout=30, settle=2)
     skip_faust_fetcher_loss(d)  # a rebalance here too: seen once, a label lost (one pending prediction)
     assert distinct(d, got) == want_triggers
