@@ -13,12 +13,14 @@ partition's Monitor from the compacted state topic before it consumes.
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import signal
 import socket
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
 
@@ -221,20 +223,15 @@ class Engine:
     def process(self, messages: list[Message]) -> None:
         per_partition: dict[int, list[tuple[Prediction | Label, Source]]] = {}
         good: list[Message] = []
-        by_topic: dict[str, list[Message]] = {}
         for msg in messages:
             if msg.error():
                 self._on_message_error(msg)
             else:
                 good.append(msg)
-                by_topic.setdefault(msg.topic(), []).append(msg)
-        # Each topic's messages decoded as one batch (decode_many: the same events and rejections
-        # as one by one), then taken back in message order: a partition's events stay in order.
-        decoded = {topic: iter(self.decode.many(topic, [msg.value() or b"" for msg in topic_messages]))
-                   for topic, topic_messages in by_topic.items()}
-        for msg in good:  # per message: keep this loop lean
+        # Decoded a topic at a time (the same events and rejections as one by one), in message order.
+        decoded = self.decode.messages([(msg.topic(), msg.value() or b"") for msg in good])
+        for msg, event in zip(good, decoded):  # per message: keep this loop lean
             topic, partition = msg.topic(), msg.partition()
-            event = next(decoded[topic])
             source = Source(topic, partition, msg.offset())
             if type(event) is InvalidEvent:
                 self._dead_letter(msg, source, event)
@@ -243,8 +240,7 @@ class Engine:
             if events is None:
                 events = per_partition[partition] = []
             events.append((event, source))
-        consumed = {topic: len(topic_messages) for topic, topic_messages in by_topic.items()}
-        for topic, count in consumed.items():
+        for topic, count in Counter(map(operator.methodcaller("topic"), good)).items():
             self.exporter.consumed.labels(topic).inc(count)
         for partition, events in per_partition.items():
             monitor = self.monitors.get(partition)

@@ -269,6 +269,7 @@ class FaustEngine:
         late: dict[tuple[str, int], list[int]] = {}
         pending: list[Any] = []
         last_offset: dict[tuple[str, int], int] = {}
+        new = []  # the messages no state holds yet, in order
         for event in events:
             msg = event.message
             if msg.partition not in self.active:
@@ -286,13 +287,14 @@ class FaustEngine:
             touched[msg.partition] = state
             last_offset[(msg.topic, msg.partition)] = msg.offset
             self.exporter.consumed.labels(msg.topic).inc()
+            new.append(msg)
+        # Decoded a topic at a time (the same events and rejections as one by one), in message order.
+        for msg, decoded in zip(new, self.decode.messages([(msg.topic, msg.value or b"") for msg in new])):
             source = Source(msg.topic, msg.partition, msg.offset)
-            try:
-                decoded = self.decode(msg.topic, msg.value or b"")
-            except InvalidEvent as exc:
+            if type(decoded) is InvalidEvent:
                 pending.append(await self.dlq_topic.send(
-                    key=msg.key, value=msg.value, headers=dead_letter_headers(exc.reason, exc.detail, source)))
-                self.exporter.invalid.labels(msg.topic, exc.reason).inc()
+                    key=msg.key, value=msg.value, headers=dead_letter_headers(decoded.reason, decoded.detail, source)))
+                self.exporter.invalid.labels(msg.topic, decoded.reason).inc()
                 continue
             per_partition.setdefault(msg.partition, []).append((decoded, source))
         if skipped:

@@ -155,6 +155,33 @@ def test_unknown_models_go_to_the_dlq_unless_registered_and_registration_is_capp
     assert [(m.id, m.registered) for m in config.models] == [("m", False), ("a", True), ("b", True)]
 
 
+def test_a_batch_of_messages_decodes_as_one_by_one_and_registers_models_in_message_order():
+    # The last free place goes to the model whose message comes first, whatever its topic: here
+    # a label of "b" before a prediction of "c" (a topic-by-topic check would register "c").
+    label = b'{"prediction_id": "p9", "model_id": "b", "timestamp": %d, "label": 1}' % T0
+    messages = [("predictions", _line("m", 0)), ("labels", label), ("predictions", _line("c", 1)),
+                ("predictions", b"not json"), ("labels", label.replace(b'"b"', b'"m"'))]
+    one_by_one_config, batch_config = _registering(limit=1), _registering(limit=1)
+
+    def one(topic, data, decode=InputDecoder(one_by_one_config)):
+        try:
+            return decode(topic, data)
+        except InvalidEvent as exc:
+            return exc
+
+    def outcome(event):
+        if isinstance(event, InvalidEvent):
+            return "rejected", event.reason
+        return ("label" if isinstance(event, Label) else "prediction"), event.model_id
+
+    expected = [one(topic, data) for topic, data in messages]
+    batch = InputDecoder(batch_config).messages(messages)
+    assert list(map(outcome, batch)) == list(map(outcome, expected)) == \
+        [("prediction", "m"), ("label", "b"), ("rejected", "unknown_model"), ("rejected", "invalid_json"),
+         ("label", "m")]
+    assert [m.id for m in batch_config.models] == [m.id for m in one_by_one_config.models] == ["m", "b"]
+
+
 def test_a_registered_model_is_monitored_with_the_defaults_and_its_state_survives_a_restart():
     config = _registering(limit=10)
     decode = InputDecoder(config)
