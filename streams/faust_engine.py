@@ -137,6 +137,20 @@ class PartitionState:
 
 #: how long a batch waits for the table's recovery to reach its offsets before using what is there
 RECOVERY_WAIT_SECONDS = 30.0
+#: a seek back to offsets Faust skipped (faust-streaming#216): repeated this often while the
+#: offsets still do not come, given up after the second figure (the events are then lost)
+REWIND_RETRY_SECONDS, REWIND_GIVE_UP_SECONDS = 2.0, 60.0
+#: how long the probe for records between two offsets waits for the broker
+PROBE_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass
+class _Rewind:
+    """A partition of an input topic sought back to ``offset``, the next one its state needs."""
+
+    offset: int
+    started: float
+    sought: float = float("-inf")
 
 
 class _Consumer(faust_aiokafka.Consumer):
@@ -241,9 +255,13 @@ class FaustEngine:
         self.active: set[int] = set()  # input partitions this worker owns now
         #: (topic, partition) -> the highest offset Faust delivered since the partition was assigned
         self.delivered: dict[tuple[str, int], int] = {}
+        #: (topic, partition) -> the seek back to offsets Faust skipped, until they come
+        self.rewinding: dict[tuple[str, int], _Rewind] = {}
+        self._probe = None  # a confluent consumer that looks for records between two offsets
         self.broker_down_since: float | None = None
         self._admin = None
         self.app.timer(3.0, name="driftline-broker-check")(self._check_broker)
+        self.app.timer(REWIND_RETRY_SECONDS / 2, name="driftline-rewind")(self._retry_rewinds)
         self.app.agent(self.inputs, name="driftline-monitor")(self._agent)
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_partitions_assigned.connect(self._on_assigned)
@@ -265,7 +283,7 @@ class FaustEngine:
         await self._load_states(events)
         per_partition: dict[int, list] = {}
         touched: dict[int, PartitionState] = {}
-        skipped = 0
+        skipped = rewound = 0
         late: dict[tuple[str, int], list[int]] = {}
         pending: list[Any] = []
         last_offset: dict[tuple[str, int], int] = {}
@@ -278,11 +296,18 @@ class FaustEngine:
             tp = (msg.topic, msg.partition)
             highest = self.delivered.get(tp, -1)
             self.delivered[tp] = max(highest, msg.offset)
-            if msg.offset < state.next_offsets.get(msg.topic, 0):
+            expected = state.next_offsets.get(msg.topic)
+            if expected is not None and msg.offset < expected:
                 skipped += 1  # already in this partition's table state (replay after a crash)
                 if msg.offset < highest:
                     late.setdefault(tp, []).append(msg.offset)
                 continue
+            if expected is not None and msg.offset > expected and not await self._past_gap(tp, expected, msg.offset):
+                rewound += 1  # Faust delivers it again after the offsets before it
+                continue
+            if self.rewinding.pop(tp, None) is not None:
+                log.info("partition %d: %s offset %d delivered after the seek back; continuing in order",
+                         msg.partition, msg.topic, msg.offset, extra={"partition": msg.partition})
             state.next_offsets[msg.topic] = msg.offset + 1
             touched[msg.partition] = state
             last_offset[(msg.topic, msg.partition)] = msg.offset
@@ -299,12 +324,14 @@ class FaustEngine:
             per_partition.setdefault(msg.partition, []).append((decoded, source))
         if skipped:
             log.info("skipped %d replayed events the table state already covers", skipped)
+        if rewound:
+            log.info("set aside %d events past offsets Faust skipped, until those come", rewound)
         for (topic, partition), offsets in late.items():
-            # A replay after later offsets: Faust delivered messages it had fetched before seeking
-            # back, out of order. Events between may never reach the worker (and never be acked).
-            log.warning("partition %d: %s offsets %d..%d delivered again after later ones (Faust's fetcher "
-                        "after a seek, faust-streaming#216)", partition, topic, min(offsets), max(offsets),
-                        extra={"partition": partition})
+            # Copies, after later offsets, of events the state holds: Faust delivered messages it
+            # had fetched before a seek (faust-streaming#216). Nothing is lost: a gap they leave is
+            # sought back to (_past_gap).
+            log.info("partition %d: %s offsets %d..%d delivered again after later ones (Faust's fetcher after a "
+                     "seek)", partition, topic, min(offsets), max(offsets), extra={"partition": partition})
         for partition, batch in per_partition.items():
             monitor = touched[partition].monitor
             for trigger in monitor.process(batch):
@@ -380,17 +407,78 @@ class FaustEngine:
                 self.states[partition] = self._stored(partition)
 
     def _skipped(self, partition: int, state: PartitionState, first_offsets: dict[str, int]) -> None:
-        """Offsets between the last event processed and the next one Faust delivered: transaction
-        markers (no records there), input retention, or events Faust's fetcher skipped after a
-        rebalance (it can resume from messages fetched before it sought back to the committed
-        offset: faust-streaming#216). Logged; the commits move past them with the state (see
-        ``_Consumer._offset_at_frontier``)."""
+        """Offsets before the first one Faust delivered of a topic the state has no offset of yet
+        (input retention, or a state lost while its offsets were committed): logged, nothing to
+        seek back to. A gap after an offset the state has is :meth:`_past_gap`'s."""
         for topic, offset in first_offsets.items():
-            expected = state.next_offsets.get(topic, 0)
-            if offset > expected:
-                log.warning("partition %d: %s offsets %d..%d never reached the worker (transaction markers, "
-                            "input retention, or skipped by Faust's fetcher after a rebalance, faust-streaming#216)",
-                            partition, topic, expected, offset - 1, extra={"partition": partition})
+            if topic not in state.next_offsets and offset > 0:
+                log.warning("partition %d: %s offsets 0..%d never reached the worker (input retention, or a state "
+                            "lost while its offsets were committed)", partition, topic, offset - 1,
+                            extra={"partition": partition})
+
+    async def _past_gap(self, tp: tuple[str, int], expected: int, offset: int) -> bool:
+        """Whether to go on with ``offset`` though the state's next offset is ``expected``: yes if
+        the partition holds no record in between (transaction markers, retention). Else Faust
+        skipped them (faust-streaming#216: its fetcher resumed from messages fetched before a
+        seek): seek the partition back to ``expected`` and set ``offset`` aside, Faust delivers
+        it again in order. Sought again every ``REWIND_RETRY_SECONDS`` while the offsets do not
+        come (here and by :meth:`_retry_rewinds`); an event past them after
+        ``REWIND_GIVE_UP_SECONDS`` goes on without them, logged as lost."""
+        topic, partition = tp
+        rewind, now = self.rewinding.get(tp), time.monotonic()
+        if rewind is None or rewind.offset != expected:
+            first = await asyncio.to_thread(self._first_record_from, topic, partition, expected)
+            if first is not None and first >= offset:
+                return True  # nothing in between to get back
+            if first is None:
+                log.warning("partition %d: %s offsets %d..%d never reached the worker, and the broker did not say "
+                            "within %.0fs whether it holds them", partition, topic, expected, offset - 1,
+                            PROBE_TIMEOUT_SECONDS, extra={"partition": partition})
+                return True
+            rewind = self.rewinding[tp] = _Rewind(expected, now)
+            log.warning("partition %d: %s offsets %d..%d were skipped by Faust's fetcher (faust-streaming#216); "
+                        "seeking back to %d", partition, topic, expected, offset - 1, expected,
+                        extra={"partition": partition})
+        elif now - rewind.started > REWIND_GIVE_UP_SECONDS:
+            del self.rewinding[tp]
+            log.warning("partition %d: %s offsets %d..%d never reached the worker after seeking back for %.0fs "
+                        "(faust-streaming#216); continuing without them", partition, topic, expected, offset - 1,
+                        REWIND_GIVE_UP_SECONDS, extra={"partition": partition})
+            return True
+        if now - rewind.sought >= REWIND_RETRY_SECONDS:
+            rewind.sought = now
+            await self.app.consumer.seek(_tp(topic, partition), expected)
+        return False
+
+    async def _retry_rewinds(self) -> None:
+        """Seek again where the skipped offsets have not come yet. Faust can deliver the rest of a
+        batch it fetched before the seek after it, and then drop the offsets sought back to as
+        already read; no later event may come to ask again (seen: a partition's every remaining
+        event set aside within half a second, then nothing)."""
+        now = time.monotonic()
+        for (topic, partition), rewind in list(self.rewinding.items()):
+            if now - rewind.sought >= REWIND_RETRY_SECONDS:
+                rewind.sought = now
+                await self.app.consumer.seek(_tp(topic, partition), rewind.offset)
+
+    def _first_record_from(self, topic: str, partition: int, offset: int) -> int | None:
+        """The offset of the partition's first record at or after ``offset`` (None: no answer)."""
+        from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+        if self._probe is None:
+            self._probe = Consumer({**self.config.kafka, "group.id": f"{self.app_id}-probe",
+                                    "enable.auto.commit": False, "enable.partition.eof": True})
+        self._probe.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + PROBE_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            msg = self._probe.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error() is None:
+                return msg.offset()
+            if msg.error().code() == KafkaError._PARTITION_EOF:
+                return msg.offset()  # nothing from there on: the end offset
+        return None
 
     def _stored(self, partition: int) -> PartitionState:
         """The partition's state as the table holds it now."""
@@ -416,6 +504,7 @@ class FaustEngine:
             self.stored_offsets.pop(partition, None)
             self.active.discard(partition)
         self.delivered = {tp: offset for tp, offset in self.delivered.items() if tp[1] in self.active}
+        self.rewinding = {tp: rewind for tp, rewind in self.rewinding.items() if tp[1] in self.active}
 
     async def _on_assigned(self, app, assigned, **kwargs) -> None:
         # Eager rebalancing: ``assigned`` is the whole new assignment. Each partition's Monitor is
@@ -462,6 +551,8 @@ class FaustEngine:
                 raise
         finally:
             self.exporter.up.set(0)
+            if self._probe is not None:
+                self._probe.close()
 
     # -- broker health ----------------------------------------------------------------------
     async def _check_broker(self) -> None:

@@ -15,7 +15,7 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 
 from .harness import Deployment, models_config, pair, skip_faust_fetcher_loss
 from .test_skeleton import FLOOR_MODEL
@@ -150,6 +150,44 @@ def test_table_recovery_after_a_stop_mid_stream_gives_the_uninterrupted_result(d
     assert distinct(d, got) == want_triggers
     if sig == signal.SIGTERM:
         assert len(got) == len(want_triggers), "a clean stop publishes nothing twice"
+
+
+def move_commits_past_the_state(d: Deployment, by: int) -> None:
+    """Commit the (stopped) worker's group ``by`` offsets past where it is on every partition
+    of both inputs, as if Faust's fetcher had skipped those events (faust-streaming#216)."""
+    consumer = Consumer({"bootstrap.servers": d.bootstrap, "group.id": d.group, "enable.auto.commit": False})
+    try:
+        parts = [TopicPartition(d.topics[topic], p) for topic in ("predictions", "labels") for p in range(d.partitions)]
+        committed = [tp for tp in consumer.committed(parts, timeout=10) if tp.offset >= 0]
+        assert committed, "the first run committed nothing"
+        consumer.commit(offsets=[TopicPartition(tp.topic, tp.partition, tp.offset + by) for tp in committed],
+                        asynchronous=False)
+    finally:
+        consumer.close()
+
+
+def test_offsets_faust_skipped_are_sought_back_to_and_nothing_is_lost(deployment, events, reference):
+    """faust-streaming#216 made to happen: the worker restarts 40 offsets past its table state on
+    every partition of both inputs. It must seek back and give the uninterrupted run's result."""
+    want_triggers, want_gauges = reference
+    d = deployment(models_config(MODELS))
+    first, rest = events[:len(events) // 2], events[len(events) // 2:]
+    proc = d.start()
+    d.send(first)
+    d.wait_until_committed(len(first) // 2)
+    assert d.stop(proc) == 0
+    before = d.committed("predictions")
+    d.send(rest)
+    move_commits_past_the_state(d, by=40)
+
+    d.start()
+    d.wait_until_committed(len(events) // 2)
+    logs = d.logs()
+    assert "skipped by Faust's fetcher" in logs and "never reached the worker" not in logs, logs[-3000:]
+    assert gauges(d, MODELS) == want_gauges
+    # Each event of the second run processed once: the ones set aside were not counted.
+    assert d.metric("driftline_events_consumed_total", topic=d.topics["predictions"]) == len(events) // 2 - before
+    assert distinct(d, d.triggers(expected=len(want_triggers), timeout=30, settle=2)) == want_triggers
 
 
 def test_state_lives_in_the_faust_table_changelog_keyed_by_input_partition(deployment):

@@ -1,11 +1,14 @@
-"""The Faust engine's commits: exactly the offsets its stored state covers, whatever Faust acked."""
+"""The Faust engine's offsets: commits exactly what its stored state covers, whatever Faust acked;
+seeks back to offsets Faust skipped."""
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 
 from intervaltree import IntervalTree
 
-from streams.faust_engine import _Consumer
+from streams import faust_engine
+from streams.faust_engine import FaustEngine, _Consumer
 
 TP = ("labels", 1)
 
@@ -60,3 +63,58 @@ def test_offsets_never_delivered_are_committed_past_with_the_state():
     c.app = type("App", (), {"commit_frontier": staticmethod(lambda tp: 1559)})()
     assert c._new_offset(TP) == 1559
     assert c._acked[TP] == [] and not c._gap[TP]  # Faust's records trimmed below the commit
+
+
+class _Seeks:
+    """Faust's consumer as the engine uses it for a seek back: records each seek."""
+
+    def __init__(self):
+        self.seeks = []
+
+    async def seek(self, tp, offset):
+        self.seeks.append((tp.topic, tp.partition, offset))
+
+
+def rewinding_engine(first_record: int | None) -> FaustEngine:
+    """The gap handling of a Faust engine (no broker, no app): the broker's first record at or
+    after an offset is ``first_record``."""
+    engine = object.__new__(FaustEngine)
+    engine.rewinding, engine.app = {}, type("App", (), {"consumer": _Seeks()})()
+    engine._first_record_from = lambda topic, partition, offset: first_record
+    return engine
+
+
+def test_offsets_faust_skipped_are_sought_back_to_and_the_later_events_set_aside(monkeypatch):
+    # faust-streaming#216: after a restart the worker's state ends at 1569 but Faust delivers 1570
+    # on; the broker holds 1569. Seek back, set 1570.. aside; seek again only every few seconds.
+    clock = [100.0]
+    monkeypatch.setattr(faust_engine.time, "monotonic", lambda: clock[0])
+    engine = rewinding_engine(first_record=1569)
+    gap = asyncio.run
+    assert gap(engine._past_gap(TP, 1569, 1570)) is False
+    assert gap(engine._past_gap(TP, 1569, 1571)) is False
+    assert engine.app.consumer.seeks == [("labels", 1, 1569)]
+    clock[0] += faust_engine.REWIND_RETRY_SECONDS
+    assert gap(engine._past_gap(TP, 1569, 1572)) is False
+    assert engine.app.consumer.seeks == [("labels", 1, 1569)] * 2
+    # No later event may come to ask again (Faust delivered them all before the seek took): the
+    # timer seeks again on its own.
+    gap(engine._retry_rewinds())
+    assert len(engine.app.consumer.seeks) == 2
+    clock[0] += faust_engine.REWIND_RETRY_SECONDS
+    gap(engine._retry_rewinds())
+    assert engine.app.consumer.seeks == [("labels", 1, 1569)] * 3
+    # Still not there after the give-up time: go on without them (logged as lost).
+    clock[0] += faust_engine.REWIND_GIVE_UP_SECONDS
+    assert gap(engine._past_gap(TP, 1569, 1573)) is True
+    assert TP not in engine.rewinding
+
+
+def test_a_gap_with_no_record_in_it_is_passed_without_a_seek():
+    # Transaction markers or retention: the broker's first record from 1569 is 1570 itself.
+    engine = rewinding_engine(first_record=1570)
+    assert asyncio.run(engine._past_gap(TP, 1569, 1570)) is True
+    assert engine.app.consumer.seeks == [] and not engine.rewinding
+    # No answer from the broker: go on (logged), rather than stall the partition.
+    engine = rewinding_engine(first_record=None)
+    assert asyncio.run(engine._past_gap(TP, 1569, 1570)) is True and engine.app.consumer.seeks == []
