@@ -305,7 +305,7 @@ class FaustEngine:
             if expected is not None and msg.offset > expected and not await self._past_gap(tp, expected, msg.offset):
                 rewound += 1  # Faust delivers it again after the offsets before it
                 continue
-            if self.rewinding.pop(tp, None) is not None:
+            if self.rewinding and self.rewinding.pop(tp, None) is not None:
                 log.info("partition %d: %s offset %d delivered after the seek back; continuing in order",
                          msg.partition, msg.topic, msg.offset, extra={"partition": msg.partition})
             state.next_offsets[msg.topic] = msg.offset + 1
@@ -445,10 +445,15 @@ class FaustEngine:
                         "(faust-streaming#216); continuing without them", partition, topic, expected, offset - 1,
                         REWIND_GIVE_UP_SECONDS, extra={"partition": partition})
             return True
+        await self._seek_back(tp, rewind, now)
+        return False
+
+    async def _seek_back(self, tp: tuple[str, int], rewind: _Rewind, now: float) -> None:
+        """Seek the partition back to the rewind's offset, unless that was done less than
+        ``REWIND_RETRY_SECONDS`` ago (Faust's seek also resets the read offset it filters by)."""
         if now - rewind.sought >= REWIND_RETRY_SECONDS:
             rewind.sought = now
-            await self.app.consumer.seek(_tp(topic, partition), expected)
-        return False
+            await self.app.consumer.seek(_tp(*tp), rewind.offset)
 
     async def _retry_rewinds(self) -> None:
         """Seek again where the skipped offsets have not come yet. Faust can deliver the rest of a
@@ -456,10 +461,8 @@ class FaustEngine:
         already read; no later event may come to ask again (seen: a partition's every remaining
         event set aside within half a second, then nothing)."""
         now = time.monotonic()
-        for (topic, partition), rewind in list(self.rewinding.items()):
-            if now - rewind.sought >= REWIND_RETRY_SECONDS:
-                rewind.sought = now
-                await self.app.consumer.seek(_tp(topic, partition), rewind.offset)
+        for tp, rewind in list(self.rewinding.items()):
+            await self._seek_back(tp, rewind, now)
 
     def _first_record_from(self, topic: str, partition: int, offset: int) -> int | None:
         """The offset of the partition's first record at or after ``offset`` (None: no answer)."""
