@@ -468,9 +468,10 @@ class FaustEngine:
         """The offset of the partition's first record at or after ``offset`` (None: no answer)."""
         from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-        if self._probe is None:
+        if self._probe is None:  # reading what Faust reads: uncommitted records too (README)
             self._probe = Consumer({**self.config.kafka, "group.id": f"{self.app_id}-probe",
-                                    "enable.auto.commit": False, "enable.partition.eof": True})
+                                    "enable.auto.commit": False, "enable.partition.eof": True,
+                                    "isolation.level": "read_uncommitted"})
         self._probe.assign([TopicPartition(topic, partition, offset)])
         deadline = time.monotonic() + PROBE_TIMEOUT_SECONDS
         while time.monotonic() < deadline:

@@ -176,8 +176,9 @@ address = "127.0.0.1:{self.metrics_port}"
         return f"group-{self.suffix}" + ("-faust" if self.engine == "faust" else "")
 
     def committed(self, topic: str, timeout: float = 30) -> int:
-        """Sum of the group's committed offsets over the partitions of an input topic. Retries a
-        retriable error (NOT_COORDINATOR while a fresh broker loads its offsets topic)."""
+        """Sum of the group's committed offsets over the partitions of an input topic. Retries an
+        error for ``timeout`` seconds (NOT_COORDINATOR while a fresh broker loads its offsets
+        topic, and the like right after it starts)."""
         consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group})
         deadline = time.monotonic() + timeout
         try:
@@ -185,8 +186,8 @@ address = "127.0.0.1:{self.metrics_port}"
             while True:
                 try:
                     return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
-                except KafkaException as exc:
-                    if not exc.args[0].retriable() or time.monotonic() > deadline:
+                except KafkaException:
+                    if time.monotonic() > deadline:
                         raise
                     time.sleep(0.5)
         finally:
