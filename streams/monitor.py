@@ -155,7 +155,7 @@ class ModelMonitor:
         counters.predictions += 1
         segment_key = _segment_key(event.segment)
         counters.segments[segment_key] = counters.segments.get(segment_key, 0) + 1
-        if event.timestamp > self.watermark_ms:  # _advance, inlined: this runs per event
+        if event.timestamp > self.watermark_ms:  # the watermark: the largest event time seen
             self.watermark_ms = event.timestamp
         if event.timestamp > self.clock_ms["predictions"]:
             self.clock_ms["predictions"] = event.timestamp
@@ -194,7 +194,7 @@ class ModelMonitor:
     def on_label(self, event: Label, source: Source) -> None:
         self.counters.labels += 1
         self.label_partition = (source.topic, source.partition)
-        if event.timestamp > self.watermark_ms:  # _advance, inlined
+        if event.timestamp > self.watermark_ms:
             self.watermark_ms = event.timestamp
         pid = event.prediction_id
         if pid in self.joined_ids or pid in self.early_labels:
@@ -268,7 +268,7 @@ class ModelMonitor:
             return False  # a label for a prediction that expired by event time
         self.watermark_ms = int(watermarks[-1])
         self._apply_predictions(batch, pids, values, watched)
-        self._apply_labels(batch, label_pids, label_ts, joined_ts, waiting)
+        self._apply_labels(batch, label_pids, label_ts, joined_ts)
         self._apply_segments(batch, prediction_ts, watched, np.maximum(joined_ts, label_ts).tolist(), waiting)
         return True
 
@@ -285,8 +285,8 @@ class ModelMonitor:
             self.prediction_partition = (last.topic, last.partition)
             self.pending.update(zip(pids, values))
 
-    def _apply_labels(self, batch: "_Batch", label_pids: list[str], label_ts: np.ndarray, joined_ts: np.ndarray,
-                      waiting: list[tuple]) -> None:
+    def _apply_labels(self, batch: "_Batch", label_pids: list[str], label_ts: np.ndarray,
+                      joined_ts: np.ndarray) -> None:
         counters = self.counters
         counters.labels += len(label_pids)
         counters.joined += len(label_pids)
@@ -364,10 +364,6 @@ class ModelMonitor:
         if self.model.task == "binary":
             return score
         return event.prediction
-
-    def _advance(self, ts_ms: int) -> None:
-        if ts_ms > self.watermark_ms:
-            self.watermark_ms = ts_ms
 
     def _join(self, prediction: Any, score: Any, pred_ts: int, label: Any, label_ts: int, offset: int) -> None:
         self.counters.joined += 1
