@@ -222,7 +222,7 @@ class ModelMonitor:
         The usual batch goes through :meth:`_bulk`, a few passes over its columns."""
         if len(events) < _BULK_MIN or not self._bulk(events):
             for event, source in events:
-                if type(event) is not Label:
+                if not isinstance(event, Label):
                     self.on_prediction(event, source)
                 else:
                     self.on_label(event, source)
@@ -515,7 +515,7 @@ class _Batch:
     def __init__(self, events: list[tuple[Prediction | Label, Source]]):
         self.events = list(map(operator.itemgetter(0), events))
         self.sources = list(map(operator.itemgetter(1), events))
-        is_prediction = list(map(operator.is_not, map(type, self.events), itertools.repeat(Label)))
+        is_prediction = list(map(operator.not_, map(isinstance, self.events, itertools.repeat(Label))))
         self.predictions = list(itertools.compress(self.events, is_prediction))
         self.labels = list(itertools.compress(self.events, map(operator.not_, is_prediction)))
         flags = np.array(is_prediction, dtype=bool)

@@ -9,7 +9,7 @@ import pytest
 from retrain_trigger.events import decode_trigger
 from streams.backtest import Backtest, load_events, run_backtest
 from streams.cli import main as cli_main
-from streams.codecs import parse_timestamp
+from streams.codecs import Label, parse_timestamp
 from streams.config import parse_config
 from streams.monitor import Monitor
 from streams.simulate import FileSink, Simulation, parse_model_spec, run
@@ -140,8 +140,8 @@ def test_a_merged_line_is_a_label_only_with_a_top_level_label_field(config, tmp_
              b'not json']
     (tmp_path / "events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     loaded = load_events(config, events=tmp_path / "events.jsonl")
-    assert [(type(e).__name__, s.topic, s.offset) for e, s in loaded.events] == \
-        [("Prediction", "predictions", 0), ("Label", "labels", 0)]
+    assert [(isinstance(e, Label), s.topic, s.offset) for e, s in loaded.events] == \
+        [(False, "predictions", 0), (True, "labels", 0)]
     assert loaded.invalid == {("predictions", "invalid_json"): 1}
 
 
