@@ -120,6 +120,11 @@ class _CheckedLabel(Label):
     timestamp: _EpochMs
 
 
+#: The types a decoded label has; ``type(event) in LABEL_TYPES`` is the quick form of
+#: ``isinstance(event, Label)`` (which walks the class's bases for the subclass).
+LABEL_TYPES = frozenset({Label, _CheckedLabel})
+
+
 def prediction_type(numeric: Iterable[str], other: Iterable[str]) -> type[Prediction]:
     """A :class:`Prediction` whose ``features`` is a :class:`FeatureRow` of these names: numbers
     (or null) for ``numeric``, any scalar for ``other``. A features object with another name,

@@ -30,8 +30,8 @@ from retrain_trigger.events import TriggerEvent, TriggerWindow
 from retrain_trigger.policy import Observation, TriggerPolicy
 from retrain_trigger.rules import load_rules
 
-from .codecs import (InvalidEvent, Label, Prediction, decode_label, decode_many, decode_prediction, format_timestamp,
-                     prediction_type)
+from .codecs import (LABEL_TYPES, InvalidEvent, Label, Prediction, decode_label, decode_many, decode_prediction,
+                     format_timestamp, prediction_type)
 from .config import Config, Model
 from .statistics import ModelStatistics
 
@@ -222,7 +222,7 @@ class ModelMonitor:
         The usual batch goes through :meth:`_bulk`, a few passes over its columns."""
         if len(events) < _BULK_MIN or not self._bulk(events):
             for event, source in events:
-                if not isinstance(event, Label):
+                if type(event) not in LABEL_TYPES:
                     self.on_prediction(event, source)
                 else:
                     self.on_label(event, source)
@@ -237,9 +237,10 @@ class ModelMonitor:
         pids, label_pids = batch.column(predictions, "prediction_id"), batch.column(labels, "prediction_id")
         pending, joined_ids, early = self.pending, self.joined_ids, self.early_labels
         index = dict(zip(pids, range(len(pids))))
+        # No label is checked against joined_ids: each must find its prediction pending or in the
+        # batch (below), and an id is never both pending and joined, nor a batch's prediction joined.
         if len(index) < len(pids) or len(set(label_pids)) < len(label_pids) \
                 or not pending.keys().isdisjoint(pids) or not joined_ids.keys().isdisjoint(pids) \
-                or not joined_ids.keys().isdisjoint(label_pids) \
                 or (early and not (early.keys().isdisjoint(pids) and early.keys().isdisjoint(label_pids))):
             return False  # a duplicate, or an early label in play
         # Each label's prediction, from the batch (it must come first) or else pending.
@@ -247,9 +248,6 @@ class ModelMonitor:
         in_batch = found >= 0
         if not (batch.positions[found[in_batch]] < batch.label_positions[in_batch]).all():
             return False  # a label before its prediction
-        from_pending = list(map(pending.get, itertools.compress(label_pids, np.logical_not(in_batch).tolist())))
-        if None in from_pending:
-            return False  # an early, late or orphan label
         prediction_ts = batch.column(predictions, "timestamp")
         if self._binary:
             scores = watched = batch.column(predictions, "score")
@@ -257,22 +255,28 @@ class ModelMonitor:
             scores = [self._score(e) for e in predictions]
             watched = [self._watched_prediction(e, s) for e, s in zip(predictions, scores)]
         values = list(zip(prediction_ts, batch.column(predictions, "prediction"), scores))
-        waiting = [values[i] for i in found[in_batch].tolist()]
-        if len(waiting) < len(labels):  # merge the pending ones back into label order
-            from_batch, from_store = iter(waiting), iter(from_pending)
-            waiting = [next(from_batch) if hit else next(from_store) for hit in in_batch.tolist()]
+        pending.update(zip(pids, values))  # the batch's predictions wait, as one by one, till their labels
+        waiting = list(map(pending.get, label_pids))
+        if None in waiting:
+            self._unwait(pids)
+            return False  # an early, late or orphan label
         joined_ts = np.fromiter(map(operator.itemgetter(0), waiting), dtype=np.int64, count=len(labels))
         label_ts = np.asarray(batch.column(labels, "timestamp"), dtype=np.int64)
         watermarks = _running_max(batch.timestamps(), self.watermark_ms)
         if (joined_ts < watermarks[batch.label_positions] - self.ttl_ms).any():
+            self._unwait(pids)
             return False  # a label for a prediction that expired by event time
         self.watermark_ms = int(watermarks[-1])
-        self._apply_predictions(batch, pids, values, watched)
+        self._apply_predictions(batch)
         self._apply_labels(batch, label_pids, label_ts, joined_ts)
         self._apply_segments(batch, prediction_ts, watched, np.maximum(joined_ts, label_ts).tolist(), waiting)
         return True
 
-    def _apply_predictions(self, batch: "_Batch", pids: list[str], values: list[tuple], watched: list) -> None:
+    def _unwait(self, pids: list[str]) -> None:
+        """Take back the batch's predictions from ``pending`` (the last ones in, so its order stays)."""
+        collections.deque(map(self.pending.__delitem__, pids), maxlen=0)
+
+    def _apply_predictions(self, batch: "_Batch") -> None:
         predictions, counters = batch.predictions, self.counters
         counters.predictions += len(predictions)
         segments = batch.column(predictions, "segment")
@@ -283,7 +287,6 @@ class ModelMonitor:
         if predictions:
             last = batch.sources[int(batch.positions[-1])]
             self.prediction_partition = (last.topic, last.partition)
-            self.pending.update(zip(pids, values))
 
     def _apply_labels(self, batch: "_Batch", label_pids: list[str], label_ts: np.ndarray,
                       joined_ts: np.ndarray) -> None:
@@ -515,7 +518,7 @@ class _Batch:
     def __init__(self, events: list[tuple[Prediction | Label, Source]]):
         self.events = list(map(operator.itemgetter(0), events))
         self.sources = list(map(operator.itemgetter(1), events))
-        is_prediction = list(map(operator.not_, map(isinstance, self.events, itertools.repeat(Label))))
+        is_prediction = list(map(operator.not_, map(LABEL_TYPES.__contains__, map(type, self.events))))
         self.predictions = list(itertools.compress(self.events, is_prediction))
         self.labels = list(itertools.compress(self.events, map(operator.not_, is_prediction)))
         flags = np.array(is_prediction, dtype=bool)
