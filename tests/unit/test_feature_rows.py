@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from unittest import mock
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -75,6 +76,16 @@ def test_the_usual_batch_decodes_into_structs_and_reads_back_as_columns():
     np.testing.assert_array_equal(_numeric_matrix(rows, ["y", "x"], kind), [[i, i / 2] for i in range(10)])
     assert _feature_column(rows, "plan", kind) == ["pro"] * 10
     assert _feature_column(rows, "unwatched", kind) == [None] * 10
+
+
+def test_all_the_rows_names_in_order_read_as_each_name_does():
+    """The getter of every name in order (``astuple``) reads what the getter of each name reads."""
+    lines = [_line(i, {"x": i / 2, "y": None if i == 3 else i}) for i in range(6)]
+    rows = [e.features for e in decode_many(lines, predictions=prediction_type(NUMERIC, []))]
+    kind = _row_kind(rows)
+    assert kind.getter(NUMERIC) is msgspec.structs.astuple  # the path under test
+    assert list(map(kind.getter(NUMERIC), rows)) == [(r.get("x"), r.get("y")) for r in rows]
+    assert list(map(kind.getter(NUMERIC[::-1]), rows)) == [(r.get("y"), r.get("x")) for r in rows]
 
 
 @pytest.mark.parametrize("odd", [{"extra": 3}, {"x": "1.5"}, {"x": True}])
