@@ -32,6 +32,10 @@ LOG_LOSS_EPS = 1e-15
 MAX_CLASSES = 1000
 
 
+#: integer labels spanning fewer values than this are coded through a table over their range
+_INT_TABLE = 1 << 16
+
+
 class LabelCodes:
     """Class labels (ints or strings) to small int codes, in order of first appearance.
 
@@ -67,6 +71,15 @@ class LabelCodes:
         if arr.size == 0:
             return np.zeros(0, dtype=np.int64)
         # Only the distinct labels go through the Python dict; the rest is numpy.
+        arr = arr.reshape(-1)
+        if arr.dtype.kind in "iu":  # class ids: a table over their range, not a sort
+            low, high = int(arr.min()), int(arr.max())
+            if high - low < _INT_TABLE:
+                offsets = arr - low
+                present = np.flatnonzero(np.bincount(offsets, minlength=high - low + 1))
+                table = np.zeros(high - low + 1, dtype=np.int64)
+                table[present] = [self._code_of(low + int(u)) for u in present]
+                return table[offsets]
         uniques, inverse = np.unique(arr, return_inverse=True)
         lookup = np.array([self._code_of(plain_label(u)) for u in uniques], dtype=np.int64)
         return lookup[inverse.reshape(-1)]

@@ -246,7 +246,8 @@ DECODE_CHUNK = 4096
 
 
 def decode_many(lines: list[bytes], labels: bool = False, max_bytes: int = DEFAULT_MAX_BYTES,
-                predictions: type[Prediction] | None = None) -> list[Prediction | Label | InvalidEvent]:
+                predictions: type[Prediction] | None = None,
+                lines_checked: bool = False) -> list[Prediction | Label | InvalidEvent]:
     """``decode_prediction`` (or ``decode_label``) of every line, a rejection returned in its
     place instead of raised. The usual chunk of lines (every line valid, epoch-ms timestamps)
     is decoded with the contract's checks as msgspec constraints and a pass or two over the
@@ -254,12 +255,16 @@ def decode_many(lines: list[bytes], labels: bool = False, max_bytes: int = DEFAU
     always the same as one by one.
 
     ``predictions`` (from :func:`prediction_type`) decodes a chunk's features into a
-    :class:`FeatureRow` when every line's features fit it; else they are dicts, as one by one."""
+    :class:`FeatureRow` when every line's features fit it; else they are dicts, as one by one.
+
+    ``lines_checked``: the caller has made sure that every line is ASCII ``bytes`` of at most
+    ``max_bytes`` (the backtest looks at a whole file at once: three passes over 200k lines
+    cost 70 ms, the file's bytes 4 ms)."""
     kinds = (_CheckedLabel,) if labels else tuple(dict.fromkeys([predictions or _CheckedPrediction, _CheckedPrediction]))
     out: list[Prediction | Label | InvalidEvent] = []
     for start in range(0, len(lines), DECODE_CHUNK):
         chunk = lines[start:start + DECODE_CHUNK]
-        events = _decode_valid_batch(chunk, kinds, max_bytes)
+        events = _decode_valid_batch(chunk, kinds, max_bytes, lines_checked)
         if events is None:
             events = map(_decode_or_reject, chunk, itertools.repeat(labels), itertools.repeat(max_bytes))
         out.extend(events)
@@ -278,11 +283,11 @@ def _decoder(kind: type) -> msgspec.json.Decoder:
     return msgspec.json.Decoder(kind)
 
 
-def _decode_valid_batch(lines: list[bytes], kinds: tuple[type, ...], max_bytes: int) -> list | None:
+def _decode_valid_batch(lines: list[bytes], kinds: tuple[type, ...], max_bytes: int,
+                        lines_checked: bool) -> list | None:
     """The events if every line passes every check of the one-line decoder, else None. Each
     kind is tried in turn while the lines' features do not fit it."""
-    if not lines or set(map(type, lines)) != {bytes} or max(map(len, lines)) > max_bytes \
-            or not all(map(bytes.isascii, lines)):
+    if not lines or not (lines_checked or _ascii_bytes_within(lines, max_bytes)):
         return None
     for kind in kinds:
         try:
@@ -296,6 +301,13 @@ def _decode_valid_batch(lines: list[bytes], kinds: tuple[type, ...], max_bytes: 
     else:
         return None
     return events if _ids_hold(events) else None
+
+
+def _ascii_bytes_within(lines: list[bytes], max_bytes: int) -> bool:
+    try:
+        return all(map(bytes.isascii, lines)) and max(map(len, lines)) <= max_bytes
+    except TypeError:  # not bytes (bytes.isascii takes nothing else)
+        return False
 
 
 def _ids_hold(events: list[Prediction | Label]) -> bool:

@@ -262,7 +262,7 @@ class ModelMonitor:
             return False  # an early, late or orphan label
         joined_ts = np.fromiter(map(operator.itemgetter(0), waiting), dtype=np.int64, count=len(labels))
         label_ts = np.asarray(batch.column(labels, "timestamp"), dtype=np.int64)
-        watermarks = _running_max(batch.timestamps(), self.watermark_ms)
+        watermarks = _running_max(batch.timestamps(prediction_ts, label_ts), self.watermark_ms)
         if (joined_ts < watermarks[batch.label_positions] - self.ttl_ms).any():
             self._unwait(pids)
             return False  # a label for a prediction that expired by event time
@@ -285,7 +285,7 @@ class ModelMonitor:
             if count:
                 counters.segments[key] = counters.segments.get(key, 0) + count
         if predictions:
-            last = batch.sources[int(batch.positions[-1])]
+            last = batch.prediction_sources[-1]
             self.prediction_partition = (last.topic, last.partition)
 
     def _apply_labels(self, batch: "_Batch", label_pids: list[str], label_ts: np.ndarray,
@@ -295,7 +295,7 @@ class ModelMonitor:
         counters.joined += len(label_pids)
         counters.label_lags.extend((np.maximum(label_ts - joined_ts, 0) / 1000.0).tolist())
         if label_pids:
-            last = batch.sources[int(batch.label_positions[-1])]
+            last = batch.label_sources[-1]
             self.label_partition = (last.topic, last.partition)
             collections.deque(map(self.pending.__delitem__, label_pids), maxlen=0)
             self.joined_ids.update(zip(label_pids, label_ts.tolist()))
@@ -319,23 +319,22 @@ class ModelMonitor:
                   "pairs": _running_max(pair_ts, self.clock_ms["pairs"])}
         columns = {
             "rows": batch.column(predictions, "features"), "prediction_values": watched,
-            "prediction_ts": prediction_ts, "prediction_offsets": batch.offsets(positions),
+            "prediction_ts": prediction_ts, "prediction_offsets": batch.column(batch.prediction_sources, "offset"),
             "y_true": batch.column(labels, "label"), "y_pred": list(map(operator.itemgetter(1), waiting)),
             "scores": list(map(operator.itemgetter(2), waiting)), "pair_ts": pair_ts,
-            "pair_offsets": batch.offsets(label_positions),
+            "pair_offsets": batch.column(batch.label_sources, "offset"),
         }
-        versions, version = [], self.version  # the model's version after each prediction
-        for model_version in batch.column(predictions, "model_version"):
-            if model_version is not None:
-                version = model_version
-            versions.append(version)
+        # The model's version after the k-th prediction: the last one named up to it.
+        model_versions = batch.column(predictions, "model_version")
+        named = np.flatnonzero(list(map(operator.is_not, model_versions, itertools.repeat(None))))
         start = {"predictions": 0, "pairs": 0}
         for at, clock in cuts + [(len(batch.events), None)]:
             end = {"predictions": int(np.searchsorted(positions, at, side="right")),
                    "pairs": int(np.searchsorted(label_positions, at, side="right"))}
             segment = self._segments[-1]
-            if end["predictions"]:
-                self.version = versions[end["predictions"] - 1]
+            last_named = int(np.searchsorted(named, end["predictions"])) - 1
+            if last_named >= 0:
+                self.version = model_versions[named[last_named]]
             if end["predictions"] > start["predictions"]:
                 segment.version = self.version
             for name, column in columns.items():
@@ -517,10 +516,13 @@ class _Batch:
 
     def __init__(self, events: list[tuple[Prediction | Label, Source]]):
         self.events = list(map(operator.itemgetter(0), events))
-        self.sources = list(map(operator.itemgetter(1), events))
-        is_prediction = list(map(operator.not_, map(LABEL_TYPES.__contains__, map(type, self.events))))
+        sources = list(map(operator.itemgetter(1), events))
+        is_label = list(map(LABEL_TYPES.__contains__, map(type, self.events)))
+        is_prediction = list(map(operator.not_, is_label))
         self.predictions = list(itertools.compress(self.events, is_prediction))
-        self.labels = list(itertools.compress(self.events, map(operator.not_, is_prediction)))
+        self.labels = list(itertools.compress(self.events, is_label))
+        self.prediction_sources = list(itertools.compress(sources, is_prediction))
+        self.label_sources = list(itertools.compress(sources, is_label))
         flags = np.array(is_prediction, dtype=bool)
         self.positions = np.flatnonzero(flags)
         self.label_positions = np.flatnonzero(~flags)
@@ -529,12 +531,12 @@ class _Batch:
     def column(events: list, field: str) -> list:
         return list(map(operator.attrgetter(field), events))
 
-    def timestamps(self) -> np.ndarray:
-        return np.fromiter(map(operator.attrgetter("timestamp"), self.events), dtype=np.int64, count=len(self.events))
-
-    def offsets(self, positions: np.ndarray) -> list[int]:
-        sources = self.sources
-        return [sources[i].offset for i in positions.tolist()]
+    def timestamps(self, prediction_ts: list[int], label_ts: np.ndarray) -> np.ndarray:
+        """Every event's timestamp in batch order, from the predictions' and the labels'."""
+        ts = np.empty(len(self.events), dtype=np.int64)
+        ts[self.positions] = prediction_ts
+        ts[self.label_positions] = label_ts
+        return ts
 
 
 def _running_max(values: Any, start: int) -> np.ndarray:
@@ -658,10 +660,10 @@ class InputDecoder:
             self._unknown(event.model_id)
         return event
 
-    def many(self, topic: str, lines: list[bytes]) -> list[Prediction | Label | InvalidEvent]:
+    def many(self, topic: str, lines: list[bytes], lines_checked: bool = False) -> list[Prediction | Label | InvalidEvent]:
         """``self(topic, line)`` of every line, a rejection returned in its place (see
-        :func:`streams.codecs.decode_many`)."""
-        return self._check_models(self._decode_many(topic, lines))
+        :func:`streams.codecs.decode_many`, also for ``lines_checked``)."""
+        return self._check_models(self._decode_many(topic, lines, lines_checked))
 
     def messages(self, messages: list[tuple[str, bytes]]) -> list[Prediction | Label | InvalidEvent]:
         """``self(topic, data)`` of every message, in order, a rejection returned in its place.
@@ -674,9 +676,10 @@ class InputDecoder:
         decoded = {topic: iter(self._decode_many(topic, lines)) for topic, lines in by_topic.items()}
         return self._check_models([next(decoded[topic]) for topic, _ in messages])
 
-    def _decode_many(self, topic: str, lines: list[bytes]) -> list[Prediction | Label | InvalidEvent]:
+    def _decode_many(self, topic: str, lines: list[bytes],
+                     lines_checked: bool = False) -> list[Prediction | Label | InvalidEvent]:
         return decode_many(lines, labels=topic != self.predictions_topic, max_bytes=self.max_bytes,
-                           predictions=self.prediction_type)
+                           predictions=self.prediction_type, lines_checked=lines_checked)
 
     def _check_models(self, events: list[Prediction | Label | InvalidEvent]) -> list[Prediction | Label | InvalidEvent]:
         """Each valid event's model known, registered, or its rejection put in its place (in order)."""

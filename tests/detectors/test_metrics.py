@@ -10,7 +10,7 @@ from river import utils as river_utils
 
 from detectors.base import InvalidInput
 from detectors.metrics import (
-    MAE, RMSE, Accuracy, Bias, Brier, ExpectedCalibrationError, F1, LogLoss, Precision, Recall,
+    MAE, RMSE, Accuracy, Bias, Brier, ExpectedCalibrationError, F1, LabelCodes, LogLoss, Precision, Recall,
 )
 
 
@@ -218,3 +218,16 @@ def test_regression_statistics_stay_in_range(pairs, window):
     bias = Bias(window=window).update_many(y_true, y_pred).statistic
     assert 0.0 <= mae <= rmse * (1 + 1e-9) + 1e-9
     assert abs(bias) <= mae * (1 + 1e-9) + 1e-9
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.one_of(st.integers(-3, 3), st.integers(-2**63, 2**63 - 1)), max_size=30), max_size=4))
+def test_label_codes_are_first_seen_in_sorted_batches_whatever_the_ints(batches):
+    """Integer labels coded through a table over their range get the codes the sort gives: each
+    batch's new labels numbered in ascending order after the labels seen before."""
+    codes, seen = LabelCodes(), []
+    for batch in batches:
+        got = codes.encode(np.array(batch, dtype=np.int64))
+        seen += [label for label in sorted(set(batch)) if label not in seen]
+        assert got.tolist() == [seen.index(label) for label in batch]
+        assert codes.labels == seen

@@ -5,9 +5,10 @@ import csv
 import json
 
 import pytest
+from hypothesis import given, strategies as st
 
 from retrain_trigger.events import decode_trigger
-from streams.backtest import Backtest, load_events, run_backtest
+from streams.backtest import Backtest, _no_line_longer, load_events, run_backtest
 from streams.cli import main as cli_main
 from streams.codecs import Label, parse_timestamp
 from streams.config import parse_config
@@ -153,3 +154,29 @@ def test_a_crlf_file_replays_as_its_lf_twin(history, config, tmp_path):
     crlf = load_events(config, tmp_path / "predictions.jsonl", tmp_path / "labels.jsonl")
     assert crlf.events == lf.events and crlf.invalid == lf.invalid and crlf.lines == lf.lines
     assert lf.invalid  # the history's malformed lines are rejected alike
+
+
+@given(st.lists(st.integers(0, 40), max_size=8), st.booleans(), st.integers(1, 30))
+def test_a_file_is_said_to_have_no_line_over_the_limit_only_when_it_has_none(lengths, newline_at_end, limit):
+    data = b"\n".join(b"x" * n for n in lengths) + (b"\n" if newline_at_end else b"")
+    if _no_line_longer(data, limit):
+        assert max(lengths, default=0) <= limit
+
+
+def _valid(i: int, pad: bytes = b"") -> bytes:
+    """A valid prediction whose unknown field holds ``pad`` (msgspec skips it unread)."""
+    return b'{"prediction_id": "p%d", "model_id": "loans", "timestamp": %d, "prediction": 1, "pad": "%s"}' % (i, i, pad)
+
+
+@pytest.mark.parametrize("reason", ["too_large", "invalid_utf8"])
+def test_a_line_too_long_or_not_utf8_is_rejected_as_one_by_one(tmp_path, reason):
+    """The whole-file checks let the decoder skip its per-line ones; a file that fails them is
+    decoded with them, and the odd line (valid JSON otherwise) gets its reason."""
+    limit = 200
+    odd = _valid(7, b"y" * limit if reason == "too_large" else b"\xff")
+    lines = [_valid(i) for i in range(7)] + [odd] + [_valid(i) for i in range(8, 30)]
+    (tmp_path / "predictions.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    config = parse_config({**CONFIG, "engine": {"max_message_bytes": limit}}, "test.toml")
+    loaded = load_events(config, tmp_path / "predictions.jsonl")
+    assert loaded.invalid == {("predictions", reason): 1}
+    assert [s.offset for _, s in loaded.events] == [i for i in range(30) if i != 7]
