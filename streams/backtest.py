@@ -115,6 +115,7 @@ def load_events(config: Config, predictions: str | Path | None = None, labels: s
 
     decode = InputDecoder(config)
     runs: list[tuple[int, bool]] = []  # (events, whether labels) per file decoded, in order: the sort's role key
+    times: list[np.ndarray] = []  # their event times, per file
 
     def decode_file(lines: list[bytes], topic: str, lines_checked: bool = False) -> None:
         events = decode.many(topic, lines, lines_checked)
@@ -124,6 +125,7 @@ def load_events(config: Config, predictions: str | Path | None = None, labels: s
             invalid.update((topic, event.reason) for event in itertools.compress(events, map(operator.not_, valid)))
             events, offsets = list(itertools.compress(events, valid)), itertools.compress(offsets, valid)
         decoded.extend(zip(events, map(Source, itertools.repeat(topic), itertools.repeat(0), offsets)))
+        times.append(np.fromiter(map(operator.attrgetter("timestamp"), events), dtype=np.int64, count=len(events)))
         runs.append((len(events), topic == topics.labels))
 
     if predictions is not None:
@@ -143,8 +145,7 @@ def load_events(config: Config, predictions: str | Path | None = None, labels: s
             decode_file(chosen, topic, checked)
     if not decoded:
         return Loaded([], invalid, n_lines)
-    ts = np.fromiter(map(operator.attrgetter("timestamp"), map(operator.itemgetter(0), decoded)), dtype=np.int64,
-                     count=len(decoded))
+    ts = np.concatenate(times)
     role = np.repeat([is_label for _, is_label in runs], [n for n, _ in runs]).astype(np.int8)
     order = np.lexsort((role, ts))  # by time, then prediction first; lexsort is stable: then file order
     return Loaded(list(map(decoded.__getitem__, order.tolist())), invalid, n_lines)

@@ -683,9 +683,11 @@ class InputDecoder:
 
     def _check_models(self, events: list[Prediction | Label | InvalidEvent]) -> list[Prediction | Label | InvalidEvent]:
         """Each valid event's model known, registered, or its rejection put in its place (in order)."""
-        valid = events if InvalidEvent not in set(map(type, events)) else \
-            [e for e in events if not isinstance(e, InvalidEvent)]
-        if set(map(operator.attrgetter("model_id"), valid)) <= self.known:
+        try:
+            model_ids = set(map(operator.attrgetter("model_id"), events))
+        except AttributeError:  # a rejection among them
+            model_ids = {e.model_id for e in events if not isinstance(e, InvalidEvent)}
+        if model_ids <= self.known:
             return events
         for i, event in enumerate(events):
             if not isinstance(event, InvalidEvent) and event.model_id not in self.known:
