@@ -258,13 +258,13 @@ class ModelMonitor:
         pending.update(zip(pids, values))  # the batch's predictions wait, as one by one, till their labels
         waiting = list(map(pending.get, label_pids))
         if None in waiting:
-            self._unwait(pids)
+            self._drop_pending(pids)  # the batch's, the last ones in
             return False  # an early, late or orphan label
         joined_ts = np.fromiter(map(operator.itemgetter(0), waiting), dtype=np.int64, count=len(labels))
         label_ts = np.asarray(batch.column(labels, "timestamp"), dtype=np.int64)
         watermarks = _running_max(batch.timestamps(prediction_ts, label_ts), self.watermark_ms)
         if (joined_ts < watermarks[batch.label_positions] - self.ttl_ms).any():
-            self._unwait(pids)
+            self._drop_pending(pids)
             return False  # a label for a prediction that expired by event time
         self.watermark_ms = int(watermarks[-1])
         self._apply_predictions(batch)
@@ -272,8 +272,8 @@ class ModelMonitor:
         self._apply_segments(batch, prediction_ts, watched, np.maximum(joined_ts, label_ts).tolist(), waiting)
         return True
 
-    def _unwait(self, pids: list[str]) -> None:
-        """Take back the batch's predictions from ``pending`` (the last ones in, so its order stays)."""
+    def _drop_pending(self, pids: list[str]) -> None:
+        """Take these ids out of ``pending`` (the others keep their order)."""
         collections.deque(map(self.pending.__delitem__, pids), maxlen=0)
 
     def _apply_predictions(self, batch: "_Batch") -> None:
@@ -297,7 +297,7 @@ class ModelMonitor:
         if label_pids:
             last = batch.label_sources[-1]
             self.label_partition = (last.topic, last.partition)
-            collections.deque(map(self.pending.__delitem__, label_pids), maxlen=0)
+            self._drop_pending(label_pids)
             self.joined_ids.update(zip(label_pids, label_ts.tolist()))
 
     def _apply_segments(self, batch: "_Batch", prediction_ts: list[int], watched: list, pair_ts: list[int],
