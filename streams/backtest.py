@@ -80,13 +80,16 @@ class Loaded:
     lines: int
 
 
-def _read_lines(path: str | Path, max_bytes: int) -> tuple[list[bytes], bool]:
-    """The file's lines, and whether every one is ASCII and at most ``max_bytes`` long (checked
-    over the whole file at once; see ``lines_checked`` in :func:`streams.codecs.decode_many`)."""
+def _read(path: str | Path) -> bytes:
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise BacktestError(f"{path}: file not found") from None
+
+
+def _lines(data: bytes, max_bytes: int) -> tuple[list[bytes], bool]:
+    """The file's lines, and whether every one is ASCII and at most ``max_bytes`` long (checked
+    over the whole file at once; see ``lines_checked`` in :func:`streams.codecs.decode_many`)."""
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
@@ -118,7 +121,21 @@ def load_events(config: Config, predictions: str | Path | None = None, labels: s
     times: list[np.ndarray] = []  # their event times, per file
 
     def decode_file(lines: list[bytes], topic: str, lines_checked: bool = False) -> None:
-        events = decode.many(topic, lines, lines_checked)
+        add(decode.many(topic, lines, lines_checked), topic)
+
+    def decode_whole(path: str | Path, topic: str) -> int:
+        """Decode one file of one topic; returns its number of lines."""
+        data = _read(path)
+        parsed = decode.buffer(topic, data)
+        if parsed is not None:
+            add(parsed, topic)
+            return len(parsed)
+        lines, checked = _lines(data, decode.max_bytes)
+        del data  # the file's bytes are in its lines now
+        decode_file(lines, topic, checked)
+        return len(lines)
+
+    def add(events: list[Prediction | Label | InvalidEvent], topic: str) -> None:
         offsets = range(len(events))
         if InvalidEvent in set(map(type, events)):
             valid = list(map(operator.is_not, map(type, events), itertools.repeat(InvalidEvent)))
@@ -129,15 +146,11 @@ def load_events(config: Config, predictions: str | Path | None = None, labels: s
         runs.append((len(events), topic == topics.labels))
 
     if predictions is not None:
-        lines, checked = _read_lines(predictions, decode.max_bytes)
-        n_lines += len(lines)
-        decode_file(lines, topics.predictions, checked)
+        n_lines += decode_whole(predictions, topics.predictions)
     if labels is not None:
-        lines, checked = _read_lines(labels, decode.max_bytes)
-        n_lines += len(lines)
-        decode_file(lines, topics.labels, checked)
+        n_lines += decode_whole(labels, topics.labels)
     if events is not None:
-        lines, checked = _read_lines(events, decode.max_bytes)
+        lines, checked = _lines(_read(events), decode.max_bytes)
         n_lines += len(lines)
         is_label = [_is_label(line) for line in lines]
         for role, topic in ((False, topics.predictions), (True, topics.labels)):

@@ -15,12 +15,13 @@ from datetime import datetime
 from typing import Annotated, Any, Callable, ClassVar, Iterable
 
 import msgspec
+import numpy as np
 
 from retrain_trigger.events import TriggerEvent, decode_trigger, encode_trigger
 
 __all__ = [
     "Prediction", "Label", "FeatureRow", "prediction_type", "TriggerEvent", "InvalidEvent", "REASONS", "DEFAULT_MAX_BYTES",
-    "decode_prediction", "decode_label", "decode_many", "decode_trigger_event", "encode_prediction", "encode_label",
+    "decode_prediction", "decode_label", "decode_many", "decode_buffer", "decode_trigger_event", "encode_prediction", "encode_label",
     "encode_trigger", "parse_timestamp", "format_timestamp",
 ]
 
@@ -316,6 +317,43 @@ def _ids_hold(events: list[Prediction | Label]) -> bool:
     model_ids = set(map(operator.attrgetter("model_id"), events))
     return not any(map(str.isspace, model_ids)) \
         and not any(map(str.isspace, map(operator.attrgetter("prediction_id"), events)))
+
+
+def decode_buffer(data: bytes, labels: bool = False, max_bytes: int = DEFAULT_MAX_BYTES,
+                  predictions: type[Prediction] | None = None) -> list[Prediction | Label] | None:
+    """:func:`decode_many` of ``data``'s lines in one msgspec call, when the usual holds: every
+    line a valid event of the batch decoder's first type, ASCII, within ``max_bytes``, written
+    ``{...}`` (no blank line, no CR, no space around). Else None, and the caller splits the
+    lines for :func:`decode_many`. A file of 200k predictions saves its split (75 ms) and the
+    calls per line.
+
+    ``decode_lines`` reads a stream of JSON values, not lines: it takes two values on one line,
+    or one value over two lines. With every line starting with ``{`` and ending with ``}``,
+    each newline is a boundary between values (after a closing ``}``, a ``{`` only begins the
+    next value), so with as many values as lines each line holds exactly one."""
+    kind = _CheckedLabel if labels else (predictions or _CheckedPrediction)
+    if not data or not data.isascii() or b"\r" in data:
+        return None
+    ends = _newlines(data)
+    if data[-1:] != b"\n":
+        ends = np.append(ends, len(data))  # the last line, without a newline
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    bytes_ = np.frombuffer(data, dtype=np.uint8)
+    if (ends - starts).max() > max_bytes or not ((bytes_[starts] == ord("{")).all()
+                                                 and (bytes_[ends - 1] == ord("}")).all()):
+        return None  # a blank line ends at its start, and fails the second test
+    try:
+        events = _decoder(kind).decode_lines(data)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    return events if len(events) == len(ends) and _ids_hold(events) else None
+
+
+def _newlines(data: bytes, step: int = 1 << 20) -> np.ndarray:
+    """The offsets of ``data``'s newlines, found a megabyte at a time (no file-sized temporary)."""
+    view = np.frombuffer(data, dtype=np.uint8)
+    found = [np.flatnonzero(view[start:start + step] == ord("\n")) + start for start in range(0, len(view), step)]
+    return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
 
 
 def decode_trigger_event(data: bytes) -> TriggerEvent:

@@ -30,8 +30,8 @@ from retrain_trigger.events import TriggerEvent, TriggerWindow
 from retrain_trigger.policy import Observation, TriggerPolicy
 from retrain_trigger.rules import load_rules
 
-from .codecs import (LABEL_TYPES, InvalidEvent, Label, Prediction, decode_label, decode_many, decode_prediction,
-                     format_timestamp, prediction_type)
+from .codecs import (LABEL_TYPES, InvalidEvent, Label, Prediction, decode_buffer, decode_label, decode_many,
+                     decode_prediction, format_timestamp, prediction_type)
 from .config import Config, Model
 from .statistics import ModelStatistics
 
@@ -664,6 +664,13 @@ class InputDecoder:
         """``self(topic, line)`` of every line, a rejection returned in its place (see
         :func:`streams.codecs.decode_many`, also for ``lines_checked``)."""
         return self._check_models(self._decode_many(topic, lines, lines_checked))
+
+    def buffer(self, topic: str, data: bytes) -> list[Prediction | Label | InvalidEvent] | None:
+        """:meth:`many` of ``data``'s lines in one call when every line is a valid event (see
+        :func:`streams.codecs.decode_buffer`); None when not, and the caller splits the lines."""
+        events = decode_buffer(data, labels=topic != self.predictions_topic, max_bytes=self.max_bytes,
+                               predictions=self.prediction_type)
+        return None if events is None else self._check_models(events)
 
     def messages(self, messages: list[tuple[str, bytes]]) -> list[Prediction | Label | InvalidEvent]:
         """``self(topic, data)`` of every message, in order, a rejection returned in its place.

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from streams.codecs import (
-    REASONS, InvalidEvent, Prediction, decode_label, decode_many, decode_prediction, decode_trigger_event,
+    REASONS, InvalidEvent, Prediction, decode_buffer, decode_label, decode_many, decode_prediction, decode_trigger_event,
     encode_label, encode_prediction, encode_trigger, format_timestamp, parse_timestamp,
 )
 from retrain_trigger.events import TriggerEvent, TriggerWindow, make_trigger_id
@@ -268,3 +268,43 @@ def test_decoding_a_batch_gives_what_decoding_each_line_gives(variants, labels):
             expected.append(exc)
     got = decode_many(lines, labels=labels, max_bytes=256)
     assert [_outcome(e) for e in got] == [_outcome(e) for e in expected]
+
+
+#: Lines that are fine one by one but defeat reading the file as one stream of JSON values.
+STREAM_TRAPS = [
+    b'{"prediction_id": "a", "model_id": "churn", "timestamp": 1, "prediction": 1} '
+    b'{"prediction_id": "b", "model_id": "churn", "timestamp": 2, "prediction": 1}',  # two values, one line
+    b'{"prediction_id": "c", "model_id": "churn", "timestamp": 3, "prediction": 1, "segment": {"r": "eu"}',
+    b'}',  # ... the value above ends on this line: as a stream, the two lines are one valid value
+    b"",  # a blank line
+    b' {"prediction_id": "d", "model_id": "churn", "timestamp": 4, "prediction": 1}',
+    b'{"prediction_id": "e", "model_id": "churn", "timestamp": 5, "prediction": 1}\r',
+]
+
+
+@given(st.lists(st.integers(0, len(LINE_VARIANTS) + len(STREAM_TRAPS) - 1), max_size=12), st.booleans(),
+       st.booleans())
+def test_decoding_a_whole_buffer_gives_what_each_line_gives_or_declines(variants, labels, newline_at_end):
+    """decode_buffer reads a file in one call when every line is a usual valid event, and
+    otherwise declines (None): it never returns anything but the one-line decoder's events."""
+    lines = [LINE_VARIANTS[v](i) if v < len(LINE_VARIANTS) else STREAM_TRAPS[v - len(LINE_VARIANTS)]
+             for i, v in enumerate(variants)]
+    data = b"\n".join(lines) + (b"\n" if newline_at_end and lines else b"")
+    got = decode_buffer(data, labels=labels, max_bytes=256)
+    plain = [0] if not labels else [11]  # the usual valid lines: epoch-ms times, all in range
+    if variants and set(variants) <= set(plain):
+        assert got is not None
+    if got is not None:
+        expected = decode_many(lines, labels=labels, max_bytes=256)
+        assert [_outcome(e) for e in got] == [_outcome(e) for e in expected]
+        assert not any(isinstance(e, InvalidEvent) for e in got)
+
+
+@pytest.mark.parametrize("traps", [[0], [1, 2], [0, 1, 2], [3], [4], [5]])
+def test_lines_that_a_stream_of_values_would_misread_send_the_file_line_by_line(traps):
+    """[0, 1, 2] is three lines holding three valid values as a stream (two on the first, one
+    over the other two): only the braces at the lines' ends tell it from three good lines."""
+    good = with_(PREDICTION, timestamp=1)
+    assert decode_buffer(b"\n".join([good, good]), max_bytes=1024) is not None
+    data = b"\n".join([good, *(STREAM_TRAPS[t] for t in traps), good]) + b"\n"
+    assert decode_buffer(data, max_bytes=1024) is None
