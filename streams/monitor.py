@@ -326,7 +326,7 @@ class ModelMonitor:
         }
         # The model's version after the k-th prediction: the last one named up to it.
         model_versions = batch.column(predictions, "model_version")
-        named = np.flatnonzero(list(map(operator.is_not, model_versions, itertools.repeat(None))))
+        named = _named(model_versions)
         start = {"predictions": 0, "pairs": 0}
         for at, clock in cuts + [(len(batch.events), None)]:
             end = {"predictions": int(np.searchsorted(positions, at, side="right")),
@@ -517,15 +517,14 @@ class _Batch:
     def __init__(self, events: list[tuple[Prediction | Label, Source]]):
         self.events = list(map(operator.itemgetter(0), events))
         sources = list(map(operator.itemgetter(1), events))
-        is_label = list(map(LABEL_TYPES.__contains__, map(type, self.events)))
-        is_prediction = list(map(operator.not_, is_label))
+        labelled = np.fromiter(map(LABEL_TYPES.__contains__, map(type, self.events)), dtype=bool, count=len(events))
+        is_label, is_prediction = labelled.tolist(), (~labelled).tolist()
         self.predictions = list(itertools.compress(self.events, is_prediction))
         self.labels = list(itertools.compress(self.events, is_label))
         self.prediction_sources = list(itertools.compress(sources, is_prediction))
         self.label_sources = list(itertools.compress(sources, is_label))
-        flags = np.array(is_prediction, dtype=bool)
-        self.positions = np.flatnonzero(flags)
-        self.label_positions = np.flatnonzero(~flags)
+        self.positions = np.flatnonzero(~labelled)
+        self.label_positions = np.flatnonzero(labelled)
 
     @staticmethod
     def column(events: list, field: str) -> list:
@@ -537,6 +536,16 @@ class _Batch:
         ts[self.positions] = prediction_ts
         ts[self.label_positions] = label_ts
         return ts
+
+
+def _named(versions: list[str | None]) -> np.ndarray:
+    """The positions of the versions that are not None (the usual batch: all of them, or none)."""
+    unnamed = versions.count(None)
+    if not unnamed:
+        return np.arange(len(versions))
+    if unnamed == len(versions):
+        return np.empty(0, dtype=np.int64)
+    return np.flatnonzero(list(map(operator.is_not, versions, itertools.repeat(None))))
 
 
 def _running_max(values: Any, start: int) -> np.ndarray:
