@@ -782,6 +782,28 @@ def results(detectors: list[_DriftDetector]) -> list[Result]:
     """``[d.result() for d in detectors]``, the binned detectors of a kind with the same number of
     bins measured together (their counts stacked, one array operation per statistic)."""
     out: list[Result | None] = [None] * len(detectors)
+    for kind, members, reference, current, counts in _measured_together(detectors, out):
+        values, p_values = kind._measure_rows(reference, current)
+        for row, (i, n) in enumerate(zip(members, counts)):
+            out[i] = detectors[i]._judged(values[row], None if p_values is None else p_values[row], n)
+    return out
+
+
+def statistics(detectors: list[_DriftDetector]) -> list[tuple[float, int]]:
+    """``(result.statistic, result.n)`` of each detector's result, measured as :func:`results`
+    does but not judged (no p-value, no firing): what a timeline records between rule reads."""
+    out: list[Any] = [None] * len(detectors)
+    for kind, members, reference, current, counts in _measured_together(detectors, out):
+        values = kind._measure_rows(reference, current)[0].tolist()
+        for i, value, n in zip(members, values, counts):
+            out[i] = (value, n)
+    return [(r.statistic, r.n) if isinstance(r, Result) else r for r in out]
+
+
+def _measured_together(detectors: list[_DriftDetector], out: list):
+    """The detectors' groups to measure together: ``(kind, members, reference counts, window
+    counts, window sizes)``, a row per member. Those measured alone (not binned, or an empty
+    window, which has no statistic) get their ``result()`` in ``out`` instead."""
     groups: dict[tuple[type, int], list[int]] = {}
     for i, detector in enumerate(detectors):
         if detector._measure_rows is not None and detector._binned():
@@ -791,14 +813,10 @@ def results(detectors: list[_DriftDetector]) -> list[Result]:
     for (kind, _), members in groups.items():
         current = BlockCounts.totals_of([detectors[i]._current for i in members])
         counts = current.sum(axis=1)  # each window's count, read off the table in one operation
-        if not counts.all():  # an empty window has no statistic
+        if not counts.all():
             for i in itertools.compress(members, (counts == 0).tolist()):
                 out[i] = detectors[i].result()
             members, current, counts = [i for i in members if out[i] is None], current[counts > 0], counts[counts > 0]
             if not members:
                 continue
-        reference = np.stack([detectors[i].reference_counts for i in members])
-        statistics, p_values = kind._measure_rows(reference, current)
-        for row, (i, n) in enumerate(zip(members, counts.tolist())):
-            out[i] = detectors[i]._judged(statistics[row], None if p_values is None else p_values[row], n)
-    return out
+        yield kind, members, np.stack([detectors[i].reference_counts for i in members]), current, counts.tolist()

@@ -28,7 +28,7 @@ import numpy as np
 
 from detectors.base import Result
 from detectors.calibration import calibrate_threshold, reject
-from detectors.drift import add_columns, results as drift_results
+from detectors.drift import add_columns, results as drift_results, statistics as drift_statistics
 from detectors.registry import build, restore
 from detectors.windows import HoppingWindow, TumblingWindow
 from retrain_trigger.policy import Observation
@@ -300,8 +300,14 @@ class ModelStatistics:
         for kind, detector in self.changes.items():
             result = detector.result()
             out[f"detector.{kind}"] = (result.statistic, result.n)
-        for (feature, kind), result in self._feature_results(list(self.feature_drift)).items():
-            out[f"feature.{feature}.{kind}"] = (result.statistic, result.n)
+        # A result read since the last update is at hand; the others are measured, not judged
+        # (a sample between evaluation points needs no p-value, and no rule reads them).
+        known = self._drift_results
+        stale = [key for key in self.feature_drift if key not in known]
+        measured = dict(zip(stale, drift_statistics([self.feature_drift[key] for key in stale])))
+        for feature, kind in self.feature_drift:
+            result = known.get((feature, kind))
+            out[f"feature.{feature}.{kind}"] = measured[feature, kind] if result is None else (result.statistic, result.n)
         for kind, detector in self.prediction_drift.items():
             result = self._drift_result(kind, detector)
             out[f"prediction.{kind}"] = (result.statistic, result.n)

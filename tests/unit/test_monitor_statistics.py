@@ -238,3 +238,30 @@ def test_any_interleaving_of_predictions_and_labels_gives_the_same_triggers(seed
     decision = ("trigger_id", "rule", "metric", "value", "threshold", "triggered_at", "model_version")
     key = lambda ts: sorted(([t[k] for k in decision], t["window"]) for t in ts)  # noqa: E731
     assert key(shuffled) == key(whole)
+
+
+BINNED = config(
+    features={"numeric": ["age", "income"], "categorical": ["plan"]},
+    evaluate_every=100,
+    drift={"numeric": ["ks", "psi", "wasserstein"], "categorical": ["chi2", "psi"], "prediction": ["psi"],
+           "reference_size": 300, "window": 400},
+    rules=[{"name": "any-two", "conditions": [{"statistic": "feature.*.psi", "op": ">", "threshold": 0.2,
+                                                "at_least": 2}]}],
+)
+
+
+@given(cuts=st.lists(st.integers(1, 1999), max_size=8, unique=True))
+@settings(max_examples=25, deadline=None)
+def test_timeline_values_are_the_observations_statistics_and_counts(cuts):
+    """``values`` (the backtest's timeline) measures the drift detectors without judging them
+    when no rule has read them since their last update; each value and count is still the one
+    :meth:`observations` reports, at every point, between evaluation points or on one."""
+    events = drifting_stream(1000, shift_at=500, seed=5)
+    monitor, start = Monitor(BINNED), 0
+    for cut in sorted(cuts) + [len(events)]:
+        feed(monitor, events[start:cut], offset=start)
+        start = cut
+        stats_ = monitor.models["m"].stats
+        values = stats_.values()
+        expected = {name: (o.value, o.n) for name, o in stats_.observations().items()}
+        assert repr(values) == repr(expected)  # repr: nan equals nan
