@@ -20,7 +20,7 @@ import numpy as np
 from retrain_trigger.events import TriggerEvent, decode_trigger, encode_trigger
 
 __all__ = [
-    "Prediction", "Label", "FeatureRow", "prediction_type", "TriggerEvent", "InvalidEvent", "REASONS", "DEFAULT_MAX_BYTES",
+    "Prediction", "Label", "FeatureRow", "prediction_type", "unread_features", "TriggerEvent", "InvalidEvent", "REASONS", "DEFAULT_MAX_BYTES",
     "decode_prediction", "decode_label", "decode_many", "decode_buffer", "decode_trigger_event", "encode_prediction", "encode_label",
     "encode_trigger", "parse_timestamp", "format_timestamp",
 ]
@@ -71,8 +71,8 @@ class Label(msgspec.Struct, omit_defaults=True):
 
 
 class FeatureRow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
-    """A prediction's ``features`` as a struct of the feature names a config watches, for
-    :func:`decode_many`. A dict of 20 features costs a decode about twice what a struct costs
+    """A prediction's ``features`` as a struct of the feature names a config watches (and those
+    the events carry besides, see :func:`unread_features`), for :func:`decode_many`. A dict of 20 features costs a decode about twice what a struct costs
     (each key inserted and hashed), and the Monitor reads them back as columns: here one
     ``attrgetter`` per row. Made per config by :func:`prediction_type`.
 
@@ -143,8 +143,28 @@ def prediction_type(numeric: Iterable[str], other: Iterable[str]) -> type[Predic
     row = msgspec.defstruct("WatchedFeatures", fields, bases=(FeatureRow,),
                             rename={attribute: name for name, attribute in attributes.items()})
     row.attributes, row.numeric = attributes, numbers
-    return msgspec.defstruct("WatchedPrediction", [("features", row, msgspec.field(default_factory=row))],
-                             bases=(_CheckedPrediction,))
+    prediction = msgspec.defstruct("WatchedPrediction", [("features", row, msgspec.field(default_factory=row))],
+                                   bases=(_CheckedPrediction,))
+    prediction.row = row
+    return prediction
+
+
+class _FeaturesOnly(msgspec.Struct):
+    features: dict[str, Scalar] = {}
+
+
+_features_decoder = msgspec.json.Decoder(_FeaturesOnly)
+
+
+def unread_features(kind: type[Prediction], line: bytes) -> list[str]:
+    """The names in this line's ``features`` that ``kind`` (from :func:`prediction_type`) has no
+    field for: ``prediction_type(numeric, [*other, *names])`` decodes such lines into a struct
+    too. [] when it has them all, or when the line has no valid features to learn from."""
+    try:
+        features = _features_decoder.decode(line).features
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return []
+    return [name for name in features if name not in kind.row.attributes]
 
 
 _prediction_decoder = msgspec.json.Decoder(Prediction)

@@ -31,7 +31,7 @@ from retrain_trigger.policy import Observation, TriggerPolicy
 from retrain_trigger.rules import load_rules
 
 from .codecs import (LABEL_TYPES, InvalidEvent, Label, Prediction, decode_buffer, decode_label, decode_many,
-                     decode_prediction, format_timestamp, prediction_type)
+                     decode_prediction, format_timestamp, prediction_type, unread_features)
 from .config import Config, Model
 from .statistics import ModelStatistics
 
@@ -507,6 +507,9 @@ class ModelMonitor:
         self.drift_policy = TriggerPolicy.from_state(self.model.id, self.drift_rules, state["drift_policy"])
 
 
+#: The most feature names :class:`InputDecoder` decodes into a struct (more go into dicts).
+MAX_FEATURE_NAMES = 512
+
 _PREDICTION_COLUMNS = frozenset({"rows", "prediction_values", "prediction_ts", "prediction_offsets"})
 
 
@@ -657,8 +660,9 @@ class InputDecoder:
         self.known = {m.id for m in config.models}
         # Batches decode each prediction's features into a struct of the features the config
         # watches (see decode_many); a feature a model reads as categories may hold any scalar.
-        self.prediction_type = prediction_type([f for m in config.models for f in m.features.numeric],
-                                               [f for m in config.models for f in m.features.categorical])
+        self._numeric = [f for m in config.models for f in m.features.numeric]
+        self._other = [f for m in config.models for f in m.features.categorical]
+        self.prediction_type = prediction_type(self._numeric, self._other)
 
     def __call__(self, topic: str, data: bytes) -> Prediction | Label:
         if topic == self.predictions_topic:
@@ -677,6 +681,9 @@ class InputDecoder:
     def buffer(self, topic: str, data: bytes) -> list[Prediction | Label | InvalidEvent] | None:
         """:meth:`many` of ``data``'s lines in one call when every line is a valid event (see
         :func:`streams.codecs.decode_buffer`); None when not, and the caller splits the lines."""
+        if topic == self.predictions_topic:
+            end = data.find(b"\n")
+            self._learn_features(data[:end] if end >= 0 else data)
         events = decode_buffer(data, labels=topic != self.predictions_topic, max_bytes=self.max_bytes,
                                predictions=self.prediction_type)
         return None if events is None else self._check_models(events)
@@ -694,8 +701,20 @@ class InputDecoder:
 
     def _decode_many(self, topic: str, lines: list[bytes],
                      lines_checked: bool = False) -> list[Prediction | Label | InvalidEvent]:
+        if topic == self.predictions_topic and lines:
+            self._learn_features(lines[0])
         return decode_many(lines, labels=topic != self.predictions_topic, max_bytes=self.max_bytes,
                            predictions=self.prediction_type, lines_checked=lines_checked)
+
+    def _learn_features(self, line: bytes) -> None:
+        """Add the features of a batch's first prediction that no model watches to the struct its
+        features decode into (as any scalar): events usually carry more features than a config
+        watches, and a dict of them costs a decode twice what a struct does. Up to
+        ``MAX_FEATURE_NAMES`` names, so that events with ever new names cannot grow it forever."""
+        names = unread_features(self.prediction_type, line)
+        if names and len(self.prediction_type.row.attributes) + len(names) <= MAX_FEATURE_NAMES:
+            self._other += names
+            self.prediction_type = prediction_type(self._numeric, self._other)
 
     def _check_models(self, events: list[Prediction | Label | InvalidEvent]) -> list[Prediction | Label | InvalidEvent]:
         """Each valid event's model known, registered, or its rejection put in its place (in order)."""

@@ -137,3 +137,45 @@ def test_the_monitor_sees_the_same_statistics_and_triggers_from_either(feats, ba
         # repr: a statistic may be nan, which equals nothing
         assert repr({m: s.stats.values() for m, s in struct_monitor.models.items()}) \
             == repr({m: s.stats.values() for m, s in dict_monitor.models.items()})
+
+
+ANY_NAMES = WATCHED + ["unwatched", "prediction_id", "other", "é"]
+any_features = st.dictionaries(st.sampled_from(ANY_NAMES), values, max_size=6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.none(), any_features), min_size=1, max_size=14), st.integers(1, 5),
+       st.booleans())
+def test_features_no_model_watches_are_learned_and_read_as_the_dict_reads_them(feats, chunk, whole_file):
+    """The decoder adds the first prediction's unwatched feature names to its struct; every
+    feature, watched or not, then reads as the one-line decoder's dict has it, every rejection
+    is the same, and a struct still never drops a feature."""
+    decode = InputDecoder(parse_config(CONFIG, "<test>"))
+    lines = [_line(i, f) for i, f in enumerate(feats)]
+    with mock.patch.object(codecs, "DECODE_CHUNK", chunk):
+        got = (whole_file and decode.buffer("predictions", b"\n".join(lines))) or decode.many("predictions", lines)
+    expected = _one_by_one(lines)
+    assert [_outcome(e) for e in got] == [_outcome(e) for e in expected]
+    for event, plain in zip(got, expected):
+        if isinstance(event, Prediction):
+            assert [repr(event.features.get(n)) for n in ANY_NAMES] == [repr(plain.features.get(n)) for n in ANY_NAMES]
+            if isinstance(event.features, FeatureRow):
+                assert set(plain.features) <= set(type(event.features).attributes)
+
+
+def test_a_batch_with_more_features_than_the_config_watches_decodes_into_structs():
+    decode = InputDecoder(parse_config(CONFIG, "<test>"))
+    lines = [_line(i, {"x": i / 2, "plan": "pro", "age": 40 + i, "country": "fr"}) for i in range(10)]
+    for events in (decode.many("predictions", lines), decode.buffer("predictions", b"\n".join(lines) + b"\n")):
+        assert all(isinstance(e.features, FeatureRow) for e in events)
+        assert [(e.features.get("x"), e.features.get("age"), e.features.get("country")) for e in events] \
+            == [(i / 2, 40 + i, "fr") for i in range(10)]
+
+
+def test_learning_feature_names_stops_at_the_limit():
+    decode = InputDecoder(parse_config(CONFIG, "<test>"))
+    lines = [_line(i, {"x": 1.0, **{f"f{k}": k for k in range(5)}}) for i in range(4)]
+    with mock.patch("streams.monitor.MAX_FEATURE_NAMES", len(WATCHED) + 4):
+        events = decode.many("predictions", lines)
+    assert [type(e.features) for e in events] == [dict] * 4
+    assert [e.features for e in events] == [e.features for e in _one_by_one(lines)]
