@@ -23,6 +23,7 @@ Writes to ``DIR``:
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import fnmatch
 import gc
@@ -31,13 +32,15 @@ import io
 import itertools
 import json
 import math
+import mmap
 import operator
+import os
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import msgspec
 import numpy as np
@@ -80,9 +83,17 @@ class Loaded:
     lines: int
 
 
-def _read(path: str | Path) -> bytes:
+@contextlib.contextmanager
+def _mapped(path: str | Path) -> Iterator[mmap.mmap | bytes]:
+    """The file's bytes, mapped to memory: read where they lie, no 85 MB copy (50 ms for the
+    benchmark's predictions, most of it in fresh pages)."""
     try:
-        return Path(path).read_bytes()
+        with open(path, "rb") as file:
+            if os.fstat(file.fileno()).st_size == 0:
+                yield b""  # a file of no bytes cannot be mapped
+                return
+            with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                yield data
     except FileNotFoundError:
         raise BacktestError(f"{path}: file not found") from None
 
@@ -125,13 +136,13 @@ def load_events(config: Config, predictions: str | Path | None = None, labels: s
 
     def decode_whole(path: str | Path, topic: str) -> int:
         """Decode one file of one topic; returns its number of lines."""
-        data = _read(path)
-        parsed = decode.buffer(topic, data)
+        with _mapped(path) as data:
+            parsed = decode.buffer(topic, data)
+            if parsed is None:
+                lines, checked = _lines(data[:], decode.max_bytes)
         if parsed is not None:
             add(parsed, topic)
             return len(parsed)
-        lines, checked = _lines(data, decode.max_bytes)
-        del data  # the file's bytes are in its lines now
         decode_file(lines, topic, checked)
         return len(lines)
 
@@ -150,7 +161,8 @@ def load_events(config: Config, predictions: str | Path | None = None, labels: s
     if labels is not None:
         n_lines += decode_whole(labels, topics.labels)
     if events is not None:
-        lines, checked = _lines(_read(events), decode.max_bytes)
+        with _mapped(events) as data:
+            lines, checked = _lines(data[:], decode.max_bytes)
         n_lines += len(lines)
         is_label = [_is_label(line) for line in lines]
         for role, topic in ((False, topics.predictions), (True, topics.labels)):

@@ -541,6 +541,18 @@ class _Batch:
         return ts
 
 
+def _sample_lines(data: bytes, count: int) -> list[bytes]:
+    """Up to ``count`` lines spread over ``data``: the first, and the next one from each of
+    ``count - 1`` evenly spaced places."""
+    starts = {0}
+    for k in range(1, count):
+        newline = data.find(b"\n", k * len(data) // count)
+        if newline >= 0:
+            starts.add(newline + 1)
+    ends = [data.find(b"\n", start) for start in sorted(starts)]
+    return [data[start:end if end >= 0 else len(data)] for start, end in zip(sorted(starts), ends)]
+
+
 def _named(versions: list[str | None]) -> np.ndarray:
     """The positions of the versions that are not None (the usual batch: all of them, or none)."""
     unnamed = versions.count(None)
@@ -682,8 +694,7 @@ class InputDecoder:
         """:meth:`many` of ``data``'s lines in one call when every line is a valid event (see
         :func:`streams.codecs.decode_buffer`); None when not, and the caller splits the lines."""
         if topic == self.predictions_topic:
-            end = data.find(b"\n")
-            self._learn_features(data[:end] if end >= 0 else data)
+            self._learn_features(_sample_lines(data, 32))  # a file may hold several models' features
         events = decode_buffer(data, labels=topic != self.predictions_topic, max_bytes=self.max_bytes,
                                predictions=self.prediction_type)
         return None if events is None else self._check_models(events)
@@ -702,16 +713,17 @@ class InputDecoder:
     def _decode_many(self, topic: str, lines: list[bytes],
                      lines_checked: bool = False) -> list[Prediction | Label | InvalidEvent]:
         if topic == self.predictions_topic and lines:
-            self._learn_features(lines[0])
+            self._learn_features(lines[:1])
         return decode_many(lines, labels=topic != self.predictions_topic, max_bytes=self.max_bytes,
                            predictions=self.prediction_type, lines_checked=lines_checked)
 
-    def _learn_features(self, line: bytes) -> None:
-        """Add the features of a batch's first prediction that no model watches to the struct its
-        features decode into (as any scalar): events usually carry more features than a config
-        watches, and a dict of them costs a decode twice what a struct does. Up to
-        ``MAX_FEATURE_NAMES`` names, so that events with ever new names cannot grow it forever."""
-        names = unread_features(self.prediction_type, line)
+    def _learn_features(self, lines: list[bytes]) -> None:
+        """Add the features of these predictions (a batch's first, a sample of a file's) that no
+        model watches to the struct features decode into (as any scalar): events usually carry
+        more features than a config watches, and a dict of them costs a decode twice what a
+        struct does. Up to ``MAX_FEATURE_NAMES`` names, so that events with ever new names
+        cannot grow it forever."""
+        names = list(dict.fromkeys(name for line in lines for name in unread_features(self.prediction_type, line)))
         if names and len(self.prediction_type.row.attributes) + len(names) <= MAX_FEATURE_NAMES:
             self._other += names
             self.prediction_type = prediction_type(self._numeric, self._other)

@@ -10,9 +10,9 @@ from hypothesis import given, strategies as st
 from retrain_trigger.events import decode_trigger
 from streams.backtest import Backtest, _no_line_longer, load_events, run_backtest
 from streams.cli import main as cli_main
-from streams.codecs import Label, parse_timestamp
+from streams.codecs import InvalidEvent, Label, Prediction, parse_timestamp
 from streams.config import parse_config
-from streams.monitor import Monitor
+from streams.monitor import InputDecoder, Monitor
 from streams.simulate import FileSink, Simulation, parse_model_spec, run
 
 CONFIG = {
@@ -180,3 +180,50 @@ def test_a_line_too_long_or_not_utf8_is_rejected_as_one_by_one(tmp_path, reason)
     loaded = load_events(config, tmp_path / "predictions.jsonl")
     assert loaded.invalid == {("predictions", reason): 1}
     assert [s.offset for _, s in loaded.events] == [i for i in range(30) if i != 7]
+
+
+def test_a_file_of_usual_lines_is_read_whole_and_loads_as_line_by_line(history, config, tmp_path, monkeypatch):
+    """Without malformed lines, each file is decoded in one call from its mapped bytes (the
+    fast path); what it loads is what the line-by-line path loads."""
+    directory, _ = history
+    decode = InputDecoder(config)
+    for name, topic in (("predictions.jsonl", "predictions"), ("labels.jsonl", "labels")):
+        valid = []
+        for line in (directory / name).read_bytes().splitlines():
+            try:
+                decode(topic, line)
+                valid.append(line)
+            except InvalidEvent:
+                pass
+        (tmp_path / name).write_bytes(b"\n".join(valid) + b"\n")
+    whole_calls = []
+    original = InputDecoder.buffer
+
+    def spied(self, topic, data):
+        events = original(self, topic, data)
+        whole_calls.append(events is not None)
+        return events
+
+    monkeypatch.setattr(InputDecoder, "buffer", spied)
+    whole = load_events(config, tmp_path / "predictions.jsonl", tmp_path / "labels.jsonl")
+    assert whole_calls == [True, True]
+    monkeypatch.setattr(InputDecoder, "buffer", lambda self, topic, data: None)
+    by_line = load_events(config, tmp_path / "predictions.jsonl", tmp_path / "labels.jsonl")
+    names = {n for e, _ in by_line.events if isinstance(e, Prediction) for n in e.features}
+    assert [_comparable(item, names) for item in whole.events] == [_comparable(item, names) for item in by_line.events]
+    assert whole.lines == by_line.lines and not whole.invalid
+
+
+def _comparable(item, names):
+    """An (event, source) as the Monitor reads it: features by name, whether a dict or a struct."""
+    event, source = item
+    fields = {f: getattr(event, f) for f in event.__struct_fields__ if f != "features"}
+    if isinstance(event, Label):
+        return "label", fields, source
+    return "prediction", fields, {n: event.features.get(n) for n in sorted(names)}, source
+
+
+def test_an_empty_file_loads_nothing(config, tmp_path):
+    (tmp_path / "predictions.jsonl").write_bytes(b"")
+    loaded = load_events(config, tmp_path / "predictions.jsonl")
+    assert (loaded.events, loaded.lines, dict(loaded.invalid)) == ([], 0, {})
