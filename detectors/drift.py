@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from functools import lru_cache
 from typing import Any, ClassVar
 
@@ -449,6 +450,7 @@ class _DriftDetector:
         self.min_samples, self.exact = int(min_samples), bool(exact)
         self.profile: NumericBins | CategoryBins | None = None
         self.reference_counts: np.ndarray | None = None
+        self._references_stacked: tuple[list, np.ndarray] | None = None  # see _stacked_references
         self._reference_raw: np.ndarray | None = None  # exact mode only
         self._pending: list[Any] = []  # first values of the stream, while they make the reference
         self._current = CountWindow(self.window) if self.exact else None
@@ -693,7 +695,17 @@ class KS(_DriftDetector):
     @staticmethod
     def _measure_rows(reference, current):
         gaps, sizes = _ks_rows(reference, current)
-        return gaps, [KSPValue(float(gap), float(en)) for gap, en in zip(gaps, sizes)]
+        return gaps, _KSPValues(gaps, sizes)
+
+
+class _KSPValues:
+    """Each row's :class:`KSPValue`, made when the row is read (a timeline reads none)."""
+
+    def __init__(self, gaps: np.ndarray, sizes: np.ndarray):
+        self.gaps, self.sizes = gaps.tolist(), sizes.tolist()
+
+    def __getitem__(self, row: int) -> KSPValue:
+        return KSPValue(self.gaps[row], self.sizes[row])
 
 
 class Wasserstein(_DriftDetector):
@@ -819,4 +831,14 @@ def _measured_together(detectors: list[_DriftDetector], out: list):
             members, current, counts = [i for i in members if out[i] is None], current[counts > 0], counts[counts > 0]
             if not members:
                 continue
-        yield kind, members, np.stack([detectors[i].reference_counts for i in members]), current, counts.tolist()
+        yield kind, members, _stacked_references([detectors[i] for i in members]), current, counts.tolist()
+
+
+def _stacked_references(detectors: list[_DriftDetector]) -> np.ndarray:
+    """``np.stack`` of the detectors' reference counts, kept by the first detector until one of
+    the arrays is replaced (a reference is never changed in place; stacking 20 took 28 µs)."""
+    references = [d.reference_counts for d in detectors]
+    kept = detectors[0]._references_stacked
+    if kept is None or len(kept[0]) != len(references) or not all(map(operator.is_, kept[0], references)):
+        kept = detectors[0]._references_stacked = (references, np.stack(references))
+    return kept[1]
