@@ -21,9 +21,10 @@ import numpy as np
 from retrain_trigger.events import TriggerEvent, decode_trigger, encode_trigger
 
 __all__ = [
-    "Prediction", "Label", "FeatureRow", "prediction_type", "unread_features", "TriggerEvent", "InvalidEvent", "REASONS", "DEFAULT_MAX_BYTES",
-    "decode_prediction", "decode_label", "decode_many", "decode_buffer", "decode_trigger_event", "encode_prediction", "encode_label",
-    "encode_trigger", "parse_timestamp", "format_timestamp",
+    "Prediction", "Label", "FeatureRow", "prediction_type", "unread_features", "TriggerEvent", "InvalidEvent",
+    "REASONS", "DEFAULT_MAX_BYTES", "decode_prediction", "decode_label", "decode_many", "decode_buffer",
+    "decode_trigger_event", "encode_prediction", "encode_label", "encode_trigger", "parse_timestamp",
+    "format_timestamp",
 ]
 
 DEFAULT_MAX_BYTES = 1 << 20
@@ -73,9 +74,10 @@ class Label(msgspec.Struct, omit_defaults=True):
 
 class FeatureRow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     """A prediction's ``features`` as a struct of the feature names a config watches (and those
-    the events carry besides, see :func:`unread_features`), for :func:`decode_many`. A dict of 20 features costs a decode about twice what a struct costs
-    (each key inserted and hashed), and the Monitor reads them back as columns: here one
-    ``attrgetter`` per row. Made per config by :func:`prediction_type`.
+    the events carry besides, see :func:`unread_features`), for :func:`decode_many`. A dict of
+    20 features costs a decode about twice what a struct costs (each key inserted and hashed),
+    and the Monitor reads them back as columns: here one ``attrgetter`` per row. Made per config
+    by :func:`prediction_type`.
 
     An absent feature and a null read the same (None), as the Monitor reads the dict. Where
     the Monitor reads a dict it reads this the same way: ``get``.

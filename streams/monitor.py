@@ -671,7 +671,8 @@ class InputDecoder:
         self.max_bytes = config.engine.max_message_bytes
         self.known = {m.id for m in config.models}
         # Batches decode each prediction's features into a struct of the features the config
-        # watches (see decode_many); a feature a model reads as categories may hold any scalar.
+        # watches (see decode_many), and of those the events carry besides (_learn_features);
+        # a feature a model reads as categories, or none reads, may hold any scalar.
         self._numeric = [f for m in config.models for f in m.features.numeric]
         self._other = [f for m in config.models for f in m.features.categorical]
         self.prediction_type = prediction_type(self._numeric, self._other)
