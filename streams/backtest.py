@@ -35,6 +35,7 @@ import math
 import mmap
 import operator
 import os
+import stat
 import sys
 import time
 from collections import Counter
@@ -86,11 +87,12 @@ class Loaded:
 @contextlib.contextmanager
 def _mapped(path: str | Path) -> Iterator[mmap.mmap | bytes]:
     """The file's bytes, mapped to memory: read where they lie, no 85 MB copy (50 ms for the
-    benchmark's predictions, most of it in fresh pages)."""
+    benchmark's predictions, most of it in fresh pages). A pipe (``-p <(zcat …)``) is read."""
     try:
         with open(path, "rb") as file:
-            if os.fstat(file.fileno()).st_size == 0:
-                yield b""  # a file of no bytes cannot be mapped
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+                yield file.read()  # neither a pipe nor a file of no bytes can be mapped
                 return
             with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
                 yield data

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import pytest
 from hypothesis import given, strategies as st
@@ -227,3 +228,20 @@ def test_an_empty_file_loads_nothing(config, tmp_path):
     (tmp_path / "predictions.jsonl").write_bytes(b"")
     loaded = load_events(config, tmp_path / "predictions.jsonl")
     assert (loaded.events, loaded.lines, dict(loaded.invalid)) == ([], 0, {})
+
+
+def test_a_pipe_is_read_as_its_file_would_be(history, config):
+    """``-p <(zcat predictions.jsonl.gz)`` hands the backtest a pipe, which cannot be mapped."""
+    directory, _ = history
+    data = (directory / "labels.jsonl").read_bytes()[:50_000]  # within the pipe's buffer
+    data = data[:data.rindex(b"\n") + 1]
+    read, write = os.pipe()
+    try:
+        os.write(write, data)
+        os.close(write)
+        from_pipe = load_events(config, labels=f"/dev/fd/{read}")
+    finally:
+        os.close(read)
+    (directory / "part.jsonl").write_bytes(data)
+    from_file = load_events(config, labels=directory / "part.jsonl")
+    assert from_pipe.events == from_file.events and from_pipe.lines == from_file.lines > 0
