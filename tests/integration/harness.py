@@ -100,7 +100,10 @@ address = "127.0.0.1:{self.metrics_port}"
 
     # -- traffic --------------------------------------------------------------------------
     def producer(self) -> Producer:
-        return Producer({"bootstrap.servers": self.bootstrap, "partitioner": "murmur2_random", "linger.ms": 5})
+        # Idempotent, as PredictionLogger is: without it a batch retried on a just-created topic
+        # (its leader not known yet) can land after later ones, and a run then sees another order.
+        return Producer({"bootstrap.servers": self.bootstrap, "partitioner": "murmur2_random", "linger.ms": 5,
+                         "enable.idempotence": True})
 
     def send(self, events: list, producer: Producer | None = None) -> None:
         """Produce events in order (Prediction, Label, or (topic, key, raw bytes))."""
