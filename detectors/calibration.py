@@ -1,25 +1,107 @@
-"""False-alarm control: many features at once, and thresholds for a target run length.
+"""False-alarm control: a model's false-alarm budget, and many features at once.
 
-* :func:`reject` / :func:`adjusted_p_values`: correct the p-values of many per-feature tests
-  (KS, chi-squared) with Benjamini-Hochberg (false discovery rate) or Bonferroni (family-wise
-  error rate).
-* :func:`calibrate_threshold`: the threshold of a drift statistic such that, with no drift, the
-  expected number of events before a false alarm (expected run length, ERT) is at least the
-  target, estimated by simulating no-drift streams from the reference, as Alibi Detect's online
-  detectors do. (Alibi sets a threshold per time step so that each step's false-alarm hazard is
-  1/ERT; here one constant threshold is chosen whose mean simulated run length reaches the ERT,
-  which fits detectors evaluated once per batch.)
+* :func:`judgement_level`: the false-alarm probability each drift statistic may have at each
+  evaluation point so that, with no drift, the whole model raises a false alarm at most once
+  per ``false_alarm_every`` predictions on average (Bonferroni over the statistics, a union
+  bound over the evaluation points).
+* :func:`null_threshold`: the level a binned distance (PSI, JS, Wasserstein) exceeds with a
+  given small probability when nothing drifted, by simulating the reference against itself.
+* :func:`reject` / :func:`adjusted_p_values`: Benjamini-Hochberg or Bonferroni over p-values,
+  for a model whose budget is turned off and whose tests alarm at a hand-set ``alpha``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import hashlib
+from typing import Any, Callable
 
 import numpy as np
 
 from .base import as_finite_array
 
 METHODS = ("bh", "bonferroni")
+#: simulated (reference, window) pairs per calibration
+CALIBRATION_RUNS = 10_000
+#: the share of the simulated statistics above which the tail is fitted
+TAIL = 0.02
+
+
+def judgement_level(false_alarm_every: float, evaluate_every: int, statistics: int) -> float:
+    """Per-statistic, per-evaluation false-alarm probability that keeps a model within its budget.
+
+    A model judges its ``statistics`` drift statistics every ``evaluate_every`` predictions. If
+    each alarms falsely with probability at most ``level`` at each judgement, the expected number
+    of judgements with any false alarm in ``N`` predictions is at most
+    ``N / evaluate_every * statistics * level`` (a union bound: it holds however the statistics
+    and the overlapping windows of successive judgements depend on each other), and a trigger
+    needs at least one. Setting that to ``N / false_alarm_every`` gives the level.
+
+    >>> judgement_level(1_000_000, 50, 12)   # 12 statistics judged every 50 predictions
+    4.166666666666667e-06
+    """
+    if false_alarm_every <= 0 or evaluate_every < 1 or statistics < 1:
+        raise ValueError("need false_alarm_every > 0, evaluate_every >= 1 and statistics >= 1")
+    return min(0.5, evaluate_every / (false_alarm_every * statistics))
+
+
+def tail_quantile(values: Any, level: float, tail: float = TAIL) -> float:
+    """The value exceeded with probability ``level`` by the distribution ``values`` is a sample of.
+
+    Levels at or above ``tail`` are read off the sample. Smaller ones, which a sample of
+    ``CALIBRATION_RUNS`` cannot show, are extrapolated: above its ``1 - tail`` quantile ``u``
+    the excesses are fitted with an exponential of mean ``beta`` (peaks over a threshold, a
+    generalized Pareto tail of shape 0; ``beta`` is their mean one standard error high), so the
+    answer is ``u + beta * ln(tail / level)``.
+    For a light tail that bends down (chi-squared-like statistics, Gaussian-like distances:
+    their mean excess falls as ``u`` grows), the fitted tail is heavier than the true one and
+    the threshold errs high, that is, towards fewer false alarms.
+
+    >>> values = np.random.default_rng(0).exponential(size=100_000)
+    >>> round(tail_quantile(values, 1e-6), 1), round(float(-np.log(1e-6)), 1)   # an exponential: exact
+    (14.1, 13.8)
+    """
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        raise ValueError("no finite values to fit")
+    if level >= tail:
+        return float(np.quantile(values, 1 - level))
+    u = float(np.quantile(values, 1 - tail))
+    excess = values[values > u] - u
+    # the mean excess one standard error high (an exponential's mean has a relative standard
+    # error of 1 / sqrt(count)): a threshold from a finite sample should err high
+    beta = float(excess.mean()) * (1 + 1 / np.sqrt(len(excess))) if len(excess) else 0.0
+    return float(u + beta * np.log(tail / level))
+
+
+def null_threshold(statistic_rows: Callable[[np.ndarray, np.ndarray], np.ndarray], reference_counts: Any,
+                   n_current: int, level: float, runs: int = CALIBRATION_RUNS, key: bytes = b"") -> float:
+    """The threshold a binned drift statistic exceeds with probability ``level`` under no drift.
+
+    Each run draws a reference of the reference's size and a window of ``n_current`` values
+    from the reference's own bin proportions (multinomially: both sides of the comparison are
+    samples, as in the deployed detector, whose reference is a sample too), and measures them
+    with ``statistic_rows(reference_rows, current_rows)``. A bin the reference never saw (the
+    "other / unseen" bucket of a categorical feature) gets half a count, so that values the
+    reference missed still turn up now and then. The tail is fitted by :func:`tail_quantile`.
+    The draws are seeded from the counts, ``n_current``, ``level`` and ``key``: the same
+    reference always gives the same threshold, live, in a backtest and after a restart.
+
+    >>> from detectors.drift import _psi_rows
+    >>> threshold = null_threshold(_psi_rows, [100] * 10, 1000, 1e-4)
+    >>> 0.05 < threshold < 0.1
+    True
+    """
+    counts = np.asarray(reference_counts, dtype=np.float64)
+    n_reference = int(round(counts.sum()))
+    if n_reference < 1 or n_current < 1:
+        raise ValueError("need a non-empty reference and window to calibrate")
+    weights = np.where(counts > 0, counts, 0.5)
+    proportions = weights / weights.sum()
+    digest = hashlib.sha256(b"%s|%d|%r|" % (counts.tobytes(), n_current, level) + key).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    reference = rng.multinomial(n_reference, proportions, size=runs)
+    current = rng.multinomial(int(n_current), proportions, size=runs)
+    return tail_quantile(statistic_rows(reference, current), level)
 
 
 def adjusted_p_values(p_values: Any, method: str = "bh") -> np.ndarray:
@@ -60,92 +142,3 @@ def reject(p_values: Any, alpha: float = 0.05, method: str = "bh") -> np.ndarray
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
     return adjusted_p_values(p_values, method) <= alpha
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """A calibrated threshold and what the simulation says about it.
-
-    ``threshold`` is the level for the statistic (distances) or the ``alpha`` for the p-value
-    (tests); ``ert`` the estimated expected run length in events with no drift; ``censored`` the
-    share of simulated streams that ran to the horizon without a false alarm (their run length
-    is counted as the horizon, which makes the estimate conservative).
-    """
-
-    threshold: float
-    ert: float
-    censored: float
-
-
-def calibrate_threshold(kind: str, params: dict[str, Any], reference: Any, ert: int,
-                        batch_size: int = 100, n_runs: int = 40, horizon: int | None = None,
-                        seed: int = 0) -> Calibration:
-    """Threshold giving an expected run length of at least ``ert`` events under no drift.
-
-    Each of ``n_runs`` simulations shuffles the reference, builds the detector
-    (``registry.build(kind, params)``) on one half and feeds it, ``batch_size`` events at a time
-    as the Monitor does, values drawn with replacement from the other half: a stream with no
-    drift, whose differences from the detector's reference are sampling noise only. The alarm
-    level after each batch is the statistic (or ``-log10 p`` for tests); a run's length for a
-    candidate threshold is the number of events until its level first crosses it. The returned
-    threshold is the smallest whose mean run length reaches ``ert``. Using half the reference
-    makes the detector noisier than the deployed one, so the deployed ERT is, if anything, longer.
-    ``horizon`` (events per run) defaults to ``3 * ert``.
-
-    >>> import numpy as np
-    >>> reference = np.random.default_rng(0).normal(size=4000)
-    >>> calibration = calibrate_threshold("psi", {"window": 500, "min_samples": 500}, reference, ert=5000)
-    >>> 0.01 < calibration.threshold < 0.2, calibration.ert >= 5000
-    (True, True)
-    """
-    from .registry import build  # the registry imports the detector modules
-
-    reference = np.asarray(reference)
-    if len(reference) < 4:
-        raise ValueError("need a reference of at least 4 values to calibrate")
-    steps = int(np.ceil((horizon or 3 * ert) / batch_size))
-    rng = np.random.default_rng(seed)
-    levels = np.full((n_runs, steps), -np.inf)
-    is_test = False
-    for run in range(n_runs):
-        shuffled = rng.permutation(reference)
-        half = len(shuffled) // 2
-        detector = build(kind, {**params, "reference": shuffled[:half], "threshold": None})
-        is_test = getattr(detector, "is_test", False)
-        stream = rng.choice(shuffled[half:], size=steps * batch_size)
-        for step in range(steps):
-            result = detector.update_many(stream[step * batch_size:(step + 1) * batch_size])
-            if result.n >= getattr(detector, "min_samples", 0):
-                levels[run, step] = _alarm_level(result, is_test)
-    threshold, expected = _smallest_level_reaching(levels, ert / batch_size)
-    censored = float(np.mean(levels.max(axis=1) <= threshold))
-    return Calibration(threshold=float(10 ** -threshold) if is_test else threshold,
-                       ert=expected * batch_size, censored=censored)
-
-
-def _alarm_level(result, is_test: bool) -> float:
-    if is_test:
-        return float(-np.log10(max(result.p_value, 1e-300)))
-    return result.statistic
-
-
-def _smallest_level_reaching(levels: np.ndarray, target_steps: float) -> tuple[float, float]:
-    """Smallest h among the observed levels with mean(steps until level > h) >= target."""
-    running_max = np.maximum.accumulate(levels, axis=1)
-    steps = levels.shape[1]
-
-    def mean_run_length(h: float) -> float:
-        quiet = np.array([np.searchsorted(row, h, side="right") for row in running_max])
-        return float(np.mean(np.minimum(quiet + 1, steps)))
-
-    candidates = np.unique(levels[np.isfinite(levels)])
-    low, high = 0, len(candidates) - 1
-    if len(candidates) == 0 or mean_run_length(candidates[-1]) < target_steps:
-        raise ValueError("the simulated horizon is too short for this ERT; raise horizon or lower ert")
-    while low < high:  # mean run length grows with h: binary search
-        middle = (low + high) // 2
-        if mean_run_length(candidates[middle]) >= target_steps:
-            high = middle
-        else:
-            low = middle + 1
-    return float(candidates[low]), mean_run_length(candidates[low])

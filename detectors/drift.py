@@ -33,7 +33,11 @@ Conventions: ``PSI = sum((q - p) * ln(q / p))`` with both proportions floored at
 of the 2 x K table (reference counts, current counts) over the bins either side uses, without
 continuity correction. Tests (KS, chi-squared) fire when ``p_value < threshold`` (default 0.01);
 distances fire when ``statistic > threshold``. Nothing fires before ``min_samples`` values are in
-the window. A binned KS result carries its p-value deferred (:class:`KSPValue`): computed when
+the window. With a ``level`` instead of a threshold (how a model's false-alarm budget reaches
+its detectors), a test fires when ``p_value < level`` and a distance past the threshold that its
+own reference exceeds with probability ``level`` when nothing drifted
+(:func:`~detectors.calibration.null_threshold`, computed when first needed), judged once its
+window is full. A binned KS result carries its p-value deferred (:class:`KSPValue`): computed when
 read, while ``fired`` is decided from the critical distance.
 
 Many features at once: a model has one detector per feature and kind. :func:`add_columns` feeds
@@ -54,6 +58,7 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from .base import InvalidInput, Result, as_finite_array, constructor_arguments, plain_label
+from .calibration import null_threshold
 from .windows import BlockCounts, CountWindow
 
 PSI_EPSILON = 1e-4
@@ -179,12 +184,19 @@ def wasserstein_from_counts(reference: np.ndarray, current: np.ndarray, boundari
     ``boundaries`` has one more entry than the counts: the bins are its consecutive intervals.
     Between two boundaries the CDF difference is linear, so ``|F - G|`` integrates exactly.
     """
-    gap = np.concatenate(([0.0], np.cumsum(reference) / reference.sum() - np.cumsum(current) / current.sum()))
-    left, right, width = gap[:-1], gap[1:], np.diff(boundaries)
+    return float(_wasserstein_rows(np.asarray(reference)[None], np.asarray(current)[None], boundaries)[0])
+
+
+def _wasserstein_rows(reference: np.ndarray, current: np.ndarray, boundaries: np.ndarray) -> np.ndarray:
+    """:func:`wasserstein_from_counts` of each row."""
+    cdf_gap = (np.cumsum(reference, axis=-1) / reference.sum(axis=-1, keepdims=True)
+               - np.cumsum(current, axis=-1) / current.sum(axis=-1, keepdims=True))
+    gap = np.concatenate((np.zeros(cdf_gap.shape[:-1] + (1,)), cdf_gap), axis=-1)
+    left, right, width = gap[..., :-1], gap[..., 1:], np.diff(boundaries)
     same_sign = left * right >= 0
     magnitude = np.abs(left) + np.abs(right)
     crossing = np.divide(left ** 2 + right ** 2, 2 * magnitude, out=np.zeros_like(magnitude), where=magnitude > 0)
-    return float((width * np.where(same_sign, magnitude / 2, crossing)).sum())
+    return (width * np.where(same_sign, magnitude / 2, crossing)).sum(axis=-1)
 
 
 # -- bins ---------------------------------------------------------------------------------------
@@ -425,7 +437,7 @@ class _DriftDetector:
     def __init__(self, reference: Any = None, reference_size: int = 1000, window: int = 1000,
                  blocks: int | None = None, bins: int | None = None, categorical: bool = False,
                  max_categories: int = 50, threshold: float | None = None, min_samples: int = 100,
-                 exact: bool = False):
+                 exact: bool = False, level: float | None = None):
         if categorical and not self.allows_categorical:
             raise ValueError(f"{self.kind} works on numeric features only")
         if not categorical and not self.allows_numeric:
@@ -445,9 +457,26 @@ class _DriftDetector:
         if self.bins < 2:
             raise ValueError(f"bins must be >= 2, got {bins!r}")
         self.categorical, self.max_categories = bool(categorical), int(max_categories)
-        threshold = self.default_threshold if threshold is None else threshold
-        self.threshold = None if threshold is None else float(threshold)
         self.min_samples, self.exact = int(min_samples), bool(exact)
+        self.level = None if level is None else float(level)
+        if self.level is None:
+            threshold = self.default_threshold if threshold is None else threshold
+        else:
+            if not 0 < self.level < 1:
+                raise ValueError(f"level must be in (0, 1), got {level!r}")
+            if threshold is not None:
+                raise ValueError("set threshold or level, not both (level calibrates the threshold)")
+            if not self.is_test:
+                if exact:
+                    raise ValueError("a calibrated distance needs binned windows (exact = false)")
+                # Calibrated for a full window, at the fewest values a full window holds (the
+                # oldest block leaves whole); fewer values would be noisier than calibrated.
+                block_size = -(-self.window // blocks)
+                self.min_samples = max(self.min_samples, (blocks - 1) * block_size, 1)
+                # The open-ended bins keep the reference's extent, which the calibration assumed.
+                self.tracks_range = False
+            threshold = self.level if self.is_test else None
+        self.threshold = None if threshold is None else float(threshold)
         self.profile: NumericBins | CategoryBins | None = None
         self.reference_counts: np.ndarray | None = None
         self._references_stacked: tuple[list, np.ndarray] | None = None  # see _stacked_references
@@ -545,6 +574,8 @@ class _DriftDetector:
     def _judged(self, statistic: float, p_value: float | KSPValue | None, n: int) -> Result:
         """The result for a statistic measured over ``n`` values: fired past the threshold once
         ``min_samples`` values are in the window."""
+        if n >= self.min_samples and self.threshold is None and self.level is not None:
+            self.threshold = _calibrated_threshold(self)
         result = Result(statistic=float(statistic), threshold=self.threshold, p_value=p_value, n=n)
         if n >= self.min_samples and self.threshold is not None:
             result.fired = bool(result.p_value_below(self.threshold) if self.is_test else statistic > self.threshold)
@@ -556,6 +587,15 @@ class _DriftDetector:
     #: the statistic (and p-values) of many detectors' counts at once, one row each; the kinds
     #: that define it are measured together by :func:`results`
     _measure_rows: ClassVar[Any] = None
+
+    def _statistic_rows(self, reference: np.ndarray, current: np.ndarray) -> np.ndarray:
+        """The statistic of each row of reference and window counts over this detector's bins
+        (what :func:`~detectors.calibration.null_threshold` simulates)."""
+        return self._measure_rows(reference, current)[0]
+
+    def _calibration_key(self) -> bytes:
+        """What the statistic depends on besides the counts (Wasserstein: the bins' extent)."""
+        return b""
 
     def _binned(self) -> bool:
         """The reference is complete and the window counts bins (not exact)."""
@@ -577,7 +617,10 @@ class _DriftDetector:
 
     def params(self) -> dict[str, Any]:
         """Constructor arguments, without the reference sample (the state keeps its profile)."""
-        return {name: getattr(self, name) for name in constructor_arguments(type(self)) if name != "reference"}
+        params = {name: getattr(self, name) for name in constructor_arguments(type(self)) if name != "reference"}
+        if self.level is not None:
+            params["threshold"] = None  # derived from the level (the state keeps a calibrated one)
+        return params
 
     def state(self) -> dict[str, Any]:
         ready = self.profile is not None
@@ -589,12 +632,15 @@ class _DriftDetector:
             "pending": list(self._pending),
             "current": self._current.state() if self._current is not None else None,
             "range": [float(self._low), float(self._high)] if np.isfinite(self._low) else None,
+            "threshold": self.threshold,
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]):
         detector = cls(**state["params"])
         detector._pending = list(state["pending"])
+        if detector.level is not None:
+            detector.threshold = state.get("threshold", detector.threshold)
         if state["range"] is not None:
             detector._low, detector._high = state["range"]
         if state["profile"] is not None:
@@ -711,8 +757,8 @@ class _KSPValues:
 class Wasserstein(_DriftDetector):
     """First Wasserstein (earth mover's) distance, in the feature's units.
 
-    No default threshold (it never fires) because the scale is the feature's; set one,
-    or calibrate it with :func:`detectors.calibration.calibrate_threshold`.
+    No default threshold (it never fires) because the scale is the feature's; set one, or a
+    ``level`` to have it calibrated from the reference.
 
     >>> import numpy as np
     >>> from scipy import stats
@@ -732,12 +778,40 @@ class Wasserstein(_DriftDetector):
     def _measure(self):
         if self.exact:
             return float(stats.wasserstein_distance(self._reference_raw, self._current.rows()[:, 0])), None
+        return wasserstein_from_counts(self.reference_counts, self.current_counts(), self._boundaries()), None
+
+    def _boundaries(self) -> np.ndarray:
         edges = self.profile.edges
-        boundaries = np.concatenate(([min(self._low, edges[0])], edges, [max(self._high, edges[-1])]))
-        return wasserstein_from_counts(self.reference_counts, self.current_counts(), boundaries), None
+        return np.concatenate(([min(self._low, edges[0])], edges, [max(self._high, edges[-1])]))
+
+    def _statistic_rows(self, reference, current):
+        return _wasserstein_rows(reference, current, self._boundaries())
+
+    def _calibration_key(self) -> bytes:
+        return self._boundaries().tobytes()
 
 
 DRIFT_DETECTORS = (PSI, KS, Wasserstein, JS, Chi2)
+
+#: calibrated thresholds by what decides them: detectors on equal references share one
+_CALIBRATIONS: dict[tuple, float] = {}
+
+
+def _calibrated_threshold(detector: _DriftDetector) -> float:
+    """The distance threshold a detector with a ``level`` alarms at (see ``null_threshold``),
+    for its reference and the fewest values its full window holds; computed once per process
+    for each reference (features with the same bin counts, as quantile bins of continuous
+    values mostly have, share it)."""
+    counts = np.asarray(detector.reference_counts, dtype=np.int64)
+    extra = detector._calibration_key()
+    key = (detector.kind, counts.tobytes(), detector.min_samples, detector.level, extra)
+    threshold = _CALIBRATIONS.get(key)
+    if threshold is None:
+        if len(_CALIBRATIONS) >= 4096:
+            _CALIBRATIONS.clear()
+        threshold = _CALIBRATIONS[key] = null_threshold(detector._statistic_rows, counts, detector.min_samples,
+                                                        detector.level, key=detector.kind.encode() + extra)
+    return threshold
 
 
 # -- many detectors at once ---------------------------------------------------------------------

@@ -34,6 +34,12 @@ Semantics per rule (see retrain_trigger/README.md for a timeline):
   breaches the threshold).
 * For ``cooldown_seconds`` after a trigger no trigger fires; a breach that persists while
   cooling down is counted in ``suppressed[rule]["cooldown"]`` and fires when cooldown ends.
+* A glob condition (``feature.*.ks``) is about each statistic it matches: within an episode
+  or a cooldown, a matched statistic breaching that has not triggered yet (another feature
+  drifting) fires a new trigger, with ``evidence.new_statistics`` naming it; the ones that
+  already triggered do not fire again until the rule re-arms and the cooldown has passed.
+* A ``detector.*`` observation's ``n`` is the labelled pairs the model has seen, so
+  ``min_samples`` on a change detector asks whether the model has seen enough pairs.
 * When the model version changes (None never counts as a change) and
   ``reset_on_version_change`` is set, the rule's episode, streak, cooldown and baseline
   restart; its trigger sequence does not, so trigger ids stay unique.
@@ -107,6 +113,9 @@ class _RuleState(msgspec.Struct):
     baseline: float | None = None
     suppressed_cooldown: int = 0
     suppressed_min_samples: int = 0
+    #: statistics a glob condition matched in the triggers since the last one that opened a
+    #: cooldown: a statistic not among them breaching is news, and triggers anyway
+    triggered: list[str] = []
 
 
 _OPERATORS = {
@@ -181,12 +190,16 @@ class TriggerPolicy:
                     suppressed_cooldown=state.suppressed_cooldown,
                     suppressed_min_samples=state.suppressed_min_samples,
                 )
-            if self._step(rule, state, observations, at_ms):
-                events.append(self._event(rule, state, observations, window, at_ms, evidence_extra))
+            fired, new = self._step(rule, state, observations, at_ms)
+            if fired:
+                extra = {**(evidence_extra or {}), "new_statistics": new} if new else evidence_extra
+                events.append(self._event(rule, state, observations, window, at_ms, extra))
         return events
 
-    def _step(self, rule: Rule, state: _RuleState, observations: Mapping[str, Observation], at_ms: int) -> bool:
-        """Advance one rule's state machine; True when it fires now."""
+    def _step(self, rule: Rule, state: _RuleState, observations: Mapping[str, Observation],
+              at_ms: int) -> tuple[bool, list[str]]:
+        """Advance one rule's state machine: whether it fires now, and the glob-matched
+        statistics that made it fire within another trigger's episode or cooldown."""
         verdict = _judge(rule, observations, rule.min_samples, use_rearm=False)
         primary = _primary_value(rule, observations, rule.min_samples)
         if state.baseline is None and primary is not None:
@@ -194,14 +207,14 @@ class TriggerPolicy:
         if verdict is Verdict.UNKNOWN:
             if _judge(rule, observations, 0, use_rearm=False) is Verdict.BREACH:
                 state.suppressed_min_samples += 1
-            return False
+            return False, []
         if verdict is Verdict.OK:
             state.streak, state.breach_started_ms = 0, None
             if not state.armed:
                 state.armed = _judge(rule, observations, rule.min_samples, use_rearm=True) is Verdict.OK
             if state.armed and primary is not None:
                 state.baseline = primary
-            return False
+            return False, []
         state.streak += 1
         if state.breach_started_ms is None:
             state.breach_started_ms = at_ms
@@ -209,15 +222,26 @@ class TriggerPolicy:
             state.streak >= rule.consecutive
             and at_ms - state.breach_started_ms >= rule.breach_for_seconds * 1000
         )
-        if not (persisted and state.armed):
-            return False
-        if state.cooldown_until_ms is not None and at_ms < state.cooldown_until_ms:
-            state.suppressed_cooldown += 1
-            return False
+        if not persisted:
+            return False, []
+        cooling = state.cooldown_until_ms is not None and at_ms < state.cooldown_until_ms
+        new: list[str] = []
+        if state.armed and not cooling:
+            state.triggered = _glob_breaches(rule, observations)
+        else:
+            # Within an episode or a cooldown only a statistic that has not triggered yet is
+            # news: a second feature drifting is a second trigger, the same one is not.
+            matched = _glob_breaches(rule, observations) if any(c.is_glob for c in rule.conditions) else []
+            new = [name for name in matched if name not in state.triggered]
+            if not new:
+                if state.armed:
+                    state.suppressed_cooldown += 1
+                return False, []
+            state.triggered = sorted({*state.triggered, *new})
         state.armed = False
         state.sequence += 1
         state.cooldown_until_ms = at_ms + int(rule.cooldown_seconds * 1000) if rule.cooldown_seconds else None
-        return True
+        return True, new
 
     def _event(
         self,
@@ -302,6 +326,12 @@ def _judge_one(condition: Condition, observation: Observation | None, min_sample
         return Verdict.UNKNOWN
     level = condition.rearm if use_rearm and condition.rearm is not None else condition.threshold
     return Verdict.BREACH if _OPERATORS[condition.op](observation.value, level) else Verdict.OK
+
+
+def _glob_breaches(rule: Rule, observations: Mapping[str, Observation]) -> list[str]:
+    """The statistics the rule's glob conditions match that breach now, sorted."""
+    return sorted({name for condition in rule.conditions if condition.is_glob
+                   for name, _ in _breaching_matches(condition, observations, rule.min_samples)})
 
 
 def _first_breaching(rule: Rule, observations: Mapping[str, Observation]) -> Condition:

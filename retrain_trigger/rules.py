@@ -47,7 +47,7 @@ DETECTOR_KINDS = ("adwin", "ddm", "eddm", "hddm_a", "hddm_w", "page_hinkley", "k
 
 STATISTIC_HELP = (
     f"one of {', '.join(PERFORMANCE_STATISTICS)}, "
-    f"feature.<feature>.<{'|'.join(DRIFT_KINDS)}>, prediction.<{'|'.join(DRIFT_KINDS)}> "
+    f"feature.<feature>.<{'|'.join(DRIFT_KINDS)}> (feature.* for all), prediction.<{'|'.join(DRIFT_KINDS)}> "
     f"or detector.<{'|'.join(DETECTOR_KINDS)}>"
 )
 
@@ -187,7 +187,7 @@ def _check_statistic(statistic: str, path: str) -> None:
     family, _, rest = statistic.partition(".")
     kind = rest.rsplit(".", 1)[-1]
     wildcard = any(ch in kind for ch in _GLOB_CHARS)
-    if family == "feature" and "." in rest and (kind in DRIFT_KINDS or wildcard):
+    if family == "feature" and (("." in rest and (kind in DRIFT_KINDS or wildcard)) or rest == "*"):
         return
     if family == "prediction" and rest and (rest in DRIFT_KINDS or wildcard):
         return

@@ -10,7 +10,7 @@ import fnmatch
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import msgspec
 
@@ -87,12 +87,28 @@ class Drift(msgspec.Struct, forbid_unknown_fields=True):
     reference_file: str | None = None
     #: values of each feature in the current window
     window: int = 1000
-    #: multiple-testing correction across the model's feature tests (ks, chi2)
-    correction: Literal["bh", "bonferroni", "none"] = "bh"
-    alpha: float = 0.01
-    #: with reference_file: distance thresholds (psi, js, wasserstein) without one in params are
-    #: calibrated at start so that, with no drift, a false alarm comes once per this many predictions
+    #: the model's false-alarm budget: with no drift, all its drift statistics together alarm at
+    #: most once per this many predictions on average (0 turns it off: hand-set thresholds)
+    false_alarm_every: int = 1_000_000
+    #: with the budget off: multiple-testing correction across the feature tests (ks, chi2) ...
+    correction: Literal["bh", "bonferroni", "none"] | None = None
+    #: ... at this level
+    alpha: float | None = None
+    #: replaced by false_alarm_every; kept only to say so at load
     ert: int | None = None
+
+    @property
+    def budgeted(self) -> bool:
+        """Whether the false-alarm budget sets every threshold."""
+        return self.false_alarm_every > 0
+
+    @property
+    def test_correction(self) -> str:
+        return self.correction or "bh"
+
+    @property
+    def test_alpha(self) -> float:
+        return 0.01 if self.alpha is None else self.alpha
     #: extra parameters per detector kind, e.g. { psi = { threshold = 0.25, bins = 20 } }
     params: dict[str, dict[str, Any]] = {}
 
@@ -190,6 +206,40 @@ def validate_statistics(model: Model, source: str) -> list[str]:
     return ModelStatistics(model, source).statistic_names()
 
 
+def _check_drift(model: Model, where: str, fail: Callable[[str, str], None]) -> None:
+    drift, features = model.drift, model.features
+    if drift.reference_size < 1 or drift.window < 1:
+        fail(f"{where}.drift", "reference_size and window must be >= 1")
+    if drift.ert is not None:
+        fail(f"{where}.drift.ert", "replaced by drift.false_alarm_every (one false-alarm budget for all of "
+             "the model's drift statistics, with or without a reference_file)")
+    if drift.false_alarm_every < 0:
+        fail(f"{where}.drift.false_alarm_every", "must be >= 0 (0 turns the false-alarm budget off)")
+    if drift.budgeted:
+        for key in ("alpha", "correction"):
+            if getattr(drift, key) is not None:
+                fail(f"{where}.drift.{key}", "the false-alarm budget (drift.false_alarm_every) sets every test's "
+                     "level; remove it, or set drift.false_alarm_every = 0 to judge tests at drift.alpha")
+        for kind, params in drift.params.items():
+            if "threshold" in params:
+                fail(f"{where}.drift.params.{kind}.threshold", "the false-alarm budget (drift.false_alarm_every) "
+                     "calibrates every threshold; remove it, or set drift.false_alarm_every = 0 to set "
+                     "thresholds by hand")
+    else:
+        if not 0 < drift.test_alpha < 1:
+            fail(f"{where}.drift.alpha", "must be in (0, 1)")
+        if drift.test_correction != "none":
+            for test in ("ks", "chi2"):
+                if "threshold" in drift.params.get(test, {}):
+                    fail(f"{where}.drift.params.{test}.threshold", f"tests alarm at drift.alpha after the "
+                         f"{drift.test_correction} correction; set drift.alpha, or drift.correction = "
+                         "\"none\" to give each test its own threshold")
+    for kind in ("numeric", "categorical"):
+        if getattr(features, kind) and not getattr(drift, kind):
+            fail(f"{where}.features.{kind}", f"features are listed but drift.{kind} is empty: nothing would "
+                 f"watch them (the default is {getattr(Drift(), kind)!r})")
+
+
 def _check(config: Config) -> None:
     src = config.source
 
@@ -223,20 +273,10 @@ def _check(config: Config) -> None:
             fail(f"{where}.window", "size_seconds must be > 0 and grace_seconds >= 0")
         if model.window.hop_seconds is not None and not 0 < model.window.hop_seconds <= model.window.size_seconds:
             fail(f"{where}.window.hop_seconds", "must be > 0 and <= size_seconds")
+        if model.drift is None and (model.features.numeric or model.features.categorical):
+            model.drift = Drift()  # listed features are watched with the documented defaults
         if model.drift is not None:
-            if model.drift.reference_size < 1 or model.drift.window < 1:
-                fail(f"{where}.drift", "reference_size and window must be >= 1")
-            if not 0 < model.drift.alpha < 1:
-                fail(f"{where}.drift.alpha", "must be in (0, 1)")
-            if model.drift.ert is not None and (model.drift.ert < 1 or model.drift.reference_file is None):
-                fail(f"{where}.drift.ert", "must be >= 1 and needs drift.reference_file (the calibration "
-                     "simulates drift-free streams from the reference sample)")
-            if model.drift.correction != "none":
-                for test in ("ks", "chi2"):
-                    if "threshold" in model.drift.params.get(test, {}):
-                        fail(f"{where}.drift.params.{test}.threshold", f"tests alarm at drift.alpha after the "
-                             f"{model.drift.correction} correction; set drift.alpha, or drift.correction = "
-                             "\"none\" to give each test its own threshold")
+            _check_drift(model, where, fail)
             if model.drift.reference_file is not None:
                 reference = Path(config.source).parent / model.drift.reference_file
                 if not reference.is_file():

@@ -15,7 +15,6 @@ performance metrics, and skipping the drift work there is most of the Monitor's 
 """
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import math
@@ -27,7 +26,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from detectors.base import Result
-from detectors.calibration import calibrate_threshold, reject
+from detectors.calibration import judgement_level, reject
 from detectors.drift import add_columns, results as drift_results, statistics as drift_statistics
 from detectors.registry import build, restore
 from detectors.windows import HoppingWindow, TumblingWindow
@@ -134,19 +133,18 @@ class ModelStatistics:
         drift = model.drift
         references = _load_references(Path(source).parent / drift.reference_file) if drift.reference_file else {}
         common = {"window": drift.window, "reference_size": drift.reference_size}
+        statistics = drift_statistic_count(model)
+        if drift.budgeted and statistics:
+            common["level"] = judgement_level(drift.false_alarm_every, model.evaluate_every, statistics)
 
         def make(kind: str, where: str, categorical: bool, reference) -> Any:
             if kind not in DRIFT_KINDS:
                 raise ValueError(f"drift.{where}: {kind!r} is not a drift statistic; expected one of "
                                  f"{', '.join(DRIFT_KINDS)}")
             params = {**common, **drift.params.get(kind, {}), "categorical": categorical}
+            if reference is not None:
+                params["reference"] = reference
             try:
-                if drift.ert is not None and reference is not None and "threshold" not in params \
-                        and not build(kind, params).is_test:
-                    params["threshold"] = calibrated_threshold(kind, params, tuple(reference), drift.ert,
-                                                               model.evaluate_every)
-                if reference is not None:
-                    params["reference"] = reference
                 return build(kind, params)
             except ValueError as exc:
                 raise ValueError(f"drift.{where}: {exc}") from None
@@ -330,7 +328,10 @@ class ModelStatistics:
     def _observe_group(self, group: str) -> dict[str, Observation]:
         if group == "detector":
             self._catch_up_changes()
-            return {f"detector.{kind}": _observation(detector.result(), detector=kind,
+            # n is the labelled pairs the model has seen, not the detector's window: a rule's
+            # min_samples asks whether the model has seen enough, and ADWIN's window shrinks
+            # exactly when it detects a change
+            return {f"detector.{kind}": _observation(detector.result(), detector=kind, n=self.pairs_seen,
                                                      fired=self.last_detection[kind] >= self.evaluated_pairs)
                     for kind, detector in self.changes.items()}
         self._catch_up_drift()
@@ -351,16 +352,16 @@ class ModelStatistics:
         """Tests (KS, chi-squared) over many features alarm after the configured correction."""
         fired = {key: r.fired for key, r in results.items()}
         drift = self.model.drift
-        if drift is None or drift.correction == "none":
-            return fired
+        if drift is None or drift.budgeted or drift.test_correction == "none":
+            return fired  # under the budget each test's level already has its share (Bonferroni)
         tests = [key for key, r in results.items() if self.feature_drift[key].is_test
                  and r.n >= self.feature_drift[key].min_samples and math.isfinite(r.statistic)]
         if tests:
             # A p-value above alpha is never rejected, and the ranks of those at or below it do not
             # depend on how far above the others are: only p-values <= alpha are computed.
-            above = np.nextafter(drift.alpha, 1.0)
+            above = np.nextafter(drift.test_alpha, 1.0)
             p_values = [results[key].p_value if results[key].p_value_below(above) else 1.0 for key in tests]
-            for key, is_rejected in zip(tests, reject(p_values, drift.alpha, drift.correction)):
+            for key, is_rejected in zip(tests, reject(p_values, drift.test_alpha, drift.test_correction)):
                 fired[key] = bool(is_rejected)
         return fired
 
@@ -499,8 +500,10 @@ def _scores(scores: list | None) -> np.ndarray | None:
     return np.asarray(scores, dtype=np.float64)
 
 
-def _observation(result: Result, detector: str | None = None, fired: bool | None = None) -> Observation:
-    return Observation(value=result.statistic, n=result.n, fired=result.fired if fired is None else fired,
+def _observation(result: Result, detector: str | None = None, fired: bool | None = None,
+                 n: int | None = None) -> Observation:
+    return Observation(value=result.statistic, n=result.n if n is None else n,
+                       fired=result.fired if fired is None else fired,
                        p_value=result.deferred_p_value(), threshold=result.threshold, detector=detector)
 
 
@@ -509,17 +512,13 @@ def _result_state(result: Result) -> dict[str, Any]:
             "n": result.n, "fired": result.fired}
 
 
-@functools.lru_cache(maxsize=1024)
-def _calibrated(kind: str, params_json: str, reference: tuple, ert: int, every: int) -> float:
-    return calibrate_threshold(kind, json.loads(params_json), np.asarray(reference), ert, batch_size=every).threshold
-
-
-def calibrated_threshold(kind: str, params: dict[str, Any], reference: tuple, ert: int, every: int) -> float:
-    """The distance threshold whose expected run length with no drift is ``ert`` predictions when
-    judged every ``every`` predictions (``drift.ert``), simulated from the reference sample.
-    Deterministic (seeded), and done once per process for each detector (the config check and
-    every partition's Monitor build the same detectors)."""
-    return _calibrated(kind, json.dumps(params, sort_keys=True), reference, int(ert), int(every))
+def drift_statistic_count(model: Model) -> int:
+    """How many drift statistics the model computes (what its false-alarm budget is split over)."""
+    drift = model.drift
+    if drift is None:
+        return 0
+    return (len(model.features.numeric) * len(drift.numeric) + len(model.features.categorical) * len(drift.categorical)
+            + len(drift.prediction))
 
 
 def _load_references(path: Path) -> dict[str, list]:

@@ -105,7 +105,7 @@ def test_bonferroni_correction_is_stricter_than_none():
     def alarms(correction):
         cfg = config(features={"numeric": [f"f{i}" for i in range(20)]}, evaluate_every=100,
                      drift={"numeric": ["ks"], "prediction": [], "reference_size": 300, "window": 300,
-                            "correction": correction, "alpha": 0.05})
+                            "correction": correction, "alpha": 0.05, "false_alarm_every": 0})
         monitor = Monitor(cfg)
         rng = np.random.default_rng(1)
         events = [Prediction(prediction_id=f"p{i}", model_id="m", timestamp=T0 + i, prediction=1,
@@ -190,7 +190,7 @@ def test_lazy_detectors_give_the_same_evidence_and_statistics_for_any_batching(c
     ({"features": {"numeric": ["a"]}, "drift": {"numeric": ["adwin"]}},
      "models[0]: drift.numeric: 'adwin' is not a drift statistic"),
     ({"features": {"categorical": ["a"]}, "drift": {"categorical": ["ks"]}}, "models[0]: drift.categorical: ks"),
-    ({"drift": {"alpha": 2}}, "models[0].drift.alpha: must be in (0, 1)"),
+    ({"drift": {"false_alarm_every": 0, "alpha": 2}}, "models[0].drift.alpha: must be in (0, 1)"),
     ({"drift": {"reference_file": "nope.json"}}, "models[0].drift.reference_file: "),
     ({"window": {"kind": "hopping", "hop_seconds": 0}}, "models[0].window.hop_seconds"),
 ])
