@@ -29,6 +29,7 @@ threshold = 0.2, at_least = 3}`` breaches when at least 3 features have PSI > 0.
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Literal
 
@@ -164,6 +165,10 @@ def _check_condition(condition: Condition, path: str) -> None:
             raise RuleError(f"{path}.op: required (one of {', '.join(OPS)}) unless `fired = true`")
         if condition.threshold is None:
             raise RuleError(f"{path}.threshold: required with op {condition.op!r}")
+        for key in ("threshold", "rearm"):
+            value = getattr(condition, key)
+            if value is not None and not math.isfinite(value):
+                raise RuleError(f"{path}.{key}: {value!r} is not a finite number, so the rule could never fire")
         _check_rearm(condition, path)
     if condition.at_least is not None:
         if not condition.is_glob:

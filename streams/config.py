@@ -7,6 +7,7 @@ See ``driftline.example.toml`` for every key with a comment.
 from __future__ import annotations
 
 import fnmatch
+import logging
 import re
 import tomllib
 from pathlib import Path
@@ -198,12 +199,15 @@ def _readable(message: str) -> str:
     return f"{where or '(top level)'}: {problem[0].lower()}{problem[1:]}"
 
 
-def validate_statistics(model: Model, source: str) -> list[str]:
+def validate_statistics(model: Model, source: str) -> dict[str, bool]:
     """Build the model's detectors once, so a bad kind or parameter fails at load time; returns
-    the names of the statistics they compute."""
+    the names of the statistics they compute, each with whether it can fire (a change detector,
+    or a drift statistic with a threshold)."""
     from .statistics import ModelStatistics
 
-    return ModelStatistics(model, source).statistic_names()
+    statistics = ModelStatistics(model, source)
+    firing = set(statistics.firing_statistics())
+    return {name: name in firing for name in statistics.statistic_names()}
 
 
 def _check_drift(model: Model, where: str, fail: Callable[[str, str], None]) -> None:
@@ -238,6 +242,28 @@ def _check_drift(model: Model, where: str, fail: Callable[[str, str], None]) -> 
         if getattr(features, kind) and not getattr(drift, kind):
             fail(f"{where}.features.{kind}", f"features are listed but drift.{kind} is empty: nothing would "
                  f"watch them (the default is {getattr(Drift(), kind)!r})")
+
+
+def _check_condition(condition, computed: dict[str, bool], where: str, fail: Callable[[str, str], None],
+                     source: str) -> None:
+    """A rule condition that can never fire is refused; one that probably means something else warns."""
+    matched = [name for name in computed if fnmatch.fnmatchcase(name, condition.statistic)]
+    if not matched:
+        fail(f"{where}.statistic", f"{condition.statistic!r} is not computed for this model; it computes "
+             f"{', '.join(computed)} (add the metric, feature or detector first)")
+    if condition.is_fired and not any(computed[name] for name in matched):
+        fail(f"{where}.fired", f"{condition.statistic!r} never fires: only change detectors (detector.*) and drift "
+             "statistics with a threshold (feature.*, prediction.*) do; compare a metric with op and threshold")
+    if condition.at_least is not None and condition.at_least > len(matched):
+        fail(f"{where}.at_least", f"{condition.at_least} is more than the {len(matched)} statistics "
+             f"{condition.statistic!r} matches for this model, so it could never be reached")
+    kind = condition.statistic.rsplit(".", 1)[-1]
+    if not condition.is_fired and kind in ("ks", "chi2") and (
+            condition.op in ("<", "<=") or (kind == "chi2" and condition.threshold < 1)):
+        logging.getLogger("driftline.config").warning(
+            "%s: %s.threshold: %r compares the %s, not its p-value; for the test's decision "
+            "(calibrated to drift.false_alarm_every) write fired = true", source, where, condition.statistic,
+            "KS distance" if kind == "ks" else "chi-squared statistic")
 
 
 def _check(config: Config) -> None:
@@ -295,7 +321,4 @@ def _check(config: Config) -> None:
             raise ConfigError(f"{src}: {exc}") from None
         for r, rule in enumerate(rules):
             for c, condition in enumerate(rule.conditions):
-                if not any(fnmatch.fnmatchcase(name, condition.statistic) for name in computed):
-                    fail(f"{where}.rules[{r}].conditions[{c}].statistic",
-                         f"{condition.statistic!r} is not computed for this model; it computes "
-                         f"{', '.join(computed)} (add the metric, feature or detector first)")
+                _check_condition(condition, computed, f"{where}.rules[{r}].conditions[{c}]", fail, src)

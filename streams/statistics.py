@@ -311,6 +311,16 @@ class ModelStatistics:
             out[f"prediction.{kind}"] = (result.statistic, result.n)
         return out
 
+    def firing_statistics(self) -> list[str]:
+        """The statistics whose observation can fire: change detectors, and drift detectors with
+        a threshold or a false-alarm level."""
+        names = [f"detector.{kind}" for kind in self.changes]
+        names += [f"feature.{feature}.{kind}" for (feature, kind), d in self.feature_drift.items()
+                  if d.threshold is not None or d.level is not None]
+        names += [f"prediction.{kind}" for kind, d in self.prediction_drift.items()
+                  if d.threshold is not None or d.level is not None]
+        return names
+
     def statistic_names(self) -> list[str]:
         """Every statistic :meth:`observations` holds (what a rule may name)."""
         return [*self.metric_kinds, *self._groups]
