@@ -34,10 +34,11 @@ Semantics per rule (see retrain_trigger/README.md for a timeline):
   breaches the threshold).
 * For ``cooldown_seconds`` after a trigger no trigger fires; a breach that persists while
   cooling down is counted in ``suppressed[rule]["cooldown"]`` and fires when cooldown ends.
-* A glob condition (``feature.*.ks``) is about each statistic it matches: within an episode
-  or a cooldown, a matched statistic breaching that has not triggered yet (another feature
-  drifting) fires a new trigger, with ``evidence.new_statistics`` naming it; the ones that
-  already triggered do not fire again until the rule re-arms and the cooldown has passed.
+* A glob condition (``feature.*``) is about each feature it matches: within an episode or a
+  cooldown, a feature whose statistics had not triggered breaching (another feature drifting)
+  fires a new trigger, with ``evidence.new_subjects`` naming it (``["feature.plan"]``); the
+  features that already triggered do not fire again until the rule re-arms and the cooldown
+  has passed. Other globs (``detector.*``) are about each statistic.
 * A ``detector.*`` observation's ``n`` is the labelled pairs the model has seen, so
   ``min_samples`` on a change detector asks whether the model has seen enough pairs.
 * When the model version changes (None never counts as a change) and
@@ -113,8 +114,8 @@ class _RuleState(msgspec.Struct):
     baseline: float | None = None
     suppressed_cooldown: int = 0
     suppressed_min_samples: int = 0
-    #: statistics a glob condition matched in the triggers since the last one that opened a
-    #: cooldown: a statistic not among them breaching is news, and triggers anyway
+    #: what the statistics a glob condition matched were about (``feature.<name>``, …) in the
+    #: triggers since the last one that opened a cooldown: another subject breaching is news
     triggered: list[str] = []
 
 
@@ -192,14 +193,14 @@ class TriggerPolicy:
                 )
             fired, new = self._step(rule, state, observations, at_ms)
             if fired:
-                extra = {**(evidence_extra or {}), "new_statistics": new} if new else evidence_extra
+                extra = {**(evidence_extra or {}), "new_subjects": new} if new else evidence_extra
                 events.append(self._event(rule, state, observations, window, at_ms, extra))
         return events
 
     def _step(self, rule: Rule, state: _RuleState, observations: Mapping[str, Observation],
               at_ms: int) -> tuple[bool, list[str]]:
-        """Advance one rule's state machine: whether it fires now, and the glob-matched
-        statistics that made it fire within another trigger's episode or cooldown."""
+        """Advance one rule's state machine: whether it fires now, and what the glob-matched
+        statistics that made it fire within another trigger's episode or cooldown are about."""
         verdict = _judge(rule, observations, rule.min_samples, use_rearm=False)
         primary = _primary_value(rule, observations, rule.min_samples)
         if state.baseline is None and primary is not None:
@@ -229,8 +230,9 @@ class TriggerPolicy:
         if state.armed and not cooling:
             state.triggered = _glob_breaches(rule, observations)
         else:
-            # Within an episode or a cooldown only a statistic that has not triggered yet is
-            # news: a second feature drifting is a second trigger, the same one is not.
+            # Within an episode or a cooldown only a subject that has not triggered yet is news:
+            # a second feature drifting is a second trigger; the same feature's other statistic
+            # is not.
             matched = _glob_breaches(rule, observations) if any(c.is_glob for c in rule.conditions) else []
             new = [name for name in matched if name not in state.triggered]
             if not new:
@@ -329,9 +331,17 @@ def _judge_one(condition: Condition, observation: Observation | None, min_sample
 
 
 def _glob_breaches(rule: Rule, observations: Mapping[str, Observation]) -> list[str]:
-    """The statistics the rule's glob conditions match that breach now, sorted."""
-    return sorted({name for condition in rule.conditions if condition.is_glob
+    """What the statistics the rule's glob conditions match and that breach now are about,
+    sorted: ``feature.<name>`` for a feature's statistics (its PSI and KS are one feature
+    drifting), the statistic's own name otherwise."""
+    return sorted({_subject(name) for condition in rule.conditions if condition.is_glob
                    for name, _ in _breaching_matches(condition, observations, rule.min_samples)})
+
+
+def _subject(statistic: str) -> str:
+    if statistic.startswith("feature."):
+        return statistic.rsplit(".", 1)[0]
+    return statistic
 
 
 def _first_breaching(rule: Rule, observations: Mapping[str, Observation]) -> Condition:

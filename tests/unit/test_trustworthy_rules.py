@@ -55,8 +55,8 @@ def test_a_second_feature_drifting_within_the_cooldown_is_a_new_trigger():
              observations(age=True, plan=False)]
     fired = [evaluate_step(policy, i, step) for i, step in enumerate(steps)]
     assert [len(f) for f in fired] == [0, 1, 0, 1, 0, 0, 0]  # age, then plan; age again: cooldown
-    assert "new_statistics" not in fired[1][0].evidence
-    assert fired[3][0].evidence["new_statistics"] == ["feature.plan.ks"]
+    assert "new_subjects" not in fired[1][0].evidence
+    assert fired[3][0].evidence["new_subjects"] == ["feature.plan"]
     assert fired[1][0].trigger_id != fired[3][0].trigger_id
     assert policy.suppressed["drift"]["cooldown"] == 1
     # the memory of what triggered is checkpointed
@@ -110,3 +110,13 @@ def test_a_p_value_written_as_a_ks_threshold_warns(caplog):
 def test_feature_star_matches_every_drift_statistic():
     cfg = config(**BASE, rules=[{"name": "r", "conditions": [{"statistic": "feature.*", "fired": True}]}])
     assert cfg.models[0].drift is not None
+
+
+def test_another_statistic_of_a_feature_that_triggered_is_not_a_new_trigger():
+    policy = make_policy({"name": "drift", "cooldown_seconds": 86400,
+                          "conditions": [{"statistic": "feature.*", "fired": True}]})
+    ks_only = {"feature.age.ks": Observation(value=0.3, n=1000, fired=True),
+               "feature.age.psi": Observation(value=0.01, n=1000, fired=False)}
+    both = {"feature.age.ks": Observation(value=0.3, n=1000, fired=True),
+            "feature.age.psi": Observation(value=0.3, n=1000, fired=True)}
+    assert [len(evaluate_step(policy, i, s)) for i, s in enumerate([ks_only, both, both])] == [1, 0, 0]
