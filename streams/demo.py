@@ -10,8 +10,8 @@
 4. replays the same events (also written to files) with ``driftline backtest`` and leaves its
    report; prints where to look and shuts the engine down. Exit 0 when both models triggered.
 
-``sensors`` is watched by a feature-drift rule (KS per input, BH-corrected): its accuracy barely
-moves, its inputs do. Needs ``KAFKA_BOOTSTRAP_SERVERS`` (``make demo`` starts the local broker and sets it).
+``sensors`` is watched by a feature-drift rule (KS and PSI per input, each past its threshold
+calibrated to the default false-alarm budget): its accuracy barely moves, its inputs do. Needs ``KAFKA_BOOTSTRAP_SERVERS`` (``make demo`` starts the local broker and sets it).
 """
 from __future__ import annotations
 
@@ -65,8 +65,9 @@ window = {{ kind = "count", size = 500 }}
     threshold = 0.80
 """
 
-#: sensors, watched on its inputs: KS per feature (window 1000 vs its first 1000 values), an alarm
-#: after the Benjamini-Hochberg correction across the features fires the rule
+#: sensors, watched on its inputs: KS and PSI per feature (window 1000 vs its first 1000 values),
+#: each past its threshold calibrated to the default false-alarm budget (one false alarm per
+#: 1,000,000 predictions for all of them together) fires the rule
 SENSORS_DRIFT = """
 [[models]]
 id = "sensors"
@@ -78,7 +79,7 @@ drift = {{ numeric = ["ks", "psi"], window = 1000, reference_size = 1000 }}
   min_samples = 500
   cooldown_seconds = 3600
     [[models.rules.conditions]]
-    statistic = "feature.*.ks"
+    statistic = "feature.*"
     fired = true
 """
 

@@ -92,7 +92,7 @@ DRIFT_MODEL = """
 id = "m"
 evaluate_every = 100
 features = { numeric = ["age", "income"] }
-drift = { numeric = ["ks"], prediction = [], reference_size = 500, window = 500, alpha = 0.01 }
+drift = { numeric = ["ks"], prediction = [], reference_size = 500, window = 500 }
   [[models.rules]]
   name = "drift"
   cooldown_seconds = 100000
