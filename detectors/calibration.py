@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any, Callable
 
@@ -74,7 +75,7 @@ def tail_quantile(values: Any, level: float, tail: float = TAIL) -> float:
 
 
 def null_threshold(statistic_rows: Callable[[np.ndarray, np.ndarray], np.ndarray], reference_counts: Any,
-                   n_current: int, level: float, runs: int = CALIBRATION_RUNS, key: bytes = b"") -> float:
+                   n_current: int, level: float, runs: int = CALIBRATION_RUNS) -> float:
     """The threshold a binned drift statistic exceeds with probability ``level`` under no drift.
 
     Each run draws a reference of the reference's size and a window of ``n_current`` values
@@ -83,25 +84,33 @@ def null_threshold(statistic_rows: Callable[[np.ndarray, np.ndarray], np.ndarray
     with ``statistic_rows(reference_rows, current_rows)``. A bin the reference never saw (the
     "other / unseen" bucket of a categorical feature) gets half a count, so that values the
     reference missed still turn up now and then. The tail is fitted by :func:`tail_quantile`.
-    The draws are seeded from the counts, ``n_current``, ``level`` and ``key``: the same
-    reference always gives the same threshold, live, in a backtest and after a restart.
+    The draws are seeded from the counts and ``n_current``: the same reference always gives the
+    same threshold, live, in a backtest and after a restart; and detectors on equal counts (PSI
+    and JS of one feature, quantile bins of continuous features) measure the same draws.
 
     >>> from detectors.drift import _psi_rows
     >>> threshold = null_threshold(_psi_rows, [100] * 10, 1000, 1e-4)
-    >>> 0.05 < threshold < 0.1
+    >>> bool(0.05 < threshold < 0.1)
     True
     """
-    counts = np.asarray(reference_counts, dtype=np.float64)
-    n_reference = int(round(counts.sum()))
-    if n_reference < 1 or n_current < 1:
+    counts = tuple(int(c) for c in np.asarray(reference_counts).tolist())
+    if sum(counts) < 1 or n_current < 1:
         raise ValueError("need a non-empty reference and window to calibrate")
-    weights = np.where(counts > 0, counts, 0.5)
-    proportions = weights / weights.sum()
-    digest = hashlib.sha256(b"%s|%d|%r|" % (counts.tobytes(), n_current, level) + key).digest()
-    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-    reference = rng.multinomial(n_reference, proportions, size=runs)
-    current = rng.multinomial(int(n_current), proportions, size=runs)
+    reference, current = _null_samples(counts, int(n_current), int(runs))
     return tail_quantile(statistic_rows(reference, current), level)
+
+
+@functools.lru_cache(maxsize=4)
+def _null_samples(counts: tuple[int, ...], n_current: int, runs: int) -> tuple[np.ndarray, np.ndarray]:
+    """``runs`` (reference, window) count rows drawn from the reference's proportions (see
+    :func:`null_threshold`), read-only."""
+    weights = np.array([c if c > 0 else 0.5 for c in counts], dtype=np.float64)
+    digest = hashlib.sha256(repr((counts, n_current, runs)).encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    reference = rng.multinomial(sum(counts), weights / weights.sum(), size=runs)
+    current = rng.multinomial(n_current, weights / weights.sum(), size=runs)
+    reference.flags.writeable = current.flags.writeable = False
+    return reference, current
 
 
 def adjusted_p_values(p_values: Any, method: str = "bh") -> np.ndarray:

@@ -189,14 +189,31 @@ def wasserstein_from_counts(reference: np.ndarray, current: np.ndarray, boundari
 
 def _wasserstein_rows(reference: np.ndarray, current: np.ndarray, boundaries: np.ndarray) -> np.ndarray:
     """:func:`wasserstein_from_counts` of each row."""
+    return _bin_integrals(reference, current) @ np.diff(boundaries)
+
+
+#: the last calibration draws' bin integrals: features on equal reference counts measure the
+#: same draws (see ``null_threshold``) and differ only in their bins' widths
+_last_integrals: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+
+def _bin_integrals(reference: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """Per row and bin, the integral of ``|F - G|`` over the bin for a bin of width 1 (the two
+    CDFs linear within it); Wasserstein is their sum weighted by the bins' widths."""
+    for kept_reference, kept_current, integrals in _last_integrals:
+        if kept_reference is reference and kept_current is current:
+            return integrals
     cdf_gap = (np.cumsum(reference, axis=-1) / reference.sum(axis=-1, keepdims=True)
                - np.cumsum(current, axis=-1) / current.sum(axis=-1, keepdims=True))
     gap = np.concatenate((np.zeros(cdf_gap.shape[:-1] + (1,)), cdf_gap), axis=-1)
-    left, right, width = gap[..., :-1], gap[..., 1:], np.diff(boundaries)
+    left, right = gap[..., :-1], gap[..., 1:]
     same_sign = left * right >= 0
     magnitude = np.abs(left) + np.abs(right)
     crossing = np.divide(left ** 2 + right ** 2, 2 * magnitude, out=np.zeros_like(magnitude), where=magnitude > 0)
-    return (width * np.where(same_sign, magnitude / 2, crossing)).sum(axis=-1)
+    integrals = np.where(same_sign, magnitude / 2, crossing)
+    if not reference.flags.writeable and not current.flags.writeable:  # the calibration's draws
+        _last_integrals[:] = [(reference, current, integrals)]
+    return integrals
 
 
 # -- bins ---------------------------------------------------------------------------------------
@@ -810,7 +827,7 @@ def _calibrated_threshold(detector: _DriftDetector) -> float:
         if len(_CALIBRATIONS) >= 4096:
             _CALIBRATIONS.clear()
         threshold = _CALIBRATIONS[key] = null_threshold(detector._statistic_rows, counts, detector.min_samples,
-                                                        detector.level, key=detector.kind.encode() + extra)
+                                                        detector.level)
     return threshold
 
 

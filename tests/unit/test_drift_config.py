@@ -40,7 +40,7 @@ def test_a_reference_file_distance_is_calibrated_when_first_judged_not_at_load(t
     assert psi.threshold is None  # check-config and start-up build the detectors without calibrating
     result = psi.update_many(np.random.default_rng(1).normal(40, 8, 500))
     level = judgement_level(200_000, 100, 3)
-    assert result.threshold == null_threshold(_psi_rows, psi.reference_counts, psi.min_samples, level, key=b"psi")
+    assert result.threshold == null_threshold(_psi_rows, psi.reference_counts, psi.min_samples, level)
     assert 0.05 < result.threshold < 0.5 and not result.fired
     # every partition's Monitor gets the same threshold
     again = ModelStatistics(cfg.models[0], cfg.source).feature_drift["age", "psi"]
