@@ -60,7 +60,7 @@ drift = { numeric = ["ks", "psi"], categorical = ["chi2"], window = 500, referen
   name = "input-drift"
   min_samples = 300
     [[models.rules.conditions]]
-    statistic = "feature.*.ks"
+    statistic = "feature.*"         # KS and PSI, each past its calibrated threshold
     fired = true
   [[models.rules]]
   name = "accuracy-floor"
