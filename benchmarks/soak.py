@@ -18,7 +18,7 @@ Cases (each a fresh ``driftline run`` while the stream is produced at ``--rate``
   a rule), ``label_ttl_seconds = --ttl``, a prediction every 100 ms per model, labels 2 s later.
 
 Every 0.5 s: the engine's resident set (``VmRSS``), ``driftline_checkpoint_bytes`` (the last
-checkpoint of every model, summed) and the events processed. Reported at 10, 25, 50, 75 and 100 %
+checkpoint of every model, summed), ``driftline_pending_predictions`` and the events processed. Reported at 10, 25, 50, 75 and 100 %
 of the stream, and the spread (max / min - 1) of RSS and checkpoint bytes between 25 and 100 %.
 """
 from __future__ import annotations
@@ -131,12 +131,12 @@ def read_rss(pid: int) -> int:
     return 0
 
 
-def soak(proc: EngineProcess, stream: PacedStream, timeout: float, label: str) -> list[tuple[float, int, float]]:
-    """(processed, RSS bytes, checkpoint bytes) every 0.5 s while ``stream`` produces, until the
+def soak(proc: EngineProcess, stream: PacedStream, timeout: float, label: str) -> list[tuple[float, int, float, float]]:
+    """(processed, RSS bytes, checkpoint bytes, pending predictions) every 0.5 s while ``stream`` produces, until the
     engine has processed every event."""
     expected = stream.expected
     stream.start()
-    samples: list[tuple[float, int, float]] = []
+    samples: list[tuple[float, int, float, float]] = []
     deadline = time.monotonic() + timeout
     last_report = 0.0
     while time.monotonic() < deadline:
@@ -147,7 +147,8 @@ def soak(proc: EngineProcess, stream: PacedStream, timeout: float, label: str) -
         text = proc.metrics()
         if text is not None:
             done = proc.processed(text)
-            samples.append((done, read_rss(proc.proc.pid), metric_sum(text, "driftline_checkpoint_bytes")))
+            samples.append((done, read_rss(proc.proc.pid), metric_sum(text, "driftline_checkpoint_bytes"),
+                            metric_sum(text, "driftline_pending_predictions")))
             if time.monotonic() - last_report > 10:
                 last_report = time.monotonic()
                 progress(f"    {label}: {done:,.0f}/{expected:,} events, RSS {samples[-1][1] / MB:.0f} MB, "
@@ -158,18 +159,19 @@ def soak(proc: EngineProcess, stream: PacedStream, timeout: float, label: str) -
     time.sleep(2.5)  # the checkpoint of the last batch commits within commit_every_ms
     text = proc.metrics() or ""
     samples.append((proc.processed(text) if text else 0, read_rss(proc.proc.pid),
-                    metric_sum(text, "driftline_checkpoint_bytes") if text else 0))
+                    metric_sum(text, "driftline_checkpoint_bytes") if text else 0,
+                    metric_sum(text, "driftline_pending_predictions") if text else 0))
     return samples
 
 
-def at_fractions(samples: list[tuple[float, int, float]], expected: int) -> dict[float, tuple[float, int, float]]:
+def at_fractions(samples: list[tuple[float, int, float, float]], expected: int) -> dict[float, tuple[float, int, float, float]]:
     out = {}
     for fraction in FRACTIONS:
         out[fraction] = next((s for s in samples if s[0] >= fraction * expected), samples[-1])
     return out
 
 
-def spread(samples: list[tuple[float, int, float]], expected: int, column: int) -> float:
+def spread(samples: list[tuple[float, int, float, float]], expected: int, column: int) -> float:
     values = [s[column] for s in samples if s[0] >= 0.25 * expected and s[column] > 0]
     return max(values) / min(values) - 1 if values else float("nan")
 
@@ -192,7 +194,10 @@ def run_case(case: str, args, prefix: str, tmp: Path, models: str, stream_args: 
     return {"case": case, "engine": tag, "events": expected,
             "rss_mb": {f"{f:.0%}": round(s[1] / MB, 1) for f, s in points.items()},
             "checkpoint_mb": {f"{f:.0%}": round(s[2] / MB, 3) for f, s in points.items()},
+            "pending": {f"{f:.0%}": int(s[3]) for f, s in points.items()},
             "max_rss_mb": round(max(s[1] for s in samples) / MB, 1),
+            "max_checkpoint_mb": round(max(s[2] for s in samples) / MB, 3),
+            "max_pending": int(max(s[3] for s in samples)),
             "rss_spread_25_100": round(spread(samples, expected, 1), 3),
             "checkpoint_spread_25_100": round(spread(samples, expected, 2), 3),
             "warnings": proc.warning_count}
@@ -256,9 +261,9 @@ def main(argv: list[str] | None = None) -> int:
                      " / ".join(f"{v:.0f}" for v in r["rss_mb"].values()), f"{r['max_rss_mb']:.0f}",
                      f"{r['rss_spread_25_100']:.1%}",
                      " / ".join(f"{v:.2f}" for v in r["checkpoint_mb"].values()),
-                     f"{r['checkpoint_spread_25_100']:.1%}", r["warnings"]])
+                     f"{r['checkpoint_spread_25_100']:.1%}", f"{r['max_pending']:,}", r["warnings"]])
     print(table(["case", "engine", "events", "RSS MB at 10/25/50/75/100 %", "max RSS MB", "RSS spread 25–100 %",
-                 "checkpoint MB at 10/25/50/75/100 %", "checkpoint spread 25–100 %", "warning lines"], rows))
+                 "checkpoint MB at 10/25/50/75/100 %", "checkpoint spread 25–100 %", "max pending", "warning lines"], rows))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0
