@@ -59,6 +59,8 @@ class RecentIds:
         self._hashes = _EMPTY
         self._tags = np.empty(0, dtype=np.uint8)
         self._base = 0
+        #: bucket -> its sealed hashes, sorted and unique, and their encoding (for :meth:`state`)
+        self._sealed_state: dict[int, tuple[np.ndarray, str]] | None = None
 
     def __len__(self) -> int:
         return len(self._hashes) + sum(map(len, self._open.values()))
@@ -143,6 +145,7 @@ class RecentIds:
         self._set_sealed(np.concatenate(hashes), np.concatenate(buckets))
 
     def _set_sealed(self, hashes: np.ndarray, buckets: np.ndarray) -> None:
+        self._sealed_state = None
         order = np.lexsort((buckets, hashes))
         self._hashes = hashes[order]
         buckets = buckets[order]
@@ -154,16 +157,23 @@ class RecentIds:
     # -- checkpoints -----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """Every stored hash by bucket, sorted: the same for the same ids, however sealed."""
-        by_bucket: dict[int, list[np.ndarray]] = {}
-        for bucket, hashes in self._open.items():
-            by_bucket.setdefault(bucket, []).append(np.fromiter(hashes, dtype=np.uint64, count=len(hashes)))
-        if len(self._hashes):
-            buckets = self._base + self._tags.astype(np.int64)
-            for bucket in np.unique(buckets).tolist():
-                by_bucket.setdefault(bucket, []).append(self._hashes[buckets == bucket])
-        return {"horizon_ms": self.horizon_ms, "buckets": {
-            str(bucket): base64.b64encode(np.unique(np.concatenate(parts)).astype("<u8").tobytes()).decode()
-            for bucket, parts in sorted(by_bucket.items())}}
+        if self._sealed_state is None:  # the sealed buckets change only at a seal: encoded once
+            self._sealed_state = {}
+            if len(self._hashes):
+                buckets = self._base + self._tags.astype(np.int64)
+                order = np.argsort(buckets, kind="stable")  # by bucket, each one's hashes still sorted
+                bounds = np.flatnonzero(np.diff(buckets[order])) + 1
+                for part in np.split(order, bounds):
+                    hashes = np.unique(self._hashes[part])
+                    self._sealed_state[int(buckets[part[0]])] = (hashes, _encode(hashes))
+        encoded = {}
+        for bucket in sorted({*self._open, *self._sealed_state}):
+            sealed, text = self._sealed_state.get(bucket, (_EMPTY, ""))
+            added = self._open.get(bucket)
+            if added:
+                text = _encode(np.union1d(sealed, np.fromiter(added, dtype=np.uint64, count=len(added))))
+            encoded[str(bucket)] = text
+        return {"horizon_ms": self.horizon_ms, "buckets": encoded}
 
     @classmethod
     def from_state(cls, state: dict[str, Any], horizon_ms: int) -> "RecentIds":
@@ -184,3 +194,7 @@ class RecentIds:
         if hashes:
             ids._set_sealed(np.concatenate(hashes), np.concatenate(buckets))
         return ids
+
+
+def _encode(hashes: np.ndarray) -> str:
+    return base64.b64encode(hashes.astype("<u8").tobytes()).decode()
