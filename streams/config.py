@@ -123,6 +123,8 @@ class Model(msgspec.Struct, forbid_unknown_fields=True):
     id: str
     task: Literal["binary", "multiclass", "regression"] = "binary"
     label_ttl_seconds: float = 86400.0
+    #: how long (event time) joined ids are remembered to recognise duplicates, at most the TTL
+    dedup_seconds: float = 600.0
     features: Features = msgspec.field(default_factory=Features)
     window: Window = msgspec.field(default_factory=Window)
     #: Rules are evaluated after every this many predictions or labelled predictions (1 = each one).
@@ -315,6 +317,8 @@ def _check(config: Config) -> None:
             fail(f"{where}.evaluate_every", "must be >= 1")
         if model.label_ttl_seconds <= 0:
             fail(f"{where}.label_ttl_seconds", "must be > 0")
+        if model.dedup_seconds <= 0:
+            fail(f"{where}.dedup_seconds", "must be > 0")
         try:
             rules = load_rules(model.rules, where=f"{where}.rules")
         except RuleError as exc:

@@ -11,6 +11,11 @@ Join: a prediction waits for its label (and a label for its prediction) keyed by
 ``prediction_id``, for at most the model's ``label_ttl_seconds`` of event time. The clock is the
 model's watermark, the largest event timestamp it has seen; a prediction older than
 ``watermark - ttl`` expires (counted), and so does an early label nobody claims.
+
+Duplicates: the ids of joined predictions are remembered for the model's de-duplication horizon
+(``dedup_seconds``, at most the TTL) as 64-bit hashes in event-time buckets
+(:class:`~streams.recent_ids.RecentIds`), so memory and checkpoints follow the horizon and the
+rate, never the length of the stream.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ from retrain_trigger.rules import load_rules
 from .codecs import (LABEL_TYPES, InvalidEvent, Label, Prediction, decode_buffer, decode_label, decode_many,
                      decode_prediction, format_timestamp, prediction_type, unread_features)
 from .config import Config, Model
+from .recent_ids import RecentIds, id_hash, id_hashes
 from .statistics import ModelStatistics
 
 log = logging.getLogger("driftline.monitor")
@@ -102,6 +108,7 @@ class ModelMonitor:
     def __init__(self, model: Model, source: str = "<memory>"):
         self.model = model
         self.ttl_ms = int(model.label_ttl_seconds * 1000)
+        self.dedup_ms = min(self.ttl_ms, int(model.dedup_seconds * 1000))
         self.evaluate_every = model.evaluate_every
         self._binary = model.task == "binary"
         self.rules = load_rules(model.rules, where=f"models[{model.id}].rules")
@@ -124,9 +131,9 @@ class ModelMonitor:
         self.pending: dict[str, tuple[int, Any, Any]] = {}
         # prediction_id -> (timestamp ms, label, source offset) for labels that came first
         self.early_labels: dict[str, tuple[int, Any, int]] = {}
-        # prediction_id -> label timestamp, kept one TTL to recognise duplicates
-        self.joined_ids: dict[str, int] = {}
-        # prediction_id -> (watermark when it expired, prediction timestamp), kept one TTL
+        # hashes of joined prediction ids by label time, kept one de-duplication horizon
+        self.joined_ids = RecentIds(self.dedup_ms)
+        # prediction_id -> (watermark when it expired, prediction timestamp), kept one horizon
         self.expired_ids: dict[str, tuple[int, int]] = {}
         self.predictions_total = 0
         self.joined_total = 0
@@ -162,7 +169,7 @@ class ModelMonitor:
         if event.model_version is not None and event.model_version != self.version:
             self.version = event.model_version
         pid = event.prediction_id
-        if pid in self.pending or pid in self.joined_ids:
+        if pid in self.pending or (self.joined_ids and self.joined_ids.contains(id_hash(pid), self.watermark_ms)):
             counters.duplicate_predictions += 1
             return
         segment = self._segments[-1]
@@ -184,7 +191,7 @@ class ModelMonitor:
         if early is not None:
             label_ts, label, offset = early
             self._join(event.prediction, score, event.timestamp, label, label_ts, offset)
-            self.joined_ids[pid] = label_ts
+            self.joined_ids.add(id_hash(pid), label_ts, self.watermark_ms)
         else:
             self.pending[pid] = (event.timestamp, event.prediction, score)
         self.predictions_total += 1
@@ -197,7 +204,8 @@ class ModelMonitor:
         if event.timestamp > self.watermark_ms:
             self.watermark_ms = event.timestamp
         pid = event.prediction_id
-        if pid in self.joined_ids or pid in self.early_labels:
+        h = id_hash(pid)
+        if pid in self.early_labels or self.joined_ids.contains(h, self.watermark_ms):
             self.counters.duplicate_labels += 1
             return
         waiting = self.pending.pop(pid, None)
@@ -215,7 +223,7 @@ class ModelMonitor:
             self._late(pred_ts, event.timestamp)
             return
         self._join(prediction, score, pred_ts, event.label, event.timestamp, source.offset)
-        self.joined_ids[pid] = event.timestamp
+        self.joined_ids.add(h, event.timestamp, self.watermark_ms)
 
     def on_events(self, events: list[tuple[Prediction | Label, Source]]) -> None:
         """This model's events of one batch, in order: ``on_prediction``/``on_label`` of each.
@@ -240,8 +248,9 @@ class ModelMonitor:
         # No label is checked against joined_ids: each must find its prediction pending or in the
         # batch (below), and an id is never both pending and joined, nor a batch's prediction joined.
         if len(index) < len(pids) or len(set(label_pids)) < len(label_pids) \
-                or not pending.keys().isdisjoint(pids) or not joined_ids.keys().isdisjoint(pids) \
-                or (early and not (early.keys().isdisjoint(pids) and early.keys().isdisjoint(label_pids))):
+                or not pending.keys().isdisjoint(pids) \
+                or (early and not (early.keys().isdisjoint(pids) and early.keys().isdisjoint(label_pids))) \
+                or (joined_ids and joined_ids.may_contain_any(id_hashes(pids))):
             return False  # a duplicate, or an early label in play
         # Each label's prediction, from the batch (it must come first) or else pending.
         found = np.fromiter(map(index.get, label_pids, itertools.repeat(-1)), dtype=np.int64, count=len(labels))
@@ -268,7 +277,7 @@ class ModelMonitor:
             return False  # a label for a prediction that expired by event time
         self.watermark_ms = int(watermarks[-1])
         self._apply_predictions(batch)
-        self._apply_labels(batch, label_pids, label_ts, joined_ts)
+        self._apply_labels(batch, label_pids, label_ts, joined_ts, watermarks[batch.label_positions])
         self._apply_segments(batch, prediction_ts, watched, np.maximum(joined_ts, label_ts).tolist(), waiting)
         return True
 
@@ -289,7 +298,7 @@ class ModelMonitor:
             self.prediction_partition = (last.topic, last.partition)
 
     def _apply_labels(self, batch: "_Batch", label_pids: list[str], label_ts: np.ndarray,
-                      joined_ts: np.ndarray) -> None:
+                      joined_ts: np.ndarray, watermarks: np.ndarray) -> None:
         counters = self.counters
         counters.labels += len(label_pids)
         counters.joined += len(label_pids)
@@ -298,7 +307,7 @@ class ModelMonitor:
             last = batch.label_sources[-1]
             self.label_partition = (last.topic, last.partition)
             self._drop_pending(label_pids)
-            self.joined_ids.update(zip(label_pids, label_ts.tolist()))
+            self.joined_ids.add_many(id_hashes(label_pids), label_ts, watermarks)
 
     def _apply_segments(self, batch: "_Batch", prediction_ts: list[int], watched: list, pair_ts: list[int],
                         waiting: list[tuple]) -> None:
@@ -459,12 +468,12 @@ class ModelMonitor:
         horizon = self.watermark_ms - self.ttl_ms
         expired = _drop_older(self.pending, horizon)
         self.counters.expired_predictions += len(expired)
-        # Remember expired predictions for one TTL after they expired (by the watermark), to
-        # tell a late label from an orphan one.
+        # Remember expired predictions for one de-duplication horizon after they expired (by
+        # the watermark), to tell a late label from an orphan one.
         self.expired_ids.update((pid, (self.watermark_ms, value[0])) for pid, value in expired)
         self.counters.expired_labels += len(_drop_older(self.early_labels, horizon))
-        _drop_older(self.joined_ids, horizon)
-        _drop_older(self.expired_ids, horizon)
+        self.joined_ids.purge(self.watermark_ms)
+        _drop_older(self.expired_ids, self.watermark_ms - self.dedup_ms)
 
     # -- checkpoints ----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -474,7 +483,7 @@ class ModelMonitor:
             "version": self.version,
             "pending": self.pending,
             "early_labels": self.early_labels,
-            "joined_ids": self.joined_ids,
+            "joined_ids": self.joined_ids.state(),
             "expired_ids": self.expired_ids,
             "predictions_total": self.predictions_total,
             "joined_total": self.joined_total,
@@ -493,7 +502,7 @@ class ModelMonitor:
         self.version = state["version"]
         self.pending = {k: tuple(v) for k, v in state["pending"].items()}
         self.early_labels = {k: tuple(v) for k, v in state["early_labels"].items()}
-        self.joined_ids = dict(state["joined_ids"])
+        self.joined_ids = RecentIds.from_state(state["joined_ids"], self.dedup_ms)
         self.expired_ids = {k: tuple(v) for k, v in state["expired_ids"].items()}
         self.predictions_total = state["predictions_total"]
         self.joined_total = state["joined_total"]

@@ -1,0 +1,149 @@
+"""Remembered ids: how long, independent of purges, exact checkpoints, and a Monitor whose
+memory and checkpoint follow its de-duplication horizon, not the length of its stream."""
+from __future__ import annotations
+
+import json
+
+import msgspec
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from streams.codecs import Label, Prediction
+from streams.config import ConfigError, parse_config
+from streams.monitor import Monitor, Source
+from streams.recent_ids import BUCKETS, RecentIds, id_hash, id_hashes
+
+T0 = 1_700_000_000_000
+
+
+def test_an_id_is_remembered_for_the_horizon_and_at_most_one_bucket_more():
+    ids = RecentIds(8000)  # buckets of 1000 ms
+    h = id_hash("p1")
+    ids.add(h, T0 + 500, T0 + 500)
+    assert ids.contains(h, T0 + 500) and not ids.contains(id_hash("p2"), T0 + 500)
+    bucket_end = T0 + 1000  # T0 is a multiple of the width
+    assert ids.contains(h, bucket_end + 8000 - 1)  # 8.5 s after it was added: still there
+    ids.purge(bucket_end + 8000 - 1)
+    assert ids.contains(h, bucket_end + 8000 - 1)
+    assert not ids.contains(h, bucket_end + 8000)
+    ids.purge(bucket_end + 8000)
+    assert len(ids) == 0
+
+
+def test_an_id_already_older_than_the_horizon_is_not_kept():
+    ids = RecentIds(8000)
+    ids.add(id_hash("old"), T0, T0 + 20_000)
+    assert len(ids) == 0
+
+
+def test_hashes_are_the_same_one_by_one_and_in_bulk_and_in_every_process():
+    pids = ["p1", "churn-0001", "ü"]
+    assert id_hashes(pids).tolist() == [id_hash(p) for p in pids]
+    assert id_hash("p1") == 0x91ce9478c96516e8  # checkpoints hold hashes: they must never change
+
+
+ops = st.lists(st.tuples(st.sampled_from(["add", "ask", "purge"]), st.integers(0, 30), st.integers(-3, 4)),
+               max_size=120)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=ops, horizon=st.integers(1, 20_000))
+def test_answers_depend_on_event_times_alone_not_on_purges_or_sealing_or_checkpoints(ops, horizon):
+    purged, never, restored = RecentIds(horizon), RecentIds(horizon), RecentIds(horizon)
+    watermark, clock = T0, T0
+    for op, pid, step in ops:
+        clock = max(T0, clock + step * 997)
+        watermark = max(watermark, clock)
+        h = id_hash(f"p{pid}")
+        if op == "add":
+            for ids in (purged, never, restored):
+                ids.add(h, clock, watermark)
+        elif op == "ask":
+            answers = {ids.contains(h, watermark) for ids in (purged, never, restored)}
+            assert len(answers) == 1
+        else:
+            purged.purge(watermark)
+            restored.purge(watermark)
+            state = json.loads(json.dumps(restored.state()))
+            restored = RecentIds.from_state(state, horizon)
+            assert restored.state() == state
+    for pid in range(31):
+        h = id_hash(f"p{pid}")
+        assert purged.contains(h, watermark) == never.contains(h, watermark) == restored.contains(h, watermark)
+        assert never.may_contain_any(np.array([h], dtype=np.uint64)) or not never.contains(h, watermark)
+
+
+def test_many_at_once_equals_one_by_one():
+    one, many = RecentIds(4000), RecentIds(4000)
+    pids = [f"p{i}" for i in range(50)]
+    ts = np.arange(50, dtype=np.int64) * 300 + T0
+    watermarks = np.maximum.accumulate(ts)
+    for pid, t, w in zip(pids, ts.tolist(), watermarks.tolist()):
+        one.add(id_hash(pid), t, w)
+    many.add_many(id_hashes(pids), ts, watermarks)
+    assert one.state() == many.state()
+    assert many.may_contain_any(id_hashes(["x", "p3"])) and not many.may_contain_any(id_hashes(["x", "y"]))
+
+
+def test_an_older_checkpoint_of_id_strings_restores_as_hashes():
+    ids = RecentIds.from_state({"p1": T0, "p2": T0 + 10}, 8000)
+    assert ids.contains(id_hash("p1"), T0 + 10) and not ids.contains(id_hash("p3"), T0 + 10)
+
+
+def _config(dedup: float | None = None, ttl: float = 60.0):
+    model = {"id": "m", "label_ttl_seconds": ttl, "features": {"numeric": ["a"]},
+             "drift": {"numeric": ["psi"], "prediction": [], "window": 50, "reference_size": 50}}
+    if dedup is not None:
+        model["dedup_seconds"] = dedup
+    return parse_config({"kafka": {"bootstrap.servers": "unused:9092"}, "models": [model]})
+
+
+def _stream(first: int, count: int, step_ms: int = 100, unlabelled_every: int = 10) -> list:
+    """Predictions every ``step_ms``, each label 2 s later, every ``unlabelled_every``-th never."""
+    events = []
+    for i in range(first, first + count):
+        events.append((Prediction(prediction_id=f"m-{i:08d}", model_id="m", timestamp=T0 + i * step_ms,
+                                  prediction=1, score=0.7, features={"a": float(i % 13)}), Source("p", 0, i)))
+        k = i - 20
+        if k >= 0 and k % unlabelled_every:
+            events.append((Label(prediction_id=f"m-{k:08d}", model_id="m", timestamp=T0 + k * step_ms + 2000,
+                                 label=i % 2), Source("l", 0, k)))
+    return events
+
+
+@pytest.mark.parametrize("ttl, dedup, unlabelled_every", [(60.0, None, 10), (86_400.0, 60.0, 1 << 30)])
+def test_the_checkpoint_after_ten_horizons_is_no_larger_than_after_two(ttl, dedup, unlabelled_every):
+    # 10 predictions a second of event time, a 60 s horizon: a short TTL with one prediction in
+    # ten never labelled (they expire), or the default TTL with every prediction labelled
+    monitor = Monitor(_config(dedup, ttl))
+    sizes = {}
+    per_horizon = 600
+    for horizon in range(1, 11):
+        for lo in range((horizon - 1) * per_horizon, horizon * per_horizon, 200):
+            monitor.process(_stream(lo, 200, unlabelled_every=unlabelled_every))
+        sizes[horizon] = len(msgspec.json.encode(monitor.state()))
+    model = monitor.models["m"]
+    if ttl == 60.0:
+        assert model.counters.expired_predictions > 8 * 60  # one in ten expired, TTL after TTL
+    # joined ids: at most one horizon and a bucket (9 / 8 of 600)
+    assert len(model.joined_ids) <= 600 * (BUCKETS + 1) // BUCKETS
+    assert model.counters.joined > 5000
+    assert max(sizes[n] for n in range(3, 11)) <= sizes[2] * 1.05
+
+
+def test_a_duplicate_label_within_the_horizon_is_a_duplicate_and_after_it_an_orphan():
+    monitor = Monitor(_config(dedup=10))
+    prediction = (Prediction(prediction_id="p1", model_id="m", timestamp=T0, prediction=1, score=0.7,
+                             features={"a": 1.0}), Source("p", 0, 0))
+    label = lambda t: (Label(prediction_id="p1", model_id="m", timestamp=T0 + t, label=1), Source("l", 0, t))  # noqa: E731
+    monitor.process([prediction, label(1000), label(5000)])
+    model = monitor.models["m"]
+    assert model.counters.joined == 1 and model.counters.duplicate_labels == 1
+    monitor.process([label(20_000)])  # the horizon (10 s, its bucket ends by 11.25 s) has passed
+    assert model.counters.duplicate_labels == 1 and "p1" in model.early_labels
+
+
+def test_dedup_seconds_must_be_positive():
+    with pytest.raises(ConfigError, match=r"dedup_seconds"):
+        _config(dedup=0)
