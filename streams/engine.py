@@ -465,7 +465,9 @@ class Engine:
             prefix, latest = self._state_prefix(partition), {}
             position = low
             while position < high:
-                for msg in reader.consume(1000, 1.0):
+                # A short wait: the partition ends with a transaction marker, no message, so the last
+                # call returns empty, and a restart should not sit out a long timeout on it.
+                for msg in reader.consume(1000, 0.1):
                     if msg.error():
                         continue
                     position = msg.offset() + 1

@@ -215,6 +215,18 @@ def first_batch_at(log: Path) -> float | None:
     return None
 
 
+_STARTED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO driftline: metrics on")
+
+
+def started_at(log: Path) -> float | None:
+    """The wall-clock time the engine process had imported its modules (its first log line)."""
+    for line in log.read_text(errors="replace").splitlines():
+        match = _STARTED.match(line)
+        if match:
+            return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    return None
+
+
 def kill_and_restart(d: Deployment, proc: subprocess.Popen) -> tuple[subprocess.Popen, float, Path]:
     """SIGKILL the engine and start it again at once (same instance); returns the new process,
     the kill's wall-clock time and the new process's log."""
