@@ -50,6 +50,16 @@ class Engine(msgspec.Struct, forbid_unknown_fields=True):
     #: How long the broker may be unreachable before the engine gives up and exits non-zero.
     broker_retry_budget_seconds: float = 60.0
     transactional_id: str | None = None
+    #: Static group membership (``group.instance.id`` from the group, host and ``--instance``): an
+    #: instance that comes back within this time gets its partitions back without a rebalance; one
+    #: that does not come back holds them this long.
+    session_timeout_ms: int = 45000
+    #: A graceful stop (SIGTERM, Ctrl-C) leaves the group at once, so the others take over its
+    #: partitions now; false keeps them for a quick restart (a rolling restart, no rebalance).
+    leave_group_on_stop: bool = True
+    #: Event-time alignment: how long a partition pair waits for a caught-up input partition that
+    #: has nothing buffered before the other's events go to the Monitor without it.
+    max_idle_ms: int = 2000
 
 
 class Metrics(msgspec.Struct, forbid_unknown_fields=True):
@@ -280,7 +290,10 @@ def _check(config: Config) -> None:
         fail("topics.partitions", "must be >= 1")
     if config.engine.max_registered_models < 0:
         fail("engine.max_registered_models", "must be >= 0")
-    for key in ("batch_size", "poll_timeout_ms", "commit_every_events", "commit_every_ms", "max_message_bytes"):
+    if config.engine.max_idle_ms < 0:
+        fail("engine.max_idle_ms", "must be >= 0")
+    for key in ("batch_size", "poll_timeout_ms", "commit_every_events", "commit_every_ms", "max_message_bytes",
+                "session_timeout_ms"):
         if getattr(config.engine, key) < 1:
             fail(f"engine.{key}", "must be >= 1")
     if not re.fullmatch(r"[^:\s]*:\d+", config.metrics.address):

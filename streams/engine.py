@@ -27,6 +27,7 @@ from contextlib import contextmanager
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from .align import LABELS, PREDICTIONS, Aligner, merge_key, rejected_key
 from .codecs import InvalidEvent, Label, Prediction, encode_trigger
 from .config import Config
 from .kafka_admin import STATE_MAX_BYTES, ensure_topics
@@ -115,6 +116,9 @@ class Engine:
         kafka = dict(config.kafka)
         group = config.engine.group_id
         self.transactional_id = config.engine.transactional_id or f"{group}-{socket.gethostname()}-{instance}"
+        # Static membership: a restarted instance rejoins under the same id and gets its
+        # partitions back at once, with no rebalance and no wait for its old session to expire.
+        self.group_instance_id = f"{group}-{socket.gethostname()}-{instance}"
         self.consumer = Consumer({
             # librdkafka prefetches up to 64 MB by default; a batch is ~2 MB, 16 MB keeps the pipe
             # full at a quarter of the memory (a [kafka] setting overrides it) ...
@@ -122,8 +126,10 @@ class Engine:
             # ... provided a full queue delays the next fetch briefly: the default 1000 ms left the
             # engine waiting on an empty queue (0.54x of the raw consumer's rate; 0.66x with 64 MB)
             "fetch.queue.backoff.ms": 20,
+            "session.timeout.ms": config.engine.session_timeout_ms,
             **kafka,
             "group.id": group,
+            "group.instance.id": self.group_instance_id,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
@@ -154,6 +160,13 @@ class Engine:
         self.last_commit = time.monotonic()
         self._prepared = False  # checkpoints and offsets are in the open transaction
         self.decode = InputDecoder(config)
+        self.roles = {self.topics.predictions: PREDICTIONS, self.topics.labels: LABELS}
+        self.aligner = Aligner(config.engine.max_idle_ms / 1000)
+        #: input partitions paused because their pair holds a full batch of their events unreleased
+        self.paused: set[tuple[str, int]] = set()
+        self.started = time.monotonic()
+        self._start_offsets: dict[tuple[str, int], int] = {}
+        self._first_batch_logged = False
         self.watchdog = CallWatchdog(self._unreachable_message(), self._call_stalled)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -177,6 +190,11 @@ class Engine:
             self.exporter.up.set(0)
             raise
         self.exporter.up.set(0)
+        if self.config.engine.leave_group_on_stop:
+            # A static member's close() keeps its place in the group (KIP-345) until the session
+            # times out; unsubscribing first makes librdkafka send LeaveGroup, so the other
+            # instances take over its partitions now.
+            self.consumer.unsubscribe()
         self.consumer.close()
 
     def _connect(self) -> None:
@@ -212,16 +230,17 @@ class Engine:
         self.stopping = True
 
     def step(self) -> None:
-        messages = self.consumer.consume(self.config.engine.batch_size, self.config.engine.poll_timeout_ms / 1000)
+        messages = self.consumer.consume(self.config.engine.batch_size, self._poll_timeout())
         self._check_broker()
         if messages:
             self.process(messages)
+        self.release()
         if self._commit_due() and self.broker_down_since is None:  # no commit into the void
             self.commit()
 
     # -- one batch ------------------------------------------------------------------------
     def process(self, messages: list[Message]) -> None:
-        per_partition: dict[int, list[tuple[Prediction | Label, Source]]] = {}
+        """Decode a consumed batch and buffer it, per partition pair, for :meth:`release`."""
         good: list[Message] = []
         for msg in messages:
             if msg.error():
@@ -230,29 +249,114 @@ class Engine:
                 good.append(msg)
         # Decoded a topic at a time (the same events and rejections as one by one), in message order.
         decoded = self.decode.messages([(msg.topic(), msg.value() or b"") for msg in good])
+        add, roles = self.aligner.add, self.roles
         for msg, event in zip(good, decoded):  # per message: keep this loop lean
-            topic, partition = msg.topic(), msg.partition()
-            source = Source(topic, partition, msg.offset())
+            role, partition, offset = roles[msg.topic()], msg.partition(), msg.offset()
             if type(event) is InvalidEvent:
-                self._dead_letter(msg, source, event)
-                continue
-            events = per_partition.get(partition)
-            if events is None:
-                events = per_partition[partition] = []
-            events.append((event, source))
+                add(partition, role, rejected_key(role), offset, (event, msg))
+            else:
+                add(partition, role, merge_key(event.timestamp, role), offset, (event, msg))
         for topic, count in Counter(map(operator.methodcaller("topic"), good)).items():
             self.exporter.consumed.labels(topic).inc(count)
-        for partition, events in per_partition.items():
+        self.events_since_commit += len(messages)
+
+    def release(self) -> None:
+        """Hand each partition pair's aligned events to its Monitor (rejected ones to the DLQ),
+        produce the triggers, and pause an input partition that is far ahead of its pair."""
+        now = time.monotonic()
+        for partition in self.aligner.partitions():
             monitor = self.monitors.get(partition)
             if monitor is None:  # revoked while the batch was in flight
+                self.aligner.drop(partition)
                 continue
-            for trigger in monitor.process(events):
-                self.producer.produce(self.topics.triggers, encode_trigger(trigger), key=trigger.model_id)
-                self.exporter.triggers.labels(trigger.model_id, trigger.rule).inc()
-                log.info("trigger %s: %s=%s (threshold %s)", trigger.trigger_id, trigger.metric, trigger.value,
-                         trigger.threshold, extra={"model": trigger.model_id, "partition": partition})
-            self.exporter.observe(monitor)
-        self.events_since_commit += len(messages)
+            items = self.aligner.release(partition, lambda role: self._lag(role, partition), now)
+            if items:
+                self._hand_over(partition, monitor, items)
+        self._flow_control()
+
+    def _hand_over(self, partition: int, monitor: Monitor, items: list) -> None:
+        events: list[tuple[Prediction | Label, Source]] = []
+        for event, msg in items:
+            source = Source(msg.topic(), partition, msg.offset())
+            if type(event) is InvalidEvent:
+                self._dead_letter(msg, source, event)
+            else:
+                events.append((event, source))
+        if not events:
+            return
+        for trigger in monitor.process(events):
+            self.producer.produce(self.topics.triggers, encode_trigger(trigger), key=trigger.model_id)
+            self.exporter.triggers.labels(trigger.model_id, trigger.rule).inc()
+            log.info("trigger %s: %s=%s (threshold %s)", trigger.trigger_id, trigger.metric, trigger.value,
+                     trigger.threshold, extra={"model": trigger.model_id, "partition": partition})
+        self.exporter.observe(monitor)
+        if not self._first_batch_logged:
+            self._first_batch_logged = True
+            log.info("first events handed to the Monitor, %.2fs after start", time.monotonic() - self.started)
+
+    def _lag(self, role: int, partition: int) -> int | None:
+        """Records of that input partition on the broker and not consumed yet (None: not known).
+        The high watermark is the one the last fetch brought (no request to the broker)."""
+        topic = self.topics.predictions if role == PREDICTIONS else self.topics.labels
+        tp = TopicPartition(topic, partition)
+        try:
+            low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            position = self.consumer.position([tp])[0].offset
+            if position < 0:  # nothing consumed since the assignment: it starts where the group committed
+                position = self._start_offset(tp, low)
+        except KafkaException:
+            return None
+        if high < 0 or position < 0:
+            return None
+        return max(0, high - position)
+
+    def _start_offset(self, tp: TopicPartition, low: int) -> int:
+        """Where consuming ``tp`` began: the group's committed offset (asked once per assignment),
+        or the log start without one (``auto.offset.reset = earliest``)."""
+        key = (tp.topic, tp.partition)
+        start = self._start_offsets.get(key)
+        if start is None:
+            start = self.consumer.committed([tp], timeout=COMMIT_TIMEOUT)[0].offset
+            self._start_offsets[key] = start
+        return start if start >= 0 else low
+
+    def _flow_control(self) -> None:
+        """Pause an input partition whose pair holds a batch of its events unreleased: the pair
+        waits for the other partition, and reading more of this one would only grow the buffer.
+        The partition a pair waits for is never paused (it has nothing buffered)."""
+        limit = self.config.engine.batch_size
+        pause, resume = [], []
+        for partition in self.monitors:
+            for role, topic in ((PREDICTIONS, self.topics.predictions), (LABELS, self.topics.labels)):
+                key, full = (topic, partition), self.aligner.buffered(partition, role) >= limit
+                if full and key not in self.paused:
+                    pause.append(key)
+                elif not full and key in self.paused:
+                    resume.append(key)
+        if pause:
+            self.consumer.pause([TopicPartition(t, p) for t, p in pause])
+            self.paused.update(pause)
+        if resume:
+            self.consumer.resume([TopicPartition(t, p) for t, p in resume])
+            self.paused.difference_update(resume)
+
+    def _poll_timeout(self) -> float:
+        """consume()'s wait: shorter while a pair waits out its idle time, so it is released on time."""
+        timeout = self.config.engine.poll_timeout_ms / 1000
+        if any(pair.blocked_since is not None for pair in self.aligner.pairs.values()):
+            return min(timeout, max(0.01, self.aligner.max_idle_s / 4))
+        return timeout
+
+    def _commit_offsets(self, assignment: list[TopicPartition]) -> list[TopicPartition]:
+        """What to commit per input partition: the first offset not handed to the Monitor yet
+        (buffered by the aligner), else the consumer's position."""
+        offsets = []
+        for tp in self.consumer.position(assignment) if assignment else []:
+            first = self.aligner.first_offset(tp.partition, self.roles[tp.topic])
+            offset = first if first is not None else tp.offset
+            if offset >= 0:
+                offsets.append(TopicPartition(tp.topic, tp.partition, offset))
+        return offsets
 
     def _dead_letter(self, msg: Message, source: Source, exc: InvalidEvent) -> None:
         self.producer.produce(self.topics.dlq, msg.value(), key=msg.key(),
@@ -278,7 +382,7 @@ class Engine:
             if not self._prepared:
                 for partition, monitor in self.monitors.items():
                     self._checkpoint(partition, monitor)
-                positions = [tp for tp in self.consumer.position(assignment) if tp.offset >= 0] if assignment else []
+                positions = self._commit_offsets(assignment)
                 if positions:
                     with self.watchdog.guard("send_offsets_to_transaction", COMMIT_TIMEOUT, self._call_limit()):
                         self.producer.send_offsets_to_transaction(
@@ -313,6 +417,8 @@ class Engine:
     def _rewind(self) -> None:
         """Back to the last committed state: Monitors from the state topic, consumer to committed offsets."""
         assignment = self.consumer.assignment()
+        self.aligner.clear()  # what it buffered is read again from the committed offsets
+        self._start_offsets.clear()
         for p in {tp.partition for tp in assignment}:
             self.monitors[p] = self._restore(p)
         for tp in self.consumer.committed(assignment, timeout=COMMIT_TIMEOUT):
@@ -359,7 +465,9 @@ class Engine:
             prefix, latest = self._state_prefix(partition), {}
             position = low
             while position < high:
-                for msg in reader.consume(1000, 1.0):
+                # A short wait: the partition ends with a transaction marker, no message, so the last
+                # call returns empty, and a restart should not sit out a long timeout on it.
+                for msg in reader.consume(1000, 0.1):
                     if msg.error():
                         continue
                     position = msg.offset() + 1
@@ -388,6 +496,7 @@ class Engine:
 
     # -- rebalances -----------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._start_offsets.clear()
         for p in {tp.partition for tp in partitions}:
             if p not in self.monitors:
                 self.monitors[p] = self._restore(p)
@@ -403,13 +512,26 @@ class Engine:
             committed = False
         if not committed:
             self._abort()
+        self._forget(partitions)
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        """Drop revoked or lost partitions: their Monitors and what their pairs buffered (not
+        committed, so their next owner reads it again)."""
         for p in {tp.partition for tp in partitions}:
             self.monitors.pop(p, None)
+            self.aligner.drop(p)
+        if self.paused:
+            revoked = [TopicPartition(tp.topic, tp.partition) for tp in partitions
+                       if (tp.topic, tp.partition) in self.paused]
+            self.paused.difference_update((tp.topic, tp.partition) for tp in revoked)
+            try:  # not paused when it comes back in a later assignment
+                self.consumer.resume(revoked)
+            except KafkaException:
+                pass
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._abort()
-        for p in {tp.partition for tp in partitions}:
-            self.monitors.pop(p, None)
+        self._forget(partitions)
 
     def _abort(self) -> None:
         self._prepared = False
