@@ -245,9 +245,6 @@ def _simulation_left(args: argparse.Namespace, summary) -> str:
 
 
 def _backtest(args: argparse.Namespace) -> int:
-    from .backtest import OUTPUTS, BacktestError, run_backtest
-    from .config import load_config
-
     inputs = {"--predictions": args.predictions, "--labels": args.labels, "--events": args.events}
     if not (args.events or args.predictions):
         raise UsageError("backtest: give --predictions (and --labels), or --events"
@@ -267,6 +264,9 @@ def _backtest(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as exc:
             raise UsageError(f"backtest: --scenario {args.scenario}: not a JSON file: {exc}") from None
     out = _output_dir(args.out)
+    from .backtest import OUTPUTS, BacktestError, run_backtest
+    from .config import load_config
+
     written: list[Path] = []
     try:
         config = load_config(args.config)
