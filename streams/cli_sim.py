@@ -209,8 +209,11 @@ def _simulate(args: argparse.Namespace) -> int:
         predictions = args.predictions_topic or (config.topics.predictions if config else "predictions")
         labels = args.labels_topic or (config.topics.labels if config else "labels")
         problem = _check_topics(kafka, config, predictions, labels)
-        if problem:
+        if problem and "do not exist" in problem:
             raise UsageError(f"simulate: {problem}")
+        if problem:  # the broker: a runtime failure
+            print(f"driftline: simulate: {problem}", file=sys.stderr)
+            return 1
         sinks.append(KafkaSink(kafka, predictions, labels))
     try:
         summary = run(sim, sinks, rate=args.rate, duration=args.duration, progress=not args.no_progress)

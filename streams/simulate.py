@@ -446,7 +446,7 @@ def _malformed(rng: random.Random, model_id: str, ts: int, i: int) -> tuple[str,
         return "predictions", _encoder.encode({**good, "score": 1.7})          # out_of_range
     if kind == 5:
         return "labels", _encoder.encode({"prediction_id": "", "model_id": model_id, "label": 1, "timestamp": ts})
-    return "labels", b'{"prediction_id": "x", "model_id": "' + model_id.encode() + b'", "label": NaN}'
+    return "labels", b'{"prediction_id": "x", "model_id": "' + model_id.encode() + b'", "label": NaN}'  # non_finite
 
 
 def _derive_seed(seed: int, index: int) -> int:
