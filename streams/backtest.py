@@ -16,7 +16,11 @@ Writes to ``DIR``:
 * ``triggers.jsonl``: the trigger events, byte-for-byte what ``driftline run`` would publish;
 * ``timeline.csv``: every statistic the Monitor observes, per model, after every ``--every``
   events (``event_time,event_time_ms,events,model,statistic,value,n``);
-* ``summary.json``: counts (events, invalid by reason, joined, expired, triggers) and speed;
+* ``summary.json``: counts (events, invalid by reason, joined, expired, triggers) and speed, and
+  what went wrong: the unknown model ids and their events, per model the predictions left
+  without a label and the labels without a prediction at the end, watched features never seen;
+* ``rejects.jsonl``: one line per rejected input line: its file, line number (from 1), reason,
+  detail and first ``REJECT_TEXT_BYTES`` bytes (empty when nothing was rejected);
 * ``report.html``: per model, each statistic over event time with rule thresholds, trigger marks
   and (when the simulator's ``scenario.json`` is found) the injected drifts; PNGs embedded.
 """
@@ -53,7 +57,13 @@ from .codecs import InvalidEvent, Label, Prediction, encode_trigger, format_time
 from .config import Config
 from .monitor import InputDecoder, Monitor, Source
 
-__all__ = ["Backtest", "BacktestResult", "load_events", "run_backtest", "write_report"]
+__all__ = ["Backtest", "BacktestResult", "Reject", "load_events", "run_backtest", "write_report"]
+
+#: How much of a rejected line ``rejects.jsonl`` keeps.
+REJECT_TEXT_BYTES = 300
+_BOM = b"\xef\xbb\xbf"
+#: The path that means standard input.
+STDIN = "-"
 
 class _Role(msgspec.Struct):
     """Just enough of a line to tell a label from a prediction (top-level ``label`` field)."""
@@ -77,27 +87,92 @@ class BacktestError(ValueError):
     """A problem the user can fix (a missing file); the message names it."""
 
 
+class _ModelId(msgspec.Struct):
+    model_id: Any = None
+
+
+_model_id_decoder = msgspec.json.Decoder(_ModelId)
+
+
+@dataclass
+class Reject:
+    """One rejected input line, as ``rejects.jsonl`` holds it."""
+
+    file: str
+    line: int  # from 1
+    reason: str
+    detail: str
+    text: str  # the line's first REJECT_TEXT_BYTES bytes
+    bytes: int  # the line's length
+
+    @classmethod
+    def of(cls, file: str, index: int, error: InvalidEvent, line: bytes) -> "Reject":
+        text = bytes(line[:REJECT_TEXT_BYTES]).decode("utf-8", errors="backslashreplace")
+        return cls(file, index + 1, error.reason, error.detail, text, len(line))
+
+
 @dataclass
 class Loaded:
     events: list[tuple[Prediction | Label, Source]]
     invalid: Counter
     lines: int
+    rejects: list[Reject] = field(default_factory=list)
+    #: model id -> events rejected as unknown_model
+    unknown_models: Counter = field(default_factory=Counter)
+
+
+def _display(path: str | Path) -> str:
+    return "<stdin>" if str(path) == STDIN else str(path)
 
 
 @contextlib.contextmanager
 def _mapped(path: str | Path) -> Iterator[mmap.mmap | bytes]:
     """The file's bytes, mapped to memory: read where they lie, no 85 MB copy (50 ms for the
-    benchmark's predictions, most of it in fresh pages). A pipe (``-p <(zcat …)``) is read."""
+    benchmark's predictions, most of it in fresh pages). A pipe (``-p <(zcat …)``) and standard
+    input (``-``) are read. A UTF-8 byte order mark is skipped (a copy, in that rare case)."""
+    if str(path) == STDIN:
+        data = sys.stdin.buffer.read()
+        yield data[len(_BOM):] if data.startswith(_BOM) else data
+        return
     try:
         with open(path, "rb") as file:
             info = os.fstat(file.fileno())
             if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
-                yield file.read()  # neither a pipe nor a file of no bytes can be mapped
+                data = file.read()  # neither a pipe nor a file of no bytes can be mapped
+                yield data[len(_BOM):] if data.startswith(_BOM) else data
                 return
-            with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                yield data
+            data = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+            try:
+                yield data[len(_BOM):] if data[:len(_BOM)] == _BOM else data
+            finally:
+                try:
+                    data.close()
+                except BufferError:  # an array over it lives on (in an exception's traceback): so does the map
+                    pass
     except FileNotFoundError:
         raise BacktestError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise BacktestError(f"{path}: is a directory, not a JSON-lines file") from None
+    except PermissionError:
+        raise BacktestError(f"{path}: permission denied") from None
+
+
+def _not_json_lines(data: bytes | mmap.mmap) -> str | None:
+    """Why a file none of whose lines is an event is not JSON Lines, when it can be told (called
+    only for such a file)."""
+    if data[:2] == b"\x1f\x8b":
+        return "is gzip-compressed; decompress it first, e.g. -p <(zcat FILE)"
+    text = bytes(data).strip()
+    try:
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(value, list):
+        return (f"is one JSON array (of {len(value)} items), not JSON Lines (one event per line); "
+                "convert it with: jq -c '.[]' FILE")
+    if b"\n" in text:
+        return "is one JSON value over several lines, not JSON Lines (one event per line); convert it with: jq -c . FILE"
+    return None
 
 
 def _lines(data: bytes, max_bytes: int) -> tuple[list[bytes], bool]:
@@ -123,18 +198,20 @@ def _no_line_longer(data: bytes, limit: int) -> bool:
 
 def load_events(config: Config, predictions: str | Path | None = None, labels: str | Path | None = None,
                 events: str | Path | None = None) -> Loaded:
-    """Decode the files and order the valid events by event time (predictions first on ties)."""
+    """Decode the files and order the valid events by event time (predictions first on ties).
+
+    Each rejected line is kept as a :class:`Reject`. A file of which no line is an event and
+    which is something else (a JSON array, gzip) raises :class:`BacktestError` saying so."""
     topics = config.topics
     decoded: list[tuple[Prediction | Label, Source]] = []
     invalid: Counter = Counter()
+    rejects: list[Reject] = []
+    unknown: Counter = Counter()
     n_lines = 0
 
     decode = InputDecoder(config)
     runs: list[tuple[int, bool]] = []  # (events, whether labels) per file decoded, in order: the sort's role key
     times: list[np.ndarray] = []  # their event times, per file
-
-    def decode_file(lines: list[bytes], topic: str, lines_checked: bool = False) -> None:
-        add(decode.many(topic, lines, lines_checked), topic)
 
     def decode_whole(path: str | Path, topic: str) -> int:
         """Decode one file of one topic; returns its number of lines."""
@@ -142,40 +219,69 @@ def load_events(config: Config, predictions: str | Path | None = None, labels: s
             parsed = decode.buffer(topic, data)
             if parsed is None:
                 lines, checked = _lines(data[:], decode.max_bytes)
-        if parsed is not None:
-            add(parsed, topic)
-            return len(parsed)
-        decode_file(lines, topic, checked)
-        return len(lines)
+                parsed = decode.many(topic, lines, checked)
+            else:
+                lines = None
+            valid = add(parsed, topic, path, lines if lines is not None else data)
+            if parsed and not valid:
+                refuse_other_formats(path, data)
+        return len(parsed)
 
-    def add(events: list[Prediction | Label | InvalidEvent], topic: str) -> None:
+    def refuse_other_formats(path: str | Path, data: bytes | mmap.mmap) -> None:
+        problem = _not_json_lines(data)
+        if problem is not None:
+            raise BacktestError(f"{_display(path)}: {problem.replace('FILE', _display(path))}")
+
+    def add(events: list[Prediction | Label | InvalidEvent], topic: str, path: str | Path,
+            lines: list[bytes] | bytes | mmap.mmap, numbers: list[int] | None = None) -> int:
+        """Keep the valid events, count and record the rejections; returns the valid ones' count.
+        ``lines``: the lines decoded, or the file's bytes (split only when a line was rejected);
+        ``numbers``: the lines' indexes in their file, when not 0, 1, 2, …"""
         offsets = range(len(events))
         if InvalidEvent in set(map(type, events)):
             valid = list(map(operator.is_not, map(type, events), itertools.repeat(InvalidEvent)))
-            invalid.update((topic, event.reason) for event in itertools.compress(events, map(operator.not_, valid)))
+            if not isinstance(lines, list):
+                lines, _ = _lines(lines[:], decode.max_bytes)
+            record_rejects(events, valid, topic, path, lines, numbers)
             events, offsets = list(itertools.compress(events, valid)), itertools.compress(offsets, valid)
         decoded.extend(zip(events, map(Source, itertools.repeat(topic), itertools.repeat(0), offsets)))
         times.append(np.fromiter(map(operator.attrgetter("timestamp"), events), dtype=np.int64, count=len(events)))
         runs.append((len(events), topic == topics.labels))
+        return len(events)
+
+    def record_rejects(events, valid, topic, path, lines, numbers) -> None:
+        name = _display(path)
+        for i in itertools.compress(range(len(events)), map(operator.not_, valid)):
+            error = events[i]
+            invalid[topic, error.reason] += 1
+            rejects.append(Reject.of(name, i if numbers is None else numbers[i], error, lines[i]))
+            if error.reason == "unknown_model":
+                unknown[_model_id_decoder.decode(lines[i]).model_id] += 1
 
     if predictions is not None:
         n_lines += decode_whole(predictions, topics.predictions)
     if labels is not None:
         n_lines += decode_whole(labels, topics.labels)
     if events is not None:
+        first_reject = len(rejects)
         with _mapped(events) as data:
             lines, checked = _lines(data[:], decode.max_bytes)
-        n_lines += len(lines)
-        is_label = [_is_label(line) for line in lines]
-        for role, topic in ((False, topics.predictions), (True, topics.labels)):
-            chosen = [line for line, lab in zip(lines, is_label) if lab == role]
-            decode_file(chosen, topic, checked)
+            n_lines += len(lines)
+            is_label = [_is_label(line) for line in lines]
+            valid = 0
+            for role, topic in ((False, topics.predictions), (True, topics.labels)):
+                numbers = [i for i, lab in enumerate(is_label) if lab == role]
+                chosen = [lines[i] for i in numbers]
+                valid += add(decode.many(topic, chosen, checked), topic, events, chosen, numbers)
+            if lines and not valid:
+                refuse_other_formats(events, data)
+        rejects[first_reject:] = sorted(rejects[first_reject:], key=operator.attrgetter("line"))
     if not decoded:
-        return Loaded([], invalid, n_lines)
+        return Loaded([], invalid, n_lines, rejects, unknown)
     ts = np.concatenate(times)
     role = np.repeat([is_label for _, is_label in runs], [n for n, _ in runs]).astype(np.int8)
     order = np.lexsort((role, ts))  # by time, then prediction first; lexsort is stable: then file order
-    return Loaded(list(map(decoded.__getitem__, order.tolist())), invalid, n_lines)
+    return Loaded(list(map(decoded.__getitem__, order.tolist())), invalid, n_lines, rejects, unknown)
 
 
 @dataclass
@@ -188,19 +294,66 @@ class BacktestResult:
     lines: int = 0
     load_seconds: float = 0.0
     replay_seconds: float = 0.0
+    rejects: list[Reject] = field(default_factory=list)
+    #: model id -> events rejected because the config does not have it
+    unknown_models: Counter = field(default_factory=Counter)
+    #: per model: what was left unjoined at the end, watched features never seen (see :func:`diagnose`)
+    diagnostics: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         per_model = {m: dict(c) for m, c in self.totals.items()}
         for m in per_model:
             per_model[m]["triggers"] = sum(1 for t in self.triggers if t.model_id == m)
+        for m, found in self.diagnostics.items():
+            per_model.setdefault(m, {}).update(found)
         total = self.load_seconds + self.replay_seconds
         return {
             "lines": self.lines, "events": self.events,
             "invalid": {f"{topic}:{reason}": n for (topic, reason), n in sorted(self.invalid.items())},
+            "unknown_models": dict(self.unknown_models.most_common()),
             "triggers": len(self.triggers), "models": per_model,
             "seconds": {"load": round(self.load_seconds, 3), "replay": round(self.replay_seconds, 3)},
             "lines_per_second": round(self.lines / total) if total > 0 else None,
         }
+
+    def problems(self) -> list[str]:
+        """One line for each thing that went wrong with the input, for the user (empty if none)."""
+        out = []
+        rejected = sum(self.invalid.values())
+        if rejected:
+            reasons = ", ".join(f"{reason} {n}" for reason, n in _by_reason(self.invalid).most_common())
+            line = f"{rejected} of {self.lines} lines rejected ({reasons})"
+            if self.unknown_models:
+                shown = self.unknown_models.most_common(5)
+                more = len(self.unknown_models) - len(shown)
+                line += ("; model ids not in the config: " + ", ".join(f"{m!r} {n}" for m, n in shown)
+                         + (f" and {more} more" if more else ""))
+            out.append(line)
+        for model, found in self.diagnostics.items():
+            parts = []
+            if found.get("no_events"):
+                parts.append("no event at all")
+            if found.get("labels_without_prediction"):
+                parts.append(f"{found['labels_without_prediction']} labels without a prediction")
+            labels, joined = (self.totals.get(model, {}).get(k, 0) for k in ("labels", "joined"))
+            if found.get("predictions_without_label") and labels and (found.get("labels_without_prediction")
+                                                                      or not joined):
+                parts.append(f"{found['predictions_without_label']} predictions without a label")
+            if found.get("features_never_seen"):
+                parts.append("watched features never seen: " + ", ".join(found["features_never_seen"]))
+            if parts:
+                out.append(f"model {model!r}: " + "; ".join(parts))
+        return out
+
+    def invalid_share(self) -> float:
+        return sum(self.invalid.values()) / self.lines if self.lines else 0.0
+
+
+def _by_reason(invalid: Counter) -> Counter:
+    out: Counter = Counter()
+    for (_, reason), n in invalid.items():
+        out[reason] += n
+    return out
 
 
 _COUNTER_FIELDS = ("predictions", "labels", "joined", "expired_predictions", "expired_labels",
@@ -247,18 +400,57 @@ class Backtest:
                     self.result.timeline.append((at_ms, self.result.events, model_id, name, float(value), n))
 
 
+def diagnose(config: Config, monitor: Monitor, totals: dict[str, Counter]) -> dict[str, dict[str, Any]]:
+    """Per configured model, what the end of a replay left: predictions without a label and
+    labels without a prediction (expired on the way, or still waiting), and the watched features
+    of which no value was seen; a model of which no event was seen says so."""
+    out: dict[str, dict[str, Any]] = {}
+    for model in config.models:
+        m = monitor.models.get(model.id)
+        if m is None:
+            out[model.id] = {"no_events": True}
+            continue
+        counts = totals.get(model.id, Counter())
+        m.stats.catch_up()
+        out[model.id] = {
+            "predictions_without_label": counts["expired_predictions"] + len(m.pending),
+            "labels_without_prediction": counts["expired_labels"] + len(m.early_labels),
+            "features_never_seen": _never_seen(model, m.stats.feature_drift),
+        }
+    return out
+
+
+def _never_seen(model, detectors: dict[tuple[str, str], Any]) -> list[str]:
+    """The watched features none of whose detectors got a value: no reference sample begun,
+    none taken (or, with a reference file, nothing in the current window)."""
+    seen: set[str] = set()
+    from_file = model.drift is not None and model.drift.reference_file is not None
+    for (feature, _), detector in detectors.items():
+        if detector._pending or (detector.profile is not None and (not from_file or detector.count)):
+            seen.add(feature)
+    return sorted({feature for feature, _ in detectors} - seen)
+
+
 def auto_every(n_events: int) -> int:
     """Timeline resolution: about 400 samples per replay, every 200 to 5000 events."""
     return max(200, min(5000, n_events // 400))
 
 
+#: What a backtest writes to its output directory, in the order it writes them.
+OUTPUTS = ("triggers.jsonl", "timeline.csv", "rejects.jsonl", "summary.json", "report.html")
+
+
 def run_backtest(config: Config, out: str | Path, predictions=None, labels=None, events=None,
-                 every: int | None = None,
-                 report: bool = True, progress: bool = True, scenario: str | Path | None = None) -> BacktestResult:
+                 every: int | None = None, report: bool = True, progress: bool = True,
+                 scenario: str | Path | None = None, written: list[Path] | None = None) -> BacktestResult:
+    """Load, replay and write the outputs (see the module docstring). The output directory is
+    made only when the replay is done, and each file is written under a temporary name and
+    renamed: ``written`` (if given) gets each one's path when it is complete, so an interrupted
+    run can say what it left (and leaves no half file)."""
     from .simulate import Progress
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    written = [] if written is None else written
     started = time.perf_counter()
     # Millions of small, long-lived objects: the cyclic GC would rescan them again and again.
     gc_was_enabled = gc.isenabled()
@@ -278,27 +470,59 @@ def run_backtest(config: Config, out: str | Path, predictions=None, labels=None,
     result.invalid = loaded.invalid
     result.lines = loaded.lines
     result.load_seconds = load_seconds
-    write_outputs(result, out)
+    result.rejects, result.unknown_models = loaded.rejects, loaded.unknown_models
+    result.diagnostics = diagnose(config, backtest.monitor, result.totals)
+    out.mkdir(parents=True, exist_ok=True)
+    write_outputs(result, out, written)
     if report:
         if scenario is None:
             for candidate in (predictions, events, labels):
-                if candidate is not None and (Path(candidate).parent / "scenario.json").exists():
+                if candidate is not None and str(candidate) != STDIN \
+                        and (Path(candidate).parent / "scenario.json").exists():
                     scenario = Path(candidate).parent / "scenario.json"
                     break
-        write_report(config, result, out / "report.html", scenario=scenario)
+        _complete(out / "report.html", written, lambda path: write_report(config, result, path, scenario=scenario))
     return result
 
 
-def write_outputs(result: BacktestResult, out: Path) -> None:
-    with open(out / "triggers.jsonl", "wb") as f:
-        for trigger in result.triggers:
-            f.write(encode_trigger(trigger) + b"\n")
-    with open(out / "timeline.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["event_time", "event_time_ms", "events", "model", "statistic", "value", "n"])
-        for at_ms, n_events, model, name, value, n in result.timeline:
-            writer.writerow([format_timestamp(at_ms), at_ms, n_events, model, name, repr(value), n])
-    (out / "summary.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
+def _complete(path: Path, written: list[Path], write) -> None:
+    """``write(temporary path)``, then the file takes its name: it is there whole or not at all."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        write(partial)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    written.append(path)
+
+
+def write_outputs(result: BacktestResult, out: Path, written: list[Path] | None = None) -> None:
+    written = [] if written is None else written
+
+    def triggers(path: Path) -> None:
+        with open(path, "wb") as f:
+            for trigger in result.triggers:
+                f.write(encode_trigger(trigger) + b"\n")
+
+    def timeline(path: Path) -> None:
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["event_time", "event_time_ms", "events", "model", "statistic", "value", "n"])
+            for at_ms, n_events, model, name, value, n in result.timeline:
+                writer.writerow([format_timestamp(at_ms), at_ms, n_events, model, name, repr(value), n])
+
+    def rejects(path: Path) -> None:
+        encoder = msgspec.json.Encoder()
+        with open(path, "wb") as f:
+            for reject in result.rejects:
+                f.write(encoder.encode(reject) + b"\n")
+
+    def summary(path: Path) -> None:
+        path.write_text(json.dumps(result.summary(), indent=2) + "\n")
+
+    for name, write in zip(OUTPUTS, (triggers, timeline, rejects, summary)):
+        _complete(out / name, written, write)
 
 
 # -- the report ----------------------------------------------------------------------------------------

@@ -1,4 +1,11 @@
-"""``driftline``: the command line. Errors a user can cause print one line (no traceback unless --debug)."""
+"""``driftline``: the command line. Errors a user can cause print one line (no traceback unless --debug).
+
+Exit codes: 0 success; 1 a runtime failure (a broker lost, a file that cannot be written); 2 a
+usage or config error (named on the one line); 3 a backtest whose input had more rejected lines
+than ``--max-invalid-share`` allows (or none valid); 130 interrupted (Ctrl-C), the line saying
+what was written and what was not. A closed standard output (``| head -1``) is not an error:
+what would have been printed is dropped and the command finishes its work.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,13 +13,42 @@ import gc
 import importlib
 import json
 import logging
+import os
 import sys
 
 from confluent_kafka import KafkaException
 
 from .config import ConfigError, load_config
 
-EXIT_CONFIG = 2
+EXIT_RUNTIME = 1
+EXIT_USAGE = EXIT_CONFIG = 2
+EXIT_INVALID_INPUT = 3
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(ValueError):
+    """A command line that cannot work (an option out of range, a path of the wrong kind); the
+    message is the one line the user sees, exit 2."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C, with what the command had written and what it had not (exit 130)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (argparse prints the usage block, then the error)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("driftline")
+    except PackageNotFoundError:  # run from a source tree that was not installed
+        return "unknown"
 
 
 def _tune_gc() -> None:
@@ -70,10 +106,11 @@ def _kafka(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="driftline",
         description="Watch ML models in production: join predictions with delayed labels from Kafka, "
                     "track accuracy and drift, export to Prometheus, publish retrain triggers.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--log-format", choices=["text", "json"], default="text",
                         help="log line format (default: text)")
@@ -153,17 +190,64 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.debug, args.log_format)
     try:
         return args.func(args)
-    except ConfigError as exc:
-        if args.debug:
+    except BrokenPipeError:
+        # the reader of our standard output went away (| head): not an error worth a line
+        _drop_stdout()
+        return 0
+    except BaseException as exc:  # noqa: B036 - KeyboardInterrupt too: it gets its own line
+        code, line = _describe(exc)
+        if args.debug or line is None:
             raise
-        print(f"driftline: config error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except KafkaException as exc:
-        if args.debug:
-            raise
+        _print_error(line)
+        return code
+
+
+def _describe(exc: BaseException) -> tuple[int, str | None]:
+    """The exit code and the line for an error a user can cause; (1, None) for a bug (traceback)."""
+    from .simulate import ScenarioError
+
+    if isinstance(exc, ConfigError):
+        return EXIT_CONFIG, f"config error: {exc}"
+    if isinstance(exc, (UsageError, ScenarioError)):
+        return EXIT_USAGE, str(exc)
+    if isinstance(exc, Interrupted):
+        return EXIT_INTERRUPTED, f"interrupted: {exc}"
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted"
+    if isinstance(exc, KafkaException):
         err = exc.args[0] if exc.args else exc
-        print(f"driftline: Kafka error: {err.str() if hasattr(err, 'str') else err}", file=sys.stderr)
-        return 1
+        return EXIT_RUNTIME, f"Kafka error: {err.str() if hasattr(err, 'str') else err}"
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        return EXIT_RUNTIME, f"{where}{exc.strerror or exc}"
+    return EXIT_RUNTIME, None
+
+
+def _print_error(line: str) -> None:
+    try:
+        print(f"driftline: {line}", file=sys.stderr, flush=True)
+    except (BrokenPipeError, ValueError):  # stderr closed as well: the exit code says it
+        pass
+
+
+def _drop_stdout() -> None:
+    """Point file descriptor 1 at /dev/null, so that the interpreter's flush at exit does not
+    fail again on the closed pipe (and print "Exception ignored ... BrokenPipeError")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def say(line: str = "") -> None:
+    """``print`` to standard output for a command that has more work to do after it: a reader
+    that went away (``| head -1``) drops the rest of the output, never the work."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        _drop_stdout()
 
 
 if __name__ == "__main__":

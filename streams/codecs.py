@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
+import math
 import mmap
 import operator
 import sys
@@ -211,7 +213,41 @@ def _decode(data: bytes, decoder: msgspec.json.Decoder, max_bytes: int):
     except msgspec.ValidationError as exc:
         raise _validation_error(str(exc)) from None
     except msgspec.DecodeError as exc:
-        raise InvalidEvent("invalid_json", str(exc)) from None
+        raise _non_finite(data) or InvalidEvent("invalid_json", str(exc)) from None
+
+
+def _non_finite(data: bytes) -> InvalidEvent | None:
+    """``non_finite`` naming the field, when what msgspec could not parse is JSON but for a NaN or
+    an infinity (Python's json writes them as ``NaN``, ``Infinity``); None when it is not. Only
+    lines that failed to parse get here."""
+    if b"NaN" not in data and b"Infinity" not in data:
+        return None
+    found: list[str] = []
+
+    def constant(name: str) -> float:
+        found.append(name)
+        return float(name.lower().replace("infinity", "inf"))
+
+    try:
+        value = json.loads(bytes(data), parse_constant=constant)
+    except (ValueError, RecursionError):
+        return None
+    if not found:
+        return None
+    path = _non_finite_path(value) or "a value"
+    return InvalidEvent("non_finite", f"{path} is {found[0]}; JSON has no NaN or infinity (send null, or leave it out)")
+
+
+def _non_finite_path(value: Any, path: str = "") -> str | None:
+    """Where the first NaN or infinity in a decoded JSON value is: ``features.age``, ``x[2]``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _non_finite_path(item, f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else key)
+        if found is not None:
+            return found
+    return None
 
 
 def _validation_error(message: str) -> InvalidEvent:
@@ -245,9 +281,9 @@ def decode_prediction(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Predic
     _require_id(event.model_id, "model_id")
     event.timestamp = parse_timestamp(event.timestamp)
     _require_float_range(event.prediction, "prediction")
-    # No finite checks on the numbers: JSON has no NaN or Infinity literal and msgspec rejects
-    # a number that overflows to inf ("Number out of range" -> non_finite), so every decoded
-    # float is finite.
+    # No finite checks on the numbers: JSON has no NaN or Infinity literal (a line with one fails
+    # to parse and gets non_finite from _non_finite) and msgspec rejects a number that overflows
+    # to inf ("Number out of range" -> non_finite), so every decoded float is finite.
     if event.score is not None:
         _require_probability(event.score, "score")
     if event.probabilities:

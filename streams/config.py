@@ -181,9 +181,15 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
 def load_config(path: str | Path) -> Config:
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: byte {exc.start} is not UTF-8 (TOML files are UTF-8)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return parse_config(raw, str(path))
@@ -192,6 +198,8 @@ def load_config(path: str | Path) -> Config:
 def parse_config(raw: dict[str, Any], source: str = "<memory>") -> Config:
     if "source" in raw:
         raise ConfigError(f"{source}: source: unknown key")
+    if isinstance(raw.get("kafka"), dict):  # bootstrap.servers = … unquoted is a nested TOML table
+        raw = {**raw, "kafka": _dotted(raw["kafka"])}
     try:
         config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
@@ -199,6 +207,17 @@ def parse_config(raw: dict[str, Any], source: str = "<memory>") -> Config:
     config.source = source
     _check(config)
     return config
+
+
+def _dotted(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """librdkafka's keys are dotted names; unquoted in TOML, ``sasl.username = …`` nests."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _readable(message: str) -> str:
@@ -278,6 +297,41 @@ def _check_condition(condition, computed: dict[str, bool], where: str, fail: Cal
             "KS distance" if kind == "ks" else "chi-squared statistic")
 
 
+def _librdkafka_problem(settings: dict[str, Any]) -> tuple[str, str] | None:
+    """(key, problem) if librdkafka refuses a key of these settings (an unknown name, a bad
+    value): a client configuration is built offline, a producer with no broker address, which
+    never connects and accepts consumer-only keys. Only the refusals of single settings count:
+    the checks of the whole made when a client is created ("Failed to create producer: …", e.g.
+    SASL credentials or a build without GSSAPI) depend on the librdkafka build and are left to
+    the client the engine creates."""
+    from confluent_kafka import KafkaException, Producer
+
+    quiet = logging.getLogger("driftline.config.librdkafka")
+    quiet.propagate = False
+    if not quiet.handlers:
+        quiet.addHandler(logging.NullHandler())
+
+    def refusal(conf: dict[str, Any]) -> str | None:
+        try:
+            Producer({**conf, "logger": quiet})
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else exc
+            message = error.str() if hasattr(error, "str") else str(error)
+            return None if message.startswith("Failed to create") else message
+        except (TypeError, ValueError) as exc:
+            return str(exc)
+        return None
+
+    others = {k: v for k, v in settings.items() if k != "bootstrap.servers"}
+    if refusal(others) is None:
+        return None
+    for key, value in others.items():
+        problem = refusal({key: value})
+        if problem is not None:
+            return f"kafka.{key}", f"librdkafka refuses it: {problem}"
+    return None
+
+
 def _check(config: Config) -> None:
     src = config.source
 
@@ -286,6 +340,9 @@ def _check(config: Config) -> None:
 
     if "bootstrap.servers" not in config.kafka:
         fail("kafka.bootstrap.servers", "missing; set it to the broker address, e.g. \"127.0.0.1:9092\"")
+    problem = _librdkafka_problem(config.kafka)
+    if problem:
+        fail(*problem)
     if config.topics.partitions < 1:
         fail("topics.partitions", "must be >= 1")
     if config.engine.max_registered_models < 0:
@@ -298,6 +355,17 @@ def _check(config: Config) -> None:
             fail(f"engine.{key}", "must be >= 1")
     if not re.fullmatch(r"[^:\s]*:\d+", config.metrics.address):
         fail("metrics.address", f"{config.metrics.address!r} is not host:port")
+    if not config.models and config.engine.unknown_model != "register":
+        fail("models", "none configured; add a [[models]] table, or set engine.unknown_model = \"register\" "
+                       "to monitor every model_id with the defaults")
+    topics: dict[str, str] = {}
+    for key in ("predictions", "labels", "triggers", "dlq", "state"):
+        name = getattr(config.topics, key)
+        if not name:
+            fail(f"topics.{key}", "must be a non-empty topic name")
+        if name in topics:
+            fail(f"topics.{key}", f"{name!r} is topics.{topics[name]} as well; each topic has one role")
+        topics[name] = key
     seen: set[str] = set()
     for i, model in enumerate(config.models):
         where = f"models[{i}]"
@@ -308,6 +376,9 @@ def _check(config: Config) -> None:
         if model.id in seen:
             fail(f"{where}.id", f"{model.id!r} is configured twice")
         seen.add(model.id)
+        both = sorted(set(model.features.numeric) & set(model.features.categorical))
+        if both:
+            fail(f"{where}.features", f"{', '.join(map(repr, both))} listed as both numeric and categorical")
         if model.window.size < 1:
             fail(f"{where}.window.size", "must be >= 1")
         if model.window.size_seconds <= 0 or model.window.grace_seconds < 0:

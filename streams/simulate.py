@@ -57,6 +57,14 @@ class ScenarioError(ValueError):
     """A bad scenario spec; the message names the field."""
 
 
+class SimulationInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run`: the sinks were closed; ``summary`` counts what was emitted."""
+
+    def __init__(self, summary: "Summary"):
+        super().__init__()
+        self.summary = summary
+
+
 @dataclass
 class ModelScenario:
     """One simulated model. ``drift_at`` is the index of the model's prediction where drift starts
@@ -180,6 +188,48 @@ def check_scenario(s: ModelScenario) -> None:
         raise ScenarioError(f"{where}: new_category_share must be in [0, 1]")
     if s.width < 1 or s.train < 0:
         raise ScenarioError(f"{where}: width must be >= 1 and train >= 0")
+
+
+def check_simulation(sim: Simulation) -> None:
+    """Everything about a simulation that can be wrong, checked before a message is emitted."""
+    parse_delay(sim.label_delay)
+    if sim.events is not None and sim.events < 1:
+        raise ScenarioError(f"--events must be >= 1, got {sim.events}")
+    if sim.interval_ms < 1:
+        raise ScenarioError(f"--interval-ms must be >= 1, got {sim.interval_ms}")
+    for name in ("label_missing", "malformed"):
+        if not 0 <= getattr(sim, name) <= 1:
+            raise ScenarioError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(sim, name)}")
+    seen: set[str] = set()
+    for s in sim.models:
+        if s.model_id in seen:
+            raise ScenarioError(f"--model id={s.model_id}: given twice; each simulated model needs its own id")
+        seen.add(s.model_id)
+        check_scenario(s)
+        if s.drift_at is not None and s.drift_at < 0:
+            raise ScenarioError(f"model {s.model_id!r}: at must be >= 0")
+        if s.drift == "covariate":
+            _check_shift(s)
+
+
+def _check_shift(s: ModelScenario) -> None:
+    """The features a covariate drift shifts exist and are numbers (as :class:`ModelStream` reads them)."""
+    if s.train < 1:
+        raise ScenarioError(f"model {s.model_id!r}: covariate drift needs train >= 1 (shifts are in standard "
+                            "deviations of the training sample)")
+    x, _ = next(iter(_generator(s.generator, CONCEPTS[s.generator][0], 0)))
+    sample = _model_input(s.generator, x)
+    numeric = [k for k, v in sample.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    for spec in s.shift_features or SHIFT_DEFAULT[s.generator]:
+        name, _, k = spec.partition(":")
+        if name not in numeric:
+            raise ScenarioError(f"model {s.model_id!r}: cannot shift {name!r}; the numeric features of "
+                                f"{s.generator} are {', '.join(numeric)}")
+        try:
+            float(k or 0)
+        except ValueError:
+            raise ScenarioError(f"model {s.model_id!r}: shift {spec!r}: the shift must be a number of "
+                                "standard deviations") from None
 
 
 def parse_delay(spec: str):
@@ -396,7 +446,7 @@ def _malformed(rng: random.Random, model_id: str, ts: int, i: int) -> tuple[str,
         return "predictions", _encoder.encode({**good, "score": 1.7})          # out_of_range
     if kind == 5:
         return "labels", _encoder.encode({"prediction_id": "", "model_id": model_id, "label": 1, "timestamp": ts})
-    return "labels", b'{"prediction_id": "x", "model_id": "' + model_id.encode() + b'", "label": NaN}'
+    return "labels", b'{"prediction_id": "x", "model_id": "' + model_id.encode() + b'", "label": NaN}'  # non_finite
 
 
 def _derive_seed(seed: int, index: int) -> int:
@@ -406,10 +456,7 @@ def _derive_seed(seed: int, index: int) -> int:
 def generate(sim: Simulation, notes: list[DriftNote] | None = None) -> Iterator[Record]:
     """Every message of the simulation, in event-time order (labels when their time comes)."""
     delay = parse_delay(sim.label_delay)
-    for m in sim.models:
-        check_scenario(m)
-    if len({m.model_id for m in sim.models}) != len(sim.models):
-        raise ScenarioError("model ids must be unique")
+    check_simulation(sim)
     streams = []
     for index, scenario in enumerate(sim.models):
         seed = _derive_seed(sim.seed, index)
@@ -546,6 +593,8 @@ class Summary:
     malformed: int = 0
     seconds: float = 0.0
     drifts: list[DriftNote] = field(default_factory=list)
+    #: stopped by Ctrl-C before the end (see :class:`SimulationInterrupted`)
+    interrupted: bool = False
 
     def as_dict(self) -> dict:
         return {"predictions": self.predictions, "labels": self.labels, "malformed": self.malformed,
@@ -592,6 +641,9 @@ def run(sim: Simulation, sinks: list, rate: float | None = None, duration: float
                 on_record(record)
             if n % 256 == 0:
                 bar.update(n)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        raise SimulationInterrupted(summary) from None
     finally:
         for sink in sinks:
             sink.close()

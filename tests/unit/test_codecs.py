@@ -141,8 +141,25 @@ def test_infinite_numbers_are_rejected(data):
 
 
 @pytest.mark.parametrize("token", [b"NaN", b"Infinity", b"-Infinity"])
-def test_nan_and_infinity_tokens_are_not_json(token):
-    data = b'{"prediction_id":"a","model_id":"m","timestamp":0,"prediction":' + token + b"}"
+@pytest.mark.parametrize("where, template", [
+    ("prediction", b'{"prediction_id":"a","model_id":"m","timestamp":0,"prediction":%s}'),
+    ("features.age", b'{"prediction_id":"a","model_id":"m","timestamp":0,"prediction":1,"features":{"age":%s}}'),
+    ("score", b'{"prediction_id":"a","model_id":"m","timestamp":0,"prediction":1,"score":%s}'),
+    ("extra[1]", b'{"prediction_id":"a","model_id":"m","timestamp":0,"prediction":1,"extra":[0,%s]}'),
+])
+def test_nan_and_infinity_anywhere_are_non_finite_naming_the_field(token, where, template):
+    """JSON has no NaN or Infinity, but Python's json writes them: the contract's reason is
+    non_finite (not invalid_json), in any field, read or ignored, and the detail names it."""
+    with pytest.raises(InvalidEvent) as info:
+        decode_prediction(template % token)
+    assert info.value.reason == "non_finite"
+    assert info.value.detail.startswith(f"{where} is {token.decode().lstrip('-')}") or \
+        info.value.detail.startswith(f"{where} is {token.decode()}")
+    assert decode_many([template % token])[0].reason == "non_finite"
+
+
+@pytest.mark.parametrize("data", [b'{"prediction_id":"NaN","model_id":"m",', b'{"a": NaN'])
+def test_nan_in_what_is_not_json_anyway_stays_invalid_json(data):
     assert reason_of(decode_prediction, data) == "invalid_json"
 
 
