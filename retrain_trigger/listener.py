@@ -363,6 +363,14 @@ _FATAL_CODES = (
 )
 
 
+def _raise_if_fatal(error: KafkaError) -> None:
+    """A client's ``error_cb``: end the poll() that served it on an error no retry cures."""
+    if _is_fatal(error):
+        raise KafkaException(error)
+    # librdkafka retries connections by itself; it says "all brokers down" once per outage
+    log.log(logging.WARNING if error.code() == KafkaError._ALL_BROKERS_DOWN else logging.DEBUG, "Kafka: %s", error.str())
+
+
 def _is_fatal(error: KafkaError) -> bool:
     # Everything else (broker down, a topic the engine has not created yet, ...) librdkafka
     # retries by itself; the listener logs it and keeps polling.
@@ -397,7 +405,7 @@ class Listener:
         self.handled = HandledLog(Path(state_dir) / f"handled-{_safe_filename(group)}.jsonl")
         # Errors no retry cures (a refused login, ...) end the listener through poll(); librdkafka's
         # own lines go to logging (shown with --debug), not straight to stderr.
-        clients = {"error_cb": self._on_client_error, "logger": librdkafka_log}
+        clients = {"error_cb": _raise_if_fatal, "logger": librdkafka_log}
         self.consumer = Consumer({**consumer_settings(kafka, group), **clients})
         self.producer = Producer({**producer_settings(kafka), **clients})
         self.counts = collections.Counter()  # succeeded, failed, duplicate, invalid
@@ -430,11 +438,6 @@ class Listener:
         if _is_fatal(error):
             raise KafkaException(error)
         log.warning("Kafka: %s", error.str())
-
-    def _on_client_error(self, error: KafkaError) -> None:
-        if _is_fatal(error):
-            raise KafkaException(error)
-        log.debug("Kafka: %s", error.str())  # librdkafka retries connections by itself
 
     def _handle(self, message: Message) -> None:
         payload, source = message.value() or b"", _source(message)
@@ -579,7 +582,8 @@ def tail(
     """Print triggers as they arrive; returns how many were printed. Commits nothing."""
     stop = stop or threading.Event()
     group = f"driftline-tail-{uuid.uuid4().hex[:12]}"
-    consumer = Consumer(consumer_settings(kafka, group, offset_reset="earliest" if from_beginning else "latest"))
+    consumer = Consumer({**consumer_settings(kafka, group, offset_reset="earliest" if from_beginning else "latest"),
+                         "error_cb": _raise_if_fatal, "logger": librdkafka_log})
     consumer.subscribe([topic])
     printed = 0
     try:
