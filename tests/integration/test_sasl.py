@@ -178,9 +178,14 @@ def test_engine_listener_simulate_and_producer_over_sasl_ssl_never_log_the_passw
         assert SCRAPE_PASSWORD not in text, f"the scrape password appears in the {name}'s output"
 
 
-def test_a_wrong_password_ends_each_command_with_one_line(sasl_broker, tmp_path, unique):
+def test_a_wrong_password_ends_each_command_with_one_line(sasl_broker, tmp_path, unique, caplog):
     address, certs = sasl_broker
     config = write_config(tmp_path, address, certs, unique, WRONG)
+    # the producer helper never raises into the serving path: its one warning names the refusal
+    caplog.set_level(logging.WARNING, logger="driftline.producer")
+    logger = PredictionLogger(load_config(config).kafka, f"predictions-{unique}", f"labels-{unique}",
+                              prometheus=False)
+    logger.log_prediction("loans", {}, 1)
     procs = {
         "run": driftline("run", "--config", str(config)),
         "listen": driftline("triggers", "listen", "--config", str(config), "--exec", "true",
@@ -197,3 +202,7 @@ def test_a_wrong_password_ends_each_command_with_one_line(sasl_broker, tmp_path,
         assert "Traceback" not in err and WRONG not in out + err, (name, err)
         assert not [line for line in err.splitlines() if line.startswith("%")], \
             f"{name}: librdkafka printed to stderr past the logging setup: {err}"
+    warnings = [r.getMessage() for r in caplog.records if r.name == "driftline.producer"]
+    logger.close(0)
+    assert warnings and "SASL authentication error" in warnings[0], warnings
+    assert WRONG not in caplog.text
