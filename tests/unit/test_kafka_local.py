@@ -35,7 +35,7 @@ def test_a_sasl_ssl_listener_is_added_beside_plaintext_with_scram_and_a_pem_keys
     assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
     assert props["listener.name.sasl_ssl.ssl.keystore.location"] == str(tmp_path / "ks.pem")
     assert SaslSsl(tmp_path, {"a": "b"}).scram_arguments() == ["--add-scram", "SCRAM-SHA-512=[name=a,password=b]"]
-    assert "sasl" not in server_properties(19092, 19093, tmp_path)
+    assert "sasl." not in server_properties(19092, 19093, tmp_path / "data")
 
 
 def test_scram_users_that_the_format_option_cannot_carry_are_refused(tmp_path):
