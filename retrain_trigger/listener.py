@@ -58,6 +58,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from retrain_trigger.events import TriggerEvent, decode_trigger, encode_trigger
 
 log = logging.getLogger("driftline.listener")
+# librdkafka's own lines (one per failed connection attempt); the CLI shows them only with --debug.
+librdkafka_log = logging.getLogger("driftline.librdkafka")
 
 DEFAULT_TOPIC = "retrain-triggers"
 DEFAULT_FAILURE_TOPIC = "retrain-triggers-failed"
@@ -323,13 +325,28 @@ def producer_settings(kafka: dict[str, Any]) -> dict[str, Any]:
 
 def ensure_topic(kafka: dict[str, Any], topic: str, timeout: float = 30.0) -> None:
     """Create ``topic`` (1 partition, broker-default replication) unless it exists; warn if we may not."""
-    admin = AdminClient(_settings_for(_settings_for(kafka, _CONSUMER_ONLY), _PRODUCER_ONLY))
+    refused: list[KafkaError] = []
+    admin = AdminClient({**_settings_for(_settings_for(kafka, _CONSUMER_ONLY), _PRODUCER_ONLY),
+                         "error_cb": lambda err: refused.append(err) if _is_fatal(err) else None,
+                         "logger": librdkafka_log})
+    deadline = time.monotonic() + timeout
     try:
-        if topic in admin.list_topics(timeout=timeout).topics:
+        while True:  # in short tries, so that a refused login ends the wait at once
+            try:
+                metadata = admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+                break
+            except KafkaException:
+                admin.poll(0)
+                if refused or time.monotonic() >= deadline:
+                    raise
+        if topic in metadata.topics:
             return
         admin.create_topics([NewTopic(topic, 1)], operation_timeout=timeout)[topic].result()
         log.info("created topic %s", topic)
     except KafkaException as exc:
+        admin.poll(0)  # serves the error callbacks: a refused login is why, not worth a warning
+        if refused:
+            raise KafkaException(refused[-1]) from None
         error = exc.args[0]
         if not (isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS):
             log.warning("could not check or create topic %s: %s", topic, error)
@@ -344,6 +361,14 @@ _FATAL_CODES = (
     KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED,
     KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._AUTHENTICATION, KafkaError._SSL,
 )
+
+
+def _raise_if_fatal(error: KafkaError) -> None:
+    """A client's ``error_cb``: end the poll() that served it on an error no retry cures."""
+    if _is_fatal(error):
+        raise KafkaException(error)
+    # librdkafka retries connections by itself; it says "all brokers down" once per outage
+    log.log(logging.WARNING if error.code() == KafkaError._ALL_BROKERS_DOWN else logging.DEBUG, "Kafka: %s", error.str())
 
 
 def _is_fatal(error: KafkaError) -> bool:
@@ -378,8 +403,11 @@ class Listener:
         self.poll_interval = poll_interval
         self.kafka = dict(kafka)
         self.handled = HandledLog(Path(state_dir) / f"handled-{_safe_filename(group)}.jsonl")
-        self.consumer = Consumer(consumer_settings(kafka, group))
-        self.producer = Producer(producer_settings(kafka))
+        # Errors no retry cures (a refused login, ...) end the listener through poll(); librdkafka's
+        # own lines go to logging (shown with --debug), not straight to stderr.
+        clients = {"error_cb": _raise_if_fatal, "logger": librdkafka_log}
+        self.consumer = Consumer({**consumer_settings(kafka, group), **clients})
+        self.producer = Producer({**producer_settings(kafka), **clients})
         self.counts = collections.Counter()  # succeeded, failed, duplicate, invalid
 
     def run(self, stop: threading.Event | None = None) -> None:
@@ -554,7 +582,8 @@ def tail(
     """Print triggers as they arrive; returns how many were printed. Commits nothing."""
     stop = stop or threading.Event()
     group = f"driftline-tail-{uuid.uuid4().hex[:12]}"
-    consumer = Consumer(consumer_settings(kafka, group, offset_reset="earliest" if from_beginning else "latest"))
+    consumer = Consumer({**consumer_settings(kafka, group, offset_reset="earliest" if from_beginning else "latest"),
+                         "error_cb": _raise_if_fatal, "logger": librdkafka_log})
     consumer.subscribe([topic])
     printed = 0
     try:

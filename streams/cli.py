@@ -76,8 +76,8 @@ def _run(args: argparse.Namespace) -> int:
         config.kafka["bootstrap.servers"] = args.bootstrap_servers
     exporter = Exporter(config)
     address = args.metrics_address or config.metrics.address
-    exporter.serve(address)
-    logging.getLogger("driftline").info("metrics on http://%s/metrics", address)
+    server = exporter.serve(address)
+    logging.getLogger("driftline").info("metrics on %s", server.url)
     try:
         if args.engine == "faust":
             from .faust_engine import run_faust

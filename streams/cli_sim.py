@@ -146,25 +146,30 @@ def _check_topics(kafka: dict, config, predictions: str, labels: str) -> str | N
     """With a config, create missing topics as ``driftline run`` would (co-partitioned inputs);
     without one, insist the topics exist (a broker may not auto-create them)."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
+
+    from .kafka_admin import ensure_topics, list_topics
 
     if config is not None and config.topics.predictions == predictions and config.topics.labels == labels:
-        from .kafka_admin import ensure_topics
-
         try:
             ensure_topics(msgspec_replace(config, kafka))
         except (KafkaException, RuntimeError) as exc:
-            return f"cannot create the topics on {kafka['bootstrap.servers']}: {exc}"
+            return f"cannot create the topics on {kafka['bootstrap.servers']}: {_reason(exc)}"
         return None
     try:
-        existing = AdminClient(dict(kafka)).list_topics(timeout=10).topics
+        existing = list_topics(dict(kafka))[1].topics
     except KafkaException as exc:
-        return f"Kafka at {kafka['bootstrap.servers']} does not answer: {exc}"
+        return f"Kafka at {kafka['bootstrap.servers']} does not answer: {_reason(exc)}"
     missing = [t for t in (predictions, labels) if t not in existing]
     if missing:
         return (f"topic(s) {', '.join(missing)} do not exist on {kafka['bootstrap.servers']}; start `driftline run` "
                 "first (it creates its topics), pass --config to create them, or create them yourself")
     return None
+
+
+def _reason(exc: Exception) -> str:
+    """librdkafka's words for a KafkaException (its repr is KafkaError{code=…,val=…,str="…"})."""
+    err = exc.args[0] if exc.args else exc
+    return err.str() if hasattr(err, "str") else str(err)
 
 
 def msgspec_replace(config, kafka: dict):

@@ -67,6 +67,19 @@ class Metrics(msgspec.Struct, forbid_unknown_fields=True):
     #: Distinct label values kept per model before new ones are folded into "other".
     max_versions: int = 10
     max_segments: int = 20
+    #: Serve /metrics over HTTPS: the certificate chain and its private key, PEM files (relative
+    #: paths are relative to the config file). Both or neither.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    #: Require HTTP basic auth: the user name, and a file whose content (trimmed) is the password,
+    #: like Prometheus's own scrape ``basic_auth.password_file``. Both or neither.
+    basic_auth_username: str | None = None
+    basic_auth_password_file: str | None = None
+
+    def path(self, key: str, source: str) -> Path | None:
+        """The file a ``*_file`` key names, relative to the config file ``source``."""
+        value = getattr(self, key)
+        return None if value is None else Path(source).parent / value
 
 
 class Window(msgspec.Struct, forbid_unknown_fields=True):
@@ -366,6 +379,7 @@ def _check(config: Config) -> None:
         if name in topics:
             fail(f"topics.{key}", f"{name!r} is topics.{topics[name]} as well; each topic has one role")
         topics[name] = key
+    _check_metrics_files(config.metrics, fail, src)
     seen: set[str] = set()
     for i, model in enumerate(config.models):
         where = f"models[{i}]"
@@ -410,3 +424,32 @@ def _check(config: Config) -> None:
         for r, rule in enumerate(rules):
             for c, condition in enumerate(rule.conditions):
                 _check_condition(condition, computed, f"{where}.rules[{r}].conditions[{c}]", fail, src)
+
+
+def _check_metrics_files(metrics: Metrics, fail, source: str) -> None:
+    """TLS and basic auth come in pairs of keys, and their files must be there; the password
+    file must not be empty (an empty password would let anyone in who knows the user name)."""
+    for first, second in (("tls_cert_file", "tls_key_file"), ("basic_auth_username", "basic_auth_password_file")):
+        if (getattr(metrics, first) is None) != (getattr(metrics, second) is None):
+            fail(f"metrics.{first}", f"set both metrics.{first} and metrics.{second}, or neither")
+    if metrics.basic_auth_username is not None and (not metrics.basic_auth_username
+                                                    or ":" in metrics.basic_auth_username):
+        fail("metrics.basic_auth_username", "must be non-empty and without ':' (basic auth separates user and "
+             "password by it)")
+    for key in ("tls_cert_file", "tls_key_file", "basic_auth_password_file"):
+        path = metrics.path(key, source)
+        if path is not None and not path.is_file():
+            fail(f"metrics.{key}", f"{path} does not exist")
+    if metrics.basic_auth_password_file is not None:
+        try:
+            password = read_password(metrics.path("basic_auth_password_file", source))
+        except (OSError, UnicodeDecodeError) as exc:
+            fail("metrics.basic_auth_password_file", f"cannot read it: {exc}")
+        if not password:
+            fail("metrics.basic_auth_password_file", "is empty")
+
+
+def read_password(path: Path) -> str:
+    """A password file's content without surrounding whitespace (a trailing newline, as editors
+    and ``echo`` leave it), as Prometheus reads its ``password_file``."""
+    return path.read_text(encoding="utf-8").strip()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from .config import Config
@@ -20,11 +20,49 @@ class TopicLayoutError(RuntimeError):
 STATE_MAX_BYTES = 64 << 20
 
 
+#: librdkafka errors that say the broker refused the client's credentials or certificate:
+#: retrying the same settings cannot cure them.
+LOGIN_REFUSED = (KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED)
+
+
+class _RefusedLogin:
+    """An ``error_cb`` that keeps the last login refusal librdkafka reported."""
+
+    def __init__(self):
+        self.error: KafkaError | None = None
+
+    def __call__(self, err: KafkaError) -> None:
+        if err.code() in LOGIN_REFUSED:
+            self.error = err
+
+
+def list_topics(kafka: dict, logger: logging.Logger | None = None, timeout: float = 10.0):
+    """An AdminClient of the ``kafka`` settings and the cluster's metadata. A login the broker
+    refused raises a *fatal* ``KafkaException`` that names it, at once: librdkafka alone says
+    "Broker transport failure" after the timeout (and retries forever)."""
+    refused = _RefusedLogin()
+    # librdkafka would print its lines to stderr; the CLI shows the "driftline.librdkafka" ones with --debug
+    admin = AdminClient({**kafka, "error_cb": refused, "logger": logger or logging.getLogger("driftline.librdkafka")})
+    deadline = time.monotonic() + timeout
+    while True:  # in short tries, so that a refused login ends the wait at once
+        try:
+            return admin, admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+        except KafkaException:
+            admin.poll(0)  # serves the error callbacks that say why
+            if refused.error is not None:
+                break
+            if time.monotonic() >= deadline:
+                raise
+    raise KafkaException(KafkaError(refused.error.code(), f"login refused ({refused.error.str()}); check "
+                                        "kafka.sasl.username, kafka.sasl.password and kafka.ssl.*",
+                                        fatal=True))
+
+
 def ensure_topics(config: Config, logger: logging.Logger | None = None, timeout: float = 10.0) -> None:
     """Create missing topics; fail clearly if the two input topics are not co-partitioned."""
-    admin = AdminClient({**config.kafka, **({"logger": logger} if logger else {})})
+    admin, metadata = list_topics(config.kafka, logger, timeout)
     t = config.topics
-    existing = admin.list_topics(timeout=timeout).topics
+    existing = metadata.topics
     wanted = {
         t.predictions: NewTopic(t.predictions, t.partitions, 1),
         t.labels: NewTopic(t.labels, t.partitions, 1),

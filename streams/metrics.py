@@ -6,22 +6,31 @@ labels bounded (``model`` from the config, ``version``/``segment`` capped, ``rea
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
+import logging
+import socket
+import ssl
 import threading
+from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any, Callable
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
 from retrain_trigger.rules import load_rules
 
-from .config import Config
+from .config import Config, ConfigError, Metrics, read_password
 
 if TYPE_CHECKING:
     from .monitor import Monitor
 
 OTHER = "other"
+log = logging.getLogger("driftline.metrics")
 
 
 class BoundedLabel:
@@ -111,6 +120,7 @@ class PValueGauge:
 class Exporter:
     def __init__(self, config: Config, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
+        self.settings, self.source = config.metrics, config.source  # where and how serve() listens
         self.version_label = BoundedLabel(config.metrics.max_versions)
         self.segment_label = BoundedLabel(config.metrics.max_segments)
         r = self.registry
@@ -241,9 +251,12 @@ class Exporter:
             else:
                 self.performance.labels(model_id, version, name).set(obs.value)
 
-    def serve(self, address: str) -> None:
-        host, port = address.rsplit(":", 1)
-        start_http_server(int(port), addr=host or "0.0.0.0", registry=self.registry)
+    def serve(self, address: str) -> "MetricsServer":
+        """Serve ``/metrics`` at ``address`` (host:port) in a daemon thread, with the config's TLS
+        and basic auth; a ``metrics.*`` setting that cannot be used raises ``ConfigError``."""
+        server = MetricsServer(make_wsgi_app(self.registry), address, self.settings, self.source)
+        server.start()
+        return server
 
 
 def _set_drift(obs, labels: tuple[str, ...], statistic: Gauge, p_value: PValueGauge, threshold: Gauge,
@@ -257,3 +270,135 @@ def _set_drift(obs, labels: tuple[str, ...], statistic: Gauge, p_value: PValueGa
     if obs.threshold is not None:
         threshold.labels(*labels).set(obs.threshold)
     alarm.labels(*labels).set(1 if obs.fired else 0)
+
+
+class MetricsServer:
+    """``/metrics`` over HTTP, or HTTPS with ``metrics.tls_cert_file``/``tls_key_file``, behind
+    HTTP basic auth with ``metrics.basic_auth_username``/``basic_auth_password_file``.
+
+    prometheus-client's ``start_http_server`` takes a certificate but has no basic auth, and
+    wraps the listening socket, so the TLS handshake runs in its one accepting thread, where a
+    client that connects and sends nothing stalls every scrape. Here each connection is wrapped
+    and handshaken in its own thread, with a timeout.
+
+    Parameters
+    ----------
+    app
+        The WSGI app that renders the metrics (``prometheus_client.make_wsgi_app``).
+    address
+        ``host:port`` to bind; port 0 picks a free one (see :attr:`url`).
+    settings, source
+        The config's ``[metrics]`` table and the config file its relative paths start from.
+    """
+
+    #: seconds a connection may take for its TLS handshake and each read
+    TIMEOUT = 10.0
+
+    def __init__(self, app, address: str, settings: Metrics, source: str):
+        host, port = address.rsplit(":", 1)
+        self.tls = _tls_context(settings, source)
+        if settings.basic_auth_username is not None:
+            password = read_password(settings.path("basic_auth_password_file", source))
+            app = BasicAuth(app, settings.basic_auth_username, password)
+            if self.tls is None:
+                log.warning("metrics: basic auth without TLS sends the password in the clear; set "
+                            "metrics.tls_cert_file and metrics.tls_key_file")
+        try:
+            self.httpd = _Server((host or "0.0.0.0", int(port)), _QuietHandler, tls=self.tls)
+        except OSError as exc:
+            raise ConfigError(f"metrics.address: cannot listen on {address}: {exc.strerror or exc}") from None
+        self.httpd.set_app(app)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="driftline-metrics", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"{'https' if self.tls else 'http'}://{host}:{port}/metrics"
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _tls_context(settings: Metrics, source: str) -> ssl.SSLContext | None:
+    if settings.tls_cert_file is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    cert, key = settings.path("tls_cert_file", source), settings.path("tls_key_file", source)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"metrics.tls_cert_file, metrics.tls_key_file: cannot load {cert} with {key}: "
+                          f"{getattr(exc, 'reason', None) or exc}") from None
+    return context
+
+
+class BasicAuth:
+    """A WSGI app that answers 401 unless the request carries the user and password.
+
+    Both are compared in constant time (``hmac.compare_digest``), each on its own, so a wrong
+    guess's timing says neither how much of it matched nor which part was wrong.
+    """
+
+    def __init__(self, app, username: str, password: str):
+        self.app = app
+        self.username, self.password = username.encode(), password.encode()
+
+    def __call__(self, environ, start_response):
+        if self.allowed(environ.get("HTTP_AUTHORIZATION", "")):
+            return self.app(environ, start_response)
+        start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="driftline", charset="UTF-8"'),
+                                            ("Content-Type", "text/plain; charset=utf-8")])
+        return [b"401 Unauthorized: basic auth required\n"]
+
+    def allowed(self, header: str) -> bool:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, sep, password = base64.b64decode(token.strip(), validate=True).partition(b":")
+        except (binascii.Error, ValueError):
+            return False
+        user_ok = hmac.compare_digest(user, self.username)
+        password_ok = hmac.compare_digest(password, self.password)
+        return bool(sep) and user_ok and password_ok
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape on stderr."""
+
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        log.debug("metrics: %s " + format, self.address_string(), *args)
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, handler, tls: ssl.SSLContext | None):
+        self.tls = tls
+        super().__init__(address, handler)
+
+    def finish_request(self, request, client_address):
+        # In the connection's own thread (ThreadingMixIn), so a slow handshake stalls nobody else.
+        request.settimeout(MetricsServer.TIMEOUT)
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        with self.tls.wrap_socket(request, server_side=True) as wrapped:  # the handshake, here
+            super().finish_request(wrapped, client_address)
+
+    def shutdown_request(self, request):
+        try:
+            request.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        request.close()
+
+    def handle_error(self, request, client_address):
+        # A client that speaks plain HTTP to the HTTPS port, or hangs up: not the server's fault.
+        log.debug("metrics: connection from %s failed", client_address, exc_info=True)

@@ -46,6 +46,10 @@ from typing import Any, Mapping
 import msgspec
 from confluent_kafka import KafkaError, Producer
 
+# The broker refused the credentials or the certificate (streams.kafka_admin.LOGIN_REFUSED; not
+# imported from there so that a model server imports this module alone).
+_LOGIN_REFUSED = (KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED)
+
 __all__ = ["PredictionLogger", "AsyncPredictionLogger", "DROP_REASONS"]
 
 log = logging.getLogger("driftline.producer")
@@ -240,7 +244,8 @@ class PredictionLogger:
         self._note_failure(f"delivery to {msg.topic()} failed: {err.str()}")
 
     def _on_error(self, err: KafkaError) -> None:
-        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT) or err.fatal():
+        # A refused login comes before "all brokers down", so the one warning names it.
+        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, *_LOGIN_REFUSED) or err.fatal():
             self._note_failure(f"Kafka: {err.str()}")
 
     def _note_failure(self, message: str) -> None:

@@ -4,6 +4,10 @@ The broker's jars come from Maven Central through Maven (``pom.xml`` beside this
 cached under ``~/.cache/driftline/``. ``up()`` formats KRaft storage and starts ``kafka.Kafka`` in
 combined broker+controller mode with Java 17; ``down()`` stops it. A second ``up()`` while a broker
 runs reuses it. From the shell: ``python -m streams.kafka_local up|down|status``.
+
+``up(bdir, sasl_ssl=SaslSsl(keystore, users))`` adds a second listener that speaks SASL_SSL with
+SCRAM-SHA-512, for tests of authenticated clients: the caller makes the broker's certificate and
+key and names the users; the PLAINTEXT listener stays for the launcher's own health check.
 """
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -63,6 +68,38 @@ class BrokerDir:
     def addressfile(self) -> Path:
         return self.root / "bootstrap"
 
+    @property
+    def sasl_ssl_addressfile(self) -> Path:
+        return self.root / "bootstrap-sasl-ssl"
+
+
+@dataclass(frozen=True)
+class SaslSsl:
+    """An extra SASL_SSL listener with SCRAM-SHA-512.
+
+    Parameters
+    ----------
+    keystore
+        PEM file with the broker's private key (unencrypted PKCS#8, as ``openssl genpkey`` writes
+        it) followed by its certificate chain; the certificate must name ``IP:127.0.0.1`` as a
+        subject alternative name, since clients check the broker's host name by default.
+    users
+        SCRAM-SHA-512 user name -> password, written into the storage when it is formatted
+        (``kafka-storage format --add-scram``). Names and passwords may not contain ``,``, ``[``,
+        ``]`` or ``=``, which that option's syntax uses.
+    """
+
+    keystore: Path
+    users: Mapping[str, str] = field(default_factory=dict)
+
+    def scram_arguments(self) -> list[str]:
+        args = []
+        for name, password in self.users.items():
+            if any(c in name + password for c in ",[]="):
+                raise BrokerError(f"SCRAM user {name!r}: names and passwords may not contain , [ ] or =")
+            args += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"]
+        return args
+
 
 def default_broker_dir() -> BrokerDir:
     return BrokerDir(Path(os.environ.get("DRIFTLINE_KAFKA_DIR", cache_root() / "broker")))
@@ -107,16 +144,33 @@ def _free_port(preferred: int | None = None) -> int:
     raise BrokerError("no free TCP port on 127.0.0.1")
 
 
-def server_properties(port: int, controller_port: int, data_dir: Path) -> str:
+def server_properties(port: int, controller_port: int, data_dir: Path, sasl_ssl_port: int | None = None,
+                      keystore: Path | None = None) -> str:
+    listeners = [f"PLAINTEXT://127.0.0.1:{port}"]
+    protocols = ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT"]
+    sasl: list[str] = []
+    if sasl_ssl_port is not None:
+        listeners.append(f"SASL_SSL://127.0.0.1:{sasl_ssl_port}")
+        protocols.append("SASL_SSL:SASL_SSL")
+        sasl = [
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            # A PEM keystore: no keytool and no store password; the key is unencrypted, so the
+            # file itself must be kept private (it is the caller's, in a test directory).
+            "listener.name.sasl_ssl.ssl.keystore.type=PEM",
+            f"listener.name.sasl_ssl.ssl.keystore.location={keystore}",
+        ]
     return "\n".join([
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}",
-        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+        f"listeners={','.join(listeners)},CONTROLLER://127.0.0.1:{controller_port}",
+        f"advertised.listeners={','.join(listeners)}",
         "controller.listener.names=CONTROLLER",
         "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        f"listener.security.protocol.map={','.join(protocols)}",
+        *sasl,
         f"log.dirs={data_dir}",
         "num.partitions=1",
         "offsets.topic.replication.factor=1",
@@ -174,8 +228,14 @@ def running(bdir: BrokerDir | None = None) -> str | None:
     return None
 
 
-def up(bdir: BrokerDir | None = None, port: int | None = DEFAULT_PORT, timeout: float = 90.0) -> str:
-    """Start (or reuse) the local broker; return its bootstrap address."""
+def up(bdir: BrokerDir | None = None, port: int | None = DEFAULT_PORT, timeout: float = 90.0,
+       sasl_ssl: SaslSsl | None = None) -> str:
+    """Start (or reuse) the local broker; return its (PLAINTEXT) bootstrap address.
+
+    With ``sasl_ssl`` the broker also listens with SASL_SSL/SCRAM-SHA-512 on another port, whose
+    address :func:`sasl_ssl_address` returns. A broker already running in ``bdir`` is reused as
+    it is, so a private ``bdir`` is the way to get one with that listener.
+    """
     bdir = bdir or default_broker_dir()
     if (existing := running(bdir)) is not None:
         return existing
@@ -183,16 +243,20 @@ def up(bdir: BrokerDir | None = None, port: int | None = DEFAULT_PORT, timeout: 
     libs = fetch_jars()
     port = _free_port(port)
     controller_port = _free_port()
+    sasl_ssl_port = _free_port() if sasl_ssl else None
     shutil.rmtree(bdir.data, ignore_errors=True)
     bdir.logs.mkdir(parents=True, exist_ok=True)
-    bdir.config.write_text(server_properties(port, controller_port, bdir.data))
+    bdir.sasl_ssl_addressfile.unlink(missing_ok=True)
+    bdir.config.write_text(server_properties(port, controller_port, bdir.data, sasl_ssl_port,
+                                             sasl_ssl.keystore if sasl_ssl else None))
     java = _java()
     classpath = f"{libs}/*"
     jvm = [java, "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", f"-Dkafka.logs.dir={bdir.logs}",
            "-cp", classpath]
     fmt = subprocess.run(jvm + ["kafka.tools.StorageTool", "format", "--standalone",
-                                "-t", _cluster_id(), "-c", str(bdir.config)],
+                                "-t", _cluster_id(), "-c", str(bdir.config),
+                                *(sasl_ssl.scram_arguments() if sasl_ssl else [])],
                          capture_output=True, text=True)
     if fmt.returncode != 0:
         raise BrokerError(f"kafka-storage format failed: {(fmt.stdout + fmt.stderr).strip()[-500:]}")
@@ -202,6 +266,8 @@ def up(bdir: BrokerDir | None = None, port: int | None = DEFAULT_PORT, timeout: 
     bootstrap = f"127.0.0.1:{port}"
     bdir.pidfile.write_text(str(proc.pid))
     bdir.addressfile.write_text(bootstrap)
+    if sasl_ssl_port is not None:
+        bdir.sasl_ssl_addressfile.write_text(f"127.0.0.1:{sasl_ssl_port}")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -211,6 +277,14 @@ def up(bdir: BrokerDir | None = None, port: int | None = DEFAULT_PORT, timeout: 
         time.sleep(0.5)
     down(bdir)
     raise BrokerError(f"Kafka did not answer on {bootstrap} within {timeout:.0f}s; see {bdir.logs}/server.log")
+
+
+def sasl_ssl_address(bdir: BrokerDir | None = None) -> str | None:
+    """The SASL_SSL bootstrap address of the broker in ``bdir``, if it was started with one."""
+    try:
+        return (bdir or default_broker_dir()).sasl_ssl_addressfile.read_text().strip()
+    except OSError:
+        return None
 
 
 def _cluster_id() -> str:
@@ -260,4 +334,5 @@ def down(bdir: BrokerDir | None = None) -> bool:
         _terminate(pid)
     bdir.pidfile.unlink(missing_ok=True)
     bdir.addressfile.unlink(missing_ok=True)
+    bdir.sasl_ssl_addressfile.unlink(missing_ok=True)
     return was_alive

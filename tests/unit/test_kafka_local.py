@@ -22,3 +22,26 @@ def test_server_properties_are_for_a_single_loopback_test_broker(tmp_path):
     assert props["offsets.topic.replication.factor"] == "1"
     assert props["transaction.state.log.replication.factor"] == "1"
     assert props["group.initial.rebalance.delay.ms"] == "0"
+
+
+def test_a_sasl_ssl_listener_is_added_beside_plaintext_with_scram_and_a_pem_keystore(tmp_path):
+    from streams.kafka_local import SaslSsl
+
+    props = dict(line.split("=", 1) for line in server_properties(
+        19092, 19093, tmp_path, sasl_ssl_port=19094, keystore=tmp_path / "ks.pem").splitlines() if line)
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,SASL_SSL://127.0.0.1:19094,CONTROLLER://127.0.0.1:19093"
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19092,SASL_SSL://127.0.0.1:19094"
+    assert "SASL_SSL:SASL_SSL" in props["listener.security.protocol.map"].split(",")
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["listener.name.sasl_ssl.ssl.keystore.location"] == str(tmp_path / "ks.pem")
+    assert SaslSsl(tmp_path, {"a": "b"}).scram_arguments() == ["--add-scram", "SCRAM-SHA-512=[name=a,password=b]"]
+    assert "sasl." not in server_properties(19092, 19093, tmp_path / "data")
+
+
+def test_scram_users_that_the_format_option_cannot_carry_are_refused(tmp_path):
+    import pytest
+
+    from streams.kafka_local import BrokerError, SaslSsl
+
+    with pytest.raises(BrokerError, match="may not contain"):
+        SaslSsl(tmp_path, {"a": "pass,word"}).scram_arguments()
