@@ -205,8 +205,11 @@ _COUNTER_FIELDS = ("predictions", "labels", "joined", "expired_predictions", "ex
 class Backtest:
     """Feed ordered events to a Monitor in chunks of ``every``, recording the timeline."""
 
-    def __init__(self, config: Config, every: int | None = 1000, timeline: bool = True):
+    def __init__(self, config: Config, every: int | None = 1000, timeline: bool = True, observer=None):
         self.config = config
+        #: called after each chunk as ``observer(monitor, at_ms, events, triggers)``, before the
+        #: Monitor's counters are drained (the report's recorder)
+        self.observer = observer
         self.monitor = Monitor(config)
         self.every = every
         self.record_timeline = timeline
@@ -219,8 +222,11 @@ class Backtest:
         every = auto_every(len(events)) if self.every is None else max(1, self.every)
         for start in range(0, len(events), every):
             chunk = events[start:start + every]
-            result.triggers.extend(process(chunk))
+            triggers = process(chunk)
+            result.triggers.extend(triggers)
             result.events += len(chunk)
+            if self.observer is not None:
+                self.observer(self.monitor, chunk[-1][0].timestamp, result.events, triggers)
             self._drain(chunk[-1][0].timestamp)
             if progress is not None:
                 progress.update(result.events)
@@ -250,7 +256,7 @@ def auto_every(n_events: int) -> int:
 def run_backtest(config: Config, out: str | Path, predictions=None, labels=None, events=None,
                  every: int | None = None,
                  report: bool = True, progress: bool = True, scenario: str | Path | None = None) -> BacktestResult:
-    from .report import write_report
+    from .report import ReportRecorder, write_report
     from .simulate import Progress
 
     out = Path(out)
@@ -265,7 +271,8 @@ def run_backtest(config: Config, out: str | Path, predictions=None, labels=None,
         loaded = load_events(config, predictions, labels, events)
         load_seconds = time.perf_counter() - started
         bar = Progress(len(loaded.events), "backtest", enabled=progress)
-        backtest = Backtest(config, every=every)
+        recorder = ReportRecorder(config) if report else None
+        backtest = Backtest(config, every=every, observer=recorder)
         result = backtest.run(loaded.events, progress=bar)
     finally:
         if gc_was_enabled:
@@ -281,7 +288,7 @@ def run_backtest(config: Config, out: str | Path, predictions=None, labels=None,
                 if candidate is not None and (Path(candidate).parent / "scenario.json").exists():
                     scenario = Path(candidate).parent / "scenario.json"
                     break
-        write_report(config, result, out / "report.html", scenario=scenario)
+        write_report(config, result, out / "report.html", scenario=scenario, recorder=recorder)
     return result
 
 
