@@ -130,9 +130,12 @@ class ReportRecorder:
             self._note_drift(model_id, m)
             for name, detector in self._detectors(stats):
                 if detector.is_test and detector.reference_counts is not None:
-                    both = detector.reference_counts + detector.current_counts()
-                    self.test_sizes[model_id, name, events] = (float(detector.reference_counts.sum()),
-                                                               max(1, int((both > 0).sum()) - 1))
+                    # KS needs the reference's size; chi2 its degrees of freedom: the bins not empty
+                    # on both sides, less one (what chi2_test counts)
+                    dof = 1
+                    if detector.kind == "chi2":
+                        dof = max(1, int(((detector.reference_counts + detector.current_counts()) > 0).sum()) - 1)
+                    self.test_sizes[model_id, name, events] = (float(detector.reference_counts.sum()), dof)
         for trigger in triggers:
             m = monitor.models.get(trigger.model_id)
             if m is not None:
