@@ -512,8 +512,7 @@ def scaffold_config(sample: dict[str, _ModelSample], source: str, bootstrap: str
                 '  prediction = ["psi"]' if task != "multiclass" else '  prediction = ["chi2"]',
                 "  reference_size = 1000                     # the first 1000 values of each are the reference,",
                 '  # reference_file = "reference.json"       # or a file: driftline reference --config ... --out reference.json',
-                '  correction = "bh"                         # across the feature tests (50 features are not 50 alarms)',
-                "  alpha = 0.01", ""]
+                "  # the alarm levels of the statistics: see [models.drift] in driftline.example.toml", ""]
         out += _rule(task, m)
         out.append("")
     return "\n".join(out)

@@ -5,9 +5,10 @@ Each section holds, over event time:
 * performance: every window statistic with its rule thresholds and the triggers marked (▼);
 * drift: every feature and prediction drift statistic scaled to its own alarm level, so that one
   axis serves all of them and 1 means "alarm": a distance (psi, js, wasserstein) as
-  ``statistic / threshold``; a test (ks, chi2) as ``-log10(p) / -log10(alpha)``, its p-value
-  before the multiple-testing correction (the alarm marks apply the model's correction, as the
-  rules do). Points before a detector holds ``min_samples`` values are not drawn (a window of a
+  ``statistic / threshold``; a test (ks, chi2) as ``-log10(p) / -log10(level)``, the level
+  being the test's own (a false-alarm budget's share, or a hand-set threshold) or, where the
+  model corrects across its feature tests, alpha before the correction (the alarm marks apply it,
+  as the Monitor does). Points before a detector holds ``min_samples`` values are not drawn (a window of a
   few dozen values swings far and would set the axis). Up to 8 series are drawn as lines; with
   more, every feature is a row of a heat map (sorted by its highest value) and the 8 highest are
   drawn as lines;
@@ -147,8 +148,7 @@ class ReportRecorder:
                 + [(f"prediction.{k}", d) for k, d in stats.prediction_drift.items()])
 
     def _note_drift(self, model_id: str, m) -> None:
-        drift = m.stats.model.drift
-        self.alpha[model_id] = (drift.alpha, drift.correction)
+        self.alpha[model_id] = test_family(m.stats.model.drift)
         self.drift[model_id] = {name: DriftInfo(d.is_test, d.threshold, d.min_samples)
                                 for name, d in self._detectors(m.stats)}
 
@@ -161,6 +161,15 @@ class ReportRecorder:
                                                        np.asarray(detector.current_counts()))
             self.snapshots.append(Snapshot(trigger.trigger_id, feature, kind, at_ms, events, labels, reference,
                                            current))
+
+
+def test_family(drift) -> tuple[float, str]:
+    """(alpha, correction) the Monitor judges a model's feature tests at together; ``none`` when
+    each test is judged alone at its own threshold (a false-alarm budget gives each its level)."""
+    if getattr(drift, "budgeted", False):
+        return 0.01, "none"
+    alpha = getattr(drift, "test_alpha", None) or getattr(drift, "alpha", None) or 0.01
+    return float(alpha), str(getattr(drift, "test_correction", None) or getattr(drift, "correction", None) or "none")
 
 
 def drifted_features(trigger: "TriggerEvent") -> set[tuple[str, str]]:
@@ -384,7 +393,7 @@ def _drift_lines_figure(model, series: list[DriftSeries], triggers, drifts):
     ax.legend(fontsize=7, loc="upper left", ncol=2)
     _time_axis(ax)
     title = f"{model}: drift, the {len(top)} highest of {len(series)}" if len(series) > len(top) else f"{model}: drift"
-    ax.set_title(title + ". Dots: in alarm (tests after the model's multiple-testing correction); "
+    ax.set_title(title + ". Dots: in alarm, as the Monitor judges it; "
                  f"values above {SCALE_CAP:g} drawn at {SCALE_CAP:g}", fontsize=9, loc="left")
     fig.tight_layout()
     return fig
@@ -572,7 +581,8 @@ pre{{white-space:pre-wrap;font-size:11px;max-width:600px}}section.model{{border-
 <p>Config <code>{html.escape(config.source)}</code>: {summary['lines']} lines, {summary['events']} valid events,
 rejected: {html.escape(invalid)}; {summary['triggers']} triggers; {len(configured)} configured models.</p>
 <p>Drift panels are scaled to each statistic's alarm level (1 = alarm): a distance as statistic / threshold,
-a test (ks, chi2) as -log10(p) / -log10(alpha), p before the multiple-testing correction. Points before a
+a test (ks, chi2) as -log10(p) / -log10(level), the level being the test's own or, where the model corrects
+across its feature tests, alpha before the correction (the alarm dots apply it). Points before a
 detector holds its min_samples values are left out.</p>
 {''.join(sections)}
 </body></html>
