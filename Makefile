@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit bench kafka-up kafka-down clean prometheus promtool-check
+.PHONY: install demo test test-unit bench kafka-up kafka-down clean prometheus promtool-check chromium
 
 $(STAMP): pyproject.toml
 	@command -v java >/dev/null || { echo "installing Java 17 (Kafka needs it)"; apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless; }
@@ -28,6 +28,11 @@ prometheus:
 	  rc=$$?; if [ -n "$$added" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
 	  { systemctl disable --now prometheus || service prometheus stop; } >/dev/null 2>&1; exit $$rc; }
 
+## chromium: Debian's chromium, headless, for the test that renders report.html in a real browser
+chromium:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium (the report's browser test)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+
 ## promtool-check: the scrape config and alert rules are valid and the alert unit tests pass
 promtool-check: prometheus
 	promtool check config deploy/prometheus/prometheus.yml
@@ -35,7 +40,7 @@ promtool-check: prometheus
 	cd deploy/prometheus && promtool test rules alerts.test.yml
 
 ## make test: promtool checks, then unit, integration (real Kafka 4.x) and e2e (real Prometheus) tests
-test: $(STAMP) promtool-check
+test: $(STAMP) promtool-check chromium
 	$(PY) -m streams.kafka_local with $(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP)

@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_optional(sub: argparse._SubParsersAction) -> None:
     """Subcommands that live in their own modules register themselves here."""
-    for module in ("cli_triggers", "cli_sim"):
+    for module in ("cli_triggers", "cli_sim", "cli_tools"):
         try:
             register = importlib.import_module(f"{__package__}.{module}").register
         except ModuleNotFoundError as exc:

@@ -546,44 +546,41 @@ class KafkaSink:
 
 
 class Progress:
-    """A one-line progress bar on stderr (redrawn at most 5×/s; plain lines when not a TTY)."""
+    """A progress bar on stderr, drawn by tqdm: redrawn in place on a terminal, a line every
+    few seconds otherwise (a log file gets a readable trace, not a stream of carriage returns).
+
+    Parameters
+    ----------
+    total : int or None
+        Expected count (None: a counter with a rate, no bar).
+    label : str
+        The line's prefix (``simulate``, ``backtest``).
+    stream : file, optional
+        Where to draw (default: stderr).
+    enabled : bool
+        False draws nothing.
+    """
 
     def __init__(self, total: int | None, label: str, stream=None, enabled: bool = True):
-        self.total, self.label = total, label
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.started = self.last = time.monotonic()
-        self.last_fraction = -1.0
-        self.extra = ""
+        from tqdm import tqdm
+
+        stream = stream or sys.stderr
+        tty = hasattr(stream, "isatty") and stream.isatty()
+        self.done = 0
+        self.bar = tqdm(total=total, desc=label, file=stream, disable=not enabled, unit=" events",
+                        unit_scale=True, dynamic_ncols=tty, ascii=not tty, mininterval=0.2 if tty else 5.0,
+                        leave=True, smoothing=0.1)
 
     def update(self, done: int, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if not force and now - self.last < (0.2 if self.tty else 5.0):
-            return
-        self.last = now
-        rate = done / max(now - self.started, 1e-9)
-        if self.total:
-            frac = min(1.0, done / self.total)
-            bar = "#" * int(frac * 30)
-            text = f"{self.label} [{bar:<30}] {done}/{self.total} {frac:5.1%} {rate:,.0f}/s{self.extra}"
-        else:
-            text = f"{self.label} {done} {rate:,.0f}/s{self.extra}"
-        if self.tty:
-            self.stream.write("\r\033[K" + text)
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
+        """``done`` is the count so far (not an increment)."""
+        self.bar.update(done - self.done)
+        self.done = done
+        if force:
+            self.bar.refresh()
 
     def close(self, done: int) -> None:
-        if not self.enabled:
-            return
-        self.update(done, force=True)
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        self.update(done)
+        self.bar.close()
 
 
 @dataclass

@@ -73,7 +73,8 @@ def test_outputs_exist_and_agree(history, config, tmp_path):
     assert loans[0] > 0.9 and loans[-1] < 0.7
     assert [int(r["events"]) for r in rows] == sorted(int(r["events"]) for r in rows)
     report = (tmp_path / "report.html").read_text()
-    assert report.count("data:image/png;base64,") == 2 and "loans:accuracy-floor:000001" in report
+    # per model: its performance and its traffic (neither model watches drift)
+    assert report.count("data:image/png;base64,") == 4 and "loans:accuracy-floor:000001" in report
     assert "abrupt at" in report  # the scenario's drift, found next to the inputs
 
 

@@ -1,0 +1,181 @@
+"""``driftline status`` against the project's exporter serving a real /metrics page,
+``driftline reference`` and ``driftline init`` through the CLI, their output checked by the
+config loader and the Monitor."""
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from streams.backtest import load_events
+from streams.cli import main as cli_main
+from streams.config import load_config
+from streams.metrics import Exporter
+from streams.monitor import Monitor
+from streams.simulate import FileSink, Simulation, parse_model_spec, run
+
+CONFIG = """
+[kafka]
+"bootstrap.servers" = "127.0.0.1:1"
+
+[[models]]
+id = "loans"
+features = { numeric = ["salary", "age"], categorical = ["elevel"] }
+window = { kind = "count", size = 300 }
+  [models.drift]
+  numeric = ["psi", "ks"]
+  categorical = ["chi2"]
+  reference_size = 300
+  window = 300
+  [[models.rules]]
+  name = "accuracy-floor"
+  min_samples = 100
+    [[models.rules.conditions]]
+    statistic = "accuracy"
+    op = "<"
+    threshold = 0.8
+
+[[models]]
+id = "sensors"
+features = { numeric = ["x0", "x1"] }
+  [models.drift]
+  numeric = ["psi"]
+  reference_size = 300
+  window = 300
+  [[models.rules]]
+  name = "feature-drift"
+    [[models.rules.conditions]]
+    statistic = "feature.*.psi"
+    op = ">"
+    threshold = 0.2
+"""
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("history")
+    sim = Simulation(models=[parse_model_spec("id=loans,generator=agrawal,drift=abrupt,at=800"),
+                             parse_model_spec("id=sensors,generator=sea,drift=covariate,shift=x0:-2|x1:-2,at=800")],
+                     events=1200, seed=11, label_delay="exp:5")
+    run(sim, [FileSink(directory, merged=True)], progress=False)
+    (directory / "driftline.toml").write_text(CONFIG)
+    return directory
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def engine_metrics(history):
+    """The Monitor after the history, and the exporter's /metrics of it served on a free port."""
+    config = load_config(history / "driftline.toml")
+    loaded = load_events(config, history / "predictions.jsonl", history / "labels.jsonl")
+    monitor = Monitor(config)
+    for start in range(0, len(loaded.events), 500):
+        monitor.process(loaded.events[start:start + 500])
+    exporter = Exporter(config)
+    exporter.observe(monitor)
+    exporter.up.set(1)
+    address = f"127.0.0.1:{free_port()}"
+    exporter.serve(address)
+    return monitor, address
+
+
+def test_status_reads_models_alarms_and_rule_states_from_metrics(history, engine_metrics, capsys):
+    monitor, address = engine_metrics
+    assert cli_main(["status", "--url", address, "--config", str(history / "driftline.toml"), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["engine"]["up"] is True
+    models = {m["model"]: m for m in status["models"]}
+    assert set(models) == {"loans", "sensors"}
+    loans = monitor.models["loans"]
+    accuracy = loans.stats.performance()["accuracy"].statistic
+    assert models["loans"]["window_samples"] == loans.stats.window_samples() == 300
+    assert models["loans"]["performance"]["accuracy"] == pytest.approx(accuracy)
+    assert models["loans"]["predictions"] == 1200
+    observed = {name: o for name, o in monitor.models["sensors"].observations().items()}
+    alarms = sorted(name for name, o in observed.items() if name.startswith("feature.") and o.fired)
+    assert alarms, "the covariate shift should alarm"
+    assert sorted(f"feature.{r['feature']}.{r['detector']}" for r in status["drift"]
+                  if r["model"] == "sensors" and r["feature"] != "(prediction)") == alarms
+    rules = {(r["model"], r["rule"]): r for r in status["rules"]}
+    assert rules["loans", "accuracy-floor"]["state"] == ("breach" if accuracy < 0.8 else "ok")
+    assert rules["sensors", "feature-drift"]["value"] == sum(
+        1 for name, o in observed.items() if name.startswith("feature.") and name.endswith(".psi") and o.value > 0.2)
+
+    assert cli_main(["status", "--url", f"http://{address}/metrics"]) == 0
+    table = capsys.readouterr().out
+    assert "loans" in table and "sensors" in table and "in alarm" in table and "unknown" in table
+
+
+def test_status_of_an_address_that_does_not_answer_is_one_line_and_exit_1(capsys):
+    assert cli_main(["status", "--url", f"127.0.0.1:{free_port()}", "--timeout", "2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no metrics" in err[0] and "127.0.0.1" in err[0]
+
+
+def test_reference_holds_the_first_predictions_and_the_monitor_takes_it(history, tmp_path, capsys):
+    out = tmp_path / "reference.json"
+    assert cli_main(["reference", "-c", str(history / "driftline.toml"), "-m", "loans",
+                     "-p", str(history / "events.jsonl"), "-o", str(out), "-n", "250"]) == 0
+    reference = json.loads(out.read_text())
+    firsts = [json.loads(line) for line in (history / "events.jsonl").read_text().splitlines()]
+    firsts = [e for e in firsts if e.get("model_id") == "loans" and "label" not in e]
+    firsts.sort(key=lambda e: e["timestamp"])
+    firsts = firsts[:250]
+    assert reference["salary"] == [float(e["features"]["salary"]) for e in firsts]
+    assert reference["elevel"] == [e["features"]["elevel"] for e in firsts]
+    assert reference["prediction"] == [e["score"] for e in firsts]
+    # the config that names it loads, and the detectors start from it, not from the stream
+    config_text = CONFIG.replace("  reference_size = 300\n  window = 300\n  [[models.rules]]\n  name = \"accuracy-floor\"",
+                                 "  reference_size = 300\n  window = 300\n  reference_file = \"reference.json\"\n"
+                                 "  [[models.rules]]\n  name = \"accuracy-floor\"", 1)
+    (tmp_path / "driftline.toml").write_text(config_text)
+    stats = Monitor(load_config(tmp_path / "driftline.toml")).model("loans").stats
+    assert stats.feature_drift["salary", "psi"].reference_counts.sum() == 250
+    assert stats.feature_drift["elevel", "chi2"].reference_counts.sum() == 250
+
+    assert cli_main(["reference", "-c", str(history / "driftline.toml"), "-p", str(history / "events.jsonl"),
+                     "-o", str(out)]) == 2
+    assert "name one with --model" in capsys.readouterr().err
+
+
+def test_init_scaffolds_a_config_that_checks(history, tmp_path, capsys):
+    out = tmp_path / "driftline.toml"
+    assert cli_main(["init", "-e", str(history / "events.jsonl"), "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert cli_main(["check-config", str(out)]) == 0
+    config = load_config(out)
+    models = {m.id: m for m in config.models}
+    assert set(models) == {"loans", "sensors"}
+    assert models["loans"].task == "binary"
+    assert "salary" in models["loans"].features.numeric and "elevel" in models["loans"].features.categorical
+    assert models["sensors"].features.numeric == ["x0", "x1", "x2"]
+    assert all(len(m.rules) == 1 for m in config.models)
+    assert "# " in out.read_text()  # commented
+    assert cli_main(["init", "-e", str(history / "events.jsonl"), "-o", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_init_tells_the_task_from_the_predictions(tmp_path, capsys):
+    lines = []
+    for i in range(60):
+        lines.append({"prediction_id": f"r{i}", "model_id": "price", "timestamp": i, "prediction": i * 0.5 + 0.25,
+                      "features": {"rooms": i % 5, "city": "x"}})
+        lines.append({"prediction_id": f"r{i}", "model_id": "price", "timestamp": i + 1, "label": i * 0.5})
+        lines.append({"prediction_id": f"c{i}", "model_id": "kind", "timestamp": i, "prediction": ["a", "b", "c"][i % 3],
+                      "probabilities": {"a": 0.2, "b": 0.3, "c": 0.5}, "features": {"w": 1.5}})
+    sample = tmp_path / "sample.jsonl"
+    sample.write_text("\n".join(map(json.dumps, lines)) + "\nnot json\n")
+    assert cli_main(["init", "-e", str(sample), "-o", str(tmp_path / "c.toml")]) == 0
+    config = load_config(tmp_path / "c.toml")
+    models = {m.id: m for m in config.models}
+    assert models["price"].task == "regression" and models["kind"].task == "multiclass"
+    assert models["kind"].classes == ["a", "b", "c"]
+    condition = models["price"].rules[0]["conditions"][0]
+    assert condition["statistic"] == "mae" and condition["threshold"] == pytest.approx(0.375)  # 1.5 x 0.25
+    assert "1 skipped" in capsys.readouterr().out
