@@ -249,12 +249,12 @@ def test_ctrl_c_during_a_simulation_names_the_partial_files(files):
 
 def test_an_interrupted_write_leaves_whole_files_and_lists_them(tmp_path, monkeypatch, files):
     """Each output is written under a temporary name and renamed: Ctrl-C leaves no half file."""
-    import streams.backtest as backtest
+    import streams.report as report
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(backtest, "write_report", interrupted)
+    monkeypatch.setattr(report, "write_report", interrupted)
     config = parse_config({"kafka": {"bootstrap.servers": "x:1"}, "models": [{"id": "loans"}]})
     written: list[Path] = []
     with pytest.raises(KeyboardInterrupt):

@@ -23,7 +23,7 @@ def certs(tmp_path_factory):
 
 
 def config(tmp_path, **metrics):
-    return parse_config({"kafka": KAFKA, "metrics": metrics}, str(tmp_path / "driftline.toml"))
+    return parse_config({"kafka": KAFKA, "metrics": metrics, "models": [{"id": "m"}]}, str(tmp_path / "driftline.toml"))
 
 
 def get(url: str, ca=None, auth: tuple[str, str] | None = None) -> tuple[int, str]:
