@@ -521,10 +521,11 @@ def _trigger_table(triggers) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(t.trigger_id)}</td><td>{html.escape(t.triggered_at)}</td><td>{html.escape(t.rule)}</td>"
         f"<td>{html.escape(t.metric)}</td><td>{t.value:.4g}</td><td>{t.threshold:g}</td><td>{t.window.count}</td>"
+        f"<td>{html.escape(', '.join(f'{f} ({k})' for f, k in sorted(drifted_features(t))) or '-')}</td>"
         f"<td><details><summary>evidence</summary><pre>{html.escape(json.dumps(t.evidence, indent=1, default=str))}"
         f"</pre></details></td></tr>" for t in triggers)
     return ("<table class=triggers><tr><th>trigger</th><th>at</th><th>rule</th><th>metric</th><th>value</th>"
-            f"<th>threshold</th><th>window</th><th>evidence</th></tr>{rows}</table>")
+            f"<th>threshold</th><th>window</th><th>drifted features</th><th>evidence</th></tr>{rows}</table>")
 
 
 def write_report(config: Config, result: "BacktestResult", path: Path, scenario: str | Path | None = None,
