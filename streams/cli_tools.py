@@ -119,9 +119,10 @@ def parse_status(text: str, rule_ops: dict[tuple[str, str, str], tuple[str, int]
     text : str
         Prometheus text exposition, as the engine's exporter serves it.
     rule_ops : dict, optional
-        (model, rule, statistic) -> (op, at_least) from the config; with it each rule condition
-        whose statistics the page holds gets a state (``breach`` or ``ok``; a glob breaches when
-        at least ``at_least`` of the statistics it matches do).
+        (model, rule, statistic) -> (op, at_least) from the config, op ``fired`` for a condition
+        on a detector firing; with it each rule condition whose statistics the page holds gets a
+        state (``breach`` or ``ok``; a glob breaches when at least ``at_least`` of the statistics
+        it matches do, and its value is how many do).
     every_drift : bool
         Every drift statistic, not only those in alarm.
     """
@@ -201,6 +202,26 @@ def parse_status(text: str, rule_ops: dict[tuple[str, str, str], tuple[str, int]
                       "triggers": int(total("driftline_triggers_total", model=mid, rule=rule)),
                       "suppressed": suppressed})
         model(mid)
+    # Conditions on a detector firing (``fired = true``) have no threshold gauge: the config names
+    # them, and the alarm gauges say whether each statistic fired at the last evaluation.
+    fired: dict[tuple[str, str], float] = {}
+    for name, form in (("driftline_feature_drift_alarm", "feature.{feature}.{detector}"),
+                       ("driftline_prediction_drift_alarm", "prediction.{detector}"),
+                       ("driftline_change_detector_fired", "detector.{detector}")):
+        for labels, v in samples.get(name, []):
+            fired[labels["model"], form.format(**labels)] = v
+    for (mid, rule, metric), (op, at_least) in sorted((rule_ops or {}).items()):
+        if op != "fired":
+            continue
+        matched = [v for (m_id, name), v in fired.items() if m_id == mid and fnmatch.fnmatchcase(name, metric)]
+        value = float(sum(v >= 1 for v in matched)) if matched else None
+        suppressed = {l["reason"]: int(v) for l, v in samples.get("driftline_triggers_suppressed_total", [])
+                      if l.get("model") == mid and l.get("rule") == rule and v}
+        rules.append({"model": mid, "rule": rule, "statistic": metric, "op": "fired", "threshold": None,
+                      "value": value, "state": "unknown" if value is None else "breach" if value >= at_least else "ok",
+                      "triggers": int(total("driftline_triggers_total", model=mid, rule=rule)),
+                      "suppressed": suppressed})
+        model(mid)
     rules.sort(key=lambda r: (r["model"], r["rule"], r["statistic"]))
     up = samples.get("driftline_engine_up")
     return {
@@ -271,6 +292,8 @@ def _rule_ops(config) -> dict[tuple[str, str, str], str]:
             for cond in rule.conditions:
                 if cond.threshold is not None and cond.op:
                     ops[model.id, rule.name, cond.statistic] = (cond.op, cond.at_least or 1)
+                elif cond.fired:
+                    ops[model.id, rule.name, cond.statistic] = ("fired", cond.at_least or 1)
     return ops
 
 

@@ -109,10 +109,14 @@ class ReportRecorder:
         #: (model, statistic name, events) -> (reference size, degrees of freedom) of a test
         self.test_sizes: dict[tuple[str, str, int], tuple[float, int]] = {}
         self.snapshots: list[Snapshot] = []
+        #: model -> drift statistic -> its alarm level and warm-up, and model -> its tests' family,
+        #: as the replay ends (a threshold calibrated from a stream's reference is known by then)
         self.drift: dict[str, dict[str, DriftInfo]] = {}
         self.alpha: dict[str, tuple[float, str]] = {}
+        self.monitor: "Monitor | None" = None
 
     def __call__(self, monitor: "Monitor", at_ms: int, events: int, triggers: list["TriggerEvent"]) -> None:
+        self.monitor = monitor
         for model_id, m in monitor.models.items():
             c = m.counters
             traffic = self.traffic.setdefault(model_id, Traffic())
@@ -128,7 +132,6 @@ class ReportRecorder:
             if not stats.feature_drift and not stats.prediction_drift:
                 continue
             stats.catch_up()  # what the drain's sample would do next: the same detectors' state
-            self._note_drift(model_id, m)
             for name, detector in self._detectors(stats):
                 if detector.is_test and detector.reference_counts is not None:
                     # KS needs the reference's size; chi2 its degrees of freedom: the bins not empty
@@ -147,10 +150,14 @@ class ReportRecorder:
         return ([(f"feature.{f}.{k}", d) for (f, k), d in stats.feature_drift.items()]
                 + [(f"prediction.{k}", d) for k, d in stats.prediction_drift.items()])
 
-    def _note_drift(self, model_id: str, m) -> None:
-        self.alpha[model_id] = test_family(m.stats.model.drift)
-        self.drift[model_id] = {name: DriftInfo(d.is_test, d.threshold, d.min_samples)
-                                for name, d in self._detectors(m.stats)}
+    def finish(self) -> None:
+        """Note each drift statistic's alarm level and warm-up as the replay ended."""
+        for model_id, m in (self.monitor.models.items() if self.monitor is not None else ()):
+            if m.stats.model.drift is None:
+                continue
+            self.alpha[model_id] = test_family(m.stats.model.drift)
+            self.drift[model_id] = {name: DriftInfo(d.is_test, d.threshold, d.min_samples)
+                                    for name, d in self._detectors(m.stats)}
 
     def _snapshot(self, trigger: "TriggerEvent", stats, at_ms: int, events: int) -> None:
         for feature, kind in sorted(drifted_features(trigger)):
@@ -514,10 +521,11 @@ def _trigger_table(triggers) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(t.trigger_id)}</td><td>{html.escape(t.triggered_at)}</td><td>{html.escape(t.rule)}</td>"
         f"<td>{html.escape(t.metric)}</td><td>{t.value:.4g}</td><td>{t.threshold:g}</td><td>{t.window.count}</td>"
+        f"<td>{html.escape(', '.join(f'{f} ({k})' for f, k in sorted(drifted_features(t))) or '-')}</td>"
         f"<td><details><summary>evidence</summary><pre>{html.escape(json.dumps(t.evidence, indent=1, default=str))}"
         f"</pre></details></td></tr>" for t in triggers)
     return ("<table class=triggers><tr><th>trigger</th><th>at</th><th>rule</th><th>metric</th><th>value</th>"
-            f"<th>threshold</th><th>window</th><th>evidence</th></tr>{rows}</table>")
+            f"<th>threshold</th><th>window</th><th>drifted features</th><th>evidence</th></tr>{rows}</table>")
 
 
 def write_report(config: Config, result: "BacktestResult", path: Path, scenario: str | Path | None = None,
@@ -528,6 +536,8 @@ def write_report(config: Config, result: "BacktestResult", path: Path, scenario:
 
     matplotlib.use("Agg")
 
+    if recorder is not None:
+        recorder.finish()
     drifts = []
     if scenario is not None and Path(scenario).exists():
         drifts = json.loads(Path(scenario).read_text()).get("drifts", [])

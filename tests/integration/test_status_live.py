@@ -40,5 +40,6 @@ def test_status_of_a_running_engine(kafka_bootstrap, unique, tmp_path):
     rules = {r["rule"]: r for r in status["rules"]}
     assert rules["accuracy-floor"]["state"] == "breach" and rules["accuracy-floor"]["triggers"] == 1
     assert rules["floor-after-10k"]["suppressed"].get("min_samples", 0) > 0
+    assert rules["age-drift"]["op"] == "fired" and rules["age-drift"]["state"] == "breach"  # age drifted
     assert table.returncode == 0 and "churn" in table.stdout and "accuracy-floor" in table.stdout
     assert "breach" in table.stdout and table.stderr == ""
