@@ -191,11 +191,34 @@ class Engine:
             raise
         self.exporter.up.set(0)
         if self.config.engine.leave_group_on_stop:
-            # A static member's close() keeps its place in the group (KIP-345) until the session
-            # times out; unsubscribing first makes librdkafka send LeaveGroup, so the other
-            # instances take over its partitions now.
-            self.consumer.unsubscribe()
+            self._leave_group()
         self.consumer.close()
+
+    def _leave_group(self, timeout: float = 10.0) -> None:
+        """Leave the consumer group now, so the other instances take over the partitions.
+
+        A static member's close() keeps its place (KIP-345: librdkafka sends no LeaveGroup when
+        a static member terminates) until the session times out. An unsubscribe does send one,
+        once its revocation is served, and only if close() has not begun: so serve it here
+        until the broker no longer lists this instance in the group.
+        """
+        from confluent_kafka.admin import AdminClient
+
+        self.consumer.unsubscribe()
+        admin = AdminClient({**self.config.kafka, "logger": librdkafka_log})
+        group = self.config.engine.group_id
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.consumer.consume(1, 0.1)  # serves the revocation; nothing is assigned any more
+            try:
+                description = admin.describe_consumer_groups([group], request_timeout=2)[group].result()
+            except KafkaException:
+                continue
+            if all(m.group_instance_id != self.group_instance_id for m in description.members):
+                log.info("left the consumer group %s", group)
+                return
+        log.warning("still a member of the consumer group %s after %.0fs; its partitions move when the "
+                    "session times out (engine.session_timeout_ms)", group, timeout)
 
     def _connect(self) -> None:
         """Create missing topics and fence older instances, retrying within the broker budget."""
