@@ -12,6 +12,7 @@ partition's Monitor from the compacted state topic before it consumes.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import operator
 import os
@@ -272,13 +273,20 @@ class Engine:
                 good.append(msg)
         # Decoded a topic at a time (the same events and rejections as one by one), in message order.
         decoded = self.decode.messages([(msg.topic(), msg.value() or b"") for msg in good])
-        add, roles = self.aligner.add, self.roles
-        for msg, event in zip(good, decoded):  # per message: keep this loop lean
-            role, partition, offset = roles[msg.topic()], msg.partition(), msg.offset()
-            if type(event) is InvalidEvent:
-                add(partition, role, rejected_key(role), offset, (event, msg))
-            else:
-                add(partition, role, merge_key(event.timestamp, role), offset, (event, msg))
+        # A consumed batch holds runs of messages of one partition: each run is buffered at once.
+        topics, offsets = list(map(Message.topic, good)), list(map(Message.offset, good))
+        items = list(zip(decoded, good))
+        start = 0
+        for (topic, partition), run in itertools.groupby(zip(topics, map(Message.partition, good))):
+            end = start + len(list(run))
+            role, events = self.roles[topic], decoded[start:end]
+            try:  # merge_key(timestamp, role) of each, inlined
+                keys = [2 * event.timestamp + role for event in events]
+            except AttributeError:  # a rejected message among them
+                keys = [rejected_key(role) if type(event) is InvalidEvent else merge_key(event.timestamp, role)
+                        for event in events]
+            self.aligner.extend(partition, role, keys, offsets[start:end], items[start:end])
+            start = end
         for topic, count in Counter(map(operator.methodcaller("topic"), good)).items():
             self.exporter.consumed.labels(topic).inc(count)
         self.events_since_commit += len(messages)
