@@ -88,6 +88,15 @@ class Aligner:
         pair.keys[role].append(key)
         pair.offsets[role].append(offset)
 
+    def extend(self, partition: int, role: int, keys: list[int], offsets: list[int], items: list) -> None:
+        """:meth:`add` of a run of items read in order from one partition."""
+        pair = self.pairs.get(partition)
+        if pair is None:
+            pair = self.pairs[partition] = _Pair()
+        pair.items[role].extend(items)
+        pair.keys[role].extend(keys)
+        pair.offsets[role].extend(offsets)
+
     def release(self, partition: int, lag: Callable[[int], int | None], now: float) -> list:
         """The items of pair ``partition`` that can go to the Monitor now, in merge order.
 

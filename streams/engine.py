@@ -12,6 +12,7 @@ partition's Monitor from the compacted state topic before it consumes.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import operator
 import os
@@ -191,11 +192,34 @@ class Engine:
             raise
         self.exporter.up.set(0)
         if self.config.engine.leave_group_on_stop:
-            # A static member's close() keeps its place in the group (KIP-345) until the session
-            # times out; unsubscribing first makes librdkafka send LeaveGroup, so the other
-            # instances take over its partitions now.
-            self.consumer.unsubscribe()
+            self._leave_group()
         self.consumer.close()
+
+    def _leave_group(self, timeout: float = 10.0) -> None:
+        """Leave the consumer group now, so the other instances take over the partitions.
+
+        A static member's close() keeps its place (KIP-345: librdkafka sends no LeaveGroup when
+        a static member terminates) until the session times out. An unsubscribe does send one,
+        once its revocation is served, and only if close() has not begun: so serve it here
+        until the broker no longer lists this instance in the group.
+        """
+        from confluent_kafka.admin import AdminClient
+
+        self.consumer.unsubscribe()
+        admin = AdminClient({**self.config.kafka, "logger": librdkafka_log})
+        group = self.config.engine.group_id
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.consumer.consume(1, 0.1)  # serves the revocation; nothing is assigned any more
+            try:
+                description = admin.describe_consumer_groups([group], request_timeout=2)[group].result()
+            except KafkaException:
+                continue
+            if all(m.group_instance_id != self.group_instance_id for m in description.members):
+                log.info("left the consumer group %s", group)
+                return
+        log.warning("still a member of the consumer group %s after %.0fs; its partitions move when the "
+                    "session times out (engine.session_timeout_ms)", group, timeout)
 
     def _connect(self) -> None:
         """Create missing topics and fence older instances, retrying within the broker budget."""
@@ -249,13 +273,20 @@ class Engine:
                 good.append(msg)
         # Decoded a topic at a time (the same events and rejections as one by one), in message order.
         decoded = self.decode.messages([(msg.topic(), msg.value() or b"") for msg in good])
-        add, roles = self.aligner.add, self.roles
-        for msg, event in zip(good, decoded):  # per message: keep this loop lean
-            role, partition, offset = roles[msg.topic()], msg.partition(), msg.offset()
-            if type(event) is InvalidEvent:
-                add(partition, role, rejected_key(role), offset, (event, msg))
-            else:
-                add(partition, role, merge_key(event.timestamp, role), offset, (event, msg))
+        # A consumed batch holds runs of messages of one partition: each run is buffered at once.
+        topics, offsets = list(map(Message.topic, good)), list(map(Message.offset, good))
+        items = list(zip(decoded, good))
+        start = 0
+        for (topic, partition), run in itertools.groupby(zip(topics, map(Message.partition, good))):
+            end = start + len(list(run))
+            role, events = self.roles[topic], decoded[start:end]
+            try:  # merge_key(timestamp, role) of each, inlined
+                keys = [2 * event.timestamp + role for event in events]
+            except AttributeError:  # a rejected message among them
+                keys = [rejected_key(role) if type(event) is InvalidEvent else merge_key(event.timestamp, role)
+                        for event in events]
+            self.aligner.extend(partition, role, keys, offsets[start:end], items[start:end])
+            start = end
         for topic, count in Counter(map(operator.methodcaller("topic"), good)).items():
             self.exporter.consumed.labels(topic).inc(count)
         self.events_since_commit += len(messages)
