@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,7 +235,7 @@ def test_ctrl_c_during_a_simulation_names_the_partial_files(files):
     try:
         while not (predictions.exists() and predictions.stat().st_size > 0):  # it is emitting now
             assert proc.poll() is None, proc.communicate()
-            os.sched_yield()
+            time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
