@@ -4,7 +4,11 @@ config section, fed one stretch of the stream (a segment) at a time with numpy c
 The Monitor cuts each model's stream into segments at its evaluation points and hands every
 segment here: the predictions (drift), and the labelled pairs (metrics and change detectors).
 ``observations()`` names every statistic the way rules refer to it: ``accuracy``…,
-``feature.<name>.<kind>``, ``prediction.<kind>``, ``detector.<kind>``.
+``feature.<name>.<kind>``, ``prediction.<kind>``, ``detector.<kind>``, ``estimated.<metric>``.
+
+With an ``estimation`` table, :class:`detectors.estimation.CBPE` estimates the performance of
+the latest predictions from their scores (fed by every prediction, calibrated on the labelled
+pairs): the ``estimated.*`` statistics, available before any label of the window arrives.
 
 Drift detectors and change detectors are fed lazily: a segment's predictions and errors are
 queued, and the queue goes to the detectors in one vectorized call when one of their statistics
@@ -28,6 +32,7 @@ import numpy as np
 
 from detectors.base import Result
 from detectors.calibration import calibrate_threshold, reject
+from detectors.estimation import CBPE, Estimate
 from detectors.drift import add_columns, results as drift_results, statistics as drift_statistics
 from detectors.registry import build, restore
 from detectors.windows import HoppingWindow, TumblingWindow
@@ -111,6 +116,7 @@ class ModelStatistics:
         #: detections since the Monitor last took them (it counts them for the exporter)
         self.new_detections: dict[str, int] = {}
         self._groups = self._observation_groups()
+        self.estimator: CBPE | None = self._build_estimation(model)
 
     # -- construction ---------------------------------------------------------------------
     def _metric_params(self, kind: str, window: int) -> dict[str, Any]:
@@ -161,6 +167,14 @@ class ModelStatistics:
         for kind in drift.prediction:
             self.prediction_drift[kind] = make(kind, "prediction", categorical_prediction, references.get("prediction"))
 
+    def _build_estimation(self, model: Model) -> CBPE | None:
+        estimation = model.estimation
+        if estimation is None:
+            return None
+        return CBPE(window=estimation.window or model.window.size, reference_size=estimation.reference_size,
+                    refit_every=estimation.refit_every, positive=model.positive,
+                    classes=list(model.classes) if model.task == "multiclass" else None)
+
     # -- updates ----------------------------------------------------------------------------
     def update_predictions(self, rows: list[dict[str, Any]], prediction_values: list) -> None:
         """One segment's predictions: each one's ``features`` object, and the value prediction
@@ -193,6 +207,29 @@ class ModelStatistics:
             closed.append(ClosedPerformance(int(first.start), int(first.end), first.count, results))
             self.closed = results
         return closed
+
+    def update_estimation(self, predicted: list, scores: list) -> None:
+        """One segment's predictions for the estimator: each one's class and score (binary) or
+        probability row (multiclass); those without scores are left out."""
+        kept = [i for i, score in enumerate(scores) if score is not None]
+        if kept:
+            self.estimator.update_many([predicted[i] for i in kept], np.asarray([scores[i] for i in kept],
+                                                                                dtype=np.float64))
+
+    def learn_estimation(self, y_true: list, scores: list) -> None:
+        """One segment's labelled pairs for the estimator's calibration (those without scores left out)."""
+        kept = [i for i, score in enumerate(scores) if score is not None]
+        if kept:
+            self.estimator.learn_many([y_true[i] for i in kept], np.asarray([scores[i] for i in kept],
+                                                                            dtype=np.float64))
+
+    def estimated(self) -> dict[str, Estimate]:
+        """The estimated metrics by name (``accuracy``, …), with their standard errors; empty
+        without an ``estimation`` table."""
+        return {} if self.estimator is None else self.estimator.estimate()
+
+    def estimated_observations(self) -> dict[str, Observation]:
+        return {f"estimated.{metric}": Observation(value=e.value, n=e.n) for metric, e in self.estimated().items()}
 
     def catch_up(self) -> None:
         """Feed everything queued to the drift and change detectors."""
@@ -282,14 +319,16 @@ class ModelStatistics:
         queues fed to them) when first read, a group at a time (see :meth:`_observe_group`), so
         read it before the next update."""
         eager = {kind: _observation(r) for kind, r in (performance or self.performance()).items()}
+        eager.update(self.estimated_observations())
         if not self._groups:
             return eager
         return _Observations(eager, self._groups, self._observe_group)
 
     def drift_observations(self) -> Mapping[str, Observation]:
-        """The feature and prediction drift entries of :meth:`observations` (what drift rules read)."""
+        """The feature and prediction drift entries of :meth:`observations`, and the estimated
+        ones (what the rules judged on the predictions' clock read)."""
         drift = {name: group for name, group in self._groups.items() if not name.startswith("detector.")}
-        return _Observations({}, drift, self._observe_group)
+        return _Observations(self.estimated_observations(), drift, self._observe_group)
 
     def values(self) -> dict[str, tuple[float, int]]:
         """Every statistic's value and sample count, named and ordered as in :meth:`observations`,
@@ -311,11 +350,12 @@ class ModelStatistics:
         for kind, detector in self.prediction_drift.items():
             result = self._drift_result(kind, detector)
             out[f"prediction.{kind}"] = (result.statistic, result.n)
+        out.update((f"estimated.{metric}", (e.value, e.n)) for metric, e in self.estimated().items())
         return out
 
     def statistic_names(self) -> list[str]:
         """Every statistic :meth:`observations` holds (what a rule may name)."""
-        return [*self.metric_kinds, *self._groups]
+        return [*self.metric_kinds, *self._groups, *(f"estimated.{m}" for m in self.estimated())]
 
     def _observation_groups(self) -> dict[str, str]:
         """Detector statistic name -> the group computed with it: the change detectors, each
@@ -376,6 +416,7 @@ class ModelStatistics:
             "pairs_seen": self.pairs_seen,
             "evaluated_pairs": self.evaluated_pairs,
             "last_detection": self.last_detection,
+            "estimation": None if self.estimator is None else self.estimator.state(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -391,6 +432,8 @@ class ModelStatistics:
         self.pairs_seen, self.evaluated_pairs = state["pairs_seen"], state["evaluated_pairs"]
         self.last_detection = dict(state["last_detection"])
         self._queued_rows, self._queued_predictions, self._queued_errors = [], [], []
+        if self.estimator is not None and state.get("estimation") is not None:
+            self.estimator = CBPE.from_state(state["estimation"])
 
 
 class _Observations(Mapping):
