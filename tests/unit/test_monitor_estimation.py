@@ -153,3 +153,25 @@ def test_multiclass_estimation_from_probabilities():
 def test_config_mistakes_are_one_line(model, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
         parse_config({"kafka": {"bootstrap.servers": "unused:9092"}, "models": [{"id": "m", **model}]})
+
+
+def test_the_exporter_publishes_the_estimate_and_its_band_next_to_the_realized_metric():
+    from streams.metrics import Exporter
+
+    monitor = Monitor(CONFIG)
+    exporter = Exporter(CONFIG)
+    feed(monitor, _events()[:40])  # before the calibration is fitted: no estimate series
+    exporter.observe(monitor)
+    names = {s.name for family in exporter.registry.collect() for s in family.samples}
+    assert "driftline_performance_estimated" not in names
+    feed(monitor, _events()[40:], offset=40)
+    exporter.observe(monitor)
+    got = {(s.name, s.labels.get("metric")): s.value for family in exporter.registry.collect()
+           for s in family.samples if s.labels.get("model") == "m" and s.labels.get("version") == "v1"}
+    estimate = monitor.models["m"].stats.estimated()
+    for metric in ("accuracy", "precision", "recall", "f1"):
+        assert got["driftline_performance_estimated", metric] == estimate[metric].value
+        assert got["driftline_performance_estimated_lower", metric] == estimate[metric].lower
+        assert got["driftline_performance_estimated_upper", metric] == estimate[metric].upper
+    assert ("driftline_performance", "estimated.accuracy") not in got
+    assert got["driftline_performance", "accuracy"] > got["driftline_performance_estimated", "accuracy"]
