@@ -159,6 +159,20 @@ def build() -> dict:
     L.add(timeseries("Labelled samples in the window", [
         target(f"driftline_window_samples{{{M}}}", "{{model}}", "A"),
     ], "short"), 8, 9)
+    L.add(timeseries("Estimated (from scores, before labels) vs realized performance", [
+        target(f"driftline_performance_estimated{{{MV}}}", "estimated {{model}} {{version}} {{metric}}", "A"),
+        target(f"driftline_performance_estimated_lower{{{MV}}}", "band low {{model}} {{version}} {{metric}}", "B"),
+        target(f"driftline_performance_estimated_upper{{{MV}}}", "band high {{model}} {{version}} {{metric}}", "C"),
+        target(f"driftline_performance{{{MV}}} and on (model, version, metric) "
+               f"driftline_performance_estimated{{{MV}}}", "realized {{model}} {{version}} {{metric}}", "D"),
+        target(f"driftline_performance_estimated{{{MV}}} - on (model, version, metric) "
+               f"driftline_performance{{{MV}}}", "gap {{model}} {{version}} {{metric}}", "E"),
+    ], "short", description="CBPE: the metric of the latest predictions estimated from their calibrated scores, "
+       "with its 95 % sampling band, beside the realized metric of the labelled window and their gap (estimated "
+       "- realized). The estimate cannot see concept drift: the realized metric is authoritative.",
+        overrides=[{"matcher": {"id": "byRegexp", "options": "band .*"},
+                     "properties": [{"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [4, 4]}},
+                                    {"id": "custom.lineWidth", "value": 1}]}]), 24, 9)
 
     # -- drift ------------------------------------------------------------------------------
     L.row("Drift")
