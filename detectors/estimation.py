@@ -46,6 +46,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import InvalidInput, as_finite_array, plain_label
+from .metrics import LabelCodes
 from .windows import CountWindow
 
 #: the estimated metrics, named in rules as ``estimated.<metric>``
@@ -183,6 +184,10 @@ class CBPE:
         #: the labelled pairs the calibration is (re)fitted on: true code, scores
         self.reference = CountWindow(self.reference_size, width)
         self.calibrators: list[Isotonic] | None = None
+        #: labels as first seen -> small codes (derived, not checkpointed: the windows hold targets)
+        self._labels = LabelCodes()
+        #: the last estimate and the (predictions, pairs) counts it was made at
+        self._estimated: tuple[tuple[int, int], dict[str, Estimate]] | None = None
 
     # -- updates ------------------------------------------------------------------------
     def update(self, y_pred: Any, score: Any) -> None:
@@ -229,7 +234,8 @@ class CBPE:
 
     def _rows(self, labels: Any, scores: Any, name: str) -> np.ndarray:
         scores = as_finite_array(scores, "scores")
-        labels = np.asarray(labels, dtype=object).reshape(-1)
+        labels = np.asarray(labels)
+        labels = labels.reshape(-1) if labels.ndim else labels.reshape(1)
         columns = 1 if self.classes is None else len(self.classes)
         if columns == 1 and scores.ndim == 2 and scores.shape[1] == 1:
             scores = scores[:, 0]
@@ -239,16 +245,24 @@ class CBPE:
             raise InvalidInput(f"scores has {len(scores)} rows but {name} has {len(labels)} values")
         if ((scores < 0) | (scores > 1)).any():
             raise InvalidInput("scores must be probabilities in [0, 1]")
+        codes = self._labels.encode(labels, name)
+        # each distinct label's target: 1/0 for the positive class (binary), its column or -1
         if self.classes is None:
-            codes = [1.0 if plain_label(v) == self.positive else 0.0 for v in labels]
+            targets = np.array([float(label == self.positive) for label in self._labels.labels])
         else:
-            codes = [float(self._codes.get(plain_label(v), -1)) for v in labels]
-        return np.column_stack((np.asarray(codes, dtype=np.float64), scores.reshape(len(labels), columns)))
+            targets = np.array([float(self._codes.get(label, -1)) for label in self._labels.labels])
+        return np.column_stack((targets[codes] if len(codes) else np.zeros(0), scores.reshape(len(labels), columns)))
 
     # -- results ------------------------------------------------------------------------
     def estimate(self) -> dict[str, Estimate]:
         """Every estimated metric of the window (``nan`` with n=0 before the calibration is fitted
         or while the window is empty)."""
+        key = (self.predictions.seen, self.reference.seen)
+        if self._estimated is None or self._estimated[0] != key:  # read by rules and the exporter alike
+            self._estimated = key, self._estimate()
+        return dict(self._estimated[1])
+
+    def _estimate(self) -> dict[str, Estimate]:
         rows = self.predictions.rows()
         if self.calibrators is None or not len(rows):
             return {metric: Estimate(float("nan"), float("nan"), 0) for metric in ESTIMATED_METRICS}

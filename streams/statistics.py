@@ -32,7 +32,7 @@ import numpy as np
 
 from detectors.base import Result
 from detectors.calibration import calibrate_threshold, reject
-from detectors.estimation import CBPE, Estimate
+from detectors.estimation import CBPE, ESTIMATED_METRICS, Estimate
 from detectors.drift import add_columns, results as drift_results, statistics as drift_statistics
 from detectors.registry import build, restore
 from detectors.windows import HoppingWindow, TumblingWindow
@@ -211,17 +211,15 @@ class ModelStatistics:
     def update_estimation(self, predicted: list, scores: list) -> None:
         """One segment's predictions for the estimator: each one's class and score (binary) or
         probability row (multiclass); those without scores are left out."""
-        kept = [i for i, score in enumerate(scores) if score is not None]
-        if kept:
-            self.estimator.update_many([predicted[i] for i in kept], np.asarray([scores[i] for i in kept],
-                                                                                dtype=np.float64))
+        predicted, scores = _scored(predicted, scores)
+        if scores:
+            self.estimator.update_many(predicted, np.asarray(scores, dtype=np.float64))
 
     def learn_estimation(self, y_true: list, scores: list) -> None:
         """One segment's labelled pairs for the estimator's calibration (those without scores left out)."""
-        kept = [i for i, score in enumerate(scores) if score is not None]
-        if kept:
-            self.estimator.learn_many([y_true[i] for i in kept], np.asarray([scores[i] for i in kept],
-                                                                            dtype=np.float64))
+        y_true, scores = _scored(y_true, scores)
+        if scores:
+            self.estimator.learn_many(y_true, np.asarray(scores, dtype=np.float64))
 
     def estimated(self) -> dict[str, Estimate]:
         """The estimated metrics by name (``accuracy``, …), with their standard errors; empty
@@ -230,6 +228,14 @@ class ModelStatistics:
 
     def estimated_observations(self) -> dict[str, Observation]:
         return {f"estimated.{metric}": Observation(value=e.value, n=e.n) for metric, e in self.estimated().items()}
+
+    def _estimated_groups(self) -> dict[str, str]:
+        """The estimated statistics as one observation group: estimated only when a rule or the
+        exporter reads them, not at every evaluation point."""
+        return {} if self.estimator is None else {f"estimated.{metric}": "estimated" for metric in ESTIMATED_METRICS}
+
+    def _observe_any(self, group: str) -> dict[str, Observation]:
+        return self.estimated_observations() if group == "estimated" else self._observe_group(group)
 
     def catch_up(self) -> None:
         """Feed everything queued to the drift and change detectors."""
@@ -319,16 +325,16 @@ class ModelStatistics:
         queues fed to them) when first read, a group at a time (see :meth:`_observe_group`), so
         read it before the next update."""
         eager = {kind: _observation(r) for kind, r in (performance or self.performance()).items()}
-        eager.update(self.estimated_observations())
-        if not self._groups:
+        groups = {**self._groups, **self._estimated_groups()}
+        if not groups:
             return eager
-        return _Observations(eager, self._groups, self._observe_group)
+        return _Observations(eager, groups, self._observe_any)
 
     def drift_observations(self) -> Mapping[str, Observation]:
         """The feature and prediction drift entries of :meth:`observations`, and the estimated
         ones (what the rules judged on the predictions' clock read)."""
         drift = {name: group for name, group in self._groups.items() if not name.startswith("detector.")}
-        return _Observations(self.estimated_observations(), drift, self._observe_group)
+        return _Observations({}, {**drift, **self._estimated_groups()}, self._observe_any)
 
     def values(self) -> dict[str, tuple[float, int]]:
         """Every statistic's value and sample count, named and ordered as in :meth:`observations`,
@@ -534,6 +540,14 @@ def _usable_number(value: Any) -> bool:
     if type(value) is float:
         return math.isfinite(value)
     return type(value) is int and -LARGEST_INT <= value <= LARGEST_INT
+
+
+def _scored(labels: list, scores: list) -> tuple[list, list]:
+    """The labels and scores of the events that have a score (the usual segment: all of them)."""
+    if None not in scores:
+        return labels, scores
+    kept = [i for i, score in enumerate(scores) if score is not None]
+    return [labels[i] for i in kept], [scores[i] for i in kept]
 
 
 def _scores(scores: list | None) -> np.ndarray | None:
