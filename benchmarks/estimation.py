@@ -4,6 +4,7 @@ NannyML's batch CBPE, and how much earlier a rule on the estimate fires than one
     pip install -e '.[bench]'                 # nannyml, for the side-by-side columns
     python -m benchmarks.estimation           # 3 seeds, 40k predictions per stream
     python -m benchmarks.estimation --seeds 5 --lag-hours 6
+    python -m benchmarks.estimation --cost    # the Monitor's time with estimation off / on
 
 Streams: one prediction a second; each label arrives ``--lag-hours`` later. Inputs x1, x2 ~ N(0, 1);
 the true concept is P(y=1 | x) = sigmoid(3 x1); the model scores sigmoid(4.8 x1), an
@@ -144,12 +145,61 @@ def _prediction_at(iso: str) -> int:
     return int(round(moment.timestamp() * 1000 - T0)) // 1000 + 1
 
 
+def monitor_cost(repeats: int, events: int = 50_000) -> str:
+    """The Monitor's time over one covariate stream (labels 10 min late, batches of 5000 events),
+    without estimation, with it (no rule reads it; the exporter is not timed) and with an
+    estimated-accuracy rule; interleaved A B C A B C, medians."""
+    from benchmarks._common import interleaved_medians
+
+    score, predicted, label = make_stream("covariate", events, 0)
+    timed = []
+    for i, (s, p, y) in enumerate(zip(score.tolist(), predicted.tolist(), label.tolist())):
+        ts = T0 + i * 1000
+        timed.append((ts, 0, Prediction(prediction_id=f"p{i}", model_id="m", timestamp=ts, prediction=p, score=s)))
+        timed.append((ts + 600_000, 1, Label(prediction_id=f"p{i}", model_id="m", label=y, timestamp=ts + 600_000)))
+    timed.sort(key=lambda e: (e[0], e[1]))
+    batches = [[(e, Source("labels" if k else "predictions", 0, start + j))
+                for j, (_, k, e) in enumerate(timed[start:start + 5000])] for start in range(0, len(timed), 5000)]
+
+    def config(estimation: bool, rule: bool):
+        model = {"id": "m", "window": {"size": WINDOW}, "evaluate_every": 50, "rules": [
+            {"name": "floor", "conditions": [{"statistic": "accuracy", "op": "<", "threshold": 0.5}]}]}
+        if estimation:
+            model["estimation"] = {"reference_size": 1000}
+        if rule:
+            model["rules"].append({"name": "estimated", "conditions": [
+                {"statistic": "estimated.accuracy", "op": "<", "threshold": 0.5}]})
+        return parse_config({"kafka": {"bootstrap.servers": "unused:9092"}, "models": [model]})
+
+    def run(config):
+        def replay():
+            monitor = Monitor(config)
+            for batch in batches:
+                monitor.process(batch)
+        return replay
+
+    variants = {"no estimation": config(False, False), "estimation, no rule on it": config(True, False),
+                "estimation and an estimated.accuracy rule": config(True, True)}
+    medians = interleaved_medians({name: run(c) for name, c in variants.items()}, repeats)
+    base = medians["no estimation"]
+    rows = [[name, f"{seconds * 1e5 / len(timed):.2f}", f"{seconds / base:.2f}"] for name, seconds in medians.items()]
+    return table(["Monitor", "s per 100k events", "vs no estimation"], rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--events", type=int, default=40_000)
     parser.add_argument("--lag-hours", type=float, default=2.0)
+    parser.add_argument("--cost", action="store_true", help="time the Monitor with estimation off / on instead")
+    parser.add_argument("--repeats", type=int, default=5, help="with --cost: interleaved runs per variant")
     args = parser.parse_args(argv)
+    if args.cost:
+        print(f"`python -m benchmarks.estimation --cost --repeats {args.repeats}`  ")
+        print("one model, window 1,000, judged every 50, 50k predictions + 50k labels (10 min late) in batches of "
+              f"5,000; medians of {args.repeats}, interleaved\n")
+        print(monitor_cost(args.repeats))
+        return 0
     lag_s = int(args.lag_hours * 3600)
     rows = []
     for scenario in SCENARIOS:
