@@ -18,7 +18,9 @@ point (a closed window or a batch)::
 Observation keys are statistic names: performance metrics (``accuracy``, ``f1_macro``,
 ``precision_macro``, ``recall_macro``, ``log_loss``, ``brier``, ``ece``, ``mae``, ``rmse``,
 ``bias``), per-feature drift ``feature.<feature>.<psi|ks|wasserstein|js|chi2>``, prediction
-drift ``prediction.<kind>`` and change detectors ``detector.<kind>``.
+drift ``prediction.<kind>``, change detectors ``detector.<kind>`` and performance estimated
+from the scores ``estimated.<accuracy|precision|recall|f1>``. The evidence's ``source`` says
+which family the headline statistic is from: ``realized``, ``estimated``, ``drift`` or ``detector``.
 
 Semantics per rule (see retrain_trigger/README.md for a timeline):
 
@@ -258,6 +260,7 @@ class TriggerPolicy:
         metric, value, threshold, observation = _headline(condition, observations, rule.min_samples)
         evidence: dict[str, Any] = {
             "statistic": metric,
+            "source": _source_of(metric),
             "op": ">=" if condition.is_glob else (condition.op or "fired"),
             "baseline": _json_float(state.baseline),
             "n": int(observation.n) if observation else None,
@@ -438,6 +441,17 @@ def _top_features(observations: Mapping[str, Observation]) -> list[dict[str, Any
             "fired": bool(observation.fired),
         })
     return top
+
+
+def _source_of(statistic: str) -> str:
+    """Where the headline statistic comes from: ``estimated`` performance (from the scores, before
+    labels), ``realized`` performance (from labels), ``drift`` or a change ``detector``."""
+    family = statistic.partition(".")[0]
+    if family in ("estimated", "detector"):
+        return family
+    if family in ("feature", "prediction"):
+        return "drift"
+    return "realized"
 
 
 def _detector_of(statistic: str) -> str | None:

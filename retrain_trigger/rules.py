@@ -19,7 +19,9 @@ Each model in the TOML config carries a list of rules::
     threshold = 0.80
     rearm = 0.85                     # hysteresis: re-arm only once the value is back past this
 
-A change detector is a condition ``{statistic = "detector.adwin", fired = true}``. A
+Performance estimated from the scores before labels arrive is ``estimated.<metric>``
+(``estimated.accuracy``; the model needs an ``estimation`` table). A change detector is a
+condition ``{statistic = "detector.adwin", fired = true}``. A
 statistic with a glob counts matches: ``{statistic = "feature.*.psi", op = ">",
 threshold = 0.2, at_least = 3}`` breaches when at least 3 features have PSI > 0.2.
 
@@ -45,11 +47,14 @@ PERFORMANCE_STATISTICS = (
 )
 DRIFT_KINDS = ("psi", "ks", "wasserstein", "js", "chi2")
 DETECTOR_KINDS = ("adwin", "ddm", "eddm", "hddm_a", "hddm_w", "page_hinkley", "kswin")
+#: performance estimated from the scores before labels arrive (detectors.estimation.ESTIMATED_METRICS)
+ESTIMATED_STATISTICS = ("accuracy", "precision", "recall", "f1")
 
 STATISTIC_HELP = (
     f"one of {', '.join(PERFORMANCE_STATISTICS)}, "
-    f"feature.<feature>.<{'|'.join(DRIFT_KINDS)}> (feature.* for all), prediction.<{'|'.join(DRIFT_KINDS)}> "
-    f"or detector.<{'|'.join(DETECTOR_KINDS)}>"
+    f"feature.<feature>.<{'|'.join(DRIFT_KINDS)}> (feature.* for all), prediction.<{'|'.join(DRIFT_KINDS)}>, "
+    f"detector.<{'|'.join(DETECTOR_KINDS)}> "
+    f"or estimated.<{'|'.join(ESTIMATED_STATISTICS)}>"
 )
 
 _RULE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -197,5 +202,7 @@ def _check_statistic(statistic: str, path: str) -> None:
     if family == "prediction" and rest and (rest in DRIFT_KINDS or wildcard):
         return
     if family == "detector" and rest and (rest in DETECTOR_KINDS or wildcard):
+        return
+    if family == "estimated" and rest and (rest in ESTIMATED_STATISTICS or wildcard):
         return
     raise RuleError(f"{path}: unknown statistic {statistic!r}; expected {STATISTIC_HELP}")

@@ -137,6 +137,18 @@ class Drift(msgspec.Struct, forbid_unknown_fields=True):
     params: dict[str, dict[str, Any]] = {}
 
 
+class Estimation(msgspec.Struct, forbid_unknown_fields=True):
+    """Performance estimated from the scores before the labels arrive (CBPE,
+    :class:`detectors.estimation.CBPE`): rules name it ``estimated.<metric>``."""
+
+    #: predictions (labelled or not) in the estimation window; default: window.size
+    window: int | None = None
+    #: labelled pairs the score calibration is fitted on (the first N, then the latest N)
+    reference_size: int = 1000
+    #: refit the calibration after every this many further labelled pairs; 0 keeps the first fit
+    refit_every: int = 0
+
+
 class Features(msgspec.Struct, forbid_unknown_fields=True):
     numeric: list[str] = []
     categorical: list[str] = []
@@ -159,6 +171,8 @@ class Model(msgspec.Struct, forbid_unknown_fields=True):
     #: multiclass models: the class order, needed for ``probabilities``-based metrics
     classes: list[int | str] = []
     drift: Drift | None = None
+    #: estimated performance from the scores (binary and multiclass models), off without this table
+    estimation: Estimation | None = None
     #: change detectors on the error stream (0/1 misclassified, or absolute error): [{kind=..., ...}]
     detectors: list[dict[str, Any]] = []
     rules: list[dict[str, Any]] = []
@@ -407,6 +421,8 @@ def _check(config: Config) -> None:
                 reference = Path(config.source).parent / model.drift.reference_file
                 if not reference.is_file():
                     fail(f"{where}.drift.reference_file", f"{reference} does not exist")
+        if model.estimation is not None:
+            _check_estimation(model, where, fail)
         try:
             computed = validate_statistics(model, config.source)
         except ValueError as exc:
@@ -453,3 +469,17 @@ def read_password(path: Path) -> str:
     """A password file's content without surrounding whitespace (a trailing newline, as editors
     and ``echo`` leave it), as Prometheus reads its ``password_file``."""
     return path.read_text(encoding="utf-8").strip()
+
+
+def _check_estimation(model: Model, where: str, fail: Callable[[str, str], None]) -> None:
+    estimation = model.estimation
+    if model.task == "regression":
+        fail(f"{where}.estimation", "estimates classification metrics from scores; not for a regression model")
+    if model.task == "multiclass" and len(model.classes) < 2:
+        fail(f"{where}.classes", "estimation of a multiclass model needs classes (the order of probabilities)")
+    if estimation.window is not None and estimation.window < 1:
+        fail(f"{where}.estimation.window", "must be >= 1")
+    if estimation.reference_size < 2:
+        fail(f"{where}.estimation.reference_size", "must be >= 2")
+    if estimation.refit_every < 0:
+        fail(f"{where}.estimation.refit_every", "must be >= 0 (0: never refit)")

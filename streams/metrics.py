@@ -10,6 +10,7 @@ import base64
 import binascii
 import hmac
 import logging
+import math
 import socket
 import ssl
 import threading
@@ -149,6 +150,15 @@ class Exporter:
                                         registry=r)
         self.performance = Gauge("driftline_performance", "Current value of a performance metric over the "
                                  "model's window.", ["model", "version", "metric"], registry=r)
+        self.estimated = Gauge("driftline_performance_estimated", "A performance metric of the latest predictions "
+                               "estimated from their calibrated scores, before labels arrive (CBPE).",
+                               ["model", "version", "metric"], registry=r)
+        self.estimated_lower = Gauge("driftline_performance_estimated_lower", "Lower end of the estimate's 95 % "
+                                     "band (sampling error of the window).", ["model", "version", "metric"],
+                                     registry=r)
+        self.estimated_upper = Gauge("driftline_performance_estimated_upper", "Upper end of the estimate's 95 % "
+                                     "band (sampling error of the window).", ["model", "version", "metric"],
+                                     registry=r)
         self.window_count = Gauge("driftline_window_samples", "Labelled samples in the model's window.",
                                   ["model"], registry=r)
         self.threshold = Gauge("driftline_rule_threshold", "Threshold of a rule condition, to draw beside "
@@ -248,8 +258,22 @@ class Exporter:
                 if obs.threshold is not None:
                     self.change_threshold.labels(model_id, rest).set(obs.threshold)
                 self.change_fired.labels(model_id, rest).set(1 if obs.fired else 0)
+            elif family == "estimated":
+                continue  # with its band, below
             else:
                 self.performance.labels(model_id, version, name).set(obs.value)
+        self._observe_estimated(model_id, version, m.stats.estimated())
+
+    def _observe_estimated(self, model_id: str, version: str, estimates: dict) -> None:
+        """Each estimated metric and its band, once there is an estimate (the calibration fitted)."""
+        for metric, estimate in estimates.items():
+            if not estimate.n:
+                continue
+            labels = (model_id, version, metric)
+            self.estimated.labels(*labels).set(estimate.value)
+            if math.isfinite(estimate.stderr):
+                self.estimated_lower.labels(*labels).set(estimate.lower)
+                self.estimated_upper.labels(*labels).set(estimate.upper)
 
     def serve(self, address: str) -> "MetricsServer":
         """Serve ``/metrics`` at ``address`` (host:port) in a daemon thread, with the config's TLS

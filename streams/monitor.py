@@ -92,6 +92,9 @@ class Segment:
     prediction_ts: list[int] = field(default_factory=list)
     prediction_offsets: list[int] = field(default_factory=list)
     pair_offsets: list[int] = field(default_factory=list)
+    #: with estimation: each prediction's class and score (or probability row), for the estimator
+    predicted: list = field(default_factory=list)
+    prediction_scores: list = field(default_factory=list)
     #: whether the segment ends at an evaluation point of the predictions' clock (drift rules)
     #: or of the labelled pairs' clock (every other rule); the batch's last segment may end at none
     evaluate_predictions: bool = False
@@ -111,6 +114,7 @@ class ModelMonitor:
         self.dedup_ms = min(self.ttl_ms, int(model.dedup_seconds * 1000))
         self.evaluate_every = model.evaluate_every
         self._binary = model.task == "binary"
+        self._estimating = model.estimation is not None and model.task != "regression"
         self.rules = load_rules(model.rules, where=f"models[{model.id}].rules")
         # Rules on drift statistics only are judged on the predictions' clock, every other rule
         # on the labelled pairs' clock: each then depends on one ordered stream, not on how
@@ -184,6 +188,9 @@ class ModelMonitor:
         else:
             score = self._score(event)
             segment.prediction_values.append(self._watched_prediction(event, score))
+        if self._estimating:
+            segment.predicted.append(event.prediction)
+            segment.prediction_scores.append(score)
         early = self.early_labels.pop(pid, None)
         if early is not None and early[0] < self.watermark_ms - self.ttl_ms:
             self.counters.expired_labels += 1  # the label waited longer than the TTL
@@ -333,6 +340,9 @@ class ModelMonitor:
             "scores": list(map(operator.itemgetter(2), waiting)), "pair_ts": pair_ts,
             "pair_offsets": batch.column(batch.label_sources, "offset"),
         }
+        if self._estimating:
+            columns["predicted"] = batch.column(predictions, "prediction")
+            columns["prediction_scores"] = watched if self._binary else list(map(self._score, predictions))
         # The model's version after the k-th prediction: the last one named up to it.
         model_versions = batch.column(predictions, "model_version")
         named = _named(model_versions)
@@ -401,9 +411,13 @@ class ModelMonitor:
             self.stats.update_predictions(segment.rows, segment.prediction_values)
             if segment.prediction_ts:
                 self.prediction_window.push(np.column_stack((segment.prediction_ts, segment.prediction_offsets)))
+            if segment.predicted:
+                self.stats.update_estimation(segment.predicted, segment.prediction_scores)
             closed = []
             if segment.y_true:
                 closed = self.stats.update_pairs(segment.y_true, segment.y_pred, segment.scores, segment.pair_ts)
+                if self._estimating:
+                    self.stats.learn_estimation(segment.y_true, segment.scores)
                 self.pair_window.push(np.column_stack((segment.pair_ts, segment.pair_offsets)))
             for window in closed:  # event-time windows judge each closed window
                 span = TriggerWindow(start=format_timestamp(window.start_ms), end=format_timestamp(window.end_ms),
@@ -519,7 +533,8 @@ class ModelMonitor:
 #: The most feature names :class:`InputDecoder` decodes into a struct (more go into dicts).
 MAX_FEATURE_NAMES = 512
 
-_PREDICTION_COLUMNS = frozenset({"rows", "prediction_values", "prediction_ts", "prediction_offsets"})
+_PREDICTION_COLUMNS = frozenset({"rows", "prediction_values", "prediction_ts", "prediction_offsets", "predicted",
+                                 "prediction_scores"})
 
 
 class _Batch:
@@ -578,8 +593,9 @@ def _running_max(values: Any, start: int) -> np.ndarray:
 
 
 def _is_drift(statistic: str) -> bool:
-    """Statistics computed from predictions alone (feature and prediction drift)."""
-    return statistic.startswith(("feature.", "prediction."))
+    """Statistics computed from predictions alone (feature and prediction drift, and the
+    estimated performance: its calibration comes from labelled pairs, its window from predictions)."""
+    return statistic.startswith(("feature.", "prediction.", "estimated."))
 
 
 def _segment_key(segment: dict[str, str] | None) -> str:

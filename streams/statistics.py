@@ -4,7 +4,11 @@ config section, fed one stretch of the stream (a segment) at a time with numpy c
 The Monitor cuts each model's stream into segments at its evaluation points and hands every
 segment here: the predictions (drift), and the labelled pairs (metrics and change detectors).
 ``observations()`` names every statistic the way rules refer to it: ``accuracy``…,
-``feature.<name>.<kind>``, ``prediction.<kind>``, ``detector.<kind>``.
+``feature.<name>.<kind>``, ``prediction.<kind>``, ``detector.<kind>``, ``estimated.<metric>``.
+
+With an ``estimation`` table, :class:`detectors.estimation.CBPE` estimates the performance of
+the latest predictions from their scores (fed by every prediction, calibrated on the labelled
+pairs): the ``estimated.*`` statistics, available before any label of the window arrives.
 
 Drift detectors and change detectors are fed lazily: a segment's predictions and errors are
 queued, and the queue goes to the detectors in one vectorized call when one of their statistics
@@ -27,6 +31,7 @@ import numpy as np
 
 from detectors.base import Result
 from detectors.calibration import judgement_level, reject
+from detectors.estimation import CBPE, ESTIMATED_METRICS, Estimate
 from detectors.drift import add_columns, results as drift_results, statistics as drift_statistics
 from detectors.registry import build, restore
 from detectors.windows import HoppingWindow, TumblingWindow
@@ -110,6 +115,7 @@ class ModelStatistics:
         #: detections since the Monitor last took them (it counts them for the exporter)
         self.new_detections: dict[str, int] = {}
         self._groups = self._observation_groups()
+        self.estimator: CBPE | None = self._build_estimation(model)
 
     # -- construction ---------------------------------------------------------------------
     def _metric_params(self, kind: str, window: int) -> dict[str, Any]:
@@ -159,6 +165,14 @@ class ModelStatistics:
         for kind in drift.prediction:
             self.prediction_drift[kind] = make(kind, "prediction", categorical_prediction, references.get("prediction"))
 
+    def _build_estimation(self, model: Model) -> CBPE | None:
+        estimation = model.estimation
+        if estimation is None:
+            return None
+        return CBPE(window=estimation.window or model.window.size, reference_size=estimation.reference_size,
+                    refit_every=estimation.refit_every, positive=model.positive,
+                    classes=list(model.classes) if model.task == "multiclass" else None)
+
     # -- updates ----------------------------------------------------------------------------
     def update_predictions(self, rows: list[dict[str, Any]], prediction_values: list) -> None:
         """One segment's predictions: each one's ``features`` object, and the value prediction
@@ -191,6 +205,35 @@ class ModelStatistics:
             closed.append(ClosedPerformance(int(first.start), int(first.end), first.count, results))
             self.closed = results
         return closed
+
+    def update_estimation(self, predicted: list, scores: list) -> None:
+        """One segment's predictions for the estimator: each one's class and score (binary) or
+        probability row (multiclass); those without scores are left out."""
+        predicted, scores = _scored(predicted, scores)
+        if scores:
+            self.estimator.update_many(predicted, np.asarray(scores, dtype=np.float64))
+
+    def learn_estimation(self, y_true: list, scores: list) -> None:
+        """One segment's labelled pairs for the estimator's calibration (those without scores left out)."""
+        y_true, scores = _scored(y_true, scores)
+        if scores:
+            self.estimator.learn_many(y_true, np.asarray(scores, dtype=np.float64))
+
+    def estimated(self) -> dict[str, Estimate]:
+        """The estimated metrics by name (``accuracy``, …), with their standard errors; empty
+        without an ``estimation`` table."""
+        return {} if self.estimator is None else self.estimator.estimate()
+
+    def estimated_observations(self) -> dict[str, Observation]:
+        return {f"estimated.{metric}": Observation(value=e.value, n=e.n) for metric, e in self.estimated().items()}
+
+    def _estimated_groups(self) -> dict[str, str]:
+        """The estimated statistics as one observation group: estimated only when a rule or the
+        exporter reads them, not at every evaluation point."""
+        return {} if self.estimator is None else {f"estimated.{metric}": "estimated" for metric in ESTIMATED_METRICS}
+
+    def _observe_any(self, group: str) -> dict[str, Observation]:
+        return self.estimated_observations() if group == "estimated" else self._observe_group(group)
 
     def catch_up(self) -> None:
         """Feed everything queued to the drift and change detectors."""
@@ -280,14 +323,16 @@ class ModelStatistics:
         queues fed to them) when first read, a group at a time (see :meth:`_observe_group`), so
         read it before the next update."""
         eager = {kind: _observation(r) for kind, r in (performance or self.performance()).items()}
-        if not self._groups:
+        groups = {**self._groups, **self._estimated_groups()}
+        if not groups:
             return eager
-        return _Observations(eager, self._groups, self._observe_group)
+        return _Observations(eager, groups, self._observe_any)
 
     def drift_observations(self) -> Mapping[str, Observation]:
-        """The feature and prediction drift entries of :meth:`observations` (what drift rules read)."""
+        """The feature and prediction drift entries of :meth:`observations`, and the estimated
+        ones (what the rules judged on the predictions' clock read)."""
         drift = {name: group for name, group in self._groups.items() if not name.startswith("detector.")}
-        return _Observations({}, drift, self._observe_group)
+        return _Observations({}, {**drift, **self._estimated_groups()}, self._observe_any)
 
     def values(self) -> dict[str, tuple[float, int]]:
         """Every statistic's value and sample count, named and ordered as in :meth:`observations`,
@@ -309,6 +354,7 @@ class ModelStatistics:
         for kind, detector in self.prediction_drift.items():
             result = self._drift_result(kind, detector)
             out[f"prediction.{kind}"] = (result.statistic, result.n)
+        out.update((f"estimated.{metric}", (e.value, e.n)) for metric, e in self.estimated().items())
         return out
 
     def firing_statistics(self) -> list[str]:
@@ -323,7 +369,7 @@ class ModelStatistics:
 
     def statistic_names(self) -> list[str]:
         """Every statistic :meth:`observations` holds (what a rule may name)."""
-        return [*self.metric_kinds, *self._groups]
+        return [*self.metric_kinds, *self._groups, *(f"estimated.{m}" for m in self.estimated())]
 
     def _observation_groups(self) -> dict[str, str]:
         """Detector statistic name -> the group computed with it: the change detectors, each
@@ -387,6 +433,7 @@ class ModelStatistics:
             "pairs_seen": self.pairs_seen,
             "evaluated_pairs": self.evaluated_pairs,
             "last_detection": self.last_detection,
+            "estimation": None if self.estimator is None else self.estimator.state(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -402,6 +449,8 @@ class ModelStatistics:
         self.pairs_seen, self.evaluated_pairs = state["pairs_seen"], state["evaluated_pairs"]
         self.last_detection = dict(state["last_detection"])
         self._queued_rows, self._queued_predictions, self._queued_errors = [], [], []
+        if self.estimator is not None and state.get("estimation") is not None:
+            self.estimator = CBPE.from_state(state["estimation"])
 
 
 class _Observations(Mapping):
@@ -502,6 +551,14 @@ def _usable_number(value: Any) -> bool:
     if type(value) is float:
         return math.isfinite(value)
     return type(value) is int and -LARGEST_INT <= value <= LARGEST_INT
+
+
+def _scored(labels: list, scores: list) -> tuple[list, list]:
+    """The labels and scores of the events that have a score (the usual segment: all of them)."""
+    if None not in scores:
+        return labels, scores
+    kept = [i for i, score in enumerate(scores) if score is not None]
+    return [labels[i] for i in kept], [scores[i] for i in kept]
 
 
 def _scores(scores: list | None) -> np.ndarray | None:

@@ -152,6 +152,20 @@ def build() -> db.Dashboard:
     d.with_panel(timeseries_panel("Labelled samples in the window", [
         target(f"driftline_window_samples{{{M}}}", "{{model}}", "A"),
     ], 8, 9))
+    d.with_panel(timeseries_panel("Estimated (from scores, before labels) vs realized performance", [
+        target(f"driftline_performance_estimated{{{MV}}}", "estimated {{model}} {{version}} {{metric}}", "A"),
+        target(f"driftline_performance_estimated_lower{{{MV}}}", "band low {{model}} {{version}} {{metric}}", "B"),
+        target(f"driftline_performance_estimated_upper{{{MV}}}", "band high {{model}} {{version}} {{metric}}", "C"),
+        target(f"driftline_performance{{{MV}}} and on (model, version, metric) "
+               f"driftline_performance_estimated{{{MV}}}", "realized {{model}} {{version}} {{metric}}", "D"),
+        target(f"driftline_performance_estimated{{{MV}}} - on (model, version, metric) "
+               f"driftline_performance{{{MV}}}", "gap {{model}} {{version}} {{metric}}", "E"),
+    ], 24, 9, "short", description="CBPE: the metric of the latest predictions estimated from their calibrated "
+       "scores, with its 95 % sampling band, beside the realized metric of the labelled window and their gap "
+       "(estimated - realized). The estimate cannot see concept drift: the realized metric is authoritative.")
+                 .override_by_regexp("band .*", [
+                     dm.DynamicConfigValue("custom.lineStyle", {"fill": "dash", "dash": [4, 4]}),
+                     dm.DynamicConfigValue("custom.lineWidth", 1)]))
 
     # -- drift ------------------------------------------------------------------------------
     row("Drift")

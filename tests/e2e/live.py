@@ -42,6 +42,7 @@ window = {{ kind = "count", size = 400 }}
 evaluate_every = 50
 drift = {{ numeric = ["psi", "ks"], categorical = ["chi2"], prediction = ["psi"], reference_size = 2000, window = 1000 }}
 detectors = [{{ kind = "adwin" }}, {{ kind = "page_hinkley" }}]
+estimation = {{ reference_size = 500 }}
 
   [[models.rules]]
   name = "accuracy-floor"

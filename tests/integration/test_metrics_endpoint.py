@@ -24,6 +24,7 @@ window = { kind = "count", size = 300 }
 features = { numeric = ["age", "income"], categorical = ["plan"] }
 drift = { numeric = ["ks", "psi"], categorical = ["chi2"], prediction = ["psi", "ks"], reference_size = 300, window = 300 }
 detectors = [{ kind = "adwin" }, { kind = "ddm" }]
+estimation = { reference_size = 300 }
   [[models.rules]]
   name = "accuracy-floor"
   min_samples = 100
