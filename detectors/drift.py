@@ -555,15 +555,25 @@ class _DriftDetector:
         """``update_many`` without computing the result (a monitor reads it far less often)."""
         values = self._clean(values)
         if self.profile is None:
-            needed = self.reference_size - len(self._pending)
-            self._pending.extend(values[:needed].tolist())
+            held = self._pending_count()
+            needed = self.reference_size - held
+            if self.categorical:
+                self._pending.extend(values[:needed].tolist())
+            elif needed > 0 and len(values):
+                # numbers wait as float64 copies, not Python floats (4 times smaller: a model
+                # with many features holds reference_size of them per detector until it fills)
+                self._pending.append(np.array(values[:needed], dtype=np.float64))
             values = values[needed:]
-            if len(self._pending) == self.reference_size:
-                self._set_reference(np.asarray(self._pending))
+            if self._pending_count() == self.reference_size:
+                self._set_reference(np.asarray(self._pending) if self.categorical else np.concatenate(self._pending))
         if len(values):
             if self.tracks_range:
                 self._low, self._high = min(self._low, values.min()), max(self._high, values.max())
             self._current.push(values if self.exact else self.profile.codes(values))
+
+    def _pending_count(self) -> int:
+        """Values held for the reference so far (a list of values, or of numeric chunks)."""
+        return len(self._pending) if self.categorical else sum(map(len, self._pending))
 
     def update(self, value: Any) -> Result:
         return self.update_many([value])
@@ -646,7 +656,7 @@ class _DriftDetector:
             "profile": self.profile.state() if ready else None,
             "reference_counts": self.reference_counts.tolist() if ready else None,
             "reference_raw": self._reference_raw.tolist() if self._reference_raw is not None else None,
-            "pending": list(self._pending),
+            "pending": list(self._pending) if self.categorical else [v for chunk in self._pending for v in chunk.tolist()],
             "current": self._current.state() if self._current is not None else None,
             "range": [float(self._low), float(self._high)] if np.isfinite(self._low) else None,
             "threshold": self.threshold,
@@ -655,7 +665,8 @@ class _DriftDetector:
     @classmethod
     def from_state(cls, state: dict[str, Any]):
         detector = cls(**state["params"])
-        detector._pending = list(state["pending"])
+        pending = list(state["pending"])
+        detector._pending = pending if detector.categorical or not pending else [np.asarray(pending, dtype=np.float64)]
         if detector.level is not None:
             detector.threshold = state.get("threshold", detector.threshold)
         if state["range"] is not None:
