@@ -10,11 +10,12 @@ import logging
 import signal
 import sys
 import threading
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from retrain_trigger import listener
+
+from .config import ConfigError, dotted_keys, read_toml
 
 EXIT_USAGE = 2
 
@@ -99,7 +100,7 @@ def kafka_settings(args: argparse.Namespace) -> dict[str, Any]:
         table = _read_config(Path(args.config)).get("kafka", {})
         if not isinstance(table, dict):
             raise UsageError(f"{args.config}: kafka: expected a table of librdkafka settings")
-        settings.update(_flatten(table))
+        settings.update(dotted_keys(table))
     if args.bootstrap_servers:
         settings["bootstrap.servers"] = args.bootstrap_servers
     if "bootstrap.servers" not in settings:
@@ -117,29 +118,12 @@ def trigger_topic(args: argparse.Namespace) -> str:
 
 
 def _read_config(path: Path) -> dict[str, Any]:
+    """The config's raw tables: the listener reads only ``[kafka]`` and ``topics``, so a config
+    written for another version of the engine still serves it."""
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a directory, not a config file") from None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot be read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path}: byte {exc.start} is not UTF-8 (TOML files are UTF-8)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path}: not valid TOML: {exc}") from None
-
-
-def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Unquoted dotted TOML keys (bootstrap.servers = ...) nest; librdkafka wants them dotted."""
-    flat: dict[str, Any] = {}
-    for key, value in table.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+        return read_toml(path)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _stop_on_signals() -> threading.Event:

@@ -206,9 +206,14 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def load_config(path: str | Path) -> Config:
+    return parse_config(read_toml(path), str(path))
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file's tables, or a :class:`ConfigError` naming the file and what is wrong with it."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except IsADirectoryError:
@@ -219,14 +224,13 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: byte {exc.start} is not UTF-8 (TOML files are UTF-8)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_config(raw, str(path))
 
 
 def parse_config(raw: dict[str, Any], source: str = "<memory>") -> Config:
     if "source" in raw:
         raise ConfigError(f"{source}: source: unknown key")
     if isinstance(raw.get("kafka"), dict):  # bootstrap.servers = … unquoted is a nested TOML table
-        raw = {**raw, "kafka": _dotted(raw["kafka"])}
+        raw = {**raw, "kafka": dotted_keys(raw["kafka"])}
     try:
         config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
@@ -236,12 +240,12 @@ def parse_config(raw: dict[str, Any], source: str = "<memory>") -> Config:
     return config
 
 
-def _dotted(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def dotted_keys(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """librdkafka's keys are dotted names; unquoted in TOML, ``sasl.username = …`` nests."""
     flat: dict[str, Any] = {}
     for key, value in table.items():
         if isinstance(value, dict):
-            flat.update(_dotted(value, f"{prefix}{key}."))
+            flat.update(dotted_keys(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

@@ -32,7 +32,8 @@ def test_prometheus_scrapes_https_with_basic_auth(tmp_path):
     password.chmod(0o600)
     config = parse_config({"kafka": {"bootstrap.servers": "127.0.0.1:1"}, "metrics": {
         "tls_cert_file": str(certs.cert), "tls_key_file": str(certs.key),
-        "basic_auth_username": "prometheus", "basic_auth_password_file": str(password)}}, str(tmp_path / "d.toml"))
+        "basic_auth_username": "prometheus", "basic_auth_password_file": str(password)},
+        "models": [{"id": "m"}]}, str(tmp_path / "d.toml"))
     exporter = Exporter(config)
     exporter.up.set(1)
     server = exporter.serve("127.0.0.1:0")
