@@ -173,9 +173,10 @@ class Engine:
     # -- lifecycle ------------------------------------------------------------------------
     def run(self) -> None:
         """Consume until SIGTERM/SIGINT; then commit what was processed and return."""
-        self._connect()
+        # Before connecting: a stop that comes while the topics are created still ends cleanly.
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
+        self._connect()
         self.consumer.subscribe([self.topics.predictions, self.topics.labels],
                                 on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         self.producer.begin_transaction()
