@@ -90,6 +90,12 @@ def _run(args: argparse.Namespace) -> int:
             raise
         print(f"driftline: {exc}", file=sys.stderr)
         return 1
+    finally:
+        # A failed start leaves the engine and its Kafka clients in reference cycles (the
+        # exception's frames) that the tuned GC would leave to interpreter shutdown, where a
+        # client's destruction calls back into a half-torn-down Python (a refused login once
+        # ended with SIGSEGV instead of exit 1): destroy them now.
+        gc.collect()
     return 0
 
 
@@ -199,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug or line is None:
             raise
         _print_error(line)
+        del exc
+        gc.collect()  # Kafka clients in the exception's frames go now, not at shutdown (see _run)
         return code
 
 
