@@ -235,8 +235,7 @@ class TriggerPolicy:
             # Within an episode or a cooldown only a subject that has not triggered yet is news:
             # a second feature drifting is a second trigger; the same feature's other statistic
             # is not.
-            matched = _glob_breaches(rule, observations) if any(c.is_glob for c in rule.conditions) else []
-            new = [name for name in matched if name not in state.triggered]
+            new = [name for name in _glob_breaches(rule, observations) if name not in state.triggered]
             if not new:
                 if state.armed:
                     state.suppressed_cooldown += 1
