@@ -369,7 +369,7 @@ class ModelStatistics:
 
     def statistic_names(self) -> list[str]:
         """Every statistic :meth:`observations` holds (what a rule may name)."""
-        return [*self.metric_kinds, *self._groups, *(f"estimated.{m}" for m in self.estimated())]
+        return [*self.metric_kinds, *self._groups, *self._estimated_groups()]
 
     def _observation_groups(self) -> dict[str, str]:
         """Detector statistic name -> the group computed with it: the change detectors, each
