@@ -41,6 +41,7 @@ import datetime as dt
 import statistics as stats_
 import sys
 import tempfile
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -199,7 +200,7 @@ def _malformed(lines: list[bytes], rng: np.random.Generator) -> list[bytes]:
 
 def run_driftline(config_text: str, stream: Stream, workdir: Path) -> list[tuple[int, str]]:
     """(triggered_at in ms, rule) of each trigger, from the backtest of the stream's files."""
-    config = parse_config(__import__("tomllib").loads(config_text), str(workdir / "driftline.toml"))
+    config = parse_config(tomllib.loads(config_text), str(workdir / "driftline.toml"))
     (workdir / "predictions.jsonl").write_bytes(b"\n".join(stream.predictions) + b"\n")
     (workdir / "labels.jsonl").write_bytes(b"\n".join(stream.labels) + b"\n")
     loaded = load_events(config, workdir / "predictions.jsonl", workdir / "labels.jsonl")
