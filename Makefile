@@ -41,25 +41,25 @@ promtool-check: prometheus
 
 ## make test: promtool checks, then unit, integration (real Kafka 4.x) and e2e (real Prometheus) tests
 test: $(STAMP) promtool-check chromium
-	$(PY) -m streams.kafka_local with $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m streams.tools.kafka_local with $(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit tests/detectors -q
 
 ## make demo: the broker, the engine, a stream whose accuracy falls midway, the trigger it causes
 demo: $(STAMP)
-	$(PY) -m streams.kafka_local with $(PY) -m streams.demo
+	$(PY) -m streams.tools.kafka_local with $(PY) -m streams.tools.demo
 
 ## make bench: every benchmark (each prints a table; BENCHMARKS.md holds the last results)
 bench: $(STAMP)
-	$(PY) -m streams.kafka_local with bash -c 'set -e; for b in codecs detectors detection_quality trigger_quality estimation producer backtest engine; do \
+	$(PY) -m streams.tools.kafka_local with bash -c 'set -e; for b in codecs detectors detection_quality trigger_quality estimation producer backtest engine; do \
 	  [ -f benchmarks/$$b.py ] && { echo "== benchmarks/$$b.py"; $(PY) benchmarks/$$b.py; }; done'
 
 kafka-up: $(STAMP)
-	$(PY) -m streams.kafka_local up
+	$(PY) -m streams.tools.kafka_local up
 
 kafka-down: $(STAMP)
-	$(PY) -m streams.kafka_local down
+	$(PY) -m streams.tools.kafka_local down
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

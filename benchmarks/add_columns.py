@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from benchmarks._common import table  # noqa: E402
 from benchmarks.backtest import config  # noqa: E402
 from detectors import drift  # noqa: E402
-from streams.statistics import ModelStatistics  # noqa: E402
+from streams.core.statistics import ModelStatistics  # noqa: E402
 
 
 def detectors_with_reference(rng: np.random.Generator) -> list:

@@ -45,8 +45,8 @@ import msgspec  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks._common import progress, table  # noqa: E402
-from streams.backtest import Backtest, load_events  # noqa: E402
-from streams.config import parse_config  # noqa: E402
+from streams.tools.backtest import Backtest, load_events  # noqa: E402
+from streams.core.config import parse_config  # noqa: E402
 
 FEATURES = [f"f{i:02d}" for i in range(20)]
 
@@ -144,7 +144,7 @@ def _cli_once(directory: Path) -> dict:
     config_file = directory / "drift-20.toml"
     config_file.write_text(config_toml("drift-20"))
     out = directory / "cli-out"
-    subprocess.run([sys.executable, "-m", "streams.cli", "backtest", "--config", str(config_file),
+    subprocess.run([sys.executable, "-m", "streams.cli.main", "backtest", "--config", str(config_file),
                     "--predictions", str(directory / "predictions.jsonl"), "--labels", str(directory / "labels.jsonl"),
                     "--out", str(out), "--no-report", "--no-progress"],
                    check=True, capture_output=True, cwd=ROOT)

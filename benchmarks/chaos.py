@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streams import kafka_local  # noqa: E402
+from streams.tools import kafka_local  # noqa: E402
 from tests.integration import chaos  # noqa: E402
 from tests.integration.harness import Deployment  # noqa: E402
 

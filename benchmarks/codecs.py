@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import interleaved_medians, progress, table  # noqa: E402
 
-from streams.codecs import InvalidEvent, Prediction, decode_prediction, encode_prediction, parse_timestamp  # noqa: E402
+from streams.core.codecs import InvalidEvent, Prediction, decode_prediction, encode_prediction, parse_timestamp  # noqa: E402
 
 
 def orjson_decode(data: bytes) -> dict:

@@ -170,7 +170,7 @@ class EngineProcess:
             env["PYTHONPATH"] = str(cwd)
         self.address = f"127.0.0.1:{port}"
         self.started = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-c", "import sys; from streams.cli import main; "
+        self.proc = subprocess.Popen([sys.executable, "-c", "import sys; from streams.cli.main import main; "
                                       "sys.exit(main())", "run", "--config", str(config), "--engine", engine],
                                      cwd=str(cwd or ROOT), env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
@@ -268,9 +268,9 @@ def run_engine(kind: str, args, prefix: str, inputs: tuple[str, str], expected: 
 
 def raw_worker(bootstrap: str, config_path: str, expected: int) -> None:
     """The ceiling, in its own process: consume + the engine's InputDecoder, nothing else. Prints JSON."""
-    from streams.config import load_config
-    from streams.codecs import InvalidEvent
-    from streams.monitor import InputDecoder
+    from streams.core.config import load_config
+    from streams.core.codecs import InvalidEvent
+    from streams.core.monitor import InputDecoder
 
     config = load_config(config_path)
     decode = InputDecoder(config)
@@ -424,8 +424,8 @@ def measure_memory(args, prefix: str, tmp: Path) -> dict:
 # -- profile --------------------------------------------------------------------------------
 def profile_in_process(args, prefix: str, inputs: tuple[str, str], expected: int, tmp: Path) -> str:
     """cProfile of the default engine in this process until it processed the backlog."""
-    from streams.config import load_config
-    from streams.engine import Engine
+    from streams.core.config import load_config
+    from streams.runtime.engine import Engine
 
     name = "profile"
     cfg = load_config(write_config(tmp / f"{name}.toml", args.bootstrap, prefix, name, inputs,

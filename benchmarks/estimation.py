@@ -46,9 +46,9 @@ import numpy as np  # noqa: E402
 
 from benchmarks._common import progress, table  # noqa: E402
 from detectors.estimation import CBPE  # noqa: E402
-from streams.codecs import Label, Prediction  # noqa: E402
-from streams.config import parse_config  # noqa: E402
-from streams.monitor import Monitor, Source  # noqa: E402
+from streams.core.codecs import Label, Prediction  # noqa: E402
+from streams.core.config import parse_config  # noqa: E402
+from streams.core.monitor import Monitor, Source  # noqa: E402
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 DRIFT_AT = 20_000

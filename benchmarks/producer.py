@@ -37,7 +37,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 from benchmarks._common import progress, table  # noqa: E402
-from streams.producer import PredictionLogger  # noqa: E402
+from streams.client.producer import PredictionLogger  # noqa: E402
 
 FEATURES = {f"f{i:02d}": round(0.1 * i + 0.123456, 6) for i in range(20)}
 

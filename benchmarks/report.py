@@ -7,8 +7,8 @@ The history is synthetic (one binary model, numeric features ~ N(0, 1), the firs
 one standard deviation after 60% of the predictions, a label 20 s after each prediction), made in
 memory and decoded once. Per feature count, interleaved (A B A B …), median of ``--repeats``:
 
-* ``replay``: :class:`streams.backtest.Backtest` without and with the report's
-  :class:`streams.report.ReportRecorder` (the config watches PSI and KS on every feature);
+* ``replay``: :class:`streams.tools.backtest.Backtest` without and with the report's
+  :class:`streams.tools.report.ReportRecorder` (the config watches PSI and KS on every feature);
 * ``write_report``: drawing report.html from that replay (matplotlib, PNGs embedded).
 """
 from __future__ import annotations
@@ -28,9 +28,9 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 
 import numpy as np  # noqa: E402
 
-from streams.backtest import Backtest, load_events  # noqa: E402
-from streams.config import parse_config  # noqa: E402
-from streams.report import ReportRecorder, write_report  # noqa: E402
+from streams.tools.backtest import Backtest, load_events  # noqa: E402
+from streams.core.config import parse_config  # noqa: E402
+from streams.tools.report import ReportRecorder, write_report  # noqa: E402
 
 
 def history(directory: Path, n: int, features: int, seed: int = 1) -> tuple[Path, Path]:

@@ -54,8 +54,8 @@ from river.drift import ADWIN  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from benchmarks._common import progress, table  # noqa: E402
-from streams.backtest import Backtest, load_events  # noqa: E402
-from streams.config import parse_config  # noqa: E402
+from streams.tools.backtest import Backtest, load_events  # noqa: E402
+from streams.core.config import parse_config  # noqa: E402
 
 T0 = int(dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc).timestamp() * 1000)
 STEP_MS = 1000

@@ -47,7 +47,7 @@ def broker() -> tuple[str, bool]:
     configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if configured:
         return configured, False
-    from streams import kafka_local
+    from streams.tools import kafka_local
 
     already = kafka_local.running()
     return (already or kafka_local.up()), not already
@@ -64,7 +64,7 @@ def live_run(seconds: float, drift_at: int, rate: float, tmp: Path):
         prom.start()
         start = time.time()
         sim = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "simulate", "--config", str(d.config_path), "--start", "now",
+            [sys.executable, "-m", "streams.cli.main", "simulate", "--config", str(d.config_path), "--start", "now",
              "--duration", str(seconds), "--rate", str(rate), "--label-delay", "exp:30", "--malformed", "0.005",
              "--model", f"id=loans,generator=agrawal,learner=hoeffding,drift=abrupt,at={drift_at}",
              "--model", f"id=sensors,generator=sea,learner=hoeffding,drift=covariate,shift=x0:-1|x1:-1,at={drift_at}",
@@ -85,7 +85,7 @@ def live_run(seconds: float, drift_at: int, rate: float, tmp: Path):
         prom.stop()
         d.stop_all()
         if started_broker:
-            from streams import kafka_local
+            from streams.tools import kafka_local
 
             kafka_local.down()
 

@@ -2,7 +2,7 @@
 
 1. ``KAFKA_BOOTSTRAP_SERVERS`` from the environment (``make test`` sets it after ``make kafka-up``);
 2. testcontainers' Kafka (apache/kafka image, KRaft) when a Docker engine answers;
-3. the project's own launcher (``streams.kafka_local``), Kafka's jars from Maven Central.
+3. the project's own launcher (``streams.tools.kafka_local``), Kafka's jars from Maven Central.
 
 When ``CI`` is set and none of these gives a broker, Kafka tests fail with one clear line;
 they are never skipped silently.
@@ -43,7 +43,7 @@ def kafka_bootstrap():
         finally:
             container.stop()
         return
-    from streams import kafka_local
+    from streams.tools import kafka_local
 
     already = kafka_local.running()
     try:

@@ -34,7 +34,7 @@ from river import metrics, tree
 
 from retrain_trigger.events import TriggerEvent, decode_trigger
 from retrain_trigger.listener import format_trigger
-from streams.codecs import decode_label, decode_prediction
+from streams.core.codecs import decode_label, decode_prediction
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -23,8 +23,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.codecs import Label, Prediction
-from streams.kafka_local import _free_port
+from streams.core.codecs import Label, Prediction
+from streams.tools.kafka_local import _free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "driftline.json"

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from streams.config import parse_config
-from streams.metrics import Exporter
+from streams.core.config import parse_config
+from streams.runtime.exporter import Exporter
 from tests.certs import server_certificate
 
 from .live import PrometheusServer

@@ -12,9 +12,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from streams.backtest import run_backtest
-from streams.config import parse_config
-from streams.simulate import FileSink, Simulation, parse_model_spec, run
+from streams.tools.backtest import run_backtest
+from streams.core.config import parse_config
+from streams.tools.simulate import FileSink, Simulation, parse_model_spec, run
 
 pytestmark = pytest.mark.e2e
 

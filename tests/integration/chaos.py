@@ -18,9 +18,9 @@ from pathlib import Path
 
 import msgspec
 
-from streams.backtest import run_backtest
-from streams.codecs import Label, Prediction, encode_label, encode_prediction
-from streams.config import load_config
+from streams.tools.backtest import run_backtest
+from streams.core.codecs import Label, Prediction, encode_label, encode_prediction
+from streams.core.config import load_config
 
 from .harness import Deployment
 

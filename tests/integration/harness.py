@@ -16,8 +16,8 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from retrain_trigger.events import load_trigger_schema
-from streams.codecs import Label, Prediction, encode_label, encode_prediction
-from streams.kafka_local import _free_port
+from streams.core.codecs import Label, Prediction, encode_label, encode_prediction
+from streams.tools.kafka_local import _free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TRIGGER_SCHEMA = jsonschema.Draft202012Validator(load_trigger_schema(), format_checker=jsonschema.FormatChecker())
@@ -64,7 +64,7 @@ address = "127.0.0.1:{self.metrics_port}"
 """)
 
     def start(self, instance: str = "0", metrics_port: int | None = None) -> subprocess.Popen:
-        argv = [sys.executable, "-m", "streams.cli", "run", "--config", str(self.config_path), "--instance", instance,
+        argv = [sys.executable, "-m", "streams.cli.main", "run", "--config", str(self.config_path), "--instance", instance,
                 "--engine", self.engine]
         if metrics_port:
             argv += ["--metrics-address", f"127.0.0.1:{metrics_port}"]

@@ -28,10 +28,10 @@ import json
 import msgspec
 import pytest
 
-from streams.backtest import load_events, run_backtest
-from streams.config import load_config
-from streams.producer import PredictionLogger
-from streams.simulate import FileSink, Simulation, generate, parse_model_spec
+from streams.tools.backtest import load_events, run_backtest
+from streams.core.config import load_config
+from streams.client.producer import PredictionLogger
+from streams.tools.simulate import FileSink, Simulation, generate, parse_model_spec
 
 from .harness import Deployment
 

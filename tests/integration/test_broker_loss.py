@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from streams import kafka_local
+from streams.tools import kafka_local
 
 from .harness import REPO, Deployment, pair
 
@@ -60,7 +60,7 @@ def test_unreachable_broker_at_start_is_one_line(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text('[kafka]\n"bootstrap.servers" = "127.0.0.1:1"\n"socket.connection.setup.timeout.ms" = 2000\n'
                       '[engine]\nbroker_retry_budget_seconds = 3\n[[models]]\nid = "m"\n')
-    done = subprocess.run([sys.executable, "-m", "streams.cli", "run", "--config", str(config),
+    done = subprocess.run([sys.executable, "-m", "streams.cli.main", "run", "--config", str(config),
                            "--metrics-address", "127.0.0.1:0"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 1
     lines = [line for line in done.stderr.splitlines() if line.startswith("driftline:")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streams.codecs import Label, Prediction
+from streams.core.codecs import Label, Prediction
 
 from .harness import ENGINES, Deployment
 

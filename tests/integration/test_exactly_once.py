@@ -103,7 +103,7 @@ def test_two_instances_in_one_group_publish_the_union_of_one_instance(make):
     half = len(events) // 2
     d.send(events[:half])
     d.wait_for_metric("driftline_events_joined_total", 500, timeout=60, model="churn")
-    from streams.kafka_local import _free_port
+    from streams.tools.kafka_local import _free_port
 
     second = d.start(instance="b", metrics_port=_free_port())  # joins mid-stream: a rebalance
     d.send(events[half:])

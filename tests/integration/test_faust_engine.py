@@ -224,7 +224,7 @@ def test_a_second_worker_takes_over_partitions_and_their_table_state(deployment,
     half = len(events) // 2
     d.send(events[:half])
     d.wait_for_metric("driftline_events_joined_total", 300, timeout=60, model=MODELS[0])
-    from streams.kafka_local import _free_port
+    from streams.tools.kafka_local import _free_port
 
     port = _free_port()
     second = d.start(instance="b", metrics_port=port)  # joins mid-stream: a rebalance
@@ -258,7 +258,7 @@ def test_a_second_worker_takes_over_partitions_and_their_table_state(deployment,
 def private_broker(tmp_path, kafka_bootstrap):
     """A broker of this test's own (the project's launcher, in a temporary directory), so it can
     be killed without disturbing the shared one."""
-    from streams import kafka_local
+    from streams.tools import kafka_local
 
     bdir = kafka_local.BrokerDir(tmp_path / "broker")
     try:

@@ -8,15 +8,15 @@ import sys
 import faust
 import pytest
 
-from streams.config import ConfigError, parse_config
-from streams.faust_engine import (
+from streams.core.config import ConfigError, parse_config
+from streams.runtime.faust_engine import (
     FaustConfigError,
     PartitionState,
     _OncePerInterval,
     broker_urls,
     credentials,
 )
-from streams.monitor import Source
+from streams.core.monitor import Source
 
 from .harness import REPO, pair
 
@@ -55,7 +55,7 @@ def test_cli_reports_an_unusable_setting_in_one_line_before_connecting(tmp_path)
     config = tmp_path / "c.toml"
     config.write_text('[kafka]\n"bootstrap.servers" = "127.0.0.1:1"\n"security.protocol" = "SASL_SSL"\n'
                       '"sasl.mechanism" = "OAUTHBEARER"\n[[models]]\nid = "m"\n')
-    done = subprocess.run([sys.executable, "-m", "streams.cli", "run", "--engine", "faust", "--config", str(config),
+    done = subprocess.run([sys.executable, "-m", "streams.cli.main", "run", "--engine", "faust", "--config", str(config),
                            "--metrics-address", "127.0.0.1:0"], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.startswith("driftline:")]

@@ -142,7 +142,7 @@ def runs(runs_file: Path) -> list[str]:
 
 def listen_subprocess(config_file, topics, group, state_dir, command, extra_env=None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "streams.cli_triggers", "listen", "--exec", command,
+        [sys.executable, "-m", "streams.cli.triggers", "listen", "--exec", command,
          "--config", str(config_file), "--topic", topics["triggers"], "--group", group,
          "--state-dir", str(state_dir), "--failure-topic", topics["failed"], "--retry-backoff", "0.05"],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **(extra_env or {})},

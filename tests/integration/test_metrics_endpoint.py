@@ -10,7 +10,7 @@ from confluent_kafka import Consumer, TopicPartition
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.codecs import Label, Prediction
+from streams.core.codecs import Label, Prediction
 
 from .harness import REPO, Deployment
 

@@ -8,8 +8,8 @@ from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
-from streams.codecs import decode_label, decode_prediction
-from streams.producer import PredictionLogger
+from streams.core.codecs import decode_label, decode_prediction
+from streams.client.producer import PredictionLogger
 
 pytestmark = pytest.mark.kafka
 
@@ -59,7 +59,7 @@ def test_events_arrive_valid_keyed_and_co_partitioned(kafka_bootstrap, unique):
 
 def test_simulate_to_kafka_creates_topics_from_a_config_and_refuses_missing_ones(kafka_bootstrap, unique, tmp_path,
                                                                                    capsys):
-    from streams.cli import main as cli_main
+    from streams.cli.main import main as cli_main
 
     assert cli_main(["simulate", "--bootstrap-servers", kafka_bootstrap, "--predictions-topic", f"nope-{unique}",
                      "--labels-topic", f"nope-l-{unique}", "--events", "10", "--no-progress"]) == 2
@@ -91,7 +91,7 @@ def test_a_process_that_exits_without_close_still_delivers(kafka_bootstrap, uniq
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     for future in admin.create_topics([NewTopic(topic, 1, 1)]).values():
         future.result(30)
-    script = (f"from streams.producer import PredictionLogger\n"
+    script = (f"from streams.client.producer import PredictionLogger\n"
               f"logger = PredictionLogger({kafka_bootstrap!r}, {topic!r}, {topic!r}, linger_ms=3000)\n"
               f"for i in range(50): logger.log_prediction('m', {{'x': i}}, 1)\n")  # no close(), linger 3 s
     subprocess.run([sys.executable, "-c", script], check=True, timeout=30)

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams import kafka_local
-from streams.config import load_config
-from streams.producer import PredictionLogger
+from streams.tools import kafka_local
+from streams.core.config import load_config
+from streams.client.producer import PredictionLogger
 from tests.certs import server_certificate
 
 from .harness import REPO, pair
@@ -104,7 +104,7 @@ basic_auth_password_file = "scrape-password"
 
 
 def driftline(*args: str, log: Path | None = None, debug: bool = False):
-    argv = [sys.executable, "-m", "streams.cli", *(["--debug"] if debug else []), *args]
+    argv = [sys.executable, "-m", "streams.cli.main", *(["--debug"] if debug else []), *args]
     if log is None:
         return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.Popen(argv, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from streams.kafka_local import _free_port
+from streams.tools.kafka_local import _free_port
 
 from .harness import Deployment, models_config, pair
 

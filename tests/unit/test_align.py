@@ -1,4 +1,4 @@
-"""Event-time alignment (streams/align.py): whatever order and chunks the two input partitions
+"""Event-time alignment (streams/runtime/align.py): whatever order and chunks the two input partitions
 arrive in, the Monitor gets the merge by event time, which is the backtest's order."""
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from streams.align import LABELS, PREDICTIONS, Aligner, merge_key, merge_order, rejected_key
-from streams.backtest import load_events
-from streams.codecs import Label, Prediction, encode_label, encode_prediction
-from streams.config import parse_config
-from streams.monitor import Monitor, Source
+from streams.runtime.align import LABELS, PREDICTIONS, Aligner, merge_key, merge_order, rejected_key
+from streams.tools.backtest import load_events
+from streams.core.codecs import Label, Prediction, encode_label, encode_prediction
+from streams.core.config import parse_config
+from streams.core.monitor import Monitor, Source
 
 T0 = 1_700_000_000_000
 NEVER = 1e9  # a "now" at which no wait has run out, and the lag callback saying "records coming"

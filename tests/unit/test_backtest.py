@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, strategies as st
 
 from retrain_trigger.events import decode_trigger
-from streams.backtest import Backtest, _no_line_longer, load_events, run_backtest
-from streams.cli import main as cli_main
-from streams.codecs import InvalidEvent, Label, Prediction, parse_timestamp
-from streams.config import parse_config
-from streams.monitor import InputDecoder, Monitor
-from streams.simulate import FileSink, Simulation, parse_model_spec, run
+from streams.tools.backtest import Backtest, _no_line_longer, load_events, run_backtest
+from streams.cli.main import main as cli_main
+from streams.core.codecs import InvalidEvent, Label, Prediction, parse_timestamp
+from streams.core.config import parse_config
+from streams.core.monitor import InputDecoder, Monitor
+from streams.tools.simulate import FileSink, Simulation, parse_model_spec, run
 
 CONFIG = {
     "kafka": {"bootstrap.servers": "127.0.0.1:1"},

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.backtest import OUTPUTS, load_events, run_backtest
-from streams.config import parse_config
+from streams.tools.backtest import OUTPUTS, load_events, run_backtest
+from streams.core.config import parse_config
 
 SCRIPT = Path(sys.executable).with_name("driftline")
 pytestmark = pytest.mark.skipif(not SCRIPT.exists(), reason="the driftline console script is not installed")
@@ -250,7 +250,7 @@ def test_ctrl_c_during_a_simulation_names_the_partial_files(files):
 
 def test_an_interrupted_write_leaves_whole_files_and_lists_them(tmp_path, monkeypatch, files):
     """Each output is written under a temporary name and renamed: Ctrl-C leaves no half file."""
-    import streams.report as report
+    import streams.tools.report as report
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -263,7 +263,7 @@ def test_an_interrupted_write_leaves_whole_files_and_lists_them(tmp_path, monkey
                      written=written)
     assert [p.name for p in written] == list(OUTPUTS[:-1])
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(OUTPUTS[:-1])
-    from streams.cli_sim import _backtest_left
+    from streams.cli.sim import _backtest_left
 
     assert _backtest_left(tmp_path / "out", written, OUTPUTS).endswith("; not written: report.html")
 

@@ -2,7 +2,7 @@
 import json
 import logging
 
-from streams.cli import _Formatter
+from streams.cli.main import _Formatter
 
 
 def record(**extra) -> logging.LogRecord:

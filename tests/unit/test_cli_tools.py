@@ -8,12 +8,12 @@ import socket
 
 import pytest
 
-from streams.backtest import load_events
-from streams.cli import main as cli_main
-from streams.config import load_config
-from streams.metrics import Exporter
-from streams.monitor import Monitor
-from streams.simulate import FileSink, Simulation, parse_model_spec, run
+from streams.tools.backtest import load_events
+from streams.cli.main import main as cli_main
+from streams.core.config import load_config
+from streams.runtime.exporter import Exporter
+from streams.core.monitor import Monitor
+from streams.tools.simulate import FileSink, Simulation, parse_model_spec, run
 
 CONFIG = """
 [kafka]

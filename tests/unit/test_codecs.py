@@ -6,7 +6,7 @@ import json
 import pytest
 from hypothesis import given, strategies as st
 
-from streams.codecs import (
+from streams.core.codecs import (
     REASONS, InvalidEvent, Prediction, decode_buffer, decode_label, decode_many, decode_prediction, decode_trigger_event,
     encode_label, encode_prediction, encode_trigger, format_timestamp, parse_timestamp,
 )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.config import ConfigError, load_config, parse_config
+from streams.core.config import ConfigError, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL = {"kafka": {"bootstrap.servers": "127.0.0.1:9092"}, "models": [{"id": "m"}]}
@@ -74,7 +74,7 @@ def test_missing_file_and_bad_toml(tmp_path):
 def test_cli_exits_2_with_one_line_for_bad_config(tmp_path):
     bad = tmp_path / "driftline.toml"
     bad.write_text('[kafka]\n"bootstrap.servers" = "x:1"\n[engine]\nbatch_size = -3\n')
-    done = subprocess.run([sys.executable, "-m", "streams.cli", "run", "--config", str(bad)],
+    done = subprocess.run([sys.executable, "-m", "streams.cli.main", "run", "--config", str(bad)],
                           capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
@@ -82,14 +82,14 @@ def test_cli_exits_2_with_one_line_for_bad_config(tmp_path):
 
 
 def test_check_config_command(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "streams.cli", "check-config", str(REPO / "driftline.example.toml")],
+    done = subprocess.run([sys.executable, "-m", "streams.cli.main", "check-config", str(REPO / "driftline.example.toml")],
                           capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0 and "ok (1 models)" in done.stdout
 
 
 def test_help_describes_every_option():
     for argv in (["--help"], ["run", "--help"]):
-        done = subprocess.run([sys.executable, "-m", "streams.cli", *argv], capture_output=True, text=True, cwd=REPO)
+        done = subprocess.run([sys.executable, "-m", "streams.cli.main", *argv], capture_output=True, text=True, cwd=REPO)
         assert done.returncode == 0
         out = done.stdout
         if argv == ["run", "--help"]:

@@ -22,8 +22,8 @@ import jsonschema
 import pytest
 import yaml
 
-from streams.config import load_config
-from streams.metrics import Exporter
+from streams.core.config import load_config
+from streams.runtime.exporter import Exporter
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -138,8 +138,8 @@ def test_driftline_config_loads_and_prometheus_and_grafana_point_at_each_other()
 
 
 def test_simulator_command_parses_with_the_driftline_cli():
-    from streams.cli import build_parser
-    from streams.simulate import parse_model_spec
+    from streams.cli.main import build_parser
+    from streams.tools.simulate import parse_model_spec
 
     command = SERVICES["simulator"]["command"]
     args = build_parser().parse_args(command)
@@ -248,7 +248,7 @@ def test_grafana_provisioning_files_are_version_1(path):
 
 def test_simulated_events_carry_every_feature_the_compose_config_watches(tmp_path):
     """The simulator, run as compose runs it but into files, emits the features driftline watches."""
-    from streams.cli import main
+    from streams.cli.main import main
 
     command = SERVICES["simulator"]["command"]
     argv = [a for a in command if a not in ("--no-progress",)]

@@ -7,8 +7,8 @@ import pytest
 
 from detectors.calibration import judgement_level, null_threshold
 from detectors.drift import _psi_rows
-from streams.config import ConfigError, parse_config
-from streams.statistics import ModelStatistics
+from streams.core.config import ConfigError, parse_config
+from streams.core.statistics import ModelStatistics
 
 
 def config(tmp_path, drift: dict | None, evaluate_every: int = 100, features=None):

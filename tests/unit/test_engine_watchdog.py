@@ -6,7 +6,7 @@ import textwrap
 
 CHILD = textwrap.dedent("""
     import time
-    from streams.engine import CallWatchdog
+    from streams.runtime.engine import CallWatchdog
     stalled = lambda call, overdue: print(f"stalled: {call}", flush=True)
     watchdog = CallWatchdog("Kafka at 127.0.0.1:1 unreachable for more than 1s; exiting", stalled)
     with watchdog.guard("quick_call", 5, 10):

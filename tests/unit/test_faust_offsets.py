@@ -7,8 +7,8 @@ from collections import defaultdict
 
 from intervaltree import IntervalTree
 
-from streams import faust_engine
-from streams.faust_engine import FaustEngine, _Consumer
+from streams.runtime import faust_engine
+from streams.runtime.faust_engine import FaustEngine, _Consumer
 
 TP = ("labels", 1)
 

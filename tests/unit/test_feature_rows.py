@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from streams import codecs
-from streams.codecs import FeatureRow, InvalidEvent, Prediction, decode_many, decode_prediction, prediction_type
-from streams.config import parse_config
-from streams.monitor import InputDecoder, Monitor, Source
-from streams.statistics import _feature_column, _numeric_matrix, _present, _row_kind
+from streams.core import codecs
+from streams.core.codecs import FeatureRow, InvalidEvent, Prediction, decode_many, decode_prediction, prediction_type
+from streams.core.config import parse_config
+from streams.core.monitor import InputDecoder, Monitor, Source
+from streams.core.statistics import _feature_column, _numeric_matrix, _present, _row_kind
 
 NUMERIC, CATEGORICAL = ["x", "y"], ["plan"]
 WATCHED = NUMERIC + CATEGORICAL
@@ -175,7 +175,7 @@ def test_a_batch_with_more_features_than_the_config_watches_decodes_into_structs
 def test_learning_feature_names_stops_at_the_limit():
     decode = InputDecoder(parse_config(CONFIG, "<test>"))
     lines = [_line(i, {"x": 1.0, **{f"f{k}": k for k in range(5)}}) for i in range(4)]
-    with mock.patch("streams.monitor.MAX_FEATURE_NAMES", len(WATCHED) + 4):
+    with mock.patch("streams.core.monitor.MAX_FEATURE_NAMES", len(WATCHED) + 4):
         events = decode.many("predictions", lines)
     assert [type(e.features) for e in events] == [dict] * 4
     assert [e.features for e in events] == [e.features for e in _one_by_one(lines)]

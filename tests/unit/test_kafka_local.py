@@ -2,7 +2,7 @@
 import base64
 import re
 
-from streams.kafka_local import _cluster_id, server_properties
+from streams.tools.kafka_local import _cluster_id, server_properties
 
 
 def test_cluster_ids_are_kafka_shaped_and_never_look_like_an_option():
@@ -25,7 +25,7 @@ def test_server_properties_are_for_a_single_loopback_test_broker(tmp_path):
 
 
 def test_a_sasl_ssl_listener_is_added_beside_plaintext_with_scram_and_a_pem_keystore(tmp_path):
-    from streams.kafka_local import SaslSsl
+    from streams.tools.kafka_local import SaslSsl
 
     props = dict(line.split("=", 1) for line in server_properties(
         19092, 19093, tmp_path, sasl_ssl_port=19094, keystore=tmp_path / "ks.pem").splitlines() if line)
@@ -41,7 +41,7 @@ def test_a_sasl_ssl_listener_is_added_beside_plaintext_with_scram_and_a_pem_keys
 def test_scram_users_that_the_format_option_cannot_carry_are_refused(tmp_path):
     import pytest
 
-    from streams.kafka_local import BrokerError, SaslSsl
+    from streams.tools.kafka_local import BrokerError, SaslSsl
 
     with pytest.raises(BrokerError, match="may not contain"):
         SaslSsl(tmp_path, {"a": "pass,word"}).scram_arguments()

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, strategies as st
 from prometheus_client import CollectorRegistry, Histogram
 
-from streams.metrics import BatchHistogram
+from streams.runtime.exporter import BatchHistogram
 
 BUCKETS = (1, 5, 15, 60, 300)
 
@@ -39,10 +39,10 @@ def test_drift_p_values_are_exported_at_scrape_with_scipys_value():
     import numpy as np
     from scipy import stats
 
-    from streams.config import parse_config
-    from streams.metrics import Exporter
-    from streams.monitor import Monitor, Source
-    from streams.codecs import Prediction
+    from streams.core.config import parse_config
+    from streams.runtime.exporter import Exporter
+    from streams.core.monitor import Monitor, Source
+    from streams.core.codecs import Prediction
 
     config = parse_config({"kafka": {"bootstrap.servers": "127.0.0.1:9092"}, "models": [{
         "id": "m", "features": {"numeric": ["x"]},
@@ -69,10 +69,10 @@ def test_drift_p_values_are_exported_at_scrape_with_scipys_value():
 def test_the_exporter_looks_only_at_models_touched_or_restored_and_exports_what_looking_at_all_would():
     """Observing after every batch only the models the batch touched (or a restore brought back)
     gives the same samples as an exporter that observes every model after every batch."""
-    from streams.codecs import Label, Prediction
-    from streams.config import parse_config
-    from streams.metrics import Exporter
-    from streams.monitor import Monitor, Source
+    from streams.core.codecs import Label, Prediction
+    from streams.core.config import parse_config
+    from streams.runtime.exporter import Exporter
+    from streams.core.monitor import Monitor, Source
 
     config = parse_config({"kafka": {"bootstrap.servers": "127.0.0.1:9092"}, "models": [
         {"id": m, "features": {"numeric": ["x"]}, "evaluate_every": 5,

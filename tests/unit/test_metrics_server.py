@@ -10,8 +10,8 @@ import urllib.request
 
 import pytest
 
-from streams.config import ConfigError, parse_config
-from streams.metrics import BasicAuth, Exporter
+from streams.core.config import ConfigError, parse_config
+from streams.runtime.exporter import BasicAuth, Exporter
 from tests.certs import server_certificate
 
 KAFKA = {"bootstrap.servers": "127.0.0.1:1"}

@@ -6,9 +6,9 @@ import json
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from streams.codecs import InvalidEvent, Label, Prediction
-from streams.config import parse_config
-from streams.monitor import InputDecoder, Monitor, Source
+from streams.core.codecs import InvalidEvent, Label, Prediction
+from streams.core.config import parse_config
+from streams.core.monitor import InputDecoder, Monitor, Source
 
 T0 = 1_700_000_000_000
 CONFIG = parse_config({

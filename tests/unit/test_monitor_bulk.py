@@ -8,10 +8,10 @@ from unittest import mock
 
 from hypothesis import given, settings, strategies as st
 
-from streams import monitor as monitor_module
-from streams.codecs import Label, Prediction
-from streams.config import parse_config
-from streams.monitor import Monitor, Source
+from streams.core import monitor as monitor_module
+from streams.core.codecs import Label, Prediction
+from streams.core.config import parse_config
+from streams.core.monitor import Monitor, Source
 
 T0 = 1_700_000_000_000
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from streams.codecs import Label, Prediction
-from streams.config import ConfigError, parse_config
-from streams.monitor import Monitor, Source
+from streams.core.codecs import Label, Prediction
+from streams.core.config import ConfigError, parse_config
+from streams.core.monitor import Monitor, Source
 
 T0 = 1_700_000_000_000
 
@@ -156,7 +156,7 @@ def test_config_mistakes_are_one_line(model, message):
 
 
 def test_the_exporter_publishes_the_estimate_and_its_band_next_to_the_realized_metric():
-    from streams.metrics import Exporter
+    from streams.runtime.exporter import Exporter
 
     monitor = Monitor(CONFIG)
     exporter = Exporter(CONFIG)

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy import stats
 
-from streams.codecs import Label, Prediction
-from streams.config import ConfigError, parse_config
-from streams.monitor import Monitor, Source
+from streams.core.codecs import Label, Prediction
+from streams.core.config import ConfigError, parse_config
+from streams.core.monitor import Monitor, Source
 
 T0 = 1_700_000_000_000
 
@@ -207,7 +207,7 @@ def test_reference_file_fixes_the_reference(tmp_path):
     cfg_path.write_text('[kafka]\n"bootstrap.servers" = "b:1"\n[[models]]\nid = "m"\n'
                         'features = { numeric = ["age"] }\n'
                         'drift = { numeric = ["ks"], prediction = [], reference_file = "reference.json", window = 200 }\n')
-    from streams.config import load_config
+    from streams.core.config import load_config
 
     monitor = Monitor(load_config(cfg_path))
     events = [Prediction(prediction_id=f"p{i}", model_id="m", timestamp=T0 + i, prediction=1,

@@ -6,7 +6,7 @@ import time
 
 from prometheus_client import CollectorRegistry
 
-from streams.producer import AsyncPredictionLogger, PredictionLogger
+from streams.client.producer import AsyncPredictionLogger, PredictionLogger
 
 NOWHERE = "127.0.0.1:1"  # nothing listens: every delivery fails after message.timeout.ms
 
@@ -94,8 +94,8 @@ def test_async_wrapper_never_blocks_the_loop():
 def test_numpy_values_from_model_code_are_encoded_as_numbers():
     import numpy as np
 
-    from streams.codecs import decode_prediction
-    from streams.producer import _encoder
+    from streams.core.codecs import decode_prediction
+    from streams.client.producer import _encoder
 
     logger = _logger()
     pid = logger.log_prediction("churn", {"age": np.int64(41), "income": np.float32(1.5)}, np.int64(1),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 
-from streams.simulate import Progress
+from streams.tools.simulate import Progress
 
 
 def test_the_bar_reaches_the_total_given_as_counts_so_far():

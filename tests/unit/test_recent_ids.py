@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from streams.codecs import Label, Prediction
-from streams.config import ConfigError, parse_config
-from streams.monitor import Monitor, Source
-from streams.recent_ids import BUCKETS, RecentIds, id_hash, id_hashes
+from streams.core.codecs import Label, Prediction
+from streams.core.config import ConfigError, parse_config
+from streams.core.monitor import Monitor, Source
+from streams.core.recent_ids import BUCKETS, RecentIds, id_hash, id_hashes
 
 T0 = 1_700_000_000_000
 

@@ -10,8 +10,8 @@ from hypothesis import given, settings, strategies as st
 
 from detectors.drift import KS, PSI, Chi2
 from retrain_trigger.events import TriggerEvent, TriggerWindow
-from streams.config import parse_config
-from streams.report import DriftInfo, ReportRecorder, drifted_features, readable_bins, scale_drift
+from streams.core.config import parse_config
+from streams.tools.report import DriftInfo, ReportRecorder, drifted_features, readable_bins, scale_drift
 
 CONFIG = parse_config({"kafka": {"bootstrap.servers": "127.0.0.1:1"},
                        "models": [{"id": "m", "features": {"numeric": ["x"]}}]}, "test.toml")

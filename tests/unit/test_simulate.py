@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from streams.cli import main as cli_main
-from streams.codecs import InvalidEvent, decode_label, decode_prediction
-from streams.simulate import (ModelScenario, ScenarioError, Simulation, generate, parse_delay, parse_model_spec)
+from streams.cli.main import main as cli_main
+from streams.core.codecs import InvalidEvent, decode_label, decode_prediction
+from streams.tools.simulate import (ModelScenario, ScenarioError, Simulation, generate, parse_delay, parse_model_spec)
 
 
 def _records(sim: Simulation):
@@ -180,7 +180,7 @@ def test_cli_without_a_destination_says_what_to_do(capsys, monkeypatch):
 
 
 def test_rate_and_duration_limit_what_is_emitted(tmp_path):
-    from streams.simulate import FileSink, run
+    from streams.tools.simulate import FileSink, run
 
     sim = Simulation(models=[ModelScenario(model_id="m", generator="sea", drift="none", train=100)], events=None)
     summary = run(sim, [FileSink(tmp_path)], rate=400, duration=0.5, progress=False)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import tomllib
 
-from streams import demo
-from streams.codecs import Prediction
-from streams.config import parse_config
-from streams.monitor import Monitor, Source
+from streams.tools import demo
+from streams.core.codecs import Prediction
+from streams.core.config import parse_config
+from streams.core.monitor import Monitor, Source
 
 
 def test_the_demo_config_watches_the_sensors_inputs_with_ks():

@@ -7,7 +7,7 @@ import pytest
 
 from retrain_trigger import listener
 from retrain_trigger.events import TriggerEvent, TriggerWindow
-from streams import cli_triggers
+from streams.cli import triggers as cli_triggers
 
 EVENT = TriggerEvent(
     trigger_id="churn:accuracy-floor:000001", model_id="churn", rule="accuracy-floor", metric="accuracy",

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from retrain_trigger.policy import Observation
-from streams.codecs import Label, Prediction
-from streams.config import ConfigError, parse_config
-from streams.monitor import Monitor, Source
+from streams.core.codecs import Label, Prediction
+from streams.core.config import ConfigError, parse_config
+from streams.core.monitor import Monitor, Source
 from tests.unit.test_policy import evaluate_step, make_policy
 
 T0 = 1_700_000_000_000

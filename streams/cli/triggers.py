@@ -1,7 +1,7 @@
 """``driftline triggers listen|tail``: act on or watch the retrain-trigger topic.
 
-``register(subparsers)`` adds the ``triggers`` command to the main CLI (streams/cli.py);
-``python -m streams.cli_triggers ...`` runs the same commands without it.
+``register(subparsers)`` adds the ``triggers`` command to the main CLI (streams/cli/main.py);
+``python -m streams.cli.triggers ...`` runs the same commands without it.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from retrain_trigger import listener
 
-from .config import ConfigError, dotted_keys, read_toml
+from streams.core.config import ConfigError, dotted_keys, read_toml
 
 EXIT_USAGE = 2
 
@@ -179,9 +179,9 @@ def _usage_error(exc: Exception) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point: ``python -m streams.cli_triggers listen|tail ...`` is
+    """Standalone entry point: ``python -m streams.cli.triggers listen|tail ...`` is
     ``driftline triggers listen|tail ...`` (same parser, same error handling)."""
-    from .cli import main as driftline_main
+    from streams.cli.main import main as driftline_main
 
     return driftline_main(["triggers", *(argv if argv is not None else sys.argv[1:])])
 

@@ -2,7 +2,7 @@
 
 ::
 
-    from streams.producer import PredictionLogger
+    from streams.client.producer import PredictionLogger
 
     logger = PredictionLogger("kafka:9092")                   # or a dict of librdkafka settings
     pid = logger.log_prediction("churn", features={"age": 41, "plan": "pro"},
@@ -46,7 +46,7 @@ from typing import Any, Mapping
 import msgspec
 from confluent_kafka import KafkaError, Producer
 
-# The broker refused the credentials or the certificate (streams.kafka_admin.LOGIN_REFUSED; not
+# The broker refused the credentials or the certificate (streams.runtime.admin.LOGIN_REFUSED; not
 # imported from there so that a model server imports this module alone).
 _LOGIN_REFUSED = (KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED)
 

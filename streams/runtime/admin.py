@@ -7,7 +7,7 @@ import time
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from .config import Config
+from streams.core.config import Config
 
 log = logging.getLogger("driftline.admin")
 

@@ -41,13 +41,13 @@ import numpy as np
 
 from retrain_trigger.rules import load_rules
 
-from .config import Config
+from streams.core.config import Config
 
 if TYPE_CHECKING:
     from retrain_trigger.events import TriggerEvent
 
-    from .backtest import BacktestResult
-    from .monitor import Monitor
+    from streams.tools.backtest import BacktestResult
+    from streams.core.monitor import Monitor
 
 __all__ = ["ReportRecorder", "write_report"]
 
@@ -94,7 +94,7 @@ class DriftInfo:
 
 
 class ReportRecorder:
-    """Called by :class:`streams.backtest.Backtest` after each chunk, before it drains the
+    """Called by :class:`streams.tools.backtest.Backtest` after each chunk, before it drains the
     Monitor's counters: keeps what the report draws besides the timeline.
 
     Parameters
@@ -333,7 +333,7 @@ def _when(ms):
 
 
 def _parse_ms(text: str) -> int:
-    from .codecs import parse_timestamp
+    from streams.core.codecs import parse_timestamp
 
     return parse_timestamp(text)
 

@@ -18,7 +18,7 @@ import sys
 
 from confluent_kafka import KafkaException
 
-from .config import ConfigError, load_config
+from streams.core.config import ConfigError, load_config
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = EXIT_CONFIG = 2
@@ -66,9 +66,9 @@ def _tune_gc() -> None:
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    from .engine import BrokerLost, Engine
-    from .kafka_admin import TopicLayoutError
-    from .metrics import Exporter
+    from streams.runtime.engine import BrokerLost, Engine
+    from streams.runtime.admin import TopicLayoutError
+    from streams.runtime.exporter import Exporter
 
     _tune_gc()
 
@@ -80,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
     logging.getLogger("driftline").info("metrics on %s", server.url)
     try:
         if args.engine == "faust":
-            from .faust_engine import run_faust
+            from streams.runtime.faust_engine import run_faust
 
             run_faust(config, exporter, instance=args.instance)
         else:
@@ -106,7 +106,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _kafka(args: argparse.Namespace) -> int:
-    from .kafka_local.__main__ import main as kafka_main
+    from streams.tools.kafka_local.__main__ import main as kafka_main
 
     return kafka_main([args.action])
 
@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_optional(sub: argparse._SubParsersAction) -> None:
     """Subcommands that live in their own modules register themselves here."""
-    for module in ("cli_triggers", "cli_sim", "cli_tools"):
+    for module in ("triggers", "sim", "tools"):
         try:
             register = importlib.import_module(f"{__package__}.{module}").register
         except ModuleNotFoundError as exc:
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _describe(exc: BaseException) -> tuple[int, str | None]:
     """The exit code and the line for an error a user can cause; (1, None) for a bug (traceback)."""
-    from .simulate import ScenarioError
+    from streams.tools.simulate import ScenarioError
 
     if isinstance(exc, ConfigError):
         return EXIT_CONFIG, f"config error: {exc}"

@@ -2,7 +2,7 @@
 
 One agent reads both input topics (co-partitioned: keyed by ``model_id``, same partition count;
 Faust's assignor gives partition *p* of both topics to the same worker) in batches
-(``Stream.take_events``), and keeps one :class:`~streams.monitor.Monitor` per input partition::
+(``Stream.take_events``), and keeps one :class:`~streams.core.monitor.Monitor` per input partition::
 
     take a batch -> decode (bad ones to the DLQ) -> Monitor.process -> send triggers
     -> wait until triggers and dead letters are acknowledged -> write each touched partition's
@@ -41,12 +41,12 @@ import faust
 import msgspec
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from .codecs import InvalidEvent, encode_trigger
-from .config import Config, ConfigError
-from .engine import BrokerLost, dead_letter_headers
-from .kafka_admin import STATE_MAX_BYTES, ensure_topics
-from .metrics import Exporter
-from .monitor import InputDecoder, Monitor, Source
+from streams.core.codecs import InvalidEvent, encode_trigger
+from streams.core.config import Config, ConfigError
+from streams.runtime.engine import BrokerLost, dead_letter_headers
+from streams.runtime.admin import STATE_MAX_BYTES, ensure_topics
+from streams.runtime.exporter import Exporter
+from streams.core.monitor import InputDecoder, Monitor, Source
 
 log = logging.getLogger("driftline.faust")
 

@@ -1,4 +1,4 @@
-"""``driftline simulate`` and ``driftline backtest`` (registered by streams/cli.py)."""
+"""``driftline simulate`` and ``driftline backtest`` (registered by streams/cli/main.py)."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from .cli import EXIT_INVALID_INPUT, Interrupted, UsageError, say
+from streams.cli.main import EXIT_INVALID_INPUT, Interrupted, UsageError, say
 
 DEFAULT_MODELS = [
     "id=loans,generator=agrawal,learner=hoeffding,drift=abrupt",
@@ -129,8 +129,8 @@ def _output_dir(path: str, option: str = "--out") -> Path:
 
 
 def _start_ms(value: str | None) -> int:
-    from .codecs import parse_timestamp
-    from .simulate import DEFAULT_START_MS, ScenarioError
+    from streams.core.codecs import parse_timestamp
+    from streams.tools.simulate import DEFAULT_START_MS, ScenarioError
 
     if value is None:
         return DEFAULT_START_MS
@@ -147,7 +147,7 @@ def _check_topics(kafka: dict, config, predictions: str, labels: str) -> str | N
     without one, insist the topics exist (a broker may not auto-create them)."""
     from confluent_kafka import KafkaException
 
-    from .kafka_admin import ensure_topics, list_topics
+    from streams.runtime.admin import ensure_topics, list_topics
 
     if config is not None and config.topics.predictions == predictions and config.topics.labels == labels:
         try:
@@ -179,8 +179,8 @@ def msgspec_replace(config, kafka: dict):
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .simulate import (FileSink, KafkaSink, ScenarioError, Simulation, SimulationInterrupted, check_simulation,
+    from streams.core.config import load_config
+    from streams.tools.simulate import (FileSink, KafkaSink, ScenarioError, Simulation, SimulationInterrupted, check_simulation,
                            parse_model_spec, run)
 
     models = [parse_model_spec(spec) for spec in (args.model or DEFAULT_MODELS)]
@@ -272,8 +272,8 @@ def _backtest(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as exc:
             raise UsageError(f"backtest: --scenario {args.scenario}: not a JSON file: {exc}") from None
     out = _output_dir(args.out)
-    from .backtest import OUTPUTS, BacktestError, run_backtest
-    from .config import load_config
+    from streams.tools.backtest import OUTPUTS, BacktestError, run_backtest
+    from streams.core.config import load_config
 
     written: list[Path] = []
     try:

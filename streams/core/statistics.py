@@ -38,8 +38,8 @@ from detectors.windows import HoppingWindow, TumblingWindow
 from retrain_trigger.policy import Observation
 from retrain_trigger.rules import DETECTOR_KINDS, DRIFT_KINDS
 
-from .codecs import LARGEST_INT, FeatureRow
-from .config import Model
+from streams.core.codecs import LARGEST_INT, FeatureRow
+from streams.core.config import Model
 
 CLASSIFICATION_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "log_loss", "brier", "ece")
 REGRESSION_METRICS = ("mae", "rmse", "bias")

@@ -1,4 +1,4 @@
-"""``driftline status``, ``driftline reference`` and ``driftline init`` (registered by streams/cli.py).
+"""``driftline status``, ``driftline reference`` and ``driftline init`` (registered by streams/cli/main.py).
 
 * ``status``: a running engine's models, windows, drift alarms and rules, read from its ``/metrics``
   (what Prometheus would scrape), as tables or ``--json``;
@@ -302,7 +302,7 @@ def _status(args: argparse.Namespace) -> int:
         ops = None
         address = args.url or "127.0.0.1:9464"
         if args.config:
-            from .config import load_config
+            from streams.core.config import load_config
 
             config = load_config(args.config)
             address, ops = args.url or config.metrics.address, _rule_ops(config)
@@ -321,7 +321,7 @@ def _status(args: argparse.Namespace) -> int:
 def _time(text: str | None, option: str) -> int | None:
     if text is None:
         return None
-    from .codecs import parse_timestamp
+    from streams.core.codecs import parse_timestamp
 
     try:
         return parse_timestamp(int(text) if text.lstrip("-").isdigit() else text)
@@ -335,8 +335,8 @@ def build_reference(config, model_id: str | None, predictions: str | Path, size:
     """A reference (feature -> values, ``prediction`` -> watched prediction values) from one
     model's predictions in a file, decoded and validated as the engine would; and what was taken
     (count, time range, invalid lines, features without a value)."""
-    from .backtest import BacktestError, load_events
-    from .codecs import Prediction, format_timestamp
+    from streams.tools.backtest import BacktestError, load_events
+    from streams.core.codecs import Prediction, format_timestamp
 
     ids = [m.id for m in config.models]
     if model_id is None:
@@ -387,7 +387,7 @@ def build_reference(config, model_id: str | None, predictions: str | Path, size:
 
 def _reference(args: argparse.Namespace) -> int:
     def work() -> int:
-        from .config import load_config
+        from streams.core.config import load_config
 
         config = load_config(args.config)
         reference, info = build_reference(config, args.model, args.predictions, args.size, args.last,
@@ -570,7 +570,7 @@ def _rule(task: str, m: _ModelSample) -> list[str]:
 
 def _init(args: argparse.Namespace) -> int:
     def work() -> int:
-        from .config import ConfigError, parse_config
+        from streams.core.config import ConfigError, parse_config
 
         if args.max_lines < 1:
             raise ToolError(f"--max-lines {args.max_lines}: expected 1 or more")

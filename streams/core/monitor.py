@@ -14,7 +14,7 @@ model's watermark, the largest event timestamp it has seen; a prediction older t
 
 Duplicates: the ids of joined predictions are remembered for the model's de-duplication horizon
 (``dedup_seconds``, at most the TTL) as 64-bit hashes in event-time buckets
-(:class:`~streams.recent_ids.RecentIds`), so memory and checkpoints follow the horizon and the
+(:class:`~streams.core.recent_ids.RecentIds`), so memory and checkpoints follow the horizon and the
 rate, never the length of the stream.
 """
 from __future__ import annotations
@@ -35,11 +35,11 @@ from retrain_trigger.events import TriggerEvent, TriggerWindow
 from retrain_trigger.policy import Observation, TriggerPolicy
 from retrain_trigger.rules import load_rules
 
-from .codecs import (LABEL_TYPES, InvalidEvent, Label, Prediction, decode_buffer, decode_label, decode_many,
+from streams.core.codecs import (LABEL_TYPES, InvalidEvent, Label, Prediction, decode_buffer, decode_label, decode_many,
                      decode_prediction, format_timestamp, prediction_type, unread_features)
-from .config import Config, Model
-from .recent_ids import RecentIds, id_hash, id_hashes
-from .statistics import ModelStatistics
+from streams.core.config import Config, Model
+from streams.core.recent_ids import RecentIds, id_hash, id_hashes
+from streams.core.statistics import ModelStatistics
 
 log = logging.getLogger("driftline.monitor")
 
@@ -680,14 +680,14 @@ class InputDecoder:
     ``model_id`` is ``unknown_model`` unless ``engine.unknown_model = "register"`` adds it (see
     :meth:`Config.model_or_register`); known ids are a set lookup, not ``Config.model``'s scan.
 
-    >>> from streams.config import parse_config
+    >>> from streams.core.config import parse_config
     >>> decode = InputDecoder(parse_config({"kafka": {"bootstrap.servers": "127.0.0.1:9092"}, "models": [{"id": "churn"}]}))
     >>> decode("predictions", b'{"prediction_id": "p1", "model_id": "churn", "timestamp": 0, "prediction": 1}').model_id
     'churn'
     >>> decode("labels", b'{"prediction_id": "p1", "model_id": "fraud", "timestamp": 0, "label": 1}')
     Traceback (most recent call last):
     ...
-    streams.codecs.InvalidEvent: unknown_model: model_id 'fraud' is not in the config
+    streams.core.codecs.InvalidEvent: unknown_model: model_id 'fraud' is not in the config
     """
 
     def __init__(self, config: Config):
@@ -713,12 +713,12 @@ class InputDecoder:
 
     def many(self, topic: str, lines: list[bytes], lines_checked: bool = False) -> list[Prediction | Label | InvalidEvent]:
         """``self(topic, line)`` of every line, a rejection returned in its place (see
-        :func:`streams.codecs.decode_many`, also for ``lines_checked``)."""
+        :func:`streams.core.codecs.decode_many`, also for ``lines_checked``)."""
         return self._check_models(self._decode_many(topic, lines, lines_checked))
 
     def buffer(self, topic: str, data: bytes) -> list[Prediction | Label | InvalidEvent] | None:
         """:meth:`many` of ``data``'s lines in one call when every line is a valid event (see
-        :func:`streams.codecs.decode_buffer`); None when not, and the caller splits the lines."""
+        :func:`streams.core.codecs.decode_buffer`); None when not, and the caller splits the lines."""
         if topic == self.predictions_topic:
             self._learn_features(_sample_lines(data, 32))  # a file may hold several models' features
         events = decode_buffer(data, labels=topic != self.predictions_topic, max_bytes=self.max_bytes,

@@ -265,7 +265,7 @@ def validate_statistics(model: Model, source: str) -> dict[str, bool]:
     """Build the model's detectors once, so a bad kind or parameter fails at load time; returns
     the names of the statistics they compute, each with whether it can fire (a change detector,
     or a drift statistic with a threshold)."""
-    from .statistics import ModelStatistics
+    from streams.core.statistics import ModelStatistics
 
     statistics = ModelStatistics(model, source)
     firing = set(statistics.firing_statistics())

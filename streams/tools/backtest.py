@@ -4,7 +4,7 @@
 ``--events E.jsonl``, predictions and labels in one file) reads one message per line, decodes
 and validates each exactly as the engine does (bad lines are counted by reason, as the DLQ
 would), orders everything by event time (a prediction before a label of the same millisecond;
-ties keep file order) and feeds it to :class:`streams.monitor.Monitor` in chunks. Triggers do
+ties keep file order) and feeds it to :class:`streams.core.monitor.Monitor` in chunks. Triggers do
 not depend on the chunking (the Monitor evaluates rules at fixed joined-pair counts).
 
 Each line's ``Source`` is (the config's topic name, partition 0, its line number in its file,
@@ -48,9 +48,9 @@ import numpy as np
 
 from retrain_trigger.events import TriggerEvent
 
-from .codecs import InvalidEvent, Label, Prediction, encode_trigger, format_timestamp
-from .config import Config
-from .monitor import InputDecoder, Monitor, Source
+from streams.core.codecs import InvalidEvent, Label, Prediction, encode_trigger, format_timestamp
+from streams.core.config import Config
+from streams.core.monitor import InputDecoder, Monitor, Source
 
 __all__ = ["Backtest", "BacktestResult", "Reject", "load_events", "run_backtest"]
 
@@ -172,7 +172,7 @@ def _not_json_lines(data: bytes | mmap.mmap) -> str | None:
 
 def _lines(data: bytes, max_bytes: int) -> tuple[list[bytes], bool]:
     """The file's lines, and whether every one is ASCII and at most ``max_bytes`` long (checked
-    over the whole file at once; see ``lines_checked`` in :func:`streams.codecs.decode_many`)."""
+    over the whole file at once; see ``lines_checked`` in :func:`streams.core.codecs.decode_many`)."""
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
@@ -448,8 +448,8 @@ def run_backtest(config: Config, out: str | Path, predictions=None, labels=None,
     made only when the replay is done, and each file is written under a temporary name and
     renamed: ``written`` (if given) gets each one's path when it is complete, so an interrupted
     run can say what it left (and leaves no half file)."""
-    from .report import ReportRecorder, write_report
-    from .simulate import Progress
+    from streams.tools.report import ReportRecorder, write_report
+    from streams.tools.simulate import Progress
 
     out = Path(out)
     written = [] if written is None else written

@@ -377,7 +377,7 @@ class ModelStream:
         return note
 
     def _note(self, start_ms: int, interval_ms: int) -> DriftNote:
-        from .codecs import format_timestamp
+        from streams.core.codecs import format_timestamp
 
         s = self.s
         at = self.drift_at
@@ -524,10 +524,10 @@ class FileSink:
 
 
 class KafkaSink:
-    """Produces through :class:`streams.producer.PredictionLogger` (key model_id, murmur2_random)."""
+    """Produces through :class:`streams.client.producer.PredictionLogger` (key model_id, murmur2_random)."""
 
     def __init__(self, kafka: str | dict, predictions_topic: str, labels_topic: str, logger=None):
-        from .producer import PredictionLogger
+        from streams.client.producer import PredictionLogger
 
         self.topics = {"predictions": predictions_topic, "labels": labels_topic}
         self.max_queued = 200_000

@@ -28,12 +28,12 @@ from contextlib import contextmanager
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from .align import LABELS, PREDICTIONS, Aligner, merge_key, rejected_key
-from .codecs import InvalidEvent, Label, Prediction, encode_trigger
-from .config import Config
-from .kafka_admin import STATE_MAX_BYTES, ensure_topics
-from .metrics import Exporter
-from .monitor import InputDecoder, Monitor, Source
+from streams.runtime.align import LABELS, PREDICTIONS, Aligner, merge_key, rejected_key
+from streams.core.codecs import InvalidEvent, Label, Prediction, encode_trigger
+from streams.core.config import Config
+from streams.runtime.admin import STATE_MAX_BYTES, ensure_topics
+from streams.runtime.exporter import Exporter
+from streams.core.monitor import InputDecoder, Monitor, Source
 
 log = logging.getLogger("driftline.engine")
 # librdkafka's own log lines (one per failed connection attempt) go here; the engine reports

@@ -1,4 +1,4 @@
-"""``python -m streams.kafka_local up|down|status|with CMD…`` — the Makefile's broker commands.
+"""``python -m streams.tools.kafka_local up|down|status|with CMD…`` — the Makefile's broker commands.
 
 ``with CMD…`` starts the broker unless one runs, runs CMD with ``KAFKA_BOOTSTRAP_SERVERS`` set,
 stops the broker again if it started it, and exits with CMD's exit code.
@@ -14,7 +14,7 @@ from . import BrokerError, default_broker_dir, down, running, up
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streams.kafka_local",
+    parser = argparse.ArgumentParser(prog="python -m streams.tools.kafka_local",
                                      description="Run a local Apache Kafka 4.x broker (KRaft) from Maven jars.")
     parser.add_argument("command", choices=["up", "down", "status", "with"])
     parser.add_argument("argv", nargs=argparse.REMAINDER, help="with: the command to run against the broker")

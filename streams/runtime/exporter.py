@@ -2,7 +2,7 @@
 
 Names follow Prometheus practice: prefix ``driftline_``, base units, counters end in ``_total``,
 labels bounded (``model`` from the config, ``version``/``segment`` capped, ``reason`` from
-:data:`streams.codecs.REASONS`). The README lists every family.
+:data:`streams.core.codecs.REASONS`). The README lists every family.
 """
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ from prometheus_client.utils import floatToGoString
 
 from retrain_trigger.rules import load_rules
 
-from .config import Config, ConfigError, Metrics, read_password
+from streams.core.config import Config, ConfigError, Metrics, read_password
 
 if TYPE_CHECKING:
-    from .monitor import Monitor
+    from streams.core.monitor import Monitor
 
 OTHER = "other"
 log = logging.getLogger("driftline.metrics")

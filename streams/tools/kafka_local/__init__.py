@@ -3,7 +3,7 @@
 The broker's jars come from Maven Central through Maven (``pom.xml`` beside this file) and are
 cached under ``~/.cache/driftline/``. ``up()`` formats KRaft storage and starts ``kafka.Kafka`` in
 combined broker+controller mode with Java 17; ``down()`` stops it. A second ``up()`` while a broker
-runs reuses it. From the shell: ``python -m streams.kafka_local up|down|status``.
+runs reuses it. From the shell: ``python -m streams.tools.kafka_local up|down|status``.
 
 ``up(bdir, sasl_ssl=SaslSsl(keystore, users))`` adds a second listener that speaks SASL_SSL with
 SCRAM-SHA-512, for tests of authenticated clients: the caller makes the broker's certificate and

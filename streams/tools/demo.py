@@ -1,7 +1,7 @@
 """``make demo``: driftline end to end on a real broker, in under a minute.
 
 1. writes a demo config with two models and starts ``driftline run`` on it;
-2. runs the simulator (``streams.simulate``) through the PredictionLogger:
+2. runs the simulator (``streams.tools.simulate``) through the PredictionLogger:
    * ``loans`` — a Hoeffding tree trained on Agrawal's loan concept 0; at prediction 3000 the
      concept switches abruptly to function 2 (the accuracy falls);
    * ``sensors`` — a Hoeffding tree on SEA; at prediction 3000 the inputs ``x0`` and ``x1``
@@ -186,10 +186,10 @@ def main() -> int:
     if not bootstrap:
         print("demo: set KAFKA_BOOTSTRAP_SERVERS (make demo does)", file=sys.stderr)
         return 2
-    from .backtest import run_backtest
-    from .config import load_config
-    from .kafka_local import _free_port
-    from .simulate import FileSink, KafkaSink, Simulation, parse_model_spec, run
+    from streams.tools.backtest import run_backtest
+    from streams.core.config import load_config
+    from streams.tools.kafka_local import _free_port
+    from streams.tools.simulate import FileSink, KafkaSink, Simulation, parse_model_spec, run
 
     started = time.monotonic()
     run_id = uuid.uuid4().hex[:8]
@@ -205,7 +205,7 @@ def main() -> int:
     log_path = work / "engine.log"
     print(f"demo: config {config_path}")
     print(f"demo: starting driftline run (log: {log_path})")
-    engine = subprocess.Popen([sys.executable, "-m", "streams.cli", "run", "--config", str(config_path)],
+    engine = subprocess.Popen([sys.executable, "-m", "streams.cli.main", "run", "--config", str(config_path)],
                               stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
     watcher = None
     status = 1
