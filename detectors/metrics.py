@@ -93,6 +93,10 @@ class _WindowedMetric:
 
     kind: ClassVar[str]
     columns: ClassVar[int]
+    #: the models the metric is for: "classification" or "regression"
+    task: ClassVar[str]
+    #: computed from the scores, so only pairs pushed with scores count
+    uses_scores: ClassVar[bool] = False
 
     def __init__(self, window: int = 1000):
         self.window = CountWindow(window, self.columns)
@@ -143,6 +147,7 @@ class _ClassificationMetric(_WindowedMetric):
     """
 
     columns = 5
+    task = "classification"
 
     def __init__(self, window: int = 1000, classes: list[Any] | None = None, positive: Any = 1):
         super().__init__(window)
@@ -302,6 +307,8 @@ class F1(_PerClassMetric):
 class _ScoreMetric(_ClassificationMetric):
     """A metric of the scores: rows pushed without scores are left out of it."""
 
+    uses_scores = True
+
     def result(self) -> Result:
         rows = self.window.rows()
         scored = rows[~np.isnan(rows[:, P_TRUE])]
@@ -369,6 +376,7 @@ class _RegressionMetric(_WindowedMetric):
     """Window columns: y_true, y_pred."""
 
     columns = 2
+    task = "regression"
 
     def _rows(self, y_true: Any, y_pred: Any, scores: Any) -> np.ndarray:
         true = as_finite_array(y_true, "y_true")

@@ -37,18 +37,18 @@ from typing import Any, Literal
 
 import msgspec
 
+from detectors import registry
+
 OPS = ("<", "<=", ">", ">=")
 COMBINE = ("any", "all")
 SEVERITIES = ("info", "warning", "critical")
 
-PERFORMANCE_STATISTICS = (
-    "accuracy", "f1_macro", "precision_macro", "recall_macro",
-    "log_loss", "brier", "ece", "mae", "rmse", "bias",
-)
-DRIFT_KINDS = ("psi", "ks", "wasserstein", "js", "chi2")
-DETECTOR_KINDS = ("adwin", "ddm", "eddm", "hddm_a", "hddm_w", "page_hinkley", "kswin")
-#: performance estimated from the scores before labels arrive (detectors.estimation.ESTIMATED_METRICS)
-ESTIMATED_STATISTICS = ("accuracy", "precision", "recall", "f1")
+# The statistics a rule may name, as the registry names the detectors behind them.
+PERFORMANCE_STATISTICS = registry.METRIC_KINDS
+DRIFT_KINDS = registry.DRIFT_KINDS
+DETECTOR_KINDS = registry.CHANGE_KINDS
+#: performance estimated from the scores before labels arrive
+ESTIMATED_STATISTICS = registry.ESTIMATED_METRICS
 
 STATISTIC_HELP = (
     f"one of {', '.join(PERFORMANCE_STATISTICS)}, "

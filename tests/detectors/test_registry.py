@@ -68,7 +68,7 @@ def test_event_time_window_state_survives_strict_json():
     import msgspec
     import numpy as np
 
-    from detectors.windows import HoppingWindow
+    from detectors.event_windows import HoppingWindow
 
     windows = HoppingWindow(size=100, step=50, grace=10, kind="log_loss", params={"window": 1000})
     windows.update_many(np.arange(0.0, 120.0), np.ones(120), np.ones(120))  # no scores: nan columns
