@@ -109,7 +109,8 @@ def test_wasserstein_exact_equals_scipy_and_binned_is_close():
     exact = Wasserstein(reference=reference, window=3000, exact=True).update_many(current).statistic
     assert exact == pytest.approx(expected, rel=1e-12)
     binned = Wasserstein(reference=reference, window=3000, bins=1000, blocks=3000).update_many(current).statistic
-    # the tail beyond the reference's range is spread uniformly up to the maximum: ~4 % off here
+    # the tail beyond the reference's range is spread uniformly up to the maximum, which an
+    # exponential's tail is not: the tolerance is the binned Wasserstein's, not the bins' width
     assert binned == pytest.approx(expected, rel=0.05)
 
 
