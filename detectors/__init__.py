@@ -16,6 +16,6 @@ numpy batch, ``update`` for one event, ``result()`` -> :class:`~detectors.base.R
 * :mod:`detectors.event_windows`: TumblingWindow, HoppingWindow (a detector per event-time
   window, built through the registry)
 
-Imports go one way: base <- windows, calibration <- metrics, drift, change, estimation <-
-registry <- event_windows.
+Imports go one way, each layer using only those before it: base; windows, calibration; metrics,
+estimation, drift, change; registry; event_windows.
 """

@@ -37,6 +37,8 @@ REGRESSION_METRIC_KINDS: tuple[str, ...] = tuple(cls.kind for cls in metrics.MET
 SCORE_METRIC_KINDS: tuple[str, ...] = tuple(cls.kind for cls in metrics.METRICS if cls.uses_scores)
 #: two-sample drift statistics of a feature or the prediction against a reference
 DRIFT_KINDS: tuple[str, ...] = tuple(cls.kind for cls in drift.DRIFT_DETECTORS)
+#: the drift statistics that are tests: their threshold bounds the p-value, not the statistic
+DRIFT_TEST_KINDS: tuple[str, ...] = tuple(cls.kind for cls in drift.DRIFT_DETECTORS if cls.is_test)
 #: change detectors on the stream of a model's errors
 CHANGE_KINDS: tuple[str, ...] = tuple(cls.kind for cls in change.CHANGE_DETECTORS)
 #: the change detectors that take 0/1 errors only (classification models)

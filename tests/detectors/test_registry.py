@@ -28,6 +28,8 @@ def test_the_families_partition_the_kinds():
     assert not set(registry.CLASSIFICATION_METRIC_KINDS) & set(registry.REGRESSION_METRIC_KINDS)
     assert set(registry.SCORE_METRIC_KINDS) <= set(registry.CLASSIFICATION_METRIC_KINDS)
     assert set(registry.BINARY_CHANGE_KINDS) <= set(registry.CHANGE_KINDS)
+    assert set(registry.DRIFT_TEST_KINDS) <= set(registry.DRIFT_KINDS)
+    assert registry.build("ks").result().threshold == 0.01 and "psi" not in registry.DRIFT_TEST_KINDS
     assert registry.build("ddm").unit_interval and not registry.build("adwin").unit_interval
 
 
