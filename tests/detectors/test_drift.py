@@ -149,8 +149,8 @@ def test_block_window_holds_between_n_minus_one_block_and_n_values():
 
 
 def test_a_window_shorter_than_ten_slides_by_single_values():
-    """The default is 10 blocks; a window of 8 gets 8 (a model config with ``drift.window = 8``
-    once crashed when the reference filled)."""
+    """The default is 10 blocks; a window of 8 cannot hold 10, so it gets 8, and the window is
+    made when the reference fills, mid-stream, where a refusal would stop the engine."""
     detector = PSI(reference=np.arange(8.0), window=8)
     detector.update_many(np.arange(20.0))
     assert detector.blocks == 8 and detector.count == 8
