@@ -11,11 +11,12 @@ numpy batch, ``update`` for one event, ``result()`` -> :class:`~detectors.base.R
 * :mod:`detectors.change`: ADWIN, DDM, EDDM, HDDM_A, HDDM_W, PageHinkley, KSWIN
 * :mod:`detectors.estimation`: CBPE, performance estimated from the scores before labels arrive
 * :mod:`detectors.calibration`: multiple-testing correction, false-alarm threshold calibration
-* :mod:`detectors.registry`: the detectors' names and families, ``build(kind, params)``,
+* :mod:`detectors.kinds`: the detectors' names, the one place they are spelled (imports nothing)
+* :mod:`detectors.registry`: names to classes and families, ``build(kind, params)``,
   ``restore(state)``
 * :mod:`detectors.event_windows`: TumblingWindow, HoppingWindow (a detector per event-time
   window, built through the registry)
 
-Imports go one way, each layer using only those before it: base; windows, calibration; metrics,
-estimation, drift, change; registry; event_windows.
+Imports go one way, each layer using only those before it: kinds, base; windows, calibration;
+metrics, estimation, drift, change; registry; event_windows.
 """

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import stats
 
+from . import kinds
 from .base import InvalidInput, Result, as_finite_array, constructor_arguments, from_json_floats, json_floats
 
 
@@ -177,7 +178,7 @@ class ADWIN(ChangeDetector):
     977
     """
 
-    kind = "adwin"
+    kind = kinds.ADWIN
     _fields = ("_totals", "_variances", "_total", "_variance", "_width", "_tick")
 
     def __init__(self, delta: float = 0.002, clock: int = 32, max_buckets: int = 5,
@@ -490,7 +491,7 @@ class DDM(ChangeDetector):
     (0.5791, True, [1334])
     """
 
-    kind = "ddm"
+    kind = kinds.DDM
     unit_interval = True
     _fields = ("_n", "_mean", "_p_min", "_s_min", "_ps_min")
 
@@ -586,7 +587,7 @@ class EDDM(ChangeDetector):
     True
     """
 
-    kind = "eddm"
+    kind = kinds.EDDM
     unit_interval = True
     _fields = ("_n", "_last_error", "_n_errors", "_d_n", "_d_mean", "_d_s", "_p2s_max", "_level")
 
@@ -696,7 +697,7 @@ class HDDM_A(ChangeDetector):
     True
     """
 
-    kind = "hddm_a"
+    kind = kinds.HDDM_A
     unit_interval = True
     # (n, mean) of: everything since the reset, and the prefixes ending at the two cut points
     _fields = ("_z", "_x_min", "_x_max")
@@ -811,7 +812,7 @@ class HDDM_W(ChangeDetector):
     (True, [1077])
     """
 
-    kind = "hddm_w"
+    kind = kinds.HDDM_W
     unit_interval = True
     _fields = ("_n", "_total", "_s1_incr", "_s2_incr", "_s1_decr", "_s2_decr", "_incr_cut", "_decr_cut")
 
@@ -948,7 +949,7 @@ class PageHinkley(ChangeDetector):
     (True, [1006])
     """
 
-    kind = "page_hinkley"
+    kind = kinds.PAGE_HINKLEY
     _fields = ("_n", "_mean", "_sum_increase", "_sum_decrease", "_min_increase", "_max_decrease")
     _MODES = ("up", "down", "both")
 
@@ -1095,7 +1096,7 @@ class KSWIN(ChangeDetector):
     (0.0001, 100, True)
     """
 
-    kind = "kswin"
+    kind = kinds.KSWIN
     _fields = ("_window", "_n", "_rng_state", "_statistic", "_p_value")
     #: values tested per vectorized step (bounds the temporary arrays)
     CHUNK = 256

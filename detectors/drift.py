@@ -58,6 +58,7 @@ import numpy as np
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
+from . import kinds
 from .base import InvalidInput, Result, as_finite_array, constructor_arguments, plain_label
 from .calibration import null_threshold
 from .windows import BlockCounts, CountWindow
@@ -788,7 +789,7 @@ class PSI(_DriftDetector):
     (0.97, True)
     """
 
-    kind = "psi"
+    kind = kinds.PSI
     default_threshold = 0.2
 
     def _measure(self):
@@ -862,7 +863,7 @@ class JS(_DriftDetector):
     0.5579
     """
 
-    kind = "js"
+    kind = kinds.JS
     default_threshold = 0.1
 
     def _measure(self):
@@ -936,7 +937,7 @@ class Chi2(_DriftDetector):
     True
     """
 
-    kind = "chi2"
+    kind = kinds.CHI2
     default_threshold = 0.01
     is_test = True
     allows_numeric = True
@@ -1016,7 +1017,7 @@ class KS(_DriftDetector):
     True
     """
 
-    kind = "ks"
+    kind = kinds.KS
     default_bins = 100
     default_threshold = 0.01
     is_test = True
@@ -1114,7 +1115,7 @@ class Wasserstein(_DriftDetector):
     (0.569, 0.561)
     """
 
-    kind = "wasserstein"
+    kind = kinds.WASSERSTEIN
     default_bins = 100
     default_threshold = None
     allows_categorical = False

@@ -45,12 +45,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from . import kinds
 from .base import InvalidInput, as_finite_array, plain_label
 from .metrics import LabelCodes
 from .windows import CountWindow
 
 #: the estimated metrics, named in rules as ``estimated.<metric>``
-ESTIMATED_METRICS = ("accuracy", "precision", "recall", "f1")
+ESTIMATED_METRICS = kinds.ESTIMATED_METRICS
 #: the normal quantile of the two-sided 95 % band
 Z95 = 1.959963984540054
 
@@ -197,7 +198,7 @@ class CBPE:
     0.75
     """
 
-    kind: ClassVar[str] = "cbpe"
+    kind: ClassVar[str] = kinds.CBPE
 
     def __init__(self, window: int = 1000, reference_size: int = 1000, refit_every: int = 0,
                  positive: Any = 1, classes: list[Any] | None = None):
@@ -360,7 +361,7 @@ def _binary(positive: np.ndarray, p: np.ndarray) -> dict[str, Estimate]:
     d = n_pos + actual
     f1_se = _ratio(2 * np.sqrt((n_pos + fn) ** 2 * var_a + tp ** 2 * var_b), d ** 2)
     f1 = Estimate(_ratio(2 * tp, d), f1_se, n)
-    return {"accuracy": accuracy, "precision": precision, "recall": recall, "f1": f1}
+    return dict(zip(ESTIMATED_METRICS, (accuracy, precision, recall, f1)))
 
 
 def _multiclass(predicted: np.ndarray, p: np.ndarray) -> dict[str, Estimate]:
@@ -379,5 +380,5 @@ def _multiclass(predicted: np.ndarray, p: np.ndarray) -> dict[str, Estimate]:
     denominator = predicted_count + actual
     f1 = np.divide(2 * tp, denominator, out=np.zeros(k), where=denominator > 0)
     nan = float("nan")
-    return {"accuracy": accuracy, "precision": Estimate(float(precision.mean()), nan, n),
-            "recall": Estimate(float(recall.mean()), nan, n), "f1": Estimate(float(f1.mean()), nan, n)}
+    return dict(zip(ESTIMATED_METRICS, (accuracy, Estimate(float(precision.mean()), nan, n),
+                                        Estimate(float(recall.mean()), nan, n), Estimate(float(f1.mean()), nan, n))))

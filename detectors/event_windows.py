@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from . import kinds
 from .base import Result, as_finite_array
 from .registry import build, restore
 
@@ -119,7 +120,7 @@ class HoppingWindow:
     {5.0: 2, 10.0: 1}
     """
 
-    kind = "hopping"
+    kind = kinds.HOPPING
 
     def __init__(self, size: float, step: float, grace: float = 0, *, kind: str,
                  params: dict[str, Any] | None = None):
@@ -222,7 +223,7 @@ class TumblingWindow(HoppingWindow):
     [(0.0, 0.0, 2), (10.0, 3.0, 1)]
     """
 
-    kind = "tumbling"
+    kind = kinds.TUMBLING
 
     def __init__(self, size: float, grace: float = 0, *, kind: str, params: dict[str, Any] | None = None):
         super().__init__(size, size, grace, kind=kind, params=params)

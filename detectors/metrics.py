@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from . import kinds
 from .base import InvalidInput, Result, as_finite_array, plain_label
 from .windows import CountWindow
 
@@ -257,7 +258,7 @@ class Accuracy(_ClassificationMetric):
     0.75
     """
 
-    kind = "accuracy"
+    kind = kinds.ACCURACY
 
     def _statistic(self, rows: np.ndarray) -> float:
         return float(np.mean(rows[:, TRUE] == rows[:, PRED]))
@@ -335,7 +336,7 @@ class Precision(_PerClassMetric):
     0.5
     """
 
-    kind = "precision_macro"
+    kind = kinds.PRECISION_MACRO
     score_index = 0
 
 
@@ -371,7 +372,7 @@ class Recall(_PerClassMetric):
     0.8333333333333334
     """
 
-    kind = "recall_macro"
+    kind = kinds.RECALL_MACRO
     score_index = 1
 
 
@@ -410,7 +411,7 @@ class F1(_PerClassMetric):
     {'a': 1.0, 'b': 0.6666666666666666, 'c': 0.6666666666666666}
     """
 
-    kind = "f1_macro"
+    kind = kinds.F1_MACRO
     score_index = 2
 
 
@@ -459,7 +460,7 @@ class LogLoss(_ScoreMetric):
     2
     """
 
-    kind = "log_loss"
+    kind = kinds.LOG_LOSS
 
     def _statistic(self, rows: np.ndarray) -> float:
         return float(-np.log(np.clip(rows[:, P_TRUE], LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)).mean())
@@ -501,7 +502,7 @@ class Brier(_ScoreMetric):
     0.46
     """
 
-    kind = "brier"
+    kind = kinds.BRIER
 
     def _statistic(self, rows: np.ndarray) -> float:
         return float(rows[:, BRIER].mean())
@@ -542,7 +543,7 @@ class ExpectedCalibrationError(_ScoreMetric):
     0.25
     """
 
-    kind = "ece"
+    kind = kinds.ECE
 
     def __init__(self, window: int = 1000, n_bins: int = 10, classes: list[Any] | None = None,
                  positive: Any = 1):
@@ -605,7 +606,7 @@ class MAE(_RegressionMetric):
     1.0
     """
 
-    kind = "mae"
+    kind = kinds.MAE
 
     def _statistic(self, rows: np.ndarray) -> float:
         return float(np.abs(self._errors(rows)).mean())
@@ -632,7 +633,7 @@ class RMSE(_RegressionMetric):
     1.1902380714238083
     """
 
-    kind = "rmse"
+    kind = kinds.RMSE
 
     def _statistic(self, rows: np.ndarray) -> float:
         return float(np.sqrt((self._errors(rows) ** 2).mean()))
@@ -659,7 +660,7 @@ class Bias(_RegressionMetric):
     -0.5
     """
 
-    kind = "bias"
+    kind = kinds.BIAS
 
     def _statistic(self, rows: np.ndarray) -> float:
         return float(self._errors(rows).mean())

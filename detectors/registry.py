@@ -1,9 +1,11 @@
-"""Detectors and metrics by name: the one place the rest of driftline learns their names from.
+"""Detectors and metrics by name: build one from its kind and parameters, restore one from its state.
 
-Each class names itself (its ``kind``, which its ``state()`` records); this module gathers them
-into the families the config speaks of, builds one from a kind and parameters as the Monitor
-does from the TOML config, and restores one from a checkpointed ``state()``. The config checks,
-the rules and the Monitor ask the families here instead of keeping lists of their own.
+The names are spelled in :mod:`detectors.kinds` (which imports nothing, for the rules and the
+config schema); each class takes its ``kind`` from there. This module maps them to the classes,
+builds one from a kind and parameters as the Monitor does from the TOML config, restores one
+from a checkpointed ``state()``, and derives the finer families from what the classes say of
+themselves (which metrics are for regression, which drift statistics are tests). The config
+checks and the Monitor ask these families instead of keeping lists of their own.
 
 >>> from detectors.registry import build, restore
 >>> acc = build("accuracy", {"window": 100})
@@ -11,8 +13,8 @@ the rules and the Monitor ask the families here instead of keeping lists of thei
 0.5
 >>> restore(acc.state()).result().statistic
 0.5
->>> "psi" in DRIFT_KINDS, "psi" in CHANGE_KINDS
-(True, False)
+>>> REGRESSION_METRIC_KINDS
+('mae', 'rmse', 'bias')
 >>> build("acuracy", {})
 Traceback (most recent call last):
 ...
@@ -22,29 +24,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import change, drift, estimation, metrics
+from . import change, drift, metrics
 from .base import constructor_arguments
+from .kinds import CHANGE_KINDS, DRIFT_KINDS, ESTIMATED_METRICS, METRIC_KINDS
+
+__all__ = ["KINDS", "METRIC_KINDS", "CLASSIFICATION_METRIC_KINDS", "REGRESSION_METRIC_KINDS", "SCORE_METRIC_KINDS",
+           "DRIFT_KINDS", "DRIFT_TEST_KINDS", "CHANGE_KINDS", "BINARY_CHANGE_KINDS", "ESTIMATED_METRICS",
+           "kinds", "build", "restore"]
 
 _CLASSES: dict[str, type] = {cls.kind: cls for cls in (*metrics.METRICS, *drift.DRIFT_DETECTORS, *change.CHANGE_DETECTORS)}
 
-#: performance metrics over a count window of labelled pairs (``update_many(y_true, y_pred, scores)``)
-METRIC_KINDS: tuple[str, ...] = tuple(cls.kind for cls in metrics.METRICS)
 #: the metrics of a classification model (binary or multiclass)
 CLASSIFICATION_METRIC_KINDS: tuple[str, ...] = tuple(cls.kind for cls in metrics.METRICS if cls.task == "classification")
 #: the metrics of a regression model
 REGRESSION_METRIC_KINDS: tuple[str, ...] = tuple(cls.kind for cls in metrics.METRICS if cls.task == "regression")
 #: the metrics computed from the scores (pairs pushed without scores are left out of them)
 SCORE_METRIC_KINDS: tuple[str, ...] = tuple(cls.kind for cls in metrics.METRICS if cls.uses_scores)
-#: two-sample drift statistics of a feature or the prediction against a reference
-DRIFT_KINDS: tuple[str, ...] = tuple(cls.kind for cls in drift.DRIFT_DETECTORS)
 #: the drift statistics that are tests: their threshold bounds the p-value, not the statistic
 DRIFT_TEST_KINDS: tuple[str, ...] = tuple(cls.kind for cls in drift.DRIFT_DETECTORS if cls.is_test)
-#: change detectors on the stream of a model's errors
-CHANGE_KINDS: tuple[str, ...] = tuple(cls.kind for cls in change.CHANGE_DETECTORS)
 #: the change detectors that take 0/1 errors only (classification models)
 BINARY_CHANGE_KINDS: tuple[str, ...] = tuple(cls.kind for cls in change.CHANGE_DETECTORS if cls.unit_interval)
-#: the metrics estimated from the scores before labels arrive (``estimated.<metric>`` in rules)
-ESTIMATED_METRICS: tuple[str, ...] = estimation.ESTIMATED_METRICS
 
 
 def kinds() -> tuple[str, ...]:

@@ -37,18 +37,18 @@ from typing import Any, Literal
 
 import msgspec
 
-from detectors import registry
+from detectors import kinds
 
 OPS = ("<", "<=", ">", ">=")
 COMBINE = ("any", "all")
 SEVERITIES = ("info", "warning", "critical")
 
-# The statistics a rule may name, as the registry names the detectors behind them.
-PERFORMANCE_STATISTICS = registry.METRIC_KINDS
-DRIFT_KINDS = registry.DRIFT_KINDS
-DETECTOR_KINDS = registry.CHANGE_KINDS
+# The statistics a rule may name, by the names of the detectors behind them.
+PERFORMANCE_STATISTICS = kinds.METRIC_KINDS
+DRIFT_KINDS = kinds.DRIFT_KINDS
+DETECTOR_KINDS = kinds.CHANGE_KINDS
 #: performance estimated from the scores before labels arrive
-ESTIMATED_STATISTICS = registry.ESTIMATED_METRICS
+ESTIMATED_STATISTICS = kinds.ESTIMATED_METRICS
 
 STATISTIC_HELP = (
     f"one of {', '.join(PERFORMANCE_STATISTICS)}, "

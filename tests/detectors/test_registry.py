@@ -1,4 +1,7 @@
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -52,6 +55,15 @@ def test_the_rules_know_the_registrys_names():
     assert rules.DRIFT_KINDS == registry.DRIFT_KINDS
     assert rules.DETECTOR_KINDS == registry.CHANGE_KINDS
     assert rules.ESTIMATED_STATISTICS == registry.ESTIMATED_METRICS
+
+
+def test_naming_a_detector_loads_no_numerics():
+    """The rules (and through them the config schema and every CLI command) name detectors
+    through detectors.kinds, without importing numpy or scipy."""
+    code = "import sys, retrain_trigger.rules; print(sorted(m for m in ('numpy', 'scipy') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.stdout.strip() == "[]"
 
 
 def test_every_kind_follows_its_protocol():
