@@ -15,8 +15,8 @@ import numpy as np
 
 class DeferredPValue:
     """A p-value that may be handed over as a function of no arguments, computed when first
-    read (an exact test's p-value can cost a fraction of a millisecond, and most are never
-    read). Shared by detector results and the rules' observations made from them."""
+    read (an exact test's p-value costs far more than its statistic, and most are never read).
+    Shared by detector results and the rules' observations made from them."""
 
     __slots__ = ("_p_value",)
 
@@ -40,8 +40,8 @@ class Result(DeferredPValue):
     whether the detector signals drift/change at this point.
 
     A p-value may be handed over *deferred*, as a function of no arguments (an exact KS
-    p-value costs ~0.2 ms, and a monitor reads few of the many it could): it is computed when
-    ``p_value`` is first read. :meth:`p_value_below` decides ``p_value < level`` without
+    p-value costs far more than the distance, and a monitor reads few of the many it could): it
+    is computed when ``p_value`` is first read. :meth:`p_value_below` decides ``p_value < level`` without
     computing it when the function offers a cheaper way (a ``below(level)`` method).
 
     >>> Result(0.2, p_value=lambda: 0.03).p_value

@@ -1,8 +1,9 @@
 """Change detectors on a stream of model errors (0/1 misclassifications or absolute errors).
 
 ADWIN, DDM, EDDM, HDDM_A, HDDM_W, Page-Hinkley and KSWIN, written here so that their whole
-running state is a handful of plain numbers (``state()`` is JSON, no pickles) and so that they
-run faster than river's, while taking the same decisions: each replays river 0.26's arithmetic in
+running state is a handful of plain numbers (``state()`` is JSON, no pickles) and so that a batch
+costs one loop rather than a method call per value (``python -m benchmarks.detectors`` compares
+them with river's), while taking the same decisions: each replays river 0.26's arithmetic in
 the same order, and the tests check the detection indices against river on river's own
 docstring streams and on random streams.
 
@@ -27,6 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import stats
 
+from . import kinds
 from .base import InvalidInput, Result, as_finite_array, constructor_arguments, from_json_floats, json_floats
 
 
@@ -35,6 +37,23 @@ class ChangeDetector:
 
     A subclass names its running state in ``_fields`` (plain numbers / lists), resets it in
     ``_reset``, and implements ``_scan(values) -> positions of detections within the batch``.
+    ``update_many(values)`` returns the :class:`~detectors.base.Result` after the batch, with
+    ``fired`` true when a change was detected anywhere in it; ``update(value)`` is the one-value
+    case. Every detector has these attributes:
+
+    Attributes
+    ----------
+    drift_detected : bool
+        A change was detected at the last value (the detector starts afresh with the next one).
+    last_detections : list[int]
+        Stream positions (0-based, since the detector was made) of the detections in the last
+        ``update_many`` batch.
+    n_detections : int
+        Changes detected since the detector was made.
+    seen : int
+        Values seen since the detector was made.
+    warning_detected : bool
+        The last value put the detector in its warning zone (not a detection).
     """
 
     kind: ClassVar[str]
@@ -110,6 +129,42 @@ class ADWIN(ChangeDetector):
     The window is an exponential histogram: row ``r`` holds up to ``max_buckets`` bucket
     summaries (sum, variance) of ``2**r`` values each, so memory is ``O(max_buckets * log2(width))``.
     Cut points are checked every ``clock`` values once the window is longer than ``grace_period``.
+    Any real values; the statistic is the mean of the current window.
+
+    Parameters
+    ----------
+    delta : float, default 0.002
+        Confidence of the cut test, in (0, 1): a smaller delta needs a larger gap between the
+        two parts' means, so fewer false detections and later true ones.
+    clock : int, default 32
+        Cut points are checked every ``clock`` values; 1 checks at every value (the earliest
+        detection, and the most work).
+    max_buckets : int, default 5
+        Buckets of each size kept before the two oldest merge into one of twice the size: more
+        buckets, finer cut points and more memory.
+    min_window_length : int, default 5
+        Neither part of a cut may hold fewer values.
+    grace_period : int, default 10
+        No cut is checked until the window holds more values than this.
+
+    Attributes
+    ----------
+    width : int
+        Values in the current window.
+    drift_detected : bool
+        A change was detected at the last value (the detector starts afresh with the next one).
+    last_detections : list[int]
+        Stream positions (0-based, since the detector was made) of the detections in the last
+        ``update_many`` batch.
+    n_detections : int
+        Changes detected since the detector was made.
+    seen : int
+        Values seen since the detector was made.
+
+    Examples
+    --------
+    River's example stream: 1000 bits, then 1000 values in 4..7. river 0.26's ``drift.ADWIN``
+    detects the change at index 1023 too (the tests compare the two on random streams).
 
     >>> import random
     >>> rng = random.Random(12345)
@@ -117,11 +172,13 @@ class ADWIN(ChangeDetector):
     >>> adwin = ADWIN()
     >>> adwin.update_many(stream).fired, adwin.last_detections
     (True, [1023])
-    >>> round(adwin.result().statistic, 3)   # mean of the current window
-    5.467
+    >>> adwin.width, round(adwin.result().statistic, 3)   # the window kept: values from 4..7
+    (976, 5.467)
+    >>> adwin.update(6.0).n                               # one more value
+    977
     """
 
-    kind = "adwin"
+    kind = kinds.ADWIN
     _fields = ("_totals", "_variances", "_total", "_variance", "_width", "_tick")
 
     def __init__(self, delta: float = 0.002, clock: int = 32, max_buckets: int = 5,
@@ -395,15 +452,46 @@ class DDM(ChangeDetector):
     ``p_min + warning_threshold * s_min`` seen, and detects when it exceeds
     ``p_min + drift_threshold * s_min``. The statistic is ``p + s``, the threshold the drift level.
 
+    Parameters
+    ----------
+    warm_start : int, default 30
+        Values seen before the detector warns or detects (and before it records ``p_min``).
+    warning_threshold : float, default 2.0
+        Standard deviations above the best rate at which it warns (about 95 % confidence).
+    drift_threshold : float, default 3.0
+        Standard deviations above the best rate at which it detects (about 99 % confidence).
+
+    Attributes
+    ----------
+    drift_detected : bool
+        A change was detected at the last value (the detector starts afresh with the next one).
+    last_detections : list[int]
+        Stream positions (0-based, since the detector was made) of the detections in the last
+        ``update_many`` batch.
+    n_detections : int
+        Changes detected since the detector was made.
+    seen : int
+        Values seen since the detector was made.
+    warning_detected : bool
+        The last value put the detector in its warning zone (not a detection).
+
+    Examples
+    --------
+    Errors at rate 0.5, then 0.7. river 0.26's ``drift.binary.DDM`` detects at index 1334 too.
+
     >>> import random
     >>> rng = random.Random(42)
     >>> stream = rng.choices([0, 1], k=1000) + rng.choices([0, 1], k=1000, weights=[0.3, 0.7])
     >>> ddm = DDM()
-    >>> ddm.update_many(stream).fired, ddm.last_detections
-    (True, [1334])
+    >>> before = ddm.update_many(stream[:1334])
+    >>> round(before.statistic, 4), round(before.threshold, 4), before.fired   # p + s still below
+    (0.5788, 0.5791, False)
+    >>> after = ddm.update(stream[1334])
+    >>> round(after.statistic, 4), after.fired, ddm.last_detections          # now past it
+    (0.5791, True, [1334])
     """
 
-    kind = "ddm"
+    kind = kinds.DDM
     unit_interval = True
     _fields = ("_n", "_mean", "_p_min", "_s_min", "_ps_min")
 
@@ -459,7 +547,35 @@ class EDDM(ChangeDetector):
 
     Tracks the mean ``p'`` and standard deviation ``s'`` of the distance between errors; the
     statistic is ``(p' + 2 s') / max(p' + 2 s')``, which detects below ``beta`` (the threshold)
-    and warns below ``alpha``.
+    and warns below ``alpha``. Suited to gradual change, where errors come closer together
+    before their rate moves much.
+
+    Parameters
+    ----------
+    warm_start : int, default 30
+        Values, and errors, seen before the detector warns or detects.
+    alpha : float, default 0.95
+        Warning level of the statistic, in (0, 1], at least ``beta``.
+    beta : float, default 0.9
+        Detection level of the statistic, in (0, 1]: a smaller beta detects later and less often.
+
+    Attributes
+    ----------
+    drift_detected : bool
+        A change was detected at the last value (the detector starts afresh with the next one).
+    last_detections : list[int]
+        Stream positions (0-based, since the detector was made) of the detections in the last
+        ``update_many`` batch.
+    n_detections : int
+        Changes detected since the detector was made.
+    seen : int
+        Values seen since the detector was made.
+    warning_detected : bool
+        The last value put the detector in its warning zone (not a detection).
+
+    Examples
+    --------
+    Errors at rate 0.5, then 0.7. river 0.26's ``drift.binary.EDDM`` detects at index 1278 too.
 
     >>> import random
     >>> rng = random.Random(42)
@@ -467,9 +583,11 @@ class EDDM(ChangeDetector):
     >>> eddm = EDDM(alpha=0.8, beta=0.75)
     >>> eddm.update_many(stream).fired, eddm.last_detections
     (True, [1278])
+    >>> EDDM.from_state(eddm.state()).update(1) == eddm.update(1)     # state() is plain JSON
+    True
     """
 
-    kind = "eddm"
+    kind = kinds.EDDM
     unit_interval = True
     _fields = ("_n", "_last_error", "_n_errors", "_d_n", "_d_mean", "_d_s", "_p2s_max", "_level")
 
@@ -540,7 +658,34 @@ class HDDM_A(ChangeDetector):
 
     Compares the mean since the start with the mean up to the best cut point; detects an
     increase (and with ``two_sided_test`` a decrease) significant at ``drift_confidence``.
-    The statistic is the mean of the current segment.
+    Errors in [0, 1]; the statistic is the mean of the current segment.
+
+    Parameters
+    ----------
+    drift_confidence : float, default 0.001
+        Significance level of a detection: smaller, fewer false detections.
+    warning_confidence : float, default 0.005
+        Significance level of a warning, above ``drift_confidence``.
+    two_sided_test : bool, default False
+        Also detect a decrease of the mean (a model getting better); by default only increases.
+
+    Attributes
+    ----------
+    drift_detected : bool
+        A change was detected at the last value (the detector starts afresh with the next one).
+    last_detections : list[int]
+        Stream positions (0-based, since the detector was made) of the detections in the last
+        ``update_many`` batch.
+    n_detections : int
+        Changes detected since the detector was made.
+    seen : int
+        Values seen since the detector was made.
+    warning_detected : bool
+        The last value put the detector in its warning zone (not a detection).
+
+    Examples
+    --------
+    Errors at rate 0.5, then 0.7. river 0.26's ``drift.binary.HDDM_A`` detects at index 1206 too.
 
     >>> import random
     >>> rng = random.Random(42)
@@ -548,9 +693,11 @@ class HDDM_A(ChangeDetector):
     >>> hddm_a = HDDM_A()
     >>> hddm_a.update_many(stream).fired, hddm_a.last_detections
     (True, [1206])
+    >>> hddm_a.result().n == len(stream) - 1207     # the segment since the detection
+    True
     """
 
-    kind = "hddm_a"
+    kind = kinds.HDDM_A
     unit_interval = True
     # (n, mean) of: everything since the reset, and the prefixes ending at the two cut points
     _fields = ("_z", "_x_min", "_x_max")
@@ -623,8 +770,39 @@ class HDDM_A(ChangeDetector):
 class HDDM_W(ChangeDetector):
     """HDDM with McDiarmid bounds on exponentially weighted moving averages (Frías-Blanco et al.).
 
-    Each tracked sample is ``[ewma, initialised (0/1), independent bound condition]``.
-    The statistic is the EWMA of the whole segment.
+    Like :class:`HDDM_A`, but each mean is an exponentially weighted moving average, which
+    forgets old values and so follows a gradual change sooner. Each tracked sample is
+    ``[ewma, initialised (0/1), independent bound condition]``. Errors in [0, 1]; the statistic
+    is the EWMA of the whole segment.
+
+    Parameters
+    ----------
+    drift_confidence : float, default 0.001
+        Significance level of a detection: smaller, fewer false detections.
+    warning_confidence : float, default 0.005
+        Significance level of a warning, above ``drift_confidence``.
+    lambda_val : float, default 0.05
+        Weight of the newest value in each average, in (0, 1): larger, shorter memory.
+    two_sided_test : bool, default False
+        Also detect a decrease of the mean (a model getting better); by default only increases.
+
+    Attributes
+    ----------
+    drift_detected : bool
+        A change was detected at the last value (the detector starts afresh with the next one).
+    last_detections : list[int]
+        Stream positions (0-based, since the detector was made) of the detections in the last
+        ``update_many`` batch.
+    n_detections : int
+        Changes detected since the detector was made.
+    seen : int
+        Values seen since the detector was made.
+    warning_detected : bool
+        The last value put the detector in its warning zone (not a detection).
+
+    Examples
+    --------
+    Errors at rate 0.5, then 0.7. river 0.26's ``drift.binary.HDDM_W`` detects at index 1077 too.
 
     >>> import random
     >>> rng = random.Random(42)
@@ -634,7 +812,7 @@ class HDDM_W(ChangeDetector):
     (True, [1077])
     """
 
-    kind = "hddm_w"
+    kind = kinds.HDDM_W
     unit_interval = True
     _fields = ("_n", "_total", "_s1_incr", "_s2_incr", "_s1_decr", "_s2_decr", "_incr_cut", "_decr_cut")
 
@@ -719,9 +897,49 @@ class HDDM_W(ChangeDetector):
 class PageHinkley(ChangeDetector):
     """Page-Hinkley test (CUSUM of deviations from the running mean, with forgetting ``alpha``).
 
-    The statistic is the larger of the upward and downward test values, compared with
-    ``threshold`` (lambda) once ``min_instances`` values were seen; ``mode`` is "up", "down" or
-    "both".
+    Each value's deviation from the running mean, less ``delta``, is summed (the older sum
+    weighted by ``alpha``); a change is detected when the sum has risen more than ``threshold``
+    above its lowest point (or, for a decrease, fallen as far below its highest). Any real
+    values; the statistic is the larger of the upward and downward test values, compared with
+    ``threshold`` once ``min_instances`` values were seen.
+
+    Parameters
+    ----------
+    min_instances : int, default 30
+        Values seen before the detector may detect.
+    delta : float, default 0.005
+        Deviation tolerated per value: the sums grow only with deviations beyond it.
+    threshold : float, default 50.0
+        The test value (lambda) at which a change is detected.
+    alpha : float, default 0.9999
+        Forgetting factor of the sums, in (0, 1]; 1 never forgets.
+    mode : str, default "both"
+        "up" detects increases of the mean, "down" decreases, "both" either.
+
+    Attributes
+    ----------
+    drift_detected : bool
+        A change was detected at the last value (the detector starts afresh with the next one).
+    last_detections : list[int]
+        Stream positions (0-based, since the detector was made) of the detections in the last
+        ``update_many`` batch.
+    n_detections : int
+        Changes detected since the detector was made.
+    seen : int
+        Values seen since the detector was made.
+
+    Examples
+    --------
+    By hand: four zeros, then 10. The mean becomes 2, the deviation 8, so the upward sum rises
+    from 0 to 8, past a threshold of 5.
+
+    >>> ph = PageHinkley(min_instances=1, delta=0.0, threshold=5.0, alpha=1.0)
+    >>> ph.update_many([0, 0, 0, 0, 10])
+    Result(statistic=8.0, threshold=5.0, p_value=None, n=5, fired=True)
+    >>> ph.last_detections, ph.update(10).n          # it starts afresh after a detection
+    ([4], 1)
+
+    River's example stream: river 0.26's ``drift.PageHinkley`` detects at index 1006 too.
 
     >>> import random
     >>> rng = random.Random(12345)
@@ -731,7 +949,7 @@ class PageHinkley(ChangeDetector):
     (True, [1006])
     """
 
-    kind = "page_hinkley"
+    kind = kinds.PAGE_HINKLEY
     _fields = ("_n", "_mean", "_sum_increase", "_sum_decrease", "_min_increase", "_max_decrease")
     _MODES = ("up", "down", "both")
 
@@ -835,8 +1053,37 @@ class KSWIN(ChangeDetector):
     ``random.Random(seed)`` exactly as river does (re-seeded after each detection), so with the
     same seed the same samples are compared. Instead of a scipy call per value, the KS
     statistics of a whole batch are computed at once and the p-value is looked up (with equal
-    sample sizes there are only ``stat_size + 1`` possible outcomes). ``seed`` defaults to 0 so
-    that replays are deterministic.
+    sample sizes there are only ``stat_size + 1`` possible outcomes). Any real values; the
+    result carries the last test's statistic and p-value, with ``alpha`` as its threshold.
+
+    Parameters
+    ----------
+    alpha : float, default 0.005
+        Significance level of the KS test, in [0, 1]; it is tested at every value, so keep it
+        small.
+    window_size : int, default 100
+        Values kept, at least ``2 * stat_size``.
+    stat_size : int, default 30
+        Size of the recent sample and of the sample drawn from the older values.
+    seed : int, default 0
+        Seed of the draws; fixed by default so that replays are deterministic.
+
+    Attributes
+    ----------
+    drift_detected : bool
+        A change was detected at the last value (the detector starts afresh with the next one).
+    last_detections : list[int]
+        Stream positions (0-based, since the detector was made) of the detections in the last
+        ``update_many`` batch.
+    n_detections : int
+        Changes detected since the detector was made.
+    seen : int
+        Values seen since the detector was made.
+
+    Examples
+    --------
+    River's example stream: river 0.26's ``drift.KSWIN(alpha=0.0001, seed=42)`` detects at
+    index 1016 too.
 
     >>> import random
     >>> rng = random.Random(12345)
@@ -844,9 +1091,12 @@ class KSWIN(ChangeDetector):
     >>> kswin = KSWIN(alpha=0.0001, seed=42)
     >>> kswin.update_many(stream).fired, kswin.last_detections
     (True, [1016])
+    >>> result = kswin.result()                      # the last test: recent values vs. older ones
+    >>> result.threshold, result.n, result.p_value > result.threshold
+    (0.0001, 100, True)
     """
 
-    kind = "kswin"
+    kind = kinds.KSWIN
     _fields = ("_window", "_n", "_rng_state", "_statistic", "_p_value")
     #: values tested per vectorized step (bounds the temporary arrays)
     CHUNK = 256

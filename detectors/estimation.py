@@ -45,19 +45,36 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from . import kinds
 from .base import InvalidInput, as_finite_array, plain_label
 from .metrics import LabelCodes
 from .windows import CountWindow
 
 #: the estimated metrics, named in rules as ``estimated.<metric>``
-ESTIMATED_METRICS = ("accuracy", "precision", "recall", "f1")
+ESTIMATED_METRICS = kinds.ESTIMATED_METRICS
 #: the normal quantile of the two-sided 95 % band
 Z95 = 1.959963984540054
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """One estimated metric of the window: its value, standard error and the predictions behind it."""
+    """One estimated metric of the window: its value, standard error and the predictions behind it.
+
+    Attributes
+    ----------
+    value : float
+        The estimate (``nan`` before the calibration is fitted or while the window is empty).
+    stderr : float
+        Its standard error if the calibration holds (``nan`` where none is derived).
+    n : int
+        The predictions in the window.
+
+    Examples
+    --------
+    >>> estimate = Estimate(0.8, 0.05, 400)
+    >>> round(estimate.lower, 4), round(estimate.upper, 4)     # 0.8 -/+ 1.96 * 0.05
+    (0.702, 0.898)
+    """
 
     value: float
     stderr: float
@@ -80,6 +97,18 @@ class Isotonic:
     ``fit`` pools equal scores, then merges adjacent blocks while their means decrease; the map
     interpolates linearly between the first and last score of consecutive blocks and is constant
     beyond the fitted range (scikit-learn's ``IsotonicRegression(out_of_bounds="clip")``).
+
+    Parameters
+    ----------
+    x : array-like
+        The map's knots, increasing (``fit`` makes them).
+    y : array-like
+        The map's value at each knot, non-decreasing.
+
+    Examples
+    --------
+    Scores 0.1 .. 0.4 with targets 0, 1, 0, 1: the middle pair violates the order and is pooled
+    to 0.5, so the map is 0 at 0.1, 0.5 from 0.2 to 0.3, 1 at 0.4, linear in between.
 
     >>> iso = Isotonic.fit(np.array([0.1, 0.2, 0.3, 0.4]), np.array([0.0, 1.0, 0.0, 1.0]))
     >>> iso(np.array([0.1, 0.25, 0.35, 0.9])).round(6).tolist()
@@ -134,36 +163,42 @@ class CBPE:
 
     Parameters
     ----------
-    window
+    window : int, default 1000
         Predictions in the estimation window (labelled or not).
-    reference_size
-        Labelled pairs the calibration is fitted on: the first ``reference_size``, then (with
-        ``refit_every``) the latest ``reference_size``. No estimate before it is first fitted.
-    refit_every
+    reference_size : int, default 1000
+        Labelled pairs the calibration is fitted on, >= 2: the first ``reference_size``, then
+        (with ``refit_every``) the latest ``reference_size``. No estimate before the first fit.
+    refit_every : int, default 0
         Refit the calibration after every this many further labelled pairs; 0 keeps the first fit.
-    positive
+    positive : int or str, default 1
         Binary models: the class ``scores`` is the probability of.
-    classes
-        Multiclass models: the class of each column of the 2-D ``scores``; None for binary.
+    classes : list, optional
+        Multiclass models: the class of each column of the 2-D ``scores``, at least two; None
+        for binary models.
+
+    Attributes
+    ----------
+    fitted : bool
+        The calibration has been fitted (estimates are ``nan`` until then).
+    predictions : CountWindow
+        The window of predictions the estimate is made over.
 
     Examples
     --------
-    A model whose scores are calibrated already: a prediction of the positive class with score
-    0.9 is right with probability 0.9, one of the negative class with score 0.2 with 0.8.
-
     A model whose scores are calibrated already: of its predictions scored 0.75, three in four
-    were positive; of those scored 0.25, one in four.
+    were positive; of those scored 0.25, one in four. ``learn_many`` takes labelled pairs (label,
+    score), ``update_many`` predictions (predicted class, score), labelled or not.
 
     >>> cbpe = CBPE(window=4, reference_size=8)
     >>> cbpe.learn_many([1, 1, 1, 0, 0, 0, 0, 1], [0.75] * 4 + [0.25] * 4)
     >>> cbpe.update_many([1, 0, 1, 0], [0.75, 0.25, 0.75, 0.75])  # no labels needed
-    >>> cbpe.estimate()["accuracy"].value                           # (0.75 + 0.75 + 0.75 + 0.25) / 4
-    0.625
+    >>> cbpe.fitted, cbpe.estimate()["accuracy"].value               # (0.75 + 0.75 + 0.75 + 0.25) / 4
+    (True, 0.625)
     >>> CBPE.from_state(cbpe.state()).estimate()["precision"].value  # 1.5 of 2 predicted positives
     0.75
     """
 
-    kind: ClassVar[str] = "cbpe"
+    kind: ClassVar[str] = kinds.CBPE
 
     def __init__(self, window: int = 1000, reference_size: int = 1000, refit_every: int = 0,
                  positive: Any = 1, classes: list[Any] | None = None):
@@ -326,7 +361,7 @@ def _binary(positive: np.ndarray, p: np.ndarray) -> dict[str, Estimate]:
     d = n_pos + actual
     f1_se = _ratio(2 * np.sqrt((n_pos + fn) ** 2 * var_a + tp ** 2 * var_b), d ** 2)
     f1 = Estimate(_ratio(2 * tp, d), f1_se, n)
-    return {"accuracy": accuracy, "precision": precision, "recall": recall, "f1": f1}
+    return dict(zip(ESTIMATED_METRICS, (accuracy, precision, recall, f1)))
 
 
 def _multiclass(predicted: np.ndarray, p: np.ndarray) -> dict[str, Estimate]:
@@ -345,5 +380,5 @@ def _multiclass(predicted: np.ndarray, p: np.ndarray) -> dict[str, Estimate]:
     denominator = predicted_count + actual
     f1 = np.divide(2 * tp, denominator, out=np.zeros(k), where=denominator > 0)
     nan = float("nan")
-    return {"accuracy": accuracy, "precision": Estimate(float(precision.mean()), nan, n),
-            "recall": Estimate(float(recall.mean()), nan, n), "f1": Estimate(float(f1.mean()), nan, n)}
+    return dict(zip(ESTIMATED_METRICS, (accuracy, Estimate(float(precision.mean()), nan, n),
+                                        Estimate(float(recall.mean()), nan, n), Estimate(float(f1.mean()), nan, n))))

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from . import kinds
 from .base import InvalidInput, Result, as_finite_array, plain_label
 from .windows import CountWindow
 
@@ -39,6 +40,18 @@ _INT_TABLE = 1 << 16
 class LabelCodes:
     """Class labels (ints or strings) to small int codes, in order of first appearance.
 
+    Parameters
+    ----------
+    labels : iterable, default ()
+        Labels coded first, in order (a metric's configured ``classes``: codes 0, 1, ...).
+
+    Attributes
+    ----------
+    labels : list
+        Every label seen, at the index of its code.
+
+    Examples
+    --------
     >>> codes = LabelCodes()
     >>> codes.encode(["cat", "dog", "cat"]).tolist(), codes.labels
     ([0, 1, 0], ['cat', 'dog'])
@@ -93,6 +106,10 @@ class _WindowedMetric:
 
     kind: ClassVar[str]
     columns: ClassVar[int]
+    #: the models the metric is for: "classification" or "regression"
+    task: ClassVar[str]
+    #: computed from the scores, so only pairs pushed with scores count
+    uses_scores: ClassVar[bool] = False
 
     def __init__(self, window: int = 1000):
         self.window = CountWindow(window, self.columns)
@@ -143,6 +160,7 @@ class _ClassificationMetric(_WindowedMetric):
     """
 
     columns = 5
+    task = "classification"
 
     def __init__(self, window: int = 1000, classes: list[Any] | None = None, positive: Any = 1):
         super().__init__(window)
@@ -213,14 +231,34 @@ class _ClassificationMetric(_WindowedMetric):
 class Accuracy(_ClassificationMetric):
     """Share of correct predictions among the last ``window`` labelled pairs.
 
+    Parameters
+    ----------
+    window : int, default 1000
+        Labelled pairs the metric is computed over: the last ``window`` of them.
+    classes : list, optional
+        Multiclass models fed 2-D scores: the class of each score column, in order. None for
+        binary models (1-D scores) and for metrics fed no scores.
+    positive : int or str, default 1
+        Binary models: the class a 1-D score is the probability of.
+
+    Attributes
+    ----------
+    window : CountWindow
+        The pairs held, one row each (:class:`~detectors.windows.CountWindow`).
+
+    Examples
+    --------
+    A window of 4: the first pair leaves; of the last four, (0, 1) and (1, 1) and (1, 0) and
+    (0, 0), two are right.
+
     >>> acc = Accuracy(window=4)
-    >>> acc.update_many([1, 0, 1, 1, 0], [1, 1, 1, 0, 0])
+    >>> acc.update_many([1, 0, 1, 1, 0], [1, 1, 1, 0, 0])     # y_true, y_pred
     Result(statistic=0.5, threshold=None, p_value=None, n=4, fired=False)
-    >>> Accuracy.from_state(acc.state()).update(1, 1).statistic
+    >>> Accuracy.from_state(acc.state()).update(1, 1).statistic   # (0, 1) leaves, (1, 1) comes
     0.75
     """
 
-    kind = "accuracy"
+    kind = kinds.ACCURACY
 
     def _statistic(self, rows: np.ndarray) -> float:
         return float(np.mean(rows[:, TRUE] == rows[:, PRED]))
@@ -266,41 +304,121 @@ class _PerClassMetric(_ClassificationMetric):
 class Precision(_PerClassMetric):
     """Precision, macro-averaged over classes (or of class ``label``).
 
+    Per class, the share of its predictions that are right; a class never predicted has
+    precision 0 (scikit-learn's ``zero_division=0``). The macro average is over the classes
+    present in the window as true or predicted label.
+
+    Parameters
+    ----------
+    window : int, default 1000
+        Labelled pairs the metric is computed over: the last ``window`` of them.
+    label : int or str, optional
+        Report this one class's score instead of the macro average over the classes present.
+    classes : list, optional
+        Multiclass models fed 2-D scores: the class of each score column, in order. None for
+        binary models (1-D scores) and for metrics fed no scores.
+    positive : int or str, default 1
+        Binary models: the class a 1-D score is the probability of.
+
+    Attributes
+    ----------
+    window : CountWindow
+        The pairs held, one row each (:class:`~detectors.windows.CountWindow`).
+
+    Examples
+    --------
+    True ``a b b c`` against predicted ``a b c c``: per class, precision is 1/1, 1/1 and 1/2,
+    recall 1/1, 1/2 and 1/1, F1 1, 2/3 and 2/3.
+
     >>> Precision(window=10).update_many(["a", "b", "b", "c"], ["a", "b", "c", "c"]).statistic
     0.8333333333333334
+    >>> Precision(window=10, label="c").update_many(["a", "b", "b", "c"], ["a", "b", "c", "c"]).statistic
+    0.5
     """
 
-    kind = "precision_macro"
+    kind = kinds.PRECISION_MACRO
     score_index = 0
 
 
 class Recall(_PerClassMetric):
     """Recall, macro-averaged over classes (or of class ``label``).
 
+    Per class, the share of its true pairs that are predicted as it. The macro average is over
+    the classes present in the window as true or predicted label.
+
+    Parameters
+    ----------
+    window : int, default 1000
+        Labelled pairs the metric is computed over: the last ``window`` of them.
+    label : int or str, optional
+        Report this one class's score instead of the macro average over the classes present.
+    classes : list, optional
+        Multiclass models fed 2-D scores: the class of each score column, in order. None for
+        binary models (1-D scores) and for metrics fed no scores.
+    positive : int or str, default 1
+        Binary models: the class a 1-D score is the probability of.
+
+    Attributes
+    ----------
+    window : CountWindow
+        The pairs held, one row each (:class:`~detectors.windows.CountWindow`).
+
+    Examples
+    --------
+    True ``a b b c`` against predicted ``a b c c``: per class, precision is 1/1, 1/1 and 1/2,
+    recall 1/1, 1/2 and 1/1, F1 1, 2/3 and 2/3.
+
     >>> Recall(window=10).update_many(["a", "b", "b", "c"], ["a", "b", "c", "c"]).statistic
     0.8333333333333334
     """
 
-    kind = "recall_macro"
+    kind = kinds.RECALL_MACRO
     score_index = 1
 
 
 class F1(_PerClassMetric):
     """F1, macro-averaged over classes (or of class ``label``).
 
+    Per class, the harmonic mean of precision and recall (0 where both are 0). The macro
+    average is over the classes present in the window as true or predicted label.
+
+    Parameters
+    ----------
+    window : int, default 1000
+        Labelled pairs the metric is computed over: the last ``window`` of them.
+    label : int or str, optional
+        Report this one class's score instead of the macro average over the classes present.
+    classes : list, optional
+        Multiclass models fed 2-D scores: the class of each score column, in order. None for
+        binary models (1-D scores) and for metrics fed no scores.
+    positive : int or str, default 1
+        Binary models: the class a 1-D score is the probability of.
+
+    Attributes
+    ----------
+    window : CountWindow
+        The pairs held, one row each (:class:`~detectors.windows.CountWindow`).
+
+    Examples
+    --------
+    True ``a b b c`` against predicted ``a b c c``: per class, precision is 1/1, 1/1 and 1/2,
+    recall 1/1, 1/2 and 1/1, F1 1, 2/3 and 2/3.
+
     >>> f1 = F1(window=10)
-    >>> round(f1.update_many(["a", "b", "b", "c"], ["a", "b", "c", "c"]).statistic, 4)
+    >>> round(f1.update_many(["a", "b", "b", "c"], ["a", "b", "c", "c"]).statistic, 4)   # (1 + 2/3 + 2/3) / 3
     0.7778
     >>> f1.per_class()
     {'a': 1.0, 'b': 0.6666666666666666, 'c': 0.6666666666666666}
     """
 
-    kind = "f1_macro"
+    kind = kinds.F1_MACRO
     score_index = 2
 
 
 class _ScoreMetric(_ClassificationMetric):
     """A metric of the scores: rows pushed without scores are left out of it."""
+
+    uses_scores = True
 
     def result(self) -> Result:
         rows = self.window.rows()
@@ -312,11 +430,37 @@ class _ScoreMetric(_ClassificationMetric):
 class LogLoss(_ScoreMetric):
     """Mean negative log-likelihood of the true class.
 
-    >>> round(LogLoss(window=10).update_many([1, 0], [1, 0], scores=[0.9, 0.2]).statistic, 6)
+    The probability of the true class is clipped to ``[1e-15, 1 - 1e-15]`` (as river does);
+    pairs pushed without scores are left out.
+
+    Parameters
+    ----------
+    window : int, default 1000
+        Labelled pairs the metric is computed over: the last ``window`` of them.
+    classes : list, optional
+        Multiclass models fed 2-D scores: the class of each score column, in order. None for
+        binary models (1-D scores) and for metrics fed no scores.
+    positive : int or str, default 1
+        Binary models: the class a 1-D score is the probability of.
+
+    Attributes
+    ----------
+    window : CountWindow
+        The pairs held, one row each (:class:`~detectors.windows.CountWindow`).
+
+    Examples
+    --------
+    Scores are the probability of class 1: the true classes had 0.9 and 1 - 0.2 = 0.8, so the
+    loss is ``-(ln 0.9 + ln 0.8) / 2``.
+
+    >>> log_loss = LogLoss(window=10)
+    >>> round(log_loss.update_many([1, 0], [1, 0], scores=[0.9, 0.2]).statistic, 6)
     0.164252
+    >>> log_loss.update(1, 1).n           # a pair without a score does not count
+    2
     """
 
-    kind = "log_loss"
+    kind = kinds.LOG_LOSS
 
     def _statistic(self, rows: np.ndarray) -> float:
         return float(-np.log(np.clip(rows[:, P_TRUE], LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)).mean())
@@ -325,11 +469,40 @@ class LogLoss(_ScoreMetric):
 class Brier(_ScoreMetric):
     """Mean Brier score (squared error of the probabilities).
 
+    ``(p - y)^2`` for 1-D scores (``y`` 1 for the positive class); ``sum_k (p_k - y_k)^2`` over
+    the classes for 2-D scores. Pairs pushed without scores are left out.
+
+    Parameters
+    ----------
+    window : int, default 1000
+        Labelled pairs the metric is computed over: the last ``window`` of them.
+    classes : list, optional
+        Multiclass models fed 2-D scores: the class of each score column, in order. None for
+        binary models (1-D scores) and for metrics fed no scores.
+    positive : int or str, default 1
+        Binary models: the class a 1-D score is the probability of.
+
+    Attributes
+    ----------
+    window : CountWindow
+        The pairs held, one row each (:class:`~detectors.windows.CountWindow`).
+
+    Examples
+    --------
+    Binary: ``((0.9 - 1)^2 + (0.2 - 0)^2) / 2``.
+
     >>> round(Brier(window=10).update_many([1, 0], [1, 0], scores=[0.9, 0.2]).statistic, 6)
     0.025
+
+    Multiclass: ``((0.3^2 + 0.2^2 + 0.1^2) + (0.2^2 + 0.5^2 + 0.7^2)) / 2``.
+
+    >>> brier = Brier(window=10, classes=["a", "b", "c"])
+    >>> scores = [[0.7, 0.2, 0.1], [0.2, 0.5, 0.3]]
+    >>> round(brier.update_many(["a", "c"], ["a", "b"], scores=scores).statistic, 6)
+    0.46
     """
 
-    kind = "brier"
+    kind = kinds.BRIER
 
     def _statistic(self, rows: np.ndarray) -> float:
         return float(rows[:, BRIER].mean())
@@ -338,12 +511,39 @@ class Brier(_ScoreMetric):
 class ExpectedCalibrationError(_ScoreMetric):
     """Expected calibration error over ``n_bins`` equal-width confidence bins.
 
+    The confidence of a prediction is the probability the model gave to the label it predicted;
+    ``ECE = sum_b |B_b|/n * |accuracy(B_b) - mean confidence(B_b)|`` over the bins. Pairs pushed
+    without scores are left out.
+
+    Parameters
+    ----------
+    window : int, default 1000
+        Labelled pairs the metric is computed over: the last ``window`` of them.
+    n_bins : int, default 10
+        Equal-width confidence bins over [0, 1], >= 1.
+    classes : list, optional
+        Multiclass models fed 2-D scores: the class of each score column, in order. None for
+        binary models (1-D scores) and for metrics fed no scores.
+    positive : int or str, default 1
+        Binary models: the class a 1-D score is the probability of.
+
+    Attributes
+    ----------
+    window : CountWindow
+        The pairs held, one row each (:class:`~detectors.windows.CountWindow`).
+
+    Examples
+    --------
+    Predicted 1, 1, 1, 0 with scores (of class 1) 0.9, 0.8, 0.6, 0.3: confidences 0.9, 0.8,
+    0.6 and 0.7, all in the upper of 2 bins, with mean 0.75; two of the four are right, so
+    ``ECE = |0.5 - 0.75|``.
+
     >>> ece = ExpectedCalibrationError(window=10, n_bins=2)
     >>> round(ece.update_many([1, 0, 1, 1], [1, 1, 1, 0], scores=[0.9, 0.8, 0.6, 0.3]).statistic, 6)
     0.25
     """
 
-    kind = "ece"
+    kind = kinds.ECE
 
     def __init__(self, window: int = 1000, n_bins: int = 10, classes: list[Any] | None = None,
                  positive: Any = 1):
@@ -369,6 +569,7 @@ class _RegressionMetric(_WindowedMetric):
     """Window columns: y_true, y_pred."""
 
     columns = 2
+    task = "regression"
 
     def _rows(self, y_true: Any, y_pred: Any, scores: Any) -> np.ndarray:
         true = as_finite_array(y_true, "y_true")
@@ -383,26 +584,56 @@ class _RegressionMetric(_WindowedMetric):
 
 
 class MAE(_RegressionMetric):
-    """Mean absolute error.
+    """Mean absolute error over the last ``window`` pairs.
 
-    >>> MAE(window=10).update_many([1.0, 2.0, 3.0], [1.5, 2.0, 1.0]).statistic
+    Parameters
+    ----------
+    window : int, default 1000
+        Labelled pairs the metric is computed over: the last ``window`` of them.
+
+    Attributes
+    ----------
+    window : CountWindow
+        The pairs held, one row each (:class:`~detectors.windows.CountWindow`).
+
+    Examples
+    --------
+    Errors ``y_pred - y_true`` of 0.5, 0 and -2:
+
+    >>> MAE(window=10).update_many([1.0, 2.0, 3.0], [1.5, 2.0, 1.0]).statistic    # 2.5 / 3
     0.8333333333333334
+    >>> MAE(window=2).update_many([1.0, 2.0, 3.0], [1.5, 2.0, 1.0]).statistic     # the last two
+    1.0
     """
 
-    kind = "mae"
+    kind = kinds.MAE
 
     def _statistic(self, rows: np.ndarray) -> float:
         return float(np.abs(self._errors(rows)).mean())
 
 
 class RMSE(_RegressionMetric):
-    """Root mean squared error.
+    """Root mean squared error over the last ``window`` pairs.
 
-    >>> RMSE(window=10).update_many([1.0, 2.0, 3.0], [1.5, 2.0, 1.0]).statistic
+    Parameters
+    ----------
+    window : int, default 1000
+        Labelled pairs the metric is computed over: the last ``window`` of them.
+
+    Attributes
+    ----------
+    window : CountWindow
+        The pairs held, one row each (:class:`~detectors.windows.CountWindow`).
+
+    Examples
+    --------
+    Errors ``y_pred - y_true`` of 0.5, 0 and -2:
+
+    >>> RMSE(window=10).update_many([1.0, 2.0, 3.0], [1.5, 2.0, 1.0]).statistic   # sqrt(4.25 / 3)
     1.1902380714238083
     """
 
-    kind = "rmse"
+    kind = kinds.RMSE
 
     def _statistic(self, rows: np.ndarray) -> float:
         return float(np.sqrt((self._errors(rows) ** 2).mean()))
@@ -411,11 +642,25 @@ class RMSE(_RegressionMetric):
 class Bias(_RegressionMetric):
     """Mean error ``mean(y_pred - y_true)``; positive when the model over-predicts.
 
-    >>> Bias(window=10).update_many([1.0, 2.0, 3.0], [1.5, 2.0, 1.0]).statistic
+    Parameters
+    ----------
+    window : int, default 1000
+        Labelled pairs the metric is computed over: the last ``window`` of them.
+
+    Attributes
+    ----------
+    window : CountWindow
+        The pairs held, one row each (:class:`~detectors.windows.CountWindow`).
+
+    Examples
+    --------
+    Errors ``y_pred - y_true`` of 0.5, 0 and -2:
+
+    >>> Bias(window=10).update_many([1.0, 2.0, 3.0], [1.5, 2.0, 1.0]).statistic   # -1.5 / 3
     -0.5
     """
 
-    kind = "bias"
+    kind = kinds.BIAS
 
     def _statistic(self, rows: np.ndarray) -> float:
         return float(self._errors(rows).mean())

@@ -1,29 +1,45 @@
-"""Windows: which events a statistic is computed over.
+"""Count windows: the last events a statistic is computed over, in bounded memory.
 
 * :class:`CountWindow` keeps the last ``size`` rows of a fixed number of float columns in a
   ring buffer (memory at most ``size * width`` floats, whatever the stream length; allocated as
   the window fills, so a large ``size`` costs nothing until used).
 * :class:`BlockCounts` is a count window over bin counts that keeps no events (drift sketches).
-* :class:`TumblingWindow` and :class:`HoppingWindow` group events by event time. A window
-  ``[start, end)`` closes once the watermark (largest event time seen minus ``grace``) reaches
-  ``end``; an event for a window that has already closed is counted in ``late`` and dropped, never
-  merged into a closed window. Closed windows are handed back to the caller by ``update_many``.
+
+The metrics, drift detectors and the estimator keep their events in these; windows over event
+time, which hold a whole detector per window, are in :mod:`detectors.event_windows`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .base import Result, as_finite_array, from_json_floats, json_floats
+from .base import from_json_floats, json_floats
 
 
 class CountWindow:
     """The last ``size`` rows of ``width`` float columns, oldest first.
 
+    A ring buffer: :meth:`push` appends rows and the oldest fall out once ``size`` are held.
+    The buffer grows by doubling up to ``size`` rows, so a window that never fills never
+    allocates all of it.
+
+    Parameters
+    ----------
+    size : int
+        Rows kept, >= 1.
+    width : int, default 1
+        Float columns per row, >= 1 (a metric keeps one row per labelled pair).
+
+    Attributes
+    ----------
+    seen : int
+        Rows ever pushed, including those that have left the window.
+
+    Examples
+    --------
     >>> window = CountWindow(size=3)
-    >>> window.push([1.0, 2.0, 3.0, 4.0])
+    >>> window.push([1.0, 2.0, 3.0, 4.0])           # 1.0 falls out
     >>> window.rows()[:, 0].tolist()
     [2.0, 3.0, 4.0]
     >>> len(window), window.seen
@@ -100,9 +116,27 @@ class BlockCounts:
     ``blocks * bins`` integers whatever ``size``. The price is granularity: the oldest block
     leaves in one piece, so the window holds between ``size - size / blocks`` and ``size`` events
     (exactly the last ``size`` when ``blocks == size``; ``size`` is rounded up to a multiple of
-    ``blocks``). Mergeable: two partial windows over the
-    same bins add block by block, newest with newest.
+    ``blocks``). Mergeable: two partial windows over the same bins add block by block, newest
+    with newest.
 
+    Parameters
+    ----------
+    size : int
+        Events the window spans when full; rounded up to a multiple of ``blocks``.
+    blocks : int
+        Blocks the window is cut into, ``1 <= blocks <= size``: more blocks, finer sliding.
+    bins : int
+        Bin codes counted, ``0 .. bins - 1``.
+
+    Attributes
+    ----------
+    block_size : int
+        Events per block, ``ceil(size / blocks)``.
+    count : int
+        Events in the window now.
+
+    Examples
+    --------
     >>> window = BlockCounts(size=4, blocks=2, bins=3)
     >>> window.push([0, 1, 2, 2, 1])      # blocks [0, 1] [2, 2] [1]: the first leaves
     >>> window.totals().tolist(), window.count
@@ -250,150 +284,3 @@ class _SharedBlocks:
             in_step = all(w._newest == lead._newest for w in windows) and bool((table.fill == table.fill[:, :1]).all())
             return table if in_step else None
         return _SharedBlocks(windows) if BlockCounts.in_step(windows) else None
-
-
-def _group_rows(keys: np.ndarray, rows: np.ndarray):
-    """``(key, rows with that key in arrival order)`` for each distinct key, smallest first."""
-    order = rows[np.argsort(keys[rows], kind="stable")]
-    sorted_keys = keys[order]
-    bounds = np.flatnonzero(np.diff(sorted_keys)) + 1
-    for group in np.split(order, bounds) if len(order) else ():
-        yield float(keys[group[0]]), group
-
-
-@dataclass(frozen=True)
-class ClosedWindow:
-    """A finished event-time window: ``[start, end)``, the aggregate's result and the aggregate."""
-
-    start: float
-    end: float
-    result: Result
-    count: int
-    aggregate: Any
-
-
-class HoppingWindow:
-    """Event-time windows of length ``size`` starting every ``step`` (sliding when step < size).
-
-    Each window ``[start, end)`` holds its own aggregate, any detector or metric built with
-    ``registry.build(kind, params)``; ``update_many(timestamps, *columns)`` hands each window
-    the rows whose timestamp falls in it (the columns are what the aggregate's ``update_many``
-    takes: values, or ``y_true, y_pred[, scores]``).
-
-    Closing rule (Quix Streams' model): the watermark is the largest event time seen minus
-    ``grace``; a window closes as soon as the watermark reaches its end. An event whose window
-    has already closed at the moment it arrives is late: it is counted in ``late`` (once per
-    window it misses) and dropped, never merged into a closed window. ``update_many`` returns the
-    windows that closed, oldest first. Memory: the open windows' aggregates, at most
-    ``ceil((size + grace) / step) + 1`` of them for in-order data.
-
-    >>> windows = TumblingWindow(size=10, grace=5, kind="accuracy", params={"window": 1000})
-    >>> windows.update_many([1, 4, 12], [1, 0, 1], [1, 1, 1])   # watermark 12 - 5 = 7: none closed
-    []
-    >>> [(w.start, w.end, w.result.statistic, w.count) for w in windows.update_many([16], [0], [0])]
-    [(0.0, 10.0, 0.5, 2)]
-    >>> windows.update_many([3], [1], [1]), windows.late         # [0, 10) has closed: late
-    ([], 1)
-
-    Hopping: windows of 10 every 5, so each event lands in two of them.
-
-    >>> hopping = HoppingWindow(size=10, step=5, kind="mae", params={"window": 100})
-    >>> hopping.update_many([1, 6, 12], [0, 0, 0], [1.0, 2.0, 4.0])   # closes [-5, 5) and [0, 10)
-    [ClosedWindow(start=-5.0, end=5.0, ...), ClosedWindow(start=0.0, end=10.0, ...)]
-    >>> sorted(hopping.open), hopping.counts
-    ([5.0, 10.0], {5.0: 2, 10.0: 1})
-    """
-
-    kind = "hopping"
-
-    def __init__(self, size: float, step: float, grace: float = 0, kind: str = "accuracy",
-                 params: dict[str, Any] | None = None):
-        if not size > 0 or not 0 < step <= size:
-            raise ValueError(f"need size > 0 and 0 < step <= size, got size={size!r}, step={step!r}")
-        if grace < 0:
-            raise ValueError(f"grace must be >= 0, got {grace!r}")
-        self.size, self.step, self.grace = float(size), float(step), float(grace)
-        self.aggregate_kind, self.aggregate_params = kind, dict(params or {})
-        self._build()  # fail now, not at the first event, on a bad kind or parameter
-        self.open: dict[float, Any] = {}  # window start -> aggregate
-        self.counts: dict[float, int] = {}
-        self.max_time = -np.inf
-        self.late = 0
-
-    def _build(self):
-        from .registry import build  # the registry imports this module
-
-        return build(self.aggregate_kind, self.aggregate_params)
-
-    @property
-    def watermark(self) -> float:
-        return self.max_time - self.grace
-
-    def update_many(self, timestamps: Any, *columns: Any) -> list[ClosedWindow]:
-        times = as_finite_array(timestamps, "timestamps")
-        columns = [None if c is None else np.asarray(c) for c in columns]
-        # watermark as each event arrives: the largest time among the events before it
-        before = np.maximum.accumulate(np.concatenate(([self.max_time], times)))[:-1] - self.grace
-        newest_start = np.floor(times / self.step) * self.step
-        for hop in range(int(np.ceil(self.size / self.step))):
-            starts = newest_start - hop * self.step
-            inside = starts + self.size > times
-            on_time = inside & (starts + self.size > before)
-            self.late += int((inside & ~on_time).sum())
-            for start, rows in _group_rows(starts, np.flatnonzero(on_time)):
-                self._aggregate(start).update_many(*(c if c is None else c[rows] for c in columns))
-                self.counts[start] += len(rows)
-        if len(times):
-            self.max_time = max(self.max_time, float(times.max()))
-        return self._close()
-
-    def _aggregate(self, start: float):
-        if start not in self.open:
-            self.open[start] = self._build()
-            self.counts[start] = 0
-        return self.open[start]
-
-    def _close(self) -> list[ClosedWindow]:
-        closed = []
-        for start in sorted(s for s in self.open if s + self.size <= self.watermark):
-            aggregate = self.open.pop(start)
-            closed.append(ClosedWindow(start, start + self.size, aggregate.result(), self.counts.pop(start), aggregate))
-        return closed
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind, "size": self.size, "step": self.step, "grace": self.grace,
-            "aggregate": {"kind": self.aggregate_kind, "params": self.aggregate_params},
-            "max_time": None if np.isinf(self.max_time) else self.max_time, "late": self.late,
-            "open": [[start, self.counts[start], agg.state()] for start, agg in sorted(self.open.items())],
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]):
-        from .registry import restore
-
-        aggregate = state["aggregate"]
-        windows = cls._from_params(state, aggregate["kind"], aggregate["params"])
-        windows.max_time = -np.inf if state["max_time"] is None else state["max_time"]
-        windows.late = state["late"]
-        for start, count, aggregate_state in state["open"]:
-            windows.open[start] = restore(aggregate_state)
-            windows.counts[start] = count
-        return windows
-
-    @classmethod
-    def _from_params(cls, state, kind, params):
-        return cls(state["size"], state["step"], state["grace"], kind, params)
-
-
-class TumblingWindow(HoppingWindow):
-    """Back-to-back event-time windows of length ``size``: a :class:`HoppingWindow` with step = size."""
-
-    kind = "tumbling"
-
-    def __init__(self, size: float, grace: float = 0, kind: str = "accuracy", params: dict[str, Any] | None = None):
-        super().__init__(size, size, grace, kind, params)
-
-    @classmethod
-    def _from_params(cls, state, kind, params):
-        return cls(state["size"], state["grace"], kind, params)

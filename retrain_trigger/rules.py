@@ -37,18 +37,18 @@ from typing import Any, Literal
 
 import msgspec
 
+from detectors import kinds
+
 OPS = ("<", "<=", ">", ">=")
 COMBINE = ("any", "all")
 SEVERITIES = ("info", "warning", "critical")
 
-PERFORMANCE_STATISTICS = (
-    "accuracy", "f1_macro", "precision_macro", "recall_macro",
-    "log_loss", "brier", "ece", "mae", "rmse", "bias",
-)
-DRIFT_KINDS = ("psi", "ks", "wasserstein", "js", "chi2")
-DETECTOR_KINDS = ("adwin", "ddm", "eddm", "hddm_a", "hddm_w", "page_hinkley", "kswin")
-#: performance estimated from the scores before labels arrive (detectors.estimation.ESTIMATED_METRICS)
-ESTIMATED_STATISTICS = ("accuracy", "precision", "recall", "f1")
+# The statistics a rule may name, by the names of the detectors behind them.
+PERFORMANCE_STATISTICS = kinds.METRIC_KINDS
+DRIFT_KINDS = kinds.DRIFT_KINDS
+DETECTOR_KINDS = kinds.CHANGE_KINDS
+#: performance estimated from the scores before labels arrive
+ESTIMATED_STATISTICS = kinds.ESTIMATED_METRICS
 
 STATISTIC_HELP = (
     f"one of {', '.join(PERFORMANCE_STATISTICS)}, "

@@ -33,17 +33,17 @@ from detectors.base import Result
 from detectors.calibration import judgement_level, reject
 from detectors.estimation import CBPE, ESTIMATED_METRICS, Estimate
 from detectors.drift import add_columns, results as drift_results, statistics as drift_statistics
-from detectors.registry import build, restore
-from detectors.windows import HoppingWindow, TumblingWindow
+from detectors.event_windows import HoppingWindow, TumblingWindow
+from detectors.registry import CLASSIFICATION_METRIC_KINDS, REGRESSION_METRIC_KINDS, SCORE_METRIC_KINDS, build, restore
 from retrain_trigger.policy import Observation
 from retrain_trigger.rules import DETECTOR_KINDS, DRIFT_KINDS
 
 from streams.core.codecs import LARGEST_INT, FeatureRow
 from streams.core.config import Model
 
-CLASSIFICATION_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "log_loss", "brier", "ece")
-REGRESSION_METRICS = ("mae", "rmse", "bias")
-SCORE_METRICS = ("log_loss", "brier", "ece")
+CLASSIFICATION_METRICS = CLASSIFICATION_METRIC_KINDS
+REGRESSION_METRICS = REGRESSION_METRIC_KINDS
+SCORE_METRICS = SCORE_METRIC_KINDS
 
 
 

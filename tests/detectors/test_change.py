@@ -84,7 +84,7 @@ def numeric_stream(seed, n=6000):
 @pytest.mark.parametrize("ours, theirs, params", PAIRS, ids=lambda p: getattr(p, "__name__", str(p)))
 @pytest.mark.parametrize("seed", [1, 2])
 def test_same_detections_as_river(ours, theirs, params, seed):
-    n = 2400 if ours is KSWIN else 6000  # river's KSWIN costs ~0.25 ms per value
+    n = 2400 if ours is KSWIN else 6000  # river's KSWIN runs a scipy test per value: a shorter stream
     stream = error_stream(seed, n) if ours in BINARY else numeric_stream(seed, n)
     expected = river_run(theirs(**params), stream.tolist())
     detector = ours(**params)

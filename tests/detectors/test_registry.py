@@ -1,4 +1,7 @@
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +24,48 @@ def test_bad_kind_and_bad_parameter_are_named():
         registry.build("accuracy", {"window": 0})
 
 
+def test_the_families_partition_the_kinds():
+    families = (registry.METRIC_KINDS, registry.DRIFT_KINDS, registry.CHANGE_KINDS)
+    assert sorted(k for family in families for k in family) == sorted(registry.KINDS)
+    assert set(registry.CLASSIFICATION_METRIC_KINDS) | set(registry.REGRESSION_METRIC_KINDS) == set(registry.METRIC_KINDS)
+    assert not set(registry.CLASSIFICATION_METRIC_KINDS) & set(registry.REGRESSION_METRIC_KINDS)
+    assert set(registry.SCORE_METRIC_KINDS) <= set(registry.CLASSIFICATION_METRIC_KINDS)
+    assert set(registry.BINARY_CHANGE_KINDS) <= set(registry.CHANGE_KINDS)
+    assert set(registry.DRIFT_TEST_KINDS) <= set(registry.DRIFT_KINDS)
+    assert registry.build("ks").result().threshold == 0.01 and "psi" not in registry.DRIFT_TEST_KINDS
+    assert registry.build("ddm").unit_interval and not registry.build("adwin").unit_interval
+
+
+def test_every_detector_class_is_registered():
+    """A detector class added to a module but not to its family tuple would be unknown by name."""
+    import inspect
+
+    from detectors import change, drift, metrics
+
+    for module in (change, drift, metrics):
+        defined = {cls for _, cls in inspect.getmembers(module, inspect.isclass)
+                   if cls.__module__ == module.__name__ and isinstance(cls.__dict__.get("kind"), str)}
+        assert {cls.kind for cls in defined} <= set(registry.KINDS), module.__name__
+
+
+def test_the_rules_know_the_registrys_names():
+    from retrain_trigger import rules
+
+    assert rules.PERFORMANCE_STATISTICS == registry.METRIC_KINDS
+    assert rules.DRIFT_KINDS == registry.DRIFT_KINDS
+    assert rules.DETECTOR_KINDS == registry.CHANGE_KINDS
+    assert rules.ESTIMATED_STATISTICS == registry.ESTIMATED_METRICS
+
+
+def test_naming_a_detector_loads_no_numerics():
+    """The rules (and through them the config schema and every CLI command) name detectors
+    through detectors.kinds, without importing numpy or scipy."""
+    code = "import sys, retrain_trigger.rules; print(sorted(m for m in ('numpy', 'scipy') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.stdout.strip() == "[]"
+
+
 def test_every_kind_follows_its_protocol():
     from detectors.base import Detector, Metric
     from detectors.metrics import METRICS
@@ -35,11 +80,11 @@ def _feed(detector, rng, n):
     from detectors.metrics import METRICS
 
     if type(detector) in METRICS:
-        if detector.kind in ("mae", "rmse", "bias"):
+        if detector.kind in registry.REGRESSION_METRIC_KINDS:
             return detector.update_many(rng.normal(size=n), rng.normal(size=n))
         y_true = rng.integers(0, 2, n)
         return detector.update_many(y_true, rng.integers(0, 2, n), None if n % 2 else rng.random(n))
-    if detector.kind in ("ddm", "eddm", "hddm_a", "hddm_w"):
+    if detector.kind in registry.BINARY_CHANGE_KINDS:
         return detector.update_many((rng.random(n) < 0.3).astype(float))
     return detector.update_many(rng.normal(size=n))
 
@@ -52,7 +97,7 @@ def test_state_survives_the_engines_strict_json_checkpoint(kind, fed):
     import numpy as np
 
     rng = np.random.default_rng(len(kind) + fed)
-    params = {"reference_size": 100, "window": 300} if kind in ("psi", "ks", "wasserstein", "js", "chi2") else {}
+    params = {"reference_size": 100, "window": 300} if kind in registry.DRIFT_KINDS else {}
     detector = registry.build(kind, params)
     if fed:
         _feed(detector, rng, fed)
@@ -68,7 +113,7 @@ def test_event_time_window_state_survives_strict_json():
     import msgspec
     import numpy as np
 
-    from detectors.windows import HoppingWindow
+    from detectors.event_windows import HoppingWindow
 
     windows = HoppingWindow(size=100, step=50, grace=10, kind="log_loss", params={"window": 1000})
     windows.update_many(np.arange(0.0, 120.0), np.ones(120), np.ones(120))  # no scores: nan columns

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.base import InvalidInput
-from detectors.windows import BlockCounts, CountWindow, HoppingWindow, TumblingWindow
+from detectors.event_windows import HoppingWindow, TumblingWindow
+from detectors.windows import BlockCounts, CountWindow
 
 
 @settings(max_examples=60, deadline=None)
@@ -145,7 +146,7 @@ def test_open_windows_stay_bounded_for_in_order_data():
 
 def test_bad_windows_and_timestamps_are_rejected():
     with pytest.raises(ValueError, match="step"):
-        HoppingWindow(size=10, step=20)
+        HoppingWindow(size=10, step=20, kind="mae")
     with pytest.raises(ValueError, match="unknown detector kind"):
         TumblingWindow(size=10, kind="nope")
     with pytest.raises(InvalidInput, match="timestamps"):
