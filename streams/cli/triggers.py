@@ -17,7 +17,7 @@ from typing import Any
 from retrain_trigger import listener
 
 from streams.cli.common import EXIT_RUNTIME, EXIT_USAGE, UsageError, new_parser, run
-from streams.core.config import ConfigError, dotted_keys, read_toml
+from streams.core.config import ConfigError, read_kafka_settings, read_toml
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -93,10 +93,10 @@ def kafka_settings(args: argparse.Namespace) -> dict[str, Any]:
     """librdkafka settings: the config file's [kafka] table, then --bootstrap-servers."""
     settings: dict[str, Any] = {}
     if args.config:
-        table = _read_config(Path(args.config)).get("kafka", {})
-        if not isinstance(table, dict):
-            raise UsageError(f"{args.config}: kafka: expected a table of librdkafka settings")
-        settings.update(dotted_keys(table))
+        try:
+            settings.update(read_kafka_settings(args.config))
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
     if args.bootstrap_servers:
         settings["bootstrap.servers"] = args.bootstrap_servers
     if "bootstrap.servers" not in settings:

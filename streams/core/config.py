@@ -216,6 +216,16 @@ def load_config(path: str | Path, kafka_check: KafkaCheck | None = None) -> Conf
     return parse_config(read_toml(path), str(path), kafka_check)
 
 
+def read_kafka_settings(path: str | Path) -> dict[str, Any]:
+    """A config file's ``[kafka]`` table as librdkafka settings, the rest neither loaded nor
+    checked: what a model server hands :class:`streams.client.producer.PredictionLogger` (this
+    needs only the core install; :func:`load_config` checks the models with the service extra)."""
+    table = read_toml(path).get("kafka", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: kafka: expected a table of librdkafka settings")
+    return dotted_keys(table)
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
     """A TOML file's tables, or a :class:`ConfigError` naming the file and what is wrong with it."""
     path = Path(path)

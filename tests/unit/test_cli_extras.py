@@ -54,7 +54,8 @@ CORE = [
     Probe("triggers listen, a usage error", EXTRAS, ("triggers", "listen", "--exec", "true")),
     Probe("the producer helper", EXTRAS, code=(
         "from streams.client.producer import PredictionLogger\n"
-        "logger = PredictionLogger('127.0.0.1:9', prometheus=True)\n"
+        "from streams.core.config import read_kafka_settings\n"
+        "logger = PredictionLogger(read_kafka_settings('ok.toml'), prometheus=True)\n"
         "assert logger.log_prediction('m', features={'x': 1.0}, prediction=1, score=0.5)\n"
         "logger.close(timeout=0)  # no broker there: the event is counted as unflushed\n"
         "assert logger.dropped['unflushed'] == 1\n"
