@@ -3,20 +3,21 @@
 #   docker run --rm driftline --help
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
-# confluent-kafka, numpy, scipy, msgspec ship manylinux wheels: no compiler needed
+# confluent-kafka, numpy, scipy, msgspec ship manylinux wheels: no compiler needed.
+# driftline[all]: every command (run with either engine, simulate, backtest with its report).
 COPY pyproject.toml README.md ./
 COPY streams ./streams
 COPY detectors ./detectors
 COPY retrain_trigger ./retrain_trigger
 RUN python -m pip install --no-cache-dir --upgrade pip \
- && python -m pip wheel --no-cache-dir --wheel-dir /wheels .
+ && python -m pip wheel --no-cache-dir --wheel-dir /wheels '.[all]'
 
 FROM python:3.11-slim-bookworm
 LABEL org.opencontainers.image.title="driftline" \
       org.opencontainers.image.description="Streaming ML monitoring on Kafka: accuracy, drift, Prometheus metrics, retrain triggers" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /wheels /wheels
-RUN python -m pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+RUN python -m pip install --no-cache-dir --no-index --find-links /wheels 'driftline[all]' && rm -rf /wheels \
  && useradd --system --uid 10001 --no-create-home driftline
 COPY driftline.example.toml /etc/driftline/driftline.example.toml
 USER driftline

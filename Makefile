@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test test-unit bench kafka-up kafka-down clean prometheus promtool-check chromium
 
+## install: .venv with the test extra, which includes every other (driftline[all]: service, faust,
+## report, sim): what make demo and make test run
 $(STAMP): pyproject.toml
 	@command -v java >/dev/null || { echo "installing Java 17 (Kafka needs it)"; apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless; }
 	@command -v mvn >/dev/null || { echo "installing Maven (fetches Kafka's jars)"; apt-get update -qq && apt-get install -y -qq maven; }

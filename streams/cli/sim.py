@@ -1,4 +1,8 @@
-"""``driftline simulate`` and ``driftline backtest`` (registered by streams/cli/main.py)."""
+"""``driftline simulate`` and ``driftline backtest`` (registered by streams/cli/main.py).
+
+simulate needs the sim extra (river), backtest the service extra and, for report.html, the
+report extra (matplotlib): each is imported when its command runs.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from streams.cli.main import EXIT_INVALID_INPUT, Interrupted, UsageError, say
+from streams.cli.common import (EXIT_INVALID_INPUT, EXIT_RUNTIME, Interrupted, UsageError, kafka_reason, load_config,
+                                 require, say)
 
 DEFAULT_MODELS = [
     "id=loans,generator=agrawal,learner=hoeffding,drift=abrupt",
@@ -130,7 +135,7 @@ def _output_dir(path: str, option: str = "--out") -> Path:
 
 def _start_ms(value: str | None) -> int:
     from streams.core.codecs import parse_timestamp
-    from streams.tools.simulate import DEFAULT_START_MS, ScenarioError
+    from streams.tools.simulate import DEFAULT_START_MS
 
     if value is None:
         return DEFAULT_START_MS
@@ -139,7 +144,7 @@ def _start_ms(value: str | None) -> int:
     try:
         return parse_timestamp(int(value) if value.isdigit() else value, "--start")
     except ValueError as exc:
-        raise ScenarioError(str(exc)) from None
+        raise UsageError(str(exc)) from None
 
 
 def _check_topics(kafka: dict, config, predictions: str, labels: str) -> str | None:
@@ -153,23 +158,17 @@ def _check_topics(kafka: dict, config, predictions: str, labels: str) -> str | N
         try:
             ensure_topics(msgspec_replace(config, kafka))
         except (KafkaException, RuntimeError) as exc:
-            return f"cannot create the topics on {kafka['bootstrap.servers']}: {_reason(exc)}"
+            return f"cannot create the topics on {kafka['bootstrap.servers']}: {kafka_reason(exc)}"
         return None
     try:
         existing = list_topics(dict(kafka))[1].topics
     except KafkaException as exc:
-        return f"Kafka at {kafka['bootstrap.servers']} does not answer: {_reason(exc)}"
+        return f"Kafka at {kafka['bootstrap.servers']} does not answer: {kafka_reason(exc)}"
     missing = [t for t in (predictions, labels) if t not in existing]
     if missing:
         return (f"topic(s) {', '.join(missing)} do not exist on {kafka['bootstrap.servers']}; start `driftline run` "
                 "first (it creates its topics), pass --config to create them, or create them yourself")
     return None
-
-
-def _reason(exc: Exception) -> str:
-    """librdkafka's words for a KafkaException (its repr is KafkaError{code=…,val=…,str="…"})."""
-    err = exc.args[0] if exc.args else exc
-    return err.str() if hasattr(err, "str") else str(err)
 
 
 def msgspec_replace(config, kafka: dict):
@@ -179,9 +178,18 @@ def msgspec_replace(config, kafka: dict):
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from streams.core.config import load_config
-    from streams.tools.simulate import (FileSink, KafkaSink, ScenarioError, Simulation, SimulationInterrupted, check_simulation,
-                           parse_model_spec, run)
+    require("river")  # the sim extra (the models are river's; it brings the service extra too)
+    from streams.tools.simulate import ScenarioError
+
+    try:
+        return _simulate_scenario(args)
+    except ScenarioError as exc:  # a scenario that cannot be simulated: the command line's fault
+        raise UsageError(str(exc)) from None
+
+
+def _simulate_scenario(args: argparse.Namespace) -> int:
+    from streams.tools.simulate import (FileSink, KafkaSink, ScenarioError, Simulation, SimulationInterrupted,
+                                        check_simulation, parse_model_spec, run)
 
     models = [parse_model_spec(spec) for spec in (args.model or DEFAULT_MODELS)]
     events = args.events if args.events is not None else (None if args.duration else 10_000)
@@ -218,7 +226,7 @@ def _simulate(args: argparse.Namespace) -> int:
             raise UsageError(f"simulate: {problem}")
         if problem:  # the broker: a runtime failure
             print(f"driftline: simulate: {problem}", file=sys.stderr)
-            return 1
+            return EXIT_RUNTIME
         sinks.append(KafkaSink(kafka, predictions, labels))
     try:
         summary = run(sim, sinks, rate=args.rate, duration=args.duration, progress=not args.no_progress)
@@ -239,7 +247,7 @@ def _simulate(args: argparse.Namespace) -> int:
         if dropped:
             print(f"driftline: simulate: {dropped} messages could not be delivered: {dict(sinks[0].logger.dropped)}",
                   file=sys.stderr)
-            return 1
+            return EXIT_RUNTIME
     return 0
 
 
@@ -272,8 +280,9 @@ def _backtest(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as exc:
             raise UsageError(f"backtest: --scenario {args.scenario}: not a JSON file: {exc}") from None
     out = _output_dir(args.out)
+    if not args.no_report:
+        require("matplotlib")  # the report extra (with the service extra): known now, not after the replay
     from streams.tools.backtest import OUTPUTS, BacktestError, run_backtest
-    from streams.core.config import load_config
 
     written: list[Path] = []
     try:

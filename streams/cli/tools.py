@@ -29,13 +29,15 @@ from typing import Any
 
 import msgspec
 
+from streams.cli.common import EXIT_RUNTIME, EXIT_USAGE, librdkafka_problem, load_config
+
 __all__ = ["register", "read_status", "parse_status", "build_reference", "scaffold_config"]
 
 
 class ToolError(Exception):
     """A problem the user can fix; ``str()`` is the line printed, ``code`` the exit code."""
 
-    def __init__(self, message: str, code: int = 2):
+    def __init__(self, message: str, code: int = EXIT_USAGE):
         super().__init__(message)
         self.code = code
 
@@ -104,7 +106,7 @@ def read_status(url: str, timeout: float = 5.0) -> str:
             return response.read().decode("utf-8", "replace")
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise ToolError(f"{url}: no metrics ({reason}); is `driftline run` serving there?", 1) from None
+        raise ToolError(f"{url}: no metrics ({reason}); is `driftline run` serving there?", EXIT_RUNTIME) from None
 
 
 _OPS = {"<": float.__lt__, "<=": float.__le__, ">": float.__gt__, ">=": float.__ge__}
@@ -302,8 +304,6 @@ def _status(args: argparse.Namespace) -> int:
         ops = None
         address = args.url or "127.0.0.1:9464"
         if args.config:
-            from streams.core.config import load_config
-
             config = load_config(args.config)
             address, ops = args.url or config.metrics.address, _rule_ops(config)
         url = metrics_url(address)
@@ -387,8 +387,6 @@ def build_reference(config, model_id: str | None, predictions: str | Path, size:
 
 def _reference(args: argparse.Namespace) -> int:
     def work() -> int:
-        from streams.core.config import load_config
-
         config = load_config(args.config)
         reference, info = build_reference(config, args.model, args.predictions, args.size, args.last,
                                           _time(args.since, "--since"), _time(args.until, "--until"))
@@ -582,9 +580,9 @@ def _init(args: argparse.Namespace) -> int:
         text = scaffold_config(sample, Path(args.events).name, bootstrap)
         where = args.out or "<init>"
         try:  # what check-config would say, before anything is written
-            parse_config(tomllib.loads(text), where)
+            parse_config(tomllib.loads(text), where, kafka_check=librdkafka_problem)
         except (ConfigError, tomllib.TOMLDecodeError) as exc:
-            raise ToolError(f"the scaffolded config does not check ({exc}); please report it", 1) from None
+            raise ToolError(f"the scaffolded config does not check ({exc}); please report it", EXIT_RUNTIME) from None
         if args.out is None:
             sys.stdout.write(text)
         else:

@@ -1,7 +1,8 @@
 """``driftline triggers listen|tail``: act on or watch the retrain-trigger topic.
 
 ``register(subparsers)`` adds the ``triggers`` command to the main CLI (streams/cli/main.py);
-``python -m streams.cli.triggers ...`` runs the same commands without it.
+``python -m streams.cli.triggers ...`` runs the same commands without it. Both work with the
+core install (a retraining job's listener needs no extra).
 """
 from __future__ import annotations
 
@@ -15,13 +16,8 @@ from typing import Any
 
 from retrain_trigger import listener
 
-from streams.core.config import ConfigError, dotted_keys, read_toml
-
-EXIT_USAGE = 2
-
-
-class UsageError(ValueError):
-    """A problem with the command line or the config file; printed as one line."""
+from streams.cli.common import EXIT_RUNTIME, EXIT_USAGE, UsageError, new_parser, run
+from streams.core.config import ConfigError, read_kafka_settings, read_toml
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -97,10 +93,10 @@ def kafka_settings(args: argparse.Namespace) -> dict[str, Any]:
     """librdkafka settings: the config file's [kafka] table, then --bootstrap-servers."""
     settings: dict[str, Any] = {}
     if args.config:
-        table = _read_config(Path(args.config)).get("kafka", {})
-        if not isinstance(table, dict):
-            raise UsageError(f"{args.config}: kafka: expected a table of librdkafka settings")
-        settings.update(dotted_keys(table))
+        try:
+            settings.update(read_kafka_settings(args.config))
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
     if args.bootstrap_servers:
         settings["bootstrap.servers"] = args.bootstrap_servers
     if "bootstrap.servers" not in settings:
@@ -159,7 +155,7 @@ def run_listen(args: argparse.Namespace) -> int:
         listen.run(_stop_on_signals())
     except listener.ListenerError as exc:
         print(f"driftline: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_RUNTIME
     return 0
 
 
@@ -180,10 +176,10 @@ def _usage_error(exc: Exception) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry point: ``python -m streams.cli.triggers listen|tail ...`` is
-    ``driftline triggers listen|tail ...`` (same parser, same error handling)."""
-    from streams.cli.main import main as driftline_main
-
-    return driftline_main(["triggers", *(argv if argv is not None else sys.argv[1:])])
+    ``driftline triggers listen|tail ...`` (same options, same error handling)."""
+    parser, sub = new_parser(description="Act on or watch the retrain-trigger topic.")
+    register(sub)
+    return run(parser, ["triggers", *(argv if argv is not None else sys.argv[1:])])
 
 
 if __name__ == "__main__":

@@ -3,11 +3,13 @@
 ``load_config(path)`` parses and validates it; any problem raises :class:`ConfigError` whose
 message names the file, the key path and what is wrong (the CLI prints it and exits 2).
 See ``driftline.example.toml`` for every key with a comment.
+
+The schema and the checks that need nothing else are here; the checks that need the detectors
+(kinds, parameters, the statistics rules may name) are in :mod:`streams.core.checks`, and the
+Kafka client's check of the ``[kafka]`` settings is passed in by the CLI (``kafka_check``).
 """
 from __future__ import annotations
 
-import fnmatch
-import logging
 import re
 import tomllib
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any, Callable, Literal
 
 import msgspec
 
+from detectors import kinds
 from retrain_trigger.rules import RuleError, load_rules
 
 
@@ -102,9 +105,9 @@ class Drift(msgspec.Struct, forbid_unknown_fields=True):
     """Data drift: each feature's recent window against a reference, from every prediction."""
 
     #: detectors for each numeric feature, each categorical feature, and the score/prediction
-    numeric: list[str] = msgspec.field(default_factory=lambda: ["psi", "ks"])
-    categorical: list[str] = msgspec.field(default_factory=lambda: ["chi2"])
-    prediction: list[str] = msgspec.field(default_factory=lambda: ["psi"])
+    numeric: list[str] = msgspec.field(default_factory=lambda: [kinds.PSI, kinds.KS])
+    categorical: list[str] = msgspec.field(default_factory=lambda: [kinds.CHI2])
+    prediction: list[str] = msgspec.field(default_factory=lambda: [kinds.PSI])
     #: the first N values of each feature are its reference, unless reference_file gives one
     reference_size: int = 1000
     #: JSON object feature -> list of values (key "prediction" for the score); relative to the config
@@ -205,8 +208,23 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
         return model
 
 
-def load_config(path: str | Path) -> Config:
-    return parse_config(read_toml(path), str(path))
+#: The Kafka client's own check of the [kafka] settings: (key, problem) for a setting it refuses,
+#: else None. The core does not import the client; the CLI passes its check in.
+KafkaCheck = Callable[[dict[str, Any]], "tuple[str, str] | None"]
+
+
+def load_config(path: str | Path, kafka_check: KafkaCheck | None = None) -> Config:
+    return parse_config(read_toml(path), str(path), kafka_check)
+
+
+def read_kafka_settings(path: str | Path) -> dict[str, Any]:
+    """A config file's ``[kafka]`` table as librdkafka settings, the rest neither loaded nor
+    checked: what a model server hands :class:`streams.client.producer.PredictionLogger` (this
+    needs only the core install; :func:`load_config` checks the models with the service extra)."""
+    table = read_toml(path).get("kafka", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: kafka: expected a table of librdkafka settings")
+    return dotted_keys(table)
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -226,7 +244,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
-def parse_config(raw: dict[str, Any], source: str = "<memory>") -> Config:
+def parse_config(raw: dict[str, Any], source: str = "<memory>", kafka_check: KafkaCheck | None = None) -> Config:
     if "source" in raw:
         raise ConfigError(f"{source}: source: unknown key")
     if isinstance(raw.get("kafka"), dict):  # bootstrap.servers = … unquoted is a nested TOML table
@@ -236,7 +254,7 @@ def parse_config(raw: dict[str, Any], source: str = "<memory>") -> Config:
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {_readable(str(exc))}") from None
     config.source = source
-    _check(config)
+    _check(config, kafka_check)
     return config
 
 
@@ -259,17 +277,6 @@ def _readable(message: str) -> str:
     problem, where = match.groups()
     problem = problem.replace("Object contains unknown field", "unknown key")
     return f"{where or '(top level)'}: {problem[0].lower()}{problem[1:]}"
-
-
-def validate_statistics(model: Model, source: str) -> dict[str, bool]:
-    """Build the model's detectors once, so a bad kind or parameter fails at load time; returns
-    the names of the statistics they compute, each with whether it can fire (a change detector,
-    or a drift statistic with a threshold)."""
-    from streams.core.statistics import ModelStatistics
-
-    statistics = ModelStatistics(model, source)
-    firing = set(statistics.firing_statistics())
-    return {name: name in firing for name in statistics.statistic_names()}
 
 
 def _check_drift(model: Model, where: str, fail: Callable[[str, str], None]) -> None:
@@ -295,7 +302,7 @@ def _check_drift(model: Model, where: str, fail: Callable[[str, str], None]) -> 
         if not 0 < drift.test_alpha < 1:
             fail(f"{where}.drift.alpha", "must be in (0, 1)")
         if drift.test_correction != "none":
-            for test in ("ks", "chi2"):
+            for test in (kinds.KS, kinds.CHI2):  # the tests: alpha decides them
                 if "threshold" in drift.params.get(test, {}):
                     fail(f"{where}.drift.params.{test}.threshold", f"tests alarm at drift.alpha after the "
                          f"{drift.test_correction} correction; set drift.alpha, or drift.correction = "
@@ -306,64 +313,7 @@ def _check_drift(model: Model, where: str, fail: Callable[[str, str], None]) -> 
                  f"watch them (the default is {getattr(Drift(), kind)!r})")
 
 
-def _check_condition(condition, computed: dict[str, bool], where: str, fail: Callable[[str, str], None],
-                     source: str) -> None:
-    """A rule condition that can never fire is refused; one that probably means something else warns."""
-    matched = [name for name in computed if fnmatch.fnmatchcase(name, condition.statistic)]
-    if not matched:
-        fail(f"{where}.statistic", f"{condition.statistic!r} is not computed for this model; it computes "
-             f"{', '.join(computed)} (add the metric, feature or detector first)")
-    if condition.is_fired and not any(computed[name] for name in matched):
-        fail(f"{where}.fired", f"{condition.statistic!r} never fires: only change detectors (detector.*) and drift "
-             "statistics with a threshold (feature.*, prediction.*) do; compare a metric with op and threshold")
-    if condition.at_least is not None and condition.at_least > len(matched):
-        fail(f"{where}.at_least", f"{condition.at_least} is more than the {len(matched)} statistics "
-             f"{condition.statistic!r} matches for this model, so it could never be reached")
-    kind = condition.statistic.rsplit(".", 1)[-1]
-    if not condition.is_fired and kind in ("ks", "chi2") and (
-            condition.op in ("<", "<=") or (kind == "chi2" and condition.threshold < 1)):
-        logging.getLogger("driftline.config").warning(
-            "%s: %s.threshold: %r compares the %s, not its p-value; for the test's decision "
-            "(calibrated to drift.false_alarm_every) write fired = true", source, where, condition.statistic,
-            "KS distance" if kind == "ks" else "chi-squared statistic")
-
-
-def _librdkafka_problem(settings: dict[str, Any]) -> tuple[str, str] | None:
-    """(key, problem) if librdkafka refuses a key of these settings (an unknown name, a bad
-    value): a client configuration is built offline, a producer with no broker address, which
-    never connects and accepts consumer-only keys. Only the refusals of single settings count:
-    the checks of the whole made when a client is created ("Failed to create producer: …", e.g.
-    SASL credentials or a build without GSSAPI) depend on the librdkafka build and are left to
-    the client the engine creates."""
-    from confluent_kafka import KafkaException, Producer
-
-    quiet = logging.getLogger("driftline.config.librdkafka")
-    quiet.propagate = False
-    if not quiet.handlers:
-        quiet.addHandler(logging.NullHandler())
-
-    def refusal(conf: dict[str, Any]) -> str | None:
-        try:
-            Producer({**conf, "logger": quiet})
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args else exc
-            message = error.str() if hasattr(error, "str") else str(error)
-            return None if message.startswith("Failed to create") else message
-        except (TypeError, ValueError) as exc:
-            return str(exc)
-        return None
-
-    others = {k: v for k, v in settings.items() if k != "bootstrap.servers"}
-    if refusal(others) is None:
-        return None
-    for key, value in others.items():
-        problem = refusal({key: value})
-        if problem is not None:
-            return f"kafka.{key}", f"librdkafka refuses it: {problem}"
-    return None
-
-
-def _check(config: Config) -> None:
+def _check(config: Config, kafka_check: KafkaCheck | None) -> None:
     src = config.source
 
     def fail(where: str, problem: str) -> None:
@@ -371,7 +321,7 @@ def _check(config: Config) -> None:
 
     if "bootstrap.servers" not in config.kafka:
         fail("kafka.bootstrap.servers", "missing; set it to the broker address, e.g. \"127.0.0.1:9092\"")
-    problem = _librdkafka_problem(config.kafka)
+    problem = kafka_check(config.kafka) if kafka_check else None
     if problem:
         fail(*problem)
     if config.topics.partitions < 1:
@@ -398,6 +348,11 @@ def _check(config: Config) -> None:
             fail(f"topics.{key}", f"{name!r} is topics.{topics[name]} as well; each topic has one role")
         topics[name] = key
     _check_metrics_files(config.metrics, fail, src)
+    # The checks that build the models' detectors (numpy, scipy) are imported here, not at the
+    # top: the trigger listener reads a config's [kafka] table with this module, in an install
+    # without the service's numerics.
+    from streams.core.checks import check_condition, computed_statistics
+
     seen: set[str] = set()
     for i, model in enumerate(config.models):
         where = f"models[{i}]"
@@ -428,7 +383,7 @@ def _check(config: Config) -> None:
         if model.estimation is not None:
             _check_estimation(model, where, fail)
         try:
-            computed = validate_statistics(model, config.source)
+            computed = computed_statistics(model, config.source)
         except ValueError as exc:
             fail(where, str(exc))
         if model.evaluate_every < 1:
@@ -443,7 +398,7 @@ def _check(config: Config) -> None:
             raise ConfigError(f"{src}: {exc}") from None
         for r, rule in enumerate(rules):
             for c, condition in enumerate(rule.conditions):
-                _check_condition(condition, computed, f"{where}.rules[{r}].conditions[{c}]", fail, src)
+                check_condition(condition, computed, f"{where}.rules[{r}].conditions[{c}]", fail, src)
 
 
 def _check_metrics_files(metrics: Metrics, fail, source: str) -> None:

@@ -20,30 +20,26 @@ performance metrics, and skipping the drift work there is most of the Monitor's 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import operator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
 from detectors.base import Result
-from detectors.calibration import judgement_level, reject
+from detectors.calibration import reject
 from detectors.estimation import CBPE, ESTIMATED_METRICS, Estimate
 from detectors.drift import add_columns, results as drift_results, statistics as drift_statistics
 from detectors.event_windows import HoppingWindow, TumblingWindow
-from detectors.registry import CLASSIFICATION_METRIC_KINDS, REGRESSION_METRIC_KINDS, SCORE_METRIC_KINDS, build, restore
+from detectors.kinds import TUMBLING
+from detectors.registry import SCORE_METRIC_KINDS, build, restore
 from retrain_trigger.policy import Observation
-from retrain_trigger.rules import DETECTOR_KINDS, DRIFT_KINDS
 
+from streams.core.checks import change_detectors, drift_detectors, metric_kinds, metric_params
 from streams.core.codecs import LARGEST_INT, FeatureRow
 from streams.core.config import Model
 
-CLASSIFICATION_METRICS = CLASSIFICATION_METRIC_KINDS
-REGRESSION_METRICS = REGRESSION_METRIC_KINDS
-SCORE_METRICS = SCORE_METRIC_KINDS
 
 
 
@@ -58,15 +54,13 @@ class ClosedPerformance:
 
 
 class ModelStatistics:
+    """A model's statistics, their detectors built by :mod:`streams.core.checks` (what the config
+    checks build too, so a config that loads builds here)."""
+
     def __init__(self, model: Model, source: str = "<memory>"):
         self.model = model
         self.regression = model.task == "regression"
-        self.metric_kinds = list(model.metrics) or (["mae"] if self.regression else ["accuracy"])
-        allowed = REGRESSION_METRICS if self.regression else CLASSIFICATION_METRICS
-        for i, kind in enumerate(self.metric_kinds):
-            if kind not in allowed:
-                raise ValueError(f"metrics[{i}]: {kind!r} is not a {model.task} metric; expected one of "
-                                 f"{', '.join(allowed)}")
+        self.metric_kinds = metric_kinds(model)
         self.event_time = model.window.kind != "count"
         self.metrics: dict[str, Any] = {}
         self.windows: dict[str, HoppingWindow] = {}
@@ -74,29 +68,12 @@ class ModelStatistics:
             if self.event_time:
                 self.windows[kind] = self._event_time_window(kind)
             else:
-                self.metrics[kind] = build(kind, self._metric_params(kind, model.window.size))
-        self.changes = {}
-        for i, spec in enumerate(model.detectors):
-            params = {k: v for k, v in spec.items() if k != "kind"}
-            kind = spec.get("kind")
-            if kind not in DETECTOR_KINDS:
-                raise ValueError(f"detectors[{i}].kind: {kind!r} is not a change detector")
-            try:
-                self.changes[kind] = build(kind, params)
-            except ValueError as exc:
-                raise ValueError(f"detectors[{i}]: {exc}") from None
-            if self.regression and self.changes[kind].unit_interval:
-                # a regression model's errors are absolute errors, not bits: the first one above 1
-                # would stop the engine at every restart
-                raise ValueError(f"detectors[{i}].kind: {kind!r} takes 0/1 errors (classification); for "
-                                 "a regression model use adwin, page_hinkley or kswin")
-        self.feature_drift: dict[tuple[str, str], Any] = {}
-        self.prediction_drift: dict[str, Any] = {}
+                self.metrics[kind] = build(kind, metric_params(model, model.window.size))
+        self.changes = change_detectors(model)
+        self.feature_drift, self.prediction_drift = drift_detectors(model, source)
         #: each drift detector's result since its last update (dropped at the next one): a
         #: result changes only with an update, and observations are often asked for in between
         self._drift_results: dict[Any, Result] = {}
-        if model.drift is not None:
-            self._build_drift(model, source)
         self.watched = sorted({feature for feature, _ in self.feature_drift})
         self._numeric_features = frozenset(model.features.numeric)
         #: the last closed event-time window's results, by metric (event-time mode)
@@ -118,52 +95,14 @@ class ModelStatistics:
         self.estimator: CBPE | None = self._build_estimation(model)
 
     # -- construction ---------------------------------------------------------------------
-    def _metric_params(self, kind: str, window: int) -> dict[str, Any]:
-        params: dict[str, Any] = {"window": window}
-        if not self.regression:
-            params["positive"] = self.model.positive
-            if self.model.classes:
-                params["classes"] = list(self.model.classes)
-        return params
-
     def _event_time_window(self, kind: str) -> HoppingWindow:
         w = self.model.window
-        params = self._metric_params(kind, 1 << 30)  # an event-time window holds all its pairs
+        params = metric_params(self.model, 1 << 30)  # an event-time window holds all its pairs
         size, grace = w.size_seconds * 1000, w.grace_seconds * 1000
-        if w.kind == "tumbling":
+        if w.kind == TUMBLING:
             return TumblingWindow(size=size, grace=grace, kind=kind, params=params)
         return HoppingWindow(size=size, step=(w.hop_seconds or w.size_seconds) * 1000, grace=grace, kind=kind,
                              params=params)
-
-    def _build_drift(self, model: Model, source: str) -> None:
-        drift = model.drift
-        references = _load_references(Path(source).parent / drift.reference_file) if drift.reference_file else {}
-        common = {"window": drift.window, "reference_size": drift.reference_size}
-        statistics = drift_statistic_count(model)
-        if drift.budgeted and statistics:
-            common["level"] = judgement_level(drift.false_alarm_every, model.evaluate_every, statistics)
-
-        def make(kind: str, where: str, categorical: bool, reference) -> Any:
-            if kind not in DRIFT_KINDS:
-                raise ValueError(f"drift.{where}: {kind!r} is not a drift statistic; expected one of "
-                                 f"{', '.join(DRIFT_KINDS)}")
-            params = {**common, **drift.params.get(kind, {}), "categorical": categorical}
-            if reference is not None:
-                params["reference"] = reference
-            try:
-                return build(kind, params)
-            except ValueError as exc:
-                raise ValueError(f"drift.{where}: {exc}") from None
-
-        for feature in model.features.numeric:
-            for kind in drift.numeric:
-                self.feature_drift[feature, kind] = make(kind, "numeric", False, references.get(feature))
-        for feature in model.features.categorical:
-            for kind in drift.categorical:
-                self.feature_drift[feature, kind] = make(kind, "categorical", True, references.get(feature))
-        categorical_prediction = model.task == "multiclass"
-        for kind in drift.prediction:
-            self.prediction_drift[kind] = make(kind, "prediction", categorical_prediction, references.get("prediction"))
 
     def _build_estimation(self, model: Model) -> CBPE | None:
         estimation = model.estimation
@@ -193,10 +132,10 @@ class ModelStatistics:
             self._queued_errors.append(self._errors(truth, predicted))
         if not self.event_time:
             for kind, metric in self.metrics.items():
-                metric.update_many(truth, predicted, score_array if kind in SCORE_METRICS else None)
+                metric.update_many(truth, predicted, score_array if kind in SCORE_METRIC_KINDS else None)
             return []
         closed_by_kind = {kind: window.update_many(np.asarray(times_ms, dtype=np.float64), truth, predicted,
-                                                   score_array if kind in SCORE_METRICS else None)
+                                                   score_array if kind in SCORE_METRIC_KINDS else None)
                           for kind, window in self.windows.items()}
         closed = []
         for per_window in zip(*closed_by_kind.values()):
@@ -357,16 +296,6 @@ class ModelStatistics:
         out.update((f"estimated.{metric}", (e.value, e.n)) for metric, e in self.estimated().items())
         return out
 
-    def firing_statistics(self) -> list[str]:
-        """The statistics whose observation can fire: change detectors, and drift detectors with
-        a threshold or a false-alarm level."""
-        names = [f"detector.{kind}" for kind in self.changes]
-        names += [f"feature.{feature}.{kind}" for (feature, kind), d in self.feature_drift.items()
-                  if d.threshold is not None or d.level is not None]
-        names += [f"prediction.{kind}" for kind, d in self.prediction_drift.items()
-                  if d.threshold is not None or d.level is not None]
-        return names
-
     def statistic_names(self) -> list[str]:
         """Every statistic :meth:`observations` holds (what a rule may name)."""
         return [*self.metric_kinds, *self._groups, *self._estimated_groups()]
@@ -438,7 +367,7 @@ class ModelStatistics:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.metrics = {kind: restore(s) for kind, s in state["metrics"].items()}
-        window_class = TumblingWindow if self.model.window.kind == "tumbling" else HoppingWindow
+        window_class = TumblingWindow if self.model.window.kind == TUMBLING else HoppingWindow
         self.windows = {kind: window_class.from_state(s) for kind, s in state["windows"].items()}
         self.changes = {kind: restore(s) for kind, s in state["changes"].items()}
         self.feature_drift = {(feature, kind): restore(s) for feature, kind, s in state["feature_drift"]}
@@ -577,22 +506,3 @@ def _observation(result: Result, detector: str | None = None, fired: bool | None
 def _result_state(result: Result) -> dict[str, Any]:
     return {"statistic": result.statistic, "threshold": result.threshold, "p_value": result.p_value,
             "n": result.n, "fired": result.fired}
-
-
-def drift_statistic_count(model: Model) -> int:
-    """How many drift statistics the model computes (what its false-alarm budget is split over)."""
-    drift = model.drift
-    if drift is None:
-        return 0
-    return (len(model.features.numeric) * len(drift.numeric) + len(model.features.categorical) * len(drift.categorical)
-            + len(drift.prediction))
-
-
-def _load_references(path: Path) -> dict[str, list]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"drift.reference_file: cannot read {path}: {exc}") from None
-    if not isinstance(data, dict) or not all(isinstance(v, list) and v for v in data.values()):
-        raise ValueError(f"drift.reference_file: {path} must be a JSON object of feature -> non-empty list")
-    return data

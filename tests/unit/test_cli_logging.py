@@ -2,7 +2,7 @@
 import json
 import logging
 
-from streams.cli.main import _Formatter
+from streams.cli.common import Formatter
 
 
 def record(**extra) -> logging.LogRecord:
@@ -12,11 +12,11 @@ def record(**extra) -> logging.LogRecord:
 
 
 def test_json_lines_carry_model_and_partition():
-    line = json.loads(_Formatter(as_json=True).format(record(model="churn", partition=2)))
+    line = json.loads(Formatter(as_json=True).format(record(model="churn", partition=2)))
     assert line["message"] == "trigger churn:floor:000001" and line["level"] == "INFO"
     assert line["logger"] == "driftline.engine" and line["model"] == "churn" and line["partition"] == 2
 
 
 def test_text_lines_append_the_fields():
-    assert _Formatter(as_json=False).format(record(partition=1)).endswith(
+    assert Formatter(as_json=False).format(record(partition=1)).endswith(
         "INFO driftline.engine: trigger churn:floor:000001 partition=1")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.core.config import ConfigError, load_config, parse_config
+from streams.core.config import ConfigError, load_config, parse_config, read_kafka_settings
 
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL = {"kafka": {"bootstrap.servers": "127.0.0.1:9092"}, "models": [{"id": "m"}]}
@@ -60,6 +60,17 @@ def test_bad_config_names_file_and_key(raw, message):
     text = str(info.value)
     assert text.startswith("x.toml: ")
     assert message in text, text
+
+
+def test_the_kafka_settings_of_a_config_alone(tmp_path):
+    """What a model server reads for its PredictionLogger: the [kafka] table, the models unchecked."""
+    path = tmp_path / "driftline.toml"
+    path.write_text('[kafka]\nbootstrap.servers = "b:1"\nsasl.username = "me"\n[[models]]\nid = "m"\n'
+                    'metrics = ["no such metric"]\n')
+    assert read_kafka_settings(path) == {"bootstrap.servers": "b:1", "sasl.username": "me"}
+    path.write_text('kafka = "b:1"\n')
+    with pytest.raises(ConfigError, match=r"driftline.toml: kafka: expected a table of librdkafka settings"):
+        read_kafka_settings(path)
 
 
 def test_missing_file_and_bad_toml(tmp_path):
