@@ -20,12 +20,14 @@ rate, never the length of the stream.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import logging
 import operator
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from types import MappingProxyType
+from typing import Any, Iterable, Iterator, Mapping
 
 import msgspec
 import numpy as np
@@ -58,7 +60,7 @@ class Source(msgspec.Struct, gc=False):
 
 @dataclass
 class ModelCounters:
-    """What happened since the exporter last looked (it resets them)."""
+    """What happened since they were last taken (:meth:`Monitor.drain_counters`)."""
 
     predictions: int = 0
     #: predictions by segment ("k=v,k=v", or "none")
@@ -76,6 +78,12 @@ class ModelCounters:
     change_detections: dict[str, int] = field(default_factory=dict)
     #: (rule, reason) -> breaches the policy held back (cooldown, min_samples)
     suppressed: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def take(self) -> "ModelCounters":
+        """These counts, handed over; this object starts again from zero."""
+        taken = dataclasses.replace(self)  # takes the lists and dicts along
+        self.__init__()
+        return taken
 
 
 @dataclass
@@ -617,25 +625,72 @@ def _drop_older(entries: dict[str, Any], horizon: int) -> list[tuple[str, Any]]:
     return dropped
 
 
-class Monitor:
-    """Every model of one input partition. ``process`` one batch, get the triggers back."""
+class ModelRegistry:
+    """The models a process monitors: the configured ones, and those added with the defaults for
+    an unconfigured ``model_id`` when ``engine.unknown_model = "register"`` (at most
+    ``engine.max_registered_models``). The config itself is never changed: the decoder, which
+    rejects the models not here, and the Monitors of every partition share one registry, so the
+    cap holds for the process and a model registered by one is known to all.
+    """
 
     def __init__(self, config: Config):
         self.config = config
-        self.models: dict[str, ModelMonitor] = {}
-        #: models touched since the engine last checkpointed them
-        self.dirty: set[str] = set()
-        #: models touched or restored since the exporter last looked (it clears them); the others'
-        #: metrics have not changed
-        self.unobserved: set[str] = set()
+        self._models: dict[str, Model] = {}
+        for model in config.models:
+            self._models.setdefault(model.id, model)
+        self._registered = 0
+
+    def get(self, model_id: str) -> Model | None:
+        """The model of ``model_id``, registering an unconfigured one if the config allows it."""
+        model = self._models.get(model_id)
+        engine = self.config.engine
+        if model is not None or engine.unknown_model != "register" or self._registered >= engine.max_registered_models:
+            return model
+        model = self._models[model_id] = Model(id=model_id, registered=True)
+        self._registered += 1
+        log.info("registered model %r with the default settings (engine.unknown_model = \"register\")", model_id,
+                 extra={"model": model_id})
+        return model
+
+    def __contains__(self, model_id: str) -> bool:
+        return model_id in self._models
+
+    def __iter__(self) -> Iterator[Model]:
+        """The configured models in config order, then the registered ones as they came."""
+        return iter(self._models.values())
+
+
+class Monitor:
+    """Every model of one input partition. ``process`` one batch, get the triggers back.
+
+    What the engines, the exporter and the backtest use: :meth:`process`, :meth:`drain_counters`
+    (what happened since the last drain), :meth:`dirty_states` (the checkpoint of the models
+    touched since the last one), :meth:`state` and :meth:`restore`, and :attr:`models` to read a
+    model's statistics.
+    """
+
+    def __init__(self, config: Config, models: ModelRegistry | None = None):
+        self.config = config
+        self.registry = models if models is not None else ModelRegistry(config)
+        self._models: dict[str, ModelMonitor] = {}
+        #: models touched since the last dirty_states()
+        self._dirty: set[str] = set()
+        #: models touched or restored since the last drain_counters(); the others' metrics have not changed
+        self._unobserved: set[str] = set()
+
+    @property
+    def models(self) -> Mapping[str, ModelMonitor]:
+        """Each model's monitor, by id (read only: the Monitor adds them)."""
+        return MappingProxyType(self._models)
 
     def model(self, model_id: str) -> ModelMonitor | None:
-        monitor = self.models.get(model_id)
+        """The model's monitor, made on first use (None for a model the registry does not have or add)."""
+        monitor = self._models.get(model_id)
         if monitor is None:
-            model = self.config.model_or_register(model_id)  # a registered model's state survives a restart
+            model = self.registry.get(model_id)  # a registered model's state survives a restart
             if model is None:
                 return None
-            monitor = self.models[model_id] = ModelMonitor(model, self.config.source)
+            monitor = self._models[model_id] = ModelMonitor(model, self.config.source)
         return monitor
 
     def process(self, events: Iterable[tuple[Prediction | Label, Source]]) -> list[TriggerEvent]:
@@ -651,34 +706,49 @@ class Monitor:
         # Models are independent: each gets its own events in order, first seen first.
         touched: dict[str, ModelMonitor] = {}
         for model_id, model_events in by_model.items():
-            monitor = self.models.get(model_id) or self.model(model_id)
+            monitor = self._models.get(model_id) or self.model(model_id)
             if monitor is not None:
                 touched[model_id] = monitor
                 monitor.on_events(model_events)
         triggers: list[TriggerEvent] = []
         for monitor in touched.values():
             triggers.extend(monitor.flush())
-        self.dirty.update(touched)
-        self.unobserved.update(touched)
+        self._dirty.update(touched)
+        self._unobserved.update(touched)
         return triggers
 
+    def drain_counters(self) -> list[tuple[str, ModelCounters, ModelMonitor]]:
+        """``(model id, its counters since the last drain, its monitor)`` of each model touched or
+        restored since the last drain, by id; their counters start again from zero."""
+        drained = [(model_id, self._models[model_id].counters.take(), self._models[model_id])
+                   for model_id in sorted(self._unobserved)]
+        self._unobserved.clear()
+        return drained
+
+    def dirty_states(self) -> dict[str, dict[str, Any]]:
+        """The state of each model touched since the last call, by id: what a checkpoint that
+        keeps each model's latest state (a changelog) must write; idle models are left out."""
+        states = {model_id: self._models[model_id].state() for model_id in sorted(self._dirty)}
+        self._dirty.clear()
+        return states
+
     def state(self) -> dict[str, Any]:
-        return {model_id: m.state() for model_id, m in self.models.items()}
+        return {model_id: m.state() for model_id, m in self._models.items()}
 
     def restore(self, state: dict[str, Any]) -> None:
         for model_id, model_state in state.items():
             monitor = self.model(model_id)
             if monitor is not None:
                 monitor.restore(model_state)
-                self.unobserved.add(model_id)
+                self._unobserved.add(model_id)
 
 
 class InputDecoder:
     """Decodes one input message and checks its model, for every engine and the backtest.
 
-    Raises :class:`InvalidEvent` (the engines send it to the dead-letter topic). An unconfigured
-    ``model_id`` is ``unknown_model`` unless ``engine.unknown_model = "register"`` adds it (see
-    :meth:`Config.model_or_register`); known ids are a set lookup, not ``Config.model``'s scan.
+    Raises :class:`InvalidEvent` (the engines send it to the dead-letter topic). A ``model_id``
+    that ``models`` (a :class:`ModelRegistry`, shared with the Monitors) does not have or add is
+    ``unknown_model``; known ids are a set lookup.
 
     >>> from streams.core.config import parse_config
     >>> decode = InputDecoder(parse_config({"kafka": {"bootstrap.servers": "127.0.0.1:9092"}, "models": [{"id": "churn"}]}))
@@ -690,11 +760,12 @@ class InputDecoder:
     streams.core.codecs.InvalidEvent: unknown_model: model_id 'fraud' is not in the config
     """
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, models: ModelRegistry | None = None):
         self.config = config
+        self.models = models if models is not None else ModelRegistry(config)
         self.predictions_topic = config.topics.predictions
         self.max_bytes = config.engine.max_message_bytes
-        self.known = {m.id for m in config.models}
+        self.known = {m.id for m in self.models}
         # Batches decode each prediction's features into a struct of the features the config
         # watches (see decode_many), and of those the events carry besides (_learn_features);
         # a feature a model reads as categories, or none reads, may hold any scalar.
@@ -771,13 +842,9 @@ class InputDecoder:
         return events
 
     def _unknown(self, model_id: str) -> None:
-        model = self.config.model_or_register(model_id)
-        if model is None:
+        if self.models.get(model_id) is None:
             engine = self.config.engine
             full = (f"; the {engine.max_registered_models} allowed by engine.max_registered_models are "
                     "registered already" if engine.unknown_model == "register" else "")
             raise InvalidEvent("unknown_model", f"model_id {model_id!r} is not in the config{full}")
-        if model.registered and model_id not in self.known:
-            log.info("registered model %r with the default settings (engine.unknown_model = \"register\")", model_id,
-                     extra={"model": model_id})
         self.known.add(model_id)

@@ -461,12 +461,11 @@ class Engine:
         """Write the state of each model touched since the last commit (a changelog: idle models
         are not rewritten), keyed ``<group>:<partition>:<model>`` on the compacted state topic."""
         sizes = self.state_sizes.setdefault(partition, {})
-        for model_id in sorted(monitor.dirty):
-            payload = msgspec.json.encode(monitor.models[model_id].state())
+        for model_id, state in monitor.dirty_states().items():
+            payload = msgspec.json.encode(state)
             self.producer.produce(self.topics.state, payload, key=self._state_prefix(partition) + model_id.encode(),
                                   partition=partition)
             sizes[model_id] = len(payload)
-        monitor.dirty.clear()
         self.exporter.checkpoint_bytes.labels(str(partition)).set(sum(sizes.values()))
 
     def _state_prefix(self, partition: int) -> bytes:

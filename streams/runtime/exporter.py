@@ -216,12 +216,10 @@ class Exporter:
                         self.threshold.labels(model.id, rule.name, cond.statistic).set(cond.threshold)
 
     def observe(self, monitor: "Monitor") -> None:
-        """Fold a Monitor's counters since the last call into the metrics, and set the gauges of
-        the models it touched or restored since then (the others' have not changed)."""
+        """Fold the counters a Monitor drains into the metrics, and set the gauges of the models
+        it touched or restored since its last drain (the others' have not changed)."""
         e = self
-        for model_id in sorted(monitor.unobserved):
-            m = monitor.models[model_id]
-            c = m.counters
+        for model_id, c, m in monitor.drain_counters():
             for segment, count in c.segments.items():
                 e.predictions.labels(model_id, e.segment_label(model_id, segment)).inc(count)
             e.labels.labels(model_id).inc(c.labels)
@@ -236,11 +234,9 @@ class Exporter:
                 e.change_detections.labels(model_id, kind).inc(count)
             for (rule, reason), count in c.suppressed.items():
                 e.suppressed.labels(model_id, rule, reason).inc(count)
-            m.counters = type(c)()
             self._observe_statistics(model_id, m)
             e.window_count.labels(model_id).set(m.stats.window_samples())
             e.pending.labels(model_id).set(len(m.pending))
-        monitor.unobserved.clear()
 
     def _observe_statistics(self, model_id: str, m) -> None:
         version = self.version_label(model_id, m.version)

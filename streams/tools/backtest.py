@@ -388,13 +388,14 @@ class Backtest:
 
     def _drain(self, at_ms: int) -> None:
         """Fold the Monitor's per-model counters into totals (as the exporter does) and sample stats."""
-        for model_id, m in self.monitor.models.items():
-            totals = self.result.totals.setdefault(model_id, Counter())
-            c = m.counters
+        totals = self.result.totals
+        for model_id in self.monitor.models:  # in the order the models came
+            totals.setdefault(model_id, Counter())
+        for model_id, c, _ in self.monitor.drain_counters():
             for name in _COUNTER_FIELDS:
-                totals[name] += getattr(c, name, 0)
-            m.counters = type(c)()
-            if self.record_timeline:
+                totals[model_id][name] += getattr(c, name, 0)
+        if self.record_timeline:
+            for model_id, m in self.monitor.models.items():
                 for name, (value, n) in m.stats.values().items():
                     if value is None or (isinstance(value, float) and not math.isfinite(value)):
                         continue
@@ -406,7 +407,7 @@ def diagnose(config: Config, monitor: Monitor, totals: dict[str, Counter]) -> di
     labels without a prediction (expired on the way, or still waiting), and the watched features
     of which no value was seen; a model of which no event was seen says so."""
     out: dict[str, dict[str, Any]] = {}
-    for model in config.models:
+    for model in monitor.registry:
         m = monitor.models.get(model.id)
         if m is None:
             out[model.id] = {"no_events": True}

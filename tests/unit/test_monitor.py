@@ -152,7 +152,8 @@ def test_unknown_models_go_to_the_dlq_unless_registered_and_registration_is_capp
     with pytest.raises(InvalidEvent) as info:
         decode("predictions", _line("c"))
     assert info.value.reason == "unknown_model" and "the 2 allowed by engine.max_registered_models" in info.value.detail
-    assert [(m.id, m.registered) for m in config.models] == [("m", False), ("a", True), ("b", True)]
+    assert [(m.id, m.registered) for m in decode.models] == [("m", False), ("a", True), ("b", True)]
+    assert [m.id for m in config.models] == ["m"]  # the registry adds them, the config stays as read
 
 
 def test_a_batch_of_messages_decodes_as_one_by_one_and_registers_models_in_message_order():
@@ -163,7 +164,9 @@ def test_a_batch_of_messages_decodes_as_one_by_one_and_registers_models_in_messa
                 ("predictions", b"not json"), ("labels", label.replace(b'"b"', b'"m"'))]
     one_by_one_config, batch_config = _registering(limit=1), _registering(limit=1)
 
-    def one(topic, data, decode=InputDecoder(one_by_one_config)):
+    one_by_one = InputDecoder(one_by_one_config)
+
+    def one(topic, data, decode=one_by_one):
         try:
             return decode(topic, data)
         except InvalidEvent as exc:
@@ -175,11 +178,13 @@ def test_a_batch_of_messages_decodes_as_one_by_one_and_registers_models_in_messa
         return ("label" if isinstance(event, Label) else "prediction"), event.model_id
 
     expected = [one(topic, data) for topic, data in messages]
-    batch = InputDecoder(batch_config).messages(messages)
+    batch_decoder = InputDecoder(batch_config)
+    batch = batch_decoder.messages(messages)
     assert list(map(outcome, batch)) == list(map(outcome, expected)) == \
         [("prediction", "m"), ("label", "b"), ("rejected", "unknown_model"), ("rejected", "invalid_json"),
          ("label", "m")]
-    assert [m.id for m in batch_config.models] == [m.id for m in one_by_one_config.models] == ["m", "b"]
+    assert [m.id for m in batch_decoder.models] == [m.id for m in one_by_one.models] == ["m", "b"]
+    assert [m.id for m in batch_config.models] == [m.id for m in one_by_one_config.models] == ["m"]
 
 
 def test_a_registered_model_is_monitored_with_the_defaults_and_its_state_survives_a_restart():
