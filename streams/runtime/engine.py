@@ -14,26 +14,27 @@ from __future__ import annotations
 
 import itertools
 import logging
-import operator
 import os
 import signal
 import socket
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
 
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from streams.runtime.align import LABELS, PREDICTIONS, Aligner, merge_key, rejected_key
-from streams.core.codecs import InvalidEvent, Label, Prediction, encode_trigger
+from retrain_trigger.events import TriggerEvent
+
+from streams.core.codecs import InvalidEvent, encode_trigger
 from streams.core.config import Config
+from streams.core.monitor import Monitor, Source
 from streams.runtime.admin import STATE_MAX_BYTES, ensure_topics
+from streams.runtime.align import LABELS, PREDICTIONS, Aligner, merge_key, rejected_key
 from streams.runtime.exporter import Exporter
-from streams.core.monitor import InputDecoder, Monitor, Source
+from streams.runtime.pipeline import Pipeline, dead_letter_headers
 
 log = logging.getLogger("driftline.engine")
 # librdkafka's own log lines (one per failed connection attempt) go here; the engine reports
@@ -97,18 +98,6 @@ class CallWatchdog:
                 os._exit(1)
 
 
-def dead_letter_headers(reason: str, detail: str, source: Source) -> list[tuple[str, bytes]]:
-    """DLQ messages keep the original key and bytes; what went wrong travels in headers."""
-    return [
-        ("driftline.reason", reason.encode()),
-        ("driftline.detail", detail.encode()),
-        ("driftline.topic", source.topic.encode()),
-        ("driftline.partition", str(source.partition).encode()),
-        ("driftline.offset", str(source.offset).encode()),
-        ("driftline.rejected_at_ms", str(int(time.time() * 1000)).encode()),
-    ]
-
-
 class Engine:
     def __init__(self, config: Config, exporter: Exporter | None = None, instance: str = "0"):
         self.config = config
@@ -160,7 +149,7 @@ class Engine:
         self.events_since_commit = 0
         self.last_commit = time.monotonic()
         self._prepared = False  # checkpoints and offsets are in the open transaction
-        self.decode = InputDecoder(config)
+        self.pipeline = Pipeline(config, outputs=self, metrics=self.exporter)
         self.roles = {self.topics.predictions: PREDICTIONS, self.topics.labels: LABELS}
         self.aligner = Aligner(config.engine.max_idle_ms / 1000)
         #: input partitions paused because their pair holds a full batch of their events unreleased
@@ -272,24 +261,21 @@ class Engine:
                 self._on_message_error(msg)
             else:
                 good.append(msg)
-        # Decoded a topic at a time (the same events and rejections as one by one), in message order.
-        decoded = self.decode.messages([(msg.topic(), msg.value() or b"") for msg in good])
+        topics, partitions = list(map(Message.topic, good)), list(map(Message.partition, good))
+        offsets = list(map(Message.offset, good))
+        items = self.pipeline.decode(topics, partitions, offsets, [msg.value() or b"" for msg in good], good)
         # A consumed batch holds runs of messages of one partition: each run is buffered at once.
-        topics, offsets = list(map(Message.topic, good)), list(map(Message.offset, good))
-        items = list(zip(decoded, good))
         start = 0
-        for (topic, partition), run in itertools.groupby(zip(topics, map(Message.partition, good))):
+        for (topic, partition), run in itertools.groupby(zip(topics, partitions)):
             end = start + len(list(run))
-            role, events = self.roles[topic], decoded[start:end]
+            role, run_items = self.roles[topic], items[start:end]
             try:  # merge_key(timestamp, role) of each, inlined
-                keys = [2 * event.timestamp + role for event in events]
+                keys = [2 * item[0].timestamp + role for item in run_items]
             except AttributeError:  # a rejected message among them
-                keys = [rejected_key(role) if type(event) is InvalidEvent else merge_key(event.timestamp, role)
-                        for event in events]
-            self.aligner.extend(partition, role, keys, offsets[start:end], items[start:end])
+                keys = [rejected_key(role) if type(item[0]) is InvalidEvent else merge_key(item[0].timestamp, role)
+                        for item in run_items]
+            self.aligner.extend(partition, role, keys, offsets[start:end], run_items)
             start = end
-        for topic, count in Counter(map(operator.methodcaller("topic"), good)).items():
-            self.exporter.consumed.labels(topic).inc(count)
         self.events_since_commit += len(messages)
 
     def release(self) -> None:
@@ -307,24 +293,18 @@ class Engine:
         self._flow_control()
 
     def _hand_over(self, partition: int, monitor: Monitor, items: list) -> None:
-        events: list[tuple[Prediction | Label, Source]] = []
-        for event, msg in items:
-            source = Source(msg.topic(), partition, msg.offset())
-            if type(event) is InvalidEvent:
-                self._dead_letter(msg, source, event)
-            else:
-                events.append((event, source))
-        if not events:
-            return
-        for trigger in monitor.process(events):
-            self.producer.produce(self.topics.triggers, encode_trigger(trigger), key=trigger.model_id)
-            self.exporter.triggers.labels(trigger.model_id, trigger.rule).inc()
-            log.info("trigger %s: %s=%s (threshold %s)", trigger.trigger_id, trigger.metric, trigger.value,
-                     trigger.threshold, extra={"model": trigger.model_id, "partition": partition})
-        self.exporter.observe(monitor)
+        self.pipeline.hand_over(monitor, items)
         if not self._first_batch_logged:
             self._first_batch_logged = True
             log.info("first events handed to the Monitor, %.2fs after start", time.monotonic() - self.started)
+
+    # -- the pipeline's outputs: in the open transaction ------------------------------------
+    def dead_letter(self, message: Message, source: Source, error: InvalidEvent) -> None:
+        self.producer.produce(self.topics.dlq, message.value(), key=message.key(),
+                              headers=dead_letter_headers(error.reason, error.detail, source))
+
+    def trigger(self, trigger: TriggerEvent) -> None:
+        self.producer.produce(self.topics.triggers, encode_trigger(trigger), key=trigger.model_id)
 
     def _lag(self, role: int, partition: int) -> int | None:
         """Records of that input partition on the broker and not consumed yet (None: not known).
@@ -389,11 +369,6 @@ class Engine:
             if offset >= 0:
                 offsets.append(TopicPartition(tp.topic, tp.partition, offset))
         return offsets
-
-    def _dead_letter(self, msg: Message, source: Source, exc: InvalidEvent) -> None:
-        self.producer.produce(self.topics.dlq, msg.value(), key=msg.key(),
-                              headers=dead_letter_headers(exc.reason, exc.detail, source))
-        self.exporter.invalid.labels(source.topic, exc.reason).inc()
 
     # -- transactions and state -----------------------------------------------------------
     def _commit_due(self) -> bool:
@@ -485,7 +460,7 @@ class Engine:
 
     def _read_checkpoint(self, partition: int) -> Monitor:
         """Read partition ``partition`` of the compacted state topic to its end; last value wins."""
-        monitor = Monitor(self.config)
+        monitor = self.pipeline.monitor()
         reader = Consumer({**self.config.kafka, "group.id": f"{self.config.engine.group_id}-restore",
                            "enable.auto.commit": False, "isolation.level": "read_committed"})
         try:

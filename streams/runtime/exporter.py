@@ -25,9 +25,13 @@ from prometheus_client.utils import floatToGoString
 
 from retrain_trigger.rules import load_rules
 
-from streams.core.config import Config, ConfigError, Metrics, read_password
+from streams.core.config import Config, ConfigError, read_password
+from streams.core.config import Metrics as MetricsSettings
+from streams.runtime.pipeline import Metrics
 
 if TYPE_CHECKING:
+    from retrain_trigger.events import TriggerEvent
+
     from streams.core.monitor import Monitor
 
 OTHER = "other"
@@ -118,7 +122,9 @@ class PValueGauge:
         yield family
 
 
-class Exporter:
+class Exporter(Metrics):
+    """Every metric family, and what the pipeline counts (:class:`~streams.runtime.pipeline.Metrics`)."""
+
     def __init__(self, config: Config, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         self.settings, self.source = config.metrics, config.source  # where and how serve() listens
@@ -214,6 +220,15 @@ class Exporter:
                 for cond in rule.conditions:
                     if cond.threshold is not None:
                         self.threshold.labels(model.id, rule.name, cond.statistic).set(cond.threshold)
+
+    def count_consumed(self, topic: str, count: int) -> None:
+        self.consumed.labels(topic).inc(count)
+
+    def count_rejected(self, topic: str, reason: str) -> None:
+        self.invalid.labels(topic, reason).inc()
+
+    def count_trigger(self, trigger: "TriggerEvent") -> None:
+        self.triggers.labels(trigger.model_id, trigger.rule).inc()
 
     def observe(self, monitor: "Monitor") -> None:
         """Fold the counters a Monitor drains into the metrics, and set the gauges of the models
@@ -314,7 +329,7 @@ class MetricsServer:
     #: seconds a connection may take for its TLS handshake and each read
     TIMEOUT = 10.0
 
-    def __init__(self, app, address: str, settings: Metrics, source: str):
+    def __init__(self, app, address: str, settings: MetricsSettings, source: str):
         host, port = address.rsplit(":", 1)
         self.tls = _tls_context(settings, source)
         if settings.basic_auth_username is not None:
@@ -343,7 +358,7 @@ class MetricsServer:
         self.httpd.server_close()
 
 
-def _tls_context(settings: Metrics, source: str) -> ssl.SSLContext | None:
+def _tls_context(settings: MetricsSettings, source: str) -> ssl.SSLContext | None:
     if settings.tls_cert_file is None:
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

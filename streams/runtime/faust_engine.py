@@ -41,12 +41,15 @@ import faust
 import msgspec
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from retrain_trigger.events import TriggerEvent
+
 from streams.core.codecs import InvalidEvent, encode_trigger
 from streams.core.config import Config, ConfigError
-from streams.runtime.engine import BrokerLost, dead_letter_headers
+from streams.core.monitor import Monitor, Source
 from streams.runtime.admin import STATE_MAX_BYTES, ensure_topics
+from streams.runtime.engine import BrokerLost
 from streams.runtime.exporter import Exporter
-from streams.core.monitor import InputDecoder, Monitor, Source
+from streams.runtime.pipeline import Pipeline, by_partition, dead_letter_headers
 
 log = logging.getLogger("driftline.faust")
 
@@ -126,8 +129,8 @@ class PartitionState:
         return msgspec.json.encode({"next_offsets": self.next_offsets, "monitor": self.monitor.state()})
 
     @classmethod
-    def decode(cls, config: Config, raw: bytes | None) -> "PartitionState":
-        state = cls(Monitor(config))
+    def decode(cls, pipeline: Pipeline, raw: bytes | None) -> "PartitionState":
+        state = cls(pipeline.monitor())
         if raw:
             data = msgspec.json.decode(raw)
             state.monitor.restore(data["monitor"])
@@ -210,8 +213,9 @@ def _gap(state: PartitionState, first_offsets: dict[str, int]) -> bool:
 class FaustEngine:
     def __init__(self, config: Config, exporter: Exporter, instance: str = "0"):
         self.config = config
-        self.decode = InputDecoder(config)
         self.exporter = exporter
+        self.pipeline = Pipeline(config, outputs=self, metrics=exporter)
+        self._sends: list[Any] = []  # the batch's sends to the triggers and dead-letter topics, not awaited yet
         self.topics = config.topics
         self.app_id = f"{config.engine.group_id}-faust"
         self.datadir = Path(tempfile.gettempdir()) / "driftline-faust" / f"{self.app_id}-{instance}"
@@ -281,11 +285,9 @@ class FaustEngine:
 
     async def process(self, events: list) -> None:
         await self._load_states(events)
-        per_partition: dict[int, list] = {}
         touched: dict[int, PartitionState] = {}
         skipped = rewound = 0
         late: dict[tuple[str, int], list[int]] = {}
-        pending: list[Any] = []
         last_offset: dict[tuple[str, int], int] = {}
         new = []  # the messages no state holds yet, in order
         for event in events:
@@ -311,17 +313,9 @@ class FaustEngine:
             state.next_offsets[msg.topic] = msg.offset + 1
             touched[msg.partition] = state
             last_offset[(msg.topic, msg.partition)] = msg.offset
-            self.exporter.consumed.labels(msg.topic).inc()
             new.append(msg)
-        # Decoded a topic at a time (the same events and rejections as one by one), in message order.
-        for msg, decoded in zip(new, self.decode.messages([(msg.topic, msg.value or b"") for msg in new])):
-            source = Source(msg.topic, msg.partition, msg.offset)
-            if type(decoded) is InvalidEvent:
-                pending.append(await self.dlq_topic.send(
-                    key=msg.key, value=msg.value, headers=dead_letter_headers(decoded.reason, decoded.detail, source)))
-                self.exporter.invalid.labels(msg.topic, decoded.reason).inc()
-                continue
-            per_partition.setdefault(msg.partition, []).append((decoded, source))
+        items = self.pipeline.decode([msg.topic for msg in new], [msg.partition for msg in new],
+                                     [msg.offset for msg in new], [msg.value or b"" for msg in new], new)
         if skipped:
             log.info("skipped %d replayed events the table state already covers", skipped)
         if rewound:
@@ -332,15 +326,11 @@ class FaustEngine:
             # sought back to (_past_gap).
             log.info("partition %d: %s offsets %d..%d delivered again after later ones (Faust's fetcher after a "
                      "seek)", partition, topic, min(offsets), max(offsets), extra={"partition": partition})
-        for partition, batch in per_partition.items():
-            monitor = touched[partition].monitor
-            for trigger in monitor.process(batch):
-                pending.append(await self.triggers_topic.send(key=trigger.model_id.encode(),
-                                                              value=encode_trigger(trigger)))
-                self.exporter.triggers.labels(trigger.model_id, trigger.rule).inc()
-                log.info("trigger %s: %s=%s (threshold %s)", trigger.trigger_id, trigger.metric, trigger.value,
-                         trigger.threshold, extra={"model": trigger.model_id, "partition": partition})
-            self.exporter.observe(monitor)
+        for partition, partition_items in by_partition(items).items():
+            self.pipeline.hand_over(touched[partition].monitor, partition_items)
+        # The sends, in the order the pipeline made them; each gives its delivery's future.
+        pending = [await send for send in self._sends]
+        self._sends.clear()
         if pending:  # outputs first: the state must never claim work whose outputs could be lost
             await asyncio.gather(*pending)
         # Then the state, acknowledged before the batch is acked: Faust's producer.flush() before an
@@ -351,6 +341,14 @@ class FaustEngine:
             self.stored_offsets[partition] = dict(state.next_offsets)
         self._export_lag(last_offset)
 
+    # -- the pipeline's outputs: sends, awaited in order after the batch ---------------------
+    def dead_letter(self, message, source: Source, error: InvalidEvent) -> None:
+        self._sends.append(self.dlq_topic.send(key=message.key, value=message.value,
+                                               headers=dead_letter_headers(error.reason, error.detail, source)))
+
+    def trigger(self, trigger: TriggerEvent) -> None:
+        self._sends.append(self.triggers_topic.send(key=trigger.model_id.encode(), value=encode_trigger(trigger)))
+
     # -- state in the Faust table -------------------------------------------------------------
     def _key(self, partition: int) -> bytes:
         return f"{self.config.engine.group_id}:{partition}".encode()
@@ -359,7 +357,7 @@ class FaustEngine:
         state = self.states.get(partition)
         if state is None:
             raw = self.table.data.get(self._key(partition))
-            state = self.states[partition] = PartitionState.decode(self.config, raw)
+            state = self.states[partition] = PartitionState.decode(self.pipeline, raw)
             self.stored_offsets[partition] = dict(state.next_offsets)
             if raw:
                 log.info("restored partition %d state (%d bytes) from the table", partition, len(raw),
@@ -486,7 +484,7 @@ class FaustEngine:
 
     def _stored(self, partition: int) -> PartitionState:
         """The partition's state as the table holds it now."""
-        return PartitionState.decode(self.config, self.table.data.get(self._key(partition)))
+        return PartitionState.decode(self.pipeline, self.table.data.get(self._key(partition)))
 
     async def _checkpoint(self, partition: int, state: PartitionState):
         """Write a partition's state to the table; returns the changelog write's delivery future."""

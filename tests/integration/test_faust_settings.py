@@ -17,6 +17,7 @@ from streams.runtime.faust_engine import (
     credentials,
 )
 from streams.core.monitor import Source
+from streams.runtime.pipeline import Metrics, Pipeline
 
 from .harness import REPO, pair
 
@@ -65,14 +66,15 @@ def test_cli_reports_an_unusable_setting_in_one_line_before_connecting(tmp_path)
 
 def test_partition_state_round_trips_the_monitor_and_its_offsets():
     config = parse_config({"kafka": {"bootstrap.servers": "a:1"}, "models": [{"id": "churn"}]})
-    state = PartitionState.decode(config, None)
+    pipeline = Pipeline(config, outputs=None, metrics=Metrics())
+    state = PartitionState.decode(pipeline, None)
     events = []
     for i in range(30):
         prediction, label = pair(i, "churn", i % 3 != 0)
         events += [(prediction, Source("predictions", 0, i)), (label, Source("labels", 0, i))]
     state.monitor.process(events)
     state.next_offsets = {"predictions": 30, "labels": 30}
-    again = PartitionState.decode(config, state.encode())
+    again = PartitionState.decode(pipeline, state.encode())
     assert again.next_offsets == state.next_offsets
     assert again.encode() == state.encode()
 
