@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 
-import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from retrain_trigger.events import TriggerEvent
@@ -35,6 +34,7 @@ from streams.runtime.admin import STATE_MAX_BYTES, ensure_topics
 from streams.runtime.align import LABELS, PREDICTIONS, Aligner, merge_key, rejected_key
 from streams.runtime.exporter import Exporter
 from streams.runtime.pipeline import Pipeline, dead_letter_headers
+from streams.runtime.state import Checkpoint, KafkaStateStore
 
 log = logging.getLogger("driftline.engine")
 # librdkafka's own log lines (one per failed connection attempt) go here; the engine reports
@@ -45,11 +45,6 @@ librdkafka_log = logging.getLogger("driftline.librdkafka")
 #: errors that mean the broker is not answering (retried within the budget, logged once)
 BROKER_DOWN = (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._TIMED_OUT)
 COMMIT_TIMEOUT = 10.0  # seconds one transaction call may block
-
-# Errors a just-created topic gives until its leader serves requests.
-_NOT_READY = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-              KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT, KafkaError._TRANSPORT}
-
 
 class BrokerLost(RuntimeError):
     """The broker stayed unreachable past the configured retry budget."""
@@ -142,8 +137,7 @@ class Engine:
             "logger": librdkafka_log,
         })
         self.monitors: dict[int, Monitor] = {}
-        #: partition -> model -> bytes of its latest checkpoint
-        self.state_sizes: dict[int, dict[str, int]] = {}
+        self.store = KafkaStateStore(config, self.producer, sized=self.exporter.set_checkpoint_bytes)
         self.stopping = False
         self.broker_down_since: float | None = None
         self.events_since_commit = 0
@@ -388,7 +382,7 @@ class Engine:
         try:
             if not self._prepared:
                 for partition, monitor in self.monitors.items():
-                    self._checkpoint(partition, monitor)
+                    self.store.write(partition, Checkpoint(monitor.dirty_states()))
                 positions = self._commit_offsets(assignment)
                 if positions:
                     with self.watchdog.guard("send_offsets_to_transaction", COMMIT_TIMEOUT, self._call_limit()):
@@ -432,64 +426,13 @@ class Engine:
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
         self.events_since_commit = 0
 
-    def _checkpoint(self, partition: int, monitor: Monitor) -> None:
-        """Write the state of each model touched since the last commit (a changelog: idle models
-        are not rewritten), keyed ``<group>:<partition>:<model>`` on the compacted state topic."""
-        sizes = self.state_sizes.setdefault(partition, {})
-        for model_id, state in monitor.dirty_states().items():
-            payload = msgspec.json.encode(state)
-            self.producer.produce(self.topics.state, payload, key=self._state_prefix(partition) + model_id.encode(),
-                                  partition=partition)
-            sizes[model_id] = len(payload)
-        self.exporter.checkpoint_bytes.labels(str(partition)).set(sum(sizes.values()))
-
-    def _state_prefix(self, partition: int) -> bytes:
-        return f"{self.config.engine.group_id}:{partition}:".encode()
-
-    def _restore(self, partition: int, timeout: float = 30.0) -> Monitor:
-        """Restore one partition's Monitor, retrying while a new state topic gets its leader."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return self._read_checkpoint(partition)
-            except KafkaException as exc:
-                if exc.args[0].code() not in _NOT_READY or time.monotonic() > deadline:
-                    raise
-                log.info("state partition %d not ready (%s); retrying", partition, exc.args[0].str())
-                time.sleep(0.2)
-
-    def _read_checkpoint(self, partition: int) -> Monitor:
-        """Read partition ``partition`` of the compacted state topic to its end; last value wins."""
-        monitor = self.pipeline.monitor()
-        reader = Consumer({**self.config.kafka, "group.id": f"{self.config.engine.group_id}-restore",
-                           "enable.auto.commit": False, "isolation.level": "read_committed"})
-        try:
-            low, high = reader.get_watermark_offsets(TopicPartition(self.topics.state, partition), 10)
-            if high <= low:
-                return monitor
-            reader.assign([TopicPartition(self.topics.state, partition, low)])
-            prefix, latest = self._state_prefix(partition), {}
-            position = low
-            while position < high:
-                # A short wait: the partition ends with a transaction marker, no message, so the last
-                # call returns empty, and a restart should not sit out a long timeout on it.
-                for msg in reader.consume(1000, 0.1):
-                    if msg.error():
-                        continue
-                    position = msg.offset() + 1
-                    key = msg.key() or b""
-                    if key.startswith(prefix):
-                        latest[key[len(prefix):].decode()] = msg.value()
-                if reader.position([TopicPartition(self.topics.state, partition)])[0].offset >= high:
-                    break
-            self.state_sizes[partition] = {model_id: len(value) for model_id, value in latest.items()}
-            if latest:
-                monitor.restore({model_id: msgspec.json.decode(value) for model_id, value in latest.items()})
-                log.info("restored partition %d: %d models (%d bytes)", partition, len(latest),
-                         sum(map(len, latest.values())), extra={"partition": partition})
-        finally:
-            reader.close()
-        return monitor
+    def _restore(self, partition: int) -> Monitor:
+        """The partition's Monitor as its last committed checkpoint left it."""
+        checkpoint = self.store.read(partition)
+        if checkpoint.models:
+            log.info("restored partition %d: %d models (%d bytes)", partition, len(checkpoint.models),
+                     checkpoint.nbytes, extra={"partition": partition})
+        return self.pipeline.monitor(checkpoint.models)
 
     def _export_lag(self, assignment: list[TopicPartition]) -> None:
         for tp in self.consumer.position(assignment) if assignment else []:

@@ -230,6 +230,9 @@ class Exporter(Metrics):
     def count_trigger(self, trigger: "TriggerEvent") -> None:
         self.triggers.labels(trigger.model_id, trigger.rule).inc()
 
+    def set_checkpoint_bytes(self, partition: int, size: int) -> None:
+        self.checkpoint_bytes.labels(str(partition)).set(size)
+
     def observe(self, monitor: "Monitor") -> None:
         """Fold the counters a Monitor drains into the metrics, and set the gauges of the models
         it touched or restored since its last drain (the others' have not changed)."""

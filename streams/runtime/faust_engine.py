@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import faust
-import msgspec
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from retrain_trigger.events import TriggerEvent
@@ -50,6 +49,7 @@ from streams.runtime.admin import STATE_MAX_BYTES, ensure_topics
 from streams.runtime.engine import BrokerLost
 from streams.runtime.exporter import Exporter
 from streams.runtime.pipeline import Pipeline, by_partition, dead_letter_headers
+from streams.runtime.state import Checkpoint, FaustTableStore
 
 log = logging.getLogger("driftline.faust")
 
@@ -125,17 +125,8 @@ class PartitionState:
     monitor: Monitor
     next_offsets: dict[str, int] = field(default_factory=dict)
 
-    def encode(self) -> bytes:
-        return msgspec.json.encode({"next_offsets": self.next_offsets, "monitor": self.monitor.state()})
-
-    @classmethod
-    def decode(cls, pipeline: Pipeline, raw: bytes | None) -> "PartitionState":
-        state = cls(pipeline.monitor())
-        if raw:
-            data = msgspec.json.decode(raw)
-            state.monitor.restore(data["monitor"])
-            state.next_offsets = dict(data["next_offsets"])
-        return state
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(self.monitor.state(), self.next_offsets)
 
 
 #: how long a batch waits for the table's recovery to reach its offsets before using what is there
@@ -251,6 +242,7 @@ class FaustEngine:
         # engine's state topic takes (a changelog created before this setting keeps its own limit).
         self.table = self.app.Table(TABLE, partitions=self.partitions, key_type=bytes, value_type=bytes,
                                     extra_topic_configs={"max.message.bytes": str(STATE_MAX_BYTES)})
+        self.store = FaustTableStore(self.table, config.engine.group_id, sized=exporter.set_checkpoint_bytes)
         self.states: dict[int, PartitionState] = {}
         #: input partition -> next offset per topic of its state as last written to or read from
         #: the table: the most the consumer may commit (see _Consumer._new_offset)
@@ -336,7 +328,8 @@ class FaustEngine:
         # Then the state, acknowledged before the batch is acked: Faust's producer.flush() before an
         # offset commit gives up after 0.1 s without a delivery, so only this wait keeps the committed
         # offsets from running ahead of the changelog (seen: a lost label after SIGTERM under load).
-        await asyncio.gather(*[await self._checkpoint(partition, state) for partition, state in touched.items()])
+        await asyncio.gather(*[await self.store.write(partition, state.checkpoint())
+                               for partition, state in touched.items()])
         for partition, state in touched.items():
             self.stored_offsets[partition] = dict(state.next_offsets)
         self._export_lag(last_offset)
@@ -350,19 +343,19 @@ class FaustEngine:
         self._sends.append(self.triggers_topic.send(key=trigger.model_id.encode(), value=encode_trigger(trigger)))
 
     # -- state in the Faust table -------------------------------------------------------------
-    def _key(self, partition: int) -> bytes:
-        return f"{self.config.engine.group_id}:{partition}".encode()
-
     def _state(self, partition: int) -> PartitionState:
         state = self.states.get(partition)
         if state is None:
-            raw = self.table.data.get(self._key(partition))
-            state = self.states[partition] = PartitionState.decode(self.pipeline, raw)
+            checkpoint = self.store.read(partition)
+            state = self.states[partition] = self._restore(checkpoint)
             self.stored_offsets[partition] = dict(state.next_offsets)
-            if raw:
-                log.info("restored partition %d state (%d bytes) from the table", partition, len(raw),
+            if checkpoint.nbytes:
+                log.info("restored partition %d state (%d bytes) from the table", partition, checkpoint.nbytes,
                          extra={"partition": partition})
         return state
+
+    def _restore(self, checkpoint: Checkpoint) -> PartitionState:
+        return PartitionState(self.pipeline.monitor(checkpoint.models), dict(checkpoint.next_offsets))
 
     async def _load_states(self, events: list) -> None:
         """Make sure the state of each partition in the batch reaches the batch's first offsets.
@@ -385,7 +378,7 @@ class FaustEngine:
             if in_hand is not None:
                 if not _gap(in_hand, offsets):
                     continue
-                if self._stored(partition).next_offsets == in_hand.next_offsets:
+                if self.store.read(partition).next_offsets == in_hand.next_offsets:
                     self._skipped(partition, in_hand, offsets)
                     continue
                 self.states.pop(partition)
@@ -402,7 +395,7 @@ class FaustEngine:
                              partition, self.states[partition].next_offsets, offsets, extra={"partition": partition})
                     waited = True
                 await asyncio.sleep(0.1)
-                self.states[partition] = self._stored(partition)
+                self.states[partition] = self._restore(self.store.read(partition))
 
     def _skipped(self, partition: int, state: PartitionState, first_offsets: dict[str, int]) -> None:
         """Offsets before the first one Faust delivered of a topic the state has no offset of yet
@@ -481,21 +474,6 @@ class FaustEngine:
             if msg.error().code() == KafkaError._PARTITION_EOF:
                 return msg.offset()  # nothing from there on: the end offset
         return None
-
-    def _stored(self, partition: int) -> PartitionState:
-        """The partition's state as the table holds it now."""
-        return PartitionState.decode(self.pipeline, self.table.data.get(self._key(partition)))
-
-    async def _checkpoint(self, partition: int, state: PartitionState):
-        """Write a partition's state to the table; returns the changelog write's delivery future."""
-        payload = state.encode()
-        key = self._key(partition)
-        self.table.data[key] = payload
-        self.exporter.checkpoint_bytes.labels(str(partition)).set(len(payload))
-        # The changelog partition is the input partition, so recovery gives it to its owner.
-        return await self.table.changelog_topic.send(
-            key=key, value=payload, partition=partition, key_serializer=self.table.key_serializer,
-            value_serializer=self.table.value_serializer, force=True)  # force: now, not attached to an event
 
     def _commit_frontier(self, tp) -> int | None:
         return self.stored_offsets.get(tp.partition, {}).get(tp.topic)
