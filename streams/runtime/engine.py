@@ -14,14 +14,9 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import signal
 import socket
-import sys
-import threading
 import time
-from collections.abc import Callable
-from contextlib import contextmanager
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -33,6 +28,7 @@ from streams.core.monitor import Monitor, Source
 from streams.runtime.admin import STATE_MAX_BYTES, ensure_topics
 from streams.runtime.align import LABELS, PREDICTIONS, Aligner, merge_key, rejected_key
 from streams.runtime.exporter import Exporter
+from streams.runtime.health import COMMIT_TIMEOUT, BrokerHealth, BrokerLost, export_lag
 from streams.runtime.pipeline import Pipeline, dead_letter_headers
 from streams.runtime.state import Checkpoint, KafkaStateStore
 
@@ -40,57 +36,6 @@ log = logging.getLogger("driftline.engine")
 # librdkafka's own log lines (one per failed connection attempt) go here; the engine reports
 # broker trouble itself, once per state change, so they show only with --debug.
 librdkafka_log = logging.getLogger("driftline.librdkafka")
-
-
-#: errors that mean the broker is not answering (retried within the budget, logged once)
-BROKER_DOWN = (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._TIMED_OUT)
-COMMIT_TIMEOUT = 10.0  # seconds one transaction call may block
-
-class BrokerLost(RuntimeError):
-    """The broker stayed unreachable past the configured retry budget."""
-
-
-class CallWatchdog:
-    """Ends the process with one line when a blocking Kafka call outlives its limit.
-
-    librdkafka's ``send_offsets_to_transaction`` can block far past its timeout while the group
-    coordinator is down (confluentinc/librdkafka#5456; seen here: minutes after the broker was
-    killed), which would hold the engine past its retry budget. The open transaction is never
-    committed, so leaving is safe: the broker aborts it, the next instance fences it.
-    """
-
-    def __init__(self, message: str, on_stall: Callable[[str, float], None]):
-        self.message = message
-        self.on_stall = on_stall
-        self._deadline: float | None = None
-        self._stall_at: float | None = None
-        self._call = ""
-        threading.Thread(target=self._watch, name="driftline-call-watchdog", daemon=True).start()
-
-    @contextmanager
-    def guard(self, call: str, timeout_s: float, limit_s: float):
-        """Watch one call: past ``timeout_s`` it is reported once as a stall (the broker is
-        not answering), past ``limit_s`` the process ends."""
-        started = time.monotonic()
-        self._call, self._stall_at, self._deadline = call, started + timeout_s, started + limit_s
-        try:
-            yield
-        finally:
-            self._deadline = self._stall_at = None
-
-    def _watch(self) -> None:
-        while True:
-            time.sleep(0.25)
-            deadline, stall_at, now = self._deadline, self._stall_at, time.monotonic()
-            if deadline is None:
-                continue
-            if stall_at is not None and now > stall_at:
-                self._stall_at = None
-                self.on_stall(self._call, now - stall_at)
-            if now > deadline:
-                print(f"driftline: {self.message} ({self._call} blocked past its timeout)", file=sys.stderr,
-                      flush=True)
-                os._exit(1)
 
 
 class Engine:
@@ -104,6 +49,7 @@ class Engine:
         # Static membership: a restarted instance rejoins under the same id and gets its
         # partitions back at once, with no rebalance and no wait for its old session to expire.
         self.group_instance_id = f"{group}-{socket.gethostname()}-{instance}"
+        self.health = BrokerHealth(config, answers=self._broker_answers)
         self.consumer = Consumer({
             # librdkafka prefetches up to 64 MB by default; a batch is ~2 MB, 16 MB keeps the pipe
             # full at a quarter of the memory (a [kafka] setting overrides it) ...
@@ -121,7 +67,7 @@ class Engine:
             # Range assigns partition p of both input topics to the same instance: co-partitioning.
             "partition.assignment.strategy": "range",
             "enable.partition.eof": False,
-            "error_cb": self._on_error,
+            "error_cb": self.health.on_error,
             "logger": librdkafka_log,
         })
         self.producer = Producer({
@@ -133,13 +79,12 @@ class Engine:
             # A model's checkpoint can be large (pending predictions of a long label TTL).
             "compression.type": "lz4",
             "message.max.bytes": STATE_MAX_BYTES,
-            "error_cb": self._on_error,
+            "error_cb": self.health.on_error,
             "logger": librdkafka_log,
         })
         self.monitors: dict[int, Monitor] = {}
         self.store = KafkaStateStore(config, self.producer, sized=self.exporter.set_checkpoint_bytes)
         self.stopping = False
-        self.broker_down_since: float | None = None
         self.events_since_commit = 0
         self.last_commit = time.monotonic()
         self._prepared = False  # checkpoints and offsets are in the open transaction
@@ -151,7 +96,6 @@ class Engine:
         self.started = time.monotonic()
         self._start_offsets: dict[tuple[str, int], int] = {}
         self._first_batch_logged = False
-        self.watchdog = CallWatchdog(self._unreachable_message(), self._call_stalled)
 
     # -- lifecycle ------------------------------------------------------------------------
     def run(self) -> None:
@@ -207,22 +151,11 @@ class Engine:
 
     def _connect(self) -> None:
         """Create missing topics and fence older instances, retrying within the broker budget."""
-        deadline = time.monotonic() + self.config.engine.broker_retry_budget_seconds
-        backoff = 0.5
-        while True:
-            try:
-                ensure_topics(self.config, librdkafka_log)
-                self.producer.init_transactions(COMMIT_TIMEOUT)
-                return
-            except KafkaException as exc:
-                err = exc.args[0]
-                if isinstance(err, KafkaError) and err.fatal() or time.monotonic() > deadline:
-                    reason = err.str() if isinstance(err, KafkaError) else str(err)
-                    raise BrokerLost(f"cannot reach Kafka at {self.config.kafka.get('bootstrap.servers')} "
-                                     f"(kafka.bootstrap.servers): {reason}") from None
-                self._broker_unreachable(err if isinstance(err, KafkaError) else KafkaError(KafkaError._TRANSPORT))
-                time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
-                backoff = min(2 * backoff, 8.0)
+        def connect() -> None:
+            ensure_topics(self.config, librdkafka_log)
+            self.producer.init_transactions(COMMIT_TIMEOUT)
+
+        self.health.retry(connect)
 
     def _final_commit(self) -> None:
         deadline = time.monotonic() + self.config.engine.broker_retry_budget_seconds
@@ -239,11 +172,11 @@ class Engine:
 
     def step(self) -> None:
         messages = self.consumer.consume(self.config.engine.batch_size, self._poll_timeout())
-        self._check_broker()
+        self.health.check()
         if messages:
             self.process(messages)
         self.release()
-        if self._commit_due() and self.broker_down_since is None:  # no commit into the void
+        if self._commit_due() and self.health.up:  # no commit into the void
             self.commit()
 
     # -- one batch ------------------------------------------------------------------------
@@ -252,7 +185,7 @@ class Engine:
         good: list[Message] = []
         for msg in messages:
             if msg.error():
-                self._on_message_error(msg)
+                self.health.on_message_error(msg)
             else:
                 good.append(msg)
         topics, partitions = list(map(Message.topic, good)), list(map(Message.partition, good))
@@ -385,22 +318,25 @@ class Engine:
                     self.store.write(partition, Checkpoint(monitor.dirty_states()))
                 positions = self._commit_offsets(assignment)
                 if positions:
-                    with self.watchdog.guard("send_offsets_to_transaction", COMMIT_TIMEOUT, self._call_limit()):
+                    with self.health.guard("send_offsets_to_transaction"):
                         self.producer.send_offsets_to_transaction(
                             positions, self.consumer.consumer_group_metadata(), COMMIT_TIMEOUT)
                 self._prepared = True
-            with self.watchdog.guard("commit_transaction", COMMIT_TIMEOUT, self._call_limit()):
+            with self.health.guard("commit_transaction"):
                 self.producer.commit_transaction(COMMIT_TIMEOUT)
         except KafkaException as exc:
             self._commit_failed(exc.args[0])
             return False
         self._prepared = False
         self.producer.begin_transaction()
-        self._broker_ok()
+        self.health.reachable()
         self.exporter.commit_seconds.observe(time.perf_counter() - started)
         self.events_since_commit = 0
         self.last_commit = time.monotonic()
-        self._export_lag(assignment)
+        export_lag(self.exporter.set_consumer_lag,
+                   [(tp.topic, tp.partition, tp.offset) for tp in self.consumer.position(assignment)] if assignment else [],
+                   lambda topic, partition: self.consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                                                cached=True)[1])
         return True
 
     def _commit_failed(self, err: KafkaError) -> None:
@@ -412,7 +348,7 @@ class Engine:
             self._rewind()
             return
         # Retriable: the broker is unreachable or slow. Keep the transaction; try again later.
-        self._broker_unreachable(err)
+        self.health.unreachable(err.str())
         self.last_commit = time.monotonic()
 
     def _rewind(self) -> None:
@@ -433,15 +369,6 @@ class Engine:
             log.info("restored partition %d: %d models (%d bytes)", partition, len(checkpoint.models),
                      checkpoint.nbytes, extra={"partition": partition})
         return self.pipeline.monitor(checkpoint.models)
-
-    def _export_lag(self, assignment: list[TopicPartition]) -> None:
-        for tp in self.consumer.position(assignment) if assignment else []:
-            try:
-                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
-            except KafkaException:
-                continue
-            if tp.offset >= 0 and high >= 0:
-                self.exporter.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - tp.offset))
 
     # -- rebalances -----------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -485,64 +412,14 @@ class Engine:
     def _abort(self) -> None:
         self._prepared = False
         try:
-            with self.watchdog.guard("abort_transaction", COMMIT_TIMEOUT, self._call_limit()):
+            with self.health.guard("abort_transaction"):
                 self.producer.abort_transaction(COMMIT_TIMEOUT)
             self.producer.begin_transaction()
         except KafkaException as exc:
             log.warning("abort failed: %s", exc)
-
-    # -- broker health ----------------------------------------------------------------------
-    def _on_error(self, err: KafkaError) -> None:
-        if err.code() in BROKER_DOWN:
-            self._broker_unreachable(err)
-        elif err.fatal():
-            raise KafkaException(err)
-
-    def _broker_unreachable(self, err: KafkaError) -> None:
-        if self.broker_down_since is None:  # log once per state change
-            self.broker_down_since = time.monotonic()
-            log.warning("broker unreachable (%s); retrying for up to %.0fs", err.str(),
-                        self.config.engine.broker_retry_budget_seconds)
-
-    def _call_stalled(self, call: str, overdue_s: float) -> None:
-        # From the watchdog's thread: a transaction call blocked past its timeout is the broker
-        # not answering, and the error callback that would say so is not served meanwhile.
-        self._broker_unreachable(KafkaError(KafkaError._TIMED_OUT, f"{call} blocked past its {COMMIT_TIMEOUT:.0f}s timeout"))
-
-    def _broker_ok(self) -> None:
-        if self.broker_down_since is not None:
-            log.info("broker reachable again")
-            self.broker_down_since = None
-
-    def _check_broker(self) -> None:
-        if self.broker_down_since is None:
-            return
-        if self._broker_answers():
-            self._broker_ok()
-            return
-        if time.monotonic() - self.broker_down_since > self.config.engine.broker_retry_budget_seconds:
-            raise BrokerLost(self._unreachable_message())
-
-    def _unreachable_message(self) -> str:
-        return (f"Kafka at {self.config.kafka.get('bootstrap.servers')} unreachable for more than "
-                f"{self.config.engine.broker_retry_budget_seconds:.0f}s (engine.broker_retry_budget_seconds); exiting")
-
-    def _call_limit(self) -> float:
-        """How long one transaction call may block before the watchdog ends the process: its own
-        timeout plus the retry budget, so a call that honours its timeout never meets it."""
-        return COMMIT_TIMEOUT + self.config.engine.broker_retry_budget_seconds
 
     def _broker_answers(self) -> bool:
         try:
             return bool(self.consumer.list_topics(self.topics.predictions, timeout=1).brokers)
         except KafkaException:
             return False
-
-    def _on_message_error(self, msg: Message) -> None:
-        err = msg.error()
-        if err.code() == KafkaError._PARTITION_EOF:
-            return
-        if err.code() in BROKER_DOWN:  # logged once per state change, not once per message
-            self._broker_unreachable(err)
-            return
-        log.warning("consume error: %s", err.str())

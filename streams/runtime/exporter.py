@@ -230,6 +230,9 @@ class Exporter(Metrics):
     def count_trigger(self, trigger: "TriggerEvent") -> None:
         self.triggers.labels(trigger.model_id, trigger.rule).inc()
 
+    def set_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
+        self.consumer_lag.labels(topic, str(partition)).set(lag)
+
     def set_checkpoint_bytes(self, partition: int, size: int) -> None:
         self.checkpoint_bytes.labels(str(partition)).set(size)
 

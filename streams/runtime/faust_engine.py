@@ -46,8 +46,8 @@ from streams.core.codecs import InvalidEvent, encode_trigger
 from streams.core.config import Config, ConfigError
 from streams.core.monitor import Monitor, Source
 from streams.runtime.admin import STATE_MAX_BYTES, ensure_topics
-from streams.runtime.engine import BrokerLost
 from streams.runtime.exporter import Exporter
+from streams.runtime.health import BrokerHealth, BrokerLost, export_lag
 from streams.runtime.pipeline import Pipeline, by_partition, dead_letter_headers
 from streams.runtime.state import Checkpoint, FaustTableStore
 
@@ -254,7 +254,7 @@ class FaustEngine:
         #: (topic, partition) -> the seek back to offsets Faust skipped, until they come
         self.rewinding: dict[tuple[str, int], _Rewind] = {}
         self._probe = None  # a confluent consumer that looks for records between two offsets
-        self.broker_down_since: float | None = None
+        self.health = BrokerHealth(config, answers=self._broker_answers, on_change=exporter.up.set)
         self._admin = None
         self.app.timer(3.0, name="driftline-broker-check")(self._check_broker)
         self.app.timer(REWIND_RETRY_SECONDS / 2, name="driftline-rewind")(self._retry_rewinds)
@@ -332,7 +332,10 @@ class FaustEngine:
                                for partition, state in touched.items()])
         for partition, state in touched.items():
             self.stored_offsets[partition] = dict(state.next_offsets)
-        self._export_lag(last_offset)
+        consumer = self.app.consumer
+        export_lag(self.exporter.set_consumer_lag,
+                   [(topic, partition, offset + 1) for (topic, partition), offset in last_offset.items()],
+                   lambda topic, partition: consumer.highwater(_tp(topic, partition)))
 
     # -- the pipeline's outputs: sends, awaited in order after the batch ---------------------
     def dead_letter(self, message, source: Source, error: InvalidEvent) -> None:
@@ -497,16 +500,6 @@ class FaustEngine:
     def _inputs(self, tps) -> set[int]:
         return {tp.partition for tp in tps if tp.topic in (self.topics.predictions, self.topics.labels)}
 
-    def _export_lag(self, last_offset: dict[tuple[str, int], int]) -> None:
-        consumer = self.app.consumer
-        for (topic, partition), offset in last_offset.items():
-            try:
-                high = consumer.highwater(_tp(topic, partition))
-            except Exception:  # noqa: BLE001 - lag is best effort
-                continue
-            if high is not None and high >= 0:
-                self.exporter.consumer_lag.labels(topic, str(partition)).set(max(0, high - offset - 1))
-
     # -- lifecycle ----------------------------------------------------------------------------
     def run(self) -> None:
         """Run the worker until SIGTERM/SIGINT; Faust then commits the acked offsets and stops."""
@@ -537,25 +530,12 @@ class FaustEngine:
     # -- broker health ----------------------------------------------------------------------
     async def _check_broker(self) -> None:
         """aiokafka retries forever; like the default engine, give up after the retry budget."""
-        answers = await asyncio.get_running_loop().run_in_executor(None, self._broker_answers)
-        budget = self.config.engine.broker_retry_budget_seconds
-        if answers:
-            if self.broker_down_since is not None:
-                log.info("broker reachable again")
-                self.broker_down_since = None
-                self.exporter.up.set(1)
-            return
-        if self.broker_down_since is None:
-            self.broker_down_since = time.monotonic()
-            self.exporter.up.set(0)
-            log.warning("broker unreachable (%s); retrying for up to %.0fs",
-                        self.config.kafka.get("bootstrap.servers"), budget)
-        elif time.monotonic() - self.broker_down_since > budget:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.health.probe)
+        except BrokerLost as lost:
             # A graceful Faust stop needs the broker (commit, LeaveGroup) and hangs or dies noisily
             # without it; nothing is lost by leaving now: the table state and committed offsets
             # are what a restart resumes from (at-least-once).
-            lost = BrokerLost(f"Kafka at {self.config.kafka.get('bootstrap.servers')} unreachable for more "
-                              f"than {budget:.0f}s (engine.broker_retry_budget_seconds)")
             print(f"driftline: {lost}", file=sys.stderr, flush=True)  # as the CLI prints BrokerLost
             logging.shutdown()
             os._exit(1)
