@@ -257,7 +257,7 @@ class Exporter(Metrics):
                 e.suppressed.labels(model_id, rule, reason).inc(count)
             self._observe_statistics(model_id, m)
             e.window_count.labels(model_id).set(m.stats.window_samples())
-            e.pending.labels(model_id).set(len(m.pending))
+            e.pending.labels(model_id).set(len(m.join.pending))
 
     def _observe_statistics(self, model_id: str, m) -> None:
         version = self.version_label(model_id, m.version)

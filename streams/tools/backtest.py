@@ -427,8 +427,8 @@ def diagnose(config: Config, monitor: Monitor, totals: dict[str, Counter]) -> di
         counts = totals.get(model.id, Counter())
         m.stats.catch_up()
         out[model.id] = {
-            "predictions_without_label": counts["expired_predictions"] + len(m.pending),
-            "labels_without_prediction": counts["expired_labels"] + len(m.early_labels),
+            "predictions_without_label": counts["expired_predictions"] + len(m.join.pending),
+            "labels_without_prediction": counts["expired_labels"] + len(m.join.early_labels),
             "features_never_seen": _never_seen(model, m.stats.feature_drift),
         }
     return out

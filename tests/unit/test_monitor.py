@@ -46,7 +46,7 @@ def test_joins_in_either_order_and_counts():
     monitor = Monitor(CONFIG)
     feed(monitor, [prediction(0), label(0), label(1), prediction(1)])
     m = monitor.models["m"]
-    assert m.counters.joined == 2 and not m.pending and not m.early_labels
+    assert m.counters.joined == 2 and not m.join.pending and not m.join.early_labels
     accuracy = m.stats.performance()["accuracy"]
     assert accuracy.statistic == 1.0 and accuracy.n == 2
     assert m.counters.label_lags == [0.5, 0.5]
@@ -58,14 +58,14 @@ def test_predictions_expire_after_the_ttl_of_event_time():
     # p100 is 100 s later: p0 and p1 are older than the 60 s TTL and expire at the purge.
     feed(monitor, [prediction(100)])
     m = monitor.models["m"]
-    assert m.counters.expired_predictions == 2 and list(m.pending) == ["p100"]
+    assert m.counters.expired_predictions == 2 and list(m.join.pending) == ["p100"]
     # A label for an expired prediction does not join: it is late, with its lag recorded,
     # even after the watermark jumped far ahead.
     feed(monitor, [prediction(150)])
     feed(monitor, [label(0)])
     assert m.counters.joined == 0 and m.counters.labels == 1 and m.counters.expired_predictions == 2
     assert m.counters.late_labels == 1 and m.counters.label_lags == [0.5]
-    assert not m.early_labels
+    assert not m.join.early_labels
 
 
 def test_a_late_label_in_the_same_batch_is_judged_by_event_time_not_by_the_purge():
