@@ -276,12 +276,40 @@ class FaustEngine:
                 raise
 
     async def process(self, events: list) -> None:
+        """One batch: the messages no partition state holds yet through the pipeline; then its
+        sends, then each touched partition's state, acknowledged before Faust acks the batch."""
         await self._load_states(events)
+        new, touched, last_offset = await self._unseen(events)
+        items = self.pipeline.decode([msg.topic for msg in new], [msg.partition for msg in new],
+                                     [msg.offset for msg in new], [msg.value or b"" for msg in new], new)
+        for partition, partition_items in by_partition(items).items():
+            self.pipeline.hand_over(touched[partition].monitor, partition_items)
+        # The sends, in the order the pipeline made them; each gives its delivery's future.
+        pending = [await send for send in self._sends]
+        self._sends.clear()
+        if pending:  # outputs first: the state must never claim work whose outputs could be lost
+            await asyncio.gather(*pending)
+        # Then the state, acknowledged before the batch is acked: Faust's producer.flush() before an
+        # offset commit gives up after 0.1 s without a delivery, so only this wait keeps the committed
+        # offsets from running ahead of the changelog (seen: a lost label after SIGTERM under load).
+        await asyncio.gather(*[await self.store.write(partition, state.checkpoint())
+                               for partition, state in touched.items()])
+        for partition, state in touched.items():
+            self.stored_offsets[partition] = dict(state.next_offsets)
+        consumer = self.app.consumer
+        export_lag(self.exporter.set_consumer_lag,
+                   [(topic, partition, offset + 1) for (topic, partition), offset in last_offset.items()],
+                   lambda topic, partition: consumer.highwater(_tp(topic, partition)))
+
+    async def _unseen(self, events: list) -> tuple[list, dict[int, PartitionState], dict[tuple[str, int], int]]:
+        """The batch's messages that no partition state holds yet, in order, with each one's
+        partition state advanced past it, and the last such offset per input partition. Replays
+        after a crash are skipped; a message past offsets Faust skipped waits (:meth:`_past_gap`)."""
         touched: dict[int, PartitionState] = {}
         skipped = rewound = 0
         late: dict[tuple[str, int], list[int]] = {}
         last_offset: dict[tuple[str, int], int] = {}
-        new = []  # the messages no state holds yet, in order
+        new = []
         for event in events:
             msg = event.message
             if msg.partition not in self.active:
@@ -306,8 +334,6 @@ class FaustEngine:
             touched[msg.partition] = state
             last_offset[(msg.topic, msg.partition)] = msg.offset
             new.append(msg)
-        items = self.pipeline.decode([msg.topic for msg in new], [msg.partition for msg in new],
-                                     [msg.offset for msg in new], [msg.value or b"" for msg in new], new)
         if skipped:
             log.info("skipped %d replayed events the table state already covers", skipped)
         if rewound:
@@ -318,24 +344,7 @@ class FaustEngine:
             # sought back to (_past_gap).
             log.info("partition %d: %s offsets %d..%d delivered again after later ones (Faust's fetcher after a "
                      "seek)", partition, topic, min(offsets), max(offsets), extra={"partition": partition})
-        for partition, partition_items in by_partition(items).items():
-            self.pipeline.hand_over(touched[partition].monitor, partition_items)
-        # The sends, in the order the pipeline made them; each gives its delivery's future.
-        pending = [await send for send in self._sends]
-        self._sends.clear()
-        if pending:  # outputs first: the state must never claim work whose outputs could be lost
-            await asyncio.gather(*pending)
-        # Then the state, acknowledged before the batch is acked: Faust's producer.flush() before an
-        # offset commit gives up after 0.1 s without a delivery, so only this wait keeps the committed
-        # offsets from running ahead of the changelog (seen: a lost label after SIGTERM under load).
-        await asyncio.gather(*[await self.store.write(partition, state.checkpoint())
-                               for partition, state in touched.items()])
-        for partition, state in touched.items():
-            self.stored_offsets[partition] = dict(state.next_offsets)
-        consumer = self.app.consumer
-        export_lag(self.exporter.set_consumer_lag,
-                   [(topic, partition, offset + 1) for (topic, partition), offset in last_offset.items()],
-                   lambda topic, partition: consumer.highwater(_tp(topic, partition)))
+        return new, touched, last_offset
 
     # -- the pipeline's outputs: sends, awaited in order after the batch ---------------------
     def dead_letter(self, message, source: Source, error: InvalidEvent) -> None:
