@@ -7,25 +7,19 @@ predictions, counted from the model's first event (or, with an event-time window
 window) — and rules are judged there, so the same events in the same order give the same
 triggers however they were cut into batches.
 
-Join: a prediction waits for its label (and a label for its prediction) keyed by
-``prediction_id``, for at most the model's ``label_ttl_seconds`` of event time. The clock is the
-model's watermark, the largest event timestamp it has seen; a prediction older than
-``watermark - ttl`` expires (counted), and so does an early label nobody claims.
-
-Duplicates: the ids of joined predictions are remembered for the model's de-duplication horizon
-(``dedup_seconds``, at most the TTL) as 64-bit hashes in event-time buckets
-(:class:`~streams.core.recent_ids.RecentIds`), so memory and checkpoints follow the horizon and the
-rate, never the length of the stream.
+Each model's predictions and labels are joined by ``prediction_id`` within its label TTL of
+event time (:class:`~streams.core.join.Join`, which also tells duplicates, early and late labels).
 """
 from __future__ import annotations
 
-import collections
+import dataclasses
 import itertools
 import logging
 import operator
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from types import MappingProxyType
+from typing import Any, Iterable, Iterator, Mapping
 
 import msgspec
 import numpy as np
@@ -38,7 +32,7 @@ from retrain_trigger.rules import load_rules
 from streams.core.codecs import (LABEL_TYPES, InvalidEvent, Label, Prediction, decode_buffer, decode_label, decode_many,
                      decode_prediction, format_timestamp, prediction_type, unread_features)
 from streams.core.config import Config, Model
-from streams.core.recent_ids import RecentIds, id_hash, id_hashes
+from streams.core.join import Batch, Join, running_max
 from streams.core.statistics import ModelStatistics
 
 log = logging.getLogger("driftline.monitor")
@@ -58,7 +52,7 @@ class Source(msgspec.Struct, gc=False):
 
 @dataclass
 class ModelCounters:
-    """What happened since the exporter last looked (it resets them)."""
+    """What happened since they were last taken (:meth:`Monitor.drain_counters`)."""
 
     predictions: int = 0
     #: predictions by segment ("k=v,k=v", or "none")
@@ -76,6 +70,12 @@ class ModelCounters:
     change_detections: dict[str, int] = field(default_factory=dict)
     #: (rule, reason) -> breaches the policy held back (cooldown, min_samples)
     suppressed: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def take(self) -> "ModelCounters":
+        """These counts, handed over; this object starts again from zero."""
+        taken = dataclasses.replace(self)  # takes the lists and dicts along
+        self.__init__()
+        return taken
 
 
 @dataclass
@@ -110,8 +110,6 @@ class ModelMonitor:
 
     def __init__(self, model: Model, source: str = "<memory>"):
         self.model = model
-        self.ttl_ms = int(model.label_ttl_seconds * 1000)
-        self.dedup_ms = min(self.ttl_ms, int(model.dedup_seconds * 1000))
         self.evaluate_every = model.evaluate_every
         self._binary = model.task == "binary"
         self._estimating = model.estimation is not None and model.task != "regression"
@@ -125,20 +123,13 @@ class ModelMonitor:
         self.drift_policy = TriggerPolicy(model.id, self.drift_rules)
         self.stats = ModelStatistics(model, source)
         self.counters = ModelCounters()
-        self.watermark_ms = 0
+        ttl_ms = int(model.label_ttl_seconds * 1000)
+        self.join = Join(ttl_ms, min(ttl_ms, int(model.dedup_seconds * 1000)), self.counters)
         # Each evaluation clock's own time: the largest prediction timestamp, and the largest pair
         # time (the later of prediction and label). Unlike the watermark, neither depends on how
         # the two topics interleave.
         self.clock_ms = {"predictions": 0, "pairs": 0}
         self.version: str | None = None
-        # prediction_id -> (timestamp ms, prediction, score); insertion order ~ event time
-        self.pending: dict[str, tuple[int, Any, Any]] = {}
-        # prediction_id -> (timestamp ms, label, source offset) for labels that came first
-        self.early_labels: dict[str, tuple[int, Any, int]] = {}
-        # hashes of joined prediction ids by label time, kept one de-duplication horizon
-        self.joined_ids = RecentIds(self.dedup_ms)
-        # prediction_id -> (watermark when it expired, prediction timestamp), kept one horizon
-        self.expired_ids: dict[str, tuple[int, int]] = {}
         self.predictions_total = 0
         self.joined_total = 0
         # (event time, label offset) of the pairs in the count window: the trigger's evidence
@@ -148,17 +139,14 @@ class ModelMonitor:
         self.prediction_window = CountWindow(model.drift.window if model.drift else model.window.size, width=2)
         self.prediction_partition: tuple[str, int] | None = None
         self._late_seen = 0  # labels the event-time windows had counted late at the last flush
-        self._segments: list[Segment] = [self._new_segment()]
-
-    def _new_segment(self) -> Segment:
-        return Segment()
+        self._segments: list[Segment] = [Segment()]
 
     def _cut(self, clock: str) -> None:
         segment = self._segments[-1]
         setattr(segment, f"evaluate_{clock}", True)
         setattr(segment, f"{clock}_at_ms", self.clock_ms[clock])
         segment.version = self.version
-        self._segments.append(self._new_segment())
+        self._segments.append(Segment())
 
     # -- events ---------------------------------------------------------------------------
     def on_prediction(self, event: Prediction, source: Source) -> None:
@@ -166,14 +154,13 @@ class ModelMonitor:
         counters.predictions += 1
         segment_key = _segment_key(event.segment)
         counters.segments[segment_key] = counters.segments.get(segment_key, 0) + 1
-        if event.timestamp > self.watermark_ms:  # the watermark: the largest event time seen
-            self.watermark_ms = event.timestamp
+        join = self.join
+        join.advance(event.timestamp)
         if event.timestamp > self.clock_ms["predictions"]:
             self.clock_ms["predictions"] = event.timestamp
         if event.model_version is not None and event.model_version != self.version:
             self.version = event.model_version
-        pid = event.prediction_id
-        if pid in self.pending or (self.joined_ids and self.joined_ids.contains(id_hash(pid), self.watermark_ms)):
+        if join.duplicate_prediction(event.prediction_id):
             counters.duplicate_predictions += 1
             return
         segment = self._segments[-1]
@@ -191,16 +178,10 @@ class ModelMonitor:
         if self._estimating:
             segment.predicted.append(event.prediction)
             segment.prediction_scores.append(score)
-        early = self.early_labels.pop(pid, None)
-        if early is not None and early[0] < self.watermark_ms - self.ttl_ms:
-            self.counters.expired_labels += 1  # the label waited longer than the TTL
-            early = None
+        early = join.prediction(event.prediction_id, event.timestamp, event.prediction, score)
         if early is not None:
             label_ts, label, offset = early
-            self._join(event.prediction, score, event.timestamp, label, label_ts, offset)
-            self.joined_ids.add(id_hash(pid), label_ts, self.watermark_ms)
-        else:
-            self.pending[pid] = (event.timestamp, event.prediction, score)
+            self._pair(event.prediction, score, event.timestamp, label, label_ts, offset)
         self.predictions_total += 1
         if self.predictions_total % self.evaluate_every == 0:
             self._cut("predictions")
@@ -208,29 +189,11 @@ class ModelMonitor:
     def on_label(self, event: Label, source: Source) -> None:
         self.counters.labels += 1
         self.label_partition = (source.topic, source.partition)
-        if event.timestamp > self.watermark_ms:
-            self.watermark_ms = event.timestamp
-        pid = event.prediction_id
-        h = id_hash(pid)
-        if pid in self.early_labels or self.joined_ids.contains(h, self.watermark_ms):
-            self.counters.duplicate_labels += 1
-            return
-        waiting = self.pending.pop(pid, None)
-        if waiting is None:
-            expired = self.expired_ids.pop(pid, None)
-            if expired is not None:
-                self._late(expired[1], event.timestamp)
-            else:
-                self.early_labels[pid] = (event.timestamp, event.label, source.offset)
-            return
-        pred_ts, prediction, score = waiting
-        if pred_ts < self.watermark_ms - self.ttl_ms:
-            # It expired by event time; the periodic purge simply had not run yet.
-            self.counters.expired_predictions += 1
-            self._late(pred_ts, event.timestamp)
-            return
-        self._join(prediction, score, pred_ts, event.label, event.timestamp, source.offset)
-        self.joined_ids.add(h, event.timestamp, self.watermark_ms)
+        self.join.advance(event.timestamp)
+        waiting = self.join.label(event.prediction_id, event.timestamp, event.label, source.offset)
+        if waiting is not None:
+            pred_ts, prediction, score = waiting
+            self._pair(prediction, score, pred_ts, event.label, event.timestamp, source.offset)
 
     def on_events(self, events: list[tuple[Prediction | Label, Source]]) -> None:
         """This model's events of one batch, in order: ``on_prediction``/``on_label`` of each.
@@ -247,52 +210,27 @@ class ModelMonitor:
         early label waiting for it; each label new and finding its prediction, pending or earlier
         in the batch, within the TTL), leaving the state, counters and segments exactly as event
         by event would. Returns False, having changed nothing, if any event would not."""
-        batch = _Batch(events)
-        predictions, labels = batch.predictions, batch.labels
-        pids, label_pids = batch.column(predictions, "prediction_id"), batch.column(labels, "prediction_id")
-        pending, joined_ids, early = self.pending, self.joined_ids, self.early_labels
-        index = dict(zip(pids, range(len(pids))))
-        # No label is checked against joined_ids: each must find its prediction pending or in the
-        # batch (below), and an id is never both pending and joined, nor a batch's prediction joined.
-        if len(index) < len(pids) or len(set(label_pids)) < len(label_pids) \
-                or not pending.keys().isdisjoint(pids) \
-                or (early and not (early.keys().isdisjoint(pids) and early.keys().isdisjoint(label_pids))) \
-                or (joined_ids and joined_ids.may_contain_any(id_hashes(pids))):
-            return False  # a duplicate, or an early label in play
-        # Each label's prediction, from the batch (it must come first) or else pending.
-        found = np.fromiter(map(index.get, label_pids, itertools.repeat(-1)), dtype=np.int64, count=len(labels))
-        in_batch = found >= 0
-        if not (batch.positions[found[in_batch]] < batch.label_positions[in_batch]).all():
-            return False  # a label before its prediction
+        batch = Batch(events)
+        predictions = batch.predictions
+        pids, label_pids = batch.column(predictions, "prediction_id"), batch.column(batch.labels, "prediction_id")
+        if not self.join.can_join_plain(batch, pids, label_pids):
+            return False  # a duplicate, an early label in play, or a label before its prediction
         prediction_ts = batch.column(predictions, "timestamp")
         if self._binary:
             scores = watched = batch.column(predictions, "score")
         else:
             scores = [self._score(e) for e in predictions]
             watched = [self._watched_prediction(e, s) for e, s in zip(predictions, scores)]
-        values = list(zip(prediction_ts, batch.column(predictions, "prediction"), scores))
-        pending.update(zip(pids, values))  # the batch's predictions wait, as one by one, till their labels
-        waiting = list(map(pending.get, label_pids))
-        if None in waiting:
-            self._drop_pending(pids)  # the batch's, the last ones in
-            return False  # an early, late or orphan label
-        joined_ts = np.fromiter(map(operator.itemgetter(0), waiting), dtype=np.int64, count=len(labels))
-        label_ts = np.asarray(batch.column(labels, "timestamp"), dtype=np.int64)
-        watermarks = _running_max(batch.timestamps(prediction_ts, label_ts), self.watermark_ms)
-        if (joined_ts < watermarks[batch.label_positions] - self.ttl_ms).any():
-            self._drop_pending(pids)
-            return False  # a label for a prediction that expired by event time
-        self.watermark_ms = int(watermarks[-1])
+        joined = self.join.join_plain(batch, pids, label_pids, prediction_ts, scores)
+        if joined is None:
+            return False  # an early, late or orphan label, or one for a prediction that expired
+        waiting, joined_ts, label_ts = joined
         self._apply_predictions(batch)
-        self._apply_labels(batch, label_pids, label_ts, joined_ts, watermarks[batch.label_positions])
+        self._apply_labels(batch, label_ts, joined_ts)
         self._apply_segments(batch, prediction_ts, watched, np.maximum(joined_ts, label_ts).tolist(), waiting)
         return True
 
-    def _drop_pending(self, pids: list[str]) -> None:
-        """Take these ids out of ``pending`` (the others keep their order)."""
-        collections.deque(map(self.pending.__delitem__, pids), maxlen=0)
-
-    def _apply_predictions(self, batch: "_Batch") -> None:
+    def _apply_predictions(self, batch: Batch) -> None:
         predictions, counters = batch.predictions, self.counters
         counters.predictions += len(predictions)
         segments = batch.column(predictions, "segment")
@@ -304,19 +242,16 @@ class ModelMonitor:
             last = batch.prediction_sources[-1]
             self.prediction_partition = (last.topic, last.partition)
 
-    def _apply_labels(self, batch: "_Batch", label_pids: list[str], label_ts: np.ndarray,
-                      joined_ts: np.ndarray, watermarks: np.ndarray) -> None:
+    def _apply_labels(self, batch: Batch, label_ts: np.ndarray, joined_ts: np.ndarray) -> None:
         counters = self.counters
-        counters.labels += len(label_pids)
-        counters.joined += len(label_pids)
+        counters.labels += len(label_ts)
+        counters.joined += len(label_ts)
         counters.label_lags.extend((np.maximum(label_ts - joined_ts, 0) / 1000.0).tolist())
-        if label_pids:
+        if len(label_ts):
             last = batch.label_sources[-1]
             self.label_partition = (last.topic, last.partition)
-            self._drop_pending(label_pids)
-            self.joined_ids.add_many(id_hashes(label_pids), label_ts, watermarks)
 
-    def _apply_segments(self, batch: "_Batch", prediction_ts: list[int], watched: list, pair_ts: list[int],
+    def _apply_segments(self, batch: Batch, prediction_ts: list[int], watched: list, pair_ts: list[int],
                         waiting: list[tuple]) -> None:
         """Append the batch to the open segment, cutting it at each evaluation point inside."""
         predictions, labels = batch.predictions, batch.labels
@@ -331,8 +266,8 @@ class ModelMonitor:
         cuts.sort()
         self.predictions_total += len(predictions)
         self.joined_total += len(labels)
-        clocks = {"predictions": _running_max(prediction_ts, self.clock_ms["predictions"]),
-                  "pairs": _running_max(pair_ts, self.clock_ms["pairs"])}
+        clocks = {"predictions": running_max(prediction_ts, self.clock_ms["predictions"]),
+                  "pairs": running_max(pair_ts, self.clock_ms["pairs"])}
         columns = {
             "rows": batch.column(predictions, "features"), "prediction_values": watched,
             "prediction_ts": prediction_ts, "prediction_offsets": batch.column(batch.prediction_sources, "offset"),
@@ -367,11 +302,6 @@ class ModelMonitor:
                 self._cut(clock)
             start = end
 
-    def _late(self, pred_ts: int, label_ts: int) -> None:
-        """A label for a prediction that already expired: counted with its lag, never joined."""
-        self.counters.late_labels += 1
-        self.counters.label_lags.append(max(0, label_ts - pred_ts) / 1000.0)
-
     def _score(self, event: Prediction) -> Any:
         """Binary: the positive class's probability; multiclass: a row in ``classes`` order."""
         if self.model.task == "binary":
@@ -386,7 +316,8 @@ class ModelMonitor:
             return score
         return event.prediction
 
-    def _join(self, prediction: Any, score: Any, pred_ts: int, label: Any, label_ts: int, offset: int) -> None:
+    def _pair(self, prediction: Any, score: Any, pred_ts: int, label: Any, label_ts: int, offset: int) -> None:
+        """A prediction and its label, joined: counted, and added to the open segment."""
         self.counters.joined += 1
         self.counters.label_lags.append(max(0, label_ts - pred_ts) / 1000.0)
         segment = self._segments[-1]
@@ -406,7 +337,7 @@ class ModelMonitor:
     def flush(self) -> list[TriggerEvent]:
         """Feed the batch's segments to the statistics, judging rules at each evaluation point."""
         triggers: list[TriggerEvent] = []
-        segments, self._segments = self._segments, [self._new_segment()]
+        segments, self._segments = self._segments, [Segment()]
         for segment in segments:
             self.stats.update_predictions(segment.rows, segment.prediction_values)
             if segment.prediction_ts:
@@ -441,7 +372,7 @@ class ModelMonitor:
         late = self.stats.late_labels()
         self.counters.late_labels += late - self._late_seen
         self._late_seen = late
-        self._purge()
+        self.join.purge()
         return triggers
 
     @staticmethod
@@ -478,27 +409,14 @@ class ModelMonitor:
                     self.counters.suppressed[key] = self.counters.suppressed.get(key, 0) + held
         return triggers
 
-    def _purge(self) -> None:
-        horizon = self.watermark_ms - self.ttl_ms
-        expired = _drop_older(self.pending, horizon)
-        self.counters.expired_predictions += len(expired)
-        # Remember expired predictions for one de-duplication horizon after they expired (by
-        # the watermark), to tell a late label from an orphan one.
-        self.expired_ids.update((pid, (self.watermark_ms, value[0])) for pid, value in expired)
-        self.counters.expired_labels += len(_drop_older(self.early_labels, horizon))
-        self.joined_ids.purge(self.watermark_ms)
-        _drop_older(self.expired_ids, self.watermark_ms - self.dedup_ms)
-
     # -- checkpoints ----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
+        join = self.join.state()
         return {
-            "watermark_ms": self.watermark_ms,
+            "watermark_ms": join.pop("watermark_ms"),
             "clock_ms": self.clock_ms,
             "version": self.version,
-            "pending": self.pending,
-            "early_labels": self.early_labels,
-            "joined_ids": self.joined_ids.state(),
-            "expired_ids": self.expired_ids,
+            **join,  # pending, early_labels, joined_ids, expired_ids
             "predictions_total": self.predictions_total,
             "joined_total": self.joined_total,
             "pair_window": self.pair_window.state(),
@@ -511,13 +429,9 @@ class ModelMonitor:
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.watermark_ms = state["watermark_ms"]
+        self.join.restore(state)
         self.clock_ms = dict(state["clock_ms"])
         self.version = state["version"]
-        self.pending = {k: tuple(v) for k, v in state["pending"].items()}
-        self.early_labels = {k: tuple(v) for k, v in state["early_labels"].items()}
-        self.joined_ids = RecentIds.from_state(state["joined_ids"], self.dedup_ms)
-        self.expired_ids = {k: tuple(v) for k, v in state["expired_ids"].items()}
         self.predictions_total = state["predictions_total"]
         self.joined_total = state["joined_total"]
         self.pair_window = CountWindow.from_state(state["pair_window"])
@@ -535,34 +449,6 @@ MAX_FEATURE_NAMES = 512
 
 _PREDICTION_COLUMNS = frozenset({"rows", "prediction_values", "prediction_ts", "prediction_offsets", "predicted",
                                  "prediction_scores"})
-
-
-class _Batch:
-    """One model's events of a batch as columns: its predictions and labels apart, with each
-    one's place in the batch."""
-
-    def __init__(self, events: list[tuple[Prediction | Label, Source]]):
-        self.events = list(map(operator.itemgetter(0), events))
-        sources = list(map(operator.itemgetter(1), events))
-        labelled = np.fromiter(map(LABEL_TYPES.__contains__, map(type, self.events)), dtype=bool, count=len(events))
-        is_label, is_prediction = labelled.tolist(), (~labelled).tolist()
-        self.predictions = list(itertools.compress(self.events, is_prediction))
-        self.labels = list(itertools.compress(self.events, is_label))
-        self.prediction_sources = list(itertools.compress(sources, is_prediction))
-        self.label_sources = list(itertools.compress(sources, is_label))
-        self.positions = np.flatnonzero(~labelled)
-        self.label_positions = np.flatnonzero(labelled)
-
-    @staticmethod
-    def column(events: list, field: str) -> list:
-        return list(map(operator.attrgetter(field), events))
-
-    def timestamps(self, prediction_ts: list[int], label_ts: np.ndarray) -> np.ndarray:
-        """Every event's timestamp in batch order, from the predictions' and the labels'."""
-        ts = np.empty(len(self.events), dtype=np.int64)
-        ts[self.positions] = prediction_ts
-        ts[self.label_positions] = label_ts
-        return ts
 
 
 def _sample_lines(data: bytes, count: int) -> list[bytes]:
@@ -587,11 +473,6 @@ def _named(versions: list[str | None]) -> np.ndarray:
     return np.flatnonzero(list(map(operator.is_not, versions, itertools.repeat(None))))
 
 
-def _running_max(values: Any, start: int) -> np.ndarray:
-    """``[max(start, *values[:i + 1]) for i in range(len(values))]`` (int64)."""
-    return np.maximum.accumulate(np.maximum(np.asarray(values, dtype=np.int64), start))
-
-
 def _is_drift(statistic: str) -> bool:
     """Statistics computed from predictions alone (feature and prediction drift, and the
     estimated performance: its calibration comes from labelled pairs, its window from predictions)."""
@@ -604,38 +485,72 @@ def _segment_key(segment: dict[str, str] | None) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(segment.items()))
 
 
-def _drop_older(entries: dict[str, Any], horizon: int) -> list[tuple[str, Any]]:
-    """Drop and return the entries whose timestamp (the value, or its first item) is older than
-    ``horizon``, from the front of an insertion-ordered dict."""
-    dropped = []
-    while entries:
-        first = next(iter(entries))
-        value = entries[first]
-        if (value[0] if isinstance(value, tuple) else value) >= horizon:
-            break
-        dropped.append((first, entries.pop(first)))
-    return dropped
-
-
-class Monitor:
-    """Every model of one input partition. ``process`` one batch, get the triggers back."""
+class ModelRegistry:
+    """The models a process monitors: the configured ones, and those added with the defaults for
+    an unconfigured ``model_id`` when ``engine.unknown_model = "register"`` (at most
+    ``engine.max_registered_models``). The config itself is never changed: the decoder, which
+    rejects the models not here, and the Monitors of every partition share one registry, so the
+    cap holds for the process and a model registered by one is known to all.
+    """
 
     def __init__(self, config: Config):
         self.config = config
-        self.models: dict[str, ModelMonitor] = {}
-        #: models touched since the engine last checkpointed them
-        self.dirty: set[str] = set()
-        #: models touched or restored since the exporter last looked (it clears them); the others'
-        #: metrics have not changed
-        self.unobserved: set[str] = set()
+        self._models: dict[str, Model] = {}
+        for model in config.models:
+            self._models.setdefault(model.id, model)
+        self._registered = 0
+
+    def get(self, model_id: str) -> Model | None:
+        """The model of ``model_id``, registering an unconfigured one if the config allows it."""
+        model = self._models.get(model_id)
+        engine = self.config.engine
+        if model is not None or engine.unknown_model != "register" or self._registered >= engine.max_registered_models:
+            return model
+        model = self._models[model_id] = Model(id=model_id, registered=True)
+        self._registered += 1
+        log.info("registered model %r with the default settings (engine.unknown_model = \"register\")", model_id,
+                 extra={"model": model_id})
+        return model
+
+    def __contains__(self, model_id: str) -> bool:
+        return model_id in self._models
+
+    def __iter__(self) -> Iterator[Model]:
+        """The configured models in config order, then the registered ones as they came."""
+        return iter(self._models.values())
+
+
+class Monitor:
+    """Every model of one input partition. ``process`` one batch, get the triggers back.
+
+    What the engines, the exporter and the backtest use: :meth:`process`, :meth:`drain_counters`
+    (what happened since the last drain), :meth:`dirty_states` (the checkpoint of the models
+    touched since the last one), :meth:`state` and :meth:`restore`, and :attr:`models` to read a
+    model's statistics.
+    """
+
+    def __init__(self, config: Config, models: ModelRegistry | None = None):
+        self.config = config
+        self.registry = models if models is not None else ModelRegistry(config)
+        self._models: dict[str, ModelMonitor] = {}
+        #: models touched since the last dirty_states()
+        self._dirty: set[str] = set()
+        #: models touched or restored since the last drain_counters(); the others' metrics have not changed
+        self._unobserved: set[str] = set()
+
+    @property
+    def models(self) -> Mapping[str, ModelMonitor]:
+        """Each model's monitor, by id (read only: the Monitor adds them)."""
+        return MappingProxyType(self._models)
 
     def model(self, model_id: str) -> ModelMonitor | None:
-        monitor = self.models.get(model_id)
+        """The model's monitor, made on first use (None for a model the registry does not have or add)."""
+        monitor = self._models.get(model_id)
         if monitor is None:
-            model = self.config.model_or_register(model_id)  # a registered model's state survives a restart
+            model = self.registry.get(model_id)  # a registered model's state survives a restart
             if model is None:
                 return None
-            monitor = self.models[model_id] = ModelMonitor(model, self.config.source)
+            monitor = self._models[model_id] = ModelMonitor(model, self.config.source)
         return monitor
 
     def process(self, events: Iterable[tuple[Prediction | Label, Source]]) -> list[TriggerEvent]:
@@ -651,34 +566,49 @@ class Monitor:
         # Models are independent: each gets its own events in order, first seen first.
         touched: dict[str, ModelMonitor] = {}
         for model_id, model_events in by_model.items():
-            monitor = self.models.get(model_id) or self.model(model_id)
+            monitor = self._models.get(model_id) or self.model(model_id)
             if monitor is not None:
                 touched[model_id] = monitor
                 monitor.on_events(model_events)
         triggers: list[TriggerEvent] = []
         for monitor in touched.values():
             triggers.extend(monitor.flush())
-        self.dirty.update(touched)
-        self.unobserved.update(touched)
+        self._dirty.update(touched)
+        self._unobserved.update(touched)
         return triggers
 
+    def drain_counters(self) -> list[tuple[str, ModelCounters, ModelMonitor]]:
+        """``(model id, its counters since the last drain, its monitor)`` of each model touched or
+        restored since the last drain, by id; their counters start again from zero."""
+        drained = [(model_id, self._models[model_id].counters.take(), self._models[model_id])
+                   for model_id in sorted(self._unobserved)]
+        self._unobserved.clear()
+        return drained
+
+    def dirty_states(self) -> dict[str, dict[str, Any]]:
+        """The state of each model touched since the last call, by id: what a checkpoint that
+        keeps each model's latest state (a changelog) must write; idle models are left out."""
+        states = {model_id: self._models[model_id].state() for model_id in sorted(self._dirty)}
+        self._dirty.clear()
+        return states
+
     def state(self) -> dict[str, Any]:
-        return {model_id: m.state() for model_id, m in self.models.items()}
+        return {model_id: m.state() for model_id, m in self._models.items()}
 
     def restore(self, state: dict[str, Any]) -> None:
         for model_id, model_state in state.items():
             monitor = self.model(model_id)
             if monitor is not None:
                 monitor.restore(model_state)
-                self.unobserved.add(model_id)
+                self._unobserved.add(model_id)
 
 
 class InputDecoder:
     """Decodes one input message and checks its model, for every engine and the backtest.
 
-    Raises :class:`InvalidEvent` (the engines send it to the dead-letter topic). An unconfigured
-    ``model_id`` is ``unknown_model`` unless ``engine.unknown_model = "register"`` adds it (see
-    :meth:`Config.model_or_register`); known ids are a set lookup, not ``Config.model``'s scan.
+    Raises :class:`InvalidEvent` (the engines send it to the dead-letter topic). A ``model_id``
+    that ``models`` (a :class:`ModelRegistry`, shared with the Monitors) does not have or add is
+    ``unknown_model``; known ids are a set lookup.
 
     >>> from streams.core.config import parse_config
     >>> decode = InputDecoder(parse_config({"kafka": {"bootstrap.servers": "127.0.0.1:9092"}, "models": [{"id": "churn"}]}))
@@ -690,11 +620,12 @@ class InputDecoder:
     streams.core.codecs.InvalidEvent: unknown_model: model_id 'fraud' is not in the config
     """
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, models: ModelRegistry | None = None):
         self.config = config
+        self.models = models if models is not None else ModelRegistry(config)
         self.predictions_topic = config.topics.predictions
         self.max_bytes = config.engine.max_message_bytes
-        self.known = {m.id for m in config.models}
+        self.known = {m.id for m in self.models}
         # Batches decode each prediction's features into a struct of the features the config
         # watches (see decode_many), and of those the events carry besides (_learn_features);
         # a feature a model reads as categories, or none reads, may hold any scalar.
@@ -771,13 +702,9 @@ class InputDecoder:
         return events
 
     def _unknown(self, model_id: str) -> None:
-        model = self.config.model_or_register(model_id)
-        if model is None:
+        if self.models.get(model_id) is None:
             engine = self.config.engine
             full = (f"; the {engine.max_registered_models} allowed by engine.max_registered_models are "
                     "registered already" if engine.unknown_model == "register" else "")
             raise InvalidEvent("unknown_model", f"model_id {model_id!r} is not in the config{full}")
-        if model.registered and model_id not in self.known:
-            log.info("registered model %r with the default settings (engine.unknown_model = \"register\")", model_id,
-                     extra={"model": model_id})
         self.known.add(model_id)

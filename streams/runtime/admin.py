@@ -1,10 +1,11 @@
-"""Topic creation: the inputs with the same partition count (co-partitioned), a compacted state topic."""
+"""Topic creation (the inputs with the same partition count: co-partitioned; a compacted state
+topic), and leaving the consumer group."""
 from __future__ import annotations
 
 import logging
 import time
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.core.config import Config
@@ -101,3 +102,30 @@ def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float):
         if ready or time.monotonic() > deadline:
             return topics
         time.sleep(0.1)
+
+
+def leave_group(consumer: Consumer, config: Config, instance_id: str, logger: logging.Logger | None = None,
+                timeout: float = 10.0) -> None:
+    """Take a static member (``group.instance.id``) out of its consumer group now, so the other
+    instances take over its partitions.
+
+    A static member's close() keeps its place (KIP-345: librdkafka sends no LeaveGroup when
+    a static member terminates) until the session times out. An unsubscribe does send one,
+    once its revocation is served, and only if close() has not begun: so serve it here
+    until the broker no longer lists this instance in the group.
+    """
+    consumer.unsubscribe()
+    admin = AdminClient({**config.kafka, "logger": logger or logging.getLogger("driftline.librdkafka")})
+    group = config.engine.group_id
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        consumer.consume(1, 0.1)  # serves the revocation; nothing is assigned any more
+        try:
+            description = admin.describe_consumer_groups([group], request_timeout=2)[group].result()
+        except KafkaException:
+            continue
+        if all(m.group_instance_id != instance_id for m in description.members):
+            log.info("left the consumer group %s", group)
+            return
+    log.warning("still a member of the consumer group %s after %.0fs; its partitions move when the "
+                "session times out (engine.session_timeout_ms)", group, timeout)

@@ -81,12 +81,7 @@ class Aligner:
 
     def add(self, partition: int, role: int, key: int, offset: int, item: Any) -> None:
         """Buffer one item read at ``offset`` of the ``role`` partition of pair ``partition``."""
-        pair = self.pairs.get(partition)
-        if pair is None:
-            pair = self.pairs[partition] = _Pair()
-        pair.items[role].append(item)
-        pair.keys[role].append(key)
-        pair.offsets[role].append(offset)
+        self.extend(partition, role, [key], [offset], [item])
 
     def extend(self, partition: int, role: int, keys: list[int], offsets: list[int], items: list) -> None:
         """:meth:`add` of a run of items read in order from one partition."""

@@ -25,9 +25,13 @@ from prometheus_client.utils import floatToGoString
 
 from retrain_trigger.rules import load_rules
 
-from streams.core.config import Config, ConfigError, Metrics, read_password
+from streams.core.config import Config, ConfigError, read_password
+from streams.core.config import Metrics as MetricsSettings
+from streams.runtime.pipeline import Metrics
 
 if TYPE_CHECKING:
+    from retrain_trigger.events import TriggerEvent
+
     from streams.core.monitor import Monitor
 
 OTHER = "other"
@@ -118,7 +122,9 @@ class PValueGauge:
         yield family
 
 
-class Exporter:
+class Exporter(Metrics):
+    """Every metric family, and what the pipeline counts (:class:`~streams.runtime.pipeline.Metrics`)."""
+
     def __init__(self, config: Config, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         self.settings, self.source = config.metrics, config.source  # where and how serve() listens
@@ -215,13 +221,26 @@ class Exporter:
                     if cond.threshold is not None:
                         self.threshold.labels(model.id, rule.name, cond.statistic).set(cond.threshold)
 
+    def count_consumed(self, topic: str, count: int) -> None:
+        self.consumed.labels(topic).inc(count)
+
+    def count_rejected(self, topic: str, reason: str) -> None:
+        self.invalid.labels(topic, reason).inc()
+
+    def count_trigger(self, trigger: "TriggerEvent") -> None:
+        self.triggers.labels(trigger.model_id, trigger.rule).inc()
+
+    def set_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
+        self.consumer_lag.labels(topic, str(partition)).set(lag)
+
+    def set_checkpoint_bytes(self, partition: int, size: int) -> None:
+        self.checkpoint_bytes.labels(str(partition)).set(size)
+
     def observe(self, monitor: "Monitor") -> None:
-        """Fold a Monitor's counters since the last call into the metrics, and set the gauges of
-        the models it touched or restored since then (the others' have not changed)."""
+        """Fold the counters a Monitor drains into the metrics, and set the gauges of the models
+        it touched or restored since its last drain (the others' have not changed)."""
         e = self
-        for model_id in sorted(monitor.unobserved):
-            m = monitor.models[model_id]
-            c = m.counters
+        for model_id, c, m in monitor.drain_counters():
             for segment, count in c.segments.items():
                 e.predictions.labels(model_id, e.segment_label(model_id, segment)).inc(count)
             e.labels.labels(model_id).inc(c.labels)
@@ -236,11 +255,9 @@ class Exporter:
                 e.change_detections.labels(model_id, kind).inc(count)
             for (rule, reason), count in c.suppressed.items():
                 e.suppressed.labels(model_id, rule, reason).inc(count)
-            m.counters = type(c)()
             self._observe_statistics(model_id, m)
             e.window_count.labels(model_id).set(m.stats.window_samples())
-            e.pending.labels(model_id).set(len(m.pending))
-        monitor.unobserved.clear()
+            e.pending.labels(model_id).set(len(m.join.pending))
 
     def _observe_statistics(self, model_id: str, m) -> None:
         version = self.version_label(model_id, m.version)
@@ -318,7 +335,7 @@ class MetricsServer:
     #: seconds a connection may take for its TLS handshake and each read
     TIMEOUT = 10.0
 
-    def __init__(self, app, address: str, settings: Metrics, source: str):
+    def __init__(self, app, address: str, settings: MetricsSettings, source: str):
         host, port = address.rsplit(":", 1)
         self.tls = _tls_context(settings, source)
         if settings.basic_auth_username is not None:
@@ -347,7 +364,7 @@ class MetricsServer:
         self.httpd.server_close()
 
 
-def _tls_context(settings: Metrics, source: str) -> ssl.SSLContext | None:
+def _tls_context(settings: MetricsSettings, source: str) -> ssl.SSLContext | None:
     if settings.tls_cert_file is None:
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -38,15 +38,18 @@ from pathlib import Path
 from typing import Any
 
 import faust
-import msgspec
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from retrain_trigger.events import TriggerEvent
 
 from streams.core.codecs import InvalidEvent, encode_trigger
 from streams.core.config import Config, ConfigError
-from streams.runtime.engine import BrokerLost, dead_letter_headers
+from streams.core.monitor import Monitor, Source
 from streams.runtime.admin import STATE_MAX_BYTES, ensure_topics
 from streams.runtime.exporter import Exporter
-from streams.core.monitor import InputDecoder, Monitor, Source
+from streams.runtime.health import BrokerHealth, BrokerLost, export_lag
+from streams.runtime.pipeline import Pipeline, by_partition, dead_letter_headers
+from streams.runtime.state import Checkpoint, FaustTableStore
 
 log = logging.getLogger("driftline.faust")
 
@@ -122,17 +125,8 @@ class PartitionState:
     monitor: Monitor
     next_offsets: dict[str, int] = field(default_factory=dict)
 
-    def encode(self) -> bytes:
-        return msgspec.json.encode({"next_offsets": self.next_offsets, "monitor": self.monitor.state()})
-
-    @classmethod
-    def decode(cls, config: Config, raw: bytes | None) -> "PartitionState":
-        state = cls(Monitor(config))
-        if raw:
-            data = msgspec.json.decode(raw)
-            state.monitor.restore(data["monitor"])
-            state.next_offsets = dict(data["next_offsets"])
-        return state
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(self.monitor.state(), self.next_offsets)
 
 
 #: how long a batch waits for the table's recovery to reach its offsets before using what is there
@@ -210,8 +204,9 @@ def _gap(state: PartitionState, first_offsets: dict[str, int]) -> bool:
 class FaustEngine:
     def __init__(self, config: Config, exporter: Exporter, instance: str = "0"):
         self.config = config
-        self.decode = InputDecoder(config)
         self.exporter = exporter
+        self.pipeline = Pipeline(config, outputs=self, metrics=exporter)
+        self._sends: list[Any] = []  # the batch's sends to the triggers and dead-letter topics, not awaited yet
         self.topics = config.topics
         self.app_id = f"{config.engine.group_id}-faust"
         self.datadir = Path(tempfile.gettempdir()) / "driftline-faust" / f"{self.app_id}-{instance}"
@@ -247,6 +242,7 @@ class FaustEngine:
         # engine's state topic takes (a changelog created before this setting keeps its own limit).
         self.table = self.app.Table(TABLE, partitions=self.partitions, key_type=bytes, value_type=bytes,
                                     extra_topic_configs={"max.message.bytes": str(STATE_MAX_BYTES)})
+        self.store = FaustTableStore(self.table, config.engine.group_id, sized=exporter.set_checkpoint_bytes)
         self.states: dict[int, PartitionState] = {}
         #: input partition -> next offset per topic of its state as last written to or read from
         #: the table: the most the consumer may commit (see _Consumer._new_offset)
@@ -258,7 +254,7 @@ class FaustEngine:
         #: (topic, partition) -> the seek back to offsets Faust skipped, until they come
         self.rewinding: dict[tuple[str, int], _Rewind] = {}
         self._probe = None  # a confluent consumer that looks for records between two offsets
-        self.broker_down_since: float | None = None
+        self.health = BrokerHealth(config, answers=self._broker_answers, on_change=exporter.up.set)
         self._admin = None
         self.app.timer(3.0, name="driftline-broker-check")(self._check_broker)
         self.app.timer(REWIND_RETRY_SECONDS / 2, name="driftline-rewind")(self._retry_rewinds)
@@ -280,14 +276,40 @@ class FaustEngine:
                 raise
 
     async def process(self, events: list) -> None:
+        """One batch: the messages no partition state holds yet through the pipeline; then its
+        sends, then each touched partition's state, acknowledged before Faust acks the batch."""
         await self._load_states(events)
-        per_partition: dict[int, list] = {}
+        new, touched, last_offset = await self._unseen(events)
+        items = self.pipeline.decode([msg.topic for msg in new], [msg.partition for msg in new],
+                                     [msg.offset for msg in new], [msg.value or b"" for msg in new], new)
+        for partition, partition_items in by_partition(items).items():
+            self.pipeline.hand_over(touched[partition].monitor, partition_items)
+        # The sends, in the order the pipeline made them; each gives its delivery's future.
+        pending = [await send for send in self._sends]
+        self._sends.clear()
+        if pending:  # outputs first: the state must never claim work whose outputs could be lost
+            await asyncio.gather(*pending)
+        # Then the state, acknowledged before the batch is acked: Faust's producer.flush() before an
+        # offset commit gives up after 0.1 s without a delivery, so only this wait keeps the committed
+        # offsets from running ahead of the changelog (seen: a lost label after SIGTERM under load).
+        await asyncio.gather(*[await self.store.write(partition, state.checkpoint())
+                               for partition, state in touched.items()])
+        for partition, state in touched.items():
+            self.stored_offsets[partition] = dict(state.next_offsets)
+        consumer = self.app.consumer
+        export_lag(self.exporter.set_consumer_lag,
+                   [(topic, partition, offset + 1) for (topic, partition), offset in last_offset.items()],
+                   lambda topic, partition: consumer.highwater(_tp(topic, partition)))
+
+    async def _unseen(self, events: list) -> tuple[list, dict[int, PartitionState], dict[tuple[str, int], int]]:
+        """The batch's messages that no partition state holds yet, in order, with each one's
+        partition state advanced past it, and the last such offset per input partition. Replays
+        after a crash are skipped; a message past offsets Faust skipped waits (:meth:`_past_gap`)."""
         touched: dict[int, PartitionState] = {}
         skipped = rewound = 0
         late: dict[tuple[str, int], list[int]] = {}
-        pending: list[Any] = []
         last_offset: dict[tuple[str, int], int] = {}
-        new = []  # the messages no state holds yet, in order
+        new = []
         for event in events:
             msg = event.message
             if msg.partition not in self.active:
@@ -311,17 +333,7 @@ class FaustEngine:
             state.next_offsets[msg.topic] = msg.offset + 1
             touched[msg.partition] = state
             last_offset[(msg.topic, msg.partition)] = msg.offset
-            self.exporter.consumed.labels(msg.topic).inc()
             new.append(msg)
-        # Decoded a topic at a time (the same events and rejections as one by one), in message order.
-        for msg, decoded in zip(new, self.decode.messages([(msg.topic, msg.value or b"") for msg in new])):
-            source = Source(msg.topic, msg.partition, msg.offset)
-            if type(decoded) is InvalidEvent:
-                pending.append(await self.dlq_topic.send(
-                    key=msg.key, value=msg.value, headers=dead_letter_headers(decoded.reason, decoded.detail, source)))
-                self.exporter.invalid.labels(msg.topic, decoded.reason).inc()
-                continue
-            per_partition.setdefault(msg.partition, []).append((decoded, source))
         if skipped:
             log.info("skipped %d replayed events the table state already covers", skipped)
         if rewound:
@@ -332,39 +344,30 @@ class FaustEngine:
             # sought back to (_past_gap).
             log.info("partition %d: %s offsets %d..%d delivered again after later ones (Faust's fetcher after a "
                      "seek)", partition, topic, min(offsets), max(offsets), extra={"partition": partition})
-        for partition, batch in per_partition.items():
-            monitor = touched[partition].monitor
-            for trigger in monitor.process(batch):
-                pending.append(await self.triggers_topic.send(key=trigger.model_id.encode(),
-                                                              value=encode_trigger(trigger)))
-                self.exporter.triggers.labels(trigger.model_id, trigger.rule).inc()
-                log.info("trigger %s: %s=%s (threshold %s)", trigger.trigger_id, trigger.metric, trigger.value,
-                         trigger.threshold, extra={"model": trigger.model_id, "partition": partition})
-            self.exporter.observe(monitor)
-        if pending:  # outputs first: the state must never claim work whose outputs could be lost
-            await asyncio.gather(*pending)
-        # Then the state, acknowledged before the batch is acked: Faust's producer.flush() before an
-        # offset commit gives up after 0.1 s without a delivery, so only this wait keeps the committed
-        # offsets from running ahead of the changelog (seen: a lost label after SIGTERM under load).
-        await asyncio.gather(*[await self._checkpoint(partition, state) for partition, state in touched.items()])
-        for partition, state in touched.items():
-            self.stored_offsets[partition] = dict(state.next_offsets)
-        self._export_lag(last_offset)
+        return new, touched, last_offset
+
+    # -- the pipeline's outputs: sends, awaited in order after the batch ---------------------
+    def dead_letter(self, message, source: Source, error: InvalidEvent) -> None:
+        self._sends.append(self.dlq_topic.send(key=message.key, value=message.value,
+                                               headers=dead_letter_headers(error.reason, error.detail, source)))
+
+    def trigger(self, trigger: TriggerEvent) -> None:
+        self._sends.append(self.triggers_topic.send(key=trigger.model_id.encode(), value=encode_trigger(trigger)))
 
     # -- state in the Faust table -------------------------------------------------------------
-    def _key(self, partition: int) -> bytes:
-        return f"{self.config.engine.group_id}:{partition}".encode()
-
     def _state(self, partition: int) -> PartitionState:
         state = self.states.get(partition)
         if state is None:
-            raw = self.table.data.get(self._key(partition))
-            state = self.states[partition] = PartitionState.decode(self.config, raw)
+            checkpoint = self.store.read(partition)
+            state = self.states[partition] = self._restore(checkpoint)
             self.stored_offsets[partition] = dict(state.next_offsets)
-            if raw:
-                log.info("restored partition %d state (%d bytes) from the table", partition, len(raw),
+            if checkpoint.nbytes:
+                log.info("restored partition %d state (%d bytes) from the table", partition, checkpoint.nbytes,
                          extra={"partition": partition})
         return state
+
+    def _restore(self, checkpoint: Checkpoint) -> PartitionState:
+        return PartitionState(self.pipeline.monitor(checkpoint.models), dict(checkpoint.next_offsets))
 
     async def _load_states(self, events: list) -> None:
         """Make sure the state of each partition in the batch reaches the batch's first offsets.
@@ -387,7 +390,7 @@ class FaustEngine:
             if in_hand is not None:
                 if not _gap(in_hand, offsets):
                     continue
-                if self._stored(partition).next_offsets == in_hand.next_offsets:
+                if self.store.read(partition).next_offsets == in_hand.next_offsets:
                     self._skipped(partition, in_hand, offsets)
                     continue
                 self.states.pop(partition)
@@ -404,7 +407,7 @@ class FaustEngine:
                              partition, self.states[partition].next_offsets, offsets, extra={"partition": partition})
                     waited = True
                 await asyncio.sleep(0.1)
-                self.states[partition] = self._stored(partition)
+                self.states[partition] = self._restore(self.store.read(partition))
 
     def _skipped(self, partition: int, state: PartitionState, first_offsets: dict[str, int]) -> None:
         """Offsets before the first one Faust delivered of a topic the state has no offset of yet
@@ -484,21 +487,6 @@ class FaustEngine:
                 return msg.offset()  # nothing from there on: the end offset
         return None
 
-    def _stored(self, partition: int) -> PartitionState:
-        """The partition's state as the table holds it now."""
-        return PartitionState.decode(self.config, self.table.data.get(self._key(partition)))
-
-    async def _checkpoint(self, partition: int, state: PartitionState):
-        """Write a partition's state to the table; returns the changelog write's delivery future."""
-        payload = state.encode()
-        key = self._key(partition)
-        self.table.data[key] = payload
-        self.exporter.checkpoint_bytes.labels(str(partition)).set(len(payload))
-        # The changelog partition is the input partition, so recovery gives it to its owner.
-        return await self.table.changelog_topic.send(
-            key=key, value=payload, partition=partition, key_serializer=self.table.key_serializer,
-            value_serializer=self.table.value_serializer, force=True)  # force: now, not attached to an event
-
     def _commit_frontier(self, tp) -> int | None:
         return self.stored_offsets.get(tp.partition, {}).get(tp.topic)
 
@@ -520,16 +508,6 @@ class FaustEngine:
 
     def _inputs(self, tps) -> set[int]:
         return {tp.partition for tp in tps if tp.topic in (self.topics.predictions, self.topics.labels)}
-
-    def _export_lag(self, last_offset: dict[tuple[str, int], int]) -> None:
-        consumer = self.app.consumer
-        for (topic, partition), offset in last_offset.items():
-            try:
-                high = consumer.highwater(_tp(topic, partition))
-            except Exception:  # noqa: BLE001 - lag is best effort
-                continue
-            if high is not None and high >= 0:
-                self.exporter.consumer_lag.labels(topic, str(partition)).set(max(0, high - offset - 1))
 
     # -- lifecycle ----------------------------------------------------------------------------
     def run(self) -> None:
@@ -561,25 +539,12 @@ class FaustEngine:
     # -- broker health ----------------------------------------------------------------------
     async def _check_broker(self) -> None:
         """aiokafka retries forever; like the default engine, give up after the retry budget."""
-        answers = await asyncio.get_running_loop().run_in_executor(None, self._broker_answers)
-        budget = self.config.engine.broker_retry_budget_seconds
-        if answers:
-            if self.broker_down_since is not None:
-                log.info("broker reachable again")
-                self.broker_down_since = None
-                self.exporter.up.set(1)
-            return
-        if self.broker_down_since is None:
-            self.broker_down_since = time.monotonic()
-            self.exporter.up.set(0)
-            log.warning("broker unreachable (%s); retrying for up to %.0fs",
-                        self.config.kafka.get("bootstrap.servers"), budget)
-        elif time.monotonic() - self.broker_down_since > budget:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.health.probe)
+        except BrokerLost as lost:
             # A graceful Faust stop needs the broker (commit, LeaveGroup) and hangs or dies noisily
             # without it; nothing is lost by leaving now: the table state and committed offsets
             # are what a restart resumes from (at-least-once).
-            lost = BrokerLost(f"Kafka at {self.config.kafka.get('bootstrap.servers')} unreachable for more "
-                              f"than {budget:.0f}s (engine.broker_retry_budget_seconds)")
             print(f"driftline: {lost}", file=sys.stderr, flush=True)  # as the CLI prints BrokerLost
             logging.shutdown()
             os._exit(1)

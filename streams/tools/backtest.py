@@ -51,6 +51,7 @@ from retrain_trigger.events import TriggerEvent
 from streams.core.codecs import InvalidEvent, Label, Prediction, encode_trigger, format_timestamp
 from streams.core.config import Config
 from streams.core.monitor import InputDecoder, Monitor, Source
+from streams.runtime.pipeline import Metrics, Pipeline
 
 __all__ = ["Backtest", "BacktestResult", "Reject", "load_events", "run_backtest"]
 
@@ -355,50 +356,62 @@ _COUNTER_FIELDS = ("predictions", "labels", "joined", "expired_predictions", "ex
                    "duplicate_predictions", "duplicate_labels", "late_labels")
 
 
-class Backtest:
-    """Feed ordered events to a Monitor in chunks of ``every``, recording the timeline."""
+class Backtest(Metrics):
+    """Feed ordered events through the pipeline to a Monitor in chunks of ``every``, collecting
+    the triggers, folding the counters into totals and recording the timeline."""
 
     def __init__(self, config: Config, every: int | None = 1000, timeline: bool = True, observer=None):
         self.config = config
         #: called after each chunk as ``observer(monitor, at_ms, events, triggers)``, before the
         #: Monitor's counters are drained (the report's recorder)
         self.observer = observer
-        self.monitor = Monitor(config)
+        self.pipeline = Pipeline(config, outputs=self, metrics=self, log_triggers=False)
+        self.monitor = self.pipeline.monitor()
         self.every = every
         self.record_timeline = timeline
         self.result = BacktestResult()
+        self._chunk_triggers = 0  # where the chunk's triggers begin in result.triggers
+        self._chunk_end_ms = 0
 
     def run(self, events: list[tuple[Prediction | Label, Source]], progress=None) -> BacktestResult:
         result = self.result
         started = time.perf_counter()
-        process = self.monitor.process
         every = auto_every(len(events)) if self.every is None else max(1, self.every)
         for start in range(0, len(events), every):
             chunk = events[start:start + every]
-            triggers = process(chunk)
-            result.triggers.extend(triggers)
+            self._chunk_triggers, self._chunk_end_ms = len(result.triggers), chunk[-1][0].timestamp
             result.events += len(chunk)
-            if self.observer is not None:
-                self.observer(self.monitor, chunk[-1][0].timestamp, result.events, triggers)
-            self._drain(chunk[-1][0].timestamp)
+            self.pipeline.process(self.monitor, chunk)
             if progress is not None:
                 progress.update(result.events)
         result.replay_seconds += time.perf_counter() - started
         return result
 
-    def _drain(self, at_ms: int) -> None:
-        """Fold the Monitor's per-model counters into totals (as the exporter does) and sample stats."""
-        for model_id, m in self.monitor.models.items():
-            totals = self.result.totals.setdefault(model_id, Counter())
-            c = m.counters
+    # -- the pipeline's outputs and metrics ------------------------------------------------
+    def dead_letter(self, message, source: Source, error: InvalidEvent) -> None:
+        """Not used: a replay hands over valid events only (bad lines are counted and kept as
+        the files are read, see :func:`load_events`)."""
+
+    def trigger(self, trigger: TriggerEvent) -> None:
+        self.result.triggers.append(trigger)
+
+    def observe(self, monitor: Monitor) -> None:
+        """After each chunk: the observer, then the Monitor's per-model counters folded into
+        totals (as the exporter does) and every model's statistics sampled."""
+        at_ms, result = self._chunk_end_ms, self.result
+        if self.observer is not None:
+            self.observer(monitor, at_ms, result.events, result.triggers[self._chunk_triggers:])
+        for model_id in monitor.models:  # in the order the models came
+            result.totals.setdefault(model_id, Counter())
+        for model_id, c, _ in monitor.drain_counters():
             for name in _COUNTER_FIELDS:
-                totals[name] += getattr(c, name, 0)
-            m.counters = type(c)()
-            if self.record_timeline:
+                result.totals[model_id][name] += getattr(c, name, 0)
+        if self.record_timeline:
+            for model_id, m in monitor.models.items():
                 for name, (value, n) in m.stats.values().items():
                     if value is None or (isinstance(value, float) and not math.isfinite(value)):
                         continue
-                    self.result.timeline.append((at_ms, self.result.events, model_id, name, float(value), n))
+                    result.timeline.append((at_ms, result.events, model_id, name, float(value), n))
 
 
 def diagnose(config: Config, monitor: Monitor, totals: dict[str, Counter]) -> dict[str, dict[str, Any]]:
@@ -406,7 +419,7 @@ def diagnose(config: Config, monitor: Monitor, totals: dict[str, Counter]) -> di
     labels without a prediction (expired on the way, or still waiting), and the watched features
     of which no value was seen; a model of which no event was seen says so."""
     out: dict[str, dict[str, Any]] = {}
-    for model in config.models:
+    for model in monitor.registry:
         m = monitor.models.get(model.id)
         if m is None:
             out[model.id] = {"no_events": True}
@@ -414,8 +427,8 @@ def diagnose(config: Config, monitor: Monitor, totals: dict[str, Counter]) -> di
         counts = totals.get(model.id, Counter())
         m.stats.catch_up()
         out[model.id] = {
-            "predictions_without_label": counts["expired_predictions"] + len(m.pending),
-            "labels_without_prediction": counts["expired_labels"] + len(m.early_labels),
+            "predictions_without_label": counts["expired_predictions"] + len(m.join.pending),
+            "labels_without_prediction": counts["expired_labels"] + len(m.join.early_labels),
             "features_never_seen": _never_seen(model, m.stats.feature_drift),
         }
     return out

@@ -36,6 +36,7 @@ class Deployment:
     partitions: int = 3
     engine_extra: str = ""
     engine: str = "confluent"
+    commit_every_ms: int = 300
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     def __post_init__(self):
@@ -55,7 +56,7 @@ state = "{self.topics['driftline-state']}"
 partitions = {self.partitions}
 [engine]
 group_id = "group-{self.suffix}"
-commit_every_ms = 300
+commit_every_ms = {self.commit_every_ms}
 poll_timeout_ms = 100
 {self.engine_extra}
 [metrics]

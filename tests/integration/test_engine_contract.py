@@ -1,13 +1,16 @@
-"""The engine contract on the real broker, for every engine: TTL expiry, event-time windows
-with grace, drift that triggers and a null stream that does not."""
+"""The engine contract on the real broker, for every engine: TTL expiry, registered models, a
+trigger readable at once, event-time windows with grace, drift that triggers and a null stream
+that does not."""
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import pytest
 
 from streams.core.codecs import Label, Prediction
 
-from .harness import ENGINES, Deployment
+from .harness import ENGINES, Deployment, models_config, pair
 
 pytestmark = pytest.mark.kafka
 T0 = 1_700_000_000_000
@@ -17,9 +20,9 @@ T0 = 1_700_000_000_000
 def deploy(request, kafka_bootstrap, unique, tmp_path):
     made: list[Deployment] = []
 
-    def make(models: str, engine_extra: str = "") -> Deployment:
+    def make(models: str, engine_extra: str = "", **kwargs) -> Deployment:
         d = Deployment(kafka_bootstrap, f"{unique}{len(made)}", tmp_path, models, engine=request.param,
-                       engine_extra=engine_extra)
+                       engine_extra=engine_extra, **kwargs)
         made.append(d)
         d.start()
         return d
@@ -58,6 +61,19 @@ def test_unknown_models_are_registered_with_the_defaults_up_to_the_cap(deploy):
     dlq = d.read("driftline-dlq", expected=1)
     assert len(dlq) == 1 and dict(dlq[0].headers())["driftline.reason"] == b"unknown_model"
     assert b"the 1 allowed by engine.max_registered_models" in dict(dlq[0].headers())["driftline.detail"]
+
+
+def test_a_trigger_is_readable_at_once_not_a_commit_interval_later(deploy):
+    # The default engine publishes in transactions: a read_committed reader sees a trigger when
+    # its transaction commits, and a batch that made one commits at once. (The Faust engine's
+    # sends are not transactional; its commit interval holds back input offsets only.)
+    interval_s = 120
+    started = time.monotonic()
+    d = deploy(models_config(["churn"]), commit_every_ms=interval_s * 1000)
+    d.send([event for i in range(250) for event in pair(i, "churn", correct=False)])
+    [trigger] = d.triggers(expected=1, timeout=60, settle=1)
+    assert trigger["trigger_id"] == "churn:floor:000001"
+    assert time.monotonic() - started < interval_s / 2, "read well before the first commit interval was up"
 
 
 def test_event_time_windows_close_after_grace_and_late_labels_are_counted(deploy):

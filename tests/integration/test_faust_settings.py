@@ -11,12 +11,13 @@ import pytest
 from streams.core.config import ConfigError, parse_config
 from streams.runtime.faust_engine import (
     FaustConfigError,
-    PartitionState,
     _OncePerInterval,
     broker_urls,
     credentials,
 )
 from streams.core.monitor import Source
+from streams.runtime.pipeline import Metrics, Pipeline
+from streams.runtime.state import Checkpoint, decode_table_value, encode_table_value
 
 from .harness import REPO, pair
 
@@ -65,16 +66,18 @@ def test_cli_reports_an_unusable_setting_in_one_line_before_connecting(tmp_path)
 
 def test_partition_state_round_trips_the_monitor_and_its_offsets():
     config = parse_config({"kafka": {"bootstrap.servers": "a:1"}, "models": [{"id": "churn"}]})
-    state = PartitionState.decode(config, None)
+    pipeline = Pipeline(config, outputs=None, metrics=Metrics())
+    assert decode_table_value(None) == Checkpoint()
+    monitor = pipeline.monitor()
     events = []
     for i in range(30):
         prediction, label = pair(i, "churn", i % 3 != 0)
         events += [(prediction, Source("predictions", 0, i)), (label, Source("labels", 0, i))]
-    state.monitor.process(events)
-    state.next_offsets = {"predictions": 30, "labels": 30}
-    again = PartitionState.decode(config, state.encode())
-    assert again.next_offsets == state.next_offsets
-    assert again.encode() == state.encode()
+    monitor.process(events)
+    raw = encode_table_value(Checkpoint(monitor.state(), {"predictions": 30, "labels": 30}))
+    again = decode_table_value(raw)
+    assert again.next_offsets == {"predictions": 30, "labels": 30} and again.nbytes == len(raw)
+    assert encode_table_value(Checkpoint(pipeline.monitor(again.models).state(), again.next_offsets)) == raw
 
 
 def test_repeated_library_errors_are_logged_once_per_interval():

@@ -1,4 +1,4 @@
-"""The engine's call watchdog: a Kafka call stuck past its timeout is reported once as a stall,
+"""The engines' call watchdog: a Kafka call stuck past its timeout is reported once as a stall,
 and past its limit it ends the process with one line."""
 import subprocess
 import sys
@@ -6,7 +6,7 @@ import textwrap
 
 CHILD = textwrap.dedent("""
     import time
-    from streams.runtime.engine import CallWatchdog
+    from streams.runtime.health import CallWatchdog
     stalled = lambda call, overdue: print(f"stalled: {call}", flush=True)
     watchdog = CallWatchdog("Kafka at 127.0.0.1:1 unreachable for more than 1s; exiting", stalled)
     with watchdog.guard("quick_call", 5, 10):

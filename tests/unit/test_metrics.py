@@ -93,7 +93,7 @@ def test_the_exporter_looks_only_at_models_touched_or_restored_and_exports_what_
         touched.process(events)
         everything.process(events)
         lazy.observe(touched)
-        everything.unobserved.update(everything.models)  # the old behaviour: look at every model
+        everything._unobserved.update(everything.models)  # the old behaviour: look at every model
         eager.observe(everything)
         assert samples(lazy.registry) == samples(eager.registry)
     restored = Monitor(config)

@@ -46,7 +46,7 @@ def test_joins_in_either_order_and_counts():
     monitor = Monitor(CONFIG)
     feed(monitor, [prediction(0), label(0), label(1), prediction(1)])
     m = monitor.models["m"]
-    assert m.counters.joined == 2 and not m.pending and not m.early_labels
+    assert m.counters.joined == 2 and not m.join.pending and not m.join.early_labels
     accuracy = m.stats.performance()["accuracy"]
     assert accuracy.statistic == 1.0 and accuracy.n == 2
     assert m.counters.label_lags == [0.5, 0.5]
@@ -58,14 +58,14 @@ def test_predictions_expire_after_the_ttl_of_event_time():
     # p100 is 100 s later: p0 and p1 are older than the 60 s TTL and expire at the purge.
     feed(monitor, [prediction(100)])
     m = monitor.models["m"]
-    assert m.counters.expired_predictions == 2 and list(m.pending) == ["p100"]
+    assert m.counters.expired_predictions == 2 and list(m.join.pending) == ["p100"]
     # A label for an expired prediction does not join: it is late, with its lag recorded,
     # even after the watermark jumped far ahead.
     feed(monitor, [prediction(150)])
     feed(monitor, [label(0)])
     assert m.counters.joined == 0 and m.counters.labels == 1 and m.counters.expired_predictions == 2
     assert m.counters.late_labels == 1 and m.counters.label_lags == [0.5]
-    assert not m.early_labels
+    assert not m.join.early_labels
 
 
 def test_a_late_label_in_the_same_batch_is_judged_by_event_time_not_by_the_purge():
@@ -152,7 +152,8 @@ def test_unknown_models_go_to_the_dlq_unless_registered_and_registration_is_capp
     with pytest.raises(InvalidEvent) as info:
         decode("predictions", _line("c"))
     assert info.value.reason == "unknown_model" and "the 2 allowed by engine.max_registered_models" in info.value.detail
-    assert [(m.id, m.registered) for m in config.models] == [("m", False), ("a", True), ("b", True)]
+    assert [(m.id, m.registered) for m in decode.models] == [("m", False), ("a", True), ("b", True)]
+    assert [m.id for m in config.models] == ["m"]  # the registry adds them, the config stays as read
 
 
 def test_a_batch_of_messages_decodes_as_one_by_one_and_registers_models_in_message_order():
@@ -163,7 +164,9 @@ def test_a_batch_of_messages_decodes_as_one_by_one_and_registers_models_in_messa
                 ("predictions", b"not json"), ("labels", label.replace(b'"b"', b'"m"'))]
     one_by_one_config, batch_config = _registering(limit=1), _registering(limit=1)
 
-    def one(topic, data, decode=InputDecoder(one_by_one_config)):
+    one_by_one = InputDecoder(one_by_one_config)
+
+    def one(topic, data, decode=one_by_one):
         try:
             return decode(topic, data)
         except InvalidEvent as exc:
@@ -175,11 +178,13 @@ def test_a_batch_of_messages_decodes_as_one_by_one_and_registers_models_in_messa
         return ("label" if isinstance(event, Label) else "prediction"), event.model_id
 
     expected = [one(topic, data) for topic, data in messages]
-    batch = InputDecoder(batch_config).messages(messages)
+    batch_decoder = InputDecoder(batch_config)
+    batch = batch_decoder.messages(messages)
     assert list(map(outcome, batch)) == list(map(outcome, expected)) == \
         [("prediction", "m"), ("label", "b"), ("rejected", "unknown_model"), ("rejected", "invalid_json"),
          ("label", "m")]
-    assert [m.id for m in batch_config.models] == [m.id for m in one_by_one_config.models] == ["m", "b"]
+    assert [m.id for m in batch_decoder.models] == [m.id for m in one_by_one.models] == ["m", "b"]
+    assert [m.id for m in batch_config.models] == [m.id for m in one_by_one_config.models] == ["m"]
 
 
 def test_a_registered_model_is_monitored_with_the_defaults_and_its_state_survives_a_restart():

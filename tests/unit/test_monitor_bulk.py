@@ -131,7 +131,7 @@ def test_a_plain_batch_takes_the_bulk_path_and_an_odd_one_does_not():
     expired = _sources([_event("prediction", "a", 999, 100, 1, 0.0, "v1", False),
                         _event("label", "a", 999, 200, 1, 0.0, None, False)] * 1)
     assert not model._bulk(items[40:60] + expired)  # its label comes after the 20 s TTL
-    assert len(model.pending) == 0 and model.predictions_total == 20  # refusals changed nothing
+    assert len(model.join.pending) == 0 and model.predictions_total == 20  # refusals changed nothing
 
 
 @settings(max_examples=40, deadline=None)

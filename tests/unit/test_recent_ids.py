@@ -127,7 +127,7 @@ def test_the_checkpoint_after_ten_horizons_is_no_larger_than_after_two(ttl, dedu
     if ttl == 60.0:
         assert model.counters.expired_predictions > 8 * 60  # one in ten expired, TTL after TTL
     # joined ids: at most one horizon and a bucket (9 / 8 of 600)
-    assert len(model.joined_ids) <= 600 * (BUCKETS + 1) // BUCKETS
+    assert len(model.join.joined_ids) <= 600 * (BUCKETS + 1) // BUCKETS
     assert model.counters.joined > 5000
     assert max(sizes[n] for n in range(3, 11)) <= sizes[2] * 1.05
 
@@ -141,7 +141,7 @@ def test_a_duplicate_label_within_the_horizon_is_a_duplicate_and_after_it_an_orp
     model = monitor.models["m"]
     assert model.counters.joined == 1 and model.counters.duplicate_labels == 1
     monitor.process([label(20_000)])  # the horizon (10 s, its bucket ends by 11.25 s) has passed
-    assert model.counters.duplicate_labels == 1 and "p1" in model.early_labels
+    assert model.counters.duplicate_labels == 1 and "p1" in model.join.early_labels
 
 
 def test_dedup_seconds_must_be_positive():

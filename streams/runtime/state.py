@@ -1,0 +1,186 @@
+"""Where each input partition's Monitor state is kept between runs: one interface, two stores.
+
+As in Quix Streams, state belongs to an input partition: whoever owns the partition reads its
+checkpoint when it is assigned and writes it as it goes. :class:`StateStore` is that contract,
+:class:`Checkpoint` what goes in and out (each model's state, as ``ModelMonitor.state()`` gives
+it). The two layouts are the ones existing deployments hold, so their checkpoints restore:
+
+* :class:`KafkaStateStore` (the default engine): the compacted ``topics.state``, partition *p*
+  for input partition *p*, one message per model keyed ``<group>:<p>:<model>`` holding that
+  model's JSON state. A changelog: a write carries the models touched since the last one, a
+  read takes the last value of each key. The engine produces the writes in its transaction.
+* :class:`FaustTableStore` (the Faust engine): one entry of the Faust table per partition,
+  keyed ``<group>:<p>``, holding ``{"next_offsets": {topic: offset}, "monitor": {model: state}}``
+  (every model: Faust's changelog keeps the last value of each key); the next input offsets let
+  a worker skip what a replay after a crash repeats.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from streams.core.config import Config
+
+log = logging.getLogger("driftline.state")
+
+# Errors a just-created topic gives until its leader serves requests.
+_NOT_READY = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+              KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT, KafkaError._TRANSPORT}
+
+
+@dataclass
+class Checkpoint:
+    """One input partition's stored state."""
+
+    #: model id -> that model's state
+    models: dict[str, Any] = field(default_factory=dict)
+    #: input topic -> the next offset the state covers (kept by the Faust engine only)
+    next_offsets: dict[str, int] = field(default_factory=dict)
+    #: the stored size, as read
+    nbytes: int = 0
+
+
+class StateStore(Protocol):
+    """Read and write the checkpoint of one input partition."""
+
+    def read(self, partition: int) -> Checkpoint:
+        """The partition's checkpoint as stored (empty if none)."""
+
+    def write(self, partition: int, checkpoint: Checkpoint) -> Any:
+        """Store a checkpoint of the partition (what a store needs of it: see the store)."""
+
+
+class KafkaStateStore:
+    """The default engine's store: a compacted topic of one message per model (a changelog).
+
+    Parameters
+    ----------
+    config
+        Its ``kafka`` settings, ``topics.state`` and ``engine.group_id`` (the keys' prefix).
+    producer
+        The engine's transactional producer: a write is part of the open transaction.
+    sized
+        Called as ``sized(partition, bytes)`` after a write with the size of the partition's
+        latest checkpoint (the latest state of each of its models).
+    """
+
+    def __init__(self, config: Config, producer: Producer, sized: Callable[[int, int], None]):
+        self.config = config
+        self.topic = config.topics.state
+        self.producer = producer
+        self.sized = sized
+        #: partition -> model -> bytes of its latest state
+        self.sizes: dict[int, dict[str, int]] = {}
+
+    def _prefix(self, partition: int) -> bytes:
+        return f"{self.config.engine.group_id}:{partition}:".encode()
+
+    def write(self, partition: int, checkpoint: Checkpoint) -> None:
+        """Produce the state of each model in ``checkpoint`` (the ones touched since the last
+        write: idle models are not rewritten)."""
+        sizes = self.sizes.setdefault(partition, {})
+        for model_id, state in checkpoint.models.items():
+            payload = msgspec.json.encode(state)
+            self.producer.produce(self.topic, payload, key=self._prefix(partition) + model_id.encode(),
+                                  partition=partition)
+            sizes[model_id] = len(payload)
+        self.sized(partition, sum(sizes.values()))
+
+    def read(self, partition: int, timeout: float = 30.0) -> Checkpoint:
+        """The partition's checkpoint, retrying while a new state topic gets its leader."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self._read(partition)
+            except KafkaException as exc:
+                if exc.args[0].code() not in _NOT_READY or time.monotonic() > deadline:
+                    raise
+                log.info("state partition %d not ready (%s); retrying", partition, exc.args[0].str())
+                time.sleep(0.2)
+
+    def _read(self, partition: int) -> Checkpoint:
+        """Read the partition to its end; the last value of each key wins."""
+        reader = Consumer({**self.config.kafka, "group.id": f"{self.config.engine.group_id}-restore",
+                           "enable.auto.commit": False, "isolation.level": "read_committed"})
+        try:
+            low, high = reader.get_watermark_offsets(TopicPartition(self.topic, partition), 10)
+            if high <= low:
+                return Checkpoint()
+            reader.assign([TopicPartition(self.topic, partition, low)])
+            prefix, latest = self._prefix(partition), {}
+            position = low
+            while position < high:
+                # A short wait: the partition ends with a transaction marker, no message, so the last
+                # call returns empty, and a restart should not sit out a long timeout on it.
+                for msg in reader.consume(1000, 0.1):
+                    if msg.error():
+                        continue
+                    position = msg.offset() + 1
+                    key = msg.key() or b""
+                    if key.startswith(prefix):
+                        latest[key[len(prefix):].decode()] = msg.value()
+                if reader.position([TopicPartition(self.topic, partition)])[0].offset >= high:
+                    break
+        finally:
+            reader.close()
+        self.sizes[partition] = {model_id: len(value) for model_id, value in latest.items()}
+        return Checkpoint(models={model_id: msgspec.json.decode(value) for model_id, value in latest.items()},
+                          nbytes=sum(map(len, latest.values())))
+
+
+class FaustTableStore:
+    """The Faust engine's store: one entry per partition in a Faust table of raw bytes.
+
+    Parameters
+    ----------
+    table
+        The Faust table (``key_type=bytes, value_type=bytes``), partitioned like the inputs.
+    group_id
+        ``engine.group_id``, the keys' prefix.
+    sized
+        Called as ``sized(partition, bytes)`` after each write.
+    """
+
+    def __init__(self, table: Any, group_id: str, sized: Callable[[int, int], None]):
+        self.table = table
+        self.group_id = group_id
+        self.sized = sized
+
+    def _key(self, partition: int) -> bytes:
+        return f"{self.group_id}:{partition}".encode()
+
+    def read(self, partition: int) -> Checkpoint:
+        """The partition's entry as the table holds it now (Faust recovers the table from its
+        changelog before the partition's events reach the agent; meanwhile it may be behind)."""
+        return decode_table_value(self.table.data.get(self._key(partition)))
+
+    def write(self, partition: int, checkpoint: Checkpoint):
+        """Put the partition's whole state (every model, and the next offsets) in the table and
+        send it to the changelog at once. Returns the send (a coroutine): awaited, it gives the
+        write's delivery future."""
+        payload = encode_table_value(checkpoint)
+        key = self._key(partition)
+        self.table.data[key] = payload
+        self.sized(partition, len(payload))
+        # The changelog partition is the input partition, so recovery gives it to its owner.
+        return self.table.changelog_topic.send(
+            key=key, value=payload, partition=partition, key_serializer=self.table.key_serializer,
+            value_serializer=self.table.value_serializer, force=True)  # force: now, not attached to an event
+
+
+def encode_table_value(checkpoint: Checkpoint) -> bytes:
+    """A partition's entry in the Faust table."""
+    return msgspec.json.encode({"next_offsets": checkpoint.next_offsets, "monitor": checkpoint.models})
+
+
+def decode_table_value(raw: bytes | None) -> Checkpoint:
+    if not raw:
+        return Checkpoint()
+    data = msgspec.json.decode(raw)
+    return Checkpoint(models=data["monitor"], next_offsets=dict(data["next_offsets"]), nbytes=len(raw))

@@ -1,0 +1,68 @@
+"""The state stores keep the layouts deployed checkpoints have (so they restore), and a Faust
+table entry reads back what was written. Reading the state topic is tested on the broker
+(tests/integration/test_exactly_once.py restarts from it)."""
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+
+from streams.core.config import parse_config
+from streams.runtime.state import (Checkpoint, FaustTableStore, KafkaStateStore, decode_table_value,
+                                   encode_table_value)
+
+CONFIG = parse_config({"kafka": {"bootstrap.servers": "unused:9092"}, "topics": {"state": "st"},
+                       "engine": {"group_id": "g"}, "models": [{"id": "m"}]})
+
+
+class _Producer:
+    def __init__(self):
+        self.produced = []
+
+    def produce(self, topic, value, key, partition):
+        self.produced.append((topic, key, value, partition))
+
+
+def test_the_state_topic_holds_one_message_per_touched_model_keyed_group_partition_model():
+    producer, sizes = _Producer(), []
+    store = KafkaStateStore(CONFIG, producer, sized=lambda p, n: sizes.append((p, n)))
+    store.write(3, Checkpoint({"a": {"x": 1}, "b": {"y": [1, 2]}}))
+    assert producer.produced == [("st", b"g:3:a", b'{"x":1}', 3), ("st", b"g:3:b", b'{"y":[1,2]}', 3)]
+    store.write(3, Checkpoint({"a": {"x": 22}}))  # only a touched: b's latest state stays as it was
+    assert producer.produced[-1] == ("st", b"g:3:a", b'{"x":22}', 3)
+    assert sizes == [(3, 7 + 11), (3, 8 + 11)]  # the partition's latest state of each model
+    store.write(3, Checkpoint())
+    assert len(producer.produced) == 3 and sizes[-1] == (3, 19)
+
+
+class _Table:
+    key_serializer = value_serializer = "raw"
+
+    def __init__(self):
+        self.data = {}
+        self.sent = []
+        table = self
+
+        class Changelog:
+            async def send(self, **kwargs):
+                table.sent.append(kwargs)
+                return "delivery"
+
+        self.changelog_topic = Changelog()
+
+
+def test_the_faust_table_holds_one_entry_per_partition_with_its_next_offsets_and_every_model():
+    assert encode_table_value(Checkpoint({"m": {"a": 1}}, {"labels": 3})) == \
+        b'{"next_offsets":{"labels":3},"monitor":{"m":{"a":1}}}'
+    table, sizes = _Table(), []
+    store = FaustTableStore(table, "g", sized=lambda p, n: sizes.append((p, n)))
+    assert store.read(2) == Checkpoint()
+    written = Checkpoint({"m": {"a": 1}, "n": {}}, {"predictions": 7, "labels": 5})
+    assert asyncio.run(store.write(2, written)) == "delivery"
+    raw = table.data[b"g:2"]
+    assert msgspec.json.decode(raw) == {"next_offsets": {"predictions": 7, "labels": 5},
+                                        "monitor": {"m": {"a": 1}, "n": {}}}
+    assert table.sent == [{"key": b"g:2", "value": raw, "partition": 2, "key_serializer": "raw",
+                           "value_serializer": "raw", "force": True}]
+    assert sizes == [(2, len(raw))]
+    assert store.read(2) == Checkpoint(written.models, written.next_offsets, len(raw)) == decode_table_value(raw)
