@@ -280,13 +280,13 @@ class FaustEngine:
         sends, then each touched partition's state, acknowledged before Faust acks the batch."""
         await self._load_states(events)
         new, touched, last_offset = await self._unseen(events)
+        self._sends = []
         items = self.pipeline.decode([msg.topic for msg in new], [msg.partition for msg in new],
                                      [msg.offset for msg in new], [msg.value or b"" for msg in new], new)
         for partition, partition_items in by_partition(items).items():
             self.pipeline.hand_over(touched[partition].monitor, partition_items)
         # The sends, in the order the pipeline made them; each gives its delivery's future.
         pending = [await send for send in self._sends]
-        self._sends.clear()
         if pending:  # outputs first: the state must never claim work whose outputs could be lost
             await asyncio.gather(*pending)
         # Then the state, acknowledged before the batch is acked: Faust's producer.flush() before an
