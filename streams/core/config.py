@@ -195,18 +195,6 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     def model(self, model_id: str) -> Model | None:
         return next((m for m in self.models if m.id == model_id), None)
 
-    def model_or_register(self, model_id: str) -> Model | None:
-        """The model of ``model_id``; an unconfigured one is added with the defaults when
-        ``engine.unknown_model = "register"`` and fewer than ``engine.max_registered_models`` were."""
-        model = self.model(model_id)
-        if model is not None or self.engine.unknown_model != "register":
-            return model
-        if sum(m.registered for m in self.models) >= self.engine.max_registered_models:
-            return None
-        model = Model(id=model_id, registered=True)
-        self.models.append(model)
-        return model
-
 
 #: The Kafka client's own check of the [kafka] settings: (key, problem) for a setting it refuses,
 #: else None. The core does not import the client; the CLI passes its check in.

@@ -273,11 +273,11 @@ class Engine:
 
 def _consumer_settings(config: Config, instance_id: str, health: BrokerHealth) -> dict:
     return {
-        # librdkafka prefetches up to 64 MB by default; a batch is ~2 MB, 16 MB keeps the pipe
-        # full at a quarter of the memory (a [kafka] setting overrides it) ...
+        # librdkafka prefetches up to 64 MB by default, many batches ahead; a quarter of that
+        # keeps the pipe full (a [kafka] setting overrides it) ...
         "queued.max.messages.kbytes": 16384,
-        # ... provided a full queue delays the next fetch briefly: the default 1000 ms left the
-        # engine waiting on an empty queue (0.54x of the raw consumer's rate; 0.66x with 64 MB)
+        # ... provided a full queue delays the next fetch briefly: with the default 1000 ms
+        # the engine drains the queue and then waits on it, empty, for most of a second
         "fetch.queue.backoff.ms": 20,
         "session.timeout.ms": config.engine.session_timeout_ms,
         **config.kafka,

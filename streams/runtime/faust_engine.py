@@ -291,7 +291,8 @@ class FaustEngine:
             await asyncio.gather(*pending)
         # Then the state, acknowledged before the batch is acked: Faust's producer.flush() before an
         # offset commit gives up after 0.1 s without a delivery, so only this wait keeps the committed
-        # offsets from running ahead of the changelog (seen: a lost label after SIGTERM under load).
+        # offsets from running ahead of the changelog (which, after a stop, would lose the events
+        # between the two).
         await asyncio.gather(*[await self.store.write(partition, state.checkpoint())
                                for partition, state in touched.items()])
         for partition, state in touched.items():
@@ -461,8 +462,8 @@ class FaustEngine:
     async def _retry_rewinds(self) -> None:
         """Seek again where the skipped offsets have not come yet. Faust can deliver the rest of a
         batch it fetched before the seek after it, and then drop the offsets sought back to as
-        already read; no later event may come to ask again (seen: a partition's every remaining
-        event set aside within half a second, then nothing)."""
+        already read; no later event may come to ask again (a partition whose remaining events
+        were all set aside would wait for ever)."""
         now = time.monotonic()
         for tp, rewind in list(self.rewinding.items()):
             await self._seek_back(tp, rewind, now)
