@@ -81,7 +81,15 @@ class CountWindow:
     def state(self) -> dict[str, Any]:
         rows = self.rows()
         # The usual window is all finite: one C pass instead of json_floats' walk over every number.
-        listed = rows.tolist() if np.isfinite(rows).all() else json_floats(rows.tolist())
+        finite = np.isfinite(rows)
+        if finite.all():
+            listed = rows.tolist()
+        else:  # json_floats(rows.tolist()) without its walk: the non-finite cells spelled in place
+            cells = rows.astype(object)
+            cells[np.isnan(rows)] = "nan"
+            cells[rows == np.inf] = "inf"
+            cells[rows == -np.inf] = "-inf"
+            listed = cells.tolist()
         return {"size": self.size, "width": self.width, "seen": self.seen, "rows": listed}
 
     @classmethod
