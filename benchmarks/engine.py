@@ -112,6 +112,7 @@ ENGINE_RUNS = {
 DEFAULT_RUNS = "ceiling,confluent,confluent-commit-each-batch,decoder,confluent-psi,faust"
 
 STATE_MAX_BYTES = 0  # > 0: state topics allow messages this large, and the engine may produce them
+POLL_TIMEOUT_MS = 0  # > 0: the engines' engine.poll_timeout_ms (else its default)
 
 
 def _q(value) -> str:
@@ -140,6 +141,7 @@ partitions = {partitions}
 [engine]
 group_id = {_q(f"{prefix}{name}")}
 commit_every_ms = {commit_every_ms}
+{f"poll_timeout_ms = {POLL_TIMEOUT_MS}" if POLL_TIMEOUT_MS else ""}
 
 [metrics]
 address = "127.0.0.1:{port}"
@@ -620,6 +622,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="of the backlog: none (default), lz4, zstd, … (the Faust engine's aiokafka needs the "
                              "lz4 package for lz4)")
     parser.add_argument("--commit-every-ms", type=int, default=1000)
+    parser.add_argument("--poll-timeout-ms", type=int, default=0,
+                        help="the engines' engine.poll_timeout_ms (default: the engine's own, 200)")
     parser.add_argument("--measure-fraction", type=float, default=0.99,
                         help="the clock stops when this fraction of the backlog is processed (see the docstring)")
     parser.add_argument("--latency-samples", type=int, default=50)
@@ -653,8 +657,8 @@ def main(argv: list[str] | None = None) -> int:
         load_worker(args.bootstrap, args.topics.split(","), args.load_worker, float(args.events))
         return 0
 
-    global STATE_MAX_BYTES
-    STATE_MAX_BYTES = args.state_max_bytes
+    global STATE_MAX_BYTES, POLL_TIMEOUT_MS
+    STATE_MAX_BYTES, POLL_TIMEOUT_MS = args.state_max_bytes, args.poll_timeout_ms
     prefix = f"bench-engine-{os.getpid()}-"
     kinds = [k.strip() for k in args.engines.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in ("ceiling", "decoder", *ENGINE_RUNS)]
