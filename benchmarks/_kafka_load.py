@@ -57,40 +57,42 @@ def produce_backlog(bootstrap: str, predictions_topic: str, labels_topic: str, m
                     features: list[str], per_model: int, seed: int = 1, label_every: int = 1,
                     compression: str = "none") -> int:
     """``per_model`` predictions for each model (its features N(0,1), the first three shifted by
-    +1 in the second half), then a label for every ``label_every``-th one (90% correct, then 70%).
-    Models interleave, so each model's events are spread over the log. Returns the events produced."""
+    +1 in the second half), then a label for every ``label_every``-th one (90% correct, then 70%),
+    each keyed by its model. Both topics are in event-time order, the models' events interleaved
+    one by one, as a live stream leaves them: prediction ``i`` of every model at ``i * 100`` ms,
+    its label 30 s later. Returns the events produced."""
     rng = np.random.default_rng(seed)
     enc = msgspec.json.Encoder()
     p = producer(bootstrap, compression)
+    keys = [model.encode() for model in models]
     total = per_model * len(models)
     produced = 0
     started = time.monotonic()
     chunk = 10_000
     for lo in range(0, per_model, chunk):
         hi = min(per_model, lo + chunk)
-        for model in models:
-            values = rng.normal(size=(hi - lo, len(features))).round(5)
-            values[:, :3] += (np.arange(lo, hi) >= per_model // 2)[:, None]
-            preds = rng.integers(0, 2, hi - lo)
-            key = model.encode()
-            for j, i in enumerate(range(lo, hi)):
+        values = rng.normal(size=(len(models), hi - lo, len(features))).round(5)
+        values[:, :, :3] += (np.arange(lo, hi) >= per_model // 2)[None, :, None]
+        preds = rng.integers(0, 2, (len(models), hi - lo))
+        for j, i in enumerate(range(lo, hi)):
+            for m, (model, key) in enumerate(zip(models, keys)):
                 _produce(p, predictions_topic, enc.encode({
                     "prediction_id": f"{model}-{i:08d}", "model_id": model, "model_version": "v1",
-                    "timestamp": START_MS + i * 100, "features": dict(zip(features, values[j].tolist())),
-                    "prediction": int(preds[j]), "score": 0.5}), key)
-            produced += hi - lo
+                    "timestamp": START_MS + i * 100, "features": dict(zip(features, values[m, j].tolist())),
+                    "prediction": int(preds[m, j]), "score": 0.5}), key)
+        produced += (hi - lo) * len(models)
         p.poll(0)
         progress(f"  produced {produced:,}/{total:,} predictions ({time.monotonic() - started:.0f}s)")
+    correct = rng.random((len(models), per_model)) < np.where(np.arange(per_model) < per_model // 2, 0.9, 0.7)
     labelled = 0
-    for model in models:
-        key = model.encode()
-        correct = rng.random(per_model) < np.where(np.arange(per_model) < per_model // 2, 0.9, 0.7)
-        for i in range(0, per_model, label_every):
-            label = 1 if correct[i] else 0  # predictions are random; correctness is what matters
+    for i in range(0, per_model, label_every):
+        for m, (model, key) in enumerate(zip(models, keys)):
+            label = 1 if correct[m, i] else 0  # predictions are random; correctness is what matters
             _produce(p, labels_topic, enc.encode({"prediction_id": f"{model}-{i:08d}", "model_id": model,
                                                   "label": label, "timestamp": START_MS + i * 100 + 30_000}), key)
             labelled += 1
-        p.poll(0)
+        if i % chunk == 0:
+            p.poll(0)
     progress(f"  produced {labelled:,} labels; flushing …")
     p.flush(120)
     return produced + labelled

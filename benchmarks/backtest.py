@@ -14,7 +14,10 @@ of ``--repeats``:
 * ``drift-20 no timeline`` — the same without the backtest's timeline sampling (the Monitor alone);
 * ``drift-20 CLI`` — ``driftline backtest --no-report`` with the drift-20 config, as a user runs
   it; its times are the ones it writes to summary.json (load, replay);
-* ``decode``    — the baseline: read + decode + validate + sort only, no Monitor.
+* ``decode``    — the baseline: read + decode + validate + sort only, no Monitor;
+* ``realistic`` — the engine benchmark's config (:mod:`benchmarks._configs`): 3 models, each
+  with PSI and KS on all 20 features judged by a drift rule every 50 predictions, accuracy,
+  ADWIN and an accuracy rule; on a history of the same size spread over the 3 models.
 
 The timeline (``--every`` 1000; the CLI's default is 984 here) asks the Monitor for every
 statistic once per 1000 lines. Per config: wall seconds per stage and lines/s end to end.
@@ -45,13 +48,16 @@ import msgspec  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks._common import progress, table  # noqa: E402
+from benchmarks._configs import MODELS, models_toml  # noqa: E402
 from streams.tools.backtest import Backtest, load_events  # noqa: E402
 from streams.core.config import parse_config  # noqa: E402
 
 FEATURES = [f"f{i:02d}" for i in range(20)]
 
 
-def make_history(directory: Path, predictions: int, seed: int = 1) -> None:
+def make_history(directory: Path, predictions: int, seed: int = 1, models: tuple[str, ...] = ("m",)) -> None:
+    """``predictions`` predictions, model ``models[i % len(models)]`` for the i-th, and their labels."""
+    directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     encoder = msgspec.json.Encoder()
     start = 1_767_225_600_000
@@ -65,7 +71,7 @@ def make_history(directory: Path, predictions: int, seed: int = 1) -> None:
     with open(directory / "predictions.jsonl", "wb") as f:
         for i in range(predictions):
             ts = start + i * 100
-            f.write(encoder.encode({"prediction_id": f"p{i:08d}", "model_id": "m", "model_version": "v1",
+            f.write(encoder.encode({"prediction_id": f"p{i:08d}", "model_id": models[i % len(models)], "model_version": "v1",
                                     "timestamp": ts, "features": dict(zip(FEATURES, values[i].tolist())),
                                     "prediction": int(preds[i]), "score": 0.5}) + b"\n")
             if labelled[i]:
@@ -74,7 +80,7 @@ def make_history(directory: Path, predictions: int, seed: int = 1) -> None:
     labels.sort()
     with open(directory / "labels.jsonl", "wb") as f:
         for ts, i, label in labels:
-            f.write(encoder.encode({"prediction_id": f"p{i:08d}", "model_id": "m", "label": label,
+            f.write(encoder.encode({"prediction_id": f"p{i:08d}", "model_id": models[i % len(models)], "label": label,
                                     "timestamp": ts}) + b"\n")
 
 
@@ -105,7 +111,15 @@ conditions = [{{ statistic = "accuracy", op = "<", threshold = 0.8 }}]
 
 
 def config(kind: str):
+    if kind == "realistic":
+        text = '[kafka]\n"bootstrap.servers" = "unused:9092"\n' + models_toml(MODELS, FEATURES, "realistic")
+        return parse_config(tomllib.loads(text), f"<bench {kind}>")
     return parse_config(tomllib.loads(config_toml(kind)), f"<bench {kind}>")
+
+
+def history(kind: str, directory: Path) -> Path:
+    """Where the history of this config is: the realistic config's has its models."""
+    return directory / "realistic" if kind == "realistic" else directory
 
 
 def run_once(kind: str, directory: Path) -> dict:
@@ -129,6 +143,7 @@ def _one(kind: str, directory: Path) -> dict:
 
 
 def _timed(kind: str, cfg, directory: Path) -> dict:
+    directory = history(kind, directory)
     t0 = time.perf_counter()
     loaded = load_events(cfg, directory / "predictions.jsonl", directory / "labels.jsonl")
     t1 = time.perf_counter()
@@ -158,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--predictions", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--profile", action="store_true", help="cProfile one drift-20 replay")
+    parser.add_argument("--profile", nargs="?", const="drift-20", choices=["drift-20", "realistic"],
+                        help="cProfile one replay of this config (default drift-20)")
+    parser.add_argument("--configs", help="comma-separated configs to run (default: all)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # one run of this config, in this process
     parser.add_argument("--history", help=argparse.SUPPRESS)
@@ -166,19 +183,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(_one(args.one, Path(args.history))))
         return 0
-    kinds = ["decode", "accuracy", "drift-20", "drift-20 no timeline", "drift-20 CLI"]
+    kinds = ["decode", "accuracy", "drift-20", "drift-20 no timeline", "drift-20 CLI", "realistic"]
+    if args.configs:
+        kinds = ["decode", *(k for k in args.configs.split(",") if k != "decode")]
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         progress(f"making {args.predictions} predictions + labels with {len(FEATURES)} features …")
         make_history(directory, args.predictions)
+        make_history(directory / "realistic", args.predictions, models=tuple(MODELS))
         runs: dict[str, list[dict]] = {k: [] for k in kinds}
         for r in range(args.repeats):
             for kind in kinds:
                 runs[kind].append(run_once(kind, directory))
                 progress(f"  round {r + 1}/{args.repeats} {kind}: {runs[kind][-1]['total']:.2f}s")
         if args.profile:
-            cfg = config("drift-20")
-            loaded = load_events(cfg, directory / "predictions.jsonl", directory / "labels.jsonl")
+            cfg = config(args.profile)
+            where = history(args.profile, directory)
+            loaded = load_events(cfg, where / "predictions.jsonl", where / "labels.jsonl")
             profiler = cProfile.Profile()
             profiler.enable()
             Backtest(cfg, every=1000).run(loaded.events)

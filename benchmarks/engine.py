@@ -1,43 +1,57 @@
-"""Engine throughput, trigger latency and peak memory on a real Kafka broker, in one run.
+"""Engine throughput against the fastest plain consumer, trigger latency under load, peak memory.
 
-    python benchmarks/engine.py                          # 1M-event backlog, 3 rounds, latency, memory
-    python benchmarks/engine.py --events 50000 --repeats 1 --latency-samples 10 --no-memory   # quick
+    python benchmarks/engine.py                          # 1M events, 3 rounds, latency, memory
+    python benchmarks/engine.py --events 100000 --repeats 1 --latency-samples 10 --no-memory   # quick
     python benchmarks/engine.py --compare-ref HEAD~1     # also the default engine at another commit
 
 Broker: ``--bootstrap`` (default ``$KAFKA_BOOTSTRAP_SERVERS``, else 127.0.0.1:19092). Every topic
 it makes starts with ``bench-engine-<pid>-`` and is deleted at the end (``--keep-topics`` keeps them).
 
-Throughput. A backlog of ``--events`` input events (half predictions of one model with 20
-numeric features, half their labels, 90% then 70% correct) is produced once, then consumed from
-the beginning, interleaved per round (A B C A B C …), median of ``--repeats``:
+Throughput. A backlog of ``--events`` input events (half predictions of 3 models with 20 numeric
+features each, half their labels, 90% then 70% correct, keyed by model) is produced once, then
+consumed from the beginning by each run, interleaved per round (A B C A B C …), median of
+``--repeats``. Each run is a subprocess with a fresh consumer group and fresh output topics:
 
-* ``raw``       — the ceiling: one confluent-kafka consumer (read_committed, batch ``consume``
-                  of 5000, like the engine) that decodes and validates every message with the
-                  engine's own ``InputDecoder``, nothing more; a subprocess;
-* ``confluent`` — ``driftline run --config …`` (the default engine), a subprocess, exactly as
-                  users run it: 20 features with PSI each, accuracy over 1000 pairs, ADWIN on the
-                  error stream, an accuracy-floor rule, transactions every ``--commit-every-ms``;
-* ``faust``     — ``driftline run --engine faust --config …`` with the same config;
-* ``confluent@<ref>`` — with ``--compare-ref``: the default engine from a git worktree of <ref>.
+* ``ceiling``   — what a user would write to read the topics as fast as Python can: a
+                  confluent-kafka consumer (librdkafka's defaults), ``consume(5000)``,
+                  ``orjson.loads`` of every message and a check of its id fields (:func:`ceiling_worker`);
+* ``confluent`` — ``driftline run`` (the default engine, exactly-once) with the ``realistic`` config
+                  of :mod:`benchmarks._configs`: per model PSI and KS on all 20 features, accuracy
+                  over 1000 pairs, ADWIN on the error stream, an accuracy rule and a drift rule;
+* ``confluent-commit-each-batch`` — the same with ``commit_every_ms = 1``: a transaction per
+                  consumed batch, what every batch costs when each one produces a trigger;
+* ``confluent-x2`` — two ``driftline run`` processes of one consumer group (``--instance 0/1``),
+                  sharing the partitions, the realistic config (events/s of the pair);
+* ``decoder``   — the ceiling the benchmark used before: the consumer as the engine configures
+                  it, decoding with the engine's own ``InputDecoder``, nothing more;
+* ``confluent-psi`` — ``driftline run`` with the lighter ``psi`` config (PSI only, no drift rule);
+* ``faust``     — ``driftline run --engine faust`` with the ``psi`` config;
+* ``confluent@<ref>`` — with ``--compare-ref``: the realistic run from a git worktree of <ref>.
 
-Each run uses a fresh consumer group and fresh output topics. Time: from subscribe (the raw
-consumer's ``subscribe()``; the engines' first log line after it, "consuming …" for the default
-engine, "assigned partitions" for Faust, which logs nothing earlier) to the moment
-``driftline_predictions_total + driftline_labels_total`` on the engine's ``/metrics`` (counted after
-the Monitor processed a batch) reaches the backlog, polled every 0.1 s. Peak RSS: the process's
-``VmHWM`` then.
+Time: from subscribe (the ceiling's ``subscribe()``; the engines' first log line after it,
+"consuming …" for the default engine, "assigned partitions" for Faust) to the moment
+``driftline_predictions_total + driftline_labels_total`` on the engine's ``/metrics`` (polled every
+0.1 s; the ceiling counts itself) reaches ``--measure-fraction`` (0.99) of the backlog. The rest
+ends with the labels later than every prediction of their partition, which the engine holds
+``engine.max_idle_ms`` (2 s) for predictions that might still come: a fixed wait at the end of
+any finite backlog, not a rate (each run is still checked to process every event). Peak RSS:
+the process's ``VmHWM`` then.
 
-Latency. An engine with the same config, on fresh (empty) input topics, caught up. A second,
-small model ``lat`` of the config (window 20, evaluated every labelled prediction, rule accuracy
-< 0.5) gets 31 predictions and 30 labels (20 right, 10 wrong: accuracy 0.5, no breach); then
-the 31st label, wrong, is produced at a known wall time t0 and a read_committed consumer of the
-triggers topic waits for the trigger: latency = seen - t0. The engine commits a transaction
-every ``--commit-every-ms``, which bounds it (uniform wait of up to one interval + processing +
-commit). ``--latency-samples`` samples, p50/p99.
+Latency under load. An engine with the realistic config plus a small model ``lat`` (window 20,
+judged at every labelled prediction, rule accuracy < 0.5) on fresh topics, while a producer
+process writes the realistic stream (3 models, 20 features, each label 1 s after its
+prediction, keyed by prediction id so every partition gets some) at ``--latency-rate`` events/s,
+by default half the ``confluent`` median of this run. ``lat`` gets 31 predictions and 30 labels
+(20 right, 10 wrong: accuracy 0.5, no breach); then the 31st label, wrong, is produced at wall
+time t0 and a read_committed consumer of the triggers topic notes when the trigger is visible:
+latency = seen - t0, ``--latency-samples`` samples, p50/p99.
 
 Memory. ``--memory-models`` models × ``--memory-features`` features (PSI each, accuracy, ADWIN, a
 rule), ``--memory-per-model`` predictions and labels each, consumed by ``driftline run``; peak RSS
 (VmHWM), the last checkpoint size and pending predictions.
+
+``--profile`` runs the realistic engine once more in this process under cProfile (or py-spy:
+``--profile py-spy``, if installed) over the whole backlog.
 """
 from __future__ import annotations
 
@@ -67,43 +81,11 @@ import msgspec  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
 from benchmarks._common import progress, table  # noqa: E402
+from benchmarks._configs import FEATURES, MODELS, model_toml, models_toml  # noqa: E402
 from benchmarks._kafka_load import (create_topics, delete_topics_with_prefix, metric_sum,  # noqa: E402
                                     produce_backlog, scrape, vm_hwm_bytes)
 
-FEATURES = [f"f{i:02d}" for i in range(20)]
 MB = 1 << 20
-
-
-# -- configs ------------------------------------------------------------------------------
-def _q(value) -> str:
-    return json.dumps(value)
-
-
-def model_toml(model_id: str, features: list[str]) -> str:
-    return f"""
-[[models]]
-id = {_q(model_id)}
-metrics = ["accuracy"]
-evaluate_every = 50
-[models.features]
-numeric = {_q(features)}
-[models.window]
-kind = "count"
-size = 1000
-[models.drift]
-numeric = ["psi"]
-categorical = []
-prediction = []
-window = 1000
-reference_size = 1000
-[[models.detectors]]
-kind = "adwin"
-[[models.rules]]
-name = "accuracy-floor"
-min_samples = 500
-conditions = [{{statistic = "accuracy", op = "<", threshold = 0.8}}]
-"""
-
 
 LATENCY_MODEL = """
 [[models]]
@@ -119,8 +101,22 @@ min_samples = 20
 conditions = [{statistic = "accuracy", op = "<", threshold = 0.5}]
 """
 
+#: run kind -> (engine, config kind, commit_every_ms or None for --commit-every-ms, instances)
+ENGINE_RUNS = {
+    "confluent": ("confluent", "realistic", None, 1),
+    "confluent-commit-each-batch": ("confluent", "realistic", 1, 1),
+    "confluent-x2": ("confluent", "realistic", None, 2),
+    "confluent-psi": ("confluent", "psi", None, 1),
+    "faust": ("faust", "psi", None, 1),
+}
+DEFAULT_RUNS = "ceiling,confluent,confluent-commit-each-batch,decoder,confluent-psi,faust"
 
 STATE_MAX_BYTES = 0  # > 0: state topics allow messages this large, and the engine may produce them
+POLL_TIMEOUT_MS = 0  # > 0: the engines' engine.poll_timeout_ms (else its default)
+
+
+def _q(value) -> str:
+    return json.dumps(value)
 
 
 def write_config(path: Path, bootstrap: str, prefix: str, name: str, inputs: tuple[str, str], models: str,
@@ -145,6 +141,7 @@ partitions = {partitions}
 [engine]
 group_id = {_q(f"{prefix}{name}")}
 commit_every_ms = {commit_every_ms}
+{f"poll_timeout_ms = {POLL_TIMEOUT_MS}" if POLL_TIMEOUT_MS else ""}
 
 [metrics]
 address = "127.0.0.1:{port}"
@@ -164,14 +161,15 @@ class EngineProcess:
 
     MARKERS = ("consuming ", "assigned partitions")
 
-    def __init__(self, config: Path, engine: str, port: int, cwd: Path | None = None):
+    def __init__(self, config: Path, engine: str, port: int, cwd: Path | None = None, instance: str = "0"):
         env = dict(os.environ)
         if cwd is not None:  # another checkout: its code first on the path
             env["PYTHONPATH"] = str(cwd)
         self.address = f"127.0.0.1:{port}"
         self.started = time.monotonic()
         self.proc = subprocess.Popen([sys.executable, "-c", "import sys; from streams.cli.main import main; "
-                                      "sys.exit(main())", "run", "--config", str(config), "--engine", engine],
+                                      "sys.exit(main())", "run", "--config", str(config), "--engine", engine,
+                                      "--instance", instance],
                                      cwd=str(cwd or ROOT), env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
         self.marks: dict[str, float] = {}
@@ -199,31 +197,29 @@ class EngineProcess:
         except OSError:
             return None
 
-    def processed(self, text: str, model: str | None = None) -> float:
+    @staticmethod
+    def processed(text: str, model: str | None = None) -> float:
         labels = {"model": model} if model else {}
         return metric_sum(text, "driftline_predictions_total", **labels) + metric_sum(
             text, "driftline_labels_total", **labels)
 
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"engine exited with {self.proc.returncode}:\n" + "\n".join(self.tail))
+
+    def sample(self, model: str | None = None) -> float | None:
+        """Events processed so far (None: /metrics not answering yet); notes checkpoint and pending."""
+        self.check_alive()
+        text = self.metrics()
+        if text is None:
+            return None
+        self.max_checkpoint = max(self.max_checkpoint, metric_sum(text, "driftline_checkpoint_bytes"))
+        self.max_pending = max(self.max_pending, metric_sum(text, "driftline_pending_predictions"))
+        return self.processed(text, model)
+
     def wait_processed(self, expected: int, timeout: float, label: str = "", model: str | None = None) -> float | None:
         """Wait until the engine has processed ``expected`` events; monotonic time then, or None."""
-        deadline = time.monotonic() + timeout
-        last_report = 0.0
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"engine exited with {self.proc.returncode}:\n" + "\n".join(self.tail))
-            text = self.metrics()
-            now = time.monotonic()
-            if text is not None:
-                done = self.processed(text, model)
-                self.max_checkpoint = max(self.max_checkpoint, metric_sum(text, "driftline_checkpoint_bytes"))
-                self.max_pending = max(self.max_pending, metric_sum(text, "driftline_pending_predictions"))
-                if done >= expected:
-                    return now
-                if label and now - last_report > 5:
-                    last_report = now
-                    progress(f"    {label}: {done:,.0f}/{expected:,} events ({now - self.started:.0f}s)")
-            time.sleep(0.1)
-        return None
+        return wait_all([self], expected, timeout, label, model)
 
     def rss(self) -> int:
         return vm_hwm_bytes(self.proc.pid)
@@ -239,37 +235,95 @@ class EngineProcess:
         return self.proc.returncode
 
 
+def wait_all(procs: list[EngineProcess], expected: int, timeout: float, label: str = "",
+             model: str | None = None) -> float | None:
+    """Wait until the engines together have processed ``expected`` events; monotonic time then, or None."""
+    deadline = time.monotonic() + timeout
+    last_report = 0.0
+    while time.monotonic() < deadline:
+        samples = [p.sample(model) for p in procs]
+        now = time.monotonic()
+        done = sum(s or 0 for s in samples)
+        if done >= expected:
+            return now
+        if label and now - last_report > 5:
+            last_report = now
+            progress(f"    {label}: {done:,.0f}/{expected:,} events ({now - procs[0].started:.0f}s)")
+        time.sleep(0.1)
+    return None
+
+
 def run_engine(kind: str, args, prefix: str, inputs: tuple[str, str], expected: int, round_no: int,
                tmp: Path, worktree: Path | None) -> dict:
-    engine = "faust" if kind == "faust" else "confluent"
+    engine, config_kind, commit_every_ms, instances = ENGINE_RUNS[kind.split("@")[0]]
     name = f"{kind.replace('@', '-at-').replace('~', '-').replace('^', '-')}-r{round_no}"
-    port = free_port()
-    cfg = write_config(tmp / f"{name}.toml", args.bootstrap, prefix, name, inputs,
-                       model_toml("m", FEATURES) + LATENCY_MODEL, args.commit_every_ms, port, args.partitions)
-    proc = EngineProcess(cfg, engine, port, cwd=worktree if "@" in kind else None)
+    procs = []
     try:
-        done = proc.wait_processed(expected, args.timeout, label=f"round {round_no} {kind}")
-        rss = proc.rss()
-        start_mark = proc.marks.get("consuming ") or proc.marks.get("assigned partitions")
-        text = proc.metrics() or ""
+        for instance in range(instances):
+            port = free_port()
+            cfg = write_config(tmp / f"{name}-{instance}.toml", args.bootstrap, prefix, name, inputs,
+                               models_toml(MODELS, FEATURES, config_kind) + LATENCY_MODEL,
+                               commit_every_ms or args.commit_every_ms, port, args.partitions)
+            procs.append(EngineProcess(cfg, engine, port, cwd=worktree if "@" in kind else None,
+                                       instance=str(instance)))
+        done = wait_all(procs, measured(args, expected), args.timeout, label=f"round {round_no} {kind}")
+        if done is not None and wait_all(procs, expected, 30) is None:
+            progress(f"    {kind}: not every event processed 30 s after {measured(args, expected):,} were")
+        rss = max(p.rss() for p in procs)
+        marks = [p.marks.get("consuming ") or p.marks.get("assigned partitions") or p.started for p in procs]
+        texts = [p.metrics() or "" for p in procs]
     finally:
-        code = proc.stop()
-    extra = {"warnings": proc.warning_count, "last_warnings": list(proc.warnings),
-             "max_checkpoint_bytes": proc.max_checkpoint, "max_pending": proc.max_pending}
-    if proc.warning_count:
-        progress(f"    {kind}: {proc.warning_count} warning lines, e.g. {proc.warnings[-1]}")
+        codes = [p.stop() for p in procs]
+    extra = {"warnings": sum(p.warning_count for p in procs),
+             "last_warnings": [w for p in procs for w in p.warnings],
+             "max_checkpoint_bytes": sum(p.max_checkpoint for p in procs),
+             "max_pending": sum(p.max_pending for p in procs),
+             "commit_seconds": sum(metric_sum(t, "driftline_transaction_commit_seconds_sum") for t in texts),
+             "commits": sum(metric_sum(t, "driftline_transaction_commit_seconds_count") for t in texts)}
+    if extra["warnings"]:
+        progress(f"    {kind}: {extra['warnings']} warning lines, e.g. {extra['last_warnings'][-1]}")
     if done is None:
-        processed = proc.processed(text) if text else 0
-        return {"kind": kind, "seconds": None, "processed": processed, "rss": rss, "exit": code,
+        processed = sum(EngineProcess.processed(t) for t in texts)
+        return {"kind": kind, "seconds": None, "processed": processed, "rss": rss, "exit": codes,
                 "note": f"not done after {args.timeout:.0f}s ({processed:,.0f}/{expected:,})", **extra}
-    return {"kind": kind, "seconds": done - (start_mark or proc.started), "from_start": done - proc.started,
-            "rss": rss, "exit": code, "triggers": metric_sum(text, "driftline_triggers_total"), **extra}
+    return {"kind": kind, "seconds": done - min(marks), "from_start": done - procs[0].started, "rss": rss,
+            "exit": codes, "triggers": sum(metric_sum(t, "driftline_triggers_total") for t in texts), **extra}
 
 
-def raw_worker(bootstrap: str, config_path: str, expected: int) -> None:
-    """The ceiling, in its own process: consume + the engine's InputDecoder, nothing else. Prints JSON."""
-    from streams.core.config import load_config
+# -- the ceilings -----------------------------------------------------------------------------
+def ceiling_worker(bootstrap: str, group: str, topics: list[str], expected: int, measured: int) -> None:
+    """The ceiling, in its own process: the plain consumer a user would write. Prints JSON."""
+    import orjson
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest"})
+    count = invalid = 0
+    first = done_at = None
+    started = time.perf_counter()
+    consumer.subscribe(topics)
+    # -- the loop a user writes: batch consume, parse, check the ids --
+    while count + invalid < expected:
+        for msg in consumer.consume(5000, 1.0):
+            if first is None:
+                first = time.perf_counter()
+            if msg.error():
+                continue
+            event = orjson.loads(msg.value())
+            if isinstance(event, dict) and event.get("prediction_id") and event.get("model_id"):
+                count += 1
+            else:
+                invalid += 1
+        if done_at is None and count + invalid >= measured:
+            done_at = time.perf_counter()
+    seconds = done_at - started
+    consumer.close()
+    print(json.dumps({"seconds": seconds, "first": first - started, "count": count, "invalid": invalid,
+                      "rss": vm_hwm_bytes(os.getpid())}))
+
+
+def decoder_worker(bootstrap: str, config_path: str, expected: int, measured: int) -> None:
+    """The earlier ceiling: the engine's consumer settings and its InputDecoder, nothing else."""
     from streams.core.codecs import InvalidEvent
+    from streams.core.config import load_config
     from streams.core.monitor import InputDecoder
 
     config = load_config(config_path)
@@ -280,6 +334,7 @@ def raw_worker(bootstrap: str, config_path: str, expected: int) -> None:
                          "enable.partition.eof": False})
     topics = [config.topics.predictions, config.topics.labels]
     count = invalid = 0
+    done_at = None
     started = time.perf_counter()
     consumer.subscribe(topics)
     while count + invalid < expected:
@@ -291,24 +346,79 @@ def raw_worker(bootstrap: str, config_path: str, expected: int) -> None:
                 count += 1
             except InvalidEvent:
                 invalid += 1
-    seconds = time.perf_counter() - started
+        if done_at is None and count + invalid >= measured:
+            done_at = time.perf_counter()
+    seconds = done_at - started
     consumer.close()
     print(json.dumps({"seconds": seconds, "count": count, "invalid": invalid, "rss": vm_hwm_bytes(os.getpid())}))
 
 
-def run_raw(args, prefix: str, inputs: tuple[str, str], expected: int, round_no: int, tmp: Path) -> dict:
-    name = f"raw-r{round_no}"
-    cfg = write_config(tmp / f"{name}.toml", args.bootstrap, prefix, name, inputs,
-                       model_toml("m", FEATURES) + LATENCY_MODEL, args.commit_every_ms, free_port(), args.partitions)
-    out = subprocess.run([sys.executable, __file__, "--raw-worker", str(cfg), "--events", str(expected),
-                          "--bootstrap", args.bootstrap], capture_output=True, text=True, timeout=args.timeout)
+def measured(args, expected: int) -> int:
+    """The events after which a run's clock stops."""
+    return int(expected * args.measure_fraction)
+
+
+def run_worker(kind: str, args, prefix: str, inputs: tuple[str, str], expected: int, round_no: int, tmp: Path) -> dict:
+    name = f"{kind}-r{round_no}"
+    if kind == "ceiling":
+        command = ["--ceiling-worker", f"{prefix}{name}", "--topics", ",".join(inputs)]
+    else:
+        cfg = write_config(tmp / f"{name}.toml", args.bootstrap, prefix, name, inputs,
+                           models_toml(MODELS, FEATURES, "realistic") + LATENCY_MODEL, args.commit_every_ms,
+                           free_port(), args.partitions)
+        command = ["--decoder-worker", str(cfg)]
+    out = subprocess.run([sys.executable, __file__, *command, "--events", str(expected), "--bootstrap", args.bootstrap,
+                          "--measured", str(measured(args, expected))],
+                         capture_output=True, text=True, timeout=args.timeout)
     if out.returncode:
         raise RuntimeError(out.stderr)
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    return {"kind": "raw", "seconds": result["seconds"], "rss": result["rss"], "exit": 0}
+    if result["invalid"]:
+        raise RuntimeError(f"{kind}: {result['invalid']} messages failed the check")
+    return {"kind": kind, "seconds": result["seconds"], "rss": result["rss"], "exit": 0}
 
 
-# -- latency --------------------------------------------------------------------------------
+# -- latency under load -------------------------------------------------------------------------
+def load_worker(bootstrap: str, topics: list[str], rate: float, seconds: float) -> None:
+    """Produce the realistic stream at ``rate`` events/s (half predictions, half their labels 1 s
+    later) for ``seconds``, with wall-clock timestamps, each event keyed by its prediction id."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    fragments = [msgspec.json.encode(dict(zip(FEATURES, row))) for row in rng.normal(size=(4096, len(FEATURES))).round(5).tolist()]
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "partitioner": "murmur2_random",
+                         "queue.buffering.max.messages": 1_000_000})
+    waiting: deque[tuple[float, bytes, bytes]] = deque()  # (due, key, label message)
+    started = time.monotonic()
+    sent = i = 0
+    while True:
+        now = time.monotonic()
+        if now - started > seconds:
+            break
+        due = int(rate * (now - started))
+        wall_ms = int(time.time() * 1000)
+        while sent < due:
+            if waiting and waiting[0][0] <= now:
+                _, key, message = waiting.popleft()
+                producer.produce(topics[1], message.replace(b"@TS@", b"%d" % wall_ms), key=key)
+            else:
+                model = MODELS[i % len(MODELS)]
+                pid = b"%s-%d" % (model.encode(), i)
+                prediction = i % 2
+                producer.produce(topics[0], b'{"prediction_id":"%s","model_id":"%s","model_version":"v1",'
+                                            b'"timestamp":%d,"features":%s,"prediction":%d,"score":0.5}'
+                                 % (pid, model.encode(), wall_ms, fragments[i % len(fragments)], prediction), key=pid)
+                label = prediction if i % 10 else 1 - prediction  # 90% correct
+                waiting.append((now + 1.0, pid, b'{"prediction_id":"%s","model_id":"%s","label":%d,"timestamp":@TS@}'
+                                % (pid, model.encode(), label)))
+                i += 1
+            sent += 1
+        producer.poll(0)
+        time.sleep(0.005)
+    producer.flush(30)
+    print(json.dumps({"sent": sent, "seconds": time.monotonic() - started}))
+
+
 class TriggerReader:
     """A read_committed consumer of the triggers topic, noting when each trigger becomes visible."""
 
@@ -317,7 +427,7 @@ class TriggerReader:
                                   "isolation.level": "read_committed", "enable.auto.commit": False,
                                   "fetch.wait.max.ms": 10, "enable.partition.eof": False})
         self.consumer.assign([TopicPartition(topic, 0, 0)])
-        self.seen: list[tuple[float, str]] = []
+        self.seen: list[tuple[float, str, str]] = []
         self.stopping = False
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -326,7 +436,11 @@ class TriggerReader:
         while not self.stopping:
             for msg in self.consumer.consume(100, 0.05):
                 if not msg.error():
-                    self.seen.append((time.time(), msgspec.json.decode(msg.value())["trigger_id"]))
+                    trigger = msgspec.json.decode(msg.value())
+                    self.seen.append((time.time(), trigger["model_id"], trigger["trigger_id"]))
+
+    def lat_triggers(self) -> int:
+        return sum(1 for _, model, _ in self.seen if model == "lat")
 
     def close(self) -> None:
         self.stopping = True
@@ -334,65 +448,77 @@ class TriggerReader:
         self.consumer.close()
 
 
-def measure_latency(args, prefix: str, tmp: Path) -> dict:
+def measure_latency(args, prefix: str, tmp: Path, rate: float) -> dict:
     name = "latency"
     inputs = (f"{prefix}{name}-predictions", f"{prefix}{name}-labels")
     create_topics(args.bootstrap, list(inputs), args.partitions)
     create_topics(args.bootstrap, [f"{prefix}{name}-triggers"], 1)
     port = free_port()
     cfg = write_config(tmp / f"{name}.toml", args.bootstrap, prefix, name, inputs,
-                       model_toml("m", FEATURES) + LATENCY_MODEL, args.commit_every_ms, port, args.partitions)
+                       models_toml(MODELS, FEATURES, "realistic") + LATENCY_MODEL, args.commit_every_ms, port,
+                       args.partitions)
     reader = TriggerReader(args.bootstrap, f"{prefix}{name}-triggers")
     proc = EngineProcess(cfg, "confluent", port)
     producer = Producer({"bootstrap.servers": args.bootstrap, "partitioner": "murmur2_random", "linger.ms": 0})
     enc = msgspec.json.Encoder()
     samples: list[float] = []
-    processed = 0
+    load = None
     try:
         deadline = time.monotonic() + 60
         while "assigned partitions" not in proc.marks or proc.metrics() is None:
             if time.monotonic() > deadline or proc.proc.poll() is not None:
                 raise RuntimeError("latency engine did not start:\n" + "\n".join(proc.tail))
             time.sleep(0.1)
-        time.sleep(1.0)
+        if rate > 0:
+            load = subprocess.Popen([sys.executable, __file__, "--load-worker", str(rate), "--topics", ",".join(inputs),
+                                     "--bootstrap", args.bootstrap, "--events", str(10 ** 9)],
+                                    stdout=subprocess.PIPE, text=True)
+        time.sleep(5.0)  # the load's labels start after 1 s; the engine settles into it
+        load_start, load_start_t = proc.sample() or 0.0, time.monotonic()
         for k in range(args.latency_samples):
             now = int(time.time() * 1000)
             ids = [f"lat-{k}-{j}" for j in range(31)]
+            base = proc.sample("lat") or 0.0
             for pid in ids:
                 producer.produce(inputs[0], enc.encode({"prediction_id": pid, "model_id": "lat", "timestamp": now,
                                                         "prediction": 1}), key=b"lat")
             producer.flush(10)
-            processed += 31
-            if proc.wait_processed(processed, 30, model="lat") is None:
+            if proc.wait_processed(base + 31, 30, model="lat") is None:
                 raise RuntimeError("latency engine did not process the predictions")
             for j, pid in enumerate(ids[:30]):  # 20 right (re-arm), 10 wrong: accuracy 0.5, no breach
                 producer.produce(inputs[1], enc.encode({"prediction_id": pid, "model_id": "lat", "timestamp": now,
                                                         "label": 1 if j < 20 else 0}), key=b"lat")
             producer.flush(10)
-            processed += 30
-            if proc.wait_processed(processed, 30, model="lat") is None:
+            if proc.wait_processed(base + 61, 30, model="lat") is None:
                 raise RuntimeError("latency engine did not process the labels")
-            before = len(reader.seen)
+            time.sleep(args.commit_every_ms / 1000 + 0.2)  # any trigger of the above is visible by now
+            before = reader.lat_triggers()
             t0 = time.time()
             producer.produce(inputs[1], enc.encode({"prediction_id": ids[30], "model_id": "lat", "timestamp": now,
                                                     "label": 0}), key=b"lat")
             producer.flush(10)
-            processed += 1
             wait_until = time.monotonic() + 30
-            while len(reader.seen) == before and time.monotonic() < wait_until:
+            while reader.lat_triggers() == before and time.monotonic() < wait_until:
                 time.sleep(0.001)
-            if len(reader.seen) == before:
+            if reader.lat_triggers() == before:
                 raise RuntimeError(f"no trigger within 30 s for latency sample {k}")
-            samples.append(reader.seen[before][0] - t0)
+            samples.append([seen for seen, model, _ in reader.seen if model == "lat"][before] - t0)
             if (k + 1) % 10 == 0:
                 progress(f"    latency sample {k + 1}/{args.latency_samples}: p50 so far "
                          f"{statistics.median(samples) * 1000:.0f} ms")
+        consumed = ((proc.sample() or 0.0) - load_start) / (time.monotonic() - load_start_t)
+        lag_ok = load is None or load.poll() is None
     finally:
+        if load is not None and load.poll() is None:
+            load.send_signal(signal.SIGTERM)
+            load.wait(30)
         proc.stop()
         reader.close()
     samples.sort()
     pct = lambda q: samples[min(len(samples) - 1, int(round(q * (len(samples) - 1))))]  # noqa: E731
-    return {"samples": len(samples), "p50": pct(0.5), "p99": pct(0.99), "max": samples[-1], "min": samples[0]}
+    return {"samples": len(samples), "p50": pct(0.5), "p99": pct(0.99), "max": samples[-1], "min": samples[0],
+            "rate": rate, "consumed_rate": consumed, "load_running": lag_ok,
+            "pending": proc.max_pending}
 
 
 # -- memory ---------------------------------------------------------------------------------
@@ -407,7 +533,7 @@ def measure_memory(args, prefix: str, tmp: Path) -> dict:
     expected = produce_backlog(args.bootstrap, inputs[0], inputs[1], models, features, args.memory_per_model, seed=2)
     port = free_port()
     cfg = write_config(tmp / f"{name}.toml", args.bootstrap, prefix, name, inputs,
-                       "".join(model_toml(m, features) for m in models), args.commit_every_ms, port, args.partitions)
+                       models_toml(models, features, "psi"), args.commit_every_ms, port, args.partitions)
     proc = EngineProcess(cfg, "confluent", port)
     try:
         done = proc.wait_processed(expected, args.timeout, label="memory")
@@ -423,26 +549,26 @@ def measure_memory(args, prefix: str, tmp: Path) -> dict:
 
 # -- profile --------------------------------------------------------------------------------
 def profile_in_process(args, prefix: str, inputs: tuple[str, str], expected: int, tmp: Path) -> str:
-    """cProfile of the default engine in this process until it processed the backlog."""
+    """The realistic engine in this process until it processed the backlog: under cProfile, or
+    timing the cyclic GC only."""
     from streams.core.config import load_config
     from streams.runtime.engine import Engine
 
     name = "profile"
     cfg = load_config(write_config(tmp / f"{name}.toml", args.bootstrap, prefix, name, inputs,
-                                   model_toml("m", FEATURES) + LATENCY_MODEL, args.commit_every_ms, free_port(),
-                                   args.partitions))
+                                   models_toml(MODELS, FEATURES, "realistic") + LATENCY_MODEL, args.commit_every_ms,
+                                   free_port(), args.partitions))
+    gc.set_threshold(50_000)  # as `driftline run` sets it
     engine = Engine(cfg)
     registry = engine.exporter.registry
 
     def processed() -> float:
-        # summed over every label set (version, segment, …), like EngineProcess.processed
         return sum(sample.value for family in registry.collect() for sample in family.samples
                    if sample.name in ("driftline_predictions_total", "driftline_labels_total"))
 
     def watch() -> None:
         while True:
-            done = processed()
-            if done >= expected:
+            if processed() >= expected:
                 engine.stopping = True
                 return
             time.sleep(0.1)
@@ -474,8 +600,8 @@ def profile_in_process(args, prefix: str, inputs: tuple[str, str], expected: int
         return head
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
-    stats.sort_stats("tottime").print_stats(25)
-    stats.sort_stats("cumulative").print_stats(30)
+    stats.sort_stats("tottime").print_stats(30)
+    stats.sort_stats("cumulative").print_stats(40)
     return head + out.getvalue()
 
 
@@ -485,8 +611,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092"))
     parser.add_argument("--events", type=int, default=1_000_000, help="backlog: input events (half labels)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--engines", default="raw,confluent,faust", help="comma-separated: raw, confluent, faust")
-    parser.add_argument("--compare-ref", help="also run the default engine from a worktree of this git ref")
+    parser.add_argument("--engines", default=DEFAULT_RUNS,
+                        help=f"comma-separated runs: ceiling, decoder, {', '.join(ENGINE_RUNS)}")
+    parser.add_argument("--compare-ref", help="also run the realistic engine from a worktree of this git ref")
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--state-max-bytes", type=int, default=0,
                         help="create the state topics with max.message.bytes this large and set the engine's "
@@ -495,31 +622,53 @@ def main(argv: list[str] | None = None) -> int:
                         help="of the backlog: none (default), lz4, zstd, … (the Faust engine's aiokafka needs the "
                              "lz4 package for lz4)")
     parser.add_argument("--commit-every-ms", type=int, default=1000)
-    parser.add_argument("--latency-samples", type=int, default=100)
+    parser.add_argument("--poll-timeout-ms", type=int, default=0,
+                        help="the engines' engine.poll_timeout_ms (default: the engine's own, 200)")
+    parser.add_argument("--measure-fraction", type=float, default=0.99,
+                        help="the clock stops when this fraction of the backlog is processed (see the docstring)")
+    parser.add_argument("--latency-samples", type=int, default=50)
+    parser.add_argument("--latency-rate", type=float,
+                        help="events/s of the load during the latency samples (default: half the confluent median "
+                             "of this run; 0: idle topics)")
     parser.add_argument("--memory-models", type=int, default=100)
     parser.add_argument("--memory-features", type=int, default=50)
     parser.add_argument("--memory-per-model", type=int, default=2000)
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--no-latency", action="store_true")
     parser.add_argument("--profile", nargs="?", const="cprofile", choices=["cprofile", "gc"],
-                        help="run the default engine in-process once more: under cProfile, or timing the cyclic GC")
+                        help="run the realistic engine in-process once more: under cProfile, or timing the cyclic GC")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds one run may take")
     parser.add_argument("--keep-topics", action="store_true")
     parser.add_argument("--json", help="also write the results here")
-    parser.add_argument("--raw-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--ceiling-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--decoder-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--load-worker", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--topics", help=argparse.SUPPRESS)
+    parser.add_argument("--measured", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.raw_worker:
-        raw_worker(args.bootstrap, args.raw_worker, args.events)
+    if args.ceiling_worker:
+        ceiling_worker(args.bootstrap, args.ceiling_worker, args.topics.split(","), args.events, args.measured)
+        return 0
+    if args.decoder_worker:
+        decoder_worker(args.bootstrap, args.decoder_worker, args.events, args.measured)
+        return 0
+    if args.load_worker is not None:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        load_worker(args.bootstrap, args.topics.split(","), args.load_worker, float(args.events))
         return 0
 
-    global STATE_MAX_BYTES
-    STATE_MAX_BYTES = args.state_max_bytes
+    global STATE_MAX_BYTES, POLL_TIMEOUT_MS
+    STATE_MAX_BYTES, POLL_TIMEOUT_MS = args.state_max_bytes, args.poll_timeout_ms
     prefix = f"bench-engine-{os.getpid()}-"
     kinds = [k.strip() for k in args.engines.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in ("ceiling", "decoder", *ENGINE_RUNS)]
+    if unknown:
+        parser.error(f"unknown runs: {', '.join(unknown)}")
     worktree = None
     results: dict[str, list[dict]] = {}
     latency = memory = None
     profile_text = ""
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         try:
@@ -531,15 +680,16 @@ def main(argv: list[str] | None = None) -> int:
                              f"confluent@{args.compare_ref}")
             inputs = (f"{prefix}predictions", f"{prefix}labels")
             create_topics(args.bootstrap, list(inputs), args.partitions)
-            progress(f"producing a backlog of {args.events:,} events ({args.events // 2:,} predictions with "
-                     f"{len(FEATURES)} features + their labels) to {args.bootstrap} …")
-            expected = produce_backlog(args.bootstrap, inputs[0], inputs[1], ["m"], FEATURES, args.events // 2,
+            per_model = args.events // 2 // len(MODELS)
+            progress(f"producing a backlog of {per_model * len(MODELS) * 2:,} events ({len(MODELS)} models × "
+                     f"{per_model:,} predictions with {len(FEATURES)} features + their labels) to {args.bootstrap} …")
+            expected = produce_backlog(args.bootstrap, inputs[0], inputs[1], MODELS, FEATURES, per_model,
                                        compression=args.compression)
             results = {k: [] for k in kinds}
             for r in range(1, args.repeats + 1):
                 for kind in kinds:
-                    if kind == "raw":
-                        res = run_raw(args, prefix, inputs, expected, r, tmp)
+                    if kind in ("ceiling", "decoder"):
+                        res = run_worker(kind, args, prefix, inputs, expected, r, tmp)
                     else:
                         res = run_engine(kind, args, prefix, inputs, expected, r, tmp, worktree)
                     results[kind].append(res)
@@ -548,8 +698,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.profile:
                 profile_text = profile_in_process(args, prefix, inputs, expected, tmp)
             if not args.no_latency:
-                progress(f"latency: {args.latency_samples} samples, commit_every_ms={args.commit_every_ms} …")
-                latency = measure_latency(args, prefix, tmp)
+                rate = args.latency_rate
+                if rate is None:
+                    finished = [r["seconds"] for r in results.get("confluent", []) if r.get("seconds")]
+                    rate = expected / statistics.median(finished) / 2 if finished else 30_000.0
+                progress(f"latency: {args.latency_samples} samples under a load of {rate:,.0f} events/s, "
+                         f"commit_every_ms={args.commit_every_ms} …")
+                latency = measure_latency(args, prefix, tmp, rate)
             if not args.no_memory:
                 memory = measure_memory(args, prefix, tmp)
         finally:
@@ -560,42 +715,45 @@ def main(argv: list[str] | None = None) -> int:
                 deleted = delete_topics_with_prefix(args.bootstrap, prefix)
                 progress(f"deleted {len(deleted)} topics starting with {prefix}")
 
-    print(f"engine: backlog {expected:,} events (one model, {len(FEATURES)} numeric features, PSI each, accuracy, "
-          f"ADWIN, a rule), {args.partitions} partitions, commit_every_ms={args.commit_every_ms}; "
-          f"median of {args.repeats}, interleaved; python {platform.python_version()}, {os.cpu_count()} cpus")
+    print(f"engine: backlog {expected:,} events ({len(MODELS)} models, {len(FEATURES)} numeric features each, "
+          f"keyed by model), {args.partitions} partitions, commit_every_ms={args.commit_every_ms}; median of "
+          f"{args.repeats}, interleaved; python {platform.python_version()}, {os.cpu_count()} cpus; load average "
+          f"before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")
     rows = []
     ceiling = None
-    if results.get("raw") and all(r.get("seconds") for r in results["raw"]):
-        ceiling = expected / statistics.median(r["seconds"] for r in results["raw"])
+    if results.get("ceiling") and all(r.get("seconds") for r in results["ceiling"]):
+        ceiling = expected / statistics.median(r["seconds"] for r in results["ceiling"])
     for kind in kinds:
         runs = results.get(kind, [])
         finished = [r for r in runs if r.get("seconds")]
         if len(finished) < len(runs) or not runs:
             rows.append([kind, "not measured: " + "; ".join(r.get("note", "") for r in runs if not r.get("seconds")),
-                         "", "", f"{max(r['rss'] for r in runs) / MB:.0f}" if runs else "", "", "", "", ""])
+                         "", "", f"{max(r['rss'] for r in runs) / MB:.0f}" if runs else "", "", "", "", "", ""])
             continue
         rate = expected / statistics.median(r["seconds"] for r in finished)
         rates = sorted(expected / r["seconds"] for r in finished)
         engine_run = "from_start" in finished[0]
+        commit_ms = (1000 * sum(r["commit_seconds"] for r in finished) / max(1, sum(r["commits"] for r in finished))
+                     if engine_run else None)
         rows.append([kind, f"{rate:,.0f}", f"{rates[0]:,.0f}–{rates[-1]:,.0f}",
                      f"{rate / ceiling:.2f}" if ceiling else "—",
                      f"{statistics.median(r['rss'] for r in finished) / MB:.0f}",
                      f"{statistics.median(r['from_start'] for r in finished):.1f}" if engine_run else "—",
+                     f"{statistics.median(r['commits'] for r in finished):,.0f} × {commit_ms:.1f}" if engine_run else "—",
                      f"{max(r['max_checkpoint_bytes'] for r in finished) / MB:.1f}" if engine_run else "—",
                      f"{max(r['max_pending'] for r in finished):,.0f}" if engine_run else "—",
                      str(sum(r["warnings"] for r in finished)) if engine_run else "—"])
-    print(table(["run", "events/s (median)", "range", "× raw", "peak RSS MB", "s from process start",
-                 "max checkpoint MB", "max pending", "warning lines"], rows))
+    print(table(["run", "events/s (median)", "range", "× ceiling", "peak RSS MB", "s from process start",
+                 "commits × ms", "max checkpoint MB", "max pending", "warning lines"], rows))
     med = {k: statistics.median(expected / r["seconds"] for r in v) for k, v in results.items()
            if v and all(r.get("seconds") for r in v)}
-    if "confluent" in med and "faust" in med:
-        print(f"confluent / faust: {med['confluent'] / med['faust']:.1f}×")
     if args.compare_ref and "confluent" in med and f"confluent@{args.compare_ref}" in med:
         print(f"confluent (this tree) / confluent@{args.compare_ref}: "
               f"{med['confluent'] / med[f'confluent@{args.compare_ref}']:.2f}×")
     if latency:
         print(f"\ntrigger latency (label produced → trigger visible to read_committed), {latency['samples']} samples, "
-              f"commit_every_ms={args.commit_every_ms}: p50 {latency['p50'] * 1000:.0f} ms, "
+              f"commit_every_ms={args.commit_every_ms}, under a load of {latency['rate']:,.0f} events/s (consumed "
+              f"{latency['consumed_rate']:,.0f}/s meanwhile): p50 {latency['p50'] * 1000:.0f} ms, "
               f"p99 {latency['p99'] * 1000:.0f} ms (min {latency['min'] * 1000:.0f}, max {latency['max'] * 1000:.0f})")
     if memory:
         print(f"\nmemory: {args.memory_models} models × {args.memory_features} features (PSI each), "

@@ -531,6 +531,7 @@ class _DriftDetector:
         self.profile: NumericBins | CategoryBins | None = None
         self.reference_counts: np.ndarray | None = None
         self._references_stacked: tuple[list, np.ndarray] | None = None  # see _stacked_references
+        self._shape_groups: tuple[list, list[list[int]]] | None = None  # see add_columns
         self._reference_raw: np.ndarray | None = None  # exact mode only
         self._pending: list[Any] = []  # first values of the stream, while they make the reference
         self._current = CountWindow(self.window) if self.exact else None
@@ -1173,7 +1174,15 @@ def add_columns(detectors: list[_DriftDetector], matrix: np.ndarray) -> None:
     """
     if not len(matrix):
         return
-    groups = [together for together in _by_window_shape(detectors) if len(together) > 1]
+    # The grouping of detectors whose windows are all binned cannot change (a binned window
+    # keeps its shape): kept by the first detector for the next call with the same detectors.
+    kept = detectors[0]._shape_groups
+    if kept is not None and len(kept[0]) == len(detectors) and all(map(operator.is_, kept[0], detectors)):
+        groups = kept[1]
+    else:
+        groups = [together for together in _by_window_shape(detectors) if len(together) > 1]
+        if sum(map(len, groups)) == len(detectors):
+            detectors[0]._shape_groups = (list(detectors), groups)
     order = [j for together in groups for j in together]
     if order:
         columns = np.asarray(matrix, dtype=np.float64).T[order]  # one row per detector
@@ -1216,6 +1225,7 @@ def results(detectors: list[_DriftDetector]) -> list[Result]:
     out: list[Result | None] = [None] * len(detectors)
     for kind, members, reference, current, counts in _measured_together(detectors, out):
         values, p_values = kind._measure_rows(reference, current)
+        values = values.tolist()  # Python floats: _judged makes each one a float anyway
         for row, (i, n) in enumerate(zip(members, counts)):
             out[i] = detectors[i]._judged(values[row], None if p_values is None else p_values[row], n)
     return out

@@ -10,6 +10,8 @@ time, which hold a whole detector per window, are in :mod:`detectors.event_windo
 """
 from __future__ import annotations
 
+import itertools
+import operator
 from typing import Any
 
 import numpy as np
@@ -97,7 +99,15 @@ class CountWindow:
     def state(self) -> dict[str, Any]:
         rows = self.rows()
         # The usual window is all finite: one C pass instead of json_floats' walk over every number.
-        listed = rows.tolist() if np.isfinite(rows).all() else json_floats(rows.tolist())
+        finite = np.isfinite(rows)
+        if finite.all():
+            listed = rows.tolist()
+        else:  # json_floats(rows.tolist()) without its walk: the non-finite cells spelled in place
+            cells = rows.astype(object)
+            cells[np.isnan(rows)] = "nan"
+            cells[rows == np.inf] = "inf"
+            cells[rows == -np.inf] = "-inf"
+            listed = cells.tolist()
         return {"size": self.size, "width": self.width, "seen": self.seen, "rows": listed}
 
     @classmethod
@@ -235,6 +245,27 @@ def _count_blocks(counts: np.ndarray, fill: np.ndarray, lead: BlockCounts, codes
     events = len(codes)
     if not events:
         return lead._newest
+    newest, block_size, blocks = lead._newest, lead.block_size, lead.blocks
+    start = int(fill[newest, 0])
+    last = (start + events - 1) // block_size
+    if last < min(blocks, 4):
+        # The usual call (a segment of a few dozen events): the events fill the newest block and
+        # at most a few after it, none of which wraps onto another; one bincount per block they
+        # reach, the same counts as the general case below.
+        columns, bins = codes.shape[1], lead.bins
+        index = codes + _column_offsets(columns, bins)
+        low = 0
+        for j in range(last + 1):
+            high = min(events, (j + 1) * block_size - start)
+            slot = (newest + j) % blocks
+            if j:
+                counts[slot] = 0
+                fill[slot] = 0
+            if high > low:
+                counts[slot] += np.bincount(index[low:high].ravel(), minlength=columns * bins).reshape(columns, bins)
+                fill[slot] += high - low
+            low = high
+        return (newest + last) % blocks
     # Block j after the newest one (0 = the newest itself) takes the events whose position,
     # counted from the newest block's first event, falls in [j * block_size, (j + 1) * block_size).
     # A full newest block stays newest until the next event arrives. Only the last `blocks`
@@ -256,6 +287,18 @@ def _count_blocks(counts: np.ndarray, fill: np.ndarray, lead: BlockCounts, codes
     return int(slots[-1])
 
 
+def _column_offsets(columns: int, bins: int) -> np.ndarray:
+    """``[0, bins, 2 * bins, …]`` as a row: column j's codes counted at ``j * bins + code``."""
+    offsets = _OFFSETS.get((columns, bins))
+    if offsets is None:
+        offsets = _OFFSETS[columns, bins] = np.arange(columns, dtype=np.int64)[None, :] * bins
+    return offsets
+
+
+_OFFSETS: dict[tuple[int, int], np.ndarray] = {}
+_SHARED, _NEWEST = operator.attrgetter("_shared"), operator.attrgetter("_newest")
+
+
 class _SharedBlocks:
     """The counts and fills of several :class:`BlockCounts` in one array each (window j is
     column j), so that windows kept in step are counted with one operation for all. Each window
@@ -270,8 +313,8 @@ class _SharedBlocks:
 
     def holds(self, windows: list[BlockCounts]) -> bool:
         """The table holds exactly these windows, in this order."""
-        return len(windows) == len(self.windows) and all(
-            mine is theirs and mine._shared is self for mine, theirs in zip(self.windows, windows))
+        return (len(windows) == len(self.windows) and all(map(operator.is_, self.windows, windows))
+                and all(map(operator.is_, map(_SHARED, windows), itertools.repeat(self))))
 
     @staticmethod
     def of(windows: list[BlockCounts]) -> "_SharedBlocks | None":
@@ -281,6 +324,7 @@ class _SharedBlocks:
         lead = windows[0]
         table = lead._shared
         if table is not None and table.holds(windows):
-            in_step = all(w._newest == lead._newest for w in windows) and bool((table.fill == table.fill[:, :1]).all())
+            in_step = (all(map(operator.eq, map(_NEWEST, windows), itertools.repeat(lead._newest)))
+                       and bool((table.fill == table.fill[:, :1]).all()))
             return table if in_step else None
         return _SharedBlocks(windows) if BlockCounts.in_step(windows) else None

@@ -92,6 +92,11 @@ class ModelStatistics:
         #: detections since the Monitor last took them (it counts them for the exporter)
         self.new_detections: dict[str, int] = {}
         self._groups = self._observation_groups()
+        #: per group, its detectors' keys and names (see _group_members); the drift groups' map
+        self._members: tuple[dict, dict] | None = None
+        self._drift_groups: tuple[dict, dict] | None = None
+        #: what _catch_up_drift feeds the numeric detectors from one matrix (see _numeric_plan)
+        self._plan: tuple | None = None
         self.estimator: CBPE | None = self._build_estimation(model)
 
     # -- construction ---------------------------------------------------------------------
@@ -183,17 +188,15 @@ class ModelStatistics:
         read = self._drift_results  # a detector fed here loses its remembered result
         if self._queued_rows:
             rows, self._queued_rows = self._queued_rows, []
-            numeric = [f for f in self.watched if f in self._numeric_features]
+            numeric, numeric_keys, numeric_detectors, order = self._numeric_plan()
             kind = _row_kind(rows)  # one pass over the rows, for the matrix and every column
             matrix = _numeric_matrix(rows, numeric, kind)
-            position = {feature: i for i, feature in enumerate(numeric)}
             columns: dict[str, Any] = {}
             if matrix is not None:  # the usual batch: every numeric detector fed from one matrix
-                numeric_keys = [key for key, d in self.feature_drift.items() if not d.categorical]
-                add_columns([self.feature_drift[key] for key in numeric_keys],
-                            matrix[:, [position[feature] for feature, _ in numeric_keys]])
-                for key in numeric_keys:
-                    read.pop(key, None)
+                add_columns(numeric_detectors, matrix[:, order])
+                if read:
+                    for key in numeric_keys:
+                        read.pop(key, None)
             for key, detector in self.feature_drift.items():
                 if matrix is not None and not detector.categorical:
                     continue
@@ -218,6 +221,18 @@ class ModelStatistics:
         if result is None:
             result = self._drift_results[key] = detector.result()
         return result
+
+    def _numeric_plan(self) -> tuple[list[str], list[tuple[str, str]], list[Any], np.ndarray]:
+        """The watched numeric features (the matrix's columns), the numeric detectors' keys and
+        the detectors, and each one's column in the matrix; kept while the detectors are."""
+        plan = self._plan
+        if plan is None or plan[0] is not self.feature_drift:
+            numeric = [f for f in self.watched if f in self._numeric_features]
+            position = {feature: i for i, feature in enumerate(numeric)}
+            keys = [key for key, d in self.feature_drift.items() if not d.categorical]
+            plan = self._plan = (self.feature_drift, numeric, keys, [self.feature_drift[key] for key in keys],
+                                 np.array([position[feature] for feature, _ in keys], dtype=np.intp))
+        return plan[1:]
 
     def _feature_results(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Result]:
         """These feature detectors' results; those updated since they were last read are
@@ -270,8 +285,11 @@ class ModelStatistics:
     def drift_observations(self) -> Mapping[str, Observation]:
         """The feature and prediction drift entries of :meth:`observations`, and the estimated
         ones (what the rules judged on the predictions' clock read)."""
-        drift = {name: group for name, group in self._groups.items() if not name.startswith("detector.")}
-        return _Observations({}, {**drift, **self._estimated_groups()}, self._observe_any)
+        kept = self._drift_groups
+        if kept is None or kept[0] is not self._groups:  # made again when the groups are (restore)
+            drift = {name: group for name, group in self._groups.items() if not name.startswith("detector.")}
+            kept = self._drift_groups = (self._groups, {**drift, **self._estimated_groups()})
+        return _Observations({}, kept[1], self._observe_any)
 
     def values(self) -> dict[str, tuple[float, int]]:
         """Every statistic's value and sample count, named and ordered as in :meth:`observations`,
@@ -323,11 +341,27 @@ class ModelStatistics:
         if group == "prediction":
             return {f"prediction.{kind}": _observation(self._drift_result(kind, detector), detector=kind)
                     for kind, detector in self.prediction_drift.items()}
-        keys = [key for key in self.feature_drift if self._groups[f"feature.{key[0]}.{key[1]}"] == group]
+        keys, names = self._group_members(group)
         results = self._feature_results(keys)
-        fired = self._corrected_alarms(results) if group == "feature tests" else {k: r.fired for k, r in results.items()}
-        return {f"feature.{feature}.{kind}": _observation(result, detector=kind, fired=fired[feature, kind])
-                for (feature, kind), result in results.items()}
+        if group == "feature tests":
+            fired = self._corrected_alarms(results)
+            return {name: Observation(r.statistic, r.n, fired[key], r.deferred_p_value(), r.threshold, key[1])
+                    for key, name, r in zip(keys, names, results.values())}
+        # what _observation(result, detector=kind) makes, for each of the group's detectors
+        return {name: Observation(r.statistic, r.n, r.fired, r.deferred_p_value(), r.threshold, key[1])
+                for key, name, r in zip(keys, names, results.values())}
+
+    def _group_members(self, group: str) -> tuple[list[tuple[str, str]], list[str]]:
+        """The feature detectors of an observation group and their statistics' names, in
+        ``feature_drift`` order; kept until the groups are made again (restore)."""
+        kept = self._members
+        if kept is None or kept[0] is not self._groups:
+            kept = self._members = (self._groups, {})
+        members = kept[1].get(group)
+        if members is None:
+            keys = [key for key in self.feature_drift if self._groups[f"feature.{key[0]}.{key[1]}"] == group]
+            members = kept[1][group] = (keys, [f"feature.{feature}.{kind}" for feature, kind in keys])
+        return members
 
     def end_evaluation(self) -> None:
         """An evaluation point has judged the rules: change detectors start a fresh interval."""
