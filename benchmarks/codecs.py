@@ -1,5 +1,5 @@
 """Decode + validate cost per prediction event: msgspec (the codec driftline uses) against
-orjson with the same checks written in Python (the alternative DESIGN.md asks to measure).
+orjson with the same checks written in Python (the alternative a user would reach for).
 
     python benchmarks/codecs.py [--events 200000] [--repeats 5]
 

@@ -1,6 +1,6 @@
 """The retrain-trigger event: what driftline publishes to ``retrain-triggers``.
 
-The wire format is the contract in DESIGN.md. ``trigger_id`` is deterministic
+The wire format is the contract in ``trigger.schema.json`` (and the README). ``trigger_id`` is deterministic
 (``model:rule:sequence``), so consumers de-duplicate replays and retries by it.
 """
 from __future__ import annotations
