@@ -50,8 +50,9 @@ Memory. ``--memory-models`` models × ``--memory-features`` features (PSI each, 
 rule), ``--memory-per-model`` predictions and labels each, consumed by ``driftline run``; peak RSS
 (VmHWM), the last checkpoint size and pending predictions.
 
-``--profile`` runs the realistic engine once more in this process under cProfile (or py-spy:
-``--profile py-spy``, if installed) over the whole backlog.
+``--profile`` runs the realistic engine once more in this process over the whole backlog, under
+cProfile (``--profile gc``: without it, timing the cyclic GC; ``py-spy record`` around that run
+gives the profile without cProfile's per-call overhead).
 """
 from __future__ import annotations
 
