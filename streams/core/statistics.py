@@ -91,12 +91,7 @@ class ModelStatistics:
         self.last_detection: dict[str, int] = {kind: -1 for kind in self.changes}
         #: detections since the Monitor last took them (it counts them for the exporter)
         self.new_detections: dict[str, int] = {}
-        self._groups = self._observation_groups()
-        #: per group, its detectors' keys and names (see _group_members); the drift groups' map
-        self._members: tuple[dict, dict] | None = None
-        self._drift_groups: tuple[dict, dict] | None = None
-        #: what _catch_up_drift feeds the numeric detectors from one matrix (see _numeric_plan)
-        self._plan: tuple | None = None
+        self._derive()
         self.estimator: CBPE | None = self._build_estimation(model)
 
     # -- construction ---------------------------------------------------------------------
@@ -222,17 +217,27 @@ class ModelStatistics:
             result = self._drift_results[key] = detector.result()
         return result
 
+    def _derive(self) -> None:
+        """What follows from the detectors, made again whenever they are (built or restored):
+        the observation groups, and the lookups built from them on first use."""
+        self._groups = self._observation_groups()
+        #: group -> its detectors' keys and their statistics' names (see _group_members)
+        self._members: dict[str, tuple[list[tuple[str, str]], list[str]]] = {}
+        #: the drift and estimated groups (see drift_observations)
+        self._drift_groups: dict[str, str] | None = None
+        #: what _catch_up_drift feeds the numeric detectors from one matrix (see _numeric_plan)
+        self._plan: tuple[list[str], list[tuple[str, str]], list[Any], np.ndarray] | None = None
+
     def _numeric_plan(self) -> tuple[list[str], list[tuple[str, str]], list[Any], np.ndarray]:
         """The watched numeric features (the matrix's columns), the numeric detectors' keys and
         the detectors, and each one's column in the matrix; kept while the detectors are."""
-        plan = self._plan
-        if plan is None or plan[0] is not self.feature_drift:
+        if self._plan is None:
             numeric = [f for f in self.watched if f in self._numeric_features]
             position = {feature: i for i, feature in enumerate(numeric)}
             keys = [key for key, d in self.feature_drift.items() if not d.categorical]
-            plan = self._plan = (self.feature_drift, numeric, keys, [self.feature_drift[key] for key in keys],
-                                 np.array([position[feature] for feature, _ in keys], dtype=np.intp))
-        return plan[1:]
+            self._plan = (numeric, keys, [self.feature_drift[key] for key in keys],
+                          np.array([position[feature] for feature, _ in keys], dtype=np.intp))
+        return self._plan
 
     def _feature_results(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Result]:
         """These feature detectors' results; those updated since they were last read are
@@ -285,11 +290,10 @@ class ModelStatistics:
     def drift_observations(self) -> Mapping[str, Observation]:
         """The feature and prediction drift entries of :meth:`observations`, and the estimated
         ones (what the rules judged on the predictions' clock read)."""
-        kept = self._drift_groups
-        if kept is None or kept[0] is not self._groups:  # made again when the groups are (restore)
+        if self._drift_groups is None:
             drift = {name: group for name, group in self._groups.items() if not name.startswith("detector.")}
-            kept = self._drift_groups = (self._groups, {**drift, **self._estimated_groups()})
-        return _Observations({}, kept[1], self._observe_any)
+            self._drift_groups = {**drift, **self._estimated_groups()}
+        return _Observations({}, self._drift_groups, self._observe_any)
 
     def values(self) -> dict[str, tuple[float, int]]:
         """Every statistic's value and sample count, named and ordered as in :meth:`observations`,
@@ -354,13 +358,10 @@ class ModelStatistics:
     def _group_members(self, group: str) -> tuple[list[tuple[str, str]], list[str]]:
         """The feature detectors of an observation group and their statistics' names, in
         ``feature_drift`` order; kept until the groups are made again (restore)."""
-        kept = self._members
-        if kept is None or kept[0] is not self._groups:
-            kept = self._members = (self._groups, {})
-        members = kept[1].get(group)
+        members = self._members.get(group)
         if members is None:
             keys = [key for key in self.feature_drift if self._groups[f"feature.{key[0]}.{key[1]}"] == group]
-            members = kept[1][group] = (keys, [f"feature.{feature}.{kind}" for feature, kind in keys])
+            members = self._members[group] = (keys, [f"feature.{feature}.{kind}" for feature, kind in keys])
         return members
 
     def end_evaluation(self) -> None:
@@ -406,7 +407,7 @@ class ModelStatistics:
         self.changes = {kind: restore(s) for kind, s in state["changes"].items()}
         self.feature_drift = {(feature, kind): restore(s) for feature, kind, s in state["feature_drift"]}
         self.prediction_drift = {kind: restore(s) for kind, s in state["prediction_drift"].items()}
-        self._groups = self._observation_groups()
+        self._derive()
         self._drift_results = {}
         self.closed = {kind: Result(**r) for kind, r in state["closed"].items()}
         self.pairs_seen, self.evaluated_pairs = state["pairs_seen"], state["evaluated_pairs"]
