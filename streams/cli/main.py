@@ -8,12 +8,14 @@ that ``driftline --help`` works with the core install and a command says which e
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import logging
+import signal
 import sys
 
 from streams.cli import sim, tools, triggers
-from streams.cli.common import EXIT_RUNTIME, load_config, new_parser, run
+from streams.cli.common import EXIT_RUNTIME, UsageError, describe, load_config, new_parser, run, setup_logging
 
 
 def _tune_gc() -> None:
@@ -29,26 +31,42 @@ def _tune_gc() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    from streams.runtime.engine import BrokerLost, Engine
-    from streams.runtime.admin import TopicLayoutError
+    if args.workers < 1:
+        raise UsageError("--workers must be >= 1")
+    if args.workers > 1:
+        return _run_workers(args)
+    config = _config(args)
     from streams.runtime.exporter import Exporter
 
     if args.engine == "faust":  # before /metrics is served: a missing faust extra stops here
-        from streams.runtime.faust_engine import run_faust
+        from streams.runtime.faust_engine import run_faust  # noqa: F401
     _tune_gc()
-
-    if args.bootstrap_servers:
-        config.kafka["bootstrap.servers"] = args.bootstrap_servers
     exporter = Exporter(config)
     address = args.metrics_address or config.metrics.address
     server = exporter.serve(address)
     logging.getLogger("driftline").info("metrics on %s", server.url)
+    return _engine(args, config, exporter, args.instance)
+
+
+def _config(args: argparse.Namespace):
+    config = load_config(args.config)
+    if args.bootstrap_servers:
+        config.kafka["bootstrap.servers"] = args.bootstrap_servers
+    return config
+
+
+def _engine(args: argparse.Namespace, config, exporter, instance: str) -> int:
+    """Run one engine until it is stopped; the exit code."""
+    from streams.runtime.admin import TopicLayoutError
+    from streams.runtime.engine import BrokerLost, Engine
+
     try:
         if args.engine == "faust":
-            run_faust(config, exporter, instance=args.instance)
+            from streams.runtime.faust_engine import run_faust
+
+            run_faust(config, exporter, instance=instance)
         else:
-            Engine(config, exporter, instance=args.instance).run()
+            Engine(config, exporter, instance=instance).run()
     except (BrokerLost, TopicLayoutError) as exc:
         if args.debug:
             raise
@@ -61,6 +79,59 @@ def _run(args: argparse.Namespace) -> int:
         # destroy them now.
         gc.collect()
     return 0
+
+
+def _run_workers(args: argparse.Namespace) -> int:
+    """``--workers N``: N engines of one consumer group under a supervisor that serves their
+    merged /metrics (:mod:`streams.runtime.supervisor`)."""
+    if args.engine == "faust":
+        raise UsageError("--workers runs the default engine only; scale --engine faust by starting more "
+                         "processes with distinct --instance names")
+    config = _config(args)  # a config error stops here, once, not in every worker
+    from streams.runtime.exporter import MetricsServer
+    from streams.runtime.supervisor import GaveUp, Workers
+    from prometheus_client import make_wsgi_app
+
+    log = logging.getLogger("driftline")
+    if args.workers > config.topics.partitions:
+        log.warning("--workers %d is more than topics.partitions (%d): a worker without an input partition "
+                    "stays idle until another leaves", args.workers, config.topics.partitions)
+    workers = Workers(functools.partial(_worker, args), args.workers)
+    server = MetricsServer(make_wsgi_app(workers.registry), args.metrics_address or config.metrics.address,
+                           config.metrics, config.source)
+    server.start()
+    log.info("metrics of %d workers on %s", args.workers, server.url)
+    try:
+        return workers.run()
+    except GaveUp as exc:
+        print(f"driftline: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    finally:
+        server.stop()
+
+
+def _worker(args: argparse.Namespace, index: int, conn) -> None:
+    """One worker of ``--workers N``, in its own (spawned) process: the engine as ``driftline run``
+    runs it, its metrics answered over ``conn`` instead of served."""
+    # Ctrl-C reaches the whole process group; the supervisor forwards it as SIGTERM, which is
+    # the stop that counts (this ignores the terminal's until the engine sets its handlers).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    setup_logging(args.debug, args.log_format)
+    from streams.runtime.exporter import Exporter
+    from streams.runtime.supervisor import answer_scrapes, worker_instance
+
+    config = _config(args)
+    _tune_gc()
+    exporter = Exporter(config)
+    answer_scrapes(exporter.registry, conn)
+    try:
+        code = _engine(args, config, exporter, worker_instance(args.instance, index))
+    except Exception as exc:  # the one line ``driftline run`` would print, then the exit code
+        code, line = describe(exc)
+        if args.debug or line is None:
+            raise
+        print(f"driftline: {line}", file=sys.stderr)
+    sys.exit(code)
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -93,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--instance", default="0",
                             help="instance name, unique per engine process of one group on one host; part of "
                                  "the transactional id (default: 0)")
+    run_parser.add_argument("--workers", type=int, default=1, metavar="N",
+                            help="run N engine processes of one consumer group, sharing the input partitions "
+                                 "(exactly once, each with instance <instance>-w<i>), under a supervisor that "
+                                 "serves their merged /metrics (label worker), forwards SIGTERM/SIGINT and "
+                                 "restarts a worker that dies; exits 1 if one keeps dying within seconds of its "
+                                 "start (default: 1, one process)")
     run_parser.set_defaults(func=_run)
 
     check = sub.add_parser("check-config", help="validate a config file and exit",
