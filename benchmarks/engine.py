@@ -22,6 +22,8 @@ consumed from the beginning by each run, interleaved per round (A B C A B C …)
                   consumed batch, what every batch costs when each one produces a trigger;
 * ``confluent-x2`` — two ``driftline run`` processes of one consumer group (``--instance 0/1``),
                   sharing the partitions, the realistic config (events/s of the pair);
+* ``confluent-workers2`` — ``driftline run --workers 2``: the same two engines under one supervisor,
+                  counted on its one merged ``/metrics``;
 * ``decoder``   — the ceiling the benchmark used before: the consumer as the engine configures
                   it, decoding with the engine's own ``InputDecoder``, nothing more;
 * ``confluent-psi`` — ``driftline run`` with the lighter ``psi`` config (PSI only, no drift rule);
@@ -107,9 +109,12 @@ ENGINE_RUNS = {
     "confluent": ("confluent", "realistic", None, 1),
     "confluent-commit-each-batch": ("confluent", "realistic", 1, 1),
     "confluent-x2": ("confluent", "realistic", None, 2),
+    "confluent-workers2": ("confluent", "realistic", None, 1),
     "confluent-psi": ("confluent", "psi", None, 1),
     "faust": ("faust", "psi", None, 1),
 }
+#: run kind -> ``driftline run --workers`` (one supervisor process; else one engine per instance)
+WORKERS = {"confluent-workers2": 2}
 DEFAULT_RUNS = "ceiling,confluent,confluent-commit-each-batch,decoder,confluent-psi,faust"
 
 STATE_MAX_BYTES = 0  # > 0: state topics allow messages this large, and the engine may produce them
@@ -162,7 +167,8 @@ class EngineProcess:
 
     MARKERS = ("consuming ", "assigned partitions")
 
-    def __init__(self, config: Path, engine: str, port: int, cwd: Path | None = None, instance: str = "0"):
+    def __init__(self, config: Path, engine: str, port: int, cwd: Path | None = None, instance: str = "0",
+                 workers: int = 1):
         env = dict(os.environ)
         if cwd is not None:  # another checkout: its code first on the path
             env["PYTHONPATH"] = str(cwd)
@@ -170,7 +176,7 @@ class EngineProcess:
         self.started = time.monotonic()
         self.proc = subprocess.Popen([sys.executable, "-c", "import sys; from streams.cli.main import main; "
                                       "sys.exit(main())", "run", "--config", str(config), "--engine", engine,
-                                      "--instance", instance],
+                                      "--instance", instance, *(["--workers", str(workers)] if workers > 1 else [])],
                                      cwd=str(cwd or ROOT), env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
         self.marks: dict[str, float] = {}
@@ -223,7 +229,13 @@ class EngineProcess:
         return wait_all([self], expected, timeout, label, model)
 
     def rss(self) -> int:
-        return vm_hwm_bytes(self.proc.pid)
+        """Peak RSS of the process, plus its children's with ``--workers`` (each is an engine)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                children = [int(pid) for pid in f.read().split()]
+        except OSError:
+            children = []
+        return vm_hwm_bytes(self.proc.pid) + sum(vm_hwm_bytes(pid) for pid in children)
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -266,7 +278,7 @@ def run_engine(kind: str, args, prefix: str, inputs: tuple[str, str], expected: 
                                models_toml(MODELS, FEATURES, config_kind) + LATENCY_MODEL,
                                commit_every_ms or args.commit_every_ms, port, args.partitions)
             procs.append(EngineProcess(cfg, engine, port, cwd=worktree if "@" in kind else None,
-                                       instance=str(instance)))
+                                       instance=str(instance), workers=WORKERS.get(kind, 1)))
         done = wait_all(procs, measured(args, expected), args.timeout, label=f"round {round_no} {kind}")
         if done is not None and wait_all(procs, expected, 30) is None:
             progress(f"    {kind}: not every event processed 30 s after {measured(args, expected):,} were")
