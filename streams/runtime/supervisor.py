@@ -56,9 +56,9 @@ def worker_instance(instance: str, index: int) -> str:
 class RestartPolicy:
     """When a worker that exited unasked is started again.
 
-    A worker that ran less than ``min_uptime`` seconds died quickly: each quick death in a row
-    doubles the wait before the next start (``first_delay``, twice that, …, at most
-    ``max_delay``), and the ``give_up_after``-th in a row gives up: a child that cannot start
+    A worker is started again ``first_delay`` seconds after it exits. One that ran less than
+    ``min_uptime`` seconds died quickly: each further quick death in a row doubles the wait (at
+    most ``max_delay``), and the ``give_up_after``-th in a row gives up: a child that cannot start
     (a topic layout it refuses, a broker that rejects it) would otherwise be restarted forever
     while the others carry its partitions. A worker that ran longer starts a new count.
     """
@@ -84,7 +84,7 @@ class Restarts:
         self.quick_deaths[worker] = streak
         if streak >= p.give_up_after:
             return None
-        return min(p.max_delay, p.first_delay * 2 ** streak)
+        return min(p.max_delay, p.first_delay * 2 ** max(streak - 1, 0))
 
 
 def merge(expositions: Iterable[tuple[str, list[Metric]]]) -> list[Metric]:

@@ -20,24 +20,24 @@ FAST = RestartPolicy(min_uptime=5.0, give_up_after=3, first_delay=0.05, max_dela
 # -- decisions --------------------------------------------------------------------------------
 def test_quick_deaths_back_off_then_give_up():
     restarts = Restarts(RestartPolicy(min_uptime=10, give_up_after=3, first_delay=1, max_delay=30))
+    assert restarts.after_exit(0, uptime=2) == 1
     assert restarts.after_exit(0, uptime=2) == 2
-    assert restarts.after_exit(0, uptime=2) == 4
     assert restarts.after_exit(0, uptime=2) is None
 
 
 def test_a_worker_that_ran_long_starts_a_new_count():
     restarts = Restarts(RestartPolicy(min_uptime=10, give_up_after=3, first_delay=1, max_delay=30))
-    assert restarts.after_exit(0, uptime=1) == 2
-    assert restarts.after_exit(0, uptime=2) == 4
+    assert restarts.after_exit(0, uptime=1) == 1
+    assert restarts.after_exit(0, uptime=2) == 2
     assert restarts.after_exit(0, uptime=3600) == 1  # after an hour up: not the same failure
+    assert restarts.after_exit(0, uptime=1) == 1
     assert restarts.after_exit(0, uptime=1) == 2
-    assert restarts.after_exit(0, uptime=1) == 4
 
 
 def test_workers_are_counted_apart_and_the_delay_is_capped():
     restarts = Restarts(RestartPolicy(min_uptime=10, give_up_after=10, first_delay=1, max_delay=5))
-    assert [restarts.after_exit(0, uptime=0) for _ in range(4)] == [2, 4, 5, 5]
-    assert restarts.after_exit(1, uptime=0) == 2
+    assert [restarts.after_exit(0, uptime=0) for _ in range(5)] == [1, 2, 4, 5, 5]
+    assert restarts.after_exit(1, uptime=0) == 1
 
 
 # -- merged exposition --------------------------------------------------------------------------
