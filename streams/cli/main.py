@@ -90,14 +90,13 @@ def _run_workers(args: argparse.Namespace) -> int:
     config = _config(args)  # a config error stops here, once, not in every worker
     from streams.runtime.exporter import MetricsServer
     from streams.runtime.supervisor import GaveUp, Workers
-    from prometheus_client import make_wsgi_app
 
     log = logging.getLogger("driftline")
     if args.workers > config.topics.partitions:
         log.warning("--workers %d is more than topics.partitions (%d): a worker without an input partition "
                     "stays idle until another leaves", args.workers, config.topics.partitions)
     workers = Workers(functools.partial(_worker, args), args.workers)
-    server = MetricsServer(make_wsgi_app(workers.registry), args.metrics_address or config.metrics.address,
+    server = MetricsServer(workers.wsgi_app(), args.metrics_address or config.metrics.address,
                            config.metrics, config.source)
     server.start()
     log.info("metrics of %d workers on %s", args.workers, server.url)

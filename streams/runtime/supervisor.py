@@ -32,8 +32,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.metrics_core import Metric
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, generate_latest
 
 log = logging.getLogger("driftline.supervisor")
 
@@ -87,28 +86,53 @@ class Restarts:
         return min(p.max_delay, p.first_delay * 2 ** max(streak - 1, 0))
 
 
-def merge(expositions: Iterable[tuple[str, list[Metric]]]) -> list[Metric]:
-    """The families of several processes as one exposition: every sample gets the label
-    ``worker``, so the series of two children never collide (each child counts its own
-    partitions' events; ``sum without (worker)`` gives the group's total), and a family that
-    several children export is one family (one HELP/TYPE)."""
-    merged: dict[str, Metric] = {}
-    for worker, families in expositions:
-        for family in families:
-            target = merged.get(family.name)
-            if target is None:
-                target = merged[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
-            target.samples.extend(s._replace(labels={**s.labels, WORKER_LABEL: worker}) for s in family.samples)
-    return list(merged.values())
+def merge(expositions: Iterable[tuple[str, str]]) -> str:
+    """The text expositions (format 0.0.4) of several processes as one: every sample gets the
+    label ``worker`` (first), so the series of two children never collide (each child counts its
+    own partitions' events; ``sum without (worker)`` gives the group's total), and a family that
+    several children export is one block with one HELP and TYPE.
+
+    Text, not parsed families: a metric name has no ``{`` or space, so the label goes in at the
+    first of them whatever the label values hold, at a fraction of the cost of parsing and
+    rendering every sample again at each scrape.
+    """
+    headers: dict[str, list[str]] = {}
+    samples: dict[str, list[str]] = {}
+    for worker, text in expositions:
+        label = f'{WORKER_LABEL}="{worker}"'
+        name = ""
+        for line in text.splitlines():
+            if not line:
+                continue
+            if line.startswith("#"):
+                parts = line.split(" ", 3)
+                if len(parts) < 3:
+                    continue
+                name = parts[2]
+                if name not in headers:
+                    headers[name], samples[name] = [], []
+                if line not in headers[name]:
+                    headers[name].append(line)
+                continue
+            cut = min((i for i in (line.find("{"), line.find(" ")) if i >= 0), default=len(line))
+            if line[cut:cut + 1] == "{":
+                line = f"{line[:cut + 1]}{label},{line[cut + 1:]}"
+            else:
+                line = f"{line[:cut]}{{{label}}}{line[cut:]}"
+            if name not in samples:  # a sample before any header (not what prometheus_client writes)
+                headers[name], samples[name] = [], []
+            samples[name].append(line)
+    out = [line for name in headers for line in headers[name] + samples[name]]
+    return "\n".join(out) + "\n" if out else ""
 
 
 def answer_scrapes(registry: CollectorRegistry, conn: Connection) -> threading.Thread:
     """In a child: a daemon thread that answers each request on ``conn`` with the registry's
-    samples. The supervisor merges them into its /metrics.
+    exposition, as ``driftline run`` alone would serve it. The supervisor merges them.
 
     prometheus_client's multiprocess mode would share the samples through files instead, but it
     cannot carry the exporter's own collectors (the batch histogram, p-values computed at
-    scrape); here each child renders exactly what ``driftline run`` alone would serve.
+    scrape).
 
     When the supervisor is gone (the pipe closes: it was killed), the child stops itself as on
     SIGTERM, committing what it processed, instead of running on unsupervised.
@@ -123,12 +147,12 @@ def answer_scrapes(registry: CollectorRegistry, conn: Connection) -> threading.T
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
             try:
-                families = list(registry.collect())
+                text = generate_latest(registry)
             except Exception:  # noqa: BLE001 - a broken collector must not end the scrapes
                 log.exception("metrics: collecting failed")
-                families = []
+                text = b""
             try:
-                conn.send(families)
+                conn.send_bytes(text)
             except (OSError, ValueError):
                 return
 
@@ -163,11 +187,10 @@ class Workers:
         self.restarts = Restarts(policy or RestartPolicy())
         self.context = multiprocessing.get_context("spawn")
         self.stopping = False
-        self.registry = registry or CollectorRegistry(auto_describe=False)
+        self.registry = registry or CollectorRegistry()  # the supervisor's own
         self.restart_count = Counter("driftline_worker_restarts_total",
                                      "Worker processes restarted after they exited unasked.", [WORKER_LABEL],
                                      registry=self.registry)
-        self.registry.register(self)
 
     # -- processes ------------------------------------------------------------------------
     def _start(self, worker: _Worker) -> None:
@@ -182,6 +205,8 @@ class Workers:
             worker.process, worker.conn, worker.late = process, ours, False
         worker.started, worker.restart_at = time.monotonic(), None
         log.info("worker %d started (pid %d)", worker.index, process.pid)
+        if self.stopping:  # the stop signal came while it was being started: it missed the forward
+            os.kill(process.pid, signal.SIGTERM)
 
     def _signal_all(self, signum: int) -> None:
         for worker in self.workers:
@@ -213,7 +238,9 @@ class Workers:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-        return 0 if all(code == 0 for code in self._join()) else 1
+        # A worker stopped before its engine set its handlers ends by SIGTERM itself: nothing
+        # was consumed, so nothing was lost.
+        return 0 if all(code in (0, -signal.SIGTERM) for code in self._join()) else 1
 
     def _step(self) -> None:
         alive = [w.process.sentinel for w in self.workers if w.process is not None and w.restart_at is None]
@@ -257,10 +284,10 @@ class Workers:
         return codes
 
     # -- metrics --------------------------------------------------------------------------
-    def collect(self) -> Iterable[Metric]:
-        """The children's families merged (:func:`merge`), at scrape time, in the HTTP thread.
-        A child that is restarting, or does not answer within :data:`SCRAPE_TIMEOUT`, is left out
-        of this scrape."""
+    def exposition(self) -> str:
+        """The children's expositions merged (:func:`merge`), then the supervisor's own, at
+        scrape time, in the HTTP thread. A child that is restarting, or does not answer within
+        :data:`SCRAPE_TIMEOUT`, is left out of this scrape."""
         expositions = []
         for worker in self.workers:
             with worker.lock:  # one request at a time on a pipe; scrapes may be concurrent
@@ -271,14 +298,25 @@ class Workers:
                     if worker.late:  # the answer to a scrape that timed out: take it first
                         if not conn.poll(0):
                             continue  # still busy with it
-                        conn.recv()
+                        conn.recv_bytes()
                         worker.late = False
                     conn.send(None)
                     if not conn.poll(SCRAPE_TIMEOUT):
                         log.warning("metrics: worker %d did not answer within %.0fs", worker.index, SCRAPE_TIMEOUT)
                         worker.late = True
                         continue
-                    expositions.append((str(worker.index), conn.recv()))
+                    expositions.append((str(worker.index), conn.recv_bytes().decode()))
                 except (EOFError, OSError):
                     continue  # it died; the supervisor loop restarts it
-        return merge(expositions)
+        return merge(expositions) + generate_latest(self.registry).decode()
+
+    def wsgi_app(self):
+        """``/metrics`` of the group, for :class:`~streams.runtime.exporter.MetricsServer`."""
+
+        def app(environ, start_response):
+            body = self.exposition().encode()
+            start_response("200 OK", [("Content-Type", CONTENT_TYPE_PLAIN_0_0_4),
+                                      ("Content-Length", str(len(body)))])
+            return [body]
+
+        return app

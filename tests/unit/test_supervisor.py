@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.runtime.supervisor import GaveUp, Restarts, RestartPolicy, Workers, answer_scrapes, merge
+from streams.runtime.supervisor import GaveUp, RestartPolicy, Restarts, Workers, answer_scrapes, merge
 
 FAST = RestartPolicy(min_uptime=5.0, give_up_after=3, first_delay=0.05, max_delay=0.2)
 
@@ -41,33 +41,37 @@ def test_workers_are_counted_apart_and_the_delay_is_capped():
 
 
 # -- merged exposition --------------------------------------------------------------------------
-def _families(value: float, gauge: float):
-    registry = CollectorRegistry()
-    Counter("driftline_predictions_total", "Valid prediction events.", ["model"], registry=registry) \
-        .labels("churn").inc(value)
+def _exposition(value: float, gauge: float) -> str:
     from prometheus_client import Gauge
 
+    registry = CollectorRegistry()
+    Counter("driftline_predictions_total", "Valid prediction events.", ["model", "segment"], registry=registry) \
+        .labels("churn", 'a b,c="{x} "').inc(value)
     Gauge("driftline_engine_up", "1 while the engine is consuming.", registry=registry).set(gauge)
-    return list(registry.collect())
+    return generate_latest(registry).decode()
+
+
+def parsed(text: str) -> dict:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
 
 
 def test_the_merged_exposition_labels_each_worker_and_keeps_one_family():
-    text = generate_latest(_Fixed(merge([("0", _families(3, 1)), ("1", _families(4, 0))]))).decode()
+    text = merge([("0", _exposition(3, 1)), ("1", _exposition(4, 0))])
     assert text.count("# TYPE driftline_predictions_total counter") == 1
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for f in text_string_to_metric_families(text) for s in f.samples}
-    assert samples[("driftline_predictions_total", (("model", "churn"), ("worker", "0")))] == 3
-    assert samples[("driftline_predictions_total", (("model", "churn"), ("worker", "1")))] == 4
+    assert text.count("# HELP driftline_engine_up ") == 1
+    samples = parsed(text)
+    segment = ("segment", 'a b,c="{x} "')  # a label value with braces, spaces and quotes survives
+    assert samples[("driftline_predictions_total", (("model", "churn"), segment, ("worker", "0")))] == 3
+    assert samples[("driftline_predictions_total", (("model", "churn"), segment, ("worker", "1")))] == 4
     assert samples[("driftline_engine_up", (("worker", "0"),))] == 1
     assert samples[("driftline_engine_up", (("worker", "1"),))] == 0
+    # nothing else: every sample of each child, once
+    assert len(samples) == 2 * len(parsed(_exposition(3, 1)))
 
 
-class _Fixed:
-    def __init__(self, families):
-        self.families = families
-
-    def collect(self):
-        return self.families
+def test_nothing_to_merge_is_an_empty_exposition():
+    assert merge([]) == ""
 
 
 # -- child processes (spawned: the targets are module-level functions) ---------------------------
@@ -107,7 +111,8 @@ def test_a_worker_that_keeps_dying_at_start_makes_the_supervisor_give_up():
 
 
 def samples(workers: Workers) -> dict:
-    return {(s.name, s.labels.get("worker")): s.value for f in workers.registry.collect() for s in f.samples}
+    return {(s.name, s.labels.get("worker")): s.value
+            for f in text_string_to_metric_families(workers.exposition()) for s in f.samples}
 
 
 def test_workers_answer_scrapes_are_restarted_after_a_kill_and_stop_on_sigterm():
@@ -134,3 +139,26 @@ def test_workers_answer_scrapes_are_restarted_after_a_kill_and_stop_on_sigterm()
     assert "after" in seen, "the killed worker was not restarted"
     assert seen["after"][("driftline_worker_restarts_total", "1")] == 1
     assert seen["after"].get(("driftline_worker_restarts_total", "0"), 0) == 0
+
+
+# -- the command line ----------------------------------------------------------------------------
+CONFIG = """
+[kafka]
+"bootstrap.servers" = "127.0.0.1:1"
+[[models]]
+id = "loans"
+"""
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--workers", "0"], "--workers must be >= 1"),
+    (["--workers", "2", "--engine", "faust"], "--workers runs the default engine only"),
+])
+def test_workers_the_run_command_refuses_in_one_line(argv, says, tmp_path, capsys):
+    from streams.cli.main import main
+
+    config = tmp_path / "driftline.toml"
+    config.write_text(CONFIG)
+    assert main(["run", "--config", str(config), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err
