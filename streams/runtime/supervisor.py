@@ -8,8 +8,9 @@ what a user would otherwise have to build around N processes:
 
 * SIGTERM/SIGINT are forwarded, so each child commits and leaves the group, then the supervisor
   exits (0 when every child stopped cleanly);
-* one ``/metrics`` address: the supervisor asks each child for its samples over a pipe at scrape
-  time and serves them together, each labelled ``worker="<index>"`` (see :class:`Workers.collect`);
+* one ``/metrics`` address: the supervisor asks each child for its exposition over a pipe at
+  scrape time and serves them together, each sample labelled ``worker="<index>"`` (see
+  :meth:`Workers.exposition`);
 * a child that exits unasked is restarted after a back-off, with one log line. Under its own
   instance name it rejoins as the same static member and gets its partitions back at once; one
   that stays down longer than ``engine.session_timeout_ms`` has its partitions moved to the others
@@ -174,7 +175,7 @@ class _Worker:
 
 class Workers:
     """The supervisor: starts ``count`` children running ``target(index, conn)``, forwards stop
-    signals, restarts the ones that die, and collects their metrics.
+    signals, restarts the ones that die, and merges their metrics.
 
     ``target`` must be picklable (a module-level function, or a ``functools.partial`` of one):
     the spawned child imports it by name.
