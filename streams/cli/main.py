@@ -36,16 +36,24 @@ def _run(args: argparse.Namespace) -> int:
     if args.workers > 1:
         return _run_workers(args)
     config = _config(args)
+    _import_engine(args)
     from streams.runtime.exporter import Exporter
 
-    if args.engine == "faust":  # before /metrics is served: a missing faust extra stops here
-        from streams.runtime.faust_engine import run_faust  # noqa: F401
     _tune_gc()
     exporter = Exporter(config)
     address = args.metrics_address or config.metrics.address
     server = exporter.serve(address)
     logging.getLogger("driftline").info("metrics on %s", server.url)
     return _engine(args, config, exporter, args.instance)
+
+
+def _import_engine(args: argparse.Namespace) -> None:
+    """Import the engine before ``gc.freeze`` (:func:`_tune_gc`) keeps its modules out of the
+    full collections, and before /metrics is served: a missing faust extra stops here."""
+    import streams.runtime.engine  # noqa: F401
+
+    if args.engine == "faust":
+        import streams.runtime.faust_engine  # noqa: F401
 
 
 def _config(args: argparse.Namespace):
@@ -120,6 +128,7 @@ def _worker(args: argparse.Namespace, index: int, conn) -> None:
     from streams.runtime.supervisor import answer_scrapes, worker_instance
 
     config = _config(args)
+    _import_engine(args)
     _tune_gc()
     exporter = Exporter(config)
     answer_scrapes(exporter.registry, conn)
