@@ -77,6 +77,10 @@ def test_two_workers_count_each_event_once_and_survive_a_kill(make):
 
     d = make(MODELS)
     supervisor = start_workers(d, 2)
+    # The range assignor's split of the 4 partitions between the two members; the models'
+    # keys fall on both halves.
+    wait_for(lambda: "assigned partitions [0, 1]" in d.logs() and "assigned partitions [2, 3]" in d.logs(), 60,
+             "the two workers did not share the partitions", d)
     d.send(events[:half])
     d.wait_until_committed(half // 2)
     # Both workers consumed (the four models' partitions are shared), and the merged /metrics
