@@ -298,6 +298,8 @@ class BacktestResult:
     unknown_models: Counter = field(default_factory=Counter)
     #: per model: what was left unjoined at the end, watched features never seen (see :func:`diagnose`)
     diagnostics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: a parallel replay's workers' CPU seconds, each (what a machine with a core free for each takes)
+    worker_cpu_seconds: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         per_model = {m: dict(c) for m, c in self.totals.items()}
@@ -506,6 +508,7 @@ class _ParallelReplay:
         """In a worker: replay this worker's models over the chunks of the whole replay."""
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it ends the workers
         try:
+            cpu = time.process_time()
             events, every = self.events, self.every
             recorder = type(self.recorder)(self.config) if self.recorder is not None else None
             backtest = Backtest(self.config, every=every, observer=recorder)
@@ -530,6 +533,7 @@ class _ParallelReplay:
             if recorder is not None:
                 recorder.finish()
                 recorder.monitor = None
+            result.worker_cpu_seconds = [time.process_time() - cpu]
             send.send(("done", result, chunk_of, recorder))
         except Exception as exc:  # noqa: BLE001 -- whatever it is, the parent raises it
             with contextlib.suppress(Exception):  # a parent gone; or not picklable: said as text
@@ -567,7 +571,8 @@ class _ParallelReplay:
         of = self.worker_of
         results = [result for result, _, _ in parts]
         seen_order = list(dict.fromkeys(itertools.chain.from_iterable(chunk_order)))
-        merged = BacktestResult(events=len(self.events))
+        merged = BacktestResult(events=len(self.events),
+                                worker_cpu_seconds=[s for result in results for s in result.worker_cpu_seconds])
         triggers: dict[tuple[int, str], list[TriggerEvent]] = {}
         for result, chunk_of, _ in parts:
             for trigger, c in zip(result.triggers, chunk_of):
