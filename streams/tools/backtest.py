@@ -441,7 +441,8 @@ def replay(config: Config, events: list[tuple[Prediction | Label, Source]], ever
            workers: int | None = 1, recorder=None, progress=None) -> BacktestResult:
     """Replay ordered events (see :class:`Backtest`): the triggers, totals, timeline and
     diagnostics; ``recorder`` (a :class:`streams.tools.report.ReportRecorder`, or None) records
-    what the report draws.
+    what the report draws; ``progress`` (or None) makes the progress bar, once the workers are
+    started (a bar's thread is not forked with them).
 
     Models are independent (each has its own join, statistics and rules), so with ``workers`` > 1
     (None: :func:`default_workers`) the models are shared out among that many forked processes,
@@ -453,7 +454,7 @@ def replay(config: Config, events: list[tuple[Prediction | Label, Source]], ever
     workers = default_workers(len(counts)) if workers is None else max(1, min(workers, len(counts)))
     if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         backtest = Backtest(config, every=every, observer=recorder)
-        result = backtest.run(events, progress=progress)
+        result = backtest.run(events, progress=progress() if progress is not None else None)
         result.diagnostics = diagnose(config, backtest.monitor, result.totals)
         return result
     return _ParallelReplay(config, events, every, counts, workers, recorder).run(progress)
@@ -494,7 +495,7 @@ class _ParallelReplay:
             # While they work: each chunk's models in the order they come in it, and ever.
             ends = range(every, len(events) + every, every)
             chunk_order = [list(dict.fromkeys(ids[end - every:end])) for end in ends]
-            parts = self._gather(pipes, processes, done, progress)
+            parts = self._gather(pipes, processes, done, progress() if progress is not None else None)
         finally:
             for process in processes:
                 if process.is_alive():
@@ -680,13 +681,19 @@ def run_backtest(config: Config, out: str | Path, predictions=None, labels=None,
             print("backtest: reading, validating and sorting …", file=sys.stderr, flush=True)
         loaded = load_events(config, predictions, labels, events)
         load_seconds = time.perf_counter() - started
-        bar = Progress(len(loaded.events), "backtest", enabled=progress)
+        bars: list[Progress] = []
+
+        def bar() -> Progress:
+            bars.append(Progress(len(loaded.events), "backtest", enabled=progress))
+            return bars[-1]
+
         recorder = ReportRecorder(config) if report else None
         result = replay(config, loaded.events, every=every, workers=workers, recorder=recorder, progress=bar)
     finally:
         if gc_was_enabled:
             gc.enable()
-    bar.close(result.events)
+    for started_bar in bars:
+        started_bar.close(result.events)
     result.invalid = loaded.invalid
     result.lines = loaded.lines
     result.load_seconds = load_seconds
