@@ -524,10 +524,14 @@ class _ParallelReplay:
             chunk_of: list[int] = []  # each trigger's chunk
 
             class Done:
+                """After each chunk (``n``: the events of the whole replay so far): this worker's
+                events replayed, for the bar; the chunk of each trigger it caused, for the merge."""
+
                 @staticmethod
                 def update(n: int) -> None:
-                    done[worker] = n
-                    chunk_of.extend([(n - 1) // every] * (len(backtest.result.triggers) - len(chunk_of)))
+                    chunk = (n - 1) // every
+                    done[worker] = cuts[chunk + 1]
+                    chunk_of.extend([chunk] * (len(backtest.result.triggers) - len(chunk_of)))
 
             result = backtest.run_chunks(chunks(), progress=Done)
             result.diagnostics = diagnose(self.config, backtest.monitor, result.totals)

@@ -133,3 +133,19 @@ def test_a_workers_error_is_raised_by_the_backtest(history, tmp_path, monkeypatc
 def test_default_workers_are_no_more_than_the_models():
     assert default_workers(1) == 1
     assert 1 <= default_workers(3) <= 3
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_progress_counts_each_event_once(history, workers):
+    directory, config = history
+    loaded = load_events(config, directory / "predictions.jsonl", directory / "labels.jsonl")
+
+    class Bar:
+        seen: list[int] = []
+
+        def update(self, n: int) -> None:
+            self.seen.append(n)
+
+    bar = Bar()
+    replay(config, loaded.events, every=100, workers=workers, progress=lambda: bar)
+    assert bar.seen and bar.seen == sorted(bar.seen) and bar.seen[-1] == len(loaded.events)
