@@ -5,7 +5,8 @@
 and validates each exactly as the engine does (bad lines are counted by reason, as the DLQ
 would), orders everything by event time (a prediction before a label of the same millisecond;
 ties keep file order) and feeds it to :class:`streams.core.monitor.Monitor` in chunks. Triggers do
-not depend on the chunking (the Monitor evaluates rules at fixed joined-pair counts).
+not depend on the chunking (the Monitor evaluates rules at fixed joined-pair counts). Models are
+independent: ``--workers N`` replays them in N processes, the outputs the same (see :func:`replay`).
 
 Each line's ``Source`` is (the config's topic name, partition 0, its line number in its file,
 counting bad lines), i.e. the offsets the same lines would get produced in order to a
@@ -41,6 +42,7 @@ import signal
 import stat
 import sys
 import time
+import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -496,10 +498,12 @@ class _ParallelReplay:
             ends = range(every, len(events) + every, every)
             chunk_order = [list(dict.fromkeys(ids[end - every:end])) for end in ends]
             parts = self._gather(pipes, processes, done, progress() if progress is not None else None)
+        except BaseException:  # an error, Ctrl-C: the others' work is of no use
+            for process in processes:
+                process.terminate()
+            raise
         finally:
             for process in processes:
-                if process.is_alive():
-                    process.terminate()
                 process.join()
         result = self._merge(parts, chunk_order, [min(end, len(events)) for end in ends])
         result.replay_seconds = time.perf_counter() - started
@@ -541,6 +545,7 @@ class _ParallelReplay:
             result.worker_cpu_seconds = [time.process_time() - cpu]
             send.send(("done", result, chunk_of, recorder))
         except Exception as exc:  # noqa: BLE001 -- whatever it is, the parent raises it
+            exc.add_note(f"in backtest worker {worker}:\n{traceback.format_exc()}")
             with contextlib.suppress(Exception):  # a parent gone; or not picklable: said as text
                 try:
                     send.send(("error", exc, None, None))

@@ -125,8 +125,9 @@ def test_a_workers_error_is_raised_by_the_backtest(history, tmp_path, monkeypatc
         raise ValueError("boom")
 
     monkeypatch.setattr(bt, "diagnose", broken)  # forked workers run the patched module
-    with pytest.raises(ValueError, match="boom"):
+    with pytest.raises(ValueError, match="boom") as raised:
         _outputs(directory, config, tmp_path / "x", workers=2, every=100, report=False)
+    assert "in backtest worker" in "".join(raised.value.__notes__) and "broken" in "".join(raised.value.__notes__)
     assert not (tmp_path / "x").exists()
 
 
