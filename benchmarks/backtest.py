@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
           f"load average {os.getloadavg()[0]:.2f} (before: {load_before:.2f})")
     print(table(["config", "load+decode+sort s", "Monitor s", "total s", "lines/s end to end",
                  "lines/s Monitor only", "vs decode", "triggers", "CPU s", "CPU s busiest process",
-                 "lines/s at that"], rows))
+                 "lines/s with a core each"], rows))
     if args.json:
         Path(args.json).write_text(json.dumps({"lines": lines, "median": med}, indent=2))
     return 0

@@ -450,11 +450,13 @@ def replay(config: Config, events: list[tuple[Prediction | Label, Source]], ever
     (None: :func:`default_workers`) the models are shared out among that many forked processes,
     each replaying its models' events cut at the same chunk ends as one process, and their
     results are merged in the order one process gives: the outputs are byte-identical. One
-    worker, one model, or no ``fork`` on this platform: the replay runs here."""
+    worker, one model, or not on Linux: the replay runs here."""
     every = auto_every(len(events)) if every is None else max(1, every)
     counts = Counter(map(operator.attrgetter("model_id"), map(operator.itemgetter(0), events)))
     workers = default_workers(len(counts)) if workers is None else max(1, min(workers, len(counts)))
-    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+    # Forked workers inherit the events: nothing to copy or pickle. Fork is safe on Linux only
+    # (macOS frameworks are not fork-safe; Windows has none).
+    if workers <= 1 or not sys.platform.startswith("linux"):
         backtest = Backtest(config, every=every, observer=recorder)
         result = backtest.run(events, progress=progress() if progress is not None else None)
         result.diagnostics = diagnose(config, backtest.monitor, result.totals)
