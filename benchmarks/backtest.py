@@ -1,4 +1,4 @@
-"""Backtest throughput: JSON-lines history → decode → event-time sort → Monitor, on one core.
+"""Backtest throughput: JSON-lines history → decode → event-time sort → Monitor (one process, or N workers).
 
     python benchmarks/backtest.py                       # 200k predictions + 200k labels, 20 features, 3 repeats
     python benchmarks/backtest.py --predictions 50000   # quicker
@@ -17,7 +17,13 @@ of ``--repeats``:
 * ``decode``    — the baseline: read + decode + validate + sort only, no Monitor;
 * ``realistic`` — the engine benchmark's config (:mod:`benchmarks._configs`): 3 models, each
   with PSI and KS on all 20 features judged by a drift rule every 50 predictions, accuracy,
-  ADWIN and an accuracy rule; on a history of the same size spread over the 3 models.
+  ADWIN and an accuracy rule; on a history of the same size spread over the 3 models;
+* ``realistic N workers`` — the same replayed in N worker processes (``driftline backtest
+  --workers N``: the models shared out, the outputs the same); ``--workers`` says which N.
+
+On a shared machine the wall times wander with the others' load; the CPU seconds do less: ``CPU
+s`` is every process's, ``CPU s busiest process`` the parent's (load, fork, merge) plus the
+busiest worker's, what the run would take with a core free for each process.
 
 The timeline (``--every`` 1000; the CLI's default is 984 here) asks the Monitor for every
 statistic once per 1000 lines. Per config: wall seconds per stage and lines/s end to end.
@@ -30,6 +36,7 @@ import cProfile
 import gc
 import io
 import json
+import math
 import os
 import platform
 import pstats
@@ -49,7 +56,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks._common import progress, table  # noqa: E402
 from benchmarks._configs import MODELS, models_toml  # noqa: E402
-from streams.tools.backtest import Backtest, load_events  # noqa: E402
+from streams.tools.backtest import Backtest, load_events, replay  # noqa: E402
 from streams.core.config import parse_config  # noqa: E402
 
 FEATURES = [f"f{i:02d}" for i in range(20)]
@@ -133,7 +140,7 @@ def run_once(kind: str, directory: Path) -> dict:
 
 def _one(kind: str, directory: Path) -> dict:
     """As run_backtest does it (GC off while loading and replaying), minus the output files."""
-    cfg = config({"decode": "accuracy", "drift-20 no timeline": "drift-20"}.get(kind, kind))
+    cfg = config({"decode": "accuracy", "drift-20 no timeline": "drift-20"}.get(kind, kind.split(" ")[0]))
     gc.collect()
     gc.disable()
     try:
@@ -143,16 +150,24 @@ def _one(kind: str, directory: Path) -> dict:
 
 
 def _timed(kind: str, cfg, directory: Path) -> dict:
-    directory = history(kind, directory)
-    t0 = time.perf_counter()
+    directory = history(kind.split(" ")[0], directory)
+    t0, cpu0 = time.perf_counter(), time.process_time()
     loaded = load_events(cfg, directory / "predictions.jsonl", directory / "labels.jsonl")
-    t1 = time.perf_counter()
-    triggers = 0
-    if kind != "decode":
+    t1, cpu1 = time.perf_counter(), time.process_time()
+    triggers, workers = 0, []
+    if kind.endswith(" workers"):
+        result = replay(cfg, loaded.events, every=1000, workers=int(kind.split(" ")[1]))
+        triggers, workers = len(result.triggers), result.worker_cpu_seconds
+    elif kind != "decode":
         result = Backtest(cfg, every=1000, timeline=kind != "drift-20 no timeline").run(loaded.events)
         triggers = len(result.triggers)
     t2 = time.perf_counter()
-    return {"lines": loaded.lines, "load": t1 - t0, "replay": t2 - t1, "total": t2 - t0, "triggers": triggers}
+    # CPU seconds: this process's (the load, and the replay or the workers' fork and merge) and
+    # each worker's; on a shared machine the busiest line of work says what free cores would take.
+    cpu = time.process_time() - cpu0
+    critical = cpu + (max(workers) if workers else 0.0)
+    return {"lines": loaded.lines, "load": t1 - t0, "replay": t2 - t1, "total": t2 - t0, "triggers": triggers,
+            "cpu_load": cpu1 - cpu0, "cpu": cpu + sum(workers), "cpu_critical": critical}
 
 
 def _cli_once(directory: Path) -> dict:
@@ -176,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", nargs="?", const="drift-20", choices=["drift-20", "realistic"],
                         help="cProfile one replay of this config (default drift-20)")
     parser.add_argument("--configs", help="comma-separated configs to run (default: all)")
+    parser.add_argument("--workers", default="2",
+                        help="comma-separated worker counts of the realistic config's parallel runs (default 2)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # one run of this config, in this process
     parser.add_argument("--history", help=argparse.SUPPRESS)
@@ -183,9 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(_one(args.one, Path(args.history))))
         return 0
-    kinds = ["decode", "accuracy", "drift-20", "drift-20 no timeline", "drift-20 CLI", "realistic"]
+    kinds = ["decode", "accuracy", "drift-20", "drift-20 no timeline", "drift-20 CLI", "realistic",
+             *(f"realistic {n} workers" for n in args.workers.split(",") if n.strip() and int(n) > 1)]
     if args.configs:
         kinds = ["decode", *(k for k in args.configs.split(",") if k != "decode")]
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         progress(f"making {args.predictions} predictions + labels with {len(FEATURES)} features …")
@@ -207,19 +226,22 @@ def main(argv: list[str] | None = None) -> int:
             out = io.StringIO()
             pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(12)
             print(out.getvalue())
-    med = {k: {stage: statistics.median(r[stage] for r in runs[k]) for stage in ("load", "replay", "total")}
-           for k in kinds}
+    med = {k: {stage: statistics.median(r.get(stage, math.nan) for r in runs[k])
+               for stage in ("load", "replay", "total", "cpu", "cpu_critical")} for k in kinds}
     lines = runs["decode"][0]["lines"]
     rows = []
     for kind in kinds:
         m = med[kind]
         rows.append([kind, f"{m['load']:.2f}", f"{m['replay']:.2f}", f"{m['total']:.2f}",
                      f"{lines / m['total']:,.0f}", f"{lines / m['replay']:,.0f}" if kind != "decode" else "—",
-                     f"{m['total'] / med['decode']['total']:.2f}×", str(runs[kind][0]["triggers"])])
+                     f"{m['total'] / med['decode']['total']:.2f}×", str(runs[kind][0]["triggers"]),
+                     f"{m['cpu']:.2f}", f"{m['cpu_critical']:.2f}", f"{lines / m['cpu_critical']:,.0f}"])
     print(f"backtest: {lines:,} lines ({args.predictions:,} predictions with {len(FEATURES)} features + labels), "
-          f"median of {args.repeats}, interleaved, a fresh process each; python {platform.python_version()}, {os.cpu_count()} cpus")
+          f"median of {args.repeats}, interleaved, a fresh process each; python {platform.python_version()}, {os.cpu_count()} cpus, "
+          f"load average {os.getloadavg()[0]:.2f} (before: {load_before:.2f})")
     print(table(["config", "load+decode+sort s", "Monitor s", "total s", "lines/s end to end",
-                 "lines/s Monitor only", "vs decode", "triggers"], rows))
+                 "lines/s Monitor only", "vs decode", "triggers", "CPU s", "CPU s busiest process",
+                 "lines/s with a core each"], rows))
     if args.json:
         Path(args.json).write_text(json.dumps({"lines": lines, "median": med}, indent=2))
     return 0

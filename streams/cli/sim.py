@@ -83,6 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help=f"exit {EXIT_INVALID_INPUT} (after writing the outputs) when more than this share of the "
                          "input lines was rejected, e.g. 0.01 (default: no limit; a backtest of which no line was "
                          f"valid always exits {EXIT_INVALID_INPUT})")
+    bt.add_argument("--workers", type=_at_least(1), default=None,
+                    help="processes the models are replayed in, side by side (default: one per core, no more "
+                         "than the models); the outputs are the same for any number")
     bt.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     bt.set_defaults(func=_backtest)
 
@@ -289,7 +292,7 @@ def _backtest(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         result = run_backtest(config, out, predictions=args.predictions, labels=args.labels, events=args.events,
                               every=args.every, report=not args.no_report, progress=not args.no_progress,
-                              scenario=args.scenario, written=written)
+                              scenario=args.scenario, written=written, workers=args.workers)
     except BacktestError as exc:
         raise UsageError(f"backtest: {exc}") from None
     except KeyboardInterrupt:

@@ -5,7 +5,8 @@
 and validates each exactly as the engine does (bad lines are counted by reason, as the DLQ
 would), orders everything by event time (a prediction before a label of the same millisecond;
 ties keep file order) and feeds it to :class:`streams.core.monitor.Monitor` in chunks. Triggers do
-not depend on the chunking (the Monitor evaluates rules at fixed joined-pair counts).
+not depend on the chunking (the Monitor evaluates rules at fixed joined-pair counts). Models are
+independent: ``--workers N`` replays them in N processes, the outputs the same (see :func:`replay`).
 
 Each line's ``Source`` is (the config's topic name, partition 0, its line number in its file,
 counting bad lines), i.e. the offsets the same lines would get produced in order to a
@@ -33,15 +34,19 @@ import itertools
 import json
 import math
 import mmap
+import multiprocessing
+import multiprocessing.connection
 import operator
 import os
+import signal
 import stat
 import sys
 import time
+import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import msgspec
 import numpy as np
@@ -50,10 +55,10 @@ from retrain_trigger.events import TriggerEvent
 
 from streams.core.codecs import InvalidEvent, Label, Prediction, encode_trigger, format_timestamp
 from streams.core.config import Config
-from streams.core.monitor import InputDecoder, Monitor, Source
+from streams.core.monitor import InputDecoder, ModelRegistry, Monitor, Source
 from streams.runtime.pipeline import Metrics, Pipeline
 
-__all__ = ["Backtest", "BacktestResult", "Reject", "load_events", "run_backtest"]
+__all__ = ["Backtest", "BacktestResult", "Reject", "load_events", "replay", "run_backtest"]
 
 #: How much of a rejected line ``rejects.jsonl`` keeps.
 REJECT_TEXT_BYTES = 300
@@ -295,6 +300,8 @@ class BacktestResult:
     unknown_models: Counter = field(default_factory=Counter)
     #: per model: what was left unjoined at the end, watched features never seen (see :func:`diagnose`)
     diagnostics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: a parallel replay's workers' CPU seconds, each (what a machine with a core free for each takes)
+    worker_cpu_seconds: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         per_model = {m: dict(c) for m, c in self.totals.items()}
@@ -374,13 +381,22 @@ class Backtest(Metrics):
         self._chunk_end_ms = 0
 
     def run(self, events: list[tuple[Prediction | Label, Source]], progress=None) -> BacktestResult:
+        every = auto_every(len(events)) if self.every is None else max(1, self.every)
+        return self.run_chunks(((events[start:start + every], None, None) for start in range(0, len(events), every)),
+                               progress)
+
+    def run_chunks(self, chunks: Iterable[tuple[list[tuple[Prediction | Label, Source]], int | None, int | None]],
+                   progress=None) -> BacktestResult:
+        """Replay ``(events, end_ms, events_so_far)`` chunks: a worker of a parallel replay gets its
+        models' share of each chunk of the whole replay (maybe none) with the whole chunk's last
+        event time and event count, so that it samples where one process would. ``None``: the
+        chunk's own."""
         result = self.result
         started = time.perf_counter()
-        every = auto_every(len(events)) if self.every is None else max(1, self.every)
-        for start in range(0, len(events), every):
-            chunk = events[start:start + every]
-            self._chunk_triggers, self._chunk_end_ms = len(result.triggers), chunk[-1][0].timestamp
-            result.events += len(chunk)
+        for chunk, end_ms, so_far in chunks:
+            self._chunk_triggers = len(result.triggers)
+            self._chunk_end_ms = chunk[-1][0].timestamp if end_ms is None else end_ms
+            result.events = result.events + len(chunk) if so_far is None else so_far
             self.pipeline.process(self.monitor, chunk)
             if progress is not None:
                 progress.update(result.events)
@@ -412,6 +428,205 @@ class Backtest(Metrics):
                     if value is None or (isinstance(value, float) and not math.isfinite(value)):
                         continue
                     result.timeline.append((at_ms, result.events, model_id, name, float(value), n))
+
+
+def default_workers(models: int) -> int:
+    """One worker per core this process may run on, no more than the models."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, models))
+
+
+def replay(config: Config, events: list[tuple[Prediction | Label, Source]], every: int | None = None,
+           workers: int | None = 1, recorder=None, progress=None) -> BacktestResult:
+    """Replay ordered events (see :class:`Backtest`): the triggers, totals, timeline and
+    diagnostics; ``recorder`` (a :class:`streams.tools.report.ReportRecorder`, or None) records
+    what the report draws; ``progress`` (or None) makes the progress bar, once the workers are
+    started (a bar's thread is not forked with them).
+
+    Models are independent (each has its own join, statistics and rules), so with ``workers`` > 1
+    (None: :func:`default_workers`) the models are shared out among that many forked processes,
+    each replaying its models' events cut at the same chunk ends as one process, and their
+    results are merged in the order one process gives: the outputs are byte-identical. One
+    worker, one model, or not on Linux: the replay runs here."""
+    every = auto_every(len(events)) if every is None else max(1, every)
+    counts = Counter(map(operator.attrgetter("model_id"), map(operator.itemgetter(0), events)))
+    workers = default_workers(len(counts)) if workers is None else max(1, min(workers, len(counts)))
+    # Forked workers inherit the events: nothing to copy or pickle. Fork is safe on Linux only
+    # (macOS frameworks are not fork-safe; Windows has none).
+    if workers <= 1 or not sys.platform.startswith("linux"):
+        backtest = Backtest(config, every=every, observer=recorder)
+        result = backtest.run(events, progress=progress() if progress is not None else None)
+        result.diagnostics = diagnose(config, backtest.monitor, result.totals)
+        return result
+    return _ParallelReplay(config, events, every, counts, workers, recorder).run(progress)
+
+
+class _ParallelReplay:
+    """:func:`replay` over forked workers: the events stay where they are (the workers inherit
+    them), each worker sends back what its models did, chunk by chunk, and it is merged here."""
+
+    def __init__(self, config: Config, events, every: int, counts: Counter, workers: int, recorder):
+        self.config, self.events, self.every, self.recorder = config, events, every, recorder
+        # The most events first, each to the worker with the fewest so far (ties: the lower one).
+        share = [0] * workers
+        self.worker_of: dict[str, int] = {}
+        for model, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+            w = share.index(min(share))
+            self.worker_of[model] = w
+            share[w] += n
+        self.workers = workers
+
+    def run(self, progress=None) -> BacktestResult:
+        events, every = self.events, self.every
+        started = time.perf_counter()
+        ids = list(map(operator.attrgetter("model_id"), map(operator.itemgetter(0), events)))
+        owner = np.fromiter(map(self.worker_of.__getitem__, ids), dtype=np.int64, count=len(ids))
+        context = multiprocessing.get_context("fork")
+        done = context.Array("q", self.workers, lock=False)  # events each worker has replayed
+        processes, pipes = [], []
+        try:
+            for w in range(self.workers):
+                receive, send = context.Pipe(duplex=False)
+                process = context.Process(target=self._work, args=(w, np.flatnonzero(owner == w), send, done),
+                                          name=f"backtest-worker-{w}", daemon=True)
+                process.start()
+                send.close()
+                processes.append(process)
+                pipes.append(receive)
+            # While they work: each chunk's models in the order they come in it, and ever.
+            ends = range(every, len(events) + every, every)
+            chunk_order = [list(dict.fromkeys(ids[end - every:end])) for end in ends]
+            parts = self._gather(pipes, processes, done, progress() if progress is not None else None)
+        except BaseException:  # an error, Ctrl-C: the others' work is of no use
+            for process in processes:
+                process.terminate()
+            raise
+        finally:
+            for process in processes:
+                process.join()
+        result = self._merge(parts, chunk_order, [min(end, len(events)) for end in ends])
+        result.replay_seconds = time.perf_counter() - started
+        return result
+
+    def _work(self, worker: int, mine: np.ndarray, send, done) -> None:
+        """In a worker: replay this worker's models over the chunks of the whole replay."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it ends the workers
+        try:
+            cpu = time.process_time()
+            events, every = self.events, self.every
+            recorder = type(self.recorder)(self.config) if self.recorder is not None else None
+            backtest = Backtest(self.config, every=every, observer=recorder)
+            cuts = np.searchsorted(mine, np.arange(0, len(events) + every, every)).tolist()
+            own = list(map(events.__getitem__, mine.tolist()))
+
+            def chunks():
+                for c, start in enumerate(range(0, len(events), every)):
+                    end = min(start + every, len(events))
+                    yield own[cuts[c]:cuts[c + 1]], events[end - 1][0].timestamp, end
+
+            chunk_of: list[int] = []  # each trigger's chunk
+
+            class Done:
+                """After each chunk (``n``: the events of the whole replay so far): this worker's
+                events replayed, for the bar; the chunk of each trigger it caused, for the merge."""
+
+                @staticmethod
+                def update(n: int) -> None:
+                    chunk = (n - 1) // every
+                    done[worker] = cuts[chunk + 1]
+                    chunk_of.extend([chunk] * (len(backtest.result.triggers) - len(chunk_of)))
+
+            result = backtest.run_chunks(chunks(), progress=Done)
+            result.diagnostics = diagnose(self.config, backtest.monitor, result.totals)
+            if recorder is not None:
+                recorder.finish()
+                recorder.monitor = None
+            result.worker_cpu_seconds = [time.process_time() - cpu]
+            send.send(("done", result, chunk_of, recorder))
+        except Exception as exc:  # noqa: BLE001 -- whatever it is, the parent raises it
+            exc.add_note(f"in backtest worker {worker}:\n{traceback.format_exc()}")
+            with contextlib.suppress(Exception):  # a parent gone; or not picklable: said as text
+                try:
+                    send.send(("error", exc, None, None))
+                except Exception:  # noqa: BLE001
+                    send.send(("error", RuntimeError(f"backtest worker {worker}: {exc!r}"), None, None))
+        finally:
+            send.close()
+
+    def _gather(self, pipes, processes, done, progress) -> list[tuple]:
+        parts: dict[int, tuple] = {}
+        waiting = dict(enumerate(pipes))
+        while waiting:
+            for conn in multiprocessing.connection.wait(list(waiting.values()), timeout=0.2):
+                w = next(w for w, c in waiting.items() if c is conn)
+                try:
+                    kind, *part = conn.recv()
+                except EOFError:
+                    processes[w].join()
+                    raise RuntimeError(f"backtest worker {w} ended without a result "
+                                       f"(exit code {processes[w].exitcode})") from None
+                if kind == "error":
+                    raise part[0]
+                parts[w] = tuple(part)
+                del waiting[w]
+            if progress is not None:
+                progress.update(sum(done))
+        return [parts[w] for w in range(len(pipes))]
+
+    def _merge(self, parts: list[tuple], chunk_order: list[list[str]], chunk_events: list[int]) -> BacktestResult:
+        """The workers' results in the order of one process: per chunk, the triggers model by model
+        in the order the models come in the chunk; the timeline model by model in the order the
+        models first came."""
+        of = self.worker_of
+        results = [result for result, _, _ in parts]
+        seen_order = list(dict.fromkeys(itertools.chain.from_iterable(chunk_order)))
+        merged = BacktestResult(events=len(self.events),
+                                worker_cpu_seconds=[s for result in results for s in result.worker_cpu_seconds])
+        triggers: dict[tuple[int, str], list[TriggerEvent]] = {}
+        for result, chunk_of, _ in parts:
+            for trigger, c in zip(result.triggers, chunk_of):
+                triggers.setdefault((c, trigger.model_id), []).append(trigger)
+        rows: dict[tuple[int, str], list[tuple]] = {}
+        for result in results:
+            for key, group in itertools.groupby(result.timeline, key=operator.itemgetter(1, 2)):
+                rows[key] = list(group)
+        seen: list[str] = []
+        for c, (order, n_events) in enumerate(zip(chunk_order, chunk_events)):
+            for model in order:
+                merged.triggers.extend(triggers.get((c, model), ()))
+                if model not in seen:
+                    seen.append(model)
+            for model in seen:
+                merged.timeline.extend(rows.get((n_events, model), ()))
+        merged.totals = {model: results[of[model]].totals[model] for model in seen_order}
+        merged.diagnostics = {model.id: (results[of[model.id]].diagnostics[model.id] if model.id in of
+                                         else {"no_events": True}) for model in ModelRegistry(self.config)}
+        if self.recorder is not None:
+            self._merge_recorders([recorder for _, _, recorder in parts], merged.triggers, seen_order)
+        return merged
+
+    def _merge_recorders(self, recorders: list, triggers: list[TriggerEvent], seen_order: list[str]) -> None:
+        """The report's recordings, as one recorder would have them (each is per model, or per trigger)."""
+        into, of = self.recorder, self.worker_of
+        into.traffic = {m: recorders[of[m]].traffic[m] for m in seen_order if m in recorders[of[m]].traffic}
+        sizes: dict[tuple[int, str], list] = {}
+        for recorder in recorders:
+            for key, value in recorder.test_sizes.items():
+                sizes.setdefault((key[2], key[0]), []).append((key, value))
+        into.test_sizes = {}
+        for key in sorted(sizes, key=lambda k: (k[0], seen_order.index(k[1]))):
+            into.test_sizes.update(sizes[key])
+        snapshots: dict[str, list] = {}
+        for recorder in recorders:
+            for snapshot in recorder.snapshots:
+                snapshots.setdefault(snapshot.trigger_id, []).append(snapshot)
+        into.snapshots = [s for t in dict.fromkeys(t.trigger_id for t in triggers) for s in snapshots.get(t, ())]
+        into.drift = {m: recorders[of[m]].drift[m] for m in seen_order if m in recorders[of[m]].drift}
+        into.alpha = {m: recorders[of[m]].alpha[m] for m in seen_order if m in recorders[of[m]].alpha}
+        into.monitor = None  # finish() has been done by each worker
 
 
 def diagnose(config: Config, monitor: Monitor, totals: dict[str, Counter]) -> dict[str, dict[str, Any]]:
@@ -456,8 +671,10 @@ OUTPUTS = ("triggers.jsonl", "timeline.csv", "rejects.jsonl", "summary.json", "r
 
 def run_backtest(config: Config, out: str | Path, predictions=None, labels=None, events=None,
                  every: int | None = None, report: bool = True, progress: bool = True,
-                 scenario: str | Path | None = None, written: list[Path] | None = None) -> BacktestResult:
-    """Load, replay and write the outputs (see the module docstring). The output directory is
+                 scenario: str | Path | None = None, written: list[Path] | None = None,
+                 workers: int | None = None) -> BacktestResult:
+    """Load, replay (in ``workers`` processes, see :func:`replay`) and write the outputs (see the
+    module docstring). The output directory is
     made only when the replay is done, and each file is written under a temporary name and
     renamed: ``written`` (if given) gets each one's path when it is complete, so an interrupted
     run can say what it left (and leaves no half file)."""
@@ -475,19 +692,23 @@ def run_backtest(config: Config, out: str | Path, predictions=None, labels=None,
             print("backtest: reading, validating and sorting …", file=sys.stderr, flush=True)
         loaded = load_events(config, predictions, labels, events)
         load_seconds = time.perf_counter() - started
-        bar = Progress(len(loaded.events), "backtest", enabled=progress)
+        bars: list[Progress] = []
+
+        def bar() -> Progress:
+            bars.append(Progress(len(loaded.events), "backtest", enabled=progress))
+            return bars[-1]
+
         recorder = ReportRecorder(config) if report else None
-        backtest = Backtest(config, every=every, observer=recorder)
-        result = backtest.run(loaded.events, progress=bar)
+        result = replay(config, loaded.events, every=every, workers=workers, recorder=recorder, progress=bar)
     finally:
         if gc_was_enabled:
             gc.enable()
-    bar.close(result.events)
+    for started_bar in bars:
+        started_bar.close(result.events)
     result.invalid = loaded.invalid
     result.lines = loaded.lines
     result.load_seconds = load_seconds
     result.rejects, result.unknown_models = loaded.rejects, loaded.unknown_models
-    result.diagnostics = diagnose(config, backtest.monitor, result.totals)
     out.mkdir(parents=True, exist_ok=True)
     write_outputs(result, out, written)
     if report:
@@ -526,8 +747,10 @@ def write_outputs(result: BacktestResult, out: Path, written: list[Path] | None 
         with open(path, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["event_time", "event_time_ms", "events", "model", "statistic", "value", "n"])
-            for at_ms, n_events, model, name, value, n in result.timeline:
-                writer.writerow([format_timestamp(at_ms), at_ms, n_events, model, name, repr(value), n])
+            times: dict[int, str] = {}  # a sample's rows share its time: formatted once
+            writer.writerows([times.get(at_ms) or times.setdefault(at_ms, format_timestamp(at_ms)), at_ms, n_events,
+                              model, name, repr(value), n]
+                             for at_ms, n_events, model, name, value, n in result.timeline)
 
     def rejects(path: Path) -> None:
         encoder = msgspec.json.Encoder()
