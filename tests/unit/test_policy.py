@@ -423,3 +423,38 @@ def test_numpy_scalars_from_detectors_encode_and_checkpoint():
     for event in events:
         json.loads(encode_trigger(event))
     json.dumps(policy.state())
+
+
+def test_breaching_subjects_during_cooldown_read_no_p_value():
+    """Within a cooldown a glob rule asks which subjects breach at every evaluation: their names
+    only, so no deferred p-value is computed for it (only a trigger's evidence ranks them)."""
+    policy = make_policy({"name": "drift", "cooldown_seconds": 3600,
+                          "conditions": [{"statistic": "feature.*", "fired": True}]})
+    read: list[str] = []
+
+    def step(fired: list[str]) -> dict[str, Observation]:
+        def p_value(name: str):
+            return lambda: read.append(name) or 0.01
+        return {f"feature.{f}.psi": Observation(value=0.5, n=1000, fired=f in fired, p_value=p_value(f))
+                for f in "abc"}
+
+    (first,) = policy.evaluate(step(["a"]), model_version="v1", window=window_at(0), at_ms=T0_MS)
+    assert first.evidence["conditions"][0]["matched"] == ["feature.a.psi"]
+    read.clear()
+    assert policy.evaluate(step(["a"]), model_version="v1", window=window_at(1), at_ms=T0_MS + MINUTE_MS) == []
+    assert read == []  # in cooldown, the same feature: no news, no p-value
+    (second,) = policy.evaluate(step(["a", "b"]), model_version="v1", window=window_at(2), at_ms=T0_MS + 2 * MINUTE_MS)
+    assert second.evidence["new_subjects"] == ["feature.b"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(names=st.lists(st.sampled_from(["accuracy", "feature.a.psi", "feature.a.ks", "feature.b.psi", "prediction.psi",
+                                       "detector.adwin", "feature.[x].psi"]), unique=True),
+       pattern=st.sampled_from(["feature.*", "feature.*.psi", "*.psi", "detector.*", "feature.?.ks", "feature.[ab].*"]))
+def test_matching_names_are_the_glob_matches_in_order(names, pattern):
+    import fnmatch
+
+    from retrain_trigger.policy import _matching_names
+    expected = tuple(name for name in names if fnmatch.fnmatchcase(name, pattern))
+    assert _matching_names(pattern, tuple(names)) == expected
+    assert _matching_names(pattern, tuple(names)) == expected  # and again, from the cache
