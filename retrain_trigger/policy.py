@@ -309,15 +309,20 @@ def _judge_condition(
 ) -> Verdict:
     if not condition.is_glob:
         return _judge_one(condition, observations.get(condition.statistic), min_samples, use_rearm)
-    verdicts = [_judge_one(condition, observation, min_samples, use_rearm)
-                for _, observation in _matching(condition, observations)]
-    if not verdicts:
+    matched = [observation for _, observation in _matching(condition, observations)]
+    if not matched:
         return Verdict.UNKNOWN
+    if condition.is_fired:  # _judge_one of each, without a call per statistic (a drift rule's dozens)
+        judged = [observation for observation in matched if observation is not None and observation.n >= min_samples]
+        breaching = len([observation for observation in judged if observation.fired])
+        unknown = len(matched) - len(judged)
+    else:
+        verdicts = [_judge_one(condition, observation, min_samples, use_rearm) for observation in matched]
+        breaching, unknown = verdicts.count(Verdict.BREACH), verdicts.count(Verdict.UNKNOWN)
     needed = condition.at_least or 1
-    breaching = verdicts.count(Verdict.BREACH)
     if breaching >= needed:
         return Verdict.BREACH
-    if breaching + verdicts.count(Verdict.UNKNOWN) < needed:
+    if breaching + unknown < needed:
         return Verdict.OK
     return Verdict.UNKNOWN
 

@@ -458,3 +458,20 @@ def test_matching_names_are_the_glob_matches_in_order(names, pattern):
     expected = tuple(name for name in names if fnmatch.fnmatchcase(name, pattern))
     assert _matching_names(pattern, tuple(names)) == expected
     assert _matching_names(pattern, tuple(names)) == expected  # and again, from the cache
+
+
+@settings(max_examples=100, deadline=None)
+@given(stats=st.lists(st.tuples(st.booleans(), st.integers(0, 20)), max_size=12), min_samples=st.integers(0, 15),
+       at_least=st.none() | st.integers(1, 5), pattern=st.sampled_from(["feature.*", "feature.*.psi"]))
+def test_a_fired_glob_is_judged_as_each_statistic_judged_one_by_one(stats, min_samples, at_least, pattern):
+    from retrain_trigger.policy import Verdict, _judge_condition, _judge_one, _matching
+    (rule,) = load_rules([{"name": "drift", "conditions": [
+        {"statistic": pattern, "fired": True, **({"at_least": at_least} if at_least else {})}]}], "models[0].rules")
+    condition = rule.conditions[0]
+    observations = {f"feature.f{i}.{'psi' if i % 2 else 'ks'}": Observation(value=0.1, n=n, fired=fired)
+                    for i, (fired, n) in enumerate(stats)}
+    verdicts = [_judge_one(condition, o, min_samples, False) for _, o in _matching(condition, observations)]
+    breaching, unknown, needed = verdicts.count(Verdict.BREACH), verdicts.count(Verdict.UNKNOWN), at_least or 1
+    expected = (Verdict.UNKNOWN if not verdicts else Verdict.BREACH if breaching >= needed
+                else Verdict.OK if breaching + unknown < needed else Verdict.UNKNOWN)
+    assert _judge_condition(condition, observations, min_samples, False) is expected
