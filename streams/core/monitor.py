@@ -668,15 +668,11 @@ class InputDecoder:
         Each topic's messages are decoded together (:meth:`many`'s speed), and the models are
         then checked in message order: with ``unknown_model = "register"``, which new model
         takes the last free place is the one whose message came first, as one by one."""
-        topics = list(map(operator.itemgetter(0), messages))
-        values = list(map(operator.itemgetter(1), messages))
-        order = list(dict.fromkeys(topics))
-        if len(order) == 1:
-            return self._check_models(self._decode_many(order[0], values))
-        # Each topic's lines taken, and its events put back in message order, in C passes.
-        decoded = {topic: iter(self._decode_many(topic, list(itertools.compress(values, map(topic.__eq__, topics)))))
-                   for topic in order}
-        return self._check_models(list(map(next, map(decoded.__getitem__, topics))))
+        by_topic: dict[str, list[bytes]] = {}
+        for topic, data in messages:
+            by_topic.setdefault(topic, []).append(data)
+        decoded = {topic: iter(self._decode_many(topic, lines)) for topic, lines in by_topic.items()}
+        return self._check_models([next(decoded[topic]) for topic, _ in messages])
 
     def _decode_many(self, topic: str, lines: list[bytes],
                      lines_checked: bool = False) -> list[Prediction | Label | InvalidEvent]:

@@ -17,9 +17,7 @@ which reads files and rejects bad lines as it reads them, hands ordered events s
 """
 from __future__ import annotations
 
-import itertools
 import logging
-import operator
 import time
 from collections import Counter
 from typing import Any, Protocol
@@ -120,17 +118,13 @@ class Pipeline:
     def hand_over(self, monitor: Monitor, items: list[Item]) -> list[TriggerEvent]:
         """One partition's items, in order: the rejected ones to the dead letters, the events to
         the partition's Monitor (:meth:`process`). Returns the triggers."""
-        decoded = list(map(operator.itemgetter(0), items))
-        if InvalidEvent not in set(map(type, decoded)):  # the usual batch: no rejection
-            events = list(zip(decoded, map(operator.itemgetter(1), items)))
-        else:
-            events = []
-            for event, source, message in items:
-                if type(event) is InvalidEvent:
-                    self.outputs.dead_letter(message, source, event)
-                    self.metrics.count_rejected(source.topic, event.reason)
-                else:
-                    events.append((event, source))
+        events: list[tuple[Prediction | Label, Source]] = []
+        for event, source, message in items:
+            if type(event) is InvalidEvent:
+                self.outputs.dead_letter(message, source, event)
+                self.metrics.count_rejected(source.topic, event.reason)
+            else:
+                events.append((event, source))
         return self.process(monitor, events) if events else []
 
     def process(self, monitor: Monitor, events: list[tuple[Prediction | Label, Source]]) -> list[TriggerEvent]:
@@ -149,18 +143,7 @@ class Pipeline:
 
 def by_partition(items: list[Item]) -> dict[int, list[Item]]:
     """A batch's items per partition, each partition's in order (the partitions as first seen)."""
-    partitions = list(map(_PARTITION, map(operator.itemgetter(1), items)))
-    seen = list(dict.fromkeys(partitions))
-    if len(seen) <= _FEW_PARTITIONS:  # a C pass over the batch for each beats a Python step per item
-        return {partition: list(itertools.compress(items, map(partition.__eq__, partitions))) for partition in seen}
     out: dict[int, list[Item]] = {}
-    for partition, item in zip(partitions, items):
-        out.setdefault(partition, []).append(item)
+    for item in items:
+        out.setdefault(item[1].partition, []).append(item)
     return out
-
-
-#: up to this many partitions in a batch, :func:`by_partition` takes each one's items in a pass of its own
-_FEW_PARTITIONS = 6
-
-
-_PARTITION = operator.attrgetter("partition")
