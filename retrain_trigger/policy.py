@@ -397,8 +397,12 @@ def _breaching_matches(
 ) -> list[tuple[str, Observation]]:
     """The matches of a glob condition that breach, most drifted first (:func:`_drift_rank`,
     which reads their p-values) or, not ``ranked``, in the observations' order."""
-    matches = [(name, observation) for name, observation in _matching(condition, observations)
-               if _judge_one(condition, observation, min_samples, False) is Verdict.BREACH]
+    if condition.is_fired:  # _judge_one of each, inlined as in _judge_condition
+        matches = [(name, observation) for name, observation in _matching(condition, observations)
+                   if observation is not None and observation.n >= min_samples and observation.fired]
+    else:
+        matches = [(name, observation) for name, observation in _matching(condition, observations)
+                   if _judge_one(condition, observation, min_samples, False) is Verdict.BREACH]
     return sorted(matches, key=lambda item: _drift_rank(item[1])) if ranked else matches
 
 

@@ -475,3 +475,18 @@ def test_a_fired_glob_is_judged_as_each_statistic_judged_one_by_one(stats, min_s
     expected = (Verdict.UNKNOWN if not verdicts else Verdict.BREACH if breaching >= needed
                 else Verdict.OK if breaching + unknown < needed else Verdict.UNKNOWN)
     assert _judge_condition(condition, observations, min_samples, False) is expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(stats=st.lists(st.tuples(st.booleans(), st.integers(0, 20), st.floats(0, 1)), max_size=12),
+       min_samples=st.integers(0, 15), pattern=st.sampled_from(["feature.*", "feature.*.psi"]))
+def test_a_fired_globs_breaching_matches_are_those_judged_breaching_one_by_one(stats, min_samples, pattern):
+    from retrain_trigger.policy import Verdict, _breaching_matches, _drift_rank, _judge_one, _matching
+    (rule,) = load_rules([{"name": "drift", "conditions": [{"statistic": pattern, "fired": True}]}], "models[0].rules")
+    condition = rule.conditions[0]
+    observations = {f"feature.f{i}.{'psi' if i % 2 else 'ks'}": Observation(value=0.1, n=n, fired=fired, p_value=p)
+                    for i, (fired, n, p) in enumerate(stats)}
+    expected = [(name, o) for name, o in _matching(condition, observations)
+                if _judge_one(condition, o, min_samples, False) is Verdict.BREACH]
+    assert _breaching_matches(condition, observations, min_samples, ranked=False) == expected
+    assert _breaching_matches(condition, observations, min_samples) == sorted(expected, key=lambda m: _drift_rank(m[1]))
