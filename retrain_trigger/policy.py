@@ -56,6 +56,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import fnmatch
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any, Callable
@@ -308,15 +309,20 @@ def _judge_condition(
 ) -> Verdict:
     if not condition.is_glob:
         return _judge_one(condition, observations.get(condition.statistic), min_samples, use_rearm)
-    verdicts = [_judge_one(condition, observation, min_samples, use_rearm)
-                for _, observation in _matching(condition, observations)]
-    if not verdicts:
+    matched = [observation for _, observation in _matching(condition, observations)]
+    if not matched:
         return Verdict.UNKNOWN
+    if condition.is_fired:  # _judge_one of each, without a call per statistic (a drift rule's dozens)
+        judged = [observation for observation in matched if observation is not None and observation.n >= min_samples]
+        breaching = len([observation for observation in judged if observation.fired])
+        unknown = len(matched) - len(judged)
+    else:
+        verdicts = [_judge_one(condition, observation, min_samples, use_rearm) for observation in matched]
+        breaching, unknown = verdicts.count(Verdict.BREACH), verdicts.count(Verdict.UNKNOWN)
     needed = condition.at_least or 1
-    breaching = verdicts.count(Verdict.BREACH)
     if breaching >= needed:
         return Verdict.BREACH
-    if breaching + verdicts.count(Verdict.UNKNOWN) < needed:
+    if breaching + unknown < needed:
         return Verdict.OK
     return Verdict.UNKNOWN
 
@@ -336,8 +342,9 @@ def _glob_breaches(rule: Rule, observations: Mapping[str, Observation]) -> list[
     """What the statistics the rule's glob conditions match and that breach now are about,
     sorted: ``feature.<name>`` for a feature's statistics (its PSI and KS are one feature
     drifting), the statistic's own name otherwise."""
+    # Unranked: the subjects are sorted by name, so no p-value need be computed to rank them.
     return sorted({_subject(name) for condition in rule.conditions if condition.is_glob
-                   for name, _ in _breaching_matches(condition, observations, rule.min_samples)})
+                   for name, _ in _breaching_matches(condition, observations, rule.min_samples, ranked=False)})
 
 
 def _subject(statistic: str) -> str:
@@ -386,17 +393,30 @@ def _headline(
 
 
 def _breaching_matches(
-    condition: Condition, observations: Mapping[str, Observation], min_samples: int
+    condition: Condition, observations: Mapping[str, Observation], min_samples: int, ranked: bool = True
 ) -> list[tuple[str, Observation]]:
-    matches = [(name, observation) for name, observation in _matching(condition, observations)
-               if _judge_one(condition, observation, min_samples, False) is Verdict.BREACH]
-    return sorted(matches, key=lambda item: _drift_rank(item[1]))
+    """The matches of a glob condition that breach, most drifted first (:func:`_drift_rank`,
+    which reads their p-values) or, not ``ranked``, in the observations' order."""
+    if condition.is_fired:  # _judge_one of each, inlined as in _judge_condition
+        matches = [(name, observation) for name, observation in _matching(condition, observations)
+                   if observation is not None and observation.n >= min_samples and observation.fired]
+    else:
+        matches = [(name, observation) for name, observation in _matching(condition, observations)
+                   if _judge_one(condition, observation, min_samples, False) is Verdict.BREACH]
+    return sorted(matches, key=lambda item: _drift_rank(item[1])) if ranked else matches
 
 
 def _matching(condition: Condition, observations: Mapping[str, Observation]) -> list[tuple[str, Observation]]:
     """The observations a glob condition names. Names are matched first: a monitor computes an
     observation only when it is read."""
-    return [(name, observations[name]) for name in observations if fnmatch.fnmatchcase(name, condition.statistic)]
+    return [(name, observations[name]) for name in _matching_names(condition.statistic, tuple(observations))]
+
+
+@functools.lru_cache(maxsize=1024)
+def _matching_names(pattern: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The names a glob matches, in order. A model reports the same names at every evaluation
+    point: matched once per set of names rather than a glob test of each name at each point."""
+    return tuple(name for name in names if fnmatch.fnmatchcase(name, pattern))
 
 
 def _condition_evidence(

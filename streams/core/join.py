@@ -55,6 +55,10 @@ class Batch:
         self.label_sources = list(itertools.compress(sources, is_label))
         self.positions = np.flatnonzero(~labelled)
         self.label_positions = np.flatnonzero(labelled)
+        #: set by :meth:`Join.can_join_plain`: each label's prediction's index among the
+        #: predictions (-1: not in the batch), and the predictions' id hashes if it took them
+        self.found: np.ndarray | None = None
+        self.prediction_hashes: np.ndarray | None = None
 
     @staticmethod
     def column(events: list, field: str) -> list:
@@ -156,11 +160,15 @@ class Join:
         # batch (join_plain), and an id is never both pending and joined, nor a batch's prediction joined.
         if len(index) < len(pids) or len(set(label_pids)) < len(label_pids) \
                 or not pending.keys().isdisjoint(pids) \
-                or (early and not (early.keys().isdisjoint(pids) and early.keys().isdisjoint(label_pids))) \
-                or (joined_ids and joined_ids.may_contain_any(id_hashes(pids))):
+                or (early and not (early.keys().isdisjoint(pids) and early.keys().isdisjoint(label_pids))):
             return False  # a duplicate, or an early label in play
+        if joined_ids:
+            batch.prediction_hashes = id_hashes(pids)
+            if joined_ids.may_contain_any(batch.prediction_hashes):
+                return False  # a prediction joined before
         # Each label's prediction, from the batch (it must come first) or else pending.
-        found = np.fromiter(map(index.get, label_pids, itertools.repeat(-1)), dtype=np.int64, count=len(label_pids))
+        found = batch.found = np.fromiter(map(index.get, label_pids, itertools.repeat(-1)), dtype=np.int64,
+                                          count=len(label_pids))
         in_batch = found >= 0
         return bool((batch.positions[found[in_batch]] < batch.label_positions[in_batch]).all())
 
@@ -188,7 +196,7 @@ class Join:
         self.watermark_ms = int(watermarks[-1])
         if label_pids:
             self._drop_pending(label_pids)
-            self.joined_ids.add_many(id_hashes(label_pids), label_ts, at_labels)
+            self.joined_ids.add_many(_label_hashes(batch, label_pids), label_ts, at_labels)
         return waiting, joined_ts, label_ts
 
     def _drop_pending(self, pids: list[str]) -> None:
@@ -225,6 +233,22 @@ class Join:
         self.early_labels = {k: tuple(v) for k, v in state["early_labels"].items()}
         self.joined_ids = RecentIds.from_state(state["joined_ids"], self.dedup_ms)
         self.expired_ids = {k: tuple(v) for k, v in state["expired_ids"].items()}
+
+
+def _label_hashes(batch: Batch, label_pids: list[str]) -> np.ndarray:
+    """:func:`id_hashes` of the labels' ids: those whose prediction is in the batch (the usual
+    label, when labels come soon) taken from the predictions' hashes, if it has them."""
+    found, hashes = batch.found, batch.prediction_hashes
+    if found is None or hashes is None:
+        return id_hashes(label_pids)
+    in_batch = found >= 0
+    if in_batch.all():
+        return hashes[found]
+    out = np.empty(len(label_pids), dtype=np.uint64)
+    out[in_batch] = hashes[found[in_batch]]
+    outside = ~in_batch
+    out[outside] = id_hashes(itertools.compress(label_pids, outside.tolist()))
+    return out
 
 
 def running_max(values: Any, start: int) -> np.ndarray:

@@ -281,26 +281,33 @@ class ModelMonitor:
         # The model's version after the k-th prediction: the last one named up to it.
         model_versions = batch.column(predictions, "model_version")
         named = _named(model_versions)
-        start = {"predictions": 0, "pairs": 0}
-        for at, clock in cuts + [(len(batch.events), None)]:
-            end = {"predictions": int(np.searchsorted(positions, at, side="right")),
-                   "pairs": int(np.searchsorted(label_positions, at, side="right"))}
+        # Where each stretch ends (after the cut's event; the last one at the batch's end), in
+        # predictions and in pairs, and the last version named by then, found in one pass each.
+        ats = [at for at, _ in cuts] + [len(batch.events)]
+        prediction_ends = np.searchsorted(positions, ats, side="right").tolist()
+        pair_ends = np.searchsorted(label_positions, ats, side="right").tolist()
+        last_named = (np.searchsorted(named, prediction_ends) - 1).tolist()
+        named = named.tolist()
+        prediction_clock, pair_clock = clocks["predictions"].tolist(), clocks["pairs"].tolist()
+        prediction_columns = [(name, column) for name, column in columns.items() if name in _PREDICTION_COLUMNS]
+        pair_columns = [(name, column) for name, column in columns.items() if name not in _PREDICTION_COLUMNS]
+        p0 = q0 = 0
+        for (_, clock), p1, q1, at_named in zip(cuts + [(None, None)], prediction_ends, pair_ends, last_named):
             segment = self._segments[-1]
-            last_named = int(np.searchsorted(named, end["predictions"])) - 1
-            if last_named >= 0:
-                self.version = model_versions[named[last_named]]
-            if end["predictions"] > start["predictions"]:
+            if at_named >= 0:
+                self.version = model_versions[named[at_named]]
+            if p1 > p0:
                 segment.version = self.version
-            for name, column in columns.items():
-                kind = "predictions" if name in _PREDICTION_COLUMNS else "pairs"
-                if end[kind] > start[kind]:
-                    getattr(segment, name).extend(column[start[kind]:end[kind]])
-            for kind, stop in end.items():
-                if stop:
-                    self.clock_ms[kind] = int(clocks[kind][stop - 1])
+                for name, column in prediction_columns:
+                    getattr(segment, name).extend(column[p0:p1])
+                self.clock_ms["predictions"] = prediction_clock[p1 - 1]
+            if q1 > q0:
+                for name, column in pair_columns:
+                    getattr(segment, name).extend(column[q0:q1])
+                self.clock_ms["pairs"] = pair_clock[q1 - 1]
             if clock is not None:
                 self._cut(clock)
-            start = end
+            p0, q0 = p1, q1
 
     def _score(self, event: Prediction) -> Any:
         """Binary: the positive class's probability; multiclass: a row in ``classes`` order."""

@@ -142,3 +142,21 @@ def test_plain_streams_of_two_models_in_bulk_equal_event_by_event(cuts):
                            side_effect=monitor_module.ModelMonitor._apply_segments) as bulk:
         assert _run(items, cuts, bulk=True) == _run(items, cuts, bulk=False)
     assert bulk.call_count >= 2  # the bulk path did the work
+
+
+@settings(max_examples=40, deadline=None)
+@given(versions=st.lists(st.sampled_from(["v1", "v2", None]), min_size=1, max_size=40),
+       labelled=st.lists(st.booleans(), min_size=1, max_size=40), cuts=st.lists(st.integers(0, 240), max_size=6))
+def test_plain_streams_with_versions_and_gaps_in_bulk_equal_event_by_event(versions, labelled, cuts):
+    """Versions named, changed or left out, and predictions left unlabelled (the two clocks' cuts
+    fall apart), anywhere in a batch."""
+    events = []
+    for i in range(120):
+        events.append(_event("prediction", "a", i, 2 * i, i % 2, (i % 7) / 2, versions[i % len(versions)], False))
+        if labelled[i % len(labelled)]:
+            events.append(_event("label", "a", i, 2 * i + 1, (i // 3) % 2, 0.0, None, False))
+    items = _sources(events)
+    with mock.patch.object(monitor_module.ModelMonitor, "_apply_segments", autospec=True,
+                           side_effect=monitor_module.ModelMonitor._apply_segments) as bulk:
+        assert _run(items, cuts, bulk=True) == _run(items, cuts, bulk=False)
+    assert bulk.call_count >= 1

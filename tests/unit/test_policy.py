@@ -423,3 +423,70 @@ def test_numpy_scalars_from_detectors_encode_and_checkpoint():
     for event in events:
         json.loads(encode_trigger(event))
     json.dumps(policy.state())
+
+
+def test_breaching_subjects_during_cooldown_read_no_p_value():
+    """Within a cooldown a glob rule asks which subjects breach at every evaluation: their names
+    only, so no deferred p-value is computed for it (only a trigger's evidence ranks them)."""
+    policy = make_policy({"name": "drift", "cooldown_seconds": 3600,
+                          "conditions": [{"statistic": "feature.*", "fired": True}]})
+    read: list[str] = []
+
+    def step(fired: list[str]) -> dict[str, Observation]:
+        def p_value(name: str):
+            return lambda: read.append(name) or 0.01
+        return {f"feature.{f}.psi": Observation(value=0.5, n=1000, fired=f in fired, p_value=p_value(f))
+                for f in "abc"}
+
+    (first,) = policy.evaluate(step(["a"]), model_version="v1", window=window_at(0), at_ms=T0_MS)
+    assert first.evidence["conditions"][0]["matched"] == ["feature.a.psi"]
+    read.clear()
+    assert policy.evaluate(step(["a"]), model_version="v1", window=window_at(1), at_ms=T0_MS + MINUTE_MS) == []
+    assert read == []  # in cooldown, the same feature: no news, no p-value
+    (second,) = policy.evaluate(step(["a", "b"]), model_version="v1", window=window_at(2), at_ms=T0_MS + 2 * MINUTE_MS)
+    assert second.evidence["new_subjects"] == ["feature.b"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(names=st.lists(st.sampled_from(["accuracy", "feature.a.psi", "feature.a.ks", "feature.b.psi", "prediction.psi",
+                                       "detector.adwin", "feature.[x].psi"]), unique=True),
+       pattern=st.sampled_from(["feature.*", "feature.*.psi", "*.psi", "detector.*", "feature.?.ks", "feature.[ab].*"]))
+def test_matching_names_are_the_glob_matches_in_order(names, pattern):
+    import fnmatch
+
+    from retrain_trigger.policy import _matching_names
+    expected = tuple(name for name in names if fnmatch.fnmatchcase(name, pattern))
+    assert _matching_names(pattern, tuple(names)) == expected
+    assert _matching_names(pattern, tuple(names)) == expected  # and again, from the cache
+
+
+@settings(max_examples=100, deadline=None)
+@given(stats=st.lists(st.tuples(st.booleans(), st.integers(0, 20)), max_size=12), min_samples=st.integers(0, 15),
+       at_least=st.none() | st.integers(1, 5), pattern=st.sampled_from(["feature.*", "feature.*.psi"]))
+def test_a_fired_glob_is_judged_as_each_statistic_judged_one_by_one(stats, min_samples, at_least, pattern):
+    from retrain_trigger.policy import Verdict, _judge_condition, _judge_one, _matching
+    (rule,) = load_rules([{"name": "drift", "conditions": [
+        {"statistic": pattern, "fired": True, **({"at_least": at_least} if at_least else {})}]}], "models[0].rules")
+    condition = rule.conditions[0]
+    observations = {f"feature.f{i}.{'psi' if i % 2 else 'ks'}": Observation(value=0.1, n=n, fired=fired)
+                    for i, (fired, n) in enumerate(stats)}
+    verdicts = [_judge_one(condition, o, min_samples, False) for _, o in _matching(condition, observations)]
+    breaching, unknown, needed = verdicts.count(Verdict.BREACH), verdicts.count(Verdict.UNKNOWN), at_least or 1
+    expected = (Verdict.UNKNOWN if not verdicts else Verdict.BREACH if breaching >= needed
+                else Verdict.OK if breaching + unknown < needed else Verdict.UNKNOWN)
+    assert _judge_condition(condition, observations, min_samples, False) is expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(stats=st.lists(st.tuples(st.booleans(), st.integers(0, 20), st.floats(0, 1)), max_size=12),
+       min_samples=st.integers(0, 15), pattern=st.sampled_from(["feature.*", "feature.*.psi"]))
+def test_a_fired_globs_breaching_matches_are_those_judged_breaching_one_by_one(stats, min_samples, pattern):
+    from retrain_trigger.policy import Verdict, _breaching_matches, _drift_rank, _judge_one, _matching
+    (rule,) = load_rules([{"name": "drift", "conditions": [{"statistic": pattern, "fired": True}]}], "models[0].rules")
+    condition = rule.conditions[0]
+    observations = {f"feature.f{i}.{'psi' if i % 2 else 'ks'}": Observation(value=0.1, n=n, fired=fired, p_value=p)
+                    for i, (fired, n, p) in enumerate(stats)}
+    expected = [(name, o) for name, o in _matching(condition, observations)
+                if _judge_one(condition, o, min_samples, False) is Verdict.BREACH]
+    assert _breaching_matches(condition, observations, min_samples, ranked=False) == expected
+    assert _breaching_matches(condition, observations, min_samples) == sorted(expected, key=lambda m: _drift_rank(m[1]))

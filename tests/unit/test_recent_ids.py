@@ -43,6 +43,14 @@ def test_hashes_are_the_same_one_by_one_and_in_bulk_and_in_every_process():
     assert id_hash("p1") == 0x91ce9478c96516e8  # checkpoints hold hashes: they must never change
 
 
+@settings(max_examples=100, deadline=None)
+@given(pids=st.lists(st.text(min_size=1) | st.text(min_size=3000, max_size=3000), max_size=8))
+def test_hashes_are_blake2b_of_8_bytes_of_the_id(pids):
+    import hashlib
+    expected = [int.from_bytes(hashlib.blake2b(p.encode(), digest_size=8).digest(), "little") for p in pids]
+    assert id_hashes(pids).tolist() == [id_hash(p) for p in pids] == expected
+
+
 ops = st.lists(st.tuples(st.sampled_from(["add", "ask", "purge"]), st.integers(0, 30), st.integers(-3, 4)),
                max_size=120)
 

@@ -1,0 +1,33 @@
+"""Join's bulk path: the label hashes it takes from the batch's predictions are the labels' own."""
+from __future__ import annotations
+
+from hypothesis import given, settings, strategies as st
+
+from streams.core.codecs import Label, Prediction
+from streams.core.join import Batch, Join, _label_hashes
+from streams.core.monitor import ModelCounters, Source
+from streams.core.recent_ids import id_hashes
+
+T0 = 1_700_000_000_000
+
+
+@settings(max_examples=60, deadline=None)
+@given(pending=st.integers(0, 20), fresh=st.integers(0, 20), labelled=st.lists(st.booleans(), min_size=1, max_size=40),
+       joined_before=st.booleans())
+def test_label_hashes_from_the_batch_are_the_labels_own(pending, fresh, labelled, joined_before):
+    join = Join(60_000, 60_000, ModelCounters())
+    if joined_before:
+        join.joined_ids.add_many(id_hashes(["old"]), [T0], [T0])
+    for i in range(pending):
+        join.pending[f"w{i}"] = (T0 + i, 1, 0.5)
+    events = [(Prediction(prediction_id=f"n{i}", model_id="m", timestamp=T0 + 100 + i, prediction=1),
+               Source("predictions", 0, i)) for i in range(fresh)]
+    label_ids = [f"w{i}" for i in range(pending)] + [f"n{i}" for i in range(fresh)]
+    label_ids = [pid for k, pid in enumerate(label_ids) if labelled[k % len(labelled)]]
+    events += [(Label(prediction_id=pid, model_id="m", label=1, timestamp=T0 + 200), Source("labels", 0, k))
+               for k, pid in enumerate(label_ids)]
+    batch = Batch(events)
+    pids = Batch.column(batch.predictions, "prediction_id")
+    assert join.can_join_plain(batch, pids, label_ids)
+    assert (batch.prediction_hashes is not None) == joined_before
+    assert _label_hashes(batch, label_ids).tolist() == id_hashes(label_ids).tolist()

@@ -1,0 +1,77 @@
+"""The pipeline's batch hand-over: the same as item by item."""
+from __future__ import annotations
+
+from hypothesis import given, settings, strategies as st
+
+from streams.core.codecs import InvalidEvent
+from streams.core.config import parse_config
+from streams.core.monitor import Source
+from streams.runtime.pipeline import Metrics, Pipeline, by_partition
+
+T0 = 1_700_000_000_000
+CONFIG = parse_config({"kafka": {"bootstrap.servers": "127.0.0.1:9092"}, "models": [{"id": "m"}]})
+
+
+def _line(i: int) -> bytes:
+    return b'{"prediction_id": "p%d", "model_id": "m", "timestamp": %d, "prediction": 1, "score": 0.5}' % (i, T0 + i)
+
+
+def _label(i: int) -> bytes:
+    return b'{"prediction_id": "p%d", "model_id": "m", "timestamp": %d, "label": 1}' % (i, T0 + i)
+
+
+class _Outputs:
+    def __init__(self):
+        self.dead, self.triggers = [], []
+
+    def dead_letter(self, message, source, error):
+        self.dead.append((message, source.offset, error.reason))
+
+    def trigger(self, trigger):
+        self.triggers.append(trigger)
+
+
+class _Rejections(Metrics):
+    def __init__(self):
+        self.rejected = []
+
+    def count_rejected(self, topic, reason):
+        self.rejected.append((topic, reason))
+
+
+@settings(max_examples=60, deadline=None)
+@given(partitions=st.lists(st.integers(0, 11), max_size=60))
+def test_by_partition_keeps_each_partitions_order_and_first_seen_order(partitions):
+    items = [(None, Source("t", p, i), i) for i, p in enumerate(partitions)]
+    expected: dict[int, list] = {}
+    for item in items:
+        expected.setdefault(item[1].partition, []).append(item)
+    grouped = by_partition(items)
+    assert grouped == expected and list(grouped) == list(expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(kinds=st.lists(st.sampled_from(["prediction", "label", "bad", "unknown"]), min_size=1, max_size=40))
+def test_hand_over_sends_rejections_to_dead_letters_and_events_in_order(kinds):
+    lines = {"prediction": _line, "label": _label, "bad": lambda i: b"not json",
+             "unknown": lambda i: _line(i).replace(b'"m"', b'"x"')}
+    topics = ["labels" if kind == "label" else "predictions" for kind in kinds]
+    values = [lines[kind](i) for i, kind in enumerate(kinds)]
+    outputs, metrics = _Outputs(), _Rejections()
+    pipeline = Pipeline(CONFIG, outputs, metrics, log_triggers=False)
+    items = pipeline.decode(topics, [0] * len(kinds), list(range(len(kinds))), values, values)
+    handed = []
+
+    def process(monitor, events):
+        handed.extend(events)
+        return []
+
+    pipeline.process = process
+    pipeline.hand_over(pipeline.monitor(), items)
+    rejected = [i for i, kind in enumerate(kinds) if kind in ("bad", "unknown")]
+    assert [offset for _, offset, _ in outputs.dead] == rejected
+    assert [reason for _, reason in metrics.rejected] == [
+        "invalid_json" if kinds[i] == "bad" else "unknown_model" for i in rejected]
+    assert [source.offset for _, source in handed] == [i for i in range(len(kinds)) if i not in rejected]
+    assert all(not isinstance(event, InvalidEvent) for event, _ in handed)
+    assert [event.prediction_id for event, _ in handed] == [f"p{i}" for i in range(len(kinds)) if i not in rejected]
