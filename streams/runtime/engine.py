@@ -3,7 +3,8 @@
 The loop, as in confluent-kafka-python's ``examples/eos_transactions.py``::
 
     consume a batch -> pipeline (decode, dead letters, Monitor, triggers) -> produce the outputs
-    when the batch made a trigger, or every commit interval:
+    when a batch made a trigger (at most one such commit per trigger_commit_min_interval_ms),
+    or every commit interval:
         produce the state checkpoints, send the input offsets to the transaction, commit
 
 Input offsets, triggers, dead letters and the state checkpoint of every owned partition commit
@@ -65,6 +66,8 @@ class Engine:
         self.monitors: dict[int, Monitor] = {}
         self.stopping = False
         self.events_since_commit = 0
+        #: a trigger was produced into the open transaction (it commits as soon as allowed)
+        self.trigger_pending = False
         self.last_commit = self.started = time.monotonic()
         self._prepared = False  # checkpoints and offsets are in the open transaction
         self._first_batch_logged = False
@@ -96,22 +99,44 @@ class Engine:
         self.consumer.close()
 
     def step(self) -> None:
-        """Consume a batch; hand what the input pairs release to the pipeline; commit when the
+        """Consume a batch; hand what the input pairs release to the pipeline; commit when a
         batch made a trigger or the commit interval is up."""
-        messages = self.consumer.consume(self.config.engine.batch_size, self.inputs.poll_timeout())
+        messages = self._consume()
         self.health.check()
         if messages:
             self.inputs.buffer(self._decode(messages))
             self.events_since_commit += len(messages)
-        triggered = False
         for partition, items in self.inputs.release(self.monitors):
-            triggered |= bool(self.pipeline.hand_over(self.monitors[partition], items))
+            if self.pipeline.hand_over(self.monitors[partition], items):
+                self.trigger_pending = True
             self._first_batch()
         self.inputs.flow_control(self.monitors)
         # A trigger is readable (read_committed) once its transaction commits: not a commit
-        # interval later, but now.
-        if (triggered or self._commit_due()) and self.health.up:  # no commit into the void
+        # interval later, but now (or as soon as the bound on trigger commits allows).
+        if (self._trigger_commit_due() or self._commit_due()) and self.health.up:  # no commit into the void
             self.commit()
+
+    def _consume(self) -> list[Message]:
+        """The next batch: what comes in within ``batch_wait_ms`` (at once when a full batch is
+        fetched already). When nothing does, wait for the first message rather than for a full
+        batch, and take it with whatever came along: a label that arrives on quiet topics goes
+        on at once, and one on busy topics waits at most ``batch_wait_ms`` for its batch."""
+        size = self.config.engine.batch_size
+        messages = self.consumer.consume(size, self.config.engine.batch_wait_ms / 1000)
+        if messages:
+            return messages
+        first = self.consumer.poll(self._idle_timeout())
+        if first is None:
+            return []
+        return [first, *self.consumer.consume(size - 1, 0)] if size > 1 else [first]
+
+    def _idle_timeout(self) -> float:
+        """How long to wait for a message: the inputs' poll timeout, cut short when a trigger
+        commit falls due before it."""
+        timeout = self.inputs.poll_timeout()
+        if self.trigger_pending:
+            timeout = min(timeout, max(0.0, self._trigger_commit_at() - time.monotonic()))
+        return timeout
 
     def commit(self) -> bool:
         """Checkpoint every owned partition's state, add the input offsets, commit, begin anew.
@@ -142,6 +167,7 @@ class Engine:
         self.health.reachable()
         self.exporter.commit_seconds.observe(time.perf_counter() - started)
         self.events_since_commit = 0
+        self.trigger_pending = False
         self.last_commit = time.monotonic()
         export_lag(self.exporter.set_consumer_lag, self.inputs.positions(assignment), self.inputs.highwater)
         return True
@@ -160,6 +186,13 @@ class Engine:
         engine = self.config.engine
         return (self.events_since_commit >= engine.commit_every_events
                 or (time.monotonic() - self.last_commit) * 1000 >= engine.commit_every_ms)
+
+    def _trigger_commit_at(self) -> float:
+        """The earliest a commit for a trigger may start (monotonic seconds)."""
+        return self.last_commit + self.config.engine.trigger_commit_min_interval_ms / 1000
+
+    def _trigger_commit_due(self) -> bool:
+        return self.trigger_pending and time.monotonic() >= self._trigger_commit_at()
 
     def _first_batch(self) -> None:
         if not self._first_batch_logged:
@@ -214,6 +247,7 @@ class Engine:
 
     def _abort(self) -> None:
         self._prepared = False
+        self.trigger_pending = False  # its triggers are gone with it; processed again, they set it again
         try:
             with self.health.guard("abort_transaction"):
                 self.producer.abort_transaction(COMMIT_TIMEOUT)
