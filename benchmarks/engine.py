@@ -44,7 +44,8 @@ prediction, keyed by prediction id so every partition gets some) at ``--latency-
 by default half the ``confluent`` median of this run. ``lat`` gets 31 predictions and 30 labels
 (20 right, 10 wrong: accuracy 0.5, no breach); then the 31st label, wrong, is produced at wall
 time t0 and a read_committed consumer of the triggers topic notes when the trigger is visible:
-latency = seen - t0, ``--latency-samples`` samples, p50/p99.
+latency = seen - t0, ``--latency-samples`` samples, p50/p99; with the engine's CPU time per second
+of the samples (cores) and its commits, so a latency bought with CPU shows.
 
 Memory. ``--memory-models`` models × ``--memory-features`` features (PSI each, accuracy, ADWIN, a
 rule), ``--memory-per-model`` predictions and labels each, consumed by ``driftline run``; peak RSS
