@@ -46,7 +46,8 @@ prediction, keyed by prediction id so every partition gets some) at ``--latency-
 by default half the ``confluent`` median of this run. ``lat`` gets 31 predictions and 30 labels
 (20 right, 10 wrong: accuracy 0.5, no breach); then the 31st label, wrong, is produced at wall
 time t0 and a read_committed consumer of the triggers topic notes when the trigger is visible:
-latency = seen - t0, ``--latency-samples`` samples, p50/p99.
+latency = seen - t0, ``--latency-samples`` samples, p50/p99; with the engine's CPU time per second
+of the samples (cores) and its commits, so a latency bought with CPU shows.
 
 Memory. ``--memory-models`` models × ``--memory-features`` features (PSI each, accuracy, ADWIN, a
 rule), ``--memory-per-model`` predictions and labels each, consumed by ``driftline run``; peak RSS
@@ -438,7 +439,9 @@ class TriggerReader:
     def __init__(self, bootstrap: str, topic: str):
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader",
                                   "isolation.level": "read_committed", "enable.auto.commit": False,
-                                  "fetch.wait.max.ms": 10, "enable.partition.eof": False})
+                                  # the broker answers an empty fetch after 5 ms, not 500: a
+                                  # trigger committed meanwhile is fetched within that
+                                  "fetch.wait.max.ms": 5, "enable.partition.eof": False})
         self.consumer.assign([TopicPartition(topic, 0, 0)])
         self.seen: list[tuple[float, str, str]] = []
         self.stopping = False
@@ -447,10 +450,12 @@ class TriggerReader:
 
     def _run(self) -> None:
         while not self.stopping:
-            for msg in self.consumer.consume(100, 0.05):
-                if not msg.error():
-                    trigger = msgspec.json.decode(msg.value())
-                    self.seen.append((time.time(), trigger["model_id"], trigger["trigger_id"]))
+            # poll, not consume(n, timeout): that waits for n messages or the whole timeout, and
+            # would add its wait to the latency measured
+            msg = self.consumer.poll(0.05)
+            if msg is not None and not msg.error():
+                trigger = msgspec.json.decode(msg.value())
+                self.seen.append((time.time(), trigger["model_id"], trigger["trigger_id"]))
 
     def lat_triggers(self) -> int:
         return sum(1 for _, model, _ in self.seen if model == "lat")
@@ -487,7 +492,7 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float) -> dict:
                                      "--bootstrap", args.bootstrap, "--events", str(10 ** 9)],
                                     stdout=subprocess.PIPE, text=True)
         time.sleep(5.0)  # the load's labels start after 1 s; the engine settles into it
-        load_start, load_start_t = proc.sample() or 0.0, time.monotonic()
+        load_start, load_start_t, cpu_start = proc.sample() or 0.0, time.monotonic(), cpu_seconds(proc.proc.pid)
         for k in range(args.latency_samples):
             now = int(time.time() * 1000)
             ids = [f"lat-{k}-{j}" for j in range(31)]
@@ -516,10 +521,15 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float) -> dict:
             if reader.lat_triggers() == before:
                 raise RuntimeError(f"no trigger within 30 s for latency sample {k}")
             samples.append([seen for seen, model, _ in reader.seen if model == "lat"][before] - t0)
+            if os.environ.get("DRIFTLINE_LAT_TRACE"):
+                open(os.environ["DRIFTLINE_LAT_TRACE"], "a").write(f"SAMPLE t0={t0:.4f} seen={t0 + samples[-1]:.4f} lat={samples[-1] * 1000:.1f}\n")
             if (k + 1) % 10 == 0:
                 progress(f"    latency sample {k + 1}/{args.latency_samples}: p50 so far "
                          f"{statistics.median(samples) * 1000:.0f} ms")
-        consumed = ((proc.sample() or 0.0) - load_start) / (time.monotonic() - load_start_t)
+        elapsed = time.monotonic() - load_start_t
+        consumed = ((proc.sample() or 0.0) - load_start) / elapsed
+        cpu = (cpu_seconds(proc.proc.pid) - cpu_start) / elapsed
+        text = proc.metrics() or ""
         lag_ok = load is None or load.poll() is None
     finally:
         if load is not None and load.poll() is None:
@@ -531,7 +541,15 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float) -> dict:
     pct = lambda q: samples[min(len(samples) - 1, int(round(q * (len(samples) - 1))))]  # noqa: E731
     return {"samples": len(samples), "p50": pct(0.5), "p99": pct(0.99), "max": samples[-1], "min": samples[0],
             "rate": rate, "consumed_rate": consumed, "load_running": lag_ok,
-            "pending": proc.max_pending}
+            "pending": proc.max_pending, "engine_cpu": cpu,
+            "commits": metric_sum(text, "driftline_transaction_commit_seconds_count"),
+            "triggers": metric_sum(text, "driftline_triggers_total")}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- memory ---------------------------------------------------------------------------------
@@ -767,7 +785,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ntrigger latency (label produced → trigger visible to read_committed), {latency['samples']} samples, "
               f"commit_every_ms={args.commit_every_ms}, under a load of {latency['rate']:,.0f} events/s (consumed "
               f"{latency['consumed_rate']:,.0f}/s meanwhile): p50 {latency['p50'] * 1000:.0f} ms, "
-              f"p99 {latency['p99'] * 1000:.0f} ms (min {latency['min'] * 1000:.0f}, max {latency['max'] * 1000:.0f})")
+              f"p99 {latency['p99'] * 1000:.0f} ms (min {latency['min'] * 1000:.0f}, max {latency['max'] * 1000:.0f}); "
+              f"engine CPU {latency['engine_cpu']:.2f} cores, {latency['commits']:,.0f} commits, "
+              f"{latency['triggers']:,.0f} triggers")
     if memory:
         print(f"\nmemory: {args.memory_models} models × {args.memory_features} features (PSI each), "
               f"{memory['events']:,} events: peak RSS {memory['rss'] / MB:.0f} MB, "

@@ -37,13 +37,21 @@ class Topics(msgspec.Struct, forbid_unknown_fields=True):
 
 class Engine(msgspec.Struct, forbid_unknown_fields=True):
     group_id: str = "driftline"
-    #: Messages per consume() call.
+    #: Messages per consume() call at most.
     batch_size: int = 5000
-    #: How long one consume() waits for a full batch.
+    #: How long the engine waits for a message while none come in.
     poll_timeout_ms: int = 200
+    #: While messages come in, how long one consume() waits to fill its batch: a batch goes on
+    #: with what this brought, so a label is not held back waiting for a full batch (under a
+    #: backlog the batch is full at once). 0: only what is already fetched.
+    batch_wait_ms: int = 10
     #: A transaction commits after this many input events or this many ms, whichever comes first.
     commit_every_events: int = 20000
     commit_every_ms: int = 1000
+    #: A batch that produced a trigger commits at once (a trigger is visible to read_committed
+    #: readers when its transaction commits), but not sooner than this many ms after the last
+    #: commit: frequent triggers do not turn every batch into a transaction.
+    trigger_commit_min_interval_ms: int = 50
     max_message_bytes: int = 1 << 20
     #: What to do with an event whose model_id is not configured: "dlq" or "register" (defaults).
     unknown_model: Literal["dlq", "register"] = "dlq"
@@ -316,8 +324,9 @@ def _check(config: Config, kafka_check: KafkaCheck | None) -> None:
         fail("topics.partitions", "must be >= 1")
     if config.engine.max_registered_models < 0:
         fail("engine.max_registered_models", "must be >= 0")
-    if config.engine.max_idle_ms < 0:
-        fail("engine.max_idle_ms", "must be >= 0")
+    for key in ("max_idle_ms", "batch_wait_ms", "trigger_commit_min_interval_ms"):
+        if getattr(config.engine, key) < 0:
+            fail(f"engine.{key}", "must be >= 0")
     for key in ("batch_size", "poll_timeout_ms", "commit_every_events", "commit_every_ms", "max_message_bytes",
                 "session_timeout_ms"):
         if getattr(config.engine, key) < 1:

@@ -3,8 +3,11 @@
 The loop, as in confluent-kafka-python's ``examples/eos_transactions.py``::
 
     consume a batch -> pipeline (decode, dead letters, Monitor, triggers) -> produce the outputs
-    when the batch made a trigger, or every commit interval:
+    every commit interval:
         produce the state checkpoints, send the input offsets to the transaction, commit
+    as soon as a partition's events made a trigger (at most one such commit per
+    trigger_commit_min_interval_ms):
+        the same for the partitions that produced outputs since the last commit only
 
 Input offsets, triggers, dead letters and the state checkpoint of every owned partition commit
 together, so a crash anywhere loses nothing and publishes nothing twice (downstream reads with
@@ -65,8 +68,14 @@ class Engine:
         self.monitors: dict[int, Monitor] = {}
         self.stopping = False
         self.events_since_commit = 0
-        self.last_commit = self.started = time.monotonic()
+        #: a trigger was produced into the open transaction (it commits as soon as allowed)
+        self.trigger_pending = False
+        #: partitions that produced triggers or dead letters into the open transaction
+        self.produced: set[int] = set()
+        #: when the last commit (of every partition: :attr:`last_full_commit`) ended
+        self.last_commit = self.last_full_commit = self.started = time.monotonic()
         self._prepared = False  # checkpoints and offsets are in the open transaction
+        self._prepared_partitions: set[int] | None = None  # ... of these partitions (None: all)
         self._first_batch_logged = False
 
     # -- the loop ---------------------------------------------------------------------------
@@ -96,25 +105,60 @@ class Engine:
         self.consumer.close()
 
     def step(self) -> None:
-        """Consume a batch; hand what the input pairs release to the pipeline; commit when the
+        """Consume a batch; hand what the input pairs release to the pipeline; commit when a
         batch made a trigger or the commit interval is up."""
-        messages = self.consumer.consume(self.config.engine.batch_size, self.inputs.poll_timeout())
+        messages = self._consume()
         self.health.check()
         if messages:
             self.inputs.buffer(self._decode(messages))
             self.events_since_commit += len(messages)
-        triggered = False
         for partition, items in self.inputs.release(self.monitors):
-            triggered |= bool(self.pipeline.hand_over(self.monitors[partition], items))
+            if self.pipeline.hand_over(self.monitors[partition], items):
+                self.trigger_pending = True
+                self.produced.add(partition)
             self._first_batch()
+            # A trigger is readable (read_committed) once its transaction commits: not a commit
+            # interval later, nor after the rest of the batch, but now (or as soon as the bound
+            # on trigger commits allows).
+            if self._trigger_commit_due() and self.health.up:  # no commit into the void
+                self.commit(self.produced)
         self.inputs.flow_control(self.monitors)
-        # A trigger is readable (read_committed) once its transaction commits: not a commit
-        # interval later, but now.
-        if (triggered or self._commit_due()) and self.health.up:  # no commit into the void
-            self.commit()
+        if self.health.up:
+            if self._commit_due():
+                self.commit()
+            elif self._trigger_commit_due():
+                self.commit(self.produced)
 
-    def commit(self) -> bool:
+    def _consume(self) -> list[Message]:
+        """The next batch: what comes in within ``batch_wait_ms`` (at once when a full batch is
+        fetched already). When nothing does, wait for the first message rather than for a full
+        batch, and take it with whatever came along: a label that arrives on quiet topics goes
+        on at once, and one on busy topics waits at most ``batch_wait_ms`` for its batch."""
+        size = self.config.engine.batch_size
+        messages = self.consumer.consume(size, self.config.engine.batch_wait_ms / 1000)
+        if messages:
+            return messages
+        first = self.consumer.poll(self._idle_timeout())
+        if first is None:
+            return []
+        return [first, *self.consumer.consume(size - 1, 0)] if size > 1 else [first]
+
+    def _idle_timeout(self) -> float:
+        """How long to wait for a message: the inputs' poll timeout, cut short when a trigger
+        commit falls due before it."""
+        timeout = self.inputs.poll_timeout()
+        if self.trigger_pending:
+            timeout = min(timeout, max(0.0, self._trigger_commit_at() - time.monotonic()))
+        return timeout
+
+    def commit(self, partitions: set[int] | None = None) -> bool:
         """Checkpoint every owned partition's state, add the input offsets, commit, begin anew.
+
+        With ``partitions`` (a commit for a trigger), only those partitions' states and offsets:
+        each partition's Monitor is its own, so a partition whose state and offsets stay at its
+        last commit is as consistent as before, provided it produced nothing into this
+        transaction (``partitions`` holds every one that did: :attr:`produced`). A checkpoint
+        of one partition costs a fraction of all of them.
 
         A retriable failure (broker unreachable) leaves the transaction open to be committed
         later; one that requires an abort aborts it and rewinds the Monitors and the consumer
@@ -122,16 +166,23 @@ class Engine:
         """
         started = time.perf_counter()
         assignment = self.consumer.assignment()
+        if self._prepared:  # a commit that failed retriably: commit what it prepared
+            partitions = self._prepared_partitions
+        elif partitions is not None:
+            partitions = set(partitions)
+        if partitions is not None:
+            assignment = [tp for tp in assignment if tp.partition in partitions]
         try:
             if not self._prepared:
                 for partition, monitor in self.monitors.items():
-                    self.store.write(partition, Checkpoint(monitor.dirty_states()))
+                    if partitions is None or partition in partitions:
+                        self.store.write(partition, Checkpoint(monitor.dirty_states()))
                 offsets = self.inputs.commit_offsets(assignment)
                 if offsets:
                     with self.health.guard("send_offsets_to_transaction"):
                         self.producer.send_offsets_to_transaction(
                             offsets, self.consumer.consumer_group_metadata(), COMMIT_TIMEOUT)
-                self._prepared = True
+                self._prepared, self._prepared_partitions = True, partitions
             with self.health.guard("commit_transaction"):
                 self.producer.commit_transaction(COMMIT_TIMEOUT)
         except KafkaException as exc:
@@ -141,8 +192,15 @@ class Engine:
         self.producer.begin_transaction()
         self.health.reachable()
         self.exporter.commit_seconds.observe(time.perf_counter() - started)
-        self.events_since_commit = 0
+        self.trigger_pending = False
+        if partitions is None:
+            self.produced.clear()
+        else:
+            self.produced.difference_update(partitions)
         self.last_commit = time.monotonic()
+        if partitions is None:
+            self.events_since_commit = 0
+            self.last_full_commit = self.last_commit
         export_lag(self.exporter.set_consumer_lag, self.inputs.positions(assignment), self.inputs.highwater)
         return True
 
@@ -159,7 +217,14 @@ class Engine:
     def _commit_due(self) -> bool:
         engine = self.config.engine
         return (self.events_since_commit >= engine.commit_every_events
-                or (time.monotonic() - self.last_commit) * 1000 >= engine.commit_every_ms)
+                or (time.monotonic() - self.last_full_commit) * 1000 >= engine.commit_every_ms)
+
+    def _trigger_commit_at(self) -> float:
+        """The earliest a commit for a trigger may start (monotonic seconds)."""
+        return self.last_commit + self.config.engine.trigger_commit_min_interval_ms / 1000
+
+    def _trigger_commit_due(self) -> bool:
+        return self.trigger_pending and time.monotonic() >= self._trigger_commit_at()
 
     def _first_batch(self) -> None:
         if not self._first_batch_logged:
@@ -168,6 +233,7 @@ class Engine:
 
     # -- the pipeline's outputs: in the open transaction ------------------------------------
     def dead_letter(self, message: Message, source: Source, error: InvalidEvent) -> None:
+        self.produced.add(source.partition)
         self.producer.produce(self.topics.dlq, message.value(), key=message.key(),
                               headers=dead_letter_headers(error.reason, error.detail, source))
 
@@ -210,10 +276,13 @@ class Engine:
             return
         # Retriable: the broker is unreachable or slow. Keep the transaction; try again later.
         self.health.unreachable(err.str())
-        self.last_commit = time.monotonic()
+        self.last_commit = self.last_full_commit = time.monotonic()
 
     def _abort(self) -> None:
         self._prepared = False
+        # Its outputs are gone with it; processed again, they note themselves again.
+        self.trigger_pending = False
+        self.produced.clear()
         try:
             with self.health.guard("abort_transaction"):
                 self.producer.abort_transaction(COMMIT_TIMEOUT)

@@ -119,7 +119,8 @@ class AlignedInputs:
             self.paused.difference_update(resume)
 
     def poll_timeout(self) -> float:
-        """consume()'s wait: shorter while a pair waits out its idle time, so it is released on time."""
+        """The wait for a message while none come in: shorter while a pair waits out its idle
+        time, so it is released on time."""
         timeout = self.config.engine.poll_timeout_ms / 1000
         if any(pair.blocked_since is not None for pair in self.aligner.pairs.values()):
             return min(timeout, max(0.01, self.aligner.max_idle_s / 4))
