@@ -1313,7 +1313,7 @@ class Foresight:
         columns = [column for column, j in enumerate(together) if type(self.detectors[j]) is kind]
         members = [together[column] for column in columns]
         totals, sizes = sheet.totals[g]
-        points = len(sheet.index)
+        points = len(totals)
         current = totals[:, columns].reshape(points * len(columns), -1)
         reference = np.tile(_stacked_references([self.detectors[i] for i in members]), (points, 1))
         with np.errstate(divide="ignore", invalid="ignore"):  # an empty window's row, judged as empty
@@ -1357,13 +1357,14 @@ def _measured_together(detectors: list[_DriftDetector], out: list):
     """The detectors' groups to measure together: ``(kind, members, reference counts, window
     counts, window sizes)``, a row per member. Those measured alone (not binned, or an empty
     window, which has no statistic) get their ``result()`` in ``out`` instead."""
-    groups: dict[tuple[type, int], list[int]] = {}
+    groups: dict[tuple[type, int, int], list[int]] = {}
     for i, detector in enumerate(detectors):
         if detector._measure_rows is not None and detector._binned():
-            groups.setdefault((type(detector), detector.profile.n_bins), []).append(i)
+            # the window's blocks too: windows of one kind stack their blocks only if they have as many
+            groups.setdefault((type(detector), detector.profile.n_bins, detector._current.blocks), []).append(i)
         else:
             out[i] = detector.result()
-    for (kind, _), members in groups.items():
+    for (kind, _, _), members in groups.items():
         current = BlockCounts.totals_of([detectors[i]._current for i in members])
         counts = current.sum(axis=1)  # each window's count, read off the table in one operation
         if not counts.all():
