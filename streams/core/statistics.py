@@ -143,8 +143,9 @@ class ModelStatistics:
     def _clear_predictions(self) -> None:
         """No prediction queued: nothing fed from the queue, nothing foreseen."""
         self._queued_rows, self._queued_predictions = [], []
-        #: predictions queued, those fed to the detectors, and those reads see
-        self._queued = self._fed = self._position = self._base = 0
+        #: predictions queued, those fed to the feature and to the prediction detectors, and
+        #: those reads see
+        self._queued = self._fed_rows = self._fed_predictions = self._position = self._base = 0
         #: where the queued predictions will be read (see update_predictions)
         self._points: list[int] = []
         #: the numeric feature detectors' results at the points, while the queue is read part
@@ -205,7 +206,8 @@ class ModelStatistics:
 
     def catch_up(self) -> None:
         """Feed everything queued to the drift and change detectors."""
-        self._catch_up_drift(self._queued)
+        self._catch_up_features(self._queued)
+        self._catch_up_predictions(self._queued)
         if isinstance(self._foresight, Foresight):
             self._foresight.commit()
             for key in self._numeric_plan()[1]:
@@ -220,7 +222,7 @@ class ModelStatistics:
         if self._foresight is None:
             self._foresight = False
             numeric, _, detectors, order = self._numeric_plan()
-            if (self._fed == 0 and self._position < self._queued and self._queued_rows and detectors
+            if (self._fed_rows == 0 and self._position < self._queued and self._queued_rows and detectors
                     and can_foresee(detectors)):
                 rows = self._queued_rows
                 matrix = _numeric_matrix(rows, numeric, _row_kind(rows))
@@ -228,15 +230,15 @@ class ModelStatistics:
                     self._foresight = Foresight(detectors, matrix[:, order], self._points)
         return self._foresight or None
 
-    def _catch_up_drift(self, upto: int) -> None:
-        """Feed the queued predictions up to ``upto`` to the drift detectors (the numeric
-        feature detectors excepted while a Foresight measures them)."""
-        if upto <= self._fed:
+    def _catch_up_features(self, upto: int) -> None:
+        """Feed the features of the queued predictions up to ``upto`` to their detectors (the
+        numeric ones excepted while a Foresight measures them)."""
+        if upto <= self._fed_rows:
             return
-        start, self._fed = self._fed, upto
+        start, self._fed_rows = self._fed_rows, upto
         read = self._drift_results  # a detector fed here loses its remembered result
         foreseen = isinstance(self._foresight, Foresight)
-        if self._queued_rows:
+        if self._queued_rows and not (foreseen and self._all_numeric()):
             rows = self._queued_rows[start:upto] if start or upto < len(self._queued_rows) else self._queued_rows
             numeric, numeric_keys, numeric_detectors, order = self._numeric_plan()
             kind = _row_kind(rows)  # one pass over the rows, for the matrix and every column
@@ -258,13 +260,24 @@ class ModelStatistics:
                 if len(values):
                     detector.add_many(values)
                     read.pop(key, None)
+
+    def _catch_up_predictions(self, upto: int) -> None:
+        """Feed the watched values of the queued predictions up to ``upto`` to the prediction
+        drift detectors."""
+        if upto <= self._fed_predictions:
+            return
+        start, self._fed_predictions = self._fed_predictions, upto
         if self._queued_predictions:
             predictions = self._queued_predictions[start:upto]
             for kind, detector in self.prediction_drift.items():
                 values = _present(predictions, detector.categorical)
                 if len(values):
                     detector.add_many(values)
-                    read.pop(kind, None)
+                    self._drift_results.pop(kind, None)
+
+    def _all_numeric(self) -> bool:
+        """Every feature detector is a numeric one (in :meth:`_numeric_plan`)."""
+        return len(self._numeric_plan()[1]) == len(self.feature_drift)
 
     def _drift_result(self, key: Any, detector: Any) -> Result:
         result = self._drift_results.get(key)
@@ -280,7 +293,7 @@ class ModelStatistics:
         self._members: dict[str, tuple[list[tuple[str, str]], list[str]]] = {}
         #: the drift and estimated groups (see drift_observations)
         self._drift_groups: dict[str, str] | None = None
-        #: what _catch_up_drift feeds the numeric detectors from one matrix (see _numeric_plan)
+        #: what _catch_up_features feeds the numeric detectors from one matrix (see _numeric_plan)
         self._plan: tuple[list[str], list[tuple[str, str]], list[Any], np.ndarray] | None = None
         self._numeric_places: dict[tuple[str, str], int] | None = None
 
@@ -416,12 +429,13 @@ class ModelStatistics:
             return {f"detector.{kind}": _observation(detector.result(), detector=kind, n=self.pairs_seen,
                                                      fired=self.last_detection[kind] >= self.evaluated_pairs)
                     for kind, detector in self.changes.items()}
-        if self._foresight is None:
-            self._foresee()
-        self._catch_up_drift(self._position)
         if group == "prediction":
+            self._catch_up_predictions(self._position)
             return {f"prediction.{kind}": _observation(self._drift_result(kind, detector), detector=kind)
                     for kind, detector in self.prediction_drift.items()}
+        if self._foresight is None:
+            self._foresee()
+        self._catch_up_features(self._position)
         keys, names = self._group_members(group)
         results = self._feature_results(keys)
         if group == "feature tests":
