@@ -16,6 +16,11 @@ is read (a rule that names it, a trigger's evidence, the exporter) or at :meth:`
 windows do not depend on how the values were chunked, so a statistic read at an evaluation point
 is the same as if every segment had been fed on its own; most evaluation points read only the
 performance metrics, and skipping the drift work there is most of the Monitor's speed.
+
+The Monitor queues a whole batch of predictions at once, with the evaluation points where drift
+rules will read it, and :meth:`~ModelStatistics.seek` s to each point before its rules are judged:
+the numeric feature detectors are then measured at all the points together, from the batch
+binned once (:class:`~detectors.drift.Foresight`), and fed the batch at :meth:`catch_up`.
 """
 from __future__ import annotations
 
