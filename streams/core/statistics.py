@@ -18,7 +18,7 @@ is the same as if every segment had been fed on its own; most evaluation points 
 performance metrics, and skipping the drift work there is most of the Monitor's speed.
 
 The Monitor queues a whole batch of predictions at once, with the evaluation points where drift
-rules will read it, and :meth:`~ModelStatistics.seek` s to each point before its rules are judged:
+rules will read it, and moves to each point (:meth:`~ModelStatistics.seek`) before judging there:
 the numeric feature detectors are then measured at all the points together, from the batch
 binned once (:class:`~detectors.drift.Foresight`), and fed the batch at :meth:`catch_up`.
 """
