@@ -1225,10 +1225,121 @@ def results(detectors: list[_DriftDetector]) -> list[Result]:
     out: list[Result | None] = [None] * len(detectors)
     for kind, members, reference, current, counts in _measured_together(detectors, out):
         values, p_values = kind._measure_rows(reference, current)
-        values = values.tolist()  # Python floats: _judged makes each one a float anyway
-        for row, (i, n) in enumerate(zip(members, counts)):
-            out[i] = detectors[i]._judged(values[row], None if p_values is None else p_values[row], n)
+        _judge_rows(detectors, members, values.tolist(), p_values, counts, 0, out)
     return out
+
+
+def _judge_rows(detectors: list[_DriftDetector], members: list[int], values: list[float], p_values: Any,
+                counts: list[int], first: int, out: list) -> None:
+    """``out[i]`` for each member i: its measured row ``first + k`` (k its place among the
+    members) judged as ``result()`` would (no statistic for an empty window)."""
+    for row, (i, n) in enumerate(zip(members, counts), first):
+        detector = detectors[i]
+        if n:
+            out[i] = detector._judged(values[row], None if p_values is None else p_values[row], n)
+        else:
+            out[i] = Result(statistic=float("nan"), threshold=detector.threshold, n=0)
+
+
+class Foresight:
+    """What ``add_columns(detectors, matrix[:m])`` then ``results(detectors)`` would give for
+    each ``m`` of ``positions`` (a batch's evaluation points), measured without adding anything:
+    the matrix is binned once, each window's counts at every position come from cumulative
+    counts (:meth:`BlockCounts.totals_after`), and each kind is measured at all the positions
+    in one array operation (:meth:`results` at one position measures every planned one, a
+    kind at a time, when first asked). :meth:`commit` then adds the whole matrix, leaving each
+    detector as ``add_columns`` would.
+
+    Only for detectors that :func:`can_foresee`. A position not planned is measured on its
+    own when asked for (the same code, one position).
+    """
+
+    def __init__(self, detectors: list[_DriftDetector], matrix: np.ndarray, positions: list[int]):
+        self.detectors = detectors
+        self.events = len(matrix)
+        # windows in step (one shape, filled alike) are counted as one table
+        groups: dict[tuple, list[int]] = {}
+        for j, detector in enumerate(detectors):
+            window = detector._current
+            key = (window.blocks, window.block_size, window.bins, window._newest, window._fill.tobytes())
+            groups.setdefault(key, []).append(j)
+        self._groups = list(groups.values())
+        order = [j for together in self._groups for j in together]
+        columns = np.asarray(matrix, dtype=np.float64).T[order]
+        codes = NumericBins.codes_of_columns([detectors[j].profile for j in order], columns)
+        self._codes = []  # per group, (events, members)
+        #: per detector: its group, its column in the group
+        self._place: list[tuple[int, int]] = [(0, 0)] * len(detectors)
+        start = 0
+        for g, together in enumerate(self._groups):
+            self._codes.append(codes[start:start + len(together)].T)
+            for column, j in enumerate(together):
+                self._place[j] = (g, column)
+            start += len(together)
+        self._sheets: dict[int, _Sheet] = {}
+        self._sheet(list(positions))
+
+    def _sheet(self, positions: list[int]) -> "_Sheet":
+        """The window counts of every group at these positions (each position's sheet)."""
+        sheet = _Sheet(positions, [BlockCounts.totals_after([self.detectors[j]._current for j in together],
+                                                            self._codes[g], positions)
+                                   for g, together in enumerate(self._groups)])
+        for position in positions:
+            self._sheets[position] = sheet
+        return sheet
+
+    def results(self, position: int, members: list[int]) -> list[Result]:
+        """The results of ``detectors[i]`` for each i of ``members`` after ``position`` rows."""
+        sheet = self._sheets.get(position) or self._sheet([position])
+        k = sheet.index[position]
+        out: list[Result | None] = [None] * len(self.detectors)
+        units: dict[tuple[int, type], list[int]] = {}
+        for i in members:
+            units.setdefault((self._place[i][0], type(self.detectors[i])), []).append(i)
+        for unit, wanted in units.items():
+            measured = sheet.measured.get(unit)
+            if measured is None:
+                measured = sheet.measured[unit] = self._measure(sheet, *unit)
+            unit_members, values, p_values, counts = measured
+            width = len(unit_members)
+            # the rows of position k are k * width .. (k + 1) * width - 1, in unit_members order
+            _judge_rows(self.detectors, unit_members, values, p_values, counts[k], k * width, out)
+        return [out[i] for i in members]
+
+    def _measure(self, sheet: "_Sheet", g: int, kind: type) -> tuple[list[int], list[float], Any, list[list[int]]]:
+        """One kind of one group at every position of the sheet: its members, their statistics
+        and p-values (row ``k * members + column``), and their window sizes by position."""
+        together = self._groups[g]
+        columns = [column for column, j in enumerate(together) if type(self.detectors[j]) is kind]
+        members = [together[column] for column in columns]
+        totals, sizes = sheet.totals[g]
+        points = len(totals)
+        current = totals[:, columns].reshape(points * len(columns), -1)
+        reference = np.tile(_stacked_references([self.detectors[i] for i in members]), (points, 1))
+        with np.errstate(divide="ignore", invalid="ignore"):  # an empty window's row, judged as empty
+            values, p_values = kind._measure_rows(reference, current)
+        return members, values.tolist(), p_values, sizes[:, columns].tolist()
+
+    def commit(self) -> None:
+        """Add the whole matrix to the detectors, as ``add_columns`` would."""
+        for g, together in enumerate(self._groups):
+            BlockCounts.push_columns([self.detectors[j]._current for j in together], self._codes[g])
+
+
+class _Sheet:
+    """A Foresight's window counts at some positions, and the kinds measured there so far."""
+
+    def __init__(self, positions: list[int], totals: list[tuple[np.ndarray, np.ndarray]]):
+        self.index = {position: k for k, position in enumerate(positions)}
+        self.totals = totals
+        self.measured: dict[tuple[int, type], tuple] = {}
+
+
+def can_foresee(detectors: list[_DriftDetector]) -> bool:
+    """Whether a :class:`Foresight` can measure these detectors: binned numeric ones, reference
+    complete, whose statistic depends on their counts alone (not on a tracked range)."""
+    return all(d._binned() and not d.categorical and d._measure_rows is not None and not d.tracks_range
+               for d in detectors)
 
 
 def statistics(detectors: list[_DriftDetector]) -> list[tuple[float, int]]:
@@ -1246,13 +1357,14 @@ def _measured_together(detectors: list[_DriftDetector], out: list):
     """The detectors' groups to measure together: ``(kind, members, reference counts, window
     counts, window sizes)``, a row per member. Those measured alone (not binned, or an empty
     window, which has no statistic) get their ``result()`` in ``out`` instead."""
-    groups: dict[tuple[type, int], list[int]] = {}
+    groups: dict[tuple[type, int, int], list[int]] = {}
     for i, detector in enumerate(detectors):
         if detector._measure_rows is not None and detector._binned():
-            groups.setdefault((type(detector), detector.profile.n_bins), []).append(i)
+            # the window's blocks too: windows of one kind stack their blocks only if they have as many
+            groups.setdefault((type(detector), detector.profile.n_bins, detector._current.blocks), []).append(i)
         else:
             out[i] = detector.result()
-    for (kind, _), members in groups.items():
+    for (kind, _, _), members in groups.items():
         current = BlockCounts.totals_of([detectors[i]._current for i in members])
         counts = current.sum(axis=1)  # each window's count, read off the table in one operation
         if not counts.all():

@@ -202,6 +202,58 @@ class BlockCounts:
             return table.counts.sum(axis=0)
         return np.stack([w._counts for w in windows]).sum(axis=1)
 
+    @staticmethod
+    def totals_after(windows: list["BlockCounts"], codes: np.ndarray,
+                     positions: Any) -> tuple[np.ndarray, np.ndarray]:
+        """What :meth:`totals` and :attr:`count` of each window would be after
+        ``windows[j].push(codes[:m, j])``, for each ``m`` in ``positions``, without pushing
+        anything: arrays of shape ``(len(positions), len(windows), bins)`` and
+        ``(len(positions), len(windows))``. The windows must be :meth:`in_step` (one shape,
+        blocks filled alike), ``codes`` an ``(events, len(windows))`` array, each ``m <= events``.
+
+        Event i of ``codes`` lands in block ``(f + i) // block_size`` counted from the newest
+        block (``f`` its fill), so after ``m`` events the newest block is ``J = (f + m - 1) //
+        block_size`` and the window holds the blocks since ``J - blocks + 1``: the older blocks
+        kept from before, and the events from the first one of that block to ``m`` (a difference
+        of cumulative counts, all positions counted in one ``bincount``).
+
+        >>> window = BlockCounts(size=4, blocks=2, bins=3)
+        >>> totals, counts = BlockCounts.totals_after([window], np.array([[0], [1], [2], [2], [1]]), [2, 5])
+        >>> totals[:, 0].tolist(), counts[:, 0].tolist()
+        ([[1, 1, 0], [0, 1, 2]], [2, 3])
+        """
+        lead = windows[0]
+        blocks, block_size, bins = lead.blocks, lead.block_size, lead.bins
+        order = (lead._newest + 1 + np.arange(blocks)) % blocks  # oldest first
+        table = lead._shared
+        if table is not None and table.holds(windows):
+            counts, fill = table.counts[order], table.fill[order]
+        else:
+            counts = np.stack([w._counts for w in windows], axis=1)[order]
+            fill = np.stack([w._fill for w in windows], axis=1)[order]
+        positions = np.asarray(positions, dtype=np.int64)
+        newest_fill = int(fill[-1, 0])
+        newest = np.where(positions > 0, (newest_fill + positions - 1) // block_size, 0)
+        first = np.maximum(0, (newest - blocks + 1) * block_size - newest_fill)  # first event still in the window
+        # the blocks from before still in the window: all but the `newest` oldest ones
+        dropped = np.minimum(newest, blocks)
+        suffix = np.zeros((blocks + 1,) + counts.shape[1:], dtype=np.int64)
+        np.cumsum(counts[::-1], axis=0, out=suffix[1:])
+        suffix_fill = np.zeros((blocks + 1, len(windows)), dtype=np.int64)
+        np.cumsum(fill[::-1], axis=0, out=suffix_fill[1:])
+        totals = suffix[blocks - dropped]
+        sizes = suffix_fill[blocks - dropped] + (positions - first)[:, None]
+        events = len(codes)
+        if events and positions.any():
+            cuts = np.unique(np.concatenate((positions, first)))
+            piece = np.searchsorted(cuts, np.arange(events), side="right")  # events before cuts[s]: pieces 0..s
+            columns = len(windows)
+            index = (piece[:, None] * columns + np.arange(columns)) * bins + np.asarray(codes, dtype=np.int64)
+            pieces = np.bincount(index.ravel(), minlength=(len(cuts) + 1) * columns * bins)
+            cumulative = pieces.reshape(len(cuts) + 1, columns, bins).cumsum(axis=0)
+            totals = totals + cumulative[np.searchsorted(cuts, positions)] - cumulative[np.searchsorted(cuts, first)]
+        return totals, sizes
+
     def totals(self) -> np.ndarray:
         """Counts per bin over the window."""
         return self._counts.sum(axis=0)

@@ -342,11 +342,23 @@ class ModelMonitor:
 
     # -- end of batch ---------------------------------------------------------------------
     def flush(self) -> list[TriggerEvent]:
-        """Feed the batch's segments to the statistics, judging rules at each evaluation point."""
+        """Feed the batch's segments to the statistics, judging rules at each evaluation point.
+
+        The drift detectors get the batch's predictions at once, with the evaluation points
+        where drift rules will read them (measured there together), and each segment's end is
+        where the statistics are read while its rules are judged."""
         triggers: list[TriggerEvent] = []
         segments, self._segments = self._segments, [Segment()]
-        for segment in segments:
-            self.stats.update_predictions(segment.rows, segment.prediction_values)
+        ends = list(itertools.accumulate(len(segment.rows) for segment in segments))
+        points = [end for end, segment in zip(ends, segments) if segment.evaluate_predictions] if self.drift_rules else []
+        if len(segments) == 1:
+            self.stats.update_predictions(segments[0].rows, segments[0].prediction_values, points)
+        else:
+            self.stats.update_predictions([row for segment in segments for row in segment.rows],
+                                          [value for segment in segments for value in segment.prediction_values],
+                                          points)
+        for end, segment in zip(ends, segments):
+            self.stats.seek(end)
             if segment.prediction_ts:
                 self.prediction_window.push(np.column_stack((segment.prediction_ts, segment.prediction_offsets)))
             if segment.predicted:

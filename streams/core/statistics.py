@@ -16,6 +16,11 @@ is read (a rule that names it, a trigger's evidence, the exporter) or at :meth:`
 windows do not depend on how the values were chunked, so a statistic read at an evaluation point
 is the same as if every segment had been fed on its own; most evaluation points read only the
 performance metrics, and skipping the drift work there is most of the Monitor's speed.
+
+The Monitor queues a whole batch of predictions at once, with the evaluation points where drift
+rules will read it, and moves to each point (:meth:`~ModelStatistics.seek`) before judging there:
+the numeric feature detectors are then measured at all the points together, from the batch
+binned once (:class:`~detectors.drift.Foresight`), and fed the batch at :meth:`catch_up`.
 """
 from __future__ import annotations
 
@@ -30,7 +35,8 @@ import numpy as np
 from detectors.base import Result
 from detectors.calibration import reject
 from detectors.estimation import CBPE, ESTIMATED_METRICS, Estimate
-from detectors.drift import add_columns, results as drift_results, statistics as drift_statistics
+from detectors.drift import (Foresight, add_columns, can_foresee, results as drift_results,
+                             statistics as drift_statistics)
 from detectors.event_windows import HoppingWindow, TumblingWindow
 from detectors.kinds import TUMBLING
 from detectors.registry import SCORE_METRIC_KINDS, build, restore
@@ -83,6 +89,7 @@ class ModelStatistics:
         self._queued_rows: list[dict[str, Any]] = []
         self._queued_predictions: list[Any] = []
         self._queued_errors: list[np.ndarray] = []
+        self._clear_predictions()
         #: labelled pairs seen, and how many there were at the last evaluation point: a change
         #: detector "fired" at an evaluation point when it detected a change after that count
         self.pairs_seen = 0
@@ -113,14 +120,42 @@ class ModelStatistics:
                     classes=list(model.classes) if model.task == "multiclass" else None)
 
     # -- updates ----------------------------------------------------------------------------
-    def update_predictions(self, rows: list[dict[str, Any]], prediction_values: list) -> None:
-        """One segment's predictions: each one's ``features`` object, and the value prediction
-        drift watches (score, class or number; None where missing). Queued for the drift
-        detectors."""
+    def update_predictions(self, rows: list[dict[str, Any]], prediction_values: list,
+                           points: list[int] | None = None) -> None:
+        """Predictions: each one's ``features`` object, and the value prediction drift watches
+        (score, class or number; None where missing). Queued for the drift detectors, and
+        read as of all of them until :meth:`seek` says otherwise.
+
+        ``points``: the counts of these predictions after which the drift statistics will be
+        read (a batch's evaluation points, see :meth:`seek`), so that the numeric feature
+        detectors are measured at all of them together (:class:`~detectors.drift.Foresight`)."""
         if self.feature_drift:
             self._queued_rows.extend(rows)
         if self.prediction_drift:
             self._queued_predictions.extend(prediction_values)
+        self._base = self._queued
+        self._queued += len(rows)
+        self._position = self._queued
+        if points:
+            self._points.extend(self._base + point for point in points)
+
+    def seek(self, position: int) -> None:
+        """Reads from now on see the first ``position`` predictions of the last
+        :meth:`update_predictions` (and everything queued before it): the statistics as if
+        they had been fed those alone. Positions only move forward until :meth:`catch_up`."""
+        self._position = self._base + position
+
+    def _clear_predictions(self) -> None:
+        """No prediction queued: nothing fed from the queue, nothing foreseen."""
+        self._queued_rows, self._queued_predictions = [], []
+        #: predictions queued, those fed to the feature and to the prediction detectors, and
+        #: those reads see
+        self._queued = self._fed_rows = self._fed_predictions = self._position = self._base = 0
+        #: where the queued predictions will be read (see update_predictions)
+        self._points: list[int] = []
+        #: the numeric feature detectors' results at the points, while the queue is read part
+        #: by part: None until decided, False when they are fed part by part instead
+        self._foresight: Foresight | bool | None = None
 
     def update_pairs(self, y_true: list, y_pred: list, scores: list | None,
                      times_ms: list[int]) -> list[ClosedPerformance]:
@@ -176,16 +211,43 @@ class ModelStatistics:
 
     def catch_up(self) -> None:
         """Feed everything queued to the drift and change detectors."""
-        self._catch_up_drift()
+        self._catch_up_features(self._queued)
+        self._catch_up_predictions(self._queued)
+        if isinstance(self._foresight, Foresight):
+            self._foresight.commit()
+            for key in self._numeric_plan()[1]:
+                self._drift_results.pop(key, None)
+        self._clear_predictions()
         self._catch_up_changes()
 
-    def _catch_up_drift(self) -> None:
+    def _foresee(self) -> Foresight | None:
+        """The numeric feature detectors' results at the points, measured together, when the
+        queue is read before its end, every numeric detector can be foreseen and every queued
+        row has every numeric feature as a finite number (decided at the first read)."""
+        if self._foresight is None:
+            self._foresight = False
+            numeric, _, detectors, order = self._numeric_plan()
+            if (self._fed_rows == 0 and self._position < self._queued and self._queued_rows and detectors
+                    and can_foresee(detectors)):
+                rows = self._queued_rows
+                matrix = _numeric_matrix(rows, numeric, _row_kind(rows))
+                if matrix is not None:
+                    self._foresight = Foresight(detectors, matrix[:, order], self._points)
+        return self._foresight or None
+
+    def _catch_up_features(self, upto: int) -> None:
+        """Feed the features of the queued predictions up to ``upto`` to their detectors (the
+        numeric ones excepted while a Foresight measures them)."""
+        if upto <= self._fed_rows:
+            return
+        start, self._fed_rows = self._fed_rows, upto
         read = self._drift_results  # a detector fed here loses its remembered result
-        if self._queued_rows:
-            rows, self._queued_rows = self._queued_rows, []
+        foreseen = isinstance(self._foresight, Foresight)
+        if self._queued_rows and not (foreseen and self._all_numeric()):
+            rows = self._queued_rows[start:upto] if start or upto < len(self._queued_rows) else self._queued_rows
             numeric, numeric_keys, numeric_detectors, order = self._numeric_plan()
             kind = _row_kind(rows)  # one pass over the rows, for the matrix and every column
-            matrix = _numeric_matrix(rows, numeric, kind)
+            matrix = None if foreseen else _numeric_matrix(rows, numeric, kind)
             columns: dict[str, Any] = {}
             if matrix is not None:  # the usual batch: every numeric detector fed from one matrix
                 add_columns(numeric_detectors, matrix[:, order])
@@ -193,7 +255,7 @@ class ModelStatistics:
                     for key in numeric_keys:
                         read.pop(key, None)
             for key, detector in self.feature_drift.items():
-                if matrix is not None and not detector.categorical:
+                if (matrix is not None or foreseen) and not detector.categorical:
                     continue
                 feature = key[0]
                 column = columns.get(feature)
@@ -203,13 +265,24 @@ class ModelStatistics:
                 if len(values):
                     detector.add_many(values)
                     read.pop(key, None)
+
+    def _catch_up_predictions(self, upto: int) -> None:
+        """Feed the watched values of the queued predictions up to ``upto`` to the prediction
+        drift detectors."""
+        if upto <= self._fed_predictions:
+            return
+        start, self._fed_predictions = self._fed_predictions, upto
         if self._queued_predictions:
-            predictions, self._queued_predictions = self._queued_predictions, []
+            predictions = self._queued_predictions[start:upto]
             for kind, detector in self.prediction_drift.items():
                 values = _present(predictions, detector.categorical)
                 if len(values):
                     detector.add_many(values)
-                    read.pop(kind, None)
+                    self._drift_results.pop(kind, None)
+
+    def _all_numeric(self) -> bool:
+        """Every feature detector is a numeric one (in :meth:`_numeric_plan`)."""
+        return len(self._numeric_plan()[1]) == len(self.feature_drift)
 
     def _drift_result(self, key: Any, detector: Any) -> Result:
         result = self._drift_results.get(key)
@@ -225,8 +298,9 @@ class ModelStatistics:
         self._members: dict[str, tuple[list[tuple[str, str]], list[str]]] = {}
         #: the drift and estimated groups (see drift_observations)
         self._drift_groups: dict[str, str] | None = None
-        #: what _catch_up_drift feeds the numeric detectors from one matrix (see _numeric_plan)
+        #: what _catch_up_features feeds the numeric detectors from one matrix (see _numeric_plan)
         self._plan: tuple[list[str], list[tuple[str, str]], list[Any], np.ndarray] | None = None
+        self._numeric_places: dict[tuple[str, str], int] | None = None
 
     def _numeric_plan(self) -> tuple[list[str], list[tuple[str, str]], list[Any], np.ndarray]:
         """The watched numeric features (the matrix's columns), the numeric detectors' keys and
@@ -240,8 +314,27 @@ class ModelStatistics:
         return self._plan
 
     def _feature_results(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Result]:
-        """These feature detectors' results; those updated since they were last read are
-        measured together (:func:`detectors.drift.results`)."""
+        """These feature detectors' results as of the position read; those updated since they
+        were last read are measured together (:func:`detectors.drift.results`), those a
+        Foresight measures taken from it."""
+        foresight = self._foresight
+        if isinstance(foresight, Foresight):
+            index = self._numeric_index()
+            foreseen = [key for key in keys if key in index]
+            if foreseen:
+                found = dict(zip(foreseen, foresight.results(self._position, [index[key] for key in foreseen])))
+                rest = [key for key in keys if key not in index]
+                found.update(self._present_results(rest) if rest else {})
+                return {key: found[key] for key in keys}
+        return self._present_results(keys)
+
+    def _numeric_index(self) -> dict[tuple[str, str], int]:
+        """Each numeric feature detector's place in :meth:`_numeric_plan`'s list."""
+        if self._numeric_places is None:
+            self._numeric_places = {key: i for i, key in enumerate(self._numeric_plan()[1])}
+        return self._numeric_places
+
+    def _present_results(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Result]:
         known = self._drift_results
         stale = [key for key in keys if key not in known]
         if stale:
@@ -341,10 +434,13 @@ class ModelStatistics:
             return {f"detector.{kind}": _observation(detector.result(), detector=kind, n=self.pairs_seen,
                                                      fired=self.last_detection[kind] >= self.evaluated_pairs)
                     for kind, detector in self.changes.items()}
-        self._catch_up_drift()
         if group == "prediction":
+            self._catch_up_predictions(self._position)
             return {f"prediction.{kind}": _observation(self._drift_result(kind, detector), detector=kind)
                     for kind, detector in self.prediction_drift.items()}
+        if self._foresight is None:
+            self._foresee()
+        self._catch_up_features(self._position)
         keys, names = self._group_members(group)
         results = self._feature_results(keys)
         if group == "feature tests":
@@ -412,7 +508,8 @@ class ModelStatistics:
         self.closed = {kind: Result(**r) for kind, r in state["closed"].items()}
         self.pairs_seen, self.evaluated_pairs = state["pairs_seen"], state["evaluated_pairs"]
         self.last_detection = dict(state["last_detection"])
-        self._queued_rows, self._queued_predictions, self._queued_errors = [], [], []
+        self._clear_predictions()
+        self._queued_errors = []
         if self.estimator is not None and state.get("estimation") is not None:
             self.estimator = CBPE.from_state(state["estimation"])
 

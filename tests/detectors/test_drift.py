@@ -12,8 +12,8 @@ from scipy.spatial.distance import jensenshannon
 
 from detectors.base import InvalidInput
 from detectors.drift import (
-    JS, KS, PSI, PSI_EPSILON, Chi2, KSPValue, NumericBins, Wasserstein, _ColumnLookup, add_columns, chi2_test,
-    js_distance, ks_from_counts, psi, results, wasserstein_from_counts,
+    JS, KS, PSI, PSI_EPSILON, Chi2, Foresight, KSPValue, NumericBins, Wasserstein, _ColumnLookup, add_columns,
+    can_foresee, chi2_test, js_distance, ks_from_counts, psi, results, wasserstein_from_counts,
 )
 
 
@@ -442,3 +442,42 @@ def test_the_lookup_follows_the_bins_it_is_asked_for():
         first.edges[0] = 0.25
     with pytest.raises(ValueError, match="one row of values per bins"):
         NumericBins.codes_of_columns([first], columns)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.lists(st.integers(0, 300), min_size=1, max_size=4),
+       st.lists(st.integers(0, 300), max_size=5), st.integers(0, 300), st.booleans())
+def test_foresight_equals_feeding_up_to_each_position(seed, before, positions, size, asked_late):
+    """A Foresight's results at each position equal ``add_columns`` of the rows up to it and
+    ``results``, for windows of different shapes and out of step (references of different
+    sizes), sliding within the batch; a position not planned is measured when asked; commit
+    leaves the detectors as ``add_columns`` of the whole matrix."""
+    rng = np.random.default_rng(seed)
+    made = [(PSI, {"reference_size": 100, "window": 150, "blocks": 5}),
+            (KS, {"reference_size": 100, "window": 150, "blocks": 5}),
+            (KS, {"reference_size": 130, "window": 60, "blocks": 6, "min_samples": 20}),
+            (JS, {"reference_size": 100, "window": 80}), (PSI, {"reference_size": 100, "window": 150, "level": 0.05})]
+    foreseen, fed = ([kind(**params) for kind, params in made for _ in range(2)] for _ in range(2))
+    for rows in [*before, 200]:  # every reference complete, windows partly filled
+        matrix = rng.normal(size=(rows, len(foreseen))) + np.linspace(0, 1, len(foreseen))
+        add_columns(foreseen, matrix)
+        add_columns(fed, matrix)
+    assert can_foresee(foreseen)
+    matrix = rng.normal(0.3, 1.2, size=(size, len(foreseen)))
+    positions = sorted(min(p, size) for p in positions)
+    foresight = Foresight(foreseen, matrix, [] if asked_late else positions)
+    members = list(range(len(foreseen)))[::-1]
+    done = 0
+    for position in positions:
+        add_columns(fed, matrix[done:position])
+        done = position
+        expected = results(fed)
+        got = foresight.results(position, members)
+        for i, result in zip(members, got):
+            assert (result.statistic, result.n, result.fired, result.threshold, result.p_value) == \
+                (expected[i].statistic, expected[i].n, expected[i].fired, expected[i].threshold, expected[i].p_value)
+    add_columns(fed, matrix[done:])
+    foresight.commit()
+    assert [d.state() for d in foreseen] == [d.state() for d in fed]
+    assert not can_foresee([PSI(reference_size=10), *foreseen])  # a reference still filling
+    assert not can_foresee([Wasserstein(reference=[0.0, 1.0]), Chi2(reference=[0.0, 1.0])])  # measured one by one

@@ -151,3 +151,29 @@ def test_bad_windows_and_timestamps_are_rejected():
         TumblingWindow(size=10, kind="nope")
     with pytest.raises(InvalidInput, match="timestamps"):
         TumblingWindow(size=10, kind="mae").update_many([float("nan")], [0.0], [0.0])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 5), st.lists(st.integers(0, 40), max_size=3), st.integers(0, 40),
+       st.lists(st.integers(0, 40), max_size=6), st.integers(0, 2**32 - 1))
+def test_block_counts_totals_after_equal_pushing_up_to_each_position(blocks, block_size, before, events, positions,
+                                                                     seed):
+    """``totals_after`` foresees, for each position, the totals and count that pushing the
+    first ``position`` events would give, for windows in step, from any fill (empty, newest
+    block full, wrapped), the window sliding past its older blocks within the events."""
+    rng = np.random.default_rng(seed)
+    windows = [BlockCounts(size=blocks * block_size, blocks=blocks, bins=3) for _ in range(2)]
+    for size in before:
+        codes = rng.integers(0, 3, (size, 2))
+        BlockCounts.push_columns(windows, codes)
+    codes = rng.integers(0, 3, (events, 2))
+    positions = [min(p, events) for p in positions]
+    states = [w.state() for w in windows]
+    totals, counts = BlockCounts.totals_after(windows, codes, positions)
+    assert [w.state() for w in windows] == states  # nothing pushed
+    for k, position in enumerate(positions):
+        for j in range(2):
+            pushed = BlockCounts.from_state(states[j])
+            pushed.push(codes[:position, j])
+            assert totals[k, j].tolist() == pushed.totals().tolist()
+            assert counts[k, j] == pushed.count

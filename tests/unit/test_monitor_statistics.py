@@ -11,6 +11,7 @@ from scipy import stats
 from streams.core.codecs import Label, Prediction
 from streams.core.config import ConfigError, parse_config
 from streams.core.monitor import Monitor, Source
+from streams.core.statistics import ModelStatistics
 
 T0 = 1_700_000_000_000
 
@@ -265,3 +266,64 @@ def test_timeline_values_are_the_observations_statistics_and_counts(cuts):
         values = stats_.values()
         expected = {name: (o.value, o.n) for name, o in stats_.observations().items()}
         assert repr(values) == repr(expected)  # repr: nan equals nan
+
+
+BATCHED = config(
+    features={"numeric": ["a", "b", "c"], "categorical": ["plan"]},
+    evaluate_every=10,
+    drift={"numeric": ["psi", "ks"], "categorical": ["chi2", "psi"], "prediction": ["psi"],
+           "reference_size": 40, "window": 60},
+    rules=[{"name": "drift", "conditions": [{"statistic": "feature.*", "fired": True}]}],
+)
+
+
+def read_drift(stats):
+    """Every drift observation, all fields (p-values computed), as text: nan equals nan."""
+    return repr({name: observation for name, observation in stats.drift_observations().items()})
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), sizes=st.lists(st.integers(0, 80), min_size=1, max_size=6),
+       holes=st.sampled_from([0.0, 0.01, 0.2]), restore_after=st.integers(0, 6))
+def test_a_batch_read_at_its_points_equals_feeding_it_point_by_point(seed, sizes, holes, restore_after):
+    """The statistics of a batch handed over whole with its evaluation points (the numeric
+    detectors measured at all of them together) equal, at every point and at positions read
+    though not planned, those of the batch fed point by point; and the state after it is the
+    same. Windows slide across batch borders, references fill mid-batch, some features are
+    missing, nan or None (those batches go part by part), categorical features and the
+    prediction go part by part always, and the statistics are restored mid-stream."""
+    rng = np.random.default_rng(seed)
+    model = BATCHED.models[0]
+    batched, by_point = ModelStatistics(model), ModelStatistics(model)
+    for b, size in enumerate(sizes):
+        values = rng.normal(0.4 * b, 1.0, size=(size, 3))
+        rows = [{"a": float(x), "b": float(y), "c": int(10 * z), "plan": str(rng.choice(["free", "pro", "team"]))}
+                for x, y, z in values]
+        for row in rows:
+            if rng.random() < holes:
+                row[str(rng.choice(["a", "b", "c", "plan"]))] = rng.choice([None, float("nan"), "x"])
+            if rng.random() < holes:
+                del row[str(rng.choice(["a", "c"]))]
+        scores = rng.uniform(0, 1, size).tolist()
+        points = sorted(set(rng.integers(1, size + 1, rng.integers(0, 6)).tolist())) if size else []
+        unplanned = sorted(set(rng.integers(1, size + 1, rng.integers(0, 3)).tolist()) - set(points)) if size else []
+        reads = sorted(points + unplanned)
+        expected, start = [], 0
+        for read in reads:
+            by_point.update_predictions(rows[start:read], scores[start:read])
+            expected.append(read_drift(by_point))
+            start = read
+        by_point.update_predictions(rows[start:], scores[start:])
+        by_point.catch_up()
+        batched.update_predictions(rows, scores, points)
+        got = []
+        for read in reads:
+            batched.seek(read)
+            got.append(read_drift(batched))
+        batched.catch_up()
+        assert got == expected
+        assert json.dumps(batched.state()) == json.dumps(by_point.state())
+        assert batched.values() == by_point.values() or repr(batched.values()) == repr(by_point.values())
+        if b == restore_after:
+            batched = ModelStatistics(model)
+            batched.restore(json.loads(json.dumps(by_point.state())))
