@@ -149,8 +149,9 @@ def test_a_trigger_commits_its_partition_alone_and_a_kill_after_it_loses_nothing
     assert len(expected) == len(BAD), expected
 
     # No periodic commit within the test: every commit until the restart is one for a trigger.
-    d = make(commit_every_ms=120_000,
-             engine_extra=f"commit_every_events = 1000000\ntrigger_commit_min_interval_ms = {INTERVAL_MS}")
+    # Small batches: the triggers of phase B come in different batches, each its own hand-over.
+    d = make(commit_every_ms=120_000, engine_extra=f"commit_every_events = 1000000\nbatch_size = 100\n"
+                                                   f"trigger_commit_min_interval_ms = {INTERVAL_MS}")
     proc = d.start()
     d.wait_for_metric("driftline_engine_up", 1)
     d.send(events(PHASE_A))
