@@ -120,6 +120,7 @@ DEFAULT_RUNS = "ceiling,confluent,confluent-commit-each-batch,decoder,confluent-
 
 STATE_MAX_BYTES = 0  # > 0: state topics allow messages this large, and the engine may produce them
 POLL_TIMEOUT_MS = 0  # > 0: the engines' engine.poll_timeout_ms (else its default)
+BATCH_WAIT_MS = -1  # >= 0: the engines' engine.batch_wait_ms (else its default)
 
 
 def _q(value) -> str:
@@ -149,6 +150,7 @@ partitions = {partitions}
 group_id = {_q(f"{prefix}{name}")}
 commit_every_ms = {commit_every_ms}
 {f"poll_timeout_ms = {POLL_TIMEOUT_MS}" if POLL_TIMEOUT_MS else ""}
+{f"batch_wait_ms = {BATCH_WAIT_MS}" if BATCH_WAIT_MS >= 0 else ""}
 
 [metrics]
 address = "127.0.0.1:{port}"
@@ -653,6 +655,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="of the backlog: none (default), lz4, zstd, … (the Faust engine's aiokafka needs the "
                              "lz4 package for lz4)")
     parser.add_argument("--commit-every-ms", type=int, default=1000)
+    parser.add_argument("--batch-wait-ms", type=int, default=-1,
+                        help="the engines' engine.batch_wait_ms (default: the engine's own)")
     parser.add_argument("--poll-timeout-ms", type=int, default=0,
                         help="the engines' engine.poll_timeout_ms (default: the engine's own, 200)")
     parser.add_argument("--measure-fraction", type=float, default=0.99,
@@ -688,8 +692,8 @@ def main(argv: list[str] | None = None) -> int:
         load_worker(args.bootstrap, args.topics.split(","), args.load_worker, float(args.events))
         return 0
 
-    global STATE_MAX_BYTES, POLL_TIMEOUT_MS
-    STATE_MAX_BYTES, POLL_TIMEOUT_MS = args.state_max_bytes, args.poll_timeout_ms
+    global STATE_MAX_BYTES, POLL_TIMEOUT_MS, BATCH_WAIT_MS
+    STATE_MAX_BYTES, POLL_TIMEOUT_MS, BATCH_WAIT_MS = args.state_max_bytes, args.poll_timeout_ms, args.batch_wait_ms
     prefix = f"bench-engine-{os.getpid()}-"
     kinds = [k.strip() for k in args.engines.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in ("ceiling", "decoder", *ENGINE_RUNS)]
