@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([kind, f"{m['load']:.2f}", f"{m['replay']:.2f}", f"{m['total']:.2f}",
                      f"{lines / m['total']:,.0f}", f"{lines / m['replay']:,.0f}" if kind != "decode" else "—",
                      f"{m['total'] / med['decode']['total']:.2f}×", str(runs[kind][0]["triggers"]),
-                     f"{m['cpu']:.2f}", f"{m['cpu_critical']:.2f}", f"{lines / m['cpu_critical']:,.0f}"])
+                     *([f"{m['cpu']:.2f}", f"{m['cpu_critical']:.2f}", f"{lines / m['cpu_critical']:,.0f}"]
+                       if math.isfinite(m["cpu"]) else ["—"] * 3)])  # the CLI run is timed by its own summary
     print(f"backtest: {lines:,} lines ({args.predictions:,} predictions with {len(FEATURES)} features + labels), "
           f"median of {args.repeats}, interleaved, a fresh process each; python {platform.python_version()}, {os.cpu_count()} cpus, "
           f"load average {os.getloadavg()[0]:.2f} (before: {load_before:.2f})")
