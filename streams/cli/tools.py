@@ -183,8 +183,12 @@ def parse_status(text: str, rule_ops: dict[tuple[str, str, str], tuple[str, int]
     for labels, v in samples.get("driftline_prediction_drift", []):
         values[labels["model"], f"prediction.{labels['detector']}"] = v
     rules = []
+    listed: set[tuple[str, str, str]] = set()
     for labels, threshold in samples.get("driftline_rule_threshold", []):
         mid, rule, metric = labels["model"], labels["rule"], labels["metric"]
+        if (mid, rule, metric) in listed:  # every worker of `run --workers` exports the configured rules
+            continue
+        listed.add((mid, rule, metric))
         op, at_least = (rule_ops or {}).get((mid, rule, metric), (None, 1))
         if any(ch in metric for ch in "*?["):
             matched = [v for (m_id, name), v in values.items() if m_id == mid and fnmatch.fnmatchcase(name, metric)
@@ -197,8 +201,10 @@ def parse_status(text: str, rule_ops: dict[tuple[str, str, str], tuple[str, int]
         state = "unknown"
         if value is not None and op is not None and not math.isnan(value):
             state = "breach" if breach else "ok"
-        suppressed = {l["reason"]: int(v) for l, v in samples.get("driftline_triggers_suppressed_total", [])
-                      if l.get("model") == mid and l.get("rule") == rule and v}
+        suppressed: dict[str, int] = {}
+        for l, v in samples.get("driftline_triggers_suppressed_total", []):
+            if l.get("model") == mid and l.get("rule") == rule and v:  # summed over workers
+                suppressed[l["reason"]] = suppressed.get(l["reason"], 0) + int(v)
         rules.append({"model": mid, "rule": rule, "statistic": metric, "op": op, "threshold": threshold,
                       "value": value, "state": state,
                       "triggers": int(total("driftline_triggers_total", model=mid, rule=rule)),
@@ -217,8 +223,10 @@ def parse_status(text: str, rule_ops: dict[tuple[str, str, str], tuple[str, int]
             continue
         matched = [v for (m_id, name), v in fired.items() if m_id == mid and fnmatch.fnmatchcase(name, metric)]
         value = float(sum(v >= 1 for v in matched)) if matched else None
-        suppressed = {l["reason"]: int(v) for l, v in samples.get("driftline_triggers_suppressed_total", [])
-                      if l.get("model") == mid and l.get("rule") == rule and v}
+        suppressed: dict[str, int] = {}
+        for l, v in samples.get("driftline_triggers_suppressed_total", []):
+            if l.get("model") == mid and l.get("rule") == rule and v:  # summed over workers
+                suppressed[l["reason"]] = suppressed.get(l["reason"], 0) + int(v)
         rules.append({"model": mid, "rule": rule, "statistic": metric, "op": "fired", "threshold": None,
                       "value": value, "state": "unknown" if value is None else "breach" if value >= at_least else "ok",
                       "triggers": int(total("driftline_triggers_total", model=mid, rule=rule)),

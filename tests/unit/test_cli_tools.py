@@ -179,3 +179,23 @@ def test_init_tells_the_task_from_the_predictions(tmp_path, capsys):
     condition = models["price"].rules[0]["conditions"][0]
     assert condition["statistic"] == "mae" and condition["threshold"] == pytest.approx(0.375)  # 1.5 x 0.25
     assert "1 skipped" in capsys.readouterr().out
+
+
+def test_status_of_two_workers_lists_each_rule_once(history, engine_metrics):
+    """`run --workers` serves every worker's series with a `worker` label: each worker exports
+    the configured rules' thresholds, whichever models it owns; status lists each rule once."""
+    from prometheus_client import generate_latest
+
+    from streams.cli.tools import parse_status
+    from streams.runtime.supervisor import merge
+
+    monitor, _ = engine_metrics
+    config = load_config(history / "driftline.toml")
+    owner, idle = Exporter(config), Exporter(config)
+    owner.observe(monitor)
+    single = parse_status(generate_latest(owner.registry).decode())
+    merged = parse_status(merge([("0", generate_latest(idle.registry).decode()),
+                                 ("1", generate_latest(owner.registry).decode())]))
+    assert [(r["model"], r["rule"], r["statistic"]) for r in merged["rules"]] == \
+        [(r["model"], r["rule"], r["statistic"]) for r in single["rules"]]
+    assert merged["rules"] == single["rules"]
