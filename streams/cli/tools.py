@@ -138,6 +138,14 @@ def parse_status(text: str, rule_ops: dict[tuple[str, str, str], tuple[str, int]
     def total(name: str, **match) -> float:
         return sum(v for labels, v in samples.get(name, []) if all(labels.get(k) == w for k, w in match.items()))
 
+    def suppressed_of(mid: str, rule: str) -> dict[str, int]:
+        """The rule's suppressed triggers by reason (summed over the workers of ``run --workers``)."""
+        out: dict[str, int] = {}
+        for labels, v in samples.get("driftline_triggers_suppressed_total", []):
+            if labels.get("model") == mid and labels.get("rule") == rule and v:
+                out[labels["reason"]] = out.get(labels["reason"], 0) + int(v)
+        return out
+
     models: dict[str, dict[str, Any]] = {}
 
     def model(mid: str) -> dict[str, Any]:
@@ -201,10 +209,7 @@ def parse_status(text: str, rule_ops: dict[tuple[str, str, str], tuple[str, int]
         state = "unknown"
         if value is not None and op is not None and not math.isnan(value):
             state = "breach" if breach else "ok"
-        suppressed: dict[str, int] = {}
-        for l, v in samples.get("driftline_triggers_suppressed_total", []):
-            if l.get("model") == mid and l.get("rule") == rule and v:  # summed over workers
-                suppressed[l["reason"]] = suppressed.get(l["reason"], 0) + int(v)
+        suppressed = suppressed_of(mid, rule)
         rules.append({"model": mid, "rule": rule, "statistic": metric, "op": op, "threshold": threshold,
                       "value": value, "state": state,
                       "triggers": int(total("driftline_triggers_total", model=mid, rule=rule)),
@@ -223,10 +228,7 @@ def parse_status(text: str, rule_ops: dict[tuple[str, str, str], tuple[str, int]
             continue
         matched = [v for (m_id, name), v in fired.items() if m_id == mid and fnmatch.fnmatchcase(name, metric)]
         value = float(sum(v >= 1 for v in matched)) if matched else None
-        suppressed: dict[str, int] = {}
-        for l, v in samples.get("driftline_triggers_suppressed_total", []):
-            if l.get("model") == mid and l.get("rule") == rule and v:  # summed over workers
-                suppressed[l["reason"]] = suppressed.get(l["reason"], 0) + int(v)
+        suppressed = suppressed_of(mid, rule)
         rules.append({"model": mid, "rule": rule, "statistic": metric, "op": "fired", "threshold": None,
                       "value": value, "state": "unknown" if value is None else "breach" if value >= at_least else "ok",
                       "triggers": int(total("driftline_triggers_total", model=mid, rule=rule)),
