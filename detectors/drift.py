@@ -1260,9 +1260,7 @@ class Foresight:
         # windows in step (one shape, filled alike) are counted as one table
         groups: dict[tuple, list[int]] = {}
         for j, detector in enumerate(detectors):
-            window = detector._current
-            key = (window.blocks, window.block_size, window.bins, window._newest, window._fill.tobytes())
-            groups.setdefault(key, []).append(j)
+            groups.setdefault(detector._current.step(), []).append(j)
         self._groups = list(groups.values())
         order = [j for together in self._groups for j in together]
         columns = np.asarray(matrix, dtype=np.float64).T[order]

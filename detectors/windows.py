@@ -169,13 +169,16 @@ class BlockCounts:
         codes = np.asarray(codes, dtype=np.int64).reshape(-1, 1)
         self._newest = _count_blocks(self._counts[:, None], self._fill[:, None], self, codes)
 
+    def step(self) -> tuple:
+        """The window's shape and how its blocks are filled: windows with equal steps are in step."""
+        return self.blocks, self.block_size, self.bins, self._newest, self._fill.tobytes()
+
     @staticmethod
     def in_step(windows: list["BlockCounts"]) -> bool:
         """Whether the windows have one shape and blocks filled alike (as windows fed the same
         number of events have), so that :meth:`push_columns` can count them together."""
-        lead = windows[0]
-        return all(w.blocks == lead.blocks and w.block_size == lead.block_size and w.bins == lead.bins
-                   and w._newest == lead._newest and np.array_equal(w._fill, lead._fill) for w in windows)
+        lead = windows[0].step()
+        return all(w.step() == lead for w in windows)
 
     @staticmethod
     def push_columns(windows: list["BlockCounts"], codes: np.ndarray) -> None:
