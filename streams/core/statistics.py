@@ -86,10 +86,8 @@ class ModelStatistics:
         self.closed: dict[str, Result] = {}
         # Queued for the detectors (see the module docstring): predictions' feature objects and
         # watched prediction values, and the error arrays of labelled pairs.
-        self._queued_rows: list[dict[str, Any]] = []
-        self._queued_predictions: list[Any] = []
         self._queued_errors: list[np.ndarray] = []
-        self._clear_predictions()
+        self._clear_predictions()  # the queued predictions and their read positions
         #: labelled pairs seen, and how many there were at the last evaluation point: a change
         #: detector "fired" at an evaluation point when it detected a change after that count
         self.pairs_seen = 0
@@ -438,8 +436,7 @@ class ModelStatistics:
             self._catch_up_predictions(self._position)
             return {f"prediction.{kind}": _observation(self._drift_result(kind, detector), detector=kind)
                     for kind, detector in self.prediction_drift.items()}
-        if self._foresight is None:
-            self._foresee()
+        self._foresee()
         self._catch_up_features(self._position)
         keys, names = self._group_members(group)
         results = self._feature_results(keys)
