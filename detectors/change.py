@@ -217,38 +217,58 @@ class ADWIN(ChangeDetector):
         return hits
 
     def _advance_one_by_one(self, new: np.ndarray) -> int | None:
-        """Insert ``new`` value by value up to the first detection; its index in ``new``, or None."""
-        for index, x in enumerate(new.tolist()):
-            self._insert(x)
-            self._tick += 1
-            if self._tick % self.clock == 0 and self._width > self.grace_period and self._shrink_window():
-                self.drift_detected = True
-                return index
+        """Insert ``new`` value by value up to the first detection; its index in ``new``, or None.
+
+        river's ``_insert_element`` on local variables, the same float operations in the same
+        order. The buckets are compressed once before each cut check and at the end rather than
+        after every value: the j-th merge of a row always takes its (2j)-th and (2j+1)-th buckets,
+        so merging later merges the same pairs into the same sums and variances."""
+        values = new.tolist()
+        clock, grace = self.clock, self.grace_period
+        width, total, variance, tick = self._width, self._total, self._variance, self._tick
+        row0_t, row0_v = self._totals[0], self._variances[0]
+        start = 0
+        while start < len(values):
+            end = min(len(values), start + clock - tick % clock)  # up to the next clock tick
+            run = values[start:end]
+            for x in run:
+                if width > 0.0:
+                    deviation = x - total / width
+                    variance += width * deviation * deviation / (width + 1.0)
+                width += 1.0
+                total += x
+            row0_t.extend(run)
+            row0_v.extend([0.0] * len(run))
+            tick += len(run)
+            start = end
+            if tick % clock == 0 and width > grace:
+                self._width, self._total, self._variance, self._tick = width, total, variance, tick
+                self._compress()
+                if self._shrink_window():  # else nothing changed
+                    self.drift_detected = True
+                    return end - 1
+        self._width, self._total, self._variance, self._tick = width, total, variance, tick
+        self._compress()
         return None
 
-    def _insert(self, x: float) -> None:
-        width = self._width + 1.0
-        if width > 1.0:
-            deviation = x - self._total / (width - 1.0)
-            self._variance += (width - 1.0) * deviation * deviation / width
-        self._width = width
-        self._total += x
+    def _compress(self) -> None:
+        """Merge the oldest buckets of each row holding more than ``max_buckets``, pairwise, into
+        buckets of the next row, from row 0 up, until no row holds more."""
         totals, variances, limit = self._totals, self._variances, self.max_buckets
-        totals[0].append(x)
-        variances[0].append(0.0)
         row = 0
-        # A full row merges its two oldest buckets into one of the next row, which may cascade.
-        while len(totals[row]) == limit + 1:
+        while row < len(totals) and len(totals[row]) > limit:
+            merges = (len(totals[row]) - limit + 1) // 2
             size = float(1 << row)
-            t0, t1 = totals[row][0], totals[row][1]
-            mean_gap = t0 / size - t1 / size
-            merged_variance = variances[row][0] + variances[row][1] + size * 0.5 * mean_gap * mean_gap
+            row_t, row_v = totals[row], variances[row]
             if row + 1 == len(totals):
                 totals.append([])
                 variances.append([])
-            totals[row + 1].append(t0 + t1)
-            variances[row + 1].append(merged_variance)
-            del totals[row][:2], variances[row][:2]
+            older_t, newer_t = row_t[0:2 * merges:2], row_t[1:2 * merges:2]
+            gaps = [t0 / size - t1 / size for t0, t1 in zip(older_t, newer_t)]
+            totals[row + 1].extend([t0 + t1 for t0, t1 in zip(older_t, newer_t)])
+            variances[row + 1].extend([v0 + v1 + size * 0.5 * gap * gap for v0, v1, gap
+                                       in zip(row_v[0:2 * merges:2], row_v[1:2 * merges:2], gaps)])
+            del row_t[:2 * merges], row_v[:2 * merges]
             row += 1
 
     # Between detections the window only grows, and then the bucket layout depends on nothing but
@@ -396,29 +416,28 @@ class ADWIN(ChangeDetector):
         return changed
 
     def _find_cut(self) -> bool:
+        """Whether some cut between buckets (oldest first) splits the window into parts whose
+        means differ significantly: river's ``_detect_change`` test at each cut, its bound
+        written out with the same float operations, without a call per cut."""
         totals, minimum = self._totals, self.min_window_length
         n0, n1, u0, u1 = 0.0, self._width, 0.0, self._total
+        if n1 < 2.0:  # one value: no cut (and log(log(1)) is undefined)
+            return False
+        delta_prime = math.log(2.0 * math.log(n1) / self.delta)
+        spread, bias = self._variance / n1, 2.0 / 3.0 * delta_prime
+        lead = minimum - 1.0  # n - minimum + 1.0 == n - lead: exact on these whole numbers
         for row in range(len(totals) - 1, -1, -1):
             size = float(1 << row)
-            buckets = totals[row]
-            last = len(buckets) - 1
-            for k, bucket_total in enumerate(buckets):
+            for bucket_total in (totals[row] if row else totals[0][:-1]):  # the newest bucket is no cut
                 n0 += size
                 n1 -= size
                 u0 += bucket_total
                 u1 -= bucket_total
-                if row == 0 and k == last:
-                    return False
-                if n1 >= minimum and n0 >= minimum and self._cut_is_significant(n0, n1, u0 / n0 - u1 / n1):
-                    return True
+                if n1 >= minimum and n0 >= minimum:
+                    harmonic = 1.0 / (n0 - lead) + 1.0 / (n1 - lead)
+                    if abs(u0 / n0 - u1 / n1) > math.sqrt(2.0 * harmonic * spread * delta_prime) + bias * harmonic:
+                        return True
         return False
-
-    def _cut_is_significant(self, n0: float, n1: float, mean_gap: float) -> bool:
-        delta_prime = math.log(2.0 * math.log(self._width) / self.delta)
-        harmonic = 1.0 / (n0 - self.min_window_length + 1.0) + 1.0 / (n1 - self.min_window_length + 1.0)
-        epsilon = (math.sqrt(2.0 * harmonic * (self._variance / self._width) * delta_prime)
-                   + 2.0 / 3.0 * delta_prime * harmonic)
-        return abs(mean_gap) > epsilon
 
     def _drop_oldest_bucket(self) -> None:
         row = len(self._totals) - 1

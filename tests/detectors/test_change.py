@@ -189,3 +189,44 @@ def test_adwin_batches_reproduce_rivers_window_bit_for_bit(seed, scalar_below, m
         found += detector.last_detections
     assert found == expected
     assert (detector.width, detector._total, detector._variance) == (reference.width, reference.total, reference.variance)
+
+
+@st.composite
+def adwin_runs(draw):
+    """ADWIN parameters, a stream with a level shift (0/1 errors or reals) and where to cut it
+    into batches, one of the cuts also a checkpoint restore."""
+    params = dict(delta=draw(st.sampled_from([0.002, 0.05, 0.5])), clock=draw(st.sampled_from([1, 3, 32])),
+                  max_buckets=draw(st.sampled_from([1, 2, 5])), min_window_length=draw(st.sampled_from([1, 5])),
+                  grace_period=draw(st.sampled_from([0, 10])))
+    n = draw(st.integers(1, 700))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shift = draw(st.integers(0, n))
+    if draw(st.booleans()):
+        stream = (rng.random(n) < np.where(np.arange(n) < shift, 0.1, 0.6)).astype(float)
+    else:
+        stream = np.round(rng.normal(np.where(np.arange(n) < shift, 0.0, 3.0), 1.0), 3)
+    cuts = sorted(draw(st.lists(st.integers(0, n), max_size=8)))
+    return params, stream, cuts, draw(st.sampled_from(cuts)) if cuts else None
+
+
+@settings(max_examples=150, deadline=None)
+@given(adwin_runs())
+def test_adwin_any_batching_and_restore_matches_river_value_by_value(run):
+    """Batches of any size (each insertion path), with a restore between two of them, give
+    river's detections, window and variance, and the state feeding value by value gives."""
+    params, stream, cuts, restore_at = run
+    reference = river_drift.ADWIN(**params)
+    expected = river_run(reference, stream.tolist())
+    single = ADWIN(**params)
+    for x in stream.tolist():
+        single.update(x)
+    detector, found = ADWIN(**params), []
+    for start, end in zip([0, *cuts], [*cuts, len(stream)]):
+        if start == restore_at:
+            detector = ADWIN.from_state(json.loads(json.dumps(detector.state())))
+        detector.update_many(stream[start:end])
+        found += detector.last_detections
+    assert found == expected
+    assert (detector.width, detector._total, detector._variance) == (reference.width, reference.total, reference.variance)
+    keys = ("seen", "n_detections", "drift_detected", "vars")
+    assert {k: detector.state()[k] for k in keys} == {k: single.state()[k] for k in keys}
