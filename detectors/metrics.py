@@ -60,6 +60,10 @@ class LabelCodes:
     def __init__(self, labels: list[Any] = ()):
         self.labels: list[Any] = []
         self._codes: dict[Any, int] = {}
+        #: the code of each known integer label by its value minus ``_low`` (-1 for none), so a
+        #: batch of known class ids is coded by one lookup; built when first needed
+        self._table: np.ndarray | None = None
+        self._low = 0
         for label in labels:
             self._code_of(plain_label(label))
 
@@ -71,7 +75,24 @@ class LabelCodes:
                                    "is this a regression target given to a classification metric?")
             code = self._codes[label] = len(self.labels)
             self.labels.append(label)
+            self._table = None
         return code
+
+    def _known_ints(self, arr: np.ndarray) -> np.ndarray | None:
+        """The codes of integer labels when every one is already known, else None."""
+        if self._table is None:
+            ints = {int(label): code for label, code in self._codes.items() if isinstance(label, int)}
+            low = min(ints, default=0)
+            if ints and max(ints) - low < _INT_TABLE:
+                self._table, self._low = np.full(max(ints) - low + 1, -1, dtype=np.int64), low
+                self._table[np.array(list(ints)) - low] = list(ints.values())
+            else:
+                self._table, self._low = np.zeros(0, dtype=np.int64), 0
+        low, high = int(arr.min()), int(arr.max())  # Python ints: no wrap-around in the range test
+        if low < self._low or high >= self._low + len(self._table):
+            return None
+        codes = self._table[arr - self._low]
+        return codes if codes.min() >= 0 else None
 
     def encode(self, values: Any, name: str = "labels") -> np.ndarray:
         arr = np.asarray(values)
@@ -85,6 +106,10 @@ class LabelCodes:
             return np.zeros(0, dtype=np.int64)
         # Only the distinct labels go through the Python dict; the rest is numpy.
         arr = arr.reshape(-1)
+        if arr.dtype.kind == "i":
+            known = self._known_ints(arr)
+            if known is not None:
+                return known
         if arr.dtype.kind in "iu":  # class ids: a table over their range, not a sort
             low, high = int(arr.min()), int(arr.max())
             if high - low < _INT_TABLE:
@@ -260,8 +285,36 @@ class Accuracy(_ClassificationMetric):
 
     kind = kinds.ACCURACY
 
+    def __init__(self, window: int = 1000, classes: list[Any] | None = None, positive: Any = 1):
+        super().__init__(window, classes, positive)
+        #: right predictions in the window, kept as pairs come and leave, so a result costs
+        #: nothing (a whole number over n: what the mean of the window's 0/1 column gives)
+        self._right = 0
+
+    def update_many(self, y_true: Any, y_pred: Any, scores: Any = None) -> Result:
+        rows = self._rows(y_true, y_pred, scores)
+        window = self.window
+        leaving = window.oldest(len(window) + len(rows) - window.size)
+        self._right += _right(rows[-window.size:]) - _right(leaving)
+        window.push(rows)
+        return self.result()
+
+    def result(self) -> Result:
+        n = len(self.window)
+        return Result(statistic=self._right / n if n else float("nan"), n=n)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]):
+        metric = super().from_state(state)
+        metric._right = _right(metric.window.rows())
+        return metric
+
     def _statistic(self, rows: np.ndarray) -> float:
         return float(np.mean(rows[:, TRUE] == rows[:, PRED]))
+
+
+def _right(rows: np.ndarray) -> int:
+    return int(np.count_nonzero(rows[:, TRUE] == rows[:, PRED]))
 
 
 def _per_class_scores(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -68,10 +68,21 @@ class CountWindow:
         self.seen += len(rows)
         rows = rows[-self.size:]  # older rows would be overwritten within this call anyway
         self._reserve(self._count + len(rows))
-        slots = (self._next + np.arange(len(rows))) % self.size
-        self._buffer[slots] = rows
+        # at most two slices of the ring: up to its end, then from its start
+        first = min(len(rows), self.size - self._next)
+        self._buffer[self._next:self._next + first] = rows[:first]
+        self._buffer[: len(rows) - first] = rows[first:]
         self._next = (self._next + len(rows)) % self.size
         self._count = min(self.size, self._count + len(rows))
+
+    def oldest(self, count: int) -> np.ndarray:
+        """The oldest ``count`` rows held (all of them if fewer), oldest first: pushing ``k`` rows
+        drops the oldest ``len(self) + k - size``."""
+        count = max(0, min(int(count), self._count))
+        start = (self._next - self._count) % self.size
+        if start + count <= self.size:
+            return self._buffer[start:start + count]
+        return np.concatenate((self._buffer[start:], self._buffer[: start + count - self.size]))
 
     def _reserve(self, rows: int) -> None:
         # Growth happens before the ring first wraps, while rows sit at [0, count) in order.

@@ -231,3 +231,43 @@ def test_label_codes_are_first_seen_in_sorted_batches_whatever_the_ints(batches)
         seen += [label for label in sorted(set(batch)) if label not in seen]
         assert got.tolist() == [seen.index(label) for label in batch]
         assert codes.labels == seen
+
+
+@st.composite
+def labelled_batches(draw):
+    """Batches of (y_true, y_pred) over a few labels (small ints, far-apart ints or strings),
+    a window size and the batch before which the metric is restored from its state."""
+    labels = draw(st.sampled_from([[0, 1], [-3, 0, 2, 7], [0, 2**40, -2**40], ["a", "b", "c"]]))
+    pair = st.tuples(st.sampled_from(labels), st.sampled_from(labels))
+    batches = draw(st.lists(st.lists(pair, max_size=25), min_size=1, max_size=12))
+    return batches, draw(st.integers(1, 30)), draw(st.integers(0, len(batches)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(labelled_batches())
+def test_accuracy_batched_with_a_restore_matches_pair_by_pair(run):
+    """Accuracy after every batch (fed whole, restored from its state before one of them) is the
+    mean over the window's pairs, as one fed pair by pair has it, with the same pairs in the
+    window; the state is the one of a metric never restored."""
+    batches, window, restore_at = run
+    batched, single, unbroken = Accuracy(window=window), Accuracy(window=window), Accuracy(window=window)
+
+    def pairs(metric):
+        labels = metric.codes.labels
+        return [(labels[int(t)], labels[int(p)]) for t, p in metric.window.rows()[:, :2]]
+
+    for index, batch in enumerate(batches):
+        if index == restore_at:
+            batched = Accuracy.from_state(json.loads(json.dumps(batched.state())))
+        y_true, y_pred = np.array([t for t, _ in batch]), np.array([p for _, p in batch])
+        result = batched.update_many(y_true, y_pred)
+        unbroken.update_many(y_true, y_pred)
+        for t, p in batch:
+            single.update(t, p)
+        rows = batched.window.rows()
+        expected = float(np.mean(rows[:, 0] == rows[:, 1])) if len(rows) else math.nan
+        assert result.n == len(rows) == single.result().n
+        assert result.statistic == expected or (math.isnan(expected) and math.isnan(result.statistic))
+        assert result == single.result() or math.isnan(expected)
+        assert pairs(batched) == pairs(single)
+        assert batched.state() == unbroken.state()
