@@ -122,6 +122,15 @@ class LabelCodes:
         lookup = np.array([self._code_of(plain_label(u)) for u in uniques], dtype=np.int64)
         return lookup[inverse.reshape(-1)]
 
+    def encode_pairs(self, y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``encode(y_true)`` then ``encode(y_pred)``; known class ids of both in one lookup."""
+        true, pred = np.asarray(y_true), np.asarray(y_pred)
+        if true.dtype.kind == pred.dtype.kind == "i" and true.ndim == pred.ndim == 1 and len(true) and len(pred):
+            known = self._known_ints(np.concatenate((true, pred)))
+            if known is not None:
+                return known[: len(true)], known[len(true):]
+        return self.encode(true, "y_true"), self.encode(pred, "y_pred")
+
     def code(self, label: Any) -> int | None:
         return self._codes.get(plain_label(label))
 
@@ -206,8 +215,7 @@ class _ClassificationMetric(_WindowedMetric):
         return metric
 
     def _rows(self, y_true: Any, y_pred: Any, scores: Any) -> np.ndarray:
-        true = self.codes.encode(y_true, "y_true")
-        pred = self.codes.encode(y_pred, "y_pred")
+        true, pred = self.codes.encode_pairs(y_true, y_pred)
         if len(true) != len(pred):
             raise InvalidInput(f"y_true has {len(true)} values but y_pred has {len(pred)}")
         rows = np.full((len(true), self.columns), np.nan)

@@ -75,6 +75,8 @@ class ModelStatistics:
                 self.windows[kind] = self._event_time_window(kind)
             else:
                 self.metrics[kind] = build(kind, metric_params(model, model.window.size))
+        #: some metric is computed from the scores (the others are fed none)
+        self._score_metrics = any(kind in SCORE_METRIC_KINDS for kind in self.metric_kinds)
         self.changes = change_detectors(model)
         self.feature_drift, self.prediction_drift = drift_detectors(model, source)
         #: each drift detector's result since its last update (dropped at the next one): a
@@ -159,7 +161,7 @@ class ModelStatistics:
                      times_ms: list[int]) -> list[ClosedPerformance]:
         """One segment's labelled pairs. Returns the event-time windows that closed, oldest first."""
         truth, predicted = np.asarray(y_true), np.asarray(y_pred)
-        score_array = _scores(scores)
+        score_array = _scores(scores) if self._score_metrics else None
         self.pairs_seen += len(truth)
         if self.changes:
             self._queued_errors.append(self._errors(truth, predicted))
