@@ -122,6 +122,11 @@ class LabelCodes:
         lookup = np.array([self._code_of(plain_label(u)) for u in uniques], dtype=np.int64)
         return lookup[inverse.reshape(-1)]
 
+    def knows_ints(self, values: np.ndarray) -> bool:
+        """Whether ``values`` are integer labels that all have a code already (so coding them
+        together or in parts gives the same codes)."""
+        return values.dtype.kind == "i" and values.ndim == 1 and (not len(values) or self._known_ints(values) is not None)
+
     def encode_pairs(self, y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
         """``encode(y_true)`` then ``encode(y_pred)``; known class ids of both in one lookup."""
         true, pred = np.asarray(y_true), np.asarray(y_pred)

@@ -15,7 +15,8 @@ queued, and the queue goes to the detectors in one vectorized call when one of t
 is read (a rule that names it, a trigger's evidence, the exporter) or at :meth:`catch_up`. Their
 windows do not depend on how the values were chunked, so a statistic read at an evaluation point
 is the same as if every segment had been fed on its own; most evaluation points read only the
-performance metrics, and skipping the drift work there is most of the Monitor's speed.
+performance metrics, and skipping the drift work there is most of the Monitor's speed. The
+count-window metrics' pairs wait in a queue too, until the performance is read.
 
 The Monitor queues a whole batch of predictions at once, with the evaluation points where drift
 rules will read it, and moves to each point (:meth:`~ModelStatistics.seek`) before judging there:
@@ -89,6 +90,8 @@ class ModelStatistics:
         # Queued for the detectors (see the module docstring): predictions' feature objects and
         # watched prediction values, and the error arrays of labelled pairs.
         self._queued_errors: list[np.ndarray] = []
+        #: labelled pairs queued for the count-window metrics, a segment each (see _feed_pairs)
+        self._queued_pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
         self._clear_predictions()  # the queued predictions and their read positions
         #: labelled pairs seen, and how many there were at the last evaluation point: a change
         #: detector "fired" at an evaluation point when it detected a change after that count
@@ -166,8 +169,7 @@ class ModelStatistics:
         if self.changes:
             self._queued_errors.append(self._errors(truth, predicted))
         if not self.event_time:
-            for kind, metric in self.metrics.items():
-                metric.update_many(truth, predicted, score_array if kind in SCORE_METRIC_KINDS else None)
+            self._queued_pairs.append((truth, predicted, score_array))
             return []
         closed_by_kind = {kind: window.update_many(np.asarray(times_ms, dtype=np.float64), truth, predicted,
                                                    score_array if kind in SCORE_METRIC_KINDS else None)
@@ -179,6 +181,21 @@ class ModelStatistics:
             closed.append(ClosedPerformance(int(first.start), int(first.end), first.count, results))
             self.closed = results
         return closed
+
+    def _feed_pairs(self) -> None:
+        """Feed the queued pairs to the count-window metrics: in one call when that gives the
+        same state as a call per segment (class ids all coded already, so no code depends on
+        the parts), else segment by segment."""
+        queued, self._queued_pairs = self._queued_pairs, []
+        if len(queued) > 1 and not self.regression and not self._score_metrics:
+            truth = np.concatenate([t for t, _, _ in queued])
+            predicted = np.concatenate([p for _, p, _ in queued])
+            labels = np.concatenate((truth, predicted))
+            if all(metric.codes.knows_ints(labels) for metric in self.metrics.values()):
+                queued = [(truth, predicted, None)]
+        for truth, predicted, scores in queued:
+            for kind, metric in self.metrics.items():
+                metric.update_many(truth, predicted, scores if kind in SCORE_METRIC_KINDS else None)
 
     def update_estimation(self, predicted: list, scores: list) -> None:
         """One segment's predictions for the estimator: each one's class and score (binary) or
@@ -219,6 +236,7 @@ class ModelStatistics:
                 self._drift_results.pop(key, None)
         self._clear_predictions()
         self._catch_up_changes()
+        self._feed_pairs()
 
     def _foresee(self) -> Foresight | None:
         """The numeric feature detectors' results at the points, measured together, when the
@@ -361,6 +379,7 @@ class ModelStatistics:
     def performance(self) -> dict[str, Result]:
         if self.event_time:
             return dict(self.closed)
+        self._feed_pairs()
         return {kind: metric.result() for kind, metric in self.metrics.items()}
 
     def window_samples(self) -> int:
@@ -482,6 +501,7 @@ class ModelStatistics:
 
     # -- checkpoints ------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
+        self._feed_pairs()
         return {
             "metrics": {kind: m.state() for kind, m in self.metrics.items()},
             "windows": {kind: w.state() for kind, w in self.windows.items()},
@@ -508,7 +528,7 @@ class ModelStatistics:
         self.pairs_seen, self.evaluated_pairs = state["pairs_seen"], state["evaluated_pairs"]
         self.last_detection = dict(state["last_detection"])
         self._clear_predictions()
-        self._queued_errors = []
+        self._queued_errors, self._queued_pairs = [], []
         if self.estimator is not None and state.get("estimation") is not None:
             self.estimator = CBPE.from_state(state["estimation"])
 

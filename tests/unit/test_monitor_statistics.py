@@ -327,3 +327,48 @@ def test_a_batch_read_at_its_points_equals_feeding_it_point_by_point(seed, sizes
         if b == restore_after:
             batched = ModelStatistics(model)
             batched.restore(json.loads(json.dumps(by_point.state())))
+
+
+PAIRS = {
+    "ids": config(metrics=["accuracy", "f1_macro"], window={"kind": "count", "size": 40},
+                  detectors=[{"kind": "adwin"}]),
+    "scored": config(metrics=["accuracy", "log_loss"], window={"kind": "count", "size": 40}),
+}
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), kind=st.sampled_from(sorted(PAIRS)),
+       labels=st.sampled_from([[1, 0], [7, 2, 0, 1, 2**40], ["b", "a"]]),
+       segments=st.lists(st.integers(1, 30), min_size=1, max_size=12), restore_after=st.integers(0, 12))
+def test_pairs_read_at_some_points_equal_pairs_fed_segment_by_segment(seed, kind, labels, segments, restore_after):
+    """Labelled pairs queued for the metrics and fed when read (together when their class ids
+    are all known) give, at every read, the performance of statistics fed each segment on its
+    own, and the same state after every batch; new labels arrive mid-stream (coded by segment),
+    windows wrap, and the statistics are restored mid-stream."""
+    rng = np.random.default_rng(seed)
+    model = PAIRS[kind].models[0]
+    queued, by_segment = ModelStatistics(model), ModelStatistics(model)
+    for index, size in enumerate(segments):
+        # more labels later on, out of order, each first predicted then true
+        known = labels[: 1 + index * len(labels) // len(segments)]
+        new = labels[min(len(known), len(labels) - 1)]
+        y_true = [known[i] for i in rng.integers(0, len(known), size)]
+        y_pred = [new] + [known[i] if rng.random() < 0.7 else new for i in rng.integers(0, len(known), size - 1)]
+        scores = rng.uniform(0, 1, size).tolist()
+        times = [T0 + 1000 * (index * 100 + i) for i in range(size)]
+        by_segment.update_pairs(y_true, y_pred, scores, times)
+        expected = by_segment.performance()
+        queued.update_pairs(y_true, y_pred, scores, times)
+        if rng.random() < 0.3:
+            assert repr(queued.performance()) == repr(expected)
+        if index == restore_after or rng.random() < 0.3:  # the end of a batch: a checkpoint
+            by_segment.catch_up()
+            queued.catch_up()
+            assert json.dumps(queued.state()) == json.dumps(by_segment.state())
+        if index == restore_after:
+            queued = ModelStatistics(model)
+            queued.restore(json.loads(json.dumps(by_segment.state())))
+    by_segment.catch_up()
+    queued.catch_up()
+    assert repr(queued.performance()) == repr(by_segment.performance())
+    assert json.dumps(queued.state()) == json.dumps(by_segment.state())
