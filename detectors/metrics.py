@@ -125,7 +125,9 @@ class LabelCodes:
     def knows_ints(self, values: np.ndarray) -> bool:
         """Whether ``values`` are integer labels that all have a code already (so coding them
         together or in parts gives the same codes)."""
-        return values.dtype.kind == "i" and values.ndim == 1 and (not len(values) or self._known_ints(values) is not None)
+        if values.dtype.kind != "i" or values.ndim != 1:
+            return False
+        return not len(values) or self._known_ints(values) is not None
 
     def encode_pairs(self, y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
         """``encode(y_true)`` then ``encode(y_pred)``; known class ids of both in one lookup."""
