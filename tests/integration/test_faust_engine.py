@@ -112,7 +112,7 @@ def reference(kafka_bootstrap, events, tmp_path_factory):
         final = gauges(d, MODELS)
         consumed = d.metric("driftline_events_consumed_total", topic=d.topics["predictions"])
         assert d.stop(proc) == 0
-        triggers = d.triggers(timeout=10, settle=1)
+        triggers = d.triggers(timeout=10, settle=1, to_end=True)
     finally:
         d.stop_all()
     assert consumed == len(events) // 2
