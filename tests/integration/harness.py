@@ -131,7 +131,8 @@ address = "127.0.0.1:{self.metrics_port}"
                              "auto.offset.reset": "earliest", "isolation.level": "read_committed",
                              "enable.auto.commit": False, "enable.partition.eof": to_end})
         consumer.subscribe([self.topics[topic]])
-        partitions = len(consumer.list_topics(self.topics[topic], timeout=10).topics[self.topics[topic]].partitions)
+        partitions = len(consumer.list_topics(self.topics[topic], timeout=10).topics[self.topics[topic]].partitions) \
+            if to_end else 0
         at_end: set[int] = set()
         messages = []
         deadline = time.monotonic() + timeout
@@ -145,7 +146,7 @@ address = "127.0.0.1:{self.metrics_port}"
                 if expected is not None and len(messages) >= expected:
                     deadline = min(deadline, time.monotonic() + settle)
                     expected = None
-                if to_end and len(at_end) == partitions:
+                if to_end and partitions and len(at_end) == partitions:
                     deadline = min(deadline, time.monotonic() + settle)
                     to_end = False
         finally:
