@@ -41,12 +41,23 @@ promtool-check: prometheus
 	promtool check rules deploy/prometheus/alerts.yml
 	cd deploy/prometheus && promtool test rules alerts.test.yml
 
-## make test: promtool checks, then unit, integration (real Kafka 4.x) and e2e (real Prometheus) tests
+## The tests that need no broker run on every core (pytest-xdist; a module's tests in one worker,
+## so its module fixtures are built once); the broker tests run one at a time, as their timings assume.
+UNIT_TESTS := tests/unit tests/detectors
+BROKER_TESTS := tests/integration tests/e2e
+XDIST := -n auto --dist loadscope
+
+## make test: promtool checks, then unit tests (in parallel), integration (real Kafka 4.x) and e2e
+## (real Prometheus) tests. PYTEST_ARGS: pytest options for both runs. Both always run; it fails
+## if either did.
 test: $(STAMP) promtool-check chromium
-	$(PY) -m streams.tools.kafka_local with $(PY) -m pytest $(PYTEST_ARGS)
+	@status=0; \
+	$(PY) -m pytest $(UNIT_TESTS) $(XDIST) $(PYTEST_ARGS) || status=$$?; \
+	$(PY) -m streams.tools.kafka_local with $(PY) -m pytest $(BROKER_TESTS) $(PYTEST_ARGS) || status=$$?; \
+	exit $$status
 
 test-unit: $(STAMP)
-	$(PY) -m pytest tests/unit tests/detectors -q
+	$(PY) -m pytest $(UNIT_TESTS) $(XDIST) -q
 
 ## make demo: the broker, the engine, a stream whose accuracy falls midway, the trigger it causes
 demo: $(STAMP)

@@ -384,6 +384,9 @@ class FaustEngine:
         for event in events:
             msg = event.message
             first.setdefault(msg.partition, {}).setdefault(msg.topic, msg.offset)
+        # One deadline for the whole batch, not one per partition: partitions waited for one after
+        # the other would stall the worker for the wait times the number of partitions.
+        deadline = time.monotonic() + RECOVERY_WAIT_SECONDS
         for partition, offsets in first.items():
             if partition not in self.active:
                 continue
@@ -395,7 +398,6 @@ class FaustEngine:
                     self._skipped(partition, in_hand, offsets)
                     continue
                 self.states.pop(partition)
-            deadline = time.monotonic() + RECOVERY_WAIT_SECONDS
             waited = False
             while _gap(self._state(partition), offsets):
                 if time.monotonic() > deadline:

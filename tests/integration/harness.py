@@ -12,7 +12,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from retrain_trigger.events import load_trigger_schema
@@ -120,13 +120,20 @@ address = "127.0.0.1:{self.metrics_port}"
             producer.poll(0)
         producer.flush(30)
 
-    def read(self, topic: str, expected: int | None = None, timeout: float = 30, settle: float = 2.0) -> list:
+    def read(self, topic: str, expected: int | None = None, timeout: float = 30, settle: float = 2.0,
+             to_end: bool = False) -> list:
         """Messages of ``topic`` (read_committed). Waits for ``expected`` of them, then ``settle``
-        seconds more to catch any extra; with ``expected=None`` reads for ``timeout`` seconds."""
+        seconds more to catch any extra; with ``expected=None`` reads for ``timeout`` seconds.
+        ``to_end``: instead, reads until every partition's end (its last stable offset) has been
+        reached, then ``settle`` seconds more; for a topic whose producer has nothing left to
+        send (its inputs all committed), where a fixed wait would only add time."""
         consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"reader-{time.monotonic_ns()}",
                              "auto.offset.reset": "earliest", "isolation.level": "read_committed",
-                             "enable.auto.commit": False})
+                             "enable.auto.commit": False, "enable.partition.eof": to_end})
         consumer.subscribe([self.topics[topic]])
+        partitions = len(consumer.list_topics(self.topics[topic], timeout=10).topics[self.topics[topic]].partitions) \
+            if to_end else 0
+        at_end: set[int] = set()
         messages = []
         deadline = time.monotonic() + timeout
         try:
@@ -134,16 +141,22 @@ address = "127.0.0.1:{self.metrics_port}"
                 for msg in consumer.consume(500, 0.2):
                     if not msg.error():
                         messages.append(msg)
+                    elif msg.error().code() == KafkaError._PARTITION_EOF:
+                        at_end.add(msg.partition())
                 if expected is not None and len(messages) >= expected:
                     deadline = min(deadline, time.monotonic() + settle)
                     expected = None
+                if to_end and partitions and len(at_end) == partitions:
+                    deadline = min(deadline, time.monotonic() + settle)
+                    to_end = False
         finally:
             consumer.close()
         return messages
 
-    def triggers(self, expected: int | None = None, timeout: float = 30, settle: float = 2.0) -> list[dict]:
+    def triggers(self, expected: int | None = None, timeout: float = 30, settle: float = 2.0,
+                 to_end: bool = False) -> list[dict]:
         """The trigger events published so far; each one is checked against the shipped JSON Schema."""
-        events = [json.loads(m.value()) for m in self.read("retrain-triggers", expected, timeout, settle)]
+        events = [json.loads(m.value()) for m in self.read("retrain-triggers", expected, timeout, settle, to_end)]
         for event in events:
             TRIGGER_SCHEMA.validate(event)
         return events

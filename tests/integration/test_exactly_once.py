@@ -52,7 +52,7 @@ def reference_run(make, names, events) -> tuple[list[tuple], dict]:
     gauges = final_gauges(d, names)
     assert all(accuracy > 0 and samples > 0 for accuracy, samples, _ in gauges.values()), gauges  # exported
     d.stop(proc)
-    triggers = [trigger_key(t) for t in d.triggers(timeout=10, settle=1)]
+    triggers = [trigger_key(t) for t in d.triggers(timeout=10, settle=1, to_end=True)]
     assert len(triggers) >= len(names), "every model must trigger at least once"
     return sorted(triggers), gauges
 
@@ -86,7 +86,7 @@ def test_kill_9_mid_stream_loses_no_trigger_and_duplicates_none(make):
     proc.wait(10)
     d.start()  # same transactional id: fences the dead instance's open transaction
     d.wait_until_committed(len(events) // 2)
-    got = [trigger_key(t) for t in d.triggers(timeout=10, settle=1)]
+    got = [trigger_key(t) for t in d.triggers(timeout=10, settle=1, to_end=True)]
     ids = [key[0] for key in got]
     assert len(ids) == len(set(ids)), f"duplicate trigger ids: {ids}"
     assert sorted(got) == expected
@@ -108,7 +108,7 @@ def test_two_instances_in_one_group_publish_the_union_of_one_instance(make):
     second = d.start(instance="b", metrics_port=_free_port())  # joins mid-stream: a rebalance
     d.send(events[half:])
     d.wait_until_committed(len(events) // 2)
-    got = [trigger_key(t) for t in d.triggers(timeout=10, settle=1)]
+    got = [trigger_key(t) for t in d.triggers(timeout=10, settle=1, to_end=True)]
     ids = [key[0] for key in got]
     assert len(ids) == len(set(ids)), f"duplicate trigger ids: {ids}"
     assert sorted(got) == expected
