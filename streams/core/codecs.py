@@ -104,12 +104,19 @@ class FeatureRow(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True,
         return operator.attrgetter(*(cls.attributes[name] for name in names))
 
 
+#: The last millisecond of year 9999: the latest time an ISO-8601 timestamp (and Python's datetime)
+#: can say. Bounding epoch milliseconds by it keeps every timestamp printable in a trigger and
+#: twice it well inside the int64 merge keys of the engine's aligner: a larger one would stop the
+#: engine each time the message is read again, instead of going to the dead-letter topic.
+MAX_EPOCH_MS = 253_402_300_799_999
+
+
 # -- the batch decoder's types -------------------------------------------------------------------
 # decode_many parses a chunk with these: the contract's checks that JSON types cannot say, said
 # as msgspec constraints wherever one is no looser than the one-line check, so the parse makes
 # them in C. A chunk they reject is decoded line by line, which gives each line its reason.
 _Id = Annotated[str, msgspec.Meta(min_length=1)]  # all whitespace: checked after the parse
-_EpochMs = Annotated[int, msgspec.Meta(ge=0)]  # an ISO-8601 string goes line by line
+_EpochMs = Annotated[int, msgspec.Meta(ge=0, le=MAX_EPOCH_MS)]  # an ISO-8601 string goes line by line
 _Int64 = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]  # beyond: line by line
 _Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 
@@ -180,8 +187,9 @@ _encoder = msgspec.json.Encoder()
 def parse_timestamp(value: int | str, field: str = "timestamp") -> int:
     """ISO-8601 with a zone, or epoch milliseconds, to epoch milliseconds."""
     if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise InvalidEvent("bad_timestamp", f"{field}: epoch milliseconds must be >= 0, got {value}")
+        if not 0 <= value <= MAX_EPOCH_MS:
+            raise InvalidEvent("bad_timestamp", f"{field}: epoch milliseconds must be in 0..{MAX_EPOCH_MS} "
+                                                f"(up to 9999-12-31T23:59:59.999Z), got {value}")
         return value
     try:
         parsed = datetime.fromisoformat(value)

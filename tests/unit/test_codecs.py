@@ -75,9 +75,16 @@ def test_timestamps_iso_with_zone_or_epoch_ms(stamp, expected):
     assert parse_timestamp(stamp) == expected
 
 
-@pytest.mark.parametrize("stamp", ["2026-11-23T10:15:02", "yesterday", "", -5])
+@pytest.mark.parametrize("stamp", ["2026-11-23T10:15:02", "yesterday", "", -5, 253_402_300_800_000, 1 << 62, 1 << 64])
 def test_bad_timestamps_are_rejected(stamp):
     assert reason_of(decode_prediction, with_(PREDICTION, timestamp=stamp)) == "bad_timestamp"
+
+
+def test_the_latest_epoch_ms_accepted_is_printable_and_a_batch_rejects_past_it_line_by_line():
+    latest = with_(PREDICTION, timestamp=253_402_300_799_999)
+    assert format_timestamp(decode_prediction(latest).timestamp) == "9999-12-31T23:59:59.999Z"
+    got = decode_many([latest, with_(PREDICTION, timestamp=1 << 62)])
+    assert got[0].timestamp == 253_402_300_799_999 and got[1].reason == "bad_timestamp"
 
 
 def test_format_timestamp_round_trips():
