@@ -64,6 +64,8 @@ from .calibration import null_threshold
 from .windows import BlockCounts, CountWindow
 
 PSI_EPSILON = 1e-4
+#: chunks of a numeric reference still filling joined into one array when this many wait
+_PENDING_CHUNKS = 8
 
 
 # -- statistics on two count vectors over the same bins ---------------------------------------
@@ -598,6 +600,10 @@ class _DriftDetector:
                 # numbers wait as float64 copies, not Python floats (4 times smaller: a model
                 # with many features holds reference_size of them per detector until it fills)
                 self._pending.append(np.array(values[:needed], dtype=np.float64))
+                if len(self._pending) >= _PENDING_CHUNKS:
+                    # a model's share of a batch is a few values, fewer bytes than an array's
+                    # header: the chunks are joined now and then, the copies amortized
+                    self._pending = [np.concatenate(self._pending)]
             values = values[needed:]
             if self._pending_count() == self.reference_size:
                 self._set_reference(np.asarray(self._pending) if self.categorical else np.concatenate(self._pending))

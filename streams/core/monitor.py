@@ -604,12 +604,16 @@ class Monitor:
         self._unobserved.clear()
         return drained
 
-    def dirty_states(self) -> dict[str, dict[str, Any]]:
+    def dirty_states(self) -> Mapping[str, dict[str, Any]]:
         """The state of each model touched since the last call, by id: what a checkpoint that
-        keeps each model's latest state (a changelog) must write; idle models are left out."""
-        states = {model_id: self._models[model_id].state() for model_id in sorted(self._dirty)}
+        keeps each model's latest state (a changelog) must write; idle models are left out.
+
+        Each state is made when read (read them before the next batch), so a store that
+        encodes one model at a time never holds every model's state at once: a model whose
+        drift references are still filling has thousands of Python floats in its state."""
+        touched = {model_id: self._models[model_id] for model_id in sorted(self._dirty)}
         self._dirty.clear()
-        return states
+        return _States(touched)
 
     def state(self) -> dict[str, Any]:
         return {model_id: m.state() for model_id, m in self._models.items()}
@@ -620,6 +624,22 @@ class Monitor:
             if monitor is not None:
                 monitor.restore(model_state)
                 self._unobserved.add(model_id)
+
+
+class _States(Mapping):
+    """Each model's ``state()`` by id, made when read (see :meth:`Monitor.dirty_states`)."""
+
+    def __init__(self, models: dict[str, ModelMonitor]):
+        self._models = models
+
+    def __getitem__(self, model_id: str) -> dict[str, Any]:
+        return self._models[model_id].state()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._models)
+
+    def __len__(self) -> int:
+        return len(self._models)
 
 
 class InputDecoder:

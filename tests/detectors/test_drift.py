@@ -139,6 +139,23 @@ def test_first_n_events_make_the_same_reference_as_an_explicit_one():
     assert learned.result() == explicit.result()
 
 
+
+def test_a_reference_fed_a_few_values_at_a_time_waits_in_few_arrays():
+    # a monitor of many models feeds each detector a few values per batch: the values wait in
+    # a bounded number of arrays (an array per call would cost more in headers than in values)
+    rng = np.random.default_rng(7)
+    stream = rng.normal(size=1500)
+    explicit = PSI(reference=stream[:1000], window=500)
+    explicit.update_many(stream[1000:])
+    learned = PSI(reference_size=1000, window=500)
+    for start in range(0, 999, 3):
+        learned.add_many(stream[start:start + 3])
+        assert len(learned._pending) <= 8
+    restored = PSI.from_state(json.loads(json.dumps(learned.state())))
+    for detector in (learned, restored):
+        detector.update_many(stream[999:])
+        assert detector.result() == explicit.result()
+
 def test_block_window_holds_between_n_minus_one_block_and_n_values():
     detector = PSI(reference=np.arange(100.0), window=1000, blocks=10)
     total = 0

@@ -199,3 +199,21 @@ def test_a_registered_model_is_monitored_with_the_defaults_and_its_state_survive
     restarted = Monitor(_registering(limit=10))  # a fresh process: the model is not in its config yet
     restarted.restore(state)
     assert restarted.models["new"].state() == monitor.models["new"].state()
+
+
+def test_dirty_states_are_the_touched_models_states_each_made_when_read():
+    config = parse_config({"kafka": {"bootstrap.servers": "unused:9092"},
+                           "models": [{"id": "m"}, {"id": "n"}, {"id": "idle"}]})
+    monitor = Monitor(config)
+    feed(monitor, [prediction(1), label(1)] + [Prediction(prediction_id="q1", model_id="n", timestamp=T0,
+                                                          prediction=0, model_version="v1")])
+    states = monitor.dirty_states()
+    assert list(states) == ["m", "n"] and monitor.dirty_states() == {}
+    # a checkpoint encodes one model at a time: no state is made before it is read
+    made = []
+    for model_id, model in monitor.models.items():
+        model.state = (lambda model_id=model_id, state=model.state: made.append(model_id) or state())
+    assert made == []
+    assert json.loads(json.dumps(dict(states))) == json.loads(json.dumps(
+        {model_id: monitor.models[model_id].state() for model_id in ("m", "n")}))
+    assert made == ["m", "n", "m", "n"]
