@@ -1041,30 +1041,29 @@ class _KSPValues:
     whether each row's p-value is below a level, decided for all rows at once."""
 
     def __init__(self, gaps: np.ndarray, sizes: np.ndarray):
-        self.gaps, self.sizes = gaps.ravel().tolist(), sizes.ravel().tolist()
+        self._gaps, self._sizes = gaps.ravel(), sizes.ravel()
+        self.gaps, self.sizes = self._gaps.tolist(), self._sizes.tolist()
 
     def __getitem__(self, row: int) -> KSPValue:
         return KSPValue(self.gaps[row], self.sizes[row])
 
-    def below(self, levels: list[float | None]) -> np.ndarray:
-        """``self[row].below(levels[row])`` for each row whose level is not None (False for
-        the others): the critical band looked up once per ``(level, size)``, the p-value
-        computed only for a distance inside its band."""
+    def below(self, levels: np.ndarray) -> np.ndarray:
+        """``self[row].below(levels[row])`` for each row whose level is not nan (False for the
+        others): the critical band found once per level and effective size, the p-value
+        computed only for a distance inside its band. A distance within 1e-12 of the band's
+        edge is rounded as KSPValue rounds it before it is compared (rounding moves it less)."""
         out = np.zeros(len(levels), dtype=bool)
-        rows = [row for row, level in enumerate(levels) if level is not None]
-        if not rows:
-            return out
-        # rounded as KSPValue rounds them (Python's round, not numpy's)
-        gaps = [round(self.gaps[row], 12) for row in rows]
-        keys = [(levels[row], self.sizes[row]) for row in rows]
-        bands = {key: _ks_critical_band(*key) for key in set(keys)}
-        low, high = np.array([bands[key] for key in keys]).T
-        distances = np.array(gaps)
-        decided_high = distances >= high
-        out[rows] = decided_high
-        for r in np.flatnonzero(~(distances <= low) & ~decided_high).tolist():
-            level, size = keys[r]
-            out[rows[r]] = _kolmogorov_sf(gaps[r], size) < level
+        low, high = np.full(len(levels), np.nan), np.full(len(levels), np.nan)
+        for level in np.unique(levels[~np.isnan(levels)]).tolist():
+            rows = np.flatnonzero(levels == level)
+            sizes, inverse = np.unique(self._sizes[rows], return_inverse=True)
+            bands = np.array([_ks_critical_band(level, size) for size in sizes.tolist()])
+            low[rows], high[rows] = bands[inverse, 0], bands[inverse, 1]
+        gaps = self._gaps
+        out[gaps >= high + 1e-12] = True
+        # the rest of the judged rows: near an edge of the band, inside it, or without a band (nan)
+        for row in np.flatnonzero(~(gaps <= low - 1e-12) & ~(gaps >= high + 1e-12) & ~np.isnan(levels)).tolist():
+            out[row] = self[row].below(float(levels[row]))
         return out
 
 
@@ -1272,13 +1271,12 @@ class _Judged:
                              if d.threshold is None and d.level is not None and ready[:, j].any()}
         for j, threshold in self._calibrating.items():
             limits[j] = threshold
+        limit = np.array(limits, dtype=np.float64)  # None: nan, never past
         if detectors[0].is_test:
-            judged = ready.ravel().tolist()
-            levels = [limits[j] if ok else None for ok, j in zip(judged, itertools.cycle(range(len(limits))))]
-            fired = p_values.below(levels).reshape(ready.shape)
+            fired = p_values.below(np.where(ready, limit, np.nan).ravel()).reshape(ready.shape)
         else:
             with np.errstate(invalid="ignore"):
-                fired = ready & (values > np.array(limits, dtype=np.float64))  # None: nan, never past
+                fired = ready & (values > limit)
         empty = counts == 0
         self._values = np.where(empty, np.nan, values).tolist()  # an empty window has no statistic
         self._counts, self._fired, self._ready = counts.tolist(), fired.tolist(), ready.tolist()

@@ -300,10 +300,17 @@ def test_ks_p_value_below_a_level_agrees_with_scipy_near_the_critical_distance(l
             assert KSPValue(gap, en).below(level) == (stats.kstwo.sf(gap, en) < level), (en, gap)
             gaps.append(gap)
         # all rows at once: the same decisions, none for a row without a level
-        levels = [level if k % 3 else None for k in range(len(gaps))]
+        levels = [level if k % 3 else math.nan for k in range(len(gaps))]
         rows = _KSPValues(np.array(gaps), np.full(len(gaps), en))
-        assert rows.below(levels).tolist() == [level is not None and KSPValue(gap, en).below(level)
-                                               for gap, level in zip(gaps, levels)]
+        assert rows.below(np.array(levels)).tolist() == [not math.isnan(level) and KSPValue(gap, en).below(level)
+                                                         for gap, level in zip(gaps, levels)]
+
+
+def test_ks_rows_without_a_critical_band_are_decided_by_their_p_values():
+    gaps = [0.01, 0.2, 0.9]
+    with mock.patch("detectors.drift._ks_critical_band", lambda level, en: (math.nan, math.nan)):
+        rows = _KSPValues(np.array(gaps), np.full(3, 50.0))
+        assert rows.below(np.full(3, 0.01)).tolist() == [stats.kstwo.sf(gap, 50.0) < 0.01 for gap in gaps]
 
 
 def test_ks_detector_defers_its_p_value_and_fires_on_the_critical_distance():
