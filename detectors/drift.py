@@ -1047,6 +1047,10 @@ class _KSPValues:
     def __getitem__(self, row: int) -> KSPValue:
         return KSPValue(self.gaps[row], self.sizes[row])
 
+    def rows(self, start: int, stop: int) -> list[KSPValue]:
+        """``[self[row] for row in range(start, stop)]``."""
+        return list(map(KSPValue, self.gaps[start:stop], self.sizes[start:stop]))
+
     def below(self, levels: np.ndarray) -> np.ndarray:
         """``self[row].below(levels[row])`` for each row whose level is not nan (False for the
         others): the critical band found once per level and effective size, the p-value
@@ -1265,12 +1269,11 @@ class _Judged:
     def __init__(self, detectors: list[_DriftDetector], values: np.ndarray, p_values: Any, counts: np.ndarray):
         self.detectors = detectors
         ready = (counts >= np.array([d.min_samples for d in detectors])) & (counts > 0)
-        limits = [d.threshold for d in detectors]
+        self._thresholds = [d.threshold for d in detectors]
         #: detectors whose threshold is calibrated when first judged: column -> that threshold
         self._calibrating = {j: _calibrated_threshold(d) for j, d in enumerate(detectors)
                              if d.threshold is None and d.level is not None and ready[:, j].any()}
-        for j, threshold in self._calibrating.items():
-            limits[j] = threshold
+        limits = [self._calibrating.get(j, threshold) for j, threshold in enumerate(self._thresholds)]
         limit = np.array(limits, dtype=np.float64)  # None: nan, never past
         if detectors[0].is_test:
             fired = p_values.below(np.where(ready, limit, np.nan).ravel()).reshape(ready.shape)
@@ -1280,7 +1283,6 @@ class _Judged:
         empty = counts == 0
         self._values = np.where(empty, np.nan, values).tolist()  # an empty window has no statistic
         self._counts, self._fired, self._ready = counts.tolist(), fired.tolist(), ready.tolist()
-        self._thresholds = limits if not self._calibrating else [d.threshold for d in detectors]
         self._p_values, self._empty = p_values, empty.any(axis=1).tolist()
 
     def results(self, k: int) -> list[Result]:
@@ -1296,7 +1298,7 @@ class _Judged:
         if self._p_values is None:
             p_values = itertools.repeat(None)
         else:
-            p_values = [self._p_values[row] for row in range(k * width, (k + 1) * width)]
+            p_values = self._p_values.rows(k * width, (k + 1) * width)
             if self._empty[k]:
                 p_values = [None if n == 0 else p for p, n in zip(p_values, self._counts[k])]
         return list(map(Result, self._values[k], thresholds, p_values, self._counts[k], self._fired[k]))
