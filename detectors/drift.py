@@ -1307,10 +1307,11 @@ class _Judged:
 class Foresight:
     """What ``add_columns(detectors, matrix[:m])`` then ``results(detectors)`` would give for
     each ``m`` of ``positions`` (a batch's evaluation points), measured without adding anything:
-    the matrix is binned once, each window's counts at every position come from cumulative
-    counts (:meth:`BlockCounts.totals_after`), and each kind is measured at all the positions
-    in one array operation (:meth:`results` at one position measures every planned one, a
-    kind at a time, when first asked). :meth:`commit` then adds the whole matrix, leaving each
+    the matrix is binned once, each window's counts at every position come from counts of the
+    batch's events (:meth:`BlockCounts.totals_after`), and each kind is measured and judged at
+    all the positions in a few array operations (:class:`_Judged`; :meth:`results` at one
+    position measures every planned one, a kind at a time, when first asked, and makes the
+    results of the position read). :meth:`commit` then adds the whole matrix, leaving each
     detector as ``add_columns`` would.
 
     Only for detectors that :func:`can_foresee`. A position not planned is measured on its
@@ -1401,7 +1402,7 @@ class Foresight:
 
 
 class _Sheet:
-    """A Foresight's window counts at some positions, and the kinds measured there so far."""
+    """A Foresight's window counts at some positions, and the kinds judged there so far."""
 
     def __init__(self, positions: list[int], totals: list[tuple[np.ndarray, np.ndarray]]):
         self.index = {position: k for k, position in enumerate(positions)}
