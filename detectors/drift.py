@@ -52,7 +52,7 @@ import itertools
 import math
 import operator
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 from scipy import stats
@@ -1043,13 +1043,38 @@ class KS(_DriftDetector):
 
 
 class _KSPValues:
-    """Each row's :class:`KSPValue`, made when the row is read (a timeline reads none)."""
+    """Each row's :class:`KSPValue`, made when the row is read (a timeline reads none), and
+    whether each row's p-value is below a level, decided for all rows at once."""
 
     def __init__(self, gaps: np.ndarray, sizes: np.ndarray):
-        self.gaps, self.sizes = gaps.tolist(), sizes.tolist()
+        self._gaps, self._sizes = gaps.ravel(), sizes.ravel()
+        self.gaps, self.sizes = self._gaps.tolist(), self._sizes.tolist()
 
     def __getitem__(self, row: int) -> KSPValue:
         return KSPValue(self.gaps[row], self.sizes[row])
+
+    def rows(self, start: int, stop: int) -> list[KSPValue]:
+        """``[self[row] for row in range(start, stop)]``."""
+        return list(map(KSPValue, self.gaps[start:stop], self.sizes[start:stop]))
+
+    def below(self, levels: np.ndarray) -> np.ndarray:
+        """``self[row].below(levels[row])`` for each row whose level is not nan (False for the
+        others): the critical band found once per level and effective size, the p-value
+        computed only for a distance inside its band. A distance within 1e-12 of the band's
+        edge is rounded as KSPValue rounds it before it is compared (rounding moves it less)."""
+        out = np.zeros(len(levels), dtype=bool)
+        low, high = np.full(len(levels), np.nan), np.full(len(levels), np.nan)
+        for level in np.unique(levels[~np.isnan(levels)]).tolist():
+            rows = np.flatnonzero(levels == level)
+            sizes, inverse = np.unique(self._sizes[rows], return_inverse=True)
+            bands = np.array([_ks_critical_band(level, size) for size in sizes.tolist()])
+            low[rows], high[rows] = bands[inverse, 0], bands[inverse, 1]
+        gaps = self._gaps
+        out[gaps >= high + 1e-12] = True
+        # the rest of the judged rows: near an edge of the band, inside it, or without a band (nan)
+        for row in np.flatnonzero(~(gaps <= low - 1e-12) & ~(gaps >= high + 1e-12) & ~np.isnan(levels)).tolist():
+            out[row] = self[row].below(float(levels[row]))
+        return out
 
 
 class Wasserstein(_DriftDetector):
@@ -1231,29 +1256,68 @@ def results(detectors: list[_DriftDetector]) -> list[Result]:
     out: list[Result | None] = [None] * len(detectors)
     for kind, members, reference, current, counts in _measured_together(detectors, out):
         values, p_values = kind._measure_rows(reference, current)
-        _judge_rows(detectors, members, values.tolist(), p_values, counts, 0, out)
+        judged = _Judged([detectors[i] for i in members], values[None], p_values, counts[None])
+        for i, result in zip(members, judged.results(0)):
+            out[i] = result
     return out
 
 
-def _judge_rows(detectors: list[_DriftDetector], members: list[int], values: list[float], p_values: Any,
-                counts: list[int], first: int, out: list) -> None:
-    """``out[i]`` for each member i: its measured row ``first + k`` (k its place among the
-    members) judged as ``result()`` would (no statistic for an empty window)."""
-    for row, (i, n) in enumerate(zip(members, counts), first):
-        detector = detectors[i]
-        if n:
-            out[i] = detector._judged(values[row], None if p_values is None else p_values[row], n)
+class _Judged:
+    """Detectors of one kind measured at several positions, judged as ``result()`` would judge
+    each (row k of ``values`` and ``counts`` is position k, a column per detector; ``p_values``
+    the kind's p-values row by row, or None): whether each fired is decided for all positions
+    and detectors in a few array operations; the :class:`Result` objects of a position are
+    made when it is read (:meth:`results`).
+
+    A detector with a ``level`` gets its calibrated threshold when a position that it is judged
+    at is read, as ``result()`` would set it (and reports None before that)."""
+
+    def __init__(self, detectors: list[_DriftDetector], values: np.ndarray, p_values: Any, counts: np.ndarray):
+        self.detectors = detectors
+        ready = (counts >= np.array([d.min_samples for d in detectors])) & (counts > 0)
+        self._thresholds = [d.threshold for d in detectors]
+        #: detectors whose threshold is calibrated when first judged: column -> that threshold
+        self._calibrating = {j: _calibrated_threshold(d) for j, d in enumerate(detectors)
+                             if d.threshold is None and d.level is not None and ready[:, j].any()}
+        limits = [self._calibrating.get(j, threshold) for j, threshold in enumerate(self._thresholds)]
+        limit = np.array(limits, dtype=np.float64)  # None: nan, never past
+        if detectors[0].is_test:
+            fired = p_values.below(np.where(ready, limit, np.nan).ravel()).reshape(ready.shape)
         else:
-            out[i] = Result(statistic=float("nan"), threshold=detector.threshold, n=0)
+            with np.errstate(invalid="ignore"):
+                fired = ready & (values > limit)
+        empty = counts == 0
+        self._values = np.where(empty, np.nan, values).tolist()  # an empty window has no statistic
+        self._counts, self._fired, self._ready = counts.tolist(), fired.tolist(), ready.tolist()
+        self._p_values, self._empty = p_values, empty.any(axis=1).tolist()
+
+    def results(self, k: int) -> list[Result]:
+        """The detectors' results at position k (row k)."""
+        thresholds = self._thresholds
+        if self._calibrating:
+            ready = self._ready[k]
+            for j, threshold in self._calibrating.items():
+                if ready[j] and self.detectors[j].threshold is None:
+                    self.detectors[j].threshold = threshold
+            thresholds = [d.threshold for d in self.detectors]
+        width = len(self.detectors)
+        if self._p_values is None:
+            p_values = itertools.repeat(None)
+        else:
+            p_values = self._p_values.rows(k * width, (k + 1) * width)
+            if self._empty[k]:
+                p_values = [None if n == 0 else p for p, n in zip(p_values, self._counts[k])]
+        return list(map(Result, self._values[k], thresholds, p_values, self._counts[k], self._fired[k]))
 
 
 class Foresight:
     """What ``add_columns(detectors, matrix[:m])`` then ``results(detectors)`` would give for
     each ``m`` of ``positions`` (a batch's evaluation points), measured without adding anything:
-    the matrix is binned once, each window's counts at every position come from cumulative
-    counts (:meth:`BlockCounts.totals_after`), and each kind is measured at all the positions
-    in one array operation (:meth:`results` at one position measures every planned one, a
-    kind at a time, when first asked). :meth:`commit` then adds the whole matrix, leaving each
+    the matrix is binned once, each window's counts at every position come from counts of the
+    batch's events (:meth:`BlockCounts.totals_after`), and each kind is measured and judged at
+    all the positions in a few array operations (:class:`_Judged`; :meth:`results` at one
+    position measures every planned one, a kind at a time, when first asked, and makes the
+    results of the position read). :meth:`commit` then adds the whole matrix, leaving each
     detector as ``add_columns`` would.
 
     Only for detectors that :func:`can_foresee`. A position not planned is measured on its
@@ -1281,6 +1345,8 @@ class Foresight:
                 self._place[j] = (g, column)
             start += len(together)
         self._sheets: dict[int, _Sheet] = {}
+        #: members asked for together -> what results() reads for them (see _plan)
+        self._plans: dict[tuple[int, ...], tuple] = {}
         self._sheet(list(positions))
 
     def _sheet(self, positions: list[int]) -> "_Sheet":
@@ -1296,33 +1362,44 @@ class Foresight:
         """The results of ``detectors[i]`` for each i of ``members`` after ``position`` rows."""
         sheet = self._sheets.get(position) or self._sheet([position])
         k = sheet.index[position]
-        out: list[Result | None] = [None] * len(self.detectors)
-        units: dict[tuple[int, type], list[int]] = {}
-        for i in members:
-            units.setdefault((self._place[i][0], type(self.detectors[i])), []).append(i)
-        for unit, wanted in units.items():
-            measured = sheet.measured.get(unit)
-            if measured is None:
-                measured = sheet.measured[unit] = self._measure(sheet, *unit)
-            unit_members, values, p_values, counts = measured
-            width = len(unit_members)
-            # the rows of position k are k * width .. (k + 1) * width - 1, in unit_members order
-            _judge_rows(self.detectors, unit_members, values, p_values, counts[k], k * width, out)
-        return [out[i] for i in members]
+        plan = self._plans.get(tuple(members))
+        if plan is None:
+            plan = self._plans[tuple(members)] = self._plan(members)
+        units, pick = plan
+        found: list[Result] = []
+        for unit in units:
+            judged = sheet.judged.get(unit)
+            if judged is None:
+                judged = sheet.judged[unit] = self._judge(sheet, *unit)
+            found += judged.results(k)
+        return pick(found)
 
-    def _measure(self, sheet: "_Sheet", g: int, kind: type) -> tuple[list[int], list[float], Any, list[list[int]]]:
-        """One kind of one group at every position of the sheet: its members, their statistics
-        and p-values (row ``k * members + column``), and their window sizes by position."""
+    def _plan(self, members: list[int]) -> tuple[list[tuple[int, type]], Callable[[list], list]]:
+        """The units (group, kind) that hold these members, and how to pick the members'
+        results, in order, from the units' results one after the other."""
+        units: dict[tuple[int, type], None] = {}
+        for i in members:
+            units[self._place[i][0], type(self.detectors[i])] = None
+        order = [i for g, kind in units for i in self._members(g, kind)[1]]
+        where = {i: place for place, i in enumerate(order)}
+        places = [where[i] for i in members]
+        return list(units), lambda found: [found[place] for place in places]
+
+    def _members(self, g: int, kind: type) -> tuple[list[int], list[int]]:
+        """The columns of group g whose detector is of this kind, and those detectors."""
         together = self._groups[g]
         columns = [column for column, j in enumerate(together) if type(self.detectors[j]) is kind]
-        members = [together[column] for column in columns]
+        return columns, [together[column] for column in columns]
+
+    def _judge(self, sheet: "_Sheet", g: int, kind: type) -> "_Judged":
+        """One kind of one group measured and judged at every position of the sheet."""
+        columns, members = self._members(g, kind)
         totals, sizes = sheet.totals[g]
-        points = len(totals)
-        current = totals[:, columns].reshape(points * len(columns), -1)
-        reference = np.tile(_stacked_references([self.detectors[i] for i in members]), (points, 1))
+        # one reference row per detector, broadcast over the positions
+        reference = _stacked_references([self.detectors[i] for i in members])
         with np.errstate(divide="ignore", invalid="ignore"):  # an empty window's row, judged as empty
-            values, p_values = kind._measure_rows(reference, current)
-        return members, values.tolist(), p_values, sizes[:, columns].tolist()
+            values, p_values = kind._measure_rows(reference, totals[:, columns])
+        return _Judged([self.detectors[i] for i in members], values, p_values, sizes[:, columns])
 
     def commit(self) -> None:
         """Add the whole matrix to the detectors, as ``add_columns`` would."""
@@ -1331,12 +1408,12 @@ class Foresight:
 
 
 class _Sheet:
-    """A Foresight's window counts at some positions, and the kinds measured there so far."""
+    """A Foresight's window counts at some positions, and the kinds judged there so far."""
 
     def __init__(self, positions: list[int], totals: list[tuple[np.ndarray, np.ndarray]]):
         self.index = {position: k for k, position in enumerate(positions)}
         self.totals = totals
-        self.measured: dict[tuple[int, type], tuple] = {}
+        self.judged: dict[tuple[int, type], _Judged] = {}
 
 
 def can_foresee(detectors: list[_DriftDetector]) -> bool:
@@ -1352,7 +1429,7 @@ def statistics(detectors: list[_DriftDetector]) -> list[tuple[float, int]]:
     out: list[Any] = [None] * len(detectors)
     for kind, members, reference, current, counts in _measured_together(detectors, out):
         values = kind._measure_rows(reference, current)[0].tolist()
-        for i, value, n in zip(members, values, counts):
+        for i, value, n in zip(members, values, counts.tolist()):
             out[i] = (value, n)
     return [(r.statistic, r.n) if isinstance(r, Result) else r for r in out]
 
@@ -1377,7 +1454,7 @@ def _measured_together(detectors: list[_DriftDetector], out: list):
             members, current, counts = [i for i in members if out[i] is None], current[counts > 0], counts[counts > 0]
             if not members:
                 continue
-        yield kind, members, _stacked_references([detectors[i] for i in members]), current, counts.tolist()
+        yield kind, members, _stacked_references([detectors[i] for i in members]), current, counts
 
 
 def _stacked_references(detectors: list[_DriftDetector]) -> np.ndarray:

@@ -228,8 +228,11 @@ class BlockCounts:
         Event i of ``codes`` lands in block ``(f + i) // block_size`` counted from the newest
         block (``f`` its fill), so after ``m`` events the newest block is ``J = (f + m - 1) //
         block_size`` and the window holds the blocks since ``J - blocks + 1``: the older blocks
-        kept from before, and the events from the first one of that block to ``m`` (a difference
-        of cumulative counts, all positions counted in one ``bincount``).
+        kept from before (all but the ``min(J, blocks)`` oldest), and the events from the first
+        one of that block to ``m`` (a difference of counts of the events before each cut, all
+        pieces between cuts counted in one ``bincount``). The few positions and cuts are
+        walked in Python, the bins of all windows added a row at a time (an accumulation along
+        the first axis of a small 3-d array costs numpy a loop per cell).
 
         >>> window = BlockCounts(size=4, blocks=2, bins=3)
         >>> totals, counts = BlockCounts.totals_after([window], np.array([[0], [1], [2], [2], [1]]), [2, 5])
@@ -237,35 +240,47 @@ class BlockCounts:
         ([[1, 1, 0], [0, 1, 2]], [2, 3])
         """
         lead = windows[0]
-        blocks, block_size, bins = lead.blocks, lead.block_size, lead.bins
-        order = (lead._newest + 1 + np.arange(blocks)) % blocks  # oldest first
+        blocks, block_size, bins, columns = lead.blocks, lead.block_size, lead.bins, len(windows)
         table = lead._shared
         if table is not None and table.holds(windows):
-            counts, fill = table.counts[order], table.fill[order]
+            counts, fill = table.counts, table.fill  # ring order, block = row
         else:
-            counts = np.stack([w._counts for w in windows], axis=1)[order]
-            fill = np.stack([w._fill for w in windows], axis=1)[order]
-        positions = np.asarray(positions, dtype=np.int64)
-        newest_fill = int(fill[-1, 0])
-        newest = np.where(positions > 0, (newest_fill + positions - 1) // block_size, 0)
-        first = np.maximum(0, (newest - blocks + 1) * block_size - newest_fill)  # first event still in the window
-        # the blocks from before still in the window: all but the `newest` oldest ones
-        dropped = np.minimum(newest, blocks)
-        suffix = np.zeros((blocks + 1,) + counts.shape[1:], dtype=np.int64)
-        np.cumsum(counts[::-1], axis=0, out=suffix[1:])
-        suffix_fill = np.zeros((blocks + 1, len(windows)), dtype=np.int64)
-        np.cumsum(fill[::-1], axis=0, out=suffix_fill[1:])
-        totals = suffix[blocks - dropped]
-        sizes = suffix_fill[blocks - dropped] + (positions - first)[:, None]
-        events = len(codes)
-        if events and positions.any():
-            cuts = np.unique(np.concatenate((positions, first)))
-            piece = np.searchsorted(cuts, np.arange(events), side="right")  # events before cuts[s]: pieces 0..s
-            columns = len(windows)
-            index = (piece[:, None] * columns + np.arange(columns)) * bins + np.asarray(codes, dtype=np.int64)
-            pieces = np.bincount(index.ravel(), minlength=(len(cuts) + 1) * columns * bins)
-            cumulative = pieces.reshape(len(cuts) + 1, columns, bins).cumsum(axis=0)
-            totals = totals + cumulative[np.searchsorted(cuts, positions)] - cumulative[np.searchsorted(cuts, first)]
+            counts = np.stack([w._counts for w in windows], axis=1)
+            fill = np.stack([w._fill for w in windows], axis=1)
+        oldest = lead._newest + 1  # ring slot of the oldest block, modulo blocks
+        newest_fill = int(fill[lead._newest, 0])
+        plan = []  # per position: its events, the first event still in the window, blocks dropped
+        for m in map(int, positions):
+            newest = (newest_fill + m - 1) // block_size if m > 0 else 0
+            plan.append((m, max(0, (newest - blocks + 1) * block_size - newest_fill), min(newest, blocks)))
+        # the totals and fill of the blocks from before that stay, by how many oldest blocks leave
+        kept = [counts.sum(axis=0)]
+        kept_fill = [int(fill[:, 0].sum())]
+        for d in range(max((dropped for _, _, dropped in plan), default=0)):
+            slot = (oldest + d) % blocks
+            kept.append(kept[-1] - counts[slot])
+            kept_fill.append(kept_fill[-1] - int(fill[slot, 0]))
+        cuts = sorted({cut for m, first, _ in plan for cut in (m, first) if cut > 0})
+        before = {0: None}  # cut -> counts of the events before it (None: no event)
+        if cuts:
+            # piece k holds the events in [cuts[k - 1], cuts[k]); those after the last cut are never read
+            piece = np.repeat(np.arange(len(cuts), dtype=np.int64) * (columns * bins), np.diff([0, *cuts]))
+            index = np.asarray(codes[:cuts[-1]], dtype=np.int64) + _column_offsets(columns, bins) + piece[:, None]
+            pieces = np.bincount(index.ravel(), minlength=len(cuts) * columns * bins).reshape(len(cuts), columns, bins)
+            running = pieces[0]
+            before[cuts[0]] = running
+            for cut, counted in zip(cuts[1:], pieces[1:]):
+                running = before[cut] = running + counted
+        totals = np.empty((len(plan), columns, bins), dtype=np.int64)
+        sizes = np.empty((len(plan), columns), dtype=np.int64)
+        for k, (m, first, dropped) in enumerate(plan):
+            window = kept[dropped]
+            if m > first:
+                window = window + before[m]
+                if first:
+                    window = window - before[first]
+            totals[k] = window
+            sizes[k] = kept_fill[dropped] + m - first
         return totals, sizes
 
     def totals(self) -> np.ndarray:

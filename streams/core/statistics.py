@@ -571,11 +571,11 @@ def _numeric_matrix(rows: list[dict[str, Any] | FeatureRow], features: list[str]
     if kind is not None:  # decoded as a FeatureRow: numbers or None, nothing else
         if not kind.numeric.issuperset(features):
             return None
-        getter = kind.getter(features)
-        values = map(getter, rows) if len(features) == 1 else itertools.chain.from_iterable(map(getter, rows))
+        # one tuple per row (a value for one feature), converted in one C pass; a None becomes
+        # nan, refused below with the other non-finite values
         try:
-            matrix = np.fromiter(values, dtype=np.float64, count=len(rows) * len(features))
-        except (TypeError, OverflowError):  # a None, or an int beyond any float
+            matrix = np.array(list(map(kind.getter(features), rows)), dtype=np.float64)
+        except OverflowError:  # an int beyond any float
             return None
     else:
         try:

@@ -12,8 +12,8 @@ from scipy.spatial.distance import jensenshannon
 
 from detectors.base import InvalidInput
 from detectors.drift import (
-    JS, KS, PSI, PSI_EPSILON, Chi2, Foresight, KSPValue, NumericBins, Wasserstein, _ColumnLookup, add_columns,
-    can_foresee, chi2_test, js_distance, ks_from_counts, psi, results, wasserstein_from_counts,
+    JS, KS, PSI, PSI_EPSILON, Chi2, Foresight, KSPValue, NumericBins, Wasserstein, _ColumnLookup, _KSPValues,
+    add_columns, can_foresee, chi2_test, js_distance, ks_from_counts, psi, results, wasserstein_from_counts,
 )
 
 
@@ -311,9 +311,23 @@ def test_ks_p_value_below_a_level_agrees_with_scipy_near_the_critical_distance(l
         critical = stats.kstwo.isf(level, en)
         if not np.isfinite(critical):
             continue
+        gaps = []
         for factor in (0.5, 0.99, 0.999, 0.9995, 1, 1.0005, 1.001, 1.002, 1.01, 1.5):
             gap = round(min(1.0, critical * factor), 12)  # KSPValue rounds to 1e-12 (its cache key)
             assert KSPValue(gap, en).below(level) == (stats.kstwo.sf(gap, en) < level), (en, gap)
+            gaps.append(gap)
+        # all rows at once: the same decisions, none for a row without a level
+        levels = [level if k % 3 else math.nan for k in range(len(gaps))]
+        rows = _KSPValues(np.array(gaps), np.full(len(gaps), en))
+        assert rows.below(np.array(levels)).tolist() == [not math.isnan(level) and KSPValue(gap, en).below(level)
+                                                         for gap, level in zip(gaps, levels)]
+
+
+def test_ks_rows_without_a_critical_band_are_decided_by_their_p_values():
+    gaps = [0.01, 0.2, 0.9]
+    with mock.patch("detectors.drift._ks_critical_band", lambda level, en: (math.nan, math.nan)):
+        rows = _KSPValues(np.array(gaps), np.full(3, 50.0))
+        assert rows.below(np.full(3, 0.01)).tolist() == [stats.kstwo.sf(gap, 50.0) < 0.01 for gap in gaps]
 
 
 def test_ks_detector_defers_its_p_value_and_fires_on_the_critical_distance():
@@ -464,6 +478,7 @@ def test_the_lookup_follows_the_bins_it_is_asked_for():
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.lists(st.integers(0, 300), min_size=1, max_size=4),
        st.lists(st.integers(0, 300), max_size=5), st.integers(0, 300), st.booleans())
+@example(seed=1, before=[1], positions=[10, 40], size=60, asked_late=False)  # a level calibrated within the batch
 def test_foresight_equals_feeding_up_to_each_position(seed, before, positions, size, asked_late):
     """A Foresight's results at each position equal ``add_columns`` of the rows up to it and
     ``results``, for windows of different shapes and out of step (references of different
@@ -474,11 +489,12 @@ def test_foresight_equals_feeding_up_to_each_position(seed, before, positions, s
             (KS, {"reference_size": 100, "window": 150, "blocks": 5}),
             (KS, {"reference_size": 130, "window": 60, "blocks": 6, "min_samples": 20}),
             (JS, {"reference_size": 100, "window": 80}), (PSI, {"reference_size": 100, "window": 150, "level": 0.05})]
-    foreseen, fed = ([kind(**params) for kind, params in made for _ in range(2)] for _ in range(2))
+    foreseen, fed, alone = ([kind(**params) for kind, params in made for _ in range(2)] for _ in range(3))
     for rows in [*before, 200]:  # every reference complete, windows partly filled
         matrix = rng.normal(size=(rows, len(foreseen))) + np.linspace(0, 1, len(foreseen))
         add_columns(foreseen, matrix)
         add_columns(fed, matrix)
+        add_columns(alone, matrix)
     assert can_foresee(foreseen)
     matrix = rng.normal(0.3, 1.2, size=(size, len(foreseen)))
     positions = sorted(min(p, size) for p in positions)
@@ -487,12 +503,17 @@ def test_foresight_equals_feeding_up_to_each_position(seed, before, positions, s
     done = 0
     for position in positions:
         add_columns(fed, matrix[done:position])
+        add_columns(alone, matrix[done:position])
         done = position
         expected = results(fed)
+        one_by_one = [detector.result() for detector in alone]  # a calibrated threshold set as result() sets it
         got = foresight.results(position, members)
         for i, result in zip(members, got):
             assert (result.statistic, result.n, result.fired, result.threshold, result.p_value) == \
                 (expected[i].statistic, expected[i].n, expected[i].fired, expected[i].threshold, expected[i].p_value)
+            assert (result.statistic, result.n, result.fired, result.threshold) == \
+                (one_by_one[i].statistic, one_by_one[i].n, one_by_one[i].fired, one_by_one[i].threshold) or \
+                (math.isnan(result.statistic) and math.isnan(one_by_one[i].statistic))
     add_columns(fed, matrix[done:])
     foresight.commit()
     assert [d.state() for d in foreseen] == [d.state() for d in fed]
