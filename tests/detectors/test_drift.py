@@ -139,7 +139,6 @@ def test_first_n_events_make_the_same_reference_as_an_explicit_one():
     assert learned.result() == explicit.result()
 
 
-
 def test_a_reference_fed_a_few_values_at_a_time_waits_in_few_arrays():
     # a monitor of many models feeds each detector a few values per batch: the values wait in
     # a bounded number of arrays (an array per call would cost more in headers than in values)
