@@ -187,17 +187,19 @@ _encoder = msgspec.json.Encoder()
 def parse_timestamp(value: int | str, field: str = "timestamp") -> int:
     """ISO-8601 with a zone, or epoch milliseconds, to epoch milliseconds."""
     if isinstance(value, int) and not isinstance(value, bool):
-        if not 0 <= value <= MAX_EPOCH_MS:
-            raise InvalidEvent("bad_timestamp", f"{field}: epoch milliseconds must be in 0..{MAX_EPOCH_MS} "
-                                                f"(up to 9999-12-31T23:59:59.999Z), got {value}")
-        return value
-    try:
-        parsed = datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        raise InvalidEvent("bad_timestamp", f"{field}: {value!r} is not ISO-8601 or epoch milliseconds") from None
-    if parsed.tzinfo is None:
-        raise InvalidEvent("bad_timestamp", f"{field}: {value!r} has no time zone (add Z or +00:00)")
-    return int(parsed.timestamp() * 1000)
+        ms = value
+    else:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except (TypeError, ValueError):
+            raise InvalidEvent("bad_timestamp", f"{field}: {value!r} is not ISO-8601 or epoch milliseconds") from None
+        if parsed.tzinfo is None:
+            raise InvalidEvent("bad_timestamp", f"{field}: {value!r} has no time zone (add Z or +00:00)")
+        ms = int(parsed.timestamp() * 1000)
+    if not 0 <= ms <= MAX_EPOCH_MS:  # a zone can move a time of year 9999 past it, or one of 0001 below 0
+        raise InvalidEvent("bad_timestamp", f"{field}: {value!r} is not between 1970-01-01T00:00:00Z and "
+                                            f"9999-12-31T23:59:59.999Z (epoch milliseconds 0 … {MAX_EPOCH_MS})")
+    return ms
 
 
 def format_timestamp(ms: int) -> str:

@@ -75,7 +75,8 @@ def test_timestamps_iso_with_zone_or_epoch_ms(stamp, expected):
     assert parse_timestamp(stamp) == expected
 
 
-@pytest.mark.parametrize("stamp", ["2026-11-23T10:15:02", "yesterday", "", -5, 253_402_300_800_000, 1 << 62, 1 << 64])
+@pytest.mark.parametrize("stamp", ["2026-11-23T10:15:02", "yesterday", "", -5, 253_402_300_800_000, 1 << 62, 1 << 64,
+                                   "9999-12-31T23:59:59.999-05:00", "1969-12-31T23:59:59Z"])
 def test_bad_timestamps_are_rejected(stamp):
     assert reason_of(decode_prediction, with_(PREDICTION, timestamp=stamp)) == "bad_timestamp"
 
