@@ -79,7 +79,7 @@ def test_label_before_prediction_still_joins(deployment):
 
 
 def malformed_messages() -> list[tuple[str, str, bytes, str]]:
-    """100 bad messages of 11 kinds: (topic, key, bytes, expected reason)."""
+    """100 bad messages of 12 kinds: (topic, key, bytes, expected reason)."""
     kinds = [
         ("predictions", b"{not json", "invalid_json"),
         ("predictions", b"\xff\xfe\x00garbage", "invalid_utf8"),
@@ -89,6 +89,9 @@ def malformed_messages() -> list[tuple[str, str, bytes, str]]:
         ("predictions", b'{"prediction_id": "a", "model_id": "churn", "timestamp": 0, "prediction": 1e999}',
          "non_finite"),
         ("predictions", b'{"prediction_id": "a", "model_id": "churn", "timestamp": "noon", "prediction": 1}',
+         "bad_timestamp"),
+        # past the end of year 9999: twice it would overflow the aligner's int64 merge keys
+        ("labels", b'{"prediction_id": "a", "model_id": "churn", "timestamp": 4611686018427387904, "label": 1}',
          "bad_timestamp"),
         ("labels", b'{"prediction_id": "", "model_id": "churn", "timestamp": 0, "label": 1}', "empty_id"),
         ("predictions", b'{"prediction_id": "a", "model_id": "churn", "timestamp": 0, "prediction": 1, "score": 7}',
