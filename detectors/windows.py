@@ -97,9 +97,7 @@ class CountWindow:
 
     def rows(self) -> np.ndarray:
         """The rows in the window, oldest first (a copy when the ring has wrapped)."""
-        if self._count < self.size:
-            return self._buffer[: self._count]
-        return np.concatenate((self._buffer[self._next:], self._buffer[: self._next]))
+        return self.oldest(self._count)
 
     def __len__(self) -> int:
         return self._count
