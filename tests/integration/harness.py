@@ -125,14 +125,16 @@ address = "127.0.0.1:{self.metrics_port}"
         """Messages of ``topic`` (read_committed). Waits for ``expected`` of them, then ``settle``
         seconds more to catch any extra; with ``expected=None`` reads for ``timeout`` seconds.
         ``to_end``: instead, reads until every partition's end (its last stable offset) has been
-        reached, then ``settle`` seconds more; for a topic whose producer has nothing left to
-        send (its inputs all committed), where a fixed wait would only add time."""
+        reached, then ``settle`` seconds more, and fails if that takes longer than ``timeout``;
+        for a topic whose producer has nothing left to send (its inputs all committed), where a
+        fixed wait would only add time. ``topic``: one of the deployment's topics by its name in
+        the config (``predictions``, ``retrain-triggers``, …), else a topic's full name."""
         consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"reader-{time.monotonic_ns()}",
                              "auto.offset.reset": "earliest", "isolation.level": "read_committed",
                              "enable.auto.commit": False, "enable.partition.eof": to_end})
-        consumer.subscribe([self.topics[topic]])
-        partitions = len(consumer.list_topics(self.topics[topic], timeout=10).topics[self.topics[topic]].partitions) \
-            if to_end else 0
+        name = self.topics.get(topic, topic)
+        consumer.subscribe([name])
+        partitions = len(consumer.list_topics(name, timeout=10).topics[name].partitions) if to_end else 0
         at_end: set[int] = set()
         messages = []
         deadline = time.monotonic() + timeout
@@ -151,6 +153,7 @@ address = "127.0.0.1:{self.metrics_port}"
                     to_end = False
         finally:
             consumer.close()
+        assert not to_end, f"read {sorted(at_end)} of {name}'s {partitions} partitions to the end in {timeout} s"
         return messages
 
     def triggers(self, expected: int | None = None, timeout: float = 30, settle: float = 2.0,

@@ -15,7 +15,7 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from .harness import Deployment, models_config, pair, skip_faust_fetcher_loss
 from .test_skeleton import FLOOR_MODEL
@@ -197,21 +197,9 @@ def test_state_lives_in_the_faust_table_changelog_keyed_by_input_partition(deplo
     d.wait_for_metric("driftline_events_joined_total", 120, model="churn")
     assert d.stop(proc) == 0
     changelog = f"{d.group}-monitor-state-changelog"
-    reader = Consumer({"bootstrap.servers": d.bootstrap, "group.id": f"reader-{time.monotonic_ns()}",
-                       "auto.offset.reset": "earliest", "enable.auto.commit": False, "enable.partition.eof": True})
-    reader.subscribe([changelog])
-    partitions = len(reader.list_topics(changelog, timeout=10).topics[changelog].partitions)
-    latest, at_end = {}, set()
-    deadline = time.monotonic() + 30
     # The worker has stopped: the changelog is complete once every partition's end is reached.
-    while time.monotonic() < deadline and len(at_end) < partitions:
-        for msg in reader.consume(500, 0.5):
-            if not msg.error():
-                latest[msg.partition()] = (msg.key(), json.loads(msg.value()))
-            elif msg.error().code() == KafkaError._PARTITION_EOF:
-                at_end.add(msg.partition())
-    reader.close()
-    assert len(at_end) == partitions, f"read {sorted(at_end)} of the changelog's {partitions} partitions to the end"
+    latest = {msg.partition(): (msg.key(), json.loads(msg.value()))
+              for msg in d.read(changelog, timeout=30, settle=0, to_end=True)}
     assert len(latest) == 1, "one model: one input partition, one table entry"
     (partition, (key, state)), = latest.items()
     assert key == f"group-{d.suffix}:{partition}".encode()
