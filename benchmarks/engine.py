@@ -414,7 +414,11 @@ def load_worker(bootstrap: str, topics: list[str], rate: float, seconds: float) 
         due = int(rate * (now - started))
         wall_ms = int(time.time() * 1000)
         while sent < due:
-            if waiting and waiting[0][0] <= now:
+            # Each event's own place in the schedule decides whether a label is due, not the
+            # loop's clock: a producer that fell behind catches up with the stream's mix of
+            # predictions and labels, not with a burst of labels followed by one of predictions.
+            at = started + sent / rate
+            if waiting and waiting[0][0] <= at:
                 _, key, message = waiting.popleft()
                 producer.produce(topics[1], message.replace(b"@TS@", b"%d" % wall_ms), key=key)
             else:
@@ -425,7 +429,7 @@ def load_worker(bootstrap: str, topics: list[str], rate: float, seconds: float) 
                                             b'"timestamp":%d,"features":%s,"prediction":%d,"score":0.5}'
                                  % (pid, model.encode(), wall_ms, fragments[i % len(fragments)], prediction), key=pid)
                 label = prediction if i % 10 else 1 - prediction  # 90% correct
-                waiting.append((now + 1.0, pid, b'{"prediction_id":"%s","model_id":"%s","label":%d,"timestamp":@TS@}'
+                waiting.append((at + 1.0, pid, b'{"prediction_id":"%s","model_id":"%s","label":%d,"timestamp":@TS@}'
                                 % (pid, model.encode(), label)))
                 i += 1
             sent += 1
