@@ -7,9 +7,11 @@ remembered while ``watermark - horizon < end of t's bucket``: for at least ``hor
 alone, not on when :meth:`RecentIds.purge` last ran, so the same events give the same answers
 however they were cut into batches.
 
-Memory: the buckets the watermark has passed are sealed into one sorted ``uint64`` array of
-hashes with a ``uint8`` bucket tag each (9 bytes an id); the bucket the watermark is in is a Python
-set until it is sealed. A checkpoint holds 8 bytes an id (base64 in JSON: about 11).
+Memory: each bucket's ids are one sorted ``uint64`` array (8 bytes an id), except those added
+since the last checkpoint or seal, which wait in a Python set (about 110 bytes an id). A checkpoint
+folds them into their bucket's array, so its cost is sorting what came since the last one plus
+copying the buckets that changed; re-sorting a whole bucket at every checkpoint would cost more
+the longer a bucket stays open. A checkpoint holds 8 bytes an id (base64 in JSON: about 11).
 
 Two different ids share a hash with probability 2**-64 per pair: with ``n`` ids remembered, a new
 id is taken for a duplicate with probability about ``n / 2**64`` (1e6 remembered: 5e-14).
@@ -60,17 +62,15 @@ class RecentIds:
     def __init__(self, horizon_ms: int):
         self.horizon_ms = int(horizon_ms)
         self.width = max(1, math.ceil(self.horizon_ms / BUCKETS))
-        #: bucket -> hashes added to it since it was last sealed
+        #: bucket -> hashes added to it since it was last folded into :attr:`_sorted`
         self._open: dict[int, set[int]] = {}
-        #: sealed hashes, sorted, and each one's bucket as ``_base + tag``
-        self._hashes = _EMPTY
-        self._tags = np.empty(0, dtype=np.uint8)
-        self._base = 0
-        #: bucket -> its sealed hashes, sorted and unique, and their encoding (for :meth:`state`)
-        self._sealed_state: dict[int, tuple[np.ndarray, str]] | None = None
+        #: bucket -> its folded hashes, sorted and unique
+        self._sorted: dict[int, np.ndarray] = {}
+        #: bucket -> the checkpoint text of its folded hashes (encoded when it changed)
+        self._texts: dict[int, str] = {}
 
     def __len__(self) -> int:
-        return len(self._hashes) + sum(map(len, self._open.values()))
+        return sum(map(len, self._sorted.values())) + sum(map(len, self._open.values()))
 
     def _alive(self, bucket: int, watermark_ms: int) -> bool:
         return (bucket + 1) * self.width > watermark_ms - self.horizon_ms
@@ -90,14 +90,12 @@ class RecentIds:
         for bucket, hashes in self._open.items():
             if h in hashes and self._alive(bucket, watermark_ms):
                 return True
-        sealed = self._hashes
-        if not len(sealed):
-            return False
-        at = int(sealed.searchsorted(np.uint64(h)))
-        while at < len(sealed) and int(sealed[at]) == h:
-            if self._alive(self._base + int(self._tags[at]), watermark_ms):
-                return True
-            at += 1
+        key = np.uint64(h)
+        for bucket, hashes in self._sorted.items():
+            if self._alive(bucket, watermark_ms):
+                at = int(hashes.searchsorted(key))
+                if at < len(hashes) and hashes[at] == key:
+                    return True
         return False
 
     # -- many ------------------------------------------------------------------------------
@@ -109,11 +107,11 @@ class RecentIds:
             values = hashes.tolist()
             if any(not s.isdisjoint(values) for s in self._open.values()):
                 return True
-        sealed = self._hashes
-        if not len(sealed):
-            return False
-        at = np.minimum(sealed.searchsorted(hashes), len(sealed) - 1)
-        return bool((sealed[at] == hashes).any())
+        for stored in self._sorted.values():
+            at = np.minimum(stored.searchsorted(hashes), len(stored) - 1)
+            if (stored[at] == hashes).any():
+                return True
+        return False
 
     def add_many(self, hashes: np.ndarray, ts_ms: np.ndarray, watermarks_ms: np.ndarray) -> None:
         """:meth:`add` of each hash, in order, with the watermark at each."""
@@ -132,53 +130,39 @@ class RecentIds:
 
     # -- upkeep ----------------------------------------------------------------------------
     def purge(self, watermark_ms: int) -> None:
-        """Drop the buckets no longer remembered; seal those the watermark has passed."""
+        """Drop the buckets no longer remembered; fold those the watermark has passed."""
+        for bucket in [b for b in (*self._open, *self._sorted) if not self._alive(b, watermark_ms)]:
+            self._open.pop(bucket, None)
+            self._sorted.pop(bucket, None)
+            self._texts.pop(bucket, None)
         current = watermark_ms // self.width
-        dead = [b for b in self._open if not self._alive(b, watermark_ms)]
-        for bucket in dead:
-            del self._open[bucket]
-        sealing = [b for b in self._open if b < current]
-        sealed_buckets = self._base + self._tags.astype(np.int64) if len(self._tags) else np.empty(0, np.int64)
-        stale = len(sealed_buckets) and not self._alive(int(sealed_buckets.min()), watermark_ms)
-        if not sealing and not stale:
-            return
-        keep = (sealed_buckets + 1) * self.width > watermark_ms - self.horizon_ms
-        hashes = [self._hashes[keep]]
-        buckets = [sealed_buckets[keep]]
-        for bucket in sealing:
-            added = np.fromiter(self._open.pop(bucket), dtype=np.uint64)
-            hashes.append(added)
-            buckets.append(np.full(len(added), bucket, dtype=np.int64))
-        self._set_sealed(np.concatenate(hashes), np.concatenate(buckets))
+        for bucket in [b for b in self._open if b < current]:
+            self._fold(bucket)
 
-    def _set_sealed(self, hashes: np.ndarray, buckets: np.ndarray) -> None:
-        self._sealed_state = None
-        order = np.lexsort((buckets, hashes))
-        self._hashes = hashes[order]
-        buckets = buckets[order]
-        self._base = int(buckets.min()) if len(buckets) else 0
-        span = buckets - self._base
-        # purge() keeps at most BUCKETS + 1 buckets; a checkpoint taken between purges may hold more
-        self._tags = span.astype(np.uint8 if not len(span) or int(span.max()) < 256 else np.int64)
+    def _fold(self, bucket: int) -> None:
+        """Move the bucket's waiting hashes into its sorted array."""
+        added = self._open.pop(bucket)
+        new = np.fromiter(added, dtype=np.uint64, count=len(added))
+        old = self._sorted.get(bucket)
+        if old is not None:
+            # two sorted runs: the stable sort (a merge sort) merges them in one pass
+            new = np.concatenate((old, new))
+        new.sort(kind="stable" if old is not None else "quicksort")
+        if old is not None and len(new) > 1:
+            new = new[np.concatenate(([True], new[1:] != new[:-1]))]
+        self._sorted[bucket] = new
+        self._texts.pop(bucket, None)
 
     # -- checkpoints -----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        """Every stored hash by bucket, sorted: the same for the same ids, however sealed."""
-        if self._sealed_state is None:  # the sealed buckets change only at a seal: encoded once
-            self._sealed_state = {}
-            if len(self._hashes):
-                buckets = self._base + self._tags.astype(np.int64)
-                order = np.argsort(buckets, kind="stable")  # by bucket, each one's hashes still sorted
-                bounds = np.flatnonzero(np.diff(buckets[order])) + 1
-                for part in np.split(order, bounds):
-                    hashes = np.unique(self._hashes[part])
-                    self._sealed_state[int(buckets[part[0]])] = (hashes, _encode(hashes))
+        """Every stored hash by bucket, sorted: the same for the same ids, however folded."""
+        for bucket in list(self._open):
+            self._fold(bucket)
         encoded = {}
-        for bucket in sorted({*self._open, *self._sealed_state}):
-            sealed, text = self._sealed_state.get(bucket, (_EMPTY, ""))
-            added = self._open.get(bucket)
-            if added:
-                text = _encode(np.union1d(sealed, np.fromiter(added, dtype=np.uint64, count=len(added))))
+        for bucket in sorted(self._sorted):
+            text = self._texts.get(bucket)
+            if text is None:
+                text = self._texts[bucket] = _encode(self._sorted[bucket])
             encoded[str(bucket)] = text
         return {"horizon_ms": self.horizon_ms, "buckets": encoded}
 
@@ -188,18 +172,19 @@ class RecentIds:
         forgets them by the new horizon (the bucket width must match, else it starts empty)."""
         ids = cls(horizon_ms)
         if "buckets" not in state:  # an older checkpoint's {prediction_id: label timestamp}
-            if state:
-                ids._set_sealed(id_hashes(state), np.asarray(list(state.values()), dtype=np.int64) // ids.width)
+            buckets = np.asarray(list(state.values()), dtype=np.int64) // ids.width
+            for bucket, h in zip(buckets.tolist(), id_hashes(state).tolist()):
+                ids._open.setdefault(bucket, set()).add(h)
+            for bucket in list(ids._open):
+                ids._fold(bucket)
             return ids
         if cls(int(state["horizon_ms"])).width != ids.width:
             return ids
-        hashes, buckets = [], []
         for bucket, data in state["buckets"].items():
             values = np.frombuffer(base64.b64decode(data), dtype="<u8").astype(np.uint64)
-            hashes.append(values)
-            buckets.append(np.full(len(values), int(bucket), dtype=np.int64))
-        if hashes:
-            ids._set_sealed(np.concatenate(hashes), np.concatenate(buckets))
+            if len(values):
+                ids._sorted[int(bucket)] = values
+                ids._texts[int(bucket)] = data
         return ids
 
 
