@@ -397,7 +397,7 @@ def run_worker(kind: str, args, prefix: str, inputs: tuple[str, str], expected: 
 # -- latency under load -------------------------------------------------------------------------
 def load_worker(bootstrap: str, topics: list[str], rate: float, seconds: float) -> None:
     """Produce the realistic stream at ``rate`` events/s (half predictions, half their labels 1 s
-    later) for ``seconds``, with wall-clock timestamps, each event keyed by its prediction id."""
+    later; predictions alone in the first second) for ``seconds``, with wall-clock timestamps, each event keyed by its prediction id."""
     import numpy as np
 
     rng = np.random.default_rng(7)
@@ -405,23 +405,23 @@ def load_worker(bootstrap: str, topics: list[str], rate: float, seconds: float) 
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "partitioner": "murmur2_random",
                          "queue.buffering.max.messages": 1_000_000})
     waiting: deque[tuple[float, bytes, bytes]] = deque()  # (due, key, label message)
+    # Predictions at rate / 2, each one's label 1 s after it: both streams steady, the labels
+    # from the second second on. Each event is sent by its place in that schedule, so a producer
+    # that fell behind catches up in the same mix rather than in a burst of one kind.
+    interval = 2.0 / rate
     started = time.monotonic()
     sent = i = 0
     while True:
         now = time.monotonic()
         if now - started > seconds:
             break
-        due = int(rate * (now - started))
         wall_ms = int(time.time() * 1000)
-        while sent < due:
-            # Each event's own place in the schedule decides whether a label is due, not the
-            # loop's clock: a producer that fell behind catches up with the stream's mix of
-            # predictions and labels, not with a burst of labels followed by one of predictions.
-            at = started + sent / rate
-            if waiting and waiting[0][0] <= at:
+        while True:
+            at = started + i * interval  # the next prediction's place in the schedule
+            if waiting and waiting[0][0] <= min(at, now):
                 _, key, message = waiting.popleft()
                 producer.produce(topics[1], message.replace(b"@TS@", b"%d" % wall_ms), key=key)
-            else:
+            elif at <= now:
                 model = MODELS[i % len(MODELS)]
                 pid = b"%s-%d" % (model.encode(), i)
                 prediction = i % 2
@@ -432,6 +432,8 @@ def load_worker(bootstrap: str, topics: list[str], rate: float, seconds: float) 
                 waiting.append((at + 1.0, pid, b'{"prediction_id":"%s","model_id":"%s","label":%d,"timestamp":@TS@}'
                                 % (pid, model.encode(), label)))
                 i += 1
+            else:
+                break
             sent += 1
         producer.poll(0)
         time.sleep(0.005)
