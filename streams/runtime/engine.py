@@ -283,6 +283,7 @@ class Engine:
         # Its outputs are gone with it; processed again, they note themselves again.
         self.trigger_pending = False
         self.produced.clear()
+        self.store.aborted()
         try:
             with self.health.guard("abort_transaction"):
                 self.producer.abort_transaction(COMMIT_TIMEOUT)

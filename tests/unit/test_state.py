@@ -66,3 +66,30 @@ def test_the_faust_table_holds_one_entry_per_partition_with_its_next_offsets_and
                            "value_serializer": "raw", "force": True}]
     assert sizes == [(2, len(raw))]
     assert store.read(2) == Checkpoint(written.models, written.next_offsets, len(raw)) == decode_table_value(raw)
+
+
+def test_id_buckets_go_apart_and_only_the_changed_ones_are_written_again():
+    producer, sizes = _Producer(), []
+    store = KafkaStateStore(CONFIG, producer, sized=lambda p, n: sizes.append((p, n)))
+    old, new = "QUFBQUFBQUE=", "QkJCQkJCQkI="
+    store.write(1, Checkpoint({"m": {"x": 1, "joined_ids": {"horizon_ms": 8, "buckets": {"5": old, "6": new}}}}))
+    assert producer.produced == [
+        ("st", b"g:1/joined_ids/5/m", old.encode(), 1), ("st", b"g:1/joined_ids/6/m", new.encode(), 1),
+        ("st", b"g:1:m", b'{"x":1,"joined_ids":{"horizon_ms":8,"buckets":{},"apart":["5","6"]}}', 1)]
+    grown = new + "Q0NDQ0NDQ0M="
+    del producer.produced[:]
+    # bucket 5 dropped by the horizon, 6 grew, 7 opened
+    store.write(1, Checkpoint({"m": {"x": 2, "joined_ids": {"horizon_ms": 8, "buckets": {"6": grown, "7": old}}}}))
+    assert producer.produced[:3] == [("st", b"g:1/joined_ids/5/m", None, 1),
+                                     ("st", b"g:1/joined_ids/6/m", grown.encode(), 1),
+                                     ("st", b"g:1/joined_ids/7/m", old.encode(), 1)]
+    del producer.produced[:]
+    state = {"x": 3, "joined_ids": {"horizon_ms": 8, "buckets": {"6": grown, "7": old}}}
+    store.write(1, Checkpoint({"m": state}))  # nothing changed in the buckets: the model's message alone
+    assert [key for _, key, _, _ in producer.produced] == [b"g:1:m"]
+    assert state["joined_ids"]["buckets"] == {"6": grown, "7": old}  # the caller's state is left as it was
+    assert sizes[-1] == (1, len(producer.produced[0][2]) + len(grown) + len(old))
+    store.aborted()  # what the aborted transaction wrote is gone: every bucket again
+    del producer.produced[:]
+    store.write(1, Checkpoint({"m": state}))
+    assert [key for _, key, _, _ in producer.produced] == [b"g:1/joined_ids/6/m", b"g:1/joined_ids/7/m", b"g:1:m"]
