@@ -47,7 +47,9 @@ by default half the ``confluent`` median of this run. ``lat`` gets 31 prediction
 (20 right, 10 wrong: accuracy 0.5, no breach); then the 31st label, wrong, is produced at wall
 time t0 and a read_committed consumer of the triggers topic notes when the trigger is visible:
 latency = seen - t0, ``--latency-samples`` samples, p50/p99; with the engine's CPU time per second
-of the samples (cores) and its commits, so a latency bought with CPU shows.
+of the samples (cores) and its commits, so a latency bought with CPU shows, and the size of its
+checkpoints at the end (the load's ids fill the de-duplication horizon, 600 s, as a run of about
+80 samples lasts).
 
 Memory. ``--memory-models`` models × ``--memory-features`` features (PSI each, accuracy, ADWIN, a
 rule), ``--memory-per-model`` predictions and labels each, consumed by ``driftline run``; peak RSS
@@ -551,7 +553,8 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float) -> dict:
             "rate": rate, "consumed_rate": consumed, "load_running": lag_ok,
             "pending": proc.max_pending, "engine_cpu": cpu,
             "commits": metric_sum(text, "driftline_transaction_commit_seconds_count"),
-            "triggers": metric_sum(text, "driftline_triggers_total")}
+            "triggers": metric_sum(text, "driftline_triggers_total"),
+            "checkpoint_mb": metric_sum(text, "driftline_checkpoint_bytes") / 1e6}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -797,7 +800,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{latency['consumed_rate']:,.0f}/s meanwhile): p50 {latency['p50'] * 1000:.0f} ms, "
               f"p99 {latency['p99'] * 1000:.0f} ms (min {latency['min'] * 1000:.0f}, max {latency['max'] * 1000:.0f}); "
               f"engine CPU {latency['engine_cpu']:.2f} cores, {latency['commits']:,.0f} commits, "
-              f"{latency['triggers']:,.0f} triggers")
+              f"{latency['triggers']:,.0f} triggers, checkpoints {latency['checkpoint_mb']:.1f} MB at the end")
     if memory:
         print(f"\nmemory: {args.memory_models} models × {args.memory_features} features (PSI each), "
               f"{memory['events']:,} events: peak RSS {memory['rss'] / MB:.0f} MB, "
