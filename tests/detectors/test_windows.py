@@ -177,3 +177,38 @@ def test_block_counts_totals_after_equal_pushing_up_to_each_position(blocks, blo
             pushed.push(codes[:position, j])
             assert totals[k, j].tolist() == pushed.totals().tolist()
             assert counts[k, j] == pushed.count
+
+
+_cells = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2 ** 60, 2 ** 60).map(float),
+                   st.integers(2 ** 53 - 50, 2 ** 53).map(float), st.integers(-(2 ** 53), -(2 ** 53) + 50).map(float),
+                   st.sampled_from([0.0, -0.0, 1.0, 2.0 ** 53, 2.0 ** 53 + 2, -(2.0 ** 63), 1e300]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 4), st.data())
+def test_count_window_state_restores_every_float_bit_for_bit(size, width, data):
+    """Columns as integers, as steps between integers, as one repeated value, with non-finite values spelled out: the
+    restored window holds the same float64 bits (-0.0, inf, integers past 2**53 included; a
+    nan stays a nan, as JSON has one)."""
+    window = CountWindow(size, width)
+    for _ in range(data.draw(st.integers(0, 3))):
+        rows = data.draw(st.lists(st.lists(_cells, min_size=width, max_size=width), max_size=size + 2))
+        if rows:
+            window.push(rows)
+    restored = CountWindow.from_state(json.loads(json.dumps(window.state())))
+    assert restored.rows().shape == window.rows().shape and restored.seen == window.seen
+    got, expected = restored.rows(), window.rows()
+    assert np.array_equal(np.isnan(got), np.isnan(expected))
+    numbers = ~np.isnan(expected)
+    assert got[numbers].tobytes() == expected[numbers].tobytes()
+
+
+def test_count_window_restores_a_state_that_lists_rows():
+    """The state of a window before columns: one list per row, non-finite values spelled out."""
+    state = {"size": 4, "width": 2, "seen": 7, "rows": [[1.0, "nan"], [0.0, 0.25], [-0.0, "inf"], [1.0, "-inf"]]}
+    window = CountWindow.from_state(state)
+    assert window.seen == 7 and len(window) == 4
+    assert np.array_equal(window.rows(), [[1.0, np.nan], [0.0, 0.25], [-0.0, np.inf], [1.0, -np.inf]], equal_nan=True)
+    assert np.signbit(window.rows()[2, 0])
+    again = CountWindow.from_state(window.state())
+    assert again.rows().tobytes() == window.rows().tobytes()
