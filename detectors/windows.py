@@ -147,27 +147,27 @@ def column_state(column: np.ndarray) -> Any:
     """
     if not len(column):
         return []
-    first = column[0]
-    if (column == first).all() if first == first else np.isnan(column).all():
-        if not np.signbit(column).any() or np.signbit(column).all():  # not 0.0 and -0.0 mixed
-            return _json_float(float(first))
-    finite = np.isfinite(column)
-    if finite.all():
+    low, high = column.min(), column.max()  # nan when any value is: then neither test holds
+    if low == high and (low != 0 or not np.signbit(column).any() or np.signbit(column).all()):
+        return _json_float(float(low))  # (not 0.0 and -0.0 mixed)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        if np.isnan(low) and np.isnan(column).all():
+            return "nan"
+        cells = column.astype(object)  # json_floats(column.tolist()) without its walk over every value
+        cells[np.isnan(column)] = "nan"
+        cells[column == np.inf] = "inf"
+        cells[column == -np.inf] = "-inf"
+        return cells.tolist()
+    if -_EXACT_INTEGERS <= low and high <= _EXACT_INTEGERS:
+        integers = column.astype(np.int64)
         # -0.0 is an integer value JSON's 0 would lose the sign of
-        if (np.abs(column) <= _EXACT_INTEGERS).all() and (column == np.trunc(column)).all() \
-                and not np.signbit(column[column == 0]).any():
-            integers = column.astype(np.int64)
+        if (integers == column).all() and (low > 0 or high < 0 or not np.signbit(column[integers == 0]).any()):
             steps = np.diff(integers)
             # timestamps and offsets: each step a few digits, where each value has a dozen
-            if len(steps) and 10 * np.abs(steps).max() <= np.abs(integers).max():
+            if 10 * max(steps.max(), -steps.min()) <= max(high, -low):
                 return {"steps": [int(integers[0]), *steps.tolist()]}
             return integers.tolist()
-        return column.tolist()
-    cells = column.astype(object)  # json_floats(column.tolist()) without its walk over every value
-    cells[np.isnan(column)] = "nan"
-    cells[column == np.inf] = "inf"
-    cells[column == -np.inf] = "-inf"
-    return cells.tolist()
+    return column.tolist()
 
 
 def column_from_state(column: Any, length: int | None = None) -> np.ndarray:
@@ -372,9 +372,12 @@ class BlockCounts:
         return merged
 
     def state(self) -> dict[str, Any]:
-        counts, fill = self._ordered()
+        """``counts`` is the blocks' counts oldest first, one block after another in one list
+        (a list per block before: :meth:`from_state` reads both)."""
+        oldest = self._newest + 1
         return {"size": self.size, "blocks": self.blocks, "bins": self.bins,
-                "counts": counts.tolist(), "fill": fill.tolist()}
+                "counts": self._counts[oldest:].ravel().tolist() + self._counts[:oldest].ravel().tolist(),
+                "fill": self._fill[oldest:].tolist() + self._fill[:oldest].tolist()}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "BlockCounts":

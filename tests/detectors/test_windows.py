@@ -212,3 +212,17 @@ def test_count_window_restores_a_state_that_lists_rows():
     assert np.signbit(window.rows()[2, 0])
     again = CountWindow.from_state(window.state())
     assert again.rows().tobytes() == window.rows().tobytes()
+
+
+def test_block_counts_restore_a_state_with_a_list_per_block():
+    """The state of block counts before they were one list: a list of counts per block."""
+    window = BlockCounts(size=6, blocks=3, bins=2)
+    for codes in ([0, 1], [1, 1, 0], [0], [1, 1]):
+        window.push(np.array(codes))
+    state = window.state()
+    nested = {**state, "counts": np.reshape(state["counts"], (3, 2)).tolist()}
+    for restored in (BlockCounts.from_state(nested), BlockCounts.from_state(json.loads(json.dumps(state)))):
+        assert restored.state() == state and restored.totals().tolist() == window.totals().tolist()
+        restored.push(np.array([0, 0, 0])), window.push(np.array([0, 0, 0]))
+        assert restored.state() == window.state()
+        window = BlockCounts.from_state(state)
