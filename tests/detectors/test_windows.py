@@ -56,7 +56,11 @@ def test_block_counts_keep_the_last_blocks_of_block_size_events(blocks, block_si
     window = BlockCounts(size=blocks * block_size, blocks=blocks, bins=4)
     model: list[list[int]] = [[]]
     for batch in batches:
+        restored = BlockCounts.from_state(json.loads(json.dumps(window.state())))
+        assert restored.state() == window.state()
+        restored.push(batch)  # the same blocks open and leave after a restore
         window.push(batch)
+        assert restored.state() == window.state()
         for code in batch:
             if len(model[-1]) == block_size:
                 model = (model + [[]])[-blocks:]
