@@ -107,8 +107,9 @@ class CountWindow:
 
     def state(self) -> dict[str, Any]:
         """``size``, ``width``, ``seen``, ``count`` (rows held) and ``columns``: each column
-        oldest first (see :func:`column_state`). Column by column, so that a state is a few lists of numbers, not
-        one small list per row (each a container the garbage collector has to count and walk)."""
+        oldest first (see :func:`column_state`). Column by column, so that a state is a few lists
+        of numbers, not one small list per row (each a container the garbage collector counts,
+        and walks the whole heap for when they add up)."""
         rows = self.rows()
         return {"size": self.size, "width": self.width, "seen": self.seen, "count": len(rows),
                 "columns": [column_state(rows[:, j]) for j in range(self.width)] if len(rows) else []}
