@@ -10,6 +10,7 @@ time, which hold a whole detector per window, are in :mod:`detectors.event_windo
 """
 from __future__ import annotations
 
+import base64
 import itertools
 import operator
 from typing import Any
@@ -373,20 +374,42 @@ class BlockCounts:
         return merged
 
     def state(self) -> dict[str, Any]:
-        """``counts`` is the blocks' counts oldest first, one block after another in one list
-        (a list per block before: :meth:`from_state` reads both)."""
+        """``counts`` is the blocks' counts oldest first, one block after another, as the base64
+        of their bytes in the smallest of ``_COUNT_TYPES`` that holds them (``{"uint8": ...}``):
+        a KS window's thousand small counts are a short string to write and to encode, not a
+        thousand Python ints. :meth:`from_state` also reads them as a list, or a list per block."""
         oldest = self._newest + 1
-        return {"size": self.size, "blocks": self.blocks, "bins": self.bins,
-                "counts": self._counts[oldest:].ravel().tolist() + self._counts[:oldest].ravel().tolist(),
-                "fill": self._fill[oldest:].tolist() + self._fill[:oldest].tolist()}
+        counts = np.concatenate((self._counts[oldest:], self._counts[:oldest])) if oldest < self.blocks \
+            else self._counts
+        fill = self._fill[oldest:].tolist() + self._fill[:oldest].tolist()
+        # a block's counts add up to its fill: no count is larger (and none negative)
+        return {"size": self.size, "blocks": self.blocks, "bins": self.bins, "counts": _packed(counts, max(fill)),
+                "fill": fill}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "BlockCounts":
         window = cls(state["size"], state["blocks"], state["bins"])
-        window._counts = np.asarray(state["counts"], dtype=np.int64).reshape(window.blocks, window.bins)
+        counts = state["counts"]
+        if isinstance(counts, dict):
+            (name, data), = counts.items()
+            counts = np.frombuffer(base64.b64decode(data), dtype=_COUNT_TYPES[name])
+        window._counts = np.array(counts, dtype=np.int64).reshape(window.blocks, window.bins)  # writable
         window._fill = np.asarray(state["fill"], dtype=np.int64)
         window._newest = window.blocks - 1
         return window
+
+
+#: what packed counts are written as, little-endian whatever the machine
+_COUNT_TYPES = {"uint8": np.dtype("<u1"), "uint16": np.dtype("<u2"), "uint32": np.dtype("<u4"),
+                "int64": np.dtype("<i8")}
+
+
+def _packed(counts: np.ndarray, largest: int) -> dict[str, str]:
+    """``{type name: base64 of the counts' bytes}`` in the smallest type that holds counts from
+    0 to ``largest``."""
+    name = "uint8" if largest <= 0xFF else "uint16" if largest <= 0xFFFF else \
+        "uint32" if largest <= 0xFFFFFFFF else "int64"
+    return {name: base64.b64encode(counts.astype(_COUNT_TYPES[name]).tobytes()).decode()}
 
 
 def _count_blocks(counts: np.ndarray, fill: np.ndarray, lead: BlockCounts, codes: np.ndarray) -> int:

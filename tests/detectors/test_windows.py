@@ -218,14 +218,20 @@ def test_count_window_restores_a_state_that_lists_rows():
     assert again.rows().tobytes() == window.rows().tobytes()
 
 
-def test_block_counts_restore_a_state_with_a_list_per_block():
-    """The state of block counts before they were one list: a list of counts per block."""
+@pytest.mark.parametrize("scale", [1, 300, 70_000, 5_000_000_000])
+def test_block_counts_restore_a_state_with_a_list_per_block(scale):
+    """The states of block counts before they were packed: a list of counts per block, or one list."""
     window = BlockCounts(size=6, blocks=3, bins=2)
     for codes in ([0, 1], [1, 1, 0], [0], [1, 1]):
         window.push(np.array(codes))
+    window._counts *= scale  # counts of every packed size (each block's adding up to its fill)
+    window._fill *= scale
     state = window.state()
-    nested = {**state, "counts": np.reshape(state["counts"], (3, 2)).tolist()}
-    for restored in (BlockCounts.from_state(nested), BlockCounts.from_state(json.loads(json.dumps(state)))):
+    assert set(state["counts"]) == {{1: "uint8", 300: "uint16", 70_000: "uint32"}.get(scale, "int64")}
+    by_block = window._ordered()[0].tolist()
+    nested, flat = {**state, "counts": by_block}, {**state, "counts": sum(by_block, [])}
+    for restored in (BlockCounts.from_state(nested), BlockCounts.from_state(flat),
+                     BlockCounts.from_state(json.loads(json.dumps(state)))):
         assert restored.state() == state and restored.totals().tolist() == window.totals().tolist()
         restored.push(np.array([0, 0, 0])), window.push(np.array([0, 0, 0]))
         assert restored.state() == window.state()
