@@ -538,6 +538,8 @@ class _DriftDetector:
         self._pending: list[Any] = []  # first values of the stream, while they make the reference
         self._current = CountWindow(self.window) if self.exact else None
         self._low, self._high = np.inf, -np.inf  # range of all numeric values seen (Wasserstein)
+        self._params_state: tuple | None = None  # see state
+        self._reference_state: tuple | None = None
         if isinstance(reference, dict):
             self._set_profile(reference)
         elif reference is not None:
@@ -691,12 +693,24 @@ class _DriftDetector:
         return params
 
     def state(self) -> dict[str, Any]:
-        ready = self.profile is not None
+        """The detector as JSON. Shares its lists with the states made before and after it (read
+        it, do not change it): a model checkpoints its detectors every second, and their
+        parameters and reference, most of a detector's state, do not change once learned."""
+        # each kept with what it was made from, and made again when that is replaced
+        params = self._params_state
+        if params is None or params[0] != self.threshold:
+            params = self._params_state = (self.threshold, self.params())
+        reference = self._reference_state
+        if reference is None or reference[0] is not self.profile or reference[1] is not self.reference_counts \
+                or reference[2] is not self._reference_raw:
+            ready = self.profile is not None
+            reference = self._reference_state = (self.profile, self.reference_counts, self._reference_raw, {
+                "profile": self.profile.state() if ready else None,
+                "reference_counts": self.reference_counts.tolist() if ready else None,
+                "reference_raw": self._reference_raw.tolist() if self._reference_raw is not None else None})
         return {
-            "kind": self.kind, "params": self.params(),
-            "profile": self.profile.state() if ready else None,
-            "reference_counts": self.reference_counts.tolist() if ready else None,
-            "reference_raw": self._reference_raw.tolist() if self._reference_raw is not None else None,
+            "kind": self.kind, "params": params[1],
+            **reference[3],
             "pending": list(self._pending) if self.categorical else [v for chunk in self._pending for v in chunk.tolist()],
             "current": self._current.state() if self._current is not None else None,
             "range": [float(self._low), float(self._high)] if np.isfinite(self._low) else None,

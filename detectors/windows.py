@@ -10,6 +10,7 @@ time, which hold a whole detector per window, are in :mod:`detectors.event_windo
 """
 from __future__ import annotations
 
+import base64
 import itertools
 import operator
 from typing import Any
@@ -106,26 +107,94 @@ class CountWindow:
         self._next = self._count = 0
 
     def state(self) -> dict[str, Any]:
+        """``size``, ``width``, ``seen``, ``count`` (rows held) and ``columns``: each column
+        oldest first (see :func:`column_state`). Column by column, so that a state is a few lists
+        of numbers, not one small list per row (each a container the garbage collector counts,
+        and walks the whole heap for when they add up)."""
         rows = self.rows()
-        # The usual window is all finite: one C pass instead of json_floats' walk over every number.
-        finite = np.isfinite(rows)
-        if finite.all():
-            listed = rows.tolist()
-        else:  # json_floats(rows.tolist()) without its walk: the non-finite cells spelled in place
-            cells = rows.astype(object)
-            cells[np.isnan(rows)] = "nan"
-            cells[rows == np.inf] = "inf"
-            cells[rows == -np.inf] = "-inf"
-            listed = cells.tolist()
-        return {"size": self.size, "width": self.width, "seen": self.seen, "rows": listed}
+        return {"size": self.size, "width": self.width, "seen": self.seen, "count": len(rows),
+                "columns": [column_state(rows[:, j]) for j in range(self.width)] if len(rows) else []}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "CountWindow":
+        """The window of a :meth:`state`, or of an older state that listed ``rows`` one by one."""
         window = cls(state["size"], state["width"])
-        if state["rows"]:
+        if "columns" in state:
+            if state["count"]:
+                window.push(np.column_stack([column_from_state(c, state["count"]) for c in state["columns"]]))
+        elif state["rows"]:
             window.push(from_json_floats(state["rows"]))
         window.seen = int(state["seen"])
         return window
+
+
+#: integer-valued floats up to this magnitude are written as JSON integers (exact in a float64)
+_EXACT_INTEGERS = float(2 ** 53)
+
+
+def column_state(column: np.ndarray) -> Any:
+    """A float column as JSON, restored exactly by :func:`column_from_state`: the column's values
+    (integers when every value is one, as labels and counts are: ``1`` not ``1.0``; non-finite
+    values spelled ``"nan"``, ``"inf"``, ``"-inf"``); or ``{"steps": [first, second - first,
+    ...]}`` for integers whose steps are an order of magnitude smaller than the values
+    (timestamps, offsets); or the value alone when every row holds the same one (an unused
+    column: every score of a metric fed none).
+
+    >>> column_state(np.array([1.0, 0.0, 1.0])), column_state(np.array([0.5, np.inf]))
+    ([1, 0, 1], [0.5, 'inf'])
+    >>> column_state(np.array([1767225600000.0, 1767225600100.0, 1767225600050.0]))
+    {'steps': [1767225600000, 100, -50]}
+    >>> column_state(np.full(3, np.nan)), column_from_state("nan", 3).tolist()
+    ('nan', [nan, nan, nan])
+    """
+    if not len(column):
+        return []
+    low, high = column.min(), column.max()  # nan when any value is: then neither test holds
+    if low == high and (low != 0 or not np.signbit(column).any() or np.signbit(column).all()):
+        return _json_float(float(low))  # (not 0.0 and -0.0 mixed)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        if np.isnan(low) and np.isnan(column).all():
+            return "nan"
+        cells = column.astype(object)  # json_floats(column.tolist()) without its walk over every value
+        cells[np.isnan(column)] = "nan"
+        cells[column == np.inf] = "inf"
+        cells[column == -np.inf] = "-inf"
+        return cells.tolist()
+    if -_EXACT_INTEGERS <= low and high <= _EXACT_INTEGERS:
+        integers = column.astype(np.int64)
+        # -0.0 is an integer value JSON's 0 would lose the sign of
+        if (integers == column).all() and (low > 0 or high < 0 or not np.signbit(column[integers == 0]).any()):
+            steps = np.diff(integers)
+            # timestamps and offsets: each step a few digits, where each value has a dozen
+            if 10 * max(steps.max(), -steps.min()) <= max(high, -low):
+                return {"steps": [int(integers[0]), *steps.tolist()]}
+            return integers.tolist()
+    return column.tolist()
+
+
+def column_from_state(column: Any, length: int | None = None) -> np.ndarray:
+    """The float column of a :func:`column_state` (``length`` rows when it is a single value)."""
+    if isinstance(column, dict):
+        return np.cumsum(np.asarray(column["steps"], dtype=np.int64)).astype(np.float64)
+    if isinstance(column, list):
+        if all(map(_is_number, column)):
+            return np.asarray(column, dtype=np.float64)
+        return np.asarray(from_json_floats(column), dtype=np.float64)
+    return np.full(length, from_json_floats(column), dtype=np.float64)
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) is float or type(value) is int
+
+
+def _json_float(value: float) -> Any:
+    if value != value:
+        return "nan"
+    if value in (np.inf, -np.inf):
+        return "inf" if value > 0 else "-inf"
+    if value == int(value) and abs(value) <= _EXACT_INTEGERS and not (value == 0 and np.signbit(value)):
+        return int(value)
+    return value
 
 
 class BlockCounts:
@@ -305,17 +374,42 @@ class BlockCounts:
         return merged
 
     def state(self) -> dict[str, Any]:
-        counts, fill = self._ordered()
-        return {"size": self.size, "blocks": self.blocks, "bins": self.bins,
-                "counts": counts.tolist(), "fill": fill.tolist()}
+        """``counts`` is the blocks' counts oldest first, one block after another, as the base64
+        of their bytes in the smallest of ``_COUNT_TYPES`` that holds them (``{"uint8": ...}``):
+        a KS window's thousand small counts are a short string to write and to encode, not a
+        thousand Python ints. :meth:`from_state` also reads them as a list, or a list per block."""
+        oldest = self._newest + 1
+        counts = np.concatenate((self._counts[oldest:], self._counts[:oldest])) if oldest < self.blocks \
+            else self._counts
+        fill = self._fill[oldest:].tolist() + self._fill[:oldest].tolist()
+        # a block's counts add up to its fill: no count is larger (and none negative)
+        return {"size": self.size, "blocks": self.blocks, "bins": self.bins, "counts": _packed(counts, max(fill)),
+                "fill": fill}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "BlockCounts":
         window = cls(state["size"], state["blocks"], state["bins"])
-        window._counts = np.asarray(state["counts"], dtype=np.int64).reshape(window.blocks, window.bins)
+        counts = state["counts"]
+        if isinstance(counts, dict):
+            (name, data), = counts.items()
+            counts = np.frombuffer(base64.b64decode(data), dtype=_COUNT_TYPES[name])
+        window._counts = np.array(counts, dtype=np.int64).reshape(window.blocks, window.bins)  # writable
         window._fill = np.asarray(state["fill"], dtype=np.int64)
         window._newest = window.blocks - 1
         return window
+
+
+#: what packed counts are written as, little-endian whatever the machine
+_COUNT_TYPES = {"uint8": np.dtype("<u1"), "uint16": np.dtype("<u2"), "uint32": np.dtype("<u4"),
+                "int64": np.dtype("<i8")}
+
+
+def _packed(counts: np.ndarray, largest: int) -> dict[str, str]:
+    """``{type name: base64 of the counts' bytes}`` in the smallest type that holds counts from
+    0 to ``largest``."""
+    name = "uint8" if largest <= 0xFF else "uint16" if largest <= 0xFFFF else \
+        "uint32" if largest <= 0xFFFFFFFF else "int64"
+    return {name: base64.b64encode(counts.astype(_COUNT_TYPES[name]).tobytes()).decode()}
 
 
 def _count_blocks(counts: np.ndarray, fill: np.ndarray, lead: BlockCounts, codes: np.ndarray) -> int:

@@ -518,3 +518,24 @@ def test_foresight_equals_feeding_up_to_each_position(seed, before, positions, s
     assert [d.state() for d in foreseen] == [d.state() for d in fed]
     assert not can_foresee([PSI(reference_size=10), *foreseen])  # a reference still filling
     assert not can_foresee([Wasserstein(reference=[0.0, 1.0]), Chi2(reference=[0.0, 1.0])])  # measured one by one
+
+
+@pytest.mark.parametrize("make", [lambda: PSI(reference_size=20, window=30, level=0.01, min_samples=10),
+                                  lambda: KS(reference_size=20, window=30, exact=True),
+                                  lambda: PSI(reference_size=20, window=30, categorical=True)])
+def test_a_state_reuses_its_reference_only_while_the_detector_keeps_it(make):
+    """The parameters and reference a state shares with the one before are made again when the
+    detector learns its reference or calibrates its threshold, and a restore reads them back."""
+    detector, rng = make(), np.random.default_rng(3)
+    values = (lambda n: rng.integers(0, 4, n).astype(str)) if detector.categorical else (lambda n: rng.normal(size=n))
+    states = []
+    for n in (5, 10, 10, 30, 30):
+        detector.add_many(values(n))
+        detector.result()
+        states.append(json.loads(json.dumps(detector.state())))
+        fresh = type(detector).from_state(states[-1])
+        assert json.loads(json.dumps(fresh.state())) == states[-1]
+    assert states[0]["profile"] is None and states[-1]["profile"] is not None
+    assert states[-1]["reference_counts"] == detector.reference_counts.tolist()
+    if detector.level is not None:
+        assert states[-1]["threshold"] is not None

@@ -56,7 +56,11 @@ def test_block_counts_keep_the_last_blocks_of_block_size_events(blocks, block_si
     window = BlockCounts(size=blocks * block_size, blocks=blocks, bins=4)
     model: list[list[int]] = [[]]
     for batch in batches:
+        restored = BlockCounts.from_state(json.loads(json.dumps(window.state())))
+        assert restored.state() == window.state()
+        restored.push(batch)  # the same blocks open and leave after a restore
         window.push(batch)
+        assert restored.state() == window.state()
         for code in batch:
             if len(model[-1]) == block_size:
                 model = (model + [[]])[-blocks:]
@@ -177,3 +181,58 @@ def test_block_counts_totals_after_equal_pushing_up_to_each_position(blocks, blo
             pushed.push(codes[:position, j])
             assert totals[k, j].tolist() == pushed.totals().tolist()
             assert counts[k, j] == pushed.count
+
+
+_cells = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2 ** 60, 2 ** 60).map(float),
+                   st.integers(2 ** 53 - 50, 2 ** 53).map(float), st.integers(-(2 ** 53), -(2 ** 53) + 50).map(float),
+                   st.sampled_from([0.0, -0.0, 1.0, 2.0 ** 53, 2.0 ** 53 + 2, -(2.0 ** 63), 1e300]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 4), st.data())
+def test_count_window_state_restores_every_float_bit_for_bit(size, width, data):
+    """Columns as integers, as steps between integers, as one repeated value, with non-finite values spelled out: the
+    restored window holds the same float64 bits (-0.0, inf, integers past 2**53 included; a
+    nan stays a nan, as JSON has one)."""
+    window = CountWindow(size, width)
+    for _ in range(data.draw(st.integers(0, 3))):
+        rows = data.draw(st.lists(st.lists(_cells, min_size=width, max_size=width), max_size=size + 2))
+        if rows:
+            window.push(rows)
+    restored = CountWindow.from_state(json.loads(json.dumps(window.state())))
+    assert restored.rows().shape == window.rows().shape and restored.seen == window.seen
+    got, expected = restored.rows(), window.rows()
+    assert np.array_equal(np.isnan(got), np.isnan(expected))
+    numbers = ~np.isnan(expected)
+    assert got[numbers].tobytes() == expected[numbers].tobytes()
+
+
+def test_count_window_restores_a_state_that_lists_rows():
+    """The state of a window before columns: one list per row, non-finite values spelled out."""
+    state = {"size": 4, "width": 2, "seen": 7, "rows": [[1.0, "nan"], [0.0, 0.25], [-0.0, "inf"], [1.0, "-inf"]]}
+    window = CountWindow.from_state(state)
+    assert window.seen == 7 and len(window) == 4
+    assert np.array_equal(window.rows(), [[1.0, np.nan], [0.0, 0.25], [-0.0, np.inf], [1.0, -np.inf]], equal_nan=True)
+    assert np.signbit(window.rows()[2, 0])
+    again = CountWindow.from_state(window.state())
+    assert again.rows().tobytes() == window.rows().tobytes()
+
+
+@pytest.mark.parametrize("scale", [1, 300, 70_000, 5_000_000_000])
+def test_block_counts_restore_a_state_with_a_list_per_block(scale):
+    """The states of block counts before they were packed: a list of counts per block, or one list."""
+    window = BlockCounts(size=6, blocks=3, bins=2)
+    for codes in ([0, 1], [1, 1, 0], [0], [1, 1]):
+        window.push(np.array(codes))
+    window._counts *= scale  # counts of every packed size (each block's adding up to its fill)
+    window._fill *= scale
+    state = window.state()
+    assert set(state["counts"]) == {{1: "uint8", 300: "uint16", 70_000: "uint32"}.get(scale, "int64")}
+    by_block = window._ordered()[0].tolist()
+    nested, flat = {**state, "counts": by_block}, {**state, "counts": sum(by_block, [])}
+    for restored in (BlockCounts.from_state(nested), BlockCounts.from_state(flat),
+                     BlockCounts.from_state(json.loads(json.dumps(state)))):
+        assert restored.state() == state and restored.totals().tolist() == window.totals().tolist()
+        restored.push(np.array([0, 0, 0])), window.push(np.array([0, 0, 0]))
+        assert restored.state() == window.state()
+        window = BlockCounts.from_state(state)
