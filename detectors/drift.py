@@ -52,7 +52,7 @@ import itertools
 import math
 import operator
 from functools import lru_cache
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy import stats
@@ -1307,6 +1307,11 @@ class _Judged:
 
     def results(self, k: int) -> list[Result]:
         """The detectors' results at position k (row k)."""
+        return list(map(Result, *self.columns(k)))
+
+    def columns(self, k: int) -> tuple[list, list, list, list, list]:
+        """The fields of :meth:`results` at position k, a list each in ``Result``'s argument
+        order (statistic, threshold, p-value, n, fired): for a caller that makes its own objects."""
         thresholds = self._thresholds
         if self._calibrating:
             ready = self._ready[k]
@@ -1316,12 +1321,12 @@ class _Judged:
             thresholds = [d.threshold for d in self.detectors]
         width = len(self.detectors)
         if self._p_values is None:
-            p_values = itertools.repeat(None)
+            p_values = [None] * width
         else:
             p_values = self._p_values.rows(k * width, (k + 1) * width)
             if self._empty[k]:
                 p_values = [None if n == 0 else p for p, n in zip(p_values, self._counts[k])]
-        return list(map(Result, self._values[k], thresholds, p_values, self._counts[k], self._fired[k]))
+        return self._values[k], thresholds, p_values, self._counts[k], self._fired[k]
 
 
 class Foresight:
@@ -1374,30 +1379,42 @@ class Foresight:
 
     def results(self, position: int, members: list[int]) -> list[Result]:
         """The results of ``detectors[i]`` for each i of ``members`` after ``position`` rows."""
+        return list(map(Result, *self.columns(position, members)))
+
+    def columns(self, position: int, members: list[int]) -> tuple[list, list, list, list, list]:
+        """The fields of :meth:`results`, a list each (see :meth:`_Judged.columns`): the
+        statistic, threshold, p-value, n and whether it fired of each member, in order."""
         sheet = self._sheets.get(position) or self._sheet([position])
         k = sheet.index[position]
         plan = self._plans.get(tuple(members))
         if plan is None:
             plan = self._plans[tuple(members)] = self._plan(members)
-        units, pick = plan
-        found: list[Result] = []
+        units, places = plan
+        found: tuple[list, ...] | None = None
         for unit in units:
             judged = sheet.judged.get(unit)
             if judged is None:
                 judged = sheet.judged[unit] = self._judge(sheet, *unit)
-            found += judged.results(k)
-        return pick(found)
+            columns = judged.columns(k)
+            if found is None:
+                found = columns
+            else:
+                found = tuple(a + b for a, b in zip(found, columns))
+        if places is None:
+            return found
+        return tuple([column[place] for place in places] for column in found)
 
-    def _plan(self, members: list[int]) -> tuple[list[tuple[int, type]], Callable[[list], list]]:
-        """The units (group, kind) that hold these members, and how to pick the members'
-        results, in order, from the units' results one after the other."""
+    def _plan(self, members: list[int]) -> tuple[list[tuple[int, type]], list[int] | None]:
+        """The units (group, kind) that hold these members, and where each member's result is
+        among the units' results one after the other (None: there in order, nothing else)."""
         units: dict[tuple[int, type], None] = {}
         for i in members:
             units[self._place[i][0], type(self.detectors[i])] = None
         order = [i for g, kind in units for i in self._members(g, kind)[1]]
+        if order == list(members):
+            return list(units), None
         where = {i: place for place, i in enumerate(order)}
-        places = [where[i] for i in members]
-        return list(units), lambda found: [found[place] for place in places]
+        return list(units), [where[i] for i in members]
 
     def _members(self, g: int, kind: type) -> tuple[list[int], list[int]]:
         """The columns of group g whose detector is of this kind, and those detectors."""

@@ -319,6 +319,8 @@ class ModelStatistics:
         #: what _catch_up_features feeds the numeric detectors from one matrix (see _numeric_plan)
         self._plan: tuple[list[str], list[tuple[str, str]], list[Any], np.ndarray] | None = None
         self._numeric_places: dict[tuple[str, str], int] | None = None
+        #: group -> its detectors' places among the numeric ones, and kinds (see _foreseen_members)
+        self._foreseen: dict[str, tuple[list[int], list[str]] | None] = {}
 
     def _numeric_plan(self) -> tuple[list[str], list[tuple[str, str]], list[Any], np.ndarray]:
         """The watched numeric features (the matrix's columns), the numeric detectors' keys and
@@ -457,9 +459,15 @@ class ModelStatistics:
             self._catch_up_predictions(self._position)
             return {f"prediction.{kind}": _observation(self._drift_result(kind, detector), detector=kind)
                     for kind, detector in self.prediction_drift.items()}
-        self._foresee()
+        foresight = self._foresee()
         self._catch_up_features(self._position)
         keys, names = self._group_members(group)
+        if foresight is not None and (group != "feature tests" or not self._corrects_tests()):
+            foreseen = self._foreseen_members(group)
+            if foreseen is not None:  # every detector of the group foreseen: no Result made
+                members, kinds = foreseen
+                values, thresholds, p_values, counts, fired = foresight.columns(self._position, members)
+                return dict(zip(names, map(Observation, values, counts, fired, p_values, thresholds, kinds)))
         results = self._feature_results(keys)
         if group == "feature tests":
             fired = self._corrected_alarms(results)
@@ -478,6 +486,22 @@ class ModelStatistics:
             members = self._members[group] = (keys, [f"feature.{feature}.{kind}" for feature, kind in keys])
         return members
 
+    def _foreseen_members(self, group: str) -> tuple[list[int], list[str]] | None:
+        """The places in :meth:`_numeric_plan`'s list of a feature group's detectors and their
+        kinds, or None when some detector of the group is not there; kept as the groups are."""
+        if group not in self._foreseen:
+            keys = self._group_members(group)[0]
+            index = self._numeric_index()
+            self._foreseen[group] = ([index[key] for key in keys], [kind for _, kind in keys]) \
+                if all(key in index for key in keys) else None
+        return self._foreseen[group]
+
+    def _corrects_tests(self) -> bool:
+        """Whether the feature tests' alarms go through a multiple-testing correction (see
+        :meth:`_corrected_alarms`)."""
+        drift = self.model.drift
+        return not (drift is None or drift.budgeted or drift.test_correction == "none")
+
     def end_evaluation(self) -> None:
         """An evaluation point has judged the rules: change detectors start a fresh interval."""
         self.evaluated_pairs = self.pairs_seen
@@ -485,9 +509,9 @@ class ModelStatistics:
     def _corrected_alarms(self, results: dict[tuple[str, str], Result]) -> dict[tuple[str, str], bool]:
         """Tests (KS, chi-squared) over many features alarm after the configured correction."""
         fired = {key: r.fired for key, r in results.items()}
-        drift = self.model.drift
-        if drift is None or drift.budgeted or drift.test_correction == "none":
+        if not self._corrects_tests():
             return fired  # under the budget each test's level already has its share (Bonferroni)
+        drift = self.model.drift
         tests = [key for key, r in results.items() if self.feature_drift[key].is_test
                  and r.n >= self.feature_drift[key].min_samples and math.isfinite(r.statistic)]
         if tests:

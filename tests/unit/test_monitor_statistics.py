@@ -277,6 +277,16 @@ BATCHED = config(
 )
 
 
+#: BATCHED with the budget off: the feature tests' alarms go through a BH correction
+BATCHED_CORRECTED = config(
+    features={"numeric": ["a", "b", "c"], "categorical": ["plan"]},
+    evaluate_every=10,
+    drift={"numeric": ["psi", "ks"], "categorical": ["chi2", "psi"], "prediction": ["psi"],
+           "reference_size": 40, "window": 60, "false_alarm_every": 0, "correction": "bh", "alpha": 0.2},
+    rules=[{"name": "drift", "conditions": [{"statistic": "feature.*", "fired": True}]}],
+)
+
+
 def read_drift(stats):
     """Every drift observation, all fields (p-values computed), as text: nan equals nan."""
     return repr({name: observation for name, observation in stats.drift_observations().items()})
@@ -284,16 +294,18 @@ def read_drift(stats):
 
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), sizes=st.lists(st.integers(0, 80), min_size=1, max_size=6),
-       holes=st.sampled_from([0.0, 0.01, 0.2]), restore_after=st.integers(0, 6))
-def test_a_batch_read_at_its_points_equals_feeding_it_point_by_point(seed, sizes, holes, restore_after):
+       holes=st.sampled_from([0.0, 0.01, 0.2]), restore_after=st.integers(0, 6),
+       corrected=st.booleans())
+def test_a_batch_read_at_its_points_equals_feeding_it_point_by_point(seed, sizes, holes, restore_after, corrected):
     """The statistics of a batch handed over whole with its evaluation points (the numeric
     detectors measured at all of them together) equal, at every point and at positions read
     though not planned, those of the batch fed point by point; and the state after it is the
     same. Windows slide across batch borders, references fill mid-batch, some features are
     missing, nan or None (those batches go part by part), categorical features and the
-    prediction go part by part always, and the statistics are restored mid-stream."""
+    prediction go part by part always, the statistics are restored mid-stream, and the feature
+    tests alarm under the budget or after a multiple-testing correction."""
     rng = np.random.default_rng(seed)
-    model = BATCHED.models[0]
+    model = (BATCHED_CORRECTED if corrected else BATCHED).models[0]
     batched, by_point = ModelStatistics(model), ModelStatistics(model)
     for b, size in enumerate(sizes):
         values = rng.normal(0.4 * b, 1.0, size=(size, 3))
