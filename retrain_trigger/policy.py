@@ -174,10 +174,12 @@ class TriggerPolicy:
         observations: Mapping[str, Observation],
         *,
         model_version: str | None,
-        window: TriggerWindow,
+        window: TriggerWindow | Callable[[], TriggerWindow],
         at_ms: int,
         evidence_extra: dict[str, Any] | None = None,
     ) -> list[TriggerEvent]:
+        """The triggers of one evaluation point. ``window`` may be a function of no arguments
+        that makes it: it is called only if a rule fires (most points fire none)."""
         version_changed = (
             model_version is not None
             and self.model_version is not None
@@ -196,6 +198,8 @@ class TriggerPolicy:
                 )
             fired, new = self._step(rule, state, observations, at_ms)
             if fired:
+                if not isinstance(window, TriggerWindow):
+                    window = window()
                 extra = {**(evidence_extra or {}), "new_subjects": new} if new else evidence_extra
                 events.append(self._event(rule, state, observations, window, at_ms, extra))
         return events

@@ -13,13 +13,14 @@ event time (:class:`~streams.core.join.Join`, which also tells duplicates, early
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import logging
 import operator
 from collections import Counter
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import msgspec
 import numpy as np
@@ -376,12 +377,12 @@ class ModelMonitor:
                                             segment.version or self.version, span, window.end_ms))
             if segment.evaluate_pairs and not self.stats.event_time:
                 at_ms = segment.pairs_at_ms
-                window = self._window(self.pair_window, self.label_partition, at_ms)
+                window = functools.partial(self._window, self.pair_window, self.label_partition, at_ms)
                 triggers.extend(self._judge(self.policy, self.stats.observations(), segment.version, window, at_ms))
             if segment.evaluate_predictions and self.drift_rules:
                 at_ms = segment.predictions_at_ms
                 drift = self.stats.drift_observations()
-                window = self._window(self.prediction_window, self.prediction_partition, at_ms)
+                window = functools.partial(self._window, self.prediction_window, self.prediction_partition, at_ms)
                 triggers.extend(self._judge(self.drift_policy, drift, segment.version, window, at_ms))
         self.stats.catch_up()  # the checkpoint and the exporter see every event of the batch
         detections = self.counters.change_detections
@@ -414,8 +415,9 @@ class ModelMonitor:
         return self.stats.observations()
 
     def _judge(self, policy: TriggerPolicy, observations: dict[str, Observation], version: str | None,
-               window: TriggerWindow, at_ms: int) -> list[TriggerEvent]:
-        """One evaluation point: the policy decides; count what it held back."""
+               window: TriggerWindow | Callable[[], TriggerWindow], at_ms: int) -> list[TriggerEvent]:
+        """One evaluation point: the policy decides; count what it held back. ``window``: the
+        trigger window, or what makes it when a rule fires (see :meth:`TriggerPolicy.evaluate`)."""
         before = policy.suppressed
         triggers = policy.evaluate(observations, model_version=version, window=window, at_ms=at_ms)
         if policy is self.policy:  # change detectors speak to the labelled pairs' clock

@@ -322,6 +322,18 @@ def test_ks_p_value_below_a_level_agrees_with_scipy_near_the_critical_distance(l
                                                          for gap, level in zip(gaps, levels)]
 
 
+@settings(max_examples=50, deadline=None)
+@given(rows=st.lists(st.tuples(st.floats(0.0, 1.0), st.sampled_from([1.0, 17.0, 140.0, 500.0]),
+                               st.sampled_from([math.nan, 0.05, 1e-6])), min_size=1, max_size=40))
+def test_ks_rows_below_their_levels_are_each_rows_own_decision(rows):
+    """Rows of many effective sizes and levels (nan: not judged) decided at once agree with
+    each row's own :meth:`KSPValue.below`."""
+    gaps, sizes, levels = (np.array(column) for column in zip(*rows))
+    got = _KSPValues(gaps, sizes).below(levels).tolist()
+    assert got == [not math.isnan(level) and KSPValue(gap, en).below(level)
+                   for gap, en, level in zip(gaps.tolist(), sizes.tolist(), levels.tolist())]
+
+
 def test_ks_rows_without_a_critical_band_are_decided_by_their_p_values():
     gaps = [0.01, 0.2, 0.9]
     with mock.patch("detectors.drift._ks_critical_band", lambda level, en: (math.nan, math.nan)):
