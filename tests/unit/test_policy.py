@@ -272,6 +272,25 @@ def test_two_rules_fire_independently_with_their_own_sequences():
     assert fired == [[ID1, "churn:psi:000001"], [], [ID2]]
 
 
+def test_a_window_given_as_a_function_is_made_only_when_a_rule_fires():
+    """The Monitor hands the trigger window over as what makes it: the same events, and the
+    window made at the points that fire only."""
+    steps = [{"accuracy": v} for v in [0.9, 0.7, 0.7, 0.9, 0.6]]
+    eager, lazy, made = make_policy(accuracy_floor()), make_policy(accuracy_floor()), []
+
+    def make(index):
+        made.append(index)
+        return window_at(index)
+
+    for index, step in enumerate(steps):
+        at_ms = T0_MS + (index + 1) * MINUTE_MS
+        expected = eager.evaluate(as_observations(step), model_version="v1", window=window_at(index), at_ms=at_ms)
+        got = lazy.evaluate(as_observations(step), model_version="v1", window=lambda index=index: make(index),
+                            at_ms=at_ms)
+        assert got == expected
+    assert made == [1, 4]
+
+
 def test_same_inputs_give_same_ids_across_instances():
     steps = [{"accuracy": v} for v in [0.9, 0.7, 0.9, 0.7, 0.7, 0.95, 0.6]]
     first = run(make_policy(accuracy_floor(consecutive=2)), steps)
