@@ -1404,6 +1404,24 @@ class Foresight:
             return found
         return tuple([column[place] for place in places] for column in found)
 
+    def measured(self, position: int) -> list[tuple[float, int]] | None:
+        """What :func:`statistics` gives after adding the rows up to ``position``, when every
+        detector has been measured there already (with the planned positions, when a rule read
+        one of them); else None, measuring nothing."""
+        sheet = self._sheets.get(position)
+        if sheet is None:
+            return None
+        k = sheet.index[position]
+        out: list[Any] = [None] * len(self.detectors)
+        for g, together in enumerate(self._groups):
+            for kind in dict.fromkeys(type(self.detectors[j]) for j in together):
+                judged = sheet.judged.get((g, kind))
+                if judged is None:
+                    return None
+                for i, value, n in zip(self._members(g, kind)[1], judged._values[k], judged._counts[k]):
+                    out[i] = (value, n)
+        return out
+
     def _plan(self, members: list[int]) -> tuple[list[tuple[int, type]], list[int] | None]:
         """The units (group, kind) that hold these members, and where each member's result is
         among the units' results one after the other (None: there in order, nothing else)."""

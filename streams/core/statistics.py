@@ -93,6 +93,9 @@ class ModelStatistics:
         #: labelled pairs queued for the count-window metrics, a segment each (see _feed_pairs)
         self._queued_pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
         self._clear_predictions()  # the queued predictions and their read positions
+        #: values() has been called: each batch's end is then measured with its points, as a
+        #: timeline reads every batch's end (see values)
+        self._reads_end = False
         #: labelled pairs seen, and how many there were at the last evaluation point: a change
         #: detector "fired" at an evaluation point when it detected a change after that count
         self.pairs_seen = 0
@@ -139,8 +142,11 @@ class ModelStatistics:
         self._base = self._queued
         self._queued += len(rows)
         self._position = self._queued
+        self._end_measured = None
         if points:
             self._points.extend(self._base + point for point in points)
+            if self._reads_end and points[-1] != len(rows):
+                self._points.append(self._queued)  # measured with the points (see values)
 
     def seek(self, position: int) -> None:
         """Reads from now on see the first ``position`` predictions of the last
@@ -230,11 +236,15 @@ class ModelStatistics:
         """Feed everything queued to the drift and change detectors."""
         self._catch_up_features(self._queued)
         self._catch_up_predictions(self._queued)
+        end = None
         if isinstance(self._foresight, Foresight):
+            end = self._foresight.measured(self._queued)
             self._foresight.commit()
             for key in self._numeric_plan()[1]:
                 self._drift_results.pop(key, None)
         self._clear_predictions()
+        if end is not None:
+            self._end_measured = dict(zip(self._numeric_plan()[1], end))
         self._catch_up_changes()
         self._feed_pairs()
 
@@ -319,6 +329,9 @@ class ModelStatistics:
         #: what _catch_up_features feeds the numeric detectors from one matrix (see _numeric_plan)
         self._plan: tuple[list[str], list[tuple[str, str]], list[Any], np.ndarray] | None = None
         self._numeric_places: dict[tuple[str, str], int] | None = None
+        #: the numeric feature detectors' (statistic, n) as they are now, measured by the last
+        #: batch's Foresight at its end (None: not measured, or updated since)
+        self._end_measured: dict[tuple[str, str], tuple[float, int]] | None = None
         #: group -> its detectors' places among the numeric ones, and kinds (see _foreseen_members)
         self._foreseen: dict[str, tuple[list[int], list[str]] | None] = {}
 
@@ -418,11 +431,14 @@ class ModelStatistics:
         for kind, detector in self.changes.items():
             result = detector.result()
             out[f"detector.{kind}"] = (result.statistic, result.n)
-        # A result read since the last update is at hand; the others are measured, not judged
-        # (a sample between evaluation points needs no p-value, and no rule reads them).
-        known = self._drift_results
-        stale = [key for key in self.feature_drift if key not in known]
-        measured = dict(zip(stale, drift_statistics([self.feature_drift[key] for key in stale])))
+        # A result read since the last update is at hand, and so are the numeric detectors'
+        # statistics at the end of the last batch when a Foresight measured them there; the
+        # others are measured, not judged (a sample between evaluation points needs no p-value,
+        # and no rule reads them).
+        self._reads_end = True
+        known, measured = self._drift_results, self._end_measured or {}
+        stale = [key for key in self.feature_drift if key not in known and key not in measured]
+        measured = {**measured, **dict(zip(stale, drift_statistics([self.feature_drift[key] for key in stale])))}
         for feature, kind in self.feature_drift:
             result = known.get((feature, kind))
             out[f"feature.{feature}.{kind}"] = measured[feature, kind] if result is None else (result.statistic, result.n)

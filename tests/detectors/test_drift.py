@@ -13,7 +13,8 @@ from scipy.spatial.distance import jensenshannon
 from detectors.base import InvalidInput
 from detectors.drift import (
     JS, KS, PSI, PSI_EPSILON, Chi2, Foresight, KSPValue, NumericBins, Wasserstein, _ColumnLookup, _KSPValues,
-    add_columns, can_foresee, chi2_test, js_distance, ks_from_counts, psi, results, wasserstein_from_counts,
+    add_columns, can_foresee, chi2_test, js_distance, ks_from_counts, psi, results, statistics,
+    wasserstein_from_counts,
 )
 
 
@@ -519,6 +520,7 @@ def test_foresight_equals_feeding_up_to_each_position(seed, before, positions, s
         expected = results(fed)
         one_by_one = [detector.result() for detector in alone]  # a calibrated threshold set as result() sets it
         got = foresight.results(position, members)
+        assert repr(foresight.measured(position)) == repr(statistics(fed))  # repr: nan equals nan
         for i, result in zip(members, got):
             assert (result.statistic, result.n, result.fired, result.threshold, result.p_value) == \
                 (expected[i].statistic, expected[i].n, expected[i].fired, expected[i].threshold, expected[i].p_value)
