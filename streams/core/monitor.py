@@ -361,7 +361,7 @@ class ModelMonitor:
         for end, segment in zip(ends, segments):
             self.stats.seek(end)
             if segment.prediction_ts:
-                self.prediction_window.push(np.column_stack((segment.prediction_ts, segment.prediction_offsets)))
+                self.prediction_window.push(_rows(segment.prediction_ts, segment.prediction_offsets))
             if segment.predicted:
                 self.stats.update_estimation(segment.predicted, segment.prediction_scores)
             closed = []
@@ -369,7 +369,7 @@ class ModelMonitor:
                 closed = self.stats.update_pairs(segment.y_true, segment.y_pred, segment.scores, segment.pair_ts)
                 if self._estimating:
                     self.stats.learn_estimation(segment.y_true, segment.scores)
-                self.pair_window.push(np.column_stack((segment.pair_ts, segment.pair_offsets)))
+                self.pair_window.push(_rows(segment.pair_ts, segment.pair_offsets))
             for window in closed:  # event-time windows judge each closed window
                 span = TriggerWindow(start=format_timestamp(window.start_ms), end=format_timestamp(window.end_ms),
                                      count=window.count)
@@ -482,6 +482,12 @@ def _sample_lines(data: bytes, count: int) -> list[bytes]:
             starts.add(newline + 1)
     ends = [data.find(b"\n", start) for start in sorted(starts)]
     return [data[start:end if end >= 0 else len(data)] for start, end in zip(sorted(starts), ends)]
+
+
+def _rows(ts: list[int], offsets: list[int]) -> np.ndarray:
+    """A window's rows (timestamp, offset) from the two columns: floats, as the window keeps
+    them, converted in one pass (``np.column_stack`` makes each list an array first)."""
+    return np.array((ts, offsets), dtype=np.float64).T
 
 
 def _named(versions: list[str | None]) -> np.ndarray:
