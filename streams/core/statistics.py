@@ -611,11 +611,13 @@ def _numeric_matrix(rows: list[dict[str, Any] | FeatureRow], features: list[str]
     if kind is not None:  # decoded as a FeatureRow: numbers or None, nothing else
         if not kind.numeric.issuperset(features):
             return None
-        # one tuple per row (a value for one feature), converted in one C pass; a None becomes
-        # nan, refused below with the other non-finite values
+        # one tuple per row (a value for one feature), its values converted in one C pass
+        # (fromiter: no nesting to discover); a None refused with the other non-finite values
+        values = map(kind.getter(features), rows)
         try:
-            matrix = np.array(list(map(kind.getter(features), rows)), dtype=np.float64)
-        except OverflowError:  # an int beyond any float
+            matrix = np.fromiter(itertools.chain.from_iterable(values) if len(features) > 1 else values,
+                                 dtype=np.float64, count=len(rows) * len(features))
+        except (TypeError, OverflowError):  # a None, or an int beyond any float
             return None
     else:
         try:

@@ -78,6 +78,25 @@ def test_the_usual_batch_decodes_into_structs_and_reads_back_as_columns():
     assert _feature_column(rows, "unwatched", kind) == [None] * 10
 
 
+@pytest.mark.parametrize("names", [["x"], ["y"], ["y", "x"], ["x", "y"]])
+@pytest.mark.parametrize("odd", [None, {"y": None}, {"y": HUGE}, {"y": -(2**53 + 1)}])
+def test_a_struct_matrix_is_each_value_as_a_float_or_none_for_a_value_that_is_not(names, odd):
+    """The matrix read off structs: every value converted as ``float`` converts it, one column
+    or many; None (then the batch is read column by column) for a None or an int beyond floats."""
+    feats = [{"x": i / 3, "y": i * 7} for i in range(5)] + [{"x": 0.25, "y": 1, **(odd or {})}]
+    rows = [e.features for e in decode_many([_line(i, f) for i, f in enumerate(feats)],
+                                            predictions=prediction_type(NUMERIC, []))]
+    kind = _row_kind(rows)
+    assert kind is not None
+    values = [[row.get(name) for name in names] for row in rows]
+    finite = all(isinstance(v, (int, float)) and abs(v) < 1e308 for line in values for v in line)
+    got = _numeric_matrix(rows, names, kind)
+    if finite:
+        assert got.tolist() == [[float(v) for v in line] for line in values]
+    else:
+        assert got is None
+
+
 def test_all_the_rows_names_in_order_read_as_each_name_does():
     """The getter of every name in order (``astuple``) reads what the getter of each name reads."""
     lines = [_line(i, {"x": i / 2, "y": None if i == 3 else i}) for i in range(6)]
