@@ -188,6 +188,7 @@ class Engine:
         except KafkaException as exc:
             self._commit_failed(exc.args[0])
             return False
+        self.store.committed()
         self._prepared = False
         self.producer.begin_transaction()
         self.health.reachable()

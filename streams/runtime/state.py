@@ -82,6 +82,8 @@ class KafkaStateStore:
         self.sizes: dict[int, dict[str, int]] = {}
         #: (partition, model) -> bucket -> the text of its latest id bucket message
         self.buckets: dict[tuple[int, str], dict[str, str]] = {}
+        #: :attr:`buckets` as of the last committed transaction (what an abort goes back to)
+        self._committed: dict[tuple[int, str], dict[str, str]] = {}
 
     def _prefix(self, partition: int) -> bytes:
         return f"{self.config.engine.group_id}:{partition}:".encode()
@@ -94,9 +96,9 @@ class KafkaStateStore:
         write: idle models are not rewritten) and those of its id buckets that changed.
 
         The buckets hold a model's ids for the whole de-duplication horizon, most of a busy
-        model's state (at 1,000 labels/s about 7 MB with the default horizon); all but the
-        newest stay as they are until they are dropped, so they are written once rather than
-        with every commit."""
+        model's state; only the newest takes ids as time goes on (an older one changes only
+        when a late label joins), so the others are written when they change, not with every
+        commit."""
         sizes = self.sizes.setdefault(partition, {})
         for model_id, state in checkpoint.models.items():
             ids = state.get("joined_ids")
@@ -126,10 +128,14 @@ class KafkaStateStore:
                 written[bucket] = text
         return sum(map(len, written.values()))
 
+    def committed(self) -> None:
+        """The open transaction committed: what it wrote is in the topic."""
+        self._committed = {key: dict(texts) for key, texts in self.buckets.items()}
+
     def aborted(self) -> None:
-        """The open transaction was aborted: what it wrote is gone, so each model's id buckets
-        are all written again with its next state."""
-        self.buckets.clear()
+        """The open transaction was aborted: what it wrote is gone, and the topic holds the
+        buckets of the last commit (those the next writes compare with, and tombstone when dropped)."""
+        self.buckets = {key: dict(texts) for key, texts in self._committed.items()}
 
     def read(self, partition: int, timeout: float = 30.0) -> Checkpoint:
         """The partition's checkpoint, retrying while a new state topic gets its leader."""
@@ -175,8 +181,9 @@ class KafkaStateStore:
             reader.close()
         models = {model_id: msgspec.json.decode(value) for model_id, value in latest.items()}
         self.sizes[partition] = {}
-        for key in [k for k in self.buckets if k[0] == partition]:
-            del self.buckets[key]
+        for written in (self.buckets, self._committed):
+            for key in [k for k in written if k[0] == partition]:
+                del written[key]
         for model_id, state in models.items():
             self.sizes[partition][model_id] = len(latest[model_id]) + self._join_buckets(
                 partition, model_id, state, buckets.get(model_id, {}))
@@ -196,6 +203,7 @@ class KafkaStateStore:
             texts[bucket] = value.decode()
         ids["buckets"] = texts
         self.buckets[(partition, model_id)] = dict(texts)
+        self._committed[(partition, model_id)] = dict(texts)
         return sum(map(len, texts.values()))
 
 

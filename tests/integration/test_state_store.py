@@ -43,6 +43,7 @@ def test_id_buckets_stored_apart_restore_with_their_model_and_an_abort_leaves_no
         producer.begin_transaction()
         store.write(1, Checkpoint(models))
         producer.commit_transaction(10)
+        store.committed()
 
     first = {"m": {"n": 1, "joined_ids": ids_state(ids, range(0, 5))},
              "other": {"n": 2, "joined_ids": ids_state(RecentIds(8000), range(2, 4))}}

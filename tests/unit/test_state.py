@@ -93,3 +93,20 @@ def test_id_buckets_go_apart_and_only_the_changed_ones_are_written_again():
     del producer.produced[:]
     store.write(1, Checkpoint({"m": state}))
     assert [key for _, key, _, _ in producer.produced] == [b"g:1/joined_ids/6/m", b"g:1/joined_ids/7/m", b"g:1:m"]
+
+
+def test_an_abort_goes_back_to_the_buckets_of_the_last_commit():
+    producer = _Producer()
+    store = KafkaStateStore(CONFIG, producer, sized=lambda p, n: None)
+    a, b, c = "QUFBQUFBQUE=", "QkJCQkJCQkI=", "Q0NDQ0NDQ0M="
+    store.write(1, Checkpoint({"m": {"joined_ids": {"horizon_ms": 8, "buckets": {"5": a, "6": b}}}}))
+    store.committed()
+    # the next transaction drops bucket 5 and opens 7, then aborts: the topic still holds 5 and 6
+    store.write(1, Checkpoint({"m": {"joined_ids": {"horizon_ms": 8, "buckets": {"6": b, "7": c}}}}))
+    store.aborted()
+    del producer.produced[:]
+    store.write(1, Checkpoint({"m": {"joined_ids": {"horizon_ms": 8, "buckets": {"6": b, "7": c}}}}))
+    # 5 is tombstoned again (the aborted one is gone), 6 is in the topic already, 7 is written again
+    assert [(key, value) for _, key, value, _ in producer.produced[:2]] == [
+        (b"g:1/joined_ids/5/m", None), (b"g:1/joined_ids/7/m", c.encode())]
+    assert producer.produced[2][1] == b"g:1:m"
