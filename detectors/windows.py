@@ -188,13 +188,11 @@ def _is_number(value: Any) -> bool:
 
 
 def _json_float(value: float) -> Any:
-    if value != value:
-        return "nan"
-    if value in (np.inf, -np.inf):
-        return "inf" if value > 0 else "-inf"
-    if value == int(value) and abs(value) <= _EXACT_INTEGERS and not (value == 0 and np.signbit(value)):
+    """One value as :func:`column_state` writes it: an integer when it is one, else as :func:`json_floats`."""
+    if np.isfinite(value) and value == int(value) and abs(value) <= _EXACT_INTEGERS \
+            and not (value == 0 and np.signbit(value)):
         return int(value)
-    return value
+    return json_floats(value)
 
 
 class BlockCounts:
@@ -378,10 +376,8 @@ class BlockCounts:
         of their bytes in the smallest of ``_COUNT_TYPES`` that holds them (``{"uint8": ...}``):
         a KS window's thousand small counts are a short string to write and to encode, not a
         thousand Python ints. :meth:`from_state` also reads them as a list, or a list per block."""
-        oldest = self._newest + 1
-        counts = np.concatenate((self._counts[oldest:], self._counts[:oldest])) if oldest < self.blocks \
-            else self._counts
-        fill = self._fill[oldest:].tolist() + self._fill[:oldest].tolist()
+        counts, fill = self._ordered()
+        fill = fill.tolist()
         # a block's counts add up to its fill: no count is larger (and none negative)
         return {"size": self.size, "blocks": self.blocks, "bins": self.bins, "counts": _packed(counts, max(fill)),
                 "fill": fill}
