@@ -8,7 +8,7 @@ alone, not on when :meth:`RecentIds.purge` last ran, so the same events give the
 however they were cut into batches.
 
 Memory: each bucket's ids are one sorted ``uint64`` array (8 bytes an id), except those added
-since the last checkpoint or seal, which wait in a Python set (about 110 bytes an id). A checkpoint
+since the last checkpoint or fold, which wait in a Python set (about 110 bytes an id). A checkpoint
 folds them into their bucket's array, so its cost is sorting what came since the last one plus
 copying the buckets that changed; re-sorting a whole bucket at every checkpoint would cost more
 the longer a bucket stays open. A checkpoint holds 8 bytes an id (base64 in JSON: about 11).
@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-#: buckets per horizon: more make the memory follow the horizon closer, each costs a seal
+#: buckets per horizon: more make the memory follow the horizon closer, each costs a fold
 BUCKETS = 8
 
 _EMPTY = np.empty(0, dtype=np.uint64)
