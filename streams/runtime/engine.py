@@ -3,8 +3,8 @@
 The loop, as in confluent-kafka-python's ``examples/eos_transactions.py``::
 
     consume a batch -> pipeline (decode, dead letters, Monitor, triggers) -> produce the outputs
-    every commit interval:
-        produce the state checkpoints, send the input offsets to the transaction, commit
+    every commit interval, one partition at a time (the intervals of the partitions staggered):
+        produce its state checkpoint, send its input offsets to the transaction, commit
     as soon as a partition's events made a trigger (at most one such commit per
     trigger_commit_min_interval_ms):
         the same for the partitions that produced outputs since the last commit only
@@ -67,13 +67,16 @@ class Engine:
         self.store = KafkaStateStore(config, self.producer, sized=self.exporter.set_checkpoint_bytes)
         self.monitors: dict[int, Monitor] = {}
         self.stopping = False
-        self.events_since_commit = 0
+        #: partition -> events handed to its Monitor since its last commit
+        self.events_since_commit: dict[int, int] = {}
+        #: partition -> when (monotonic seconds) its last commit ended
+        self.committed_at: dict[int, float] = {}
         #: a trigger was produced into the open transaction (it commits as soon as allowed)
         self.trigger_pending = False
         #: partitions that produced triggers or dead letters into the open transaction
         self.produced: set[int] = set()
-        #: when the last commit (of every partition: :attr:`last_full_commit`) ended
-        self.last_commit = self.last_full_commit = self.started = time.monotonic()
+        #: when the last commit (one that the commit interval called for: :attr:`last_interval_commit`) ended
+        self.last_commit = self.last_interval_commit = self.started = time.monotonic()
         self._prepared = False  # checkpoints and offsets are in the open transaction
         self._prepared_partitions: set[int] | None = None  # ... of these partitions (None: all)
         self._first_batch_logged = False
@@ -111,8 +114,8 @@ class Engine:
         self.health.check()
         if messages:
             self.inputs.buffer(self._decode(messages))
-            self.events_since_commit += len(messages)
         for partition, items in self.inputs.release(self.monitors):
+            self.events_since_commit[partition] = self.events_since_commit.get(partition, 0) + len(items)
             if self.pipeline.hand_over(self.monitors[partition], items):
                 self.trigger_pending = True
                 self.produced.add(partition)
@@ -124,8 +127,10 @@ class Engine:
                 self.commit(self.produced)
         self.inputs.flow_control(self.monitors)
         if self.health.up:
-            if self._commit_due():
-                self.commit()
+            due = self._interval_commit_due()
+            if due is not None:
+                self.last_interval_commit = time.monotonic()
+                self.commit(self.produced | {due})
             elif self._trigger_commit_due():
                 self.commit(self.produced)
 
@@ -199,9 +204,9 @@ class Engine:
         else:
             self.produced.difference_update(partitions)
         self.last_commit = time.monotonic()
-        if partitions is None:
-            self.events_since_commit = 0
-            self.last_full_commit = self.last_commit
+        for partition in self.monitors if partitions is None else partitions:
+            self.events_since_commit[partition] = 0
+            self.committed_at[partition] = self.last_commit
         export_lag(self.exporter.set_consumer_lag, self.inputs.positions(assignment), self.inputs.highwater)
         return True
 
@@ -215,10 +220,25 @@ class Engine:
         return self.pipeline.decode(list(map(Message.topic, good)), list(map(Message.partition, good)),
                                     list(map(Message.offset, good)), [msg.value() or b"" for msg in good], good)
 
-    def _commit_due(self) -> bool:
-        engine = self.config.engine
-        return (self.events_since_commit >= engine.commit_every_events
-                or (time.monotonic() - self.last_full_commit) * 1000 >= engine.commit_every_ms)
+    def _interval_commit_due(self) -> int | None:
+        """The partition whose commit is due: ``commit_every_ms`` since its last commit (the
+        longest ago first), or its share of ``commit_every_events`` handed on since. One partition
+        per step, and for the interval, one per ``commit_every_ms / partitions``: committing all
+        partitions at once stalls the loop for all their checkpoints, and every label that
+        arrives meanwhile waits for it; a partition at a time spreads that over the interval."""
+        if not self.monitors:
+            return None
+        engine, now = self.config.engine, time.monotonic()
+        events_due = engine.commit_every_events / len(self.monitors)
+        busiest = max(self.monitors, key=lambda p: self.events_since_commit.get(p, 0))
+        if self.events_since_commit.get(busiest, 0) >= events_due:
+            return busiest
+        stalest = min(self.monitors, key=lambda p: self.committed_at.get(p, self.started))
+        interval = engine.commit_every_ms / 1000
+        if (now - self.committed_at.get(stalest, self.started) >= interval
+                and now - self.last_interval_commit >= interval / len(self.monitors)):
+            return stalest
+        return None
 
     def _trigger_commit_at(self) -> float:
         """The earliest a commit for a trigger may start (monotonic seconds)."""
@@ -277,7 +297,7 @@ class Engine:
             return
         # Retriable: the broker is unreachable or slow. Keep the transaction; try again later.
         self.health.unreachable(err.str())
-        self.last_commit = self.last_full_commit = time.monotonic()
+        self.last_commit = self.last_interval_commit = time.monotonic()
 
     def _abort(self) -> None:
         self._prepared = False
@@ -300,7 +320,8 @@ class Engine:
             self.monitors[p] = self._restore(p)
         for tp in self.consumer.committed(assignment, timeout=COMMIT_TIMEOUT):
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
-        self.events_since_commit = 0
+        self.events_since_commit.clear()
+        self.committed_at = dict.fromkeys(self.monitors, time.monotonic())
 
     def _restore(self, partition: int) -> Monitor:
         """The partition's Monitor as its last committed checkpoint left it."""
@@ -316,6 +337,7 @@ class Engine:
         for p in {tp.partition for tp in partitions}:
             if p not in self.monitors:
                 self.monitors[p] = self._restore(p)
+                self.committed_at[p] = time.monotonic()
         log.info("assigned partitions %s", sorted({tp.partition for tp in partitions}))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -339,6 +361,8 @@ class Engine:
         committed, so their next owner reads it again)."""
         for p in {tp.partition for tp in partitions}:
             self.monitors.pop(p, None)
+            self.events_since_commit.pop(p, None)
+            self.committed_at.pop(p, None)
         self.inputs.forget(partitions)
 
 
