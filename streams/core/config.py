@@ -78,6 +78,10 @@ class Metrics(msgspec.Struct, forbid_unknown_fields=True):
     #: Distinct label values kept per model before new ones are folded into "other".
     max_versions: int = 10
     max_segments: int = 20
+    #: How often (ms) the gauges of the statistics (drift, performance, detectors, window and
+    #: pending counts) are set from the models touched since: at most this often, and within
+    #: about this long after a batch. Counters count every batch.
+    refresh_ms: int = 1000
     #: Serve /metrics over HTTPS: the certificate chain and its private key, PEM files (relative
     #: paths are relative to the config file). Both or neither.
     tls_cert_file: str | None = None
@@ -331,6 +335,8 @@ def _check(config: Config, kafka_check: KafkaCheck | None) -> None:
                 "session_timeout_ms"):
         if getattr(config.engine, key) < 1:
             fail(f"engine.{key}", "must be >= 1")
+    if config.metrics.refresh_ms < 0:
+        fail("metrics.refresh_ms", "must be >= 0")
     if not re.fullmatch(r"[^:\s]*:\d+", config.metrics.address):
         fail("metrics.address", f"{config.metrics.address!r} is not host:port")
     if not config.models and config.engine.unknown_model != "register":

@@ -126,6 +126,7 @@ class Engine:
             if self._trigger_commit_due() and self.health.up:  # no commit into the void
                 self.commit(self.produced)
         self.inputs.flow_control(self.monitors)
+        self.exporter.refresh()
         if self.health.up:
             due = self._interval_commit_due()
             if due is not None:

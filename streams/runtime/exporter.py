@@ -14,6 +14,7 @@ import math
 import socket
 import ssl
 import threading
+import time
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any, Callable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
@@ -130,6 +131,9 @@ class Exporter(Metrics):
         self.settings, self.source = config.metrics, config.source  # where and how serve() listens
         self.version_label = BoundedLabel(config.metrics.max_versions)
         self.segment_label = BoundedLabel(config.metrics.max_segments)
+        #: model id -> its ModelMonitor, for the models touched since their gauges were last set
+        self._stale: dict[str, Any] = {}
+        self._refreshed = -math.inf
         r = self.registry
         self.consumed = Counter("driftline_events_consumed_total", "Messages read from the input topics.",
                                 ["topic"], registry=r)
@@ -237,8 +241,9 @@ class Exporter(Metrics):
         self.checkpoint_bytes.labels(str(partition)).set(size)
 
     def observe(self, monitor: "Monitor") -> None:
-        """Fold the counters a Monitor drains into the metrics, and set the gauges of the models
-        it touched or restored since its last drain (the others' have not changed)."""
+        """Fold the counters a Monitor drains into the metrics; the gauges of the models it
+        touched or restored since its last drain (the others' have not changed) are set by the
+        next :meth:`refresh`."""
         e = self
         for model_id, c, m in monitor.drain_counters():
             for segment, count in c.segments.items():
@@ -255,9 +260,24 @@ class Exporter(Metrics):
                 e.change_detections.labels(model_id, kind).inc(count)
             for (rule, reason), count in c.suppressed.items():
                 e.suppressed.labels(model_id, rule, reason).inc(count)
+            self._stale[model_id] = m
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Set the gauges of the models touched since their last refresh, at most once per
+        ``metrics.refresh_ms``. Setting them reads every statistic of a model at its latest
+        point, which the rules read only at their evaluation points: after every batch it cost
+        the engine as much as the rules themselves when batches are small (a quiet stream),
+        and a scrape reads the gauges every few seconds at most. The engines call this between
+        batches too, so the last batch's values are set when a stream goes quiet."""
+        if not self._stale or time.monotonic() - self._refreshed < self.settings.refresh_ms / 1000:
+            return
+        stale, self._stale = self._stale, {}
+        for model_id, m in stale.items():
             self._observe_statistics(model_id, m)
-            e.window_count.labels(model_id).set(m.stats.window_samples())
-            e.pending.labels(model_id).set(len(m.join.pending))
+            self.window_count.labels(model_id).set(m.stats.window_samples())
+            self.pending.labels(model_id).set(len(m.join.pending))
+        self._refreshed = time.monotonic()
 
     def _observe_statistics(self, model_id: str, m) -> None:
         version = self.version_label(model_id, m.version)

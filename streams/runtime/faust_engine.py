@@ -258,6 +258,7 @@ class FaustEngine:
         self._admin = None
         self.app.timer(3.0, name="driftline-broker-check")(self._check_broker)
         self.app.timer(REWIND_RETRY_SECONDS / 2, name="driftline-rewind")(self._retry_rewinds)
+        self.app.timer(max(0.05, config.metrics.refresh_ms / 1000), name="driftline-metrics")(self._refresh_metrics)
         self.app.agent(self.inputs, name="driftline-monitor")(self._agent)
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_partitions_assigned.connect(self._on_assigned)
@@ -540,6 +541,10 @@ class FaustEngine:
                 self._probe.close()
 
     # -- broker health ----------------------------------------------------------------------
+    async def _refresh_metrics(self) -> None:
+        """The gauges of what the last batches touched, when a stream goes quiet."""
+        self.exporter.refresh()
+
     async def _check_broker(self) -> None:
         """aiokafka retries forever; like the default engine, give up after the retry budget."""
         try:

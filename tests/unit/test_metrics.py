@@ -74,7 +74,7 @@ def test_the_exporter_looks_only_at_models_touched_or_restored_and_exports_what_
     from streams.runtime.exporter import Exporter
     from streams.core.monitor import Monitor, Source
 
-    config = parse_config({"kafka": {"bootstrap.servers": "127.0.0.1:9092"}, "models": [
+    config = parse_config({"kafka": {"bootstrap.servers": "127.0.0.1:9092"}, "metrics": {"refresh_ms": 0}, "models": [
         {"id": m, "features": {"numeric": ["x"]}, "evaluate_every": 5,
          "drift": {"numeric": ["psi"], "prediction": [], "window": 20, "reference_size": 20}} for m in "ab"]})
 
@@ -103,3 +103,54 @@ def test_the_exporter_looks_only_at_models_touched_or_restored_and_exports_what_
     pending = {k: v for k, v in samples(after_restart.registry).items() if k[0] == "driftline_pending_predictions"}
     assert pending == {k: v for k, v in samples(lazy.registry).items() if k[0] == "driftline_pending_predictions"}
     assert set(pending) == {("driftline_pending_predictions", (("model", m),)) for m in "ab"}
+
+
+def test_gauges_are_set_at_most_once_per_refresh_interval_and_then_as_after_every_batch(monkeypatch):
+    """Within ``metrics.refresh_ms`` of the last refresh a batch's counters count at once and its
+    gauges wait; the next refresh (a later batch, or the engine's call between batches) sets them
+    to what an exporter that refreshes after every batch shows."""
+    from streams.core.codecs import Label, Prediction
+    from streams.core.config import parse_config
+    from streams.core.monitor import Monitor, Source
+    from streams.runtime import exporter as exporter_module
+    from streams.runtime.exporter import Exporter
+
+    def config(refresh_ms):
+        return parse_config({"kafka": {"bootstrap.servers": "127.0.0.1:9092"}, "metrics": {"refresh_ms": refresh_ms},
+                             "models": [{"id": "a", "features": {"numeric": ["x"]}, "evaluate_every": 5,
+                                         "drift": {"numeric": ["psi"], "prediction": [], "window": 20,
+                                                   "reference_size": 20}}]})
+
+    clock = [100.0]
+    monkeypatch.setattr(exporter_module.time, "monotonic", lambda: clock[0])
+    throttled, every_batch = Exporter(config(1000)), Exporter(config(0))
+    one, other = Monitor(config(1000)), Monitor(config(0))
+
+    def feed(start, n, label_of=lambda i: i % 2):
+        events = []
+        for i in range(start, start + n):
+            events.append((Prediction(f"p{i}", "a", 1_000 * i, 1, {"x": float(i % 7)}, score=0.7), Source("p", 0, i)))
+            events.append((Label(f"p{i}", "a", label_of(i), 1_000 * i + 1), Source("l", 0, i)))
+        for monitor, exporter in ((one, throttled), (other, every_batch)):
+            monitor.process(events)
+            exporter.observe(monitor)
+
+    def gauges(exporter):
+        return {k: v for k, v in samples(exporter.registry).items() if not k[0].endswith(("_total", "_bucket",
+                                                                                           "_count", "_sum"))}
+
+    def counters(exporter):
+        return {k: v for k, v in samples(exporter.registry).items() if k[0].endswith("_total")}
+
+    feed(0, 30)  # the first batch refreshes at once
+    assert gauges(throttled) == gauges(every_batch)
+    before = gauges(throttled)
+    clock[0] += 0.5
+    feed(30, 40, label_of=lambda i: 1)  # within the interval: counters now, gauges later
+    assert counters(throttled) == counters(every_batch)
+    assert gauges(throttled) == before != gauges(every_batch)
+    throttled.refresh()
+    assert gauges(throttled) == before
+    clock[0] += 0.5
+    throttled.refresh()
+    assert gauges(throttled) == gauges(every_batch)

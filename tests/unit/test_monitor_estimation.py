@@ -18,6 +18,7 @@ T0 = 1_700_000_000_000
 def _config(**estimation):
     return parse_config({
         "kafka": {"bootstrap.servers": "unused:9092"},
+        "metrics": {"refresh_ms": 0},  # an exporter's gauges after every observe
         "models": [{
             "id": "m", "window": {"size": 100}, "evaluate_every": 10, "label_ttl_seconds": 86400,
             "estimation": {"reference_size": 200, **estimation},
