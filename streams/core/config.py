@@ -41,16 +41,19 @@ class Engine(msgspec.Struct, forbid_unknown_fields=True):
     batch_size: int = 5000
     #: How long the engine waits for a message while none come in.
     poll_timeout_ms: int = 200
-    #: While messages come in, how long one consume() waits to fill its batch: a batch goes on
-    #: with what this brought, so a label is not held back waiting for a full batch (under a
-    #: backlog the batch is full at once). 0: only what is already fetched.
-    batch_wait_ms: int = 10
-    #: A transaction commits after this many input events or this many ms, whichever comes first.
+    #: While messages come in, how long one consume() waits to fill its batch. 0 (the default):
+    #: a batch is what is fetched already, and what comes in while it is processed is the next
+    #: one; a wait here holds every label back by it, more so the busier the engine (what comes
+    #: in during the wait makes the next batch longer). Under a backlog the batch is full at once.
+    batch_wait_ms: int = 0
+    #: Each owned partition commits (its checkpoint and input offsets) at least every
+    #: ``commit_every_ms``, or after its share of ``commit_every_events`` input events; the
+    #: partitions' commits are staggered over the interval, one partition per transaction.
     commit_every_events: int = 20000
     commit_every_ms: int = 1000
     #: A batch that produced a trigger commits at once (a trigger is visible to read_committed
     #: readers when its transaction commits), but not sooner than this many ms after the last
-    #: commit: frequent triggers do not turn every batch into a transaction.
+    #: commit that carried a trigger: frequent triggers do not turn every batch into a transaction.
     trigger_commit_min_interval_ms: int = 50
     max_message_bytes: int = 1 << 20
     #: What to do with an event whose model_id is not configured: "dlq" or "register" (defaults).

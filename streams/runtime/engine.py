@@ -75,8 +75,9 @@ class Engine:
         self.trigger_pending = False
         #: partitions that produced triggers or dead letters into the open transaction
         self.produced: set[int] = set()
-        #: when the last commit (one that the commit interval called for: :attr:`last_interval_commit`) ended
-        self.last_commit = self.last_interval_commit = self.started = time.monotonic()
+        #: when the last commit that carried a trigger ended, and when the last one the commit
+        #: interval called for began
+        self.last_trigger_commit = self.last_interval_commit = self.started = time.monotonic()
         self._prepared = False  # checkpoints and offsets are in the open transaction
         self._prepared_partitions: set[int] | None = None  # ... of these partitions (None: all)
         self._first_batch_logged = False
@@ -199,15 +200,16 @@ class Engine:
         self.producer.begin_transaction()
         self.health.reachable()
         self.exporter.commit_seconds.observe(time.perf_counter() - started)
-        self.trigger_pending = False
+        now = time.monotonic()
+        if self.trigger_pending:
+            self.trigger_pending, self.last_trigger_commit = False, now
         if partitions is None:
             self.produced.clear()
         else:
             self.produced.difference_update(partitions)
-        self.last_commit = time.monotonic()
         for partition in self.monitors if partitions is None else partitions:
             self.events_since_commit[partition] = 0
-            self.committed_at[partition] = self.last_commit
+            self.committed_at[partition] = now
         export_lag(self.exporter.set_consumer_lag, self.inputs.positions(assignment), self.inputs.highwater)
         return True
 
@@ -242,8 +244,9 @@ class Engine:
         return None
 
     def _trigger_commit_at(self) -> float:
-        """The earliest a commit for a trigger may start (monotonic seconds)."""
-        return self.last_commit + self.config.engine.trigger_commit_min_interval_ms / 1000
+        """The earliest a commit for a trigger may start (monotonic seconds): the bound is on
+        commits for triggers; one the commit interval called for does not hold the next back."""
+        return self.last_trigger_commit + self.config.engine.trigger_commit_min_interval_ms / 1000
 
     def _trigger_commit_due(self) -> bool:
         return self.trigger_pending and time.monotonic() >= self._trigger_commit_at()
@@ -298,7 +301,7 @@ class Engine:
             return
         # Retriable: the broker is unreachable or slow. Keep the transaction; try again later.
         self.health.unreachable(err.str())
-        self.last_commit = self.last_interval_commit = time.monotonic()
+        self.last_trigger_commit = self.last_interval_commit = time.monotonic()
 
     def _abort(self) -> None:
         self._prepared = False
