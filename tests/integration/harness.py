@@ -61,6 +61,9 @@ poll_timeout_ms = 100
 {self.engine_extra}
 [metrics]
 address = "127.0.0.1:{self.metrics_port}"
+# gauges set after every batch: the tests compare them as soon as the offsets are committed
+# (the refresh interval itself is a unit test's)
+refresh_ms = 0
 {self.models}
 """)
 
