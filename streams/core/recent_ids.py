@@ -1,17 +1,22 @@
 """The prediction ids a model remembers for a bounded stretch of event time, to recognise duplicates.
 
 Ids are kept as 64-bit hashes (BLAKE2b: the same in every process, so checkpoints restore
-exactly) in event-time buckets ``horizon / BUCKETS`` wide. An id added at event time ``t`` is
-remembered while ``watermark - horizon < end of t's bucket``: for at least ``horizon`` and at most
-``horizon + horizon / BUCKETS`` of event time. Whether an id is remembered depends on event times
-alone, not on when :meth:`RecentIds.purge` last ran, so the same events give the same answers
-however they were cut into batches.
+exactly) in event-time buckets ``width`` wide: ``horizon / BUCKETS``, and at most
+``MAX_WIDTH_MS``. An id added at event time ``t`` is remembered while
+``watermark - horizon < end of t's bucket``: for at least ``horizon`` and at most
+``horizon + width`` of event time. Whether an id is remembered depends on event times alone,
+not on when :meth:`RecentIds.purge` last ran, so the same events give the same answers however
+they were cut into batches.
 
-Memory: each bucket's ids are one sorted ``uint64`` array (8 bytes an id), except those added
-since the last checkpoint or fold, which wait in a Python set (about 110 bytes an id). A checkpoint
-folds them into their bucket's array, so its cost is sorting what came since the last one plus
-copying the buckets that changed; re-sorting a whole bucket at every checkpoint would cost more
-the longer a bucket stays open. A checkpoint holds 8 bytes an id (base64 in JSON: about 11).
+A checkpoint holds each bucket's hashes, sorted (base64 in JSON: about 11 bytes an id), and a
+store that keeps each bucket apart rewrites the ones that changed: mostly the newest, so the
+width bounds what a commit rewrites (a few seconds of ids, not a share of the horizon).
+
+Memory: the buckets the watermark has passed ("sealed") are merged into one sorted index of
+hashes with their buckets (16 bytes an id; one lookup for all of them, however many buckets)
+and their checkpoint texts; a bucket not sealed yet keeps a sorted ``uint64`` array, and what
+came since the last checkpoint or seal waits in a Python set (about 110 bytes an id). A
+checkpoint folds the sets into the arrays; sealing a bucket inserts it into the index once.
 
 Two different ids share a hash with probability 2**-64 per pair: with ``n`` ids remembered, a new
 id is taken for a duplicate with probability about ``n / 2**64`` (1e6 remembered: 5e-14).
@@ -25,10 +30,18 @@ from typing import Any, Iterable
 
 import numpy as np
 
-#: buckets per horizon: more make the memory follow the horizon closer, each costs a fold
+#: buckets per horizon at least: more make the memory follow the horizon closer
 BUCKETS = 8
+#: the widest bucket: what a commit rewrites of a busy model's ids is about one bucket's
+MAX_WIDTH_MS = 5000
 
 _EMPTY = np.empty(0, dtype=np.uint64)
+_NO_BUCKETS = np.empty(0, dtype=np.int64)
+
+
+def bucket_width(horizon_ms: int) -> int:
+    """The width of the buckets of a horizon."""
+    return max(1, min(math.ceil(horizon_ms / BUCKETS), MAX_WIDTH_MS))
 
 
 #: an empty 8-byte BLAKE2b: a copy of it, fed an id, hashes the id as ``blake2b(id, digest_size=8)``
@@ -61,19 +74,25 @@ class RecentIds:
 
     def __init__(self, horizon_ms: int):
         self.horizon_ms = int(horizon_ms)
-        self.width = max(1, math.ceil(self.horizon_ms / BUCKETS))
-        #: bucket -> hashes added to it since it was last folded into :attr:`_sorted`
+        self.width = bucket_width(self.horizon_ms)
+        #: bucket -> hashes added to it since it was last folded
         self._open: dict[int, set[int]] = {}
-        #: bucket -> its folded hashes, sorted and unique
+        #: bucket -> its folded hashes, sorted and unique, for buckets not sealed
         self._sorted: dict[int, np.ndarray] = {}
+        #: the hashes of the sealed buckets, sorted, and each one's bucket
+        self._index: np.ndarray = _EMPTY
+        self._index_buckets: np.ndarray = _NO_BUCKETS
         #: bucket -> the checkpoint text of its folded hashes (encoded when it changed)
         self._texts: dict[int, str] = {}
 
     def __len__(self) -> int:
-        return sum(map(len, self._sorted.values())) + sum(map(len, self._open.values()))
+        return len(self._index) + sum(map(len, self._sorted.values())) + sum(map(len, self._open.values()))
 
     def _alive(self, bucket: int, watermark_ms: int) -> bool:
         return (bucket + 1) * self.width > watermark_ms - self.horizon_ms
+
+    def _sealed(self, bucket: int) -> bool:
+        return bucket in self._texts and bucket not in self._sorted
 
     # -- one id ----------------------------------------------------------------------------
     def add(self, h: int, ts_ms: int, watermark_ms: int) -> None:
@@ -96,7 +115,8 @@ class RecentIds:
                 at = int(hashes.searchsorted(key))
                 if at < len(hashes) and hashes[at] == key:
                     return True
-        return False
+        lo, hi = self._index.searchsorted(key), self._index.searchsorted(key, side="right")
+        return any(self._alive(b, watermark_ms) for b in self._index_buckets[lo:hi].tolist())
 
     # -- many ------------------------------------------------------------------------------
     def may_contain_any(self, hashes: np.ndarray) -> bool:
@@ -107,10 +127,11 @@ class RecentIds:
             values = hashes.tolist()
             if any(not s.isdisjoint(values) for s in self._open.values()):
                 return True
-        for stored in self._sorted.values():
-            at = np.minimum(stored.searchsorted(hashes), len(stored) - 1)
-            if (stored[at] == hashes).any():
-                return True
+        for stored in (self._index, *self._sorted.values()):
+            if len(stored):
+                at = np.minimum(stored.searchsorted(hashes), len(stored) - 1)
+                if (stored[at] == hashes).any():
+                    return True
         return False
 
     def add_many(self, hashes: np.ndarray, ts_ms: np.ndarray, watermarks_ms: np.ndarray) -> None:
@@ -130,46 +151,74 @@ class RecentIds:
 
     # -- upkeep ----------------------------------------------------------------------------
     def purge(self, watermark_ms: int) -> None:
-        """Drop the buckets no longer remembered; fold those the watermark has passed."""
-        for bucket in [b for b in (*self._open, *self._sorted) if not self._alive(b, watermark_ms)]:
-            self._open.pop(bucket, None)
-            self._sorted.pop(bucket, None)
-            self._texts.pop(bucket, None)
+        """Drop the buckets no longer remembered; seal those the watermark has passed."""
+        first = (watermark_ms - self.horizon_ms) // self.width  # the oldest bucket still remembered
+        dead = [b for b in (*self._open, *self._sorted, *self._texts) if b < first]
+        if dead:
+            for bucket in dead:
+                self._open.pop(bucket, None)
+                self._sorted.pop(bucket, None)
+                self._texts.pop(bucket, None)
+            if len(self._index) and int(self._index_buckets.min()) < first:
+                keep = self._index_buckets >= first
+                self._index, self._index_buckets = self._index[keep], self._index_buckets[keep]
         current = watermark_ms // self.width
-        for bucket in [b for b in self._open if b < current]:
-            self._fold(bucket)
+        passed = sorted({b for b in (*self._open, *self._sorted) if b < current})
+        for bucket in passed:
+            if bucket in self._open:
+                self._fold(bucket)
+        sealing = [b for b in passed if b in self._sorted]
+        if sealing:
+            arrays = [self._sorted.pop(b) for b in sealing]
+            for bucket, hashes in zip(sealing, arrays):  # a sealed bucket is known by its text
+                if bucket not in self._texts:
+                    self._texts[bucket] = _encode(hashes)
+            self._insert(arrays, sealing)
 
     def _fold(self, bucket: int) -> None:
-        """Move the bucket's waiting hashes into its sorted array."""
+        """Move the bucket's waiting hashes into its sorted array (or, sealed, into the index)."""
         added = self._open.pop(bucket)
         new = np.fromiter(added, dtype=np.uint64, count=len(added))
+        new.sort()
+        if self._sealed(bucket):
+            old = _decode(self._texts[bucket])
+            new = new[~_member(new, old)]
+            if len(new):
+                self._insert([new], [bucket])
+                self._texts[bucket] = _encode(_merge(old, new))
+            return
         old = self._sorted.get(bucket)
-        if old is not None:
-            # two sorted runs: the stable sort (a merge sort) merges them in one pass
-            new = np.concatenate((old, new))
-        new.sort(kind="stable" if old is not None else "quicksort")
-        if old is not None and len(new) > 1:
-            new = new[np.concatenate(([True], new[1:] != new[:-1]))]
-        self._sorted[bucket] = new
+        self._sorted[bucket] = new if old is None else _merge(old, new[~_member(new, old)])
         self._texts.pop(bucket, None)
+
+    def _insert(self, arrays: list[np.ndarray], buckets: list[int]) -> None:
+        """Put the sorted hashes of these buckets into the index."""
+        hashes = np.concatenate(arrays)
+        owners = np.repeat(np.asarray(buckets, dtype=np.int64), [len(a) for a in arrays])
+        order = np.argsort(hashes, kind="stable")
+        hashes, owners = hashes[order], owners[order]
+        at = self._index.searchsorted(hashes)
+        self._index = np.insert(self._index, at, hashes)
+        self._index_buckets = np.insert(self._index_buckets, at, owners)
 
     # -- checkpoints -----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """Every stored hash by bucket, sorted: the same for the same ids, however folded."""
         for bucket in list(self._open):
             self._fold(bucket)
-        encoded = {}
-        for bucket in sorted(self._sorted):
-            text = self._texts.get(bucket)
-            if text is None:
-                text = self._texts[bucket] = _encode(self._sorted[bucket])
-            encoded[str(bucket)] = text
-        return {"horizon_ms": self.horizon_ms, "buckets": encoded}
+        texts = self._texts
+        for bucket, hashes in self._sorted.items():
+            if bucket not in texts:
+                texts[bucket] = _encode(hashes)
+        order = sorted(texts)
+        encoded = dict(zip(map(str, order), map(texts.__getitem__, order)))
+        return {"horizon_ms": self.horizon_ms, "width_ms": self.width, "buckets": encoded}
 
     @classmethod
     def from_state(cls, state: dict[str, Any], horizon_ms: int) -> "RecentIds":
-        """The ids of ``state``; a checkpoint taken with another horizon keeps its buckets and
-        forgets them by the new horizon (the bucket width must match, else it starts empty)."""
+        """The ids of ``state``; a checkpoint taken with another horizon or bucket width keeps
+        its ids, each in the bucket that holds the end of the bucket it was in (so it is
+        remembered at least as long as before), and forgets them by the new horizon."""
         ids = cls(horizon_ms)
         if "buckets" not in state:  # an older checkpoint's {prediction_id: label timestamp}
             buckets = np.asarray(list(state.values()), dtype=np.int64) // ids.width
@@ -178,14 +227,45 @@ class RecentIds:
             for bucket in list(ids._open):
                 ids._fold(bucket)
             return ids
-        if cls(int(state["horizon_ms"])).width != ids.width:
+        # a checkpoint without its width was written when buckets were always horizon / BUCKETS wide
+        width = int(state.get("width_ms") or math.ceil(int(state["horizon_ms"]) / BUCKETS))
+        if width != ids.width:
+            for bucket, data in state["buckets"].items():
+                end = (int(bucket) + 1) * width - 1
+                ids._open.setdefault(end // ids.width, set()).update(_decode(data).tolist())
+            for bucket in list(ids._open):
+                ids._fold(bucket)
             return ids
-        for bucket, data in state["buckets"].items():
-            values = np.frombuffer(base64.b64decode(data), dtype="<u8").astype(np.uint64)
-            if len(values):
-                ids._sorted[int(bucket)] = values
-                ids._texts[int(bucket)] = data
+        restored = {int(bucket): data for bucket, data in state["buckets"].items() if data}
+        # The newest bucket is the one that takes ids as the stream goes on: it stays unsealed
+        # (a sorted array); the older ones go into the index (the next purge seals by the watermark).
+        newest = max(restored, default=None)
+        older = sorted(b for b in restored if b != newest)
+        if older:
+            ids._insert([_decode(restored[b]) for b in older], older)
+        if newest is not None:
+            ids._sorted[newest] = _decode(restored[newest])
+        ids._texts.update(restored)
         return ids
+
+
+def _member(values: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:
+    """Whether each of ``values`` is in ``sorted_values``."""
+    if not len(sorted_values):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(sorted_values.searchsorted(values), len(sorted_values) - 1)
+    return sorted_values[at] == values
+
+
+def _merge(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Two sorted runs of distinct hashes, merged (the stable sort is a merge sort: one pass)."""
+    merged = np.concatenate((old, new))
+    merged.sort(kind="stable")
+    return merged
+
+
+def _decode(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<u8").astype(np.uint64)
 
 
 def _encode(hashes: np.ndarray) -> str:

@@ -6,6 +6,7 @@ kept a list per block: ``PYTHONPATH=<a checkout of such a version> python
 tests/unit/test_checkpoint_format.py`` writes it again with that checkout's code."""
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -77,9 +78,23 @@ def test_a_checkpoint_of_rows_restores_the_same_monitor():
     _fed(unbroken, events[:SPLIT])
     restored = Monitor(CONFIG)
     restored.restore(json.loads(CHECKPOINT.read_text()))
-    assert json.dumps(restored.state()) == json.dumps(unbroken.state())
+    assert _ids_apart(restored.state()) == _ids_apart(unbroken.state())
     assert _plain(_fed(restored, events[SPLIT:])) == _plain(_fed(unbroken, events[SPLIT:]))
-    assert json.dumps(restored.state()) == json.dumps(unbroken.state())
+    assert _ids_apart(restored.state()) == _ids_apart(unbroken.state())
+
+
+def _ids_apart(state: dict) -> tuple[str, dict]:
+    """A Monitor's state as JSON, each model's remembered ids taken out as the set of their
+    hashes: the fixture's buckets were wider than today's, and a restore puts each id into the
+    narrower bucket that holds the end of its old one (test_recent_ids checks how long it is
+    remembered), so the buckets differ while the ids do not."""
+    ids = {}
+    for model_id, model in state.items():
+        joined = model["joined_ids"]
+        ids[model_id] = sorted(h for text in joined["buckets"].values()
+                               for h in np.frombuffer(base64.b64decode(text), dtype="<u8").tolist())
+        model["joined_ids"] = {"horizon_ms": joined["horizon_ms"]}
+    return json.dumps(state), ids
 
 
 if __name__ == "__main__":

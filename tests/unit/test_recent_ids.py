@@ -2,6 +2,7 @@
 memory and checkpoint follow its de-duplication horizon, not the length of its stream."""
 from __future__ import annotations
 
+import base64
 import json
 
 import msgspec
@@ -12,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 from streams.core.codecs import Label, Prediction
 from streams.core.config import ConfigError, parse_config
 from streams.core.monitor import Monitor, Source
-from streams.core.recent_ids import BUCKETS, RecentIds, id_hash, id_hashes
+from streams.core.recent_ids import BUCKETS, MAX_WIDTH_MS, RecentIds, bucket_width, id_hash, id_hashes
 
 T0 = 1_700_000_000_000
 
@@ -55,10 +56,13 @@ ops = st.lists(st.tuples(st.sampled_from(["add", "ask", "purge"]), st.integers(0
                max_size=120)
 
 
-@settings(max_examples=200, deadline=None)
-@given(ops=ops, horizon=st.integers(1, 20_000))
+@settings(max_examples=300, deadline=None)
+@given(ops=ops, horizon=st.integers(1, 60_000))
 def test_answers_depend_on_event_times_alone_not_on_purges_or_sealing_or_checkpoints(ops, horizon):
     purged, never, restored = RecentIds(horizon), RecentIds(horizon), RecentIds(horizon)
+    added: dict[int, set[int]] = {}  # the reference: hash -> the buckets it was added to
+    width = bucket_width(horizon)
+    assert width == min(-(-horizon // BUCKETS), MAX_WIDTH_MS)
     watermark, clock = T0, T0
     for op, pid, step in ops:
         clock = max(T0, clock + step * 997)
@@ -67,9 +71,11 @@ def test_answers_depend_on_event_times_alone_not_on_purges_or_sealing_or_checkpo
         if op == "add":
             for ids in (purged, never, restored):
                 ids.add(h, clock, watermark)
+            if (clock // width + 1) * width > watermark - horizon:
+                added.setdefault(h, set()).add(clock // width)
         elif op == "ask":
             answers = {ids.contains(h, watermark) for ids in (purged, never, restored)}
-            assert len(answers) == 1
+            assert answers == {any((b + 1) * width > watermark - horizon for b in added.get(h, ()))}
             never.state()  # a checkpoint folds what waits into the sorted arrays: same answers
         else:
             purged.purge(watermark)
@@ -139,6 +145,7 @@ def test_the_checkpoint_after_ten_horizons_is_no_larger_than_after_two(ttl, dedu
         assert model.counters.expired_predictions > 8 * 60  # one in ten expired, TTL after TTL
     # joined ids: at most one horizon and a bucket (9 / 8 of 600)
     assert len(model.join.joined_ids) <= 600 * (BUCKETS + 1) // BUCKETS
+    assert len(model.join.joined_ids.state()["buckets"]) <= 60_000 // bucket_width(60_000) + 1
     assert model.counters.joined > 5000
     assert max(sizes[n] for n in range(3, 11)) <= sizes[2] * 1.05
 
@@ -158,3 +165,41 @@ def test_a_duplicate_label_within_the_horizon_is_a_duplicate_and_after_it_an_orp
 def test_dedup_seconds_must_be_positive():
     with pytest.raises(ConfigError, match=r"dedup_seconds"):
         _config(dedup=0)
+
+
+def test_buckets_are_at_most_max_width_wide_and_a_commit_rewrites_about_one():
+    """With a long horizon the buckets stay MAX_WIDTH_MS wide: a stream that goes on changes the
+    newest bucket's text only, so a store that keeps buckets apart writes a few seconds of ids."""
+    ids = RecentIds(600_000)
+    assert ids.width == MAX_WIDTH_MS
+    rng = np.random.default_rng(3)
+    before = {}
+    for second in range(120):  # 100 ids a second for two minutes
+        t = T0 + second * 1000
+        ids.add_many(rng.integers(0, 2**63, 100, dtype=np.uint64), np.full(100, t), np.full(100, t))
+        ids.purge(t)
+        state = ids.state()["buckets"]
+        changed = [b for b, text in state.items() if before.get(b) != text]
+        assert changed == [str(t // MAX_WIDTH_MS)]
+        before = state
+    assert len(before) == 120_000 // MAX_WIDTH_MS and len(ids) == 12_000
+
+
+def test_a_checkpoint_of_wider_buckets_restores_each_id_into_the_bucket_that_holds_its_old_end():
+    """A checkpoint written when buckets were horizon / 8 wide (no width in it) restores with
+    today's narrower buckets: every id remembered at least as long as before, none longer than
+    a bucket more."""
+    horizon, old_width = 600_000, 75_000
+    old = {"horizon_ms": horizon, "buckets": {}}
+    base = T0 // old_width
+    for k, bucket in enumerate((base, base + 1)):
+        hashes = np.sort(id_hashes([f"b{k}-{i}" for i in range(5)]))
+        old["buckets"][str(bucket)] = base64.b64encode(hashes.astype("<u8").tobytes()).decode()
+    ids = RecentIds.from_state(old, horizon)
+    for k, bucket in enumerate((base, base + 1)):
+        old_end = (bucket + 1) * old_width
+        h = id_hash(f"b{k}-0")
+        assert ids.contains(h, old_end + horizon - 1)
+        assert not ids.contains(h, old_end + horizon + MAX_WIDTH_MS)
+    assert sorted(ids.state()["buckets"]) == [str(((base + 1) * old_width - 1) // MAX_WIDTH_MS),
+                                              str(((base + 2) * old_width - 1) // MAX_WIDTH_MS)]
