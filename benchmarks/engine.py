@@ -28,7 +28,8 @@ consumed from the beginning by each run, interleaved per round (A B C A B C …)
                   it, decoding with the engine's own ``InputDecoder``, nothing more;
 * ``confluent-psi`` — ``driftline run`` with the lighter ``psi`` config (PSI only, no drift rule);
 * ``faust``     — ``driftline run --engine faust`` with the ``psi`` config;
-* ``confluent@<ref>`` — with ``--compare-ref``: the realistic run from a git worktree of <ref>.
+* ``confluent@<ref>`` — with ``--compare-ref``: the realistic run from a git worktree of <ref>;
+                  the latency is then measured for <ref> too, under the same load, after this tree's.
 
 Time: from subscribe (the ceiling's ``subscribe()``; the engines' first log line after it,
 "consuming …" for the default engine, "assigned partitions" for Faust) to the moment
@@ -476,8 +477,8 @@ class TriggerReader:
         self.consumer.close()
 
 
-def measure_latency(args, prefix: str, tmp: Path, rate: float) -> dict:
-    name = "latency"
+def measure_latency(args, prefix: str, tmp: Path, rate: float, worktree: Path | None = None) -> dict:
+    name = "latency" if worktree is None else "latency-ref"
     inputs = (f"{prefix}{name}-predictions", f"{prefix}{name}-labels")
     create_topics(args.bootstrap, list(inputs), args.partitions)
     create_topics(args.bootstrap, [f"{prefix}{name}-triggers"], 1)
@@ -486,7 +487,7 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float) -> dict:
                        models_toml(MODELS, FEATURES, "realistic") + LATENCY_MODEL, args.commit_every_ms, port,
                        args.partitions)
     reader = TriggerReader(args.bootstrap, f"{prefix}{name}-triggers")
-    proc = EngineProcess(cfg, "confluent", port)
+    proc = EngineProcess(cfg, "confluent", port, cwd=worktree)
     producer = Producer({"bootstrap.servers": args.bootstrap, "partitioner": "murmur2_random", "linger.ms": 0})
     enc = msgspec.json.Encoder()
     samples: list[float] = []
@@ -710,7 +711,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown runs: {', '.join(unknown)}")
     worktree = None
     results: dict[str, list[dict]] = {}
-    latency = memory = None
+    latency = latency_ref = memory = None
     profile_text = ""
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -749,6 +750,9 @@ def main(argv: list[str] | None = None) -> int:
                 progress(f"latency: {args.latency_samples} samples under a load of {rate:,.0f} events/s, "
                          f"commit_every_ms={args.commit_every_ms} …")
                 latency = measure_latency(args, prefix, tmp, rate)
+                if worktree is not None:  # the same load, one after the other
+                    progress(f"latency of {args.compare_ref}: the same …")
+                    latency_ref = measure_latency(args, prefix, tmp, rate, worktree)
             if not args.no_memory:
                 memory = measure_memory(args, prefix, tmp)
         finally:
@@ -794,13 +798,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare_ref and "confluent" in med and f"confluent@{args.compare_ref}" in med:
         print(f"confluent (this tree) / confluent@{args.compare_ref}: "
               f"{med['confluent'] / med[f'confluent@{args.compare_ref}']:.2f}×")
-    if latency:
-        print(f"\ntrigger latency (label produced → trigger visible to read_committed), {latency['samples']} samples, "
-              f"commit_every_ms={args.commit_every_ms}, under a load of {latency['rate']:,.0f} events/s (consumed "
-              f"{latency['consumed_rate']:,.0f}/s meanwhile): p50 {latency['p50'] * 1000:.0f} ms, "
-              f"p99 {latency['p99'] * 1000:.0f} ms (min {latency['min'] * 1000:.0f}, max {latency['max'] * 1000:.0f}); "
-              f"engine CPU {latency['engine_cpu']:.2f} cores, {latency['commits']:,.0f} commits, "
-              f"{latency['triggers']:,.0f} triggers, checkpoints {latency['checkpoint_mb']:.1f} MB at the end")
+    for label, lat in (("", latency), (f" of {args.compare_ref}", latency_ref)):
+        if not lat:
+            continue
+        print(f"\ntrigger latency{label} (label produced → trigger visible to read_committed), {lat['samples']} samples, "
+              f"commit_every_ms={args.commit_every_ms}, under a load of {lat['rate']:,.0f} events/s (consumed "
+              f"{lat['consumed_rate']:,.0f}/s meanwhile): p50 {lat['p50'] * 1000:.0f} ms, "
+              f"p99 {lat['p99'] * 1000:.0f} ms (min {lat['min'] * 1000:.0f}, max {lat['max'] * 1000:.0f}); "
+              f"engine CPU {lat['engine_cpu']:.2f} cores, {lat['commits']:,.0f} commits, "
+              f"{lat['triggers']:,.0f} triggers, checkpoints {lat['checkpoint_mb']:.1f} MB at the end")
     if memory:
         print(f"\nmemory: {args.memory_models} models × {args.memory_features} features (PSI each), "
               f"{memory['events']:,} events: peak RSS {memory['rss'] / MB:.0f} MB, "
@@ -810,6 +816,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + profile_text)
     if args.json:
         Path(args.json).write_text(json.dumps({"events": expected, "runs": results, "latency": latency,
+                                               "latency_ref": latency_ref,
                                                "memory": memory}, indent=2, default=str))
     return 0
 
