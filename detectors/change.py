@@ -20,6 +20,7 @@ per-event work is a two-sample KS test, is vectorized over the batch instead.
 from __future__ import annotations
 
 import math
+import operator
 import random
 import warnings
 from functools import lru_cache
@@ -263,11 +264,18 @@ class ADWIN(ChangeDetector):
             if row + 1 == len(totals):
                 totals.append([])
                 variances.append([])
+            if merges == 1:  # the upper rows' usual merge, without building lists for it
+                t0, t1 = row_t[0], row_t[1]
+                gap = t0 / size - t1 / size
+                totals[row + 1].append(t0 + t1)
+                variances[row + 1].append(row_v[0] + row_v[1] + size * 0.5 * gap * gap)
+                del row_t[:2], row_v[:2]
+                row += 1
+                continue
             older_t, newer_t = row_t[0:2 * merges:2], row_t[1:2 * merges:2]
-            gaps = [t0 / size - t1 / size for t0, t1 in zip(older_t, newer_t)]
-            totals[row + 1].extend([t0 + t1 for t0, t1 in zip(older_t, newer_t)])
-            variances[row + 1].extend([v0 + v1 + size * 0.5 * gap * gap for v0, v1, gap
-                                       in zip(row_v[0:2 * merges:2], row_v[1:2 * merges:2], gaps)])
+            totals[row + 1].extend(map(operator.add, older_t, newer_t))  # t0 + t1
+            variances[row + 1].extend([v0 + v1 + size * 0.5 * (gap := t0 / size - t1 / size) * gap for t0, t1, v0, v1
+                                       in zip(older_t, newer_t, row_v[0:2 * merges:2], row_v[1:2 * merges:2])])
             del row_t[:2 * merges], row_v[:2 * merges]
             row += 1
 

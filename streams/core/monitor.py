@@ -358,10 +358,13 @@ class ModelMonitor:
             self.stats.update_predictions([row for segment in segments for row in segment.rows],
                                           [value for segment in segments for value in segment.prediction_values],
                                           points)
-        for end, segment in zip(ends, segments):
+        # The evidence windows get the batch's rows in one push each, as late as they can: up to
+        # a segment's end only when a trigger made there reads them, the rest after the last
+        # segment (a window holds the same rows however they were pushed).
+        predictions = _Pending(self.prediction_window, segments, "prediction_ts", "prediction_offsets")
+        pairs = _Pending(self.pair_window, segments, "pair_ts", "pair_offsets")
+        for k, (end, segment) in enumerate(zip(ends, segments)):
             self.stats.seek(end)
-            if segment.prediction_ts:
-                self.prediction_window.push(_rows(segment.prediction_ts, segment.prediction_offsets))
             if segment.predicted:
                 self.stats.update_estimation(segment.predicted, segment.prediction_scores)
             closed = []
@@ -369,7 +372,6 @@ class ModelMonitor:
                 closed = self.stats.update_pairs(segment.y_true, segment.y_pred, segment.scores, segment.pair_ts)
                 if self._estimating:
                     self.stats.learn_estimation(segment.y_true, segment.scores)
-                self.pair_window.push(_rows(segment.pair_ts, segment.pair_offsets))
             for window in closed:  # event-time windows judge each closed window
                 span = TriggerWindow(start=format_timestamp(window.start_ms), end=format_timestamp(window.end_ms),
                                      count=window.count)
@@ -377,13 +379,15 @@ class ModelMonitor:
                                             segment.version or self.version, span, window.end_ms))
             if segment.evaluate_pairs and not self.stats.event_time:
                 at_ms = segment.pairs_at_ms
-                window = functools.partial(self._window, self.pair_window, self.label_partition, at_ms)
+                window = functools.partial(self._window, pairs, k, self.label_partition, at_ms)
                 triggers.extend(self._judge(self.policy, self.stats.observations(), segment.version, window, at_ms))
             if segment.evaluate_predictions and self.drift_rules:
                 at_ms = segment.predictions_at_ms
                 drift = self.stats.drift_observations()
-                window = functools.partial(self._window, self.prediction_window, self.prediction_partition, at_ms)
+                window = functools.partial(self._window, predictions, k, self.prediction_partition, at_ms)
                 triggers.extend(self._judge(self.drift_policy, drift, segment.version, window, at_ms))
+        predictions.push(len(segments) - 1)
+        pairs.push(len(segments) - 1)
         self.stats.catch_up()  # the checkpoint and the exporter see every event of the batch
         detections = self.counters.change_detections
         for kind, count in self.stats.new_detections.items():
@@ -396,10 +400,12 @@ class ModelMonitor:
         return triggers
 
     @staticmethod
-    def _window(events: CountWindow, partition: tuple[str, int] | None, at_ms: int) -> TriggerWindow:
-        """A trigger's window: the span, count and input offsets of the events behind it
-        (labelled pairs for performance rules, predictions for drift rules)."""
-        rows = events.rows()
+    def _window(events: "_Pending", segment: int, partition: tuple[str, int] | None, at_ms: int) -> TriggerWindow:
+        """A trigger's window at the end of the batch's ``segment``: the span, count and input
+        offsets of the events behind it (labelled pairs for performance rules, predictions for
+        drift rules)."""
+        events.push(segment)
+        rows = events.window.rows()
         if not len(rows):
             at = format_timestamp(at_ms)
             return TriggerWindow(start=at, end=at, count=0)
@@ -488,6 +494,32 @@ def _rows(ts: list[int], offsets: list[int]) -> np.ndarray:
     """A window's rows (timestamp, offset) from the two columns: floats, as the window keeps
     them, converted in one pass (``np.column_stack`` makes each list an array first)."""
     return np.array((ts, offsets), dtype=np.float64).T
+
+
+class _Pending:
+    """A batch's rows (timestamp, offset) for an evidence window, from its segments' columns,
+    pushed up to the end of a segment when asked (:meth:`push`): one push for the usual batch."""
+
+    def __init__(self, window: CountWindow, segments: list[Segment], ts: str, offsets: str):
+        self.window = window
+        self._segments = segments
+        self._columns = ts, offsets
+        self._pushed = 0  # segments pushed
+
+    def push(self, segment: int) -> None:
+        """Push the rows of the segments up to ``segment`` (included) not pushed yet."""
+        if segment < self._pushed:
+            return
+        ts, offsets = self._columns
+        parts = self._segments[self._pushed:segment + 1]
+        self._pushed = segment + 1
+        if len(parts) == 1:
+            ts_column, offset_column = getattr(parts[0], ts), getattr(parts[0], offsets)
+        else:
+            ts_column = list(itertools.chain.from_iterable(map(operator.attrgetter(ts), parts)))
+            offset_column = list(itertools.chain.from_iterable(map(operator.attrgetter(offsets), parts)))
+        if ts_column:
+            self.window.push(_rows(ts_column, offset_column))
 
 
 def _named(versions: list[str | None]) -> np.ndarray:

@@ -29,7 +29,7 @@ import itertools
 import math
 import operator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -593,6 +593,16 @@ class _Observations(Mapping):
             self._loaded.add(group)
             self._data.update(self._load(group))
         return self._data[name]
+
+    def values_of(self, names: Sequence[str]) -> list[Observation]:
+        """``[self[name] for name in names]``, each group loaded when first named, as there,
+        without a method call per name once loaded (what a rule's glob reads, see
+        :mod:`retrain_trigger.policy`)."""
+        data = self._data
+        try:
+            return list(map(data.__getitem__, names))
+        except KeyError:
+            return [data[name] if name in data else self[name] for name in names]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)

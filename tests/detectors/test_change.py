@@ -230,3 +230,37 @@ def test_adwin_any_batching_and_restore_matches_river_value_by_value(run):
     assert (detector.width, detector._total, detector._variance) == (reference.width, reference.total, reference.variance)
     keys = ("seen", "n_detections", "drift_detected", "vars")
     assert {k: detector.state()[k] for k in keys} == {k: single.state()[k] for k in keys}
+
+
+def _compress_reference(totals: list[list[float]], variances: list[list[float]], limit: int) -> None:
+    """ADWIN's bucket compression written plainly: the two oldest buckets of a row holding more
+    than ``limit`` merge into one of the next row, until no row holds more."""
+    row = 0
+    while row < len(totals) and len(totals[row]) > limit:
+        size = float(1 << row)
+        if row + 1 == len(totals):
+            totals.append([])
+            variances.append([])
+        while len(totals[row]) > limit:
+            t0, t1 = totals[row].pop(0), totals[row].pop(0)
+            v0, v1 = variances[row].pop(0), variances[row].pop(0)
+            gap = t0 / size - t1 / size
+            totals[row + 1].append(t0 + t1)
+            variances[row + 1].append(v0 + v1 + size * 0.5 * gap * gap)
+        row += 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 5), st.lists(st.lists(st.tuples(st.floats(-1e6, 1e6), st.floats(0, 1e6)), max_size=40),
+                                   min_size=1, max_size=6))
+def test_adwin_compress_merges_as_one_pair_at_a_time(limit, rows):
+    """Rows merged a pair at a time, a list of pairs at once or one pair alone: the same sums
+    and variances, bit for bit."""
+    detector = ADWIN(max_buckets=limit)
+    detector._totals = [[t for t, _ in row] for row in rows]
+    detector._variances = [[v for _, v in row] for row in rows]
+    totals, variances = [list(r) for r in detector._totals], [list(r) for r in detector._variances]
+    detector._compress()
+    _compress_reference(totals, variances, limit)
+    bits = lambda rows: [[value.hex() for value in row] for row in rows]  # noqa: E731
+    assert bits(detector._totals) == bits(totals) and bits(detector._variances) == bits(variances)

@@ -384,3 +384,36 @@ def test_pairs_read_at_some_points_equal_pairs_fed_segment_by_segment(seed, kind
     queued.catch_up()
     assert repr(queued.performance()) == repr(by_segment.performance())
     assert json.dumps(queued.state()) == json.dumps(by_segment.state())
+
+
+@settings(max_examples=100, deadline=None)
+@given(names=st.lists(st.sampled_from(["accuracy", "feature.a.psi", "feature.b.psi", "feature.a.ks", "detector.adwin",
+                                       "missing"]), max_size=8),
+       read_first=st.lists(st.sampled_from(["accuracy", "feature.a.psi", "feature.a.ks", "detector.adwin"]), max_size=2))
+def test_observations_values_of_are_the_items_read_one_by_one_with_the_same_groups_loaded(names, read_first):
+    from retrain_trigger.policy import Observation
+    from streams.core.statistics import _Observations
+    groups = {"feature.a.psi": "psi", "feature.b.psi": "psi", "feature.a.ks": "tests", "detector.adwin": "detector"}
+
+    def made(read):
+        loaded = []
+
+        def load(group):
+            loaded.append(group)
+            return {name: Observation(value=float(len(loaded)), n=1, detector=group)
+                    for name, g in groups.items() if g == group}
+        observations = _Observations({"accuracy": Observation(value=0.9, n=10)}, groups, load)
+        for name in read:
+            observations[name]
+        return observations, loaded
+
+    one_by_one, loaded_one_by_one = made(read_first)
+    together, loaded_together = made(read_first)
+    try:
+        expected = [one_by_one[name] for name in names]
+    except KeyError:
+        with pytest.raises(KeyError):
+            together.values_of(names)
+        return
+    assert together.values_of(names) == expected
+    assert loaded_together == loaded_one_by_one  # the same groups, in the same order
