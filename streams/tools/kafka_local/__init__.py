@@ -251,7 +251,11 @@ def up(bdir: BrokerDir | None = None, port: int | None = DEFAULT_PORT, timeout: 
                                              sasl_ssl.keystore if sasl_ssl else None))
     java = _java()
     classpath = f"{libs}/*"
-    jvm = [java, "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+    # The GC settings of Kafka's own start scripts (kafka-run-class.sh): G1's default pause
+    # target (200 ms) let young collections stop the broker for up to a tenth of a second, a stall
+    # every client saw (a transaction's round trip among them).
+    jvm = [java, "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+           "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true",
            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", f"-Dkafka.logs.dir={bdir.logs}",
            "-cp", classpath]
     fmt = subprocess.run(jvm + ["kafka.tools.StorageTool", "format", "--standalone",
