@@ -9,9 +9,10 @@ The loop, as in confluent-kafka-python's ``examples/eos_transactions.py``::
     trigger_commit_min_interval_ms):
         the same for the partitions that produced outputs since the last commit only
 
-Input offsets, triggers, dead letters and the state checkpoint of every owned partition commit
-together, so a crash anywhere loses nothing and publishes nothing twice (downstream reads with
-``isolation.level=read_committed``). On partition assignment the engine restores each
+A partition's input offsets and state checkpoint commit together with the triggers and dead
+letters its events produced (a transaction holds the partitions it commits and every partition
+that produced outputs since the last commit), so a crash anywhere loses nothing and publishes
+nothing twice (downstream reads with ``isolation.level=read_committed``). On partition assignment the engine restores each
 partition's Monitor from the state store before it consumes. Around the loop, each in its own
 module: the pipeline (:mod:`~streams.runtime.pipeline`), the input pairs and their aligner
 (:mod:`~streams.runtime.inputs`), the state store (:mod:`~streams.runtime.state`) and broker
@@ -115,7 +116,9 @@ class Engine:
         self.health.check()
         if messages:
             self.inputs.buffer(self._decode(messages))
-        for partition, items in self.inputs.release(self.monitors):
+        # While a prepared commit waits for the broker, nothing more goes into its transaction:
+        # the events wait in their pairs (flow control pauses what fills up).
+        for partition, items in [] if self._prepared else self.inputs.release(self.monitors):
             self.events_since_commit[partition] = self.events_since_commit.get(partition, 0) + len(items)
             if self.pipeline.hand_over(self.monitors[partition], items):
                 self.trigger_pending = True
@@ -131,9 +134,8 @@ class Engine:
         if self.health.up:
             due = self._interval_commit_due()
             if due is not None:
-                self.last_interval_commit = time.monotonic()
                 self.commit(self.produced | {due})
-            elif self._trigger_commit_due():
+            elif self._trigger_commit_due() or self._prepared:
                 self.commit(self.produced)
 
     def _consume(self) -> list[Message]:
@@ -152,25 +154,38 @@ class Engine:
 
     def _idle_timeout(self) -> float:
         """How long to wait for a message: the inputs' poll timeout, cut short when a trigger
-        commit falls due before it."""
+        commit or a partition's commit for the interval falls due before it."""
         timeout = self.inputs.poll_timeout()
+        now = time.monotonic()
         if self.trigger_pending:
-            timeout = min(timeout, max(0.0, self._trigger_commit_at() - time.monotonic()))
+            timeout = min(timeout, max(0.0, self._trigger_commit_at() - now))
+        if self.monitors:
+            interval = self.config.engine.commit_every_ms / 1000
+            due = max(min(self.committed_at.get(p, self.started) for p in self.monitors) + interval,
+                      self.last_interval_commit + interval / len(self.monitors))
+            timeout = min(timeout, max(0.0, due - now))
         return timeout
 
     def commit(self, partitions: set[int] | None = None) -> bool:
         """Checkpoint every owned partition's state, add the input offsets, commit, begin anew.
 
-        With ``partitions`` (a commit for a trigger), only those partitions' states and offsets:
-        each partition's Monitor is its own, so a partition whose state and offsets stay at its
-        last commit is as consistent as before, provided it produced nothing into this
-        transaction (``partitions`` holds every one that did: :attr:`produced`). A checkpoint
-        of one partition costs a fraction of all of them.
+        With ``partitions`` (a partition's turn in the interval, or a commit for a trigger), only
+        those partitions' states and offsets: each partition's Monitor is its own, so a
+        partition whose state and offsets stay at its last commit is as consistent as before,
+        provided it produced nothing into this transaction (``partitions`` holds every one that
+        did: :attr:`produced`). A checkpoint of one partition costs a fraction of all of them.
 
         A retriable failure (broker unreachable) leaves the transaction open to be committed
-        later; one that requires an abort aborts it and rewinds the Monitors and the consumer
-        to the last committed checkpoint, so nothing is lost and nothing counted twice.
+        later (what it prepared first, then the partitions asked for now); one that requires an
+        abort aborts it and rewinds the Monitors and the consumer to the last committed
+        checkpoint, so nothing is lost and nothing counted twice.
         """
+        if self._prepared and partitions != self._prepared_partitions:
+            prepared = self._prepared_partitions
+            if not self.commit(prepared):
+                return False
+            if prepared is None or (partitions is not None and partitions <= prepared):
+                return True
         started = time.perf_counter()
         assignment = self.consumer.assignment()
         if self._prepared:  # a commit that failed retriably: commit what it prepared
@@ -207,7 +222,7 @@ class Engine:
             self.produced.clear()
         else:
             self.produced.difference_update(partitions)
-        for partition in self.monitors if partitions is None else partitions:
+        for partition in self.monitors if partitions is None else partitions & self.monitors.keys():
             self.events_since_commit[partition] = 0
             self.committed_at[partition] = now
         export_lag(self.exporter.set_consumer_lag, self.inputs.positions(assignment), self.inputs.highwater)
@@ -225,22 +240,26 @@ class Engine:
 
     def _interval_commit_due(self) -> int | None:
         """The partition whose commit is due: ``commit_every_ms`` since its last commit (the
-        longest ago first), or its share of ``commit_every_events`` handed on since. One partition
-        per step, and for the interval, one per ``commit_every_ms / partitions``: committing all
+        longest ago first, at most one per ``commit_every_ms / partitions``), else one with its
+        share of ``commit_every_events`` handed on since. One partition per step: committing all
         partitions at once stalls the loop for all their checkpoints, and every label that
-        arrives meanwhile waits for it; a partition at a time spreads that over the interval."""
+        arrives meanwhile waits for it; a partition at a time spreads that over the interval.
+        A partition with nothing handed on and nothing produced since its last commit has
+        nothing to commit: its turn passes without a transaction."""
         if not self.monitors:
             return None
         engine, now = self.config.engine, time.monotonic()
-        events_due = engine.commit_every_events / len(self.monitors)
-        busiest = max(self.monitors, key=lambda p: self.events_since_commit.get(p, 0))
-        if self.events_since_commit.get(busiest, 0) >= events_due:
-            return busiest
-        stalest = min(self.monitors, key=lambda p: self.committed_at.get(p, self.started))
         interval = engine.commit_every_ms / 1000
+        stalest = min(self.monitors, key=lambda p: self.committed_at.get(p, self.started))
         if (now - self.committed_at.get(stalest, self.started) >= interval
                 and now - self.last_interval_commit >= interval / len(self.monitors)):
-            return stalest
+            self.last_interval_commit = now
+            if self.events_since_commit.get(stalest, 0) or stalest in self.produced:
+                return stalest
+            self.committed_at[stalest] = now
+        busiest = max(self.monitors, key=lambda p: self.events_since_commit.get(p, 0))
+        if self.events_since_commit.get(busiest, 0) >= engine.commit_every_events / len(self.monitors):
+            return busiest
         return None
 
     def _trigger_commit_at(self) -> float:
@@ -367,6 +386,7 @@ class Engine:
             self.monitors.pop(p, None)
             self.events_since_commit.pop(p, None)
             self.committed_at.pop(p, None)
+            self.produced.discard(p)
         self.inputs.forget(partitions)
 
 
