@@ -272,11 +272,13 @@ class Exporter(Metrics):
         batches too, so the last batch's values are set when a stream goes quiet."""
         if not self._stale or time.monotonic() - self._refreshed < self.settings.refresh_ms / 1000:
             return
-        stale, self._stale = self._stale, {}
-        for model_id, m in stale.items():
+        stale = self._stale
+        while stale:  # a model leaves the stale ones once its gauges are set
+            model_id, m = next(iter(stale.items()))
             self._observe_statistics(model_id, m)
             self.window_count.labels(model_id).set(m.stats.window_samples())
             self.pending.labels(model_id).set(len(m.join.pending))
+            del stale[model_id]
         self._refreshed = time.monotonic()
 
     def _observe_statistics(self, model_id: str, m) -> None:
