@@ -84,6 +84,8 @@ class RecentIds:
         self._index_buckets: np.ndarray = _NO_BUCKETS
         #: bucket -> the checkpoint text of its folded hashes (encoded when it changed)
         self._texts: dict[int, str] = {}
+        #: the oldest bucket remembered at the last purge
+        self._first = -(1 << 62)
 
     def __len__(self) -> int:
         return len(self._index) + sum(map(len, self._sorted.values())) + sum(map(len, self._open.values()))
@@ -153,7 +155,10 @@ class RecentIds:
     def purge(self, watermark_ms: int) -> None:
         """Drop the buckets no longer remembered; seal those the watermark has passed."""
         first = (watermark_ms - self.horizon_ms) // self.width  # the oldest bucket still remembered
-        dead = [b for b in (*self._open, *self._sorted, *self._texts) if b < first]
+        # Buckets are dropped as the oldest remembered one moves (once a width of event time),
+        # not looked for at every purge: a long horizon has thousands of them.
+        dead = [b for b in (*self._open, *self._sorted, *self._texts) if b < first] if first > self._first else []
+        self._first = max(self._first, first)
         if dead:
             for bucket in dead:
                 self._open.pop(bucket, None)
@@ -164,9 +169,7 @@ class RecentIds:
                 self._index, self._index_buckets = self._index[keep], self._index_buckets[keep]
         current = watermark_ms // self.width
         passed = sorted({b for b in (*self._open, *self._sorted) if b < current})
-        for bucket in passed:
-            if bucket in self._open:
-                self._fold(bucket)
+        self._fold_all([b for b in passed if b in self._open])
         sealing = [b for b in passed if b in self._sorted]
         if sealing:
             arrays = [self._sorted.pop(b) for b in sealing]
@@ -175,8 +178,17 @@ class RecentIds:
                     self._texts[bucket] = _encode(hashes)
             self._insert(arrays, sealing)
 
-    def _fold(self, bucket: int) -> None:
-        """Move the bucket's waiting hashes into its sorted array (or, sealed, into the index)."""
+    def _fold_all(self, buckets: list[int]) -> None:
+        """:meth:`_fold` these buckets; what goes into the index goes in one insertion."""
+        into_index: list[tuple[np.ndarray, int]] = []
+        for bucket in buckets:
+            self._fold(bucket, into_index)
+        if into_index:
+            self._insert([hashes for hashes, _ in into_index], [bucket for _, bucket in into_index])
+
+    def _fold(self, bucket: int, into_index: list[tuple[np.ndarray, int]]) -> None:
+        """Move the bucket's waiting hashes into its sorted array (or, sealed, its text, and add
+        them to ``into_index``: for the index)."""
         added = self._open.pop(bucket)
         new = np.fromiter(added, dtype=np.uint64, count=len(added))
         new.sort()
@@ -184,7 +196,7 @@ class RecentIds:
             old = _decode(self._texts[bucket])
             new = new[~_member(new, old)]
             if len(new):
-                self._insert([new], [bucket])
+                into_index.append((new, bucket))
                 self._texts[bucket] = _encode(_merge(old, new))
             return
         old = self._sorted.get(bucket)
@@ -204,8 +216,7 @@ class RecentIds:
     # -- checkpoints -----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """Every stored hash by bucket, sorted: the same for the same ids, however folded."""
-        for bucket in list(self._open):
-            self._fold(bucket)
+        self._fold_all(list(self._open))
         texts = self._texts
         for bucket, hashes in self._sorted.items():
             if bucket not in texts:
@@ -224,17 +235,15 @@ class RecentIds:
             buckets = np.asarray(list(state.values()), dtype=np.int64) // ids.width
             for bucket, h in zip(buckets.tolist(), id_hashes(state).tolist()):
                 ids._open.setdefault(bucket, set()).add(h)
-            for bucket in list(ids._open):
-                ids._fold(bucket)
+            ids._fold_all(list(ids._open))
             return ids
         # a checkpoint without its width was written when buckets were always horizon / BUCKETS wide
-        width = int(state.get("width_ms") or math.ceil(int(state["horizon_ms"]) / BUCKETS))
+        width = int(state.get("width_ms") or max(1, math.ceil(int(state["horizon_ms"]) / BUCKETS)))
         if width != ids.width:
             for bucket, data in state["buckets"].items():
                 end = (int(bucket) + 1) * width - 1
                 ids._open.setdefault(end // ids.width, set()).update(_decode(data).tolist())
-            for bucket in list(ids._open):
-                ids._fold(bucket)
+            ids._fold_all(list(ids._open))
             return ids
         restored = {int(bucket): data for bucket, data in state["buckets"].items() if data}
         # The newest bucket is the one that takes ids as the stream goes on: it stays unsealed
