@@ -548,9 +548,10 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float, worktree: Path | 
             load.wait(30)
         proc.stop()
         reader.close()
+    in_order = [round(x * 1000, 1) for x in samples]  # ms, as measured: a long run shows any drift
     samples.sort()
     pct = lambda q: samples[min(len(samples) - 1, int(round(q * (len(samples) - 1))))]  # noqa: E731
-    return {"samples": len(samples), "p50": pct(0.5), "p99": pct(0.99), "max": samples[-1], "min": samples[0],
+    return {"samples": len(samples), "in_order_ms": in_order, "p50": pct(0.5), "p99": pct(0.99), "max": samples[-1], "min": samples[0],
             "rate": rate, "consumed_rate": consumed, "load_running": lag_ok,
             "pending": proc.max_pending, "engine_cpu": cpu,
             "commits": metric_sum(text, "driftline_transaction_commit_seconds_count"),
