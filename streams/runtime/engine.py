@@ -159,7 +159,7 @@ class Engine:
         now = time.monotonic()
         if self.trigger_pending:
             timeout = min(timeout, max(0.0, self._trigger_commit_at() - now))
-        if self.monitors:
+        if self.monitors and self.health.up:  # no commits while the broker is away: no wake-ups for them
             interval = self.config.engine.commit_every_ms / 1000
             due = max(min(self.committed_at.get(p, self.started) for p in self.monitors) + interval,
                       self.last_interval_commit + interval / len(self.monitors))
