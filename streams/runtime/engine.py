@@ -12,11 +12,11 @@ The loop, as in confluent-kafka-python's ``examples/eos_transactions.py``::
 A partition's input offsets and state checkpoint commit together with the triggers and dead
 letters its events produced (a transaction holds the partitions it commits and every partition
 that produced outputs since the last commit), so a crash anywhere loses nothing and publishes
-nothing twice (downstream reads with ``isolation.level=read_committed``). On partition assignment the engine restores each
-partition's Monitor from the state store before it consumes. Around the loop, each in its own
-module: the pipeline (:mod:`~streams.runtime.pipeline`), the input pairs and their aligner
-(:mod:`~streams.runtime.inputs`), the state store (:mod:`~streams.runtime.state`) and broker
-health (:mod:`~streams.runtime.health`).
+nothing twice (downstream reads with ``isolation.level=read_committed``). On partition
+assignment the engine restores each partition's Monitor from the state store before it consumes.
+Around the loop, each in its own module: the pipeline (:mod:`~streams.runtime.pipeline`), the
+input pairs and their aligner (:mod:`~streams.runtime.inputs`), the state store
+(:mod:`~streams.runtime.state`) and broker health (:mod:`~streams.runtime.health`).
 """
 from __future__ import annotations
 
