@@ -129,12 +129,7 @@ class RecentIds:
             values = hashes.tolist()
             if any(not s.isdisjoint(values) for s in self._open.values()):
                 return True
-        for stored in (self._index, *self._sorted.values()):
-            if len(stored):
-                at = np.minimum(stored.searchsorted(hashes), len(stored) - 1)
-                if (stored[at] == hashes).any():
-                    return True
-        return False
+        return any(_member(hashes, stored).any() for stored in (self._index, *self._sorted.values()))
 
     def add_many(self, hashes: np.ndarray, ts_ms: np.ndarray, watermarks_ms: np.ndarray) -> None:
         """:meth:`add` of each hash, in order, with the watermark at each."""
@@ -174,8 +169,7 @@ class RecentIds:
         if sealing:
             arrays = [self._sorted.pop(b) for b in sealing]
             for bucket, hashes in zip(sealing, arrays):  # a sealed bucket is known by its text
-                if bucket not in self._texts:
-                    self._texts[bucket] = _encode(hashes)
+                self._keep_text(bucket, hashes)
             self._insert(arrays, sealing)
 
     def _fold_all(self, buckets: list[int]) -> None:
@@ -203,6 +197,11 @@ class RecentIds:
         self._sorted[bucket] = new if old is None else _merge(old, new[~_member(new, old)])
         self._texts.pop(bucket, None)
 
+    def _keep_text(self, bucket: int, hashes: np.ndarray) -> None:
+        """Encode the bucket's checkpoint text unless it is kept already (unchanged since)."""
+        if bucket not in self._texts:
+            self._texts[bucket] = _encode(hashes)
+
     def _insert(self, arrays: list[np.ndarray], buckets: list[int]) -> None:
         """Put the sorted hashes of these buckets into the index."""
         hashes = np.concatenate(arrays)
@@ -217,10 +216,9 @@ class RecentIds:
     def state(self) -> dict[str, Any]:
         """Every stored hash by bucket, sorted: the same for the same ids, however folded."""
         self._fold_all(list(self._open))
-        texts = self._texts
         for bucket, hashes in self._sorted.items():
-            if bucket not in texts:
-                texts[bucket] = _encode(hashes)
+            self._keep_text(bucket, hashes)
+        texts = self._texts
         order = sorted(texts)
         encoded = dict(zip(map(str, order), map(texts.__getitem__, order)))
         return {"horizon_ms": self.horizon_ms, "width_ms": self.width, "buckets": encoded}
