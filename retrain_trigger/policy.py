@@ -313,7 +313,7 @@ def _judge_condition(
 ) -> Verdict:
     if not condition.is_glob:
         return _judge_one(condition, observations.get(condition.statistic), min_samples, use_rearm)
-    matched = _matched(condition, observations)
+    matched = [observation for _, observation in _matching(condition, observations)]
     if not matched:
         return Verdict.UNKNOWN
     if condition.is_fired:  # _judge_one of each, without a call per statistic (a drift rule's dozens)
@@ -415,11 +415,6 @@ def _matching(condition: Condition, observations: Mapping[str, Observation]) -> 
     monitor computes an observation only when it is read."""
     names = _matching_names(condition.statistic, tuple(observations))
     return list(zip(names, _values_of(observations, names)))
-
-
-def _matched(condition: Condition, observations: Mapping[str, Observation]) -> list[Observation]:
-    """The observations a glob condition names (see :func:`_matching`)."""
-    return _values_of(observations, _matching_names(condition.statistic, tuple(observations)))
 
 
 def _values_of(observations: Mapping[str, Observation], names: tuple[str, ...]) -> list[Observation]:
