@@ -160,10 +160,7 @@ class Engine:
         if self.trigger_pending:
             timeout = min(timeout, max(0.0, self._trigger_commit_at() - now))
         if self.monitors and self.health.up:  # no commits while the broker is away: no wake-ups for them
-            interval = self.config.engine.commit_every_ms / 1000
-            due = max(min(self.committed_at.get(p, self.started) for p in self.monitors) + interval,
-                      self.last_interval_commit + interval / len(self.monitors))
-            timeout = min(timeout, max(0.0, due - now))
+            timeout = min(timeout, max(0.0, self._next_turn()[1] - now))
         return timeout
 
     def commit(self, partitions: set[int] | None = None) -> bool:
@@ -249,10 +246,8 @@ class Engine:
         if not self.monitors:
             return None
         engine, now = self.config.engine, time.monotonic()
-        interval = engine.commit_every_ms / 1000
-        stalest = min(self.monitors, key=lambda p: self.committed_at.get(p, self.started))
-        if (now - self.committed_at.get(stalest, self.started) >= interval
-                and now - self.last_interval_commit >= interval / len(self.monitors)):
+        stalest, turn_at = self._next_turn()
+        if now >= turn_at:
             self.last_interval_commit = now
             if self.events_since_commit.get(stalest, 0) or stalest in self.produced:
                 return stalest
@@ -261,6 +256,15 @@ class Engine:
         if self.events_since_commit.get(busiest, 0) >= engine.commit_every_events / len(self.monitors):
             return busiest
         return None
+
+    def _next_turn(self) -> tuple[int, float]:
+        """The partition whose turn in the interval comes next (the one committed longest ago)
+        and when (monotonic seconds): its ``commit_every_ms`` is up, and a share of the interval
+        has passed since the last turn. Only while partitions are owned."""
+        interval = self.config.engine.commit_every_ms / 1000
+        stalest = min(self.monitors, key=lambda p: self.committed_at.get(p, self.started))
+        return stalest, max(self.committed_at.get(stalest, self.started) + interval,
+                            self.last_interval_commit + interval / len(self.monitors))
 
     def _trigger_commit_at(self) -> float:
         """The earliest a commit for a trigger may start (monotonic seconds): the bound is on
