@@ -12,11 +12,11 @@ A checkpoint holds each bucket's hashes, sorted (base64 in JSON: about 11 bytes 
 store that keeps each bucket apart rewrites the ones that changed: mostly the newest, so the
 width bounds what a commit rewrites (a few seconds of ids, not a share of the horizon).
 
-Memory: the buckets the watermark has passed ("sealed") are merged into one sorted index of
-hashes with their buckets (16 bytes an id; one lookup for all of them, however many buckets)
-and their checkpoint texts; a bucket not sealed yet keeps a sorted ``uint64`` array, and what
-came since the last checkpoint or seal waits in a Python set (about 110 bytes an id). A
-checkpoint folds the sets into the arrays; sealing a bucket inserts it into the index once.
+Memory: the buckets the watermark has passed ("sealed") go into one :class:`SealedIndex` of
+hashes with their buckets (16 bytes an id, and up to a quarter more of slack; two lookups for
+all of them, however many buckets) and keep their checkpoint texts; a bucket not sealed yet
+keeps a sorted ``uint64`` array, and what came since the last checkpoint or seal waits in a
+Python set (about 110 bytes an id). A checkpoint folds the sets into the arrays.
 
 Two different ids share a hash with probability 2**-64 per pair: with ``n`` ids remembered, a new
 id is taken for a duplicate with probability about ``n / 2**64`` (1e6 remembered: 5e-14).
@@ -37,6 +37,8 @@ MAX_WIDTH_MS = 5000
 
 _EMPTY = np.empty(0, dtype=np.uint64)
 _NO_BUCKETS = np.empty(0, dtype=np.int64)
+#: the bucket of a :class:`SealedIndex`'s padding: never remembered
+_PADDING = -(1 << 62)
 
 
 def bucket_width(horizon_ms: int) -> int:
@@ -79,16 +81,18 @@ class RecentIds:
         self._open: dict[int, set[int]] = {}
         #: bucket -> its folded hashes, sorted and unique, for buckets not sealed
         self._sorted: dict[int, np.ndarray] = {}
-        #: the hashes of the sealed buckets, sorted, and each one's bucket
-        self._index: np.ndarray = _EMPTY
-        self._index_buckets: np.ndarray = _NO_BUCKETS
+        #: the hashes of the sealed buckets, with each one's bucket
+        self._index = SealedIndex()
+        #: sealed bucket -> its ids in the index (a forgotten bucket's may stay there a while)
+        self._counts: dict[int, int] = {}
+        self._sealed_ids = 0
         #: bucket -> the checkpoint text of its folded hashes (encoded when it changed)
         self._texts: dict[int, str] = {}
         #: the oldest bucket remembered at the last purge
         self._first = -(1 << 62)
 
     def __len__(self) -> int:
-        return len(self._index) + sum(map(len, self._sorted.values())) + sum(map(len, self._open.values()))
+        return self._sealed_ids + sum(map(len, self._sorted.values())) + sum(map(len, self._open.values()))
 
     def _alive(self, bucket: int, watermark_ms: int) -> bool:
         return (bucket + 1) * self.width > watermark_ms - self.horizon_ms
@@ -117,8 +121,7 @@ class RecentIds:
                 at = int(hashes.searchsorted(key))
                 if at < len(hashes) and hashes[at] == key:
                     return True
-        lo, hi = self._index.searchsorted(key), self._index.searchsorted(key, side="right")
-        return any(self._alive(b, watermark_ms) for b in self._index_buckets[lo:hi].tolist())
+        return any(self._alive(b, watermark_ms) for b in self._index.buckets_of(key))
 
     # -- many ------------------------------------------------------------------------------
     def may_contain_any(self, hashes: np.ndarray) -> bool:
@@ -129,7 +132,7 @@ class RecentIds:
             values = hashes.tolist()
             if any(not s.isdisjoint(values) for s in self._open.values()):
                 return True
-        return any(_member(hashes, stored).any() for stored in (self._index, *self._sorted.values()))
+        return self._index.may_contain_any(hashes) or any(_member(hashes, stored).any() for stored in self._sorted.values())
 
     def add_many(self, hashes: np.ndarray, ts_ms: np.ndarray, watermarks_ms: np.ndarray) -> None:
         """:meth:`add` of each hash, in order, with the watermark at each."""
@@ -159,9 +162,7 @@ class RecentIds:
                 self._open.pop(bucket, None)
                 self._sorted.pop(bucket, None)
                 self._texts.pop(bucket, None)
-            if len(self._index) and int(self._index_buckets.min()) < first:
-                keep = self._index_buckets >= first
-                self._index, self._index_buckets = self._index[keep], self._index_buckets[keep]
+                self._sealed_ids -= self._counts.pop(bucket, 0)
         current = watermark_ms // self.width
         passed = sorted({b for b in (*self._open, *self._sorted) if b < current})
         self._fold_all([b for b in passed if b in self._open])
@@ -171,6 +172,8 @@ class RecentIds:
             for bucket, hashes in zip(sealing, arrays):  # a sealed bucket is known by its text
                 self._keep_text(bucket, hashes)
             self._insert(arrays, sealing)
+        if sealing or dead:  # once a width of event time: the index's upkeep follows the buckets'
+            self._index.compact(self._first)
 
     def _fold_all(self, buckets: list[int]) -> None:
         """:meth:`_fold` these buckets; what goes into the index goes in one insertion."""
@@ -204,13 +207,10 @@ class RecentIds:
 
     def _insert(self, arrays: list[np.ndarray], buckets: list[int]) -> None:
         """Put the sorted hashes of these buckets into the index."""
-        hashes = np.concatenate(arrays)
-        owners = np.repeat(np.asarray(buckets, dtype=np.int64), [len(a) for a in arrays])
-        order = np.argsort(hashes, kind="stable")
-        hashes, owners = hashes[order], owners[order]
-        at = self._index.searchsorted(hashes)
-        self._index = np.insert(self._index, at, hashes)
-        self._index_buckets = np.insert(self._index_buckets, at, owners)
+        for bucket, hashes in zip(buckets, arrays):
+            self._counts[bucket] = self._counts.get(bucket, 0) + len(hashes)
+            self._sealed_ids += len(hashes)
+        self._index.add(arrays, buckets)
 
     # -- checkpoints -----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -250,10 +250,142 @@ class RecentIds:
         older = sorted(b for b in restored if b != newest)
         if older:
             ids._insert([_decode(restored[b]) for b in older], older)
+            ids._index.compact(ids._first, everything=True)
         if newest is not None:
             ids._sorted[newest] = _decode(restored[newest])
         ids._texts.update(restored)
         return ids
+
+
+class SealedIndex:
+    """Hashes with their buckets, for lookups of many hashes at once, kept in hash order with a
+    copy of a share of them at each upkeep, never all of them (for a long horizon, millions).
+
+    New entries go into a ``recent`` sorted array; the rest live in one flat array of
+    ``2**bits`` shards by the hashes' top bits, each shard ``cap`` slots long: its entries in
+    order, then padding (the shard's greatest hash, in no bucket that is remembered), so that
+    the flat array is sorted as a whole and a lookup is one binary search there and one in
+    ``recent``. Each :meth:`compact` merges ``recent``'s entries of the next shards in turn
+    into them and drops their forgotten entries: an eighth of the shards each time, so an
+    entry waits at most eight upkeeps in ``recent`` and a forgotten one stays at most as long.
+    A shard that outgrows its slots makes the flat array laid out again (shards of about
+    ``SHARD_IDS``, ``cap`` a quarter above the largest).
+    """
+
+    SHARD_IDS = 1 << 18
+    #: upkeeps to go round all shards
+    ROUND = 8
+
+    def __init__(self) -> None:
+        self.bits = 0
+        self.cap = 0
+        self.lengths = [0]
+        self.hashes: np.ndarray = _EMPTY
+        self.buckets: np.ndarray = _NO_BUCKETS
+        self.recent: tuple[np.ndarray, np.ndarray] = (_EMPTY, _NO_BUCKETS)
+        self.turn = 0
+
+    def __len__(self) -> int:
+        """Entries stored, forgotten ones not dropped yet included."""
+        return sum(self.lengths) + len(self.recent[0])
+
+    def add(self, arrays: list[np.ndarray], buckets: list[int]) -> None:
+        """Add the sorted hashes of these buckets."""
+        hashes = np.concatenate(arrays)
+        owners = np.repeat(np.asarray(buckets, dtype=np.int64), [len(a) for a in arrays])
+        order = np.argsort(hashes, kind="stable")
+        self.recent = _merged(self.recent, (hashes[order], owners[order]))
+
+    def buckets_of(self, key: np.uint64) -> list[int]:
+        """The buckets of the entries with this hash (padding's included: never remembered)."""
+        out = []
+        for hashes, buckets in ((self.hashes, self.buckets), self.recent):
+            lo, hi = hashes.searchsorted(key), hashes.searchsorted(key, side="right")
+            out.extend(buckets[lo:hi].tolist())
+        return out
+
+    def may_contain_any(self, values: np.ndarray) -> bool:
+        """Whether any of ``values`` is stored (the padding may say yes: never a false no)."""
+        return bool(_member(values, self.hashes).any() or _member(values, self.recent[0]).any())
+
+    def compact(self, first: int, everything: bool = False) -> None:
+        """Merge ``recent`` into the next shards in turn (all of them with ``everything``),
+        dropping their entries of buckets before ``first``."""
+        shards = 1 << self.bits
+        count = shards if everything else -(-shards // self.ROUND)
+        for _ in range(count):
+            shard, self.turn = self.turn % shards, self.turn + 1
+            if not self._compact_shard(shard, first):
+                self._lay_out(first)
+                return
+
+    def _bounds(self, shard: int) -> tuple[int, int]:
+        """The least and greatest hash of a shard."""
+        shift = 64 - self.bits
+        return shard << shift if self.bits else 0, ((shard + 1) << shift) - 1
+
+    def _compact_shard(self, shard: int, first: int) -> bool:
+        """Merge ``recent``'s entries of this shard into it; False if they do not fit."""
+        low, high = self._bounds(shard)
+        recent_h, recent_b = self.recent
+        a, z = recent_h.searchsorted(np.uint64(low)), recent_h.searchsorted(np.uint64(high), side="right")
+        start, length = shard * self.cap, self.lengths[shard]
+        kept_h, kept_b = self.hashes[start:start + length], self.buckets[start:start + length]
+        if length and int(kept_b.min()) < first:
+            keep = kept_b >= first
+            kept_h, kept_b = kept_h[keep], kept_b[keep]
+        if len(kept_h) + (z - a) > self.cap:
+            return False
+        merged_h, merged_b = _merged((kept_h, kept_b), (recent_h[a:z], recent_b[a:z]))
+        n = len(merged_h)
+        self.hashes[start:start + n], self.buckets[start:start + n] = merged_h, merged_b
+        if n < length:
+            self.hashes[start + n:start + length], self.buckets[start + n:start + length] = high, _PADDING
+        self.lengths[shard] = n
+        if z > a:
+            self.recent = (np.concatenate((recent_h[:a], recent_h[z:])), np.concatenate((recent_b[:a], recent_b[z:])))
+        return True
+
+    def _lay_out(self, first: int) -> None:
+        """Every entry remembered, in new shards: about SHARD_IDS each, a quarter of slack."""
+        parts = [(self.hashes[s * self.cap:s * self.cap + n], self.buckets[s * self.cap:s * self.cap + n])
+                 for s, n in enumerate(self.lengths)]
+        hashes, buckets = _merged((np.concatenate([h for h, _ in parts]), np.concatenate([b for _, b in parts])),
+                                  self.recent)
+        keep = buckets >= first
+        hashes, buckets = hashes[keep], buckets[keep]
+        self.bits = max(0, math.ceil(math.log2(max(1, len(hashes)) / self.SHARD_IDS)))
+        shards = 1 << self.bits
+        lows = np.array([self._bounds(s)[0] for s in range(shards)], dtype=np.uint64)
+        cuts = [*hashes.searchsorted(lows).tolist()[1:], len(hashes)]
+        starts = [0, *cuts[:-1]]
+        self.lengths = [end - begin for begin, end in zip(starts, cuts)]
+        self.cap = max(self.lengths) * 5 // 4 + 16
+        highs = np.array([self._bounds(s)[1] for s in range(shards)], dtype=np.uint64)
+        self.hashes = np.repeat(highs, self.cap)
+        self.buckets = np.full(shards * self.cap, _PADDING, dtype=np.int64)
+        for s, (begin, end) in enumerate(zip(starts, cuts)):
+            self.hashes[s * self.cap:s * self.cap + end - begin] = hashes[begin:end]
+            self.buckets[s * self.cap:s * self.cap + end - begin] = buckets[begin:end]
+        self.recent = (_EMPTY, _NO_BUCKETS)
+
+
+def _merged(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Two sorted runs of hashes with their buckets as one: ``b``'s entries placed before ``a``'s
+    equal or greater ones, ``a``'s copied around them (one pass each, where ``np.insert`` takes
+    several)."""
+    if not len(b[0]):
+        return a
+    if not len(a[0]):
+        return b
+    total = len(a[0]) + len(b[0])
+    at = a[0].searchsorted(b[0]) + np.arange(len(b[0]))
+    rest = np.ones(total, dtype=bool)
+    rest[at] = False
+    hashes, owners = np.empty(total, dtype=np.uint64), np.empty(total, dtype=np.int64)
+    hashes[at], owners[at] = b
+    hashes[rest], owners[rest] = a
+    return hashes, owners
 
 
 def _member(values: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 from streams.core.codecs import Label, Prediction
 from streams.core.config import ConfigError, parse_config
 from streams.core.monitor import Monitor, Source
-from streams.core.recent_ids import BUCKETS, MAX_WIDTH_MS, RecentIds, bucket_width, id_hash, id_hashes
+from streams.core.recent_ids import BUCKETS, MAX_WIDTH_MS, RecentIds, SealedIndex, bucket_width, id_hash, id_hashes
 
 T0 = 1_700_000_000_000
 
@@ -57,8 +57,17 @@ ops = st.lists(st.tuples(st.sampled_from(["add", "ask", "purge"]), st.integers(0
 
 
 @settings(max_examples=300, deadline=None)
-@given(ops=ops, horizon=st.integers(1, 60_000))
-def test_answers_depend_on_event_times_alone_not_on_purges_or_sealing_or_checkpoints(ops, horizon):
+@given(ops=ops, horizon=st.integers(1, 60_000), shard_ids=st.sampled_from([1, 3, SealedIndex.SHARD_IDS]))
+def test_answers_depend_on_event_times_alone_not_on_purges_or_sealing_or_checkpoints(ops, horizon, shard_ids):
+    # small shards: the index has many, each upkeep merges a few, a lay-out comes often
+    default, SealedIndex.SHARD_IDS = SealedIndex.SHARD_IDS, shard_ids
+    try:
+        _answers_depend_on_event_times_alone(ops, horizon)
+    finally:
+        SealedIndex.SHARD_IDS = default
+
+
+def _answers_depend_on_event_times_alone(ops, horizon):
     purged, never, restored = RecentIds(horizon), RecentIds(horizon), RecentIds(horizon)
     added: dict[int, set[int]] = {}  # the reference: hash -> the buckets it was added to
     width = bucket_width(horizon)
@@ -203,3 +212,34 @@ def test_a_checkpoint_of_wider_buckets_restores_each_id_into_the_bucket_that_hol
         assert not ids.contains(h, old_end + horizon + MAX_WIDTH_MS)
     assert sorted(ids.state()["buckets"]) == [str(((base + 1) * old_width - 1) // MAX_WIDTH_MS),
                                               str(((base + 2) * old_width - 1) // MAX_WIDTH_MS)]
+
+
+def test_a_long_stream_s_upkeep_copies_a_share_of_the_ids_at_a_time():
+    """25,000 ids a 5-s bucket, a 600-s horizon (3M ids remembered), two and a half horizons.
+    Once the horizon is full, each seal merges into an eighth of the index's shards and the
+    recent array, and no lay-out (a copy of all) comes; the forgotten ids still stored and the
+    ids waiting in the recent array stay within ROUND buckets' worth; answers stay exact."""
+    ids = RecentIds(600_000)
+    per_bucket, buckets, horizon_buckets = 25_000, 300, 600_000 // MAX_WIDTH_MS
+    rng = np.random.default_rng(7)
+    layouts, kept = 0, []
+    for k in range(buckets):
+        t = T0 + k * MAX_WIDTH_MS
+        hashes = rng.integers(0, 2**64, per_bucket, dtype=np.uint64)  # uniform, as BLAKE2b's are
+        if k % 25 == 0:
+            kept.append((int(hashes[0]), t))
+        ids.add_many(hashes, np.full(per_bucket, t), np.full(per_bucket, t))
+        flat = ids._index.hashes
+        ids.purge(t + MAX_WIDTH_MS)  # seals this bucket
+        if k > horizon_buckets + SealedIndex.ROUND:
+            layouts += ids._index.hashes is not flat
+        index, remembered = ids._index, len(ids)
+        assert remembered <= (horizon_buckets + 1) * per_bucket
+        assert len(index) - remembered <= (SealedIndex.ROUND + 1) * per_bucket * 1.05
+        assert len(index.recent[0]) <= (SealedIndex.ROUND + 1) * per_bucket * 1.05
+        assert len(index.hashes) <= 1.3 * len(index) + (16 << index.bits)
+    assert layouts == 0 and ids._index.bits == 4  # 3M ids: 16 shards
+    watermark = T0 + buckets * MAX_WIDTH_MS
+    for h, t in kept:
+        assert ids.contains(h, watermark) == ((t // MAX_WIDTH_MS + 1) * MAX_WIDTH_MS > watermark - 600_000)
+        assert ids.may_contain_any(np.array([h], dtype=np.uint64)) or not ids.contains(h, watermark)
