@@ -22,7 +22,8 @@ consumed from the beginning by each run, interleaved per round (A B C A B C …)
                   consumed batch, what every batch costs when each one produces a trigger;
 * ``confluent-x2`` — two ``driftline run`` processes of one consumer group (``--instance 0/1``),
                   sharing the partitions, the realistic config (events/s of the pair);
-* ``confluent-workers2`` — ``driftline run --workers 2``: the same two engines under one supervisor,
+* ``confluent-workers2``, ``confluent-workers3`` — ``driftline run --workers 2`` (3): the same
+                  engines under one supervisor,
                   counted on its one merged ``/metrics``;
 * ``decoder``   — the ceiling the benchmark used before: the consumer as the engine configures
                   it, decoding with the engine's own ``InputDecoder``, nothing more;
@@ -114,11 +115,12 @@ ENGINE_RUNS = {
     "confluent-commit-each-batch": ("confluent", "realistic", 1, 1),
     "confluent-x2": ("confluent", "realistic", None, 2),
     "confluent-workers2": ("confluent", "realistic", None, 1),
+    "confluent-workers3": ("confluent", "realistic", None, 1),
     "confluent-psi": ("confluent", "psi", None, 1),
     "faust": ("faust", "psi", None, 1),
 }
 #: run kind -> ``driftline run --workers`` (one supervisor process; else one engine per instance)
-WORKERS = {"confluent-workers2": 2}
+WORKERS = {"confluent-workers2": 2, "confluent-workers3": 3}
 DEFAULT_RUNS = "ceiling,confluent,confluent-commit-each-batch,decoder,confluent-psi,faust"
 
 STATE_MAX_BYTES = 0  # > 0: state topics allow messages this large, and the engine may produce them
