@@ -268,8 +268,9 @@ class SealedIndex:
     ``recent``. Each :meth:`compact` merges ``recent``'s entries of the next shards in turn
     into them and drops their forgotten entries: an eighth of the shards each time, so an
     entry waits at most eight upkeeps in ``recent`` and a forgotten one stays at most as long.
-    A shard that outgrows its slots makes the flat array laid out again (shards of about
-    ``SHARD_IDS``, ``cap`` a quarter above the largest).
+    A shard that outgrows its slots, or a flat array four times the entries (a rate that fell),
+    makes the flat array laid out again (shards of about ``SHARD_IDS``, ``cap`` a quarter above
+    the largest).
     """
 
     SHARD_IDS = 1 << 18
@@ -312,6 +313,9 @@ class SealedIndex:
         """Merge ``recent`` into the next shards in turn (all of them with ``everything``),
         dropping their entries of buckets before ``first``."""
         shards = 1 << self.bits
+        if len(self.hashes) > 4 * len(self) + 4096:  # far fewer ids than when laid out: less slack
+            self._lay_out(first)
+            return
         count = shards if everything else -(-shards // self.ROUND)
         for _ in range(count):
             shard, self.turn = self.turn % shards, self.turn + 1

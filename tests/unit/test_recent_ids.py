@@ -243,3 +243,18 @@ def test_a_long_stream_s_upkeep_copies_a_share_of_the_ids_at_a_time():
     for h, t in kept:
         assert ids.contains(h, watermark) == ((t // MAX_WIDTH_MS + 1) * MAX_WIDTH_MS > watermark - 600_000)
         assert ids.may_contain_any(np.array([h], dtype=np.uint64)) or not ids.contains(h, watermark)
+
+
+def test_the_index_gives_its_slack_back_when_the_rate_falls():
+    """A busy hour then a quiet one: once the busy hour's ids are forgotten the flat array is
+    laid out again for what is left, not kept at its busiest size."""
+    ids = RecentIds(60_000)
+    rng = np.random.default_rng(5)
+    for k in range(120):  # 5-s buckets: 10 minutes busy (20,000 ids a bucket), then quiet (200)
+        t = T0 + k * MAX_WIDTH_MS
+        n = 20_000 if k < 60 else 200
+        ids.add_many(rng.integers(0, 2**64, n, dtype=np.uint64), np.full(n, t), np.full(n, t))
+        ids.purge(t + MAX_WIDTH_MS)
+        if k == 59:
+            busiest = len(ids._index.hashes)
+    assert busiest > 200_000 and len(ids._index.hashes) < busiest / 10 and len(ids) == 12 * 200
