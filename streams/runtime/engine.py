@@ -402,6 +402,12 @@ def _consumer_settings(config: Config, instance_id: str, health: BrokerHealth) -
         # ... provided a full queue delays the next fetch briefly: with the default 1000 ms
         # the engine drains the queue and then waits on it, empty, for most of a second
         "fetch.queue.backoff.ms": 20,
+        # librdkafka drops what it prefetched of a partition when flow control pauses it, and
+        # the resumed partition joins the next fetch only when the one in flight returns, which
+        # the broker holds up to fetch.wait.max.ms (default 500) while its partitions have
+        # nothing new: meanwhile a pair waiting on that partition stalls the engine. A short
+        # wait bounds that; an idle consumer then asks its broker 20 times a second.
+        "fetch.wait.max.ms": 50,
         "session.timeout.ms": config.engine.session_timeout_ms,
         **config.kafka,
         "group.id": config.engine.group_id,
