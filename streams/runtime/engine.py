@@ -20,6 +20,7 @@ input pairs and their aligner (:mod:`~streams.runtime.inputs`), the state store
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import signal
 import socket
@@ -36,7 +37,7 @@ from streams.runtime.admin import STATE_MAX_BYTES, ensure_topics, leave_group
 from streams.runtime.exporter import Exporter
 from streams.runtime.health import COMMIT_TIMEOUT, BrokerHealth, BrokerLost, export_lag
 from streams.runtime.inputs import AlignedInputs
-from streams.runtime.pipeline import Item, Pipeline, dead_letter_headers
+from streams.runtime.pipeline import Pipeline, dead_letter_headers
 from streams.runtime.state import Checkpoint, KafkaStateStore
 
 __all__ = ["BrokerLost", "Engine"]
@@ -115,7 +116,7 @@ class Engine:
         messages = self._consume()
         self.health.check()
         if messages:
-            self.inputs.buffer(self._decode(messages))
+            self._buffer(messages)
         # While a prepared commit waits for the broker, nothing more goes into its transaction:
         # the events wait in their pairs (flow control pauses what fills up).
         for partition, items in [] if self._prepared else self.inputs.release(self.monitors):
@@ -225,15 +226,25 @@ class Engine:
         export_lag(self.exporter.set_consumer_lag, self.inputs.positions(assignment), self.inputs.highwater)
         return True
 
-    def _decode(self, messages: list[Message]) -> list[Item]:
-        good: list[Message] = []
-        for msg in messages:
-            if msg.error():
-                self.health.on_message_error(msg)
-            else:
-                good.append(msg)
-        return self.pipeline.decode(list(map(Message.topic, good)), list(map(Message.partition, good)),
-                                    list(map(Message.offset, good)), [msg.value() or b"" for msg in good], good)
+    def _buffer(self, messages: list[Message]) -> None:
+        """A consumed batch, decoded and buffered in its pairs: a consumed batch is runs of
+        messages of one partition, and each run is decoded and buffered at once."""
+        if any(map(Message.error, messages)):
+            for msg in messages:
+                if msg.error():
+                    self.health.on_message_error(msg)
+            messages = [msg for msg in messages if not msg.error()]
+        offsets, values = list(map(Message.offset, messages)), list(map(Message.value, messages))
+        if not all(values):  # a null value (a tombstone) decodes as empty bytes: invalid_json
+            values = [value or b"" for value in values]
+        start = 0
+        for (topic, partition), run in itertools.groupby(zip(map(Message.topic, messages),
+                                                             map(Message.partition, messages))):
+            end = start + sum(1 for _ in run)
+            run_offsets = offsets[start:end]
+            items = self.pipeline.decode_run(topic, partition, run_offsets, values[start:end], messages[start:end])
+            self.inputs.buffer(topic, partition, run_offsets, items)
+            start = end
 
     def _interval_commit_due(self) -> int | None:
         """The partition whose commit is due: ``commit_every_ms`` since its last commit (the

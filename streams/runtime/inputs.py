@@ -5,7 +5,6 @@ transaction may commit (never past a message not handed on yet).
 """
 from __future__ import annotations
 
-import itertools
 import operator
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -18,7 +17,7 @@ from streams.runtime.align import LABELS, PREDICTIONS, Aligner, merge_key, rejec
 from streams.runtime.health import COMMIT_TIMEOUT
 from streams.runtime.pipeline import Item
 
-_TOPIC, _PARTITION = operator.attrgetter("topic"), operator.attrgetter("partition")
+_EVENT, _TIMESTAMP = operator.itemgetter(0), operator.attrgetter("timestamp")
 
 
 class AlignedInputs:
@@ -45,21 +44,16 @@ class AlignedInputs:
         self.paused: set[tuple[str, int]] = set()
         self._start_offsets: dict[tuple[str, int], int] = {}
 
-    def buffer(self, items: list[Item]) -> None:
-        """A consumed batch's items (:meth:`Pipeline.decode`), buffered per partition pair."""
-        sources = list(map(operator.itemgetter(1), items))
-        start = 0
-        # A consumed batch holds runs of messages of one partition: each run is buffered at once.
-        for (topic, partition), run in itertools.groupby(zip(map(_TOPIC, sources), map(_PARTITION, sources))):
-            end = start + len(list(run))
-            role, run_items = self.roles[topic], items[start:end]
-            try:  # merge_key(timestamp, role) of each, inlined
-                keys = [2 * item[0].timestamp + role for item in run_items]
-            except AttributeError:  # a rejected message among them
-                keys = [rejected_key(role) if type(item[0]) is InvalidEvent else merge_key(item[0].timestamp, role)
-                        for item in run_items]
-            self.aligner.extend(partition, role, keys, [s.offset for s in sources[start:end]], run_items)
-            start = end
+    def buffer(self, topic: str, partition: int, offsets: list[int], items: list[Item]) -> None:
+        """A run of items read in order from one input partition (:meth:`Pipeline.decode_run`),
+        read at ``offsets``, buffered in its pair."""
+        role = self.roles[topic]
+        try:  # merge_key(timestamp, role) of each, inlined
+            keys = [2 * timestamp + role for timestamp in map(_TIMESTAMP, map(_EVENT, items))]
+        except AttributeError:  # a rejected message among them
+            keys = [rejected_key(role) if type(item[0]) is InvalidEvent else merge_key(item[0].timestamp, role)
+                    for item in items]
+        self.aligner.extend(partition, role, keys, offsets, items)
 
     def release(self, owned: Mapping[int, object]) -> Iterator[tuple[int, list[Item]]]:
         """``(partition, items)`` of each pair with items to hand on now, in merge order. A pair

@@ -17,9 +17,11 @@ which reads files and rejects bad lines as it reads them, hands ordered events s
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from retrain_trigger.events import TriggerEvent
@@ -30,9 +32,10 @@ from streams.core.monitor import InputDecoder, ModelRegistry, Monitor, Source
 
 log = logging.getLogger("driftline.pipeline")
 
-#: One message decoded: its event or rejection, where it was read, and the message itself (the
-#: engine's own object: the dead-letter output copies its key and bytes).
-Item = tuple[Prediction | Label | InvalidEvent, Source, Any]
+#: One message decoded: ``(event, source)`` (what :meth:`Monitor.process` takes, so a batch
+#: without rejections goes to it as it is), or ``(rejection, source, message)`` with the message
+#: itself (the engine's own object: the dead-letter output copies its key and bytes).
+Item = tuple[Prediction | Label, Source] | tuple[InvalidEvent, Source, Any]
 
 
 class Outputs(Protocol):
@@ -113,18 +116,31 @@ class Pipeline:
             self.metrics.count_consumed(topic, count)
         # Decoded a topic at a time (the same events and rejections as one by one), in message order.
         decoded = self.decoder.messages(list(zip(topics, values)))
-        return list(zip(decoded, map(Source, topics, partitions, offsets), messages))
+        return _items(decoded, map(Source, topics, partitions, offsets), messages)
+
+    def decode_run(self, topic: str, partition: int, offsets: list[int], values: list[bytes],
+                   messages: list[Any]) -> list[Item]:
+        """:meth:`decode` of a run of messages read in order from one partition, as a consumer
+        hands them over: one decode call for the run, and no column of topics or partitions."""
+        self.metrics.count_consumed(topic, len(values))
+        # With unknown_model = "register" the models are registered in message order, as in
+        # decode: the runs of a batch are decoded in the order read.
+        decoded = self.decoder.many(topic, values)
+        return _items(decoded, map(Source, itertools.repeat(topic), itertools.repeat(partition), offsets), messages)
 
     def hand_over(self, monitor: Monitor, items: list[Item]) -> list[TriggerEvent]:
         """One partition's items, in order: the rejected ones to the dead letters, the events to
         the partition's Monitor (:meth:`process`). Returns the triggers."""
+        if _REJECTION not in set(map(len, items)):  # the usual batch: every item an event
+            return self.process(monitor, items) if items else []
         events: list[tuple[Prediction | Label, Source]] = []
-        for event, source, message in items:
-            if type(event) is InvalidEvent:
-                self.outputs.dead_letter(message, source, event)
-                self.metrics.count_rejected(source.topic, event.reason)
+        for item in items:
+            if len(item) == _REJECTION:
+                error, source, message = item
+                self.outputs.dead_letter(message, source, error)
+                self.metrics.count_rejected(source.topic, error.reason)
             else:
-                events.append((event, source))
+                events.append(item)
         return self.process(monitor, events) if events else []
 
     def process(self, monitor: Monitor, events: list[tuple[Prediction | Label, Source]]) -> list[TriggerEvent]:
@@ -139,6 +155,18 @@ class Pipeline:
                          trigger.threshold, extra={"model": trigger.model_id, "partition": events[0][1].partition})
         self.metrics.observe(monitor)
         return triggers
+
+
+#: the length of a rejection's :data:`Item` (an event's is 2)
+_REJECTION = 3
+
+
+def _items(decoded: list[Prediction | Label | InvalidEvent], sources: Iterable[Source], messages: list[Any]) -> list[Item]:
+    """The :data:`Item` of each message: its message kept only with a rejection."""
+    if InvalidEvent not in set(map(type, decoded)):
+        return list(zip(decoded, sources))
+    return [(event, source, message) if type(event) is InvalidEvent else (event, source)
+            for event, source, message in zip(decoded, sources, messages)]
 
 
 def by_partition(items: list[Item]) -> dict[int, list[Item]]:

@@ -1,6 +1,8 @@
 """The pipeline's batch hand-over: the same as item by item."""
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings, strategies as st
 
 from streams.core.codecs import InvalidEvent
@@ -75,3 +77,28 @@ def test_hand_over_sends_rejections_to_dead_letters_and_events_in_order(kinds):
     assert [source.offset for _, source in handed] == [i for i in range(len(kinds)) if i not in rejected]
     assert all(not isinstance(event, InvalidEvent) for event, _ in handed)
     assert [event.prediction_id for event, _ in handed] == [f"p{i}" for i in range(len(kinds)) if i not in rejected]
+
+
+@settings(max_examples=40, deadline=None)
+@given(kinds=st.lists(st.sampled_from(["prediction", "label", "bad", "unknown"]), min_size=1, max_size=40))
+def test_decode_run_of_each_run_gives_the_items_of_decode(kinds):
+    """The engine decodes a consumed batch a run (one partition's messages) at a time: the same
+    items as the batch decoded at once, a rejection's message kept only with it."""
+    lines = {"prediction": _line, "label": _label, "bad": lambda i: b"not json",
+             "unknown": lambda i: _line(i).replace(b'"m"', b'"x"')}
+    topics = ["labels" if kind == "label" else "predictions" for kind in kinds]
+    values = [lines[kind](i) for i, kind in enumerate(kinds)]
+    pipeline = Pipeline(CONFIG, _Outputs(), Metrics(), log_triggers=False)
+    whole = pipeline.decode(topics, [0] * len(kinds), list(range(len(kinds))), values, values)
+    runs, start = [], 0
+    for topic, run in itertools.groupby(topics):
+        end = start + len(list(run))
+        runs += pipeline.decode_run(topic, 0, list(range(start, end)), values[start:end], values[start:end])
+        start = end
+
+    def comparable(items):  # a run without a bad line may decode into the struct of the watched features
+        return [(getattr(item[0], "reason", None), getattr(item[0], "prediction_id", None), item[1], item[2:])
+                for item in items]
+
+    assert comparable(runs) == comparable(whole)
+    assert [len(item) for item in whole] == [3 if kind in ("bad", "unknown") else 2 for kind in kinds]
