@@ -265,9 +265,10 @@ class SealedIndex:
     ``2**bits`` shards by the hashes' top bits, each shard ``cap`` slots long: its entries in
     order, then padding (the shard's greatest hash, in no bucket that is remembered), so that
     the flat array is sorted as a whole and a lookup is one binary search there and one in
-    ``recent``. Each :meth:`compact` merges ``recent``'s entries of the next shards in turn
-    into them and drops their forgotten entries: an eighth of the shards each time, so an
-    entry waits at most eight upkeeps in ``recent`` and a forgotten one stays at most as long.
+    ``recent``. :meth:`compact` merges ``recent``'s entries of the next shards in turn into
+    them and drops their forgotten entries, each shard once in ``ROUND`` calls (an eighth of
+    the shards a call, or a shard every few calls when there are fewer than eight), so an
+    entry waits at most ``ROUND`` upkeeps in ``recent`` and a forgotten one stays at most as long.
     A shard that outgrows its slots, or a flat array four times the entries (a rate that fell),
     makes the flat array laid out again (shards of about ``SHARD_IDS``, ``cap`` a quarter above
     the largest).
@@ -284,7 +285,7 @@ class SealedIndex:
         self.hashes: np.ndarray = _EMPTY
         self.buckets: np.ndarray = _NO_BUCKETS
         self.recent: tuple[np.ndarray, np.ndarray] = (_EMPTY, _NO_BUCKETS)
-        self.turn = 0
+        self.turn = self.credit = 0
 
     def __len__(self) -> int:
         """Entries stored, forgotten ones not dropped yet included."""
@@ -307,7 +308,7 @@ class SealedIndex:
 
     def may_contain_any(self, values: np.ndarray) -> bool:
         """Whether any of ``values`` is stored (the padding may say yes: never a false no)."""
-        return bool(_member(values, self.hashes).any() or _member(values, self.recent[0]).any())
+        return any(_member(values, stored).any() for stored in (self.hashes, self.recent[0]) if len(stored))
 
     def compact(self, first: int, everything: bool = False) -> None:
         """Merge ``recent`` into the next shards in turn (all of them with ``everything``),
@@ -316,7 +317,11 @@ class SealedIndex:
         if len(self.hashes) > 4 * len(self) + 4096:  # far fewer ids than when laid out: less slack
             self._lay_out(first)
             return
-        count = shards if everything else -(-shards // self.ROUND)
+        # each shard's turn comes once in ROUND calls: with fewer shards than that, a call
+        # passes without one (a small index is copied whole at its turn)
+        self.credit = 0 if everything else self.credit + shards
+        count = shards if everything else self.credit // self.ROUND
+        self.credit -= count * self.ROUND
         for _ in range(count):
             shard, self.turn = self.turn % shards, self.turn + 1
             if not self._compact_shard(shard, first):
