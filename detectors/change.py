@@ -201,9 +201,9 @@ class ADWIN(ChangeDetector):
     #: values handled per vectorized step (bounds the temporary arrays)
     CHUNK = 16384
     #: below this many values the clock ticks are checked one by one (screened), not all at once
-    SCALAR_BELOW = 256
+    SCALAR_BELOW = 768
     #: below this many values a Python loop computes the running sums, not numpy
-    LOOP_BELOW = 48
+    LOOP_BELOW = 200
     #: above this many merges in a row numpy merges them faster than a Python loop
     NUMPY_MERGES = 24
     #: row 0 may hold this many values before their merges, put off to a cut check or ``state()``
