@@ -98,6 +98,9 @@ class Join:
         self.joined_ids = RecentIds(dedup_ms)
         # prediction_id -> (watermark when it expired, prediction timestamp), kept one horizon
         self.expired_ids: dict[str, tuple[int, int]] = {}
+        # prediction_id -> id_hash of predictions that waited in a plain batch, so that their
+        # labels, in a later batch, need not hash the id again (pruned to the pending ids)
+        self._hashes: dict[str, int] = {}
 
     def advance(self, timestamp_ms: int) -> None:
         """An event at ``timestamp_ms`` was seen: the watermark is the largest event time."""
@@ -196,8 +199,34 @@ class Join:
         self.watermark_ms = int(watermarks[-1])
         if label_pids:
             self._drop_pending(label_pids)
-            self.joined_ids.add_many(_label_hashes(batch, label_pids), label_ts, at_labels)
+            self.joined_ids.add_many(self._label_hashes(batch, label_pids), label_ts, at_labels)
+        if batch.prediction_hashes is not None:
+            self._hashes.update(zip(pids, batch.prediction_hashes.tolist()))
+            # the batch's predictions joined already: not waiting
+            collections.deque(map(self._hashes.pop, label_pids, itertools.repeat(None)), maxlen=0)
         return waiting, joined_ts, label_ts
+
+    def _label_hashes(self, batch: Batch, label_pids: list[str]) -> np.ndarray:
+        """:func:`id_hashes` of the labels' ids: those whose prediction is in the batch (the usual
+        label, when labels come soon) taken from the predictions' hashes, if it has them, and
+        those whose prediction waited from an earlier plain batch from ``_hashes``."""
+        found, hashes = batch.found, batch.prediction_hashes
+        if found is None or hashes is None:
+            return id_hashes(label_pids)
+        in_batch = found >= 0
+        if in_batch.all():
+            return hashes[found]
+        out = np.empty(len(label_pids), dtype=np.uint64)
+        out[in_batch] = hashes[found[in_batch]]
+        outside = ~in_batch
+        outside_pids = list(itertools.compress(label_pids, outside.tolist()))
+        known = list(map(self._hashes.pop, outside_pids, itertools.repeat(None)))
+        if None in known:
+            missing = [pid for pid, h in zip(outside_pids, known) if h is None]
+            computed = iter(id_hashes(missing).tolist())
+            known = [next(computed) if h is None else h for h in known]
+        out[outside] = known
+        return out
 
     def _drop_pending(self, pids: list[str]) -> None:
         """Take these ids out of ``pending`` (the others keep their order)."""
@@ -216,6 +245,8 @@ class Join:
         self.counts.expired_labels += len(_drop_older(self.early_labels, horizon))
         self.joined_ids.purge(self.watermark_ms)
         _drop_older(self.expired_ids, self.watermark_ms - self.dedup_ms)
+        if len(self._hashes) > 2 * len(self.pending) + 1024:  # ids gone from pending another way
+            self._hashes = {pid: h for pid, h in self._hashes.items() if pid in self.pending}
 
     # -- checkpoints ------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -233,22 +264,6 @@ class Join:
         self.early_labels = {k: tuple(v) for k, v in state["early_labels"].items()}
         self.joined_ids = RecentIds.from_state(state["joined_ids"], self.dedup_ms)
         self.expired_ids = {k: tuple(v) for k, v in state["expired_ids"].items()}
-
-
-def _label_hashes(batch: Batch, label_pids: list[str]) -> np.ndarray:
-    """:func:`id_hashes` of the labels' ids: those whose prediction is in the batch (the usual
-    label, when labels come soon) taken from the predictions' hashes, if it has them."""
-    found, hashes = batch.found, batch.prediction_hashes
-    if found is None or hashes is None:
-        return id_hashes(label_pids)
-    in_batch = found >= 0
-    if in_batch.all():
-        return hashes[found]
-    out = np.empty(len(label_pids), dtype=np.uint64)
-    out[in_batch] = hashes[found[in_batch]]
-    outside = ~in_batch
-    out[outside] = id_hashes(itertools.compress(label_pids, outside.tolist()))
-    return out
 
 
 def running_max(values: Any, start: int) -> np.ndarray:
