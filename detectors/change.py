@@ -238,11 +238,12 @@ class ADWIN(ChangeDetector):
         """Insert ``new`` value by value up to the first detection; its index in ``new``, or None.
 
         river's ``_insert_element`` on local variables, the same float operations in the same
-        order. The buckets are compressed once before each cut check and at the end rather than
-        after every value: the j-th merge of a row always takes its (2j)-th and (2j+1)-th buckets,
-        so merging later merges the same pairs into the same sums and variances. A clock tick
-        that the screen (:class:`_CutScreen`) proves cut-free skips both the compression and the
-        check, which would find no cut and change nothing."""
+        order. The buckets are compressed before each exact cut check (and when row 0 outgrows
+        ``UNMERGED_MAX``, or for ``state()``) rather than after every value: the j-th merge of a
+        row always takes its (2j)-th and (2j+1)-th buckets, so merging later merges the same pairs
+        into the same sums and variances. A clock tick that the screen (:class:`_CutScreen`)
+        proves cut-free skips both the compression and the check, which would find no cut and
+        change nothing."""
         values = new.tolist()
         clock, grace = self.clock, self.grace_period
         width, total, variance, tick = self._width, self._total, self._variance, self._tick
