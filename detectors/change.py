@@ -201,7 +201,7 @@ class ADWIN(ChangeDetector):
     #: values handled per vectorized step (bounds the temporary arrays)
     CHUNK = 16384
     #: below this many values the clock ticks are checked one by one (screened), not all at once
-    SCALAR_BELOW = 768
+    SCALAR_BELOW = 320
     #: below this many values a Python loop computes the running sums, not numpy
     LOOP_BELOW = 200
     #: above this many merges in a row numpy merges them faster than a Python loop
