@@ -196,11 +196,19 @@ class ADWIN(ChangeDetector):
         self._variances: list[list[float]] = [[]]
         self._total = self._variance = self._width = 0.0
         self._tick = 0
+        self._screen: _CutScreen | None = None
 
     #: values handled per vectorized step (bounds the temporary arrays)
     CHUNK = 16384
-    #: below this many values one-by-one insertion is cheaper than the vectorized step's set-up
-    SCALAR_BELOW = 256
+    #: below this many values the clock ticks are checked one by one (screened), not all at once
+    SCALAR_BELOW = 320
+    #: below this many values a Python loop computes the running sums, not numpy
+    LOOP_BELOW = 200
+    #: above this many merges in a row numpy merges them faster than a Python loop
+    NUMPY_MERGES = 24
+    #: row 0 may hold this many values before their merges, put off to a cut check or ``state()``
+    #: (the same merges later: see ``_advance_one_by_one``), are done anyway
+    UNMERGED_MAX = 4096
 
     def _scan(self, values: np.ndarray) -> list[int]:
         hits, start = [], 0
@@ -209,7 +217,12 @@ class ADWIN(ChangeDetector):
                 self._reset()
                 self.drift_detected = False
             chunk = values[start:start + self.CHUNK]
-            hit = (self._advance_one_by_one if len(chunk) < self.SCALAR_BELOW else self._advance)(chunk)
+            if len(chunk) < self.LOOP_BELOW:
+                hit = self._advance_one_by_one(chunk)
+            elif len(chunk) < self.SCALAR_BELOW:
+                hit = self._advance_screened(chunk)
+            else:
+                hit = self._advance(chunk)
             if hit is None:
                 start += len(chunk)
             else:
@@ -217,40 +230,121 @@ class ADWIN(ChangeDetector):
                 start += hit + 1
         return hits
 
+    def state(self) -> dict[str, Any]:
+        self._compress()  # the put-off merges: the state holds the merged layout
+        return super().state()
+
     def _advance_one_by_one(self, new: np.ndarray) -> int | None:
         """Insert ``new`` value by value up to the first detection; its index in ``new``, or None.
 
         river's ``_insert_element`` on local variables, the same float operations in the same
-        order. The buckets are compressed once before each cut check and at the end rather than
-        after every value: the j-th merge of a row always takes its (2j)-th and (2j+1)-th buckets,
-        so merging later merges the same pairs into the same sums and variances."""
+        order. The buckets are compressed before each exact cut check (and when row 0 outgrows
+        ``UNMERGED_MAX``, or for ``state()``) rather than after every value: the j-th merge of a
+        row always takes its (2j)-th and (2j+1)-th buckets, so merging later merges the same pairs
+        into the same sums and variances. A clock tick that the screen (:class:`_CutScreen`)
+        proves cut-free skips both the compression and the check, which would find no cut and
+        change nothing."""
         values = new.tolist()
         clock, grace = self.clock, self.grace_period
         width, total, variance, tick = self._width, self._total, self._variance, self._tick
         row0_t, row0_v = self._totals[0], self._variances[0]
+        screen = self._screen
         start = 0
         while start < len(values):
             end = min(len(values), start + clock - tick % clock)  # up to the next clock tick
             run = values[start:end]
-            for x in run:
-                if width > 0.0:
-                    deviation = x - total / width
-                    variance += width * deviation * deviation / (width + 1.0)
-                width += 1.0
-                total += x
+            if screen is None:
+                for x in run:
+                    if width > 0.0:
+                        deviation = x - total / width
+                        variance += width * deviation * deviation / (width + 1.0)
+                    width += 1.0
+                    total += x
+            else:  # the same, and the prefix sums' drift from the screen's mean
+                mean, low, high = screen.mean, screen.low, screen.high
+                for x in run:
+                    if width > 0.0:
+                        deviation = x - total / width
+                        variance += width * deviation * deviation / (width + 1.0)
+                    width += 1.0
+                    total += x
+                    drift = total - mean * width
+                    if drift > high:
+                        high = drift
+                    elif drift < low:
+                        low = drift
+                screen.low, screen.high = low, high
             row0_t.extend(run)
             row0_v.extend([0.0] * len(run))
             tick += len(run)
             start = end
             if tick % clock == 0 and width > grace:
+                if screen is not None and screen.cut_free(width, total, variance, screen.low, screen.high):
+                    continue
                 self._width, self._total, self._variance, self._tick = width, total, variance, tick
                 self._compress()
                 if self._shrink_window():  # else nothing changed
                     self.drift_detected = True
                     return end - 1
+                screen = self._screen = self._new_screen()
         self._width, self._total, self._variance, self._tick = width, total, variance, tick
-        self._compress()
+        if len(row0_t) > self.UNMERGED_MAX:
+            self._compress()
         return None
+
+    def _advance_screened(self, new: np.ndarray) -> int | None:
+        """:meth:`_advance_one_by_one` with the running width, sum and variance computed by numpy
+        (sequential cumulative sums: the loop's float operations in its order), the values put in
+        row 0 only before an exact check and at the end."""
+        n = len(new)
+        tick0, clock, grace = self._tick, self.clock, self.grace_period
+        widths = self._width + np.arange(1, n + 1, dtype=np.float64)
+        sums = np.cumsum(np.concatenate(([self._total], new)))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            deviation = new - sums[:-1] / (widths - 1.0)
+            increments = np.where(widths > 1.0, (widths - 1.0) * deviation * deviation / widths, 0.0)
+        variances = np.cumsum(np.concatenate(([self._variance], increments)))[1:]
+        sums = sums[1:]
+        screen, inserted, base, high = self._screen, 0, 0, None
+        for j in range(clock - 1 - tick0 % clock, n, clock):  # the values that make a clock tick
+            width = float(widths[j])
+            if width <= grace:
+                continue
+            total, variance = float(sums[j]), float(variances[j])
+            if screen is not None:
+                if high is None:  # the drift of the running sum since the screen's build
+                    drift = sums[base:] - screen.mean * widths[base:]
+                    high, low = np.maximum.accumulate(drift), np.minimum.accumulate(drift)
+                if screen.cut_free(width, total, variance, min(screen.low, float(low[j - base])),
+                                   max(screen.high, float(high[j - base]))):
+                    continue
+            self._totals[0].extend(new[inserted:j + 1].tolist())
+            self._variances[0].extend([0.0] * (j + 1 - inserted))
+            inserted = j + 1
+            self._width, self._total, self._variance, self._tick = width, total, variance, tick0 + j + 1
+            self._compress()
+            if self._shrink_window():
+                self.drift_detected = True
+                return j
+            screen = self._screen = self._new_screen()
+            base, high = j + 1, None
+        if screen is not None and base < n:
+            if high is None:
+                drift = sums[base:] - screen.mean * widths[base:]
+                screen.low, screen.high = min(screen.low, float(drift.min())), max(screen.high, float(drift.max()))
+            else:
+                screen.low, screen.high = min(screen.low, float(low[-1])), max(screen.high, float(high[-1]))
+        self._totals[0].extend(new[inserted:].tolist())
+        self._variances[0].extend([0.0] * (n - inserted))
+        self._width, self._total, self._variance, self._tick = float(widths[-1]), float(sums[-1]), \
+            float(variances[-1]), tick0 + n
+        if len(self._totals[0]) > self.UNMERGED_MAX:
+            self._compress()
+        return None
+
+    def _new_screen(self) -> _CutScreen | None:
+        """The screen of the next ticks, after a full check found no cut."""
+        return _CutScreen.build(self)
 
     def _compress(self) -> None:
         """Merge the oldest buckets of each row holding more than ``max_buckets``, pairwise, into
@@ -272,6 +366,15 @@ class ADWIN(ChangeDetector):
                 del row_t[:2], row_v[:2]
                 row += 1
                 continue
+            if merges > self.NUMPY_MERGES:  # a long row (compressions put off over many values)
+                pairs_t, pairs_v = np.array(row_t[:2 * merges]), np.array(row_v[:2 * merges])
+                older, newer = pairs_t[0::2], pairs_t[1::2]
+                gaps = older / size - newer / size
+                totals[row + 1].extend((older + newer).tolist())
+                variances[row + 1].extend((pairs_v[0::2] + pairs_v[1::2] + size * 0.5 * gaps * gaps).tolist())
+                del row_t[:2 * merges], row_v[:2 * merges]
+                row += 1
+                continue
             older_t, newer_t = row_t[0:2 * merges:2], row_t[1:2 * merges:2]
             totals[row + 1].extend(map(operator.add, older_t, newer_t))  # t0 + t1
             variances[row + 1].extend([v0 + v1 + size * 0.5 * (gap := t0 / size - t1 / size) * gap for t0, t1, v0, v1
@@ -289,6 +392,8 @@ class ADWIN(ChangeDetector):
 
     def _advance(self, new: np.ndarray) -> int | None:
         """Insert ``new`` up to the first detection; its index in ``new``, or None."""
+        self._screen = None  # it follows the prefix sums of one-by-one insertion only
+        self._compress()  # the levels start from the merged layout
         t0 = int(self._width)
         widths = t0 + np.arange(1, len(new) + 1, dtype=np.float64)
         totals = np.cumsum(np.concatenate(([self._total], new)))
@@ -468,6 +573,86 @@ class ADWIN(ChangeDetector):
 
     def _sample_count(self) -> float:
         return self._width
+
+
+class _CutScreen:
+    """A bound, kept between two of ADWIN's full cut checks, that proves a clock tick cut-free.
+
+    River's test at a cut with ``n0`` older values summing to ``u0`` and ``n1`` newer ones
+    summing to ``u1`` (``W = n0 + n1`` values summing to ``T``, mean ``m = T / W``, variance sum
+    ``V``, ``s = V / W``) is ``|u0/n0 - u1/n1| > sqrt(2 h s d) + 2/3 d h`` with
+    ``h = 1/(n0 - M + 1) + 1/(n1 - M + 1)`` (M = min_window_length >= 1, so ``h >= W / (n0 n1)``)
+    and ``d = log(2 log(W) / delta)``. Since ``u0/n0 - u1/n1 = W (u0 - m n0) / (n0 n1)``, a cut
+    can only be significant if ``|u0 - m n0| > sqrt(2 s d n0 n1 / W) + b`` with ``b = 2/3 d``.
+
+    Between detections the window only grows: cut points are never added among the old values
+    (merging two buckets removes the cut between them), and ``u0`` at an old cut point is the sum
+    of the same values. So after a full check at ``(W0, m0, s0, d0)``, at a later tick
+    ``(W, m, s, d)`` with ``W >= W0``, ``d >= d0``:
+
+    * an old cut point (``n0 < W0``) with ``A = |u0 - m0 n0|``, ``Q = sqrt(2 d0 n0 (W0 - n0) / W0)``
+      has ``|u0 - m n0| <= A + |m - m0| W0`` and a bound at least ``sqrt(s) Q + b0``, so none of
+      them can cut while ``max(A - sqrt(s0) Q) + max(0, sqrt(s0) - sqrt(s)) max(Q) + |m - m0| W0
+      <= b0``;
+    * a new one (``n0 >= W0``) has ``u0 - m n0 = D(n0) - D(W) n0 / W`` where ``D(n)``, the sum
+      of the first n values less ``m0 n``, stayed in [low, high] since the check (tracked value
+      by value), and a bound at least ``sqrt(2 s d0 M (W - M) / W) + b0``.
+
+    Both sides are compared with a margin well above the float rounding of the sums, so a tick
+    passed here is one where the exact check finds no cut; any other tick runs the exact check
+    (which rebuilds the screen when it finds no cut).
+    """
+
+    __slots__ = ("mean", "low", "high", "width", "worst", "sigma", "q_max", "bias", "log_term", "minimum")
+
+    @classmethod
+    def build(cls, adwin: ADWIN) -> _CutScreen | None:
+        """The screen after a full check of ``adwin``'s window found no cut (None when its
+        arguments do not hold: M < 1, a negative variance, a window of one value)."""
+        width, total, variance, minimum = adwin._width, adwin._total, adwin._variance, adwin.min_window_length
+        if minimum < 1 or width < 2.0 or not variance >= 0.0:
+            return None
+        screen = cls()
+        mean = total / width
+        log_term = math.log(2.0 * math.log(width) / adwin.delta)
+        sigma = math.sqrt(variance / width)
+        scale = 2.0 * log_term / width
+        worst, q_max, n0, u0 = -math.inf, 0.0, 0.0, 0.0
+        totals = adwin._totals
+        for row in range(len(totals) - 1, -1, -1):
+            size = float(1 << row)
+            for bucket_total in (totals[row] if row else totals[0][:-1]):
+                n0 += size
+                u0 += bucket_total
+                if n0 >= minimum:
+                    q = math.sqrt(scale * n0 * (width - n0))
+                    worst = max(worst, abs(u0 - mean * n0) - sigma * q)
+                    q_max = max(q_max, q)
+        screen.mean, screen.width, screen.worst, screen.sigma, screen.q_max = mean, width, worst, sigma, q_max
+        screen.low = screen.high = total - mean * width
+        screen.bias, screen.log_term, screen.minimum = 2.0 / 3.0 * log_term, log_term, float(minimum)
+        return screen
+
+    def cut_free(self, width: float, total: float, variance: float, low: float, high: float) -> bool:
+        """Whether no cut of the window ``(width, total, variance)`` can be significant, the
+        running sum's drift from ``mean * width`` since the build having stayed in [low, high]."""
+        if not variance >= 0.0:
+            return False
+        shift = abs(total / width - self.mean)
+        sigma = math.sqrt(variance / width)
+        # rounding of sums of up to ``width`` values, each at most |T| + sqrt(W V) in size
+        margin = 1e-14 * width * (abs(total) + math.sqrt(width * variance) + 1.0) + 1e-9 * self.bias
+        limit = self.bias - margin
+        if self.worst + max(0.0, self.sigma - sigma) * self.q_max + shift * self.width > limit:
+            return False
+        minimum = self.minimum
+        newest = math.sqrt(2.0 * variance / width * self.log_term * minimum * (width - minimum) / width) \
+            if width > 2.0 * minimum else 0.0
+        # u0 - m n0 = d(n0) - d(W) n0 / W, with d(n) = (sum of the first n) - m0 n in [low, high]
+        # for n0 >= W0
+        end = total - self.mean * width
+        scaled = end * (self.width / width)
+        return max(high - min(end, scaled), max(end, scaled) - low) <= limit + newest
 
 
 # -- DDM --------------------------------------------------------------------------------------

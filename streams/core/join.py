@@ -21,7 +21,7 @@ from __future__ import annotations
 import collections
 import itertools
 import operator
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -40,6 +40,18 @@ class Counts(Protocol):
     label_lags: list[float]
 
 
+#: the fields of a batch's predictions and labels the bulk path reads
+PREDICTION_FIELDS = ("prediction_id", "timestamp", "prediction", "score", "features", "segment", "model_version")
+LABEL_FIELDS = ("prediction_id", "timestamp", "label")
+
+
+def _fields(events: list, names: tuple[str, ...]) -> dict[str, tuple]:
+    """Each named field's values over ``events``, as tuples: one attrgetter call per event."""
+    if not events:
+        return {name: () for name in names}
+    return dict(zip(names, zip(*map(operator.attrgetter(*names), events))))
+
+
 class Batch:
     """One model's events of a batch as columns: its predictions and labels apart, with each
     one's place in the batch. ``events`` are ``(event, source)`` pairs."""
@@ -55,6 +67,9 @@ class Batch:
         self.label_sources = list(itertools.compress(sources, is_label))
         self.positions = np.flatnonzero(~labelled)
         self.label_positions = np.flatnonzero(labelled)
+        #: field -> the predictions' (the labels') values, taken in one pass over the events
+        self.prediction_fields = _fields(self.predictions, PREDICTION_FIELDS)
+        self.label_fields = _fields(self.labels, LABEL_FIELDS)
         #: set by :meth:`Join.can_join_plain`: each label's prediction's index among the
         #: predictions (-1: not in the batch), and the predictions' id hashes if it took them
         self.found: np.ndarray | None = None
@@ -64,7 +79,7 @@ class Batch:
     def column(events: list, field: str) -> list:
         return list(map(operator.attrgetter(field), events))
 
-    def timestamps(self, prediction_ts: list[int], label_ts: np.ndarray) -> np.ndarray:
+    def timestamps(self, prediction_ts: Sequence[int], label_ts: np.ndarray) -> np.ndarray:
         """Every event's timestamp in batch order, from the predictions' and the labels'."""
         ts = np.empty(len(self.events), dtype=np.int64)
         ts[self.positions] = prediction_ts
@@ -98,6 +113,9 @@ class Join:
         self.joined_ids = RecentIds(dedup_ms)
         # prediction_id -> (watermark when it expired, prediction timestamp), kept one horizon
         self.expired_ids: dict[str, tuple[int, int]] = {}
+        # prediction_id -> id_hash of predictions that waited in a plain batch, so that their
+        # labels, in a later batch, need not hash the id again (pruned to the pending ids)
+        self._hashes: dict[str, int] = {}
 
     def advance(self, timestamp_ms: int) -> None:
         """An event at ``timestamp_ms`` was seen: the watermark is the largest event time."""
@@ -151,7 +169,7 @@ class Join:
         self.counts.label_lags.append(max(0, label_ts - pred_ts) / 1000.0)
 
     # -- a batch at once --------------------------------------------------------------------
-    def can_join_plain(self, batch: Batch, pids: list[str], label_pids: list[str]) -> bool:
+    def can_join_plain(self, batch: Batch, pids: Sequence[str], label_pids: Sequence[str]) -> bool:
         """Whether no event of the batch is a duplicate or meets an early label, and each label
         whose prediction is in the batch comes after it (what :meth:`join_plain` checks first)."""
         pending, joined_ids, early = self.pending, self.joined_ids, self.early_labels
@@ -172,22 +190,22 @@ class Join:
         in_batch = found >= 0
         return bool((batch.positions[found[in_batch]] < batch.label_positions[in_batch]).all())
 
-    def join_plain(self, batch: Batch, pids: list[str], label_pids: list[str], prediction_ts: list[int],
-                   scores: list) -> tuple[list[tuple[int, Any, Any]], np.ndarray, np.ndarray] | None:
+    def join_plain(self, batch: Batch, pids: Sequence[str], label_pids: Sequence[str], prediction_ts: Sequence[int],
+                   scores: Sequence) -> tuple[list[tuple[int, Any, Any]], np.ndarray, np.ndarray] | None:
         """Join a batch that :meth:`can_join_plain`: each prediction waits (with its timestamp,
         prediction and score), each label finds its prediction waiting within the TTL, as event
         by event would. Returns each label's prediction ``(timestamp ms, prediction, score)``,
         those predictions' timestamps and the labels' timestamps; None, having changed nothing,
         if a label finds none (early, late or orphan) or finds one expired by event time."""
         pending = self.pending
-        values = list(zip(prediction_ts, batch.column(batch.predictions, "prediction"), scores))
+        values = list(zip(prediction_ts, batch.prediction_fields["prediction"], scores))
         pending.update(zip(pids, values))  # the batch's predictions wait, as one by one, till their labels
         waiting = list(map(pending.get, label_pids))
         if None in waiting:
             self._drop_pending(pids)  # the batch's, the last ones in
             return None
         joined_ts = np.fromiter(map(operator.itemgetter(0), waiting), dtype=np.int64, count=len(label_pids))
-        label_ts = np.asarray(batch.column(batch.labels, "timestamp"), dtype=np.int64)
+        label_ts = np.asarray(batch.label_fields["timestamp"], dtype=np.int64)
         watermarks = running_max(batch.timestamps(prediction_ts, label_ts), self.watermark_ms)
         at_labels = watermarks[batch.label_positions]
         if (joined_ts < at_labels - self.ttl_ms).any():
@@ -196,10 +214,36 @@ class Join:
         self.watermark_ms = int(watermarks[-1])
         if label_pids:
             self._drop_pending(label_pids)
-            self.joined_ids.add_many(_label_hashes(batch, label_pids), label_ts, at_labels)
+            self.joined_ids.add_many(self._label_hashes(batch, label_pids), label_ts, at_labels)
+        if batch.prediction_hashes is not None:
+            self._hashes.update(zip(pids, batch.prediction_hashes.tolist()))
+            # the batch's predictions joined already: not waiting
+            collections.deque(map(self._hashes.pop, label_pids, itertools.repeat(None)), maxlen=0)
         return waiting, joined_ts, label_ts
 
-    def _drop_pending(self, pids: list[str]) -> None:
+    def _label_hashes(self, batch: Batch, label_pids: Sequence[str]) -> np.ndarray:
+        """:func:`id_hashes` of the labels' ids: those whose prediction is in the batch (the usual
+        label, when labels come soon) taken from the predictions' hashes, if it has them, and
+        those whose prediction waited from an earlier plain batch from ``_hashes``."""
+        found, hashes = batch.found, batch.prediction_hashes
+        if found is None or hashes is None:
+            return id_hashes(label_pids)
+        in_batch = found >= 0
+        if in_batch.all():
+            return hashes[found]
+        out = np.empty(len(label_pids), dtype=np.uint64)
+        out[in_batch] = hashes[found[in_batch]]
+        outside = ~in_batch
+        outside_pids = list(itertools.compress(label_pids, outside.tolist()))
+        known = list(map(self._hashes.pop, outside_pids, itertools.repeat(None)))
+        if None in known:
+            missing = [pid for pid, h in zip(outside_pids, known) if h is None]
+            computed = iter(id_hashes(missing).tolist())
+            known = [next(computed) if h is None else h for h in known]
+        out[outside] = known
+        return out
+
+    def _drop_pending(self, pids: Sequence[str]) -> None:
         """Take these ids out of ``pending`` (the others keep their order)."""
         collections.deque(map(self.pending.__delitem__, pids), maxlen=0)
 
@@ -216,6 +260,8 @@ class Join:
         self.counts.expired_labels += len(_drop_older(self.early_labels, horizon))
         self.joined_ids.purge(self.watermark_ms)
         _drop_older(self.expired_ids, self.watermark_ms - self.dedup_ms)
+        if len(self._hashes) > 2 * len(self.pending) + 1024:  # ids gone from pending another way
+            self._hashes = {pid: h for pid, h in self._hashes.items() if pid in self.pending}
 
     # -- checkpoints ------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -233,22 +279,6 @@ class Join:
         self.early_labels = {k: tuple(v) for k, v in state["early_labels"].items()}
         self.joined_ids = RecentIds.from_state(state["joined_ids"], self.dedup_ms)
         self.expired_ids = {k: tuple(v) for k, v in state["expired_ids"].items()}
-
-
-def _label_hashes(batch: Batch, label_pids: list[str]) -> np.ndarray:
-    """:func:`id_hashes` of the labels' ids: those whose prediction is in the batch (the usual
-    label, when labels come soon) taken from the predictions' hashes, if it has them."""
-    found, hashes = batch.found, batch.prediction_hashes
-    if found is None or hashes is None:
-        return id_hashes(label_pids)
-    in_batch = found >= 0
-    if in_batch.all():
-        return hashes[found]
-    out = np.empty(len(label_pids), dtype=np.uint64)
-    out[in_batch] = hashes[found[in_batch]]
-    outside = ~in_batch
-    out[outside] = id_hashes(itertools.compress(label_pids, outside.tolist()))
-    return out
 
 
 def running_max(values: Any, start: int) -> np.ndarray:

@@ -213,12 +213,13 @@ class ModelMonitor:
         by event would. Returns False, having changed nothing, if any event would not."""
         batch = Batch(events)
         predictions = batch.predictions
-        pids, label_pids = batch.column(predictions, "prediction_id"), batch.column(batch.labels, "prediction_id")
+        fields = batch.prediction_fields
+        pids, label_pids = fields["prediction_id"], batch.label_fields["prediction_id"]
         if not self.join.can_join_plain(batch, pids, label_pids):
             return False  # a duplicate, an early label in play, or a label before its prediction
-        prediction_ts = batch.column(predictions, "timestamp")
+        prediction_ts = fields["timestamp"]
         if self._binary:
-            scores = watched = batch.column(predictions, "score")
+            scores = watched = fields["score"]
         else:
             scores = [self._score(e) for e in predictions]
             watched = [self._watched_prediction(e, s) for e, s in zip(predictions, scores)]
@@ -234,7 +235,7 @@ class ModelMonitor:
     def _apply_predictions(self, batch: Batch) -> None:
         predictions, counters = batch.predictions, self.counters
         counters.predictions += len(predictions)
-        segments = batch.column(predictions, "segment")
+        segments = batch.prediction_fields["segment"]
         counts = Counter(map(_segment_key, segments)) if any(segments) else {"none": len(segments)}
         for key, count in counts.items():
             if count:
@@ -270,17 +271,17 @@ class ModelMonitor:
         clocks = {"predictions": running_max(prediction_ts, self.clock_ms["predictions"]),
                   "pairs": running_max(pair_ts, self.clock_ms["pairs"])}
         columns = {
-            "rows": batch.column(predictions, "features"), "prediction_values": watched,
+            "rows": batch.prediction_fields["features"], "prediction_values": watched,
             "prediction_ts": prediction_ts, "prediction_offsets": batch.column(batch.prediction_sources, "offset"),
-            "y_true": batch.column(labels, "label"), "y_pred": list(map(operator.itemgetter(1), waiting)),
+            "y_true": batch.label_fields["label"], "y_pred": list(map(operator.itemgetter(1), waiting)),
             "scores": list(map(operator.itemgetter(2), waiting)), "pair_ts": pair_ts,
             "pair_offsets": batch.column(batch.label_sources, "offset"),
         }
         if self._estimating:
-            columns["predicted"] = batch.column(predictions, "prediction")
+            columns["predicted"] = batch.prediction_fields["prediction"]
             columns["prediction_scores"] = watched if self._binary else list(map(self._score, predictions))
         # The model's version after the k-th prediction: the last one named up to it.
-        model_versions = batch.column(predictions, "model_version")
+        model_versions = batch.prediction_fields["model_version"]
         named = _named(model_versions)
         # Where each stretch ends (after the cut's event; the last one at the batch's end), in
         # predictions and in pairs, and the last version named by then, found in one pass each.

@@ -168,11 +168,13 @@ def test_any_error_stream_keeps_binary_results_in_range(values):
         assert 0.0 <= result.statistic <= 2.0
 
 
-@pytest.mark.parametrize("scalar_below", [0, 10**9], ids=["vectorized", "one-by-one"])
+@pytest.mark.parametrize(("scalar_below", "loop_below"), [(0, 0), (10**9, 0), (10**9, 10**9)],
+                         ids=["vectorized", "screened-numpy", "one-by-one"])
 @pytest.mark.parametrize("seed", range(12))
-def test_adwin_batches_reproduce_rivers_window_bit_for_bit(seed, scalar_below, monkeypatch):
-    """Both insertion paths keep river's float operations: same width, sum and variance."""
+def test_adwin_batches_reproduce_rivers_window_bit_for_bit(seed, scalar_below, loop_below, monkeypatch):
+    """Every insertion path keeps river's float operations: same width, sum and variance."""
     monkeypatch.setattr(ADWIN, "SCALAR_BELOW", scalar_below)
+    monkeypatch.setattr(ADWIN, "LOOP_BELOW", loop_below)
     rng = np.random.default_rng(seed)
     params = dict(delta=float(rng.choice([0.002, 0.05, 0.3])), clock=int(rng.choice([1, 2, 8, 32])),
                   max_buckets=int(rng.choice([2, 3, 5])), min_window_length=int(rng.choice([1, 5, 10])),
@@ -232,6 +234,67 @@ def test_adwin_any_batching_and_restore_matches_river_value_by_value(run):
     assert {k: detector.state()[k] for k in keys} == {k: single.state()[k] for k in keys}
 
 
+class _Unscreened(ADWIN):
+    """ADWIN checking every clock tick exactly (no screen)."""
+
+    def _new_screen(self):
+        return None
+
+
+@st.composite
+def adwin_near_threshold(draw):
+    """ADWIN parameters and a stream whose mean creeps (bits, reals far from 0, or reals of large
+    magnitude) so that cut checks come close to the bound, cut into batches of any size."""
+    params = dict(delta=draw(st.sampled_from([0.002, 0.05, 0.5])), clock=draw(st.sampled_from([1, 4, 32])),
+                  max_buckets=draw(st.sampled_from([2, 5])), min_window_length=draw(st.sampled_from([1, 5, 20])),
+                  grace_period=draw(st.sampled_from([0, 10])))
+    n = draw(st.integers(1, 3000))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    ramp = np.linspace(0.0, draw(st.floats(0.0, 1.0)), n)
+    kind = draw(st.sampled_from(["bits", "reals", "large"]))
+    if kind == "bits":
+        stream = (rng.random(n) < 0.05 + 0.3 * ramp).astype(float)
+    elif kind == "reals":
+        stream = rng.normal(5.0 + ramp, 1.0)
+    else:
+        stream = np.round(rng.normal(1e9 + 1e3 * ramp, 1e3), 1)
+    sizes = draw(st.lists(st.integers(1, 400), min_size=1, max_size=20))
+    return params, stream, sizes
+
+
+@settings(max_examples=120, deadline=None)
+@given(adwin_near_threshold())
+def test_adwin_screen_skips_only_ticks_without_a_cut(run):
+    """The screen that lets clock ticks pass without the exact cut check changes nothing: the
+    same detections and state as checking every tick, whatever the batch sizes (and so each
+    insertion path)."""
+    params, stream, sizes = run
+    screened, unscreened = ADWIN(**params), _Unscreened(**params)
+    start, found, expected = 0, [], []
+    while start < len(stream):
+        for size in sizes:
+            batch = stream[start:start + size]
+            screened.update_many(batch)
+            unscreened.update_many(batch)
+            found += screened.last_detections
+            expected += unscreened.last_detections
+            start += size
+    assert found == expected
+    assert screened.state()["vars"] == unscreened.state()["vars"]
+
+
+def test_adwin_screen_spares_most_exact_checks_on_a_steady_stream(monkeypatch):
+    """On a steady error stream nearly every clock tick passes the screen."""
+    checks = []
+    original = ADWIN._shrink_window
+    monkeypatch.setattr(ADWIN, "_shrink_window", lambda self: checks.append(1) or original(self))
+    detector = ADWIN()
+    stream = (np.random.default_rng(3).random(64_000) < 0.1).astype(float)
+    for batch in np.array_split(stream, 400):
+        detector.update_many(batch)
+    assert detector.n_detections == 0 and len(checks) < 64_000 / 32 / 5
+
+
 def _compress_reference(totals: list[list[float]], variances: list[list[float]], limit: int) -> None:
     """ADWIN's bucket compression written plainly: the two oldest buckets of a row holding more
     than ``limit`` merge into one of the next row, until no row holds more."""
@@ -251,12 +314,13 @@ def _compress_reference(totals: list[list[float]], variances: list[list[float]],
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(1, 5), st.lists(st.lists(st.tuples(st.floats(-1e6, 1e6), st.floats(0, 1e6)), max_size=40),
-                                   min_size=1, max_size=6))
-def test_adwin_compress_merges_as_one_pair_at_a_time(limit, rows):
-    """Rows merged a pair at a time, a list of pairs at once or one pair alone: the same sums
-    and variances, bit for bit."""
+@given(st.integers(1, 5), st.lists(st.lists(st.tuples(st.floats(-1e6, 1e6), st.floats(0, 1e6)), max_size=90),
+                                   min_size=1, max_size=6), st.sampled_from([0, 8, 10**9]))
+def test_adwin_compress_merges_as_one_pair_at_a_time(limit, rows, numpy_merges):
+    """Rows merged a pair at a time, a list of pairs at once (by Python or numpy) or one pair
+    alone: the same sums and variances, bit for bit."""
     detector = ADWIN(max_buckets=limit)
+    detector.NUMPY_MERGES = numpy_merges
     detector._totals = [[t for t, _ in row] for row in rows]
     detector._variances = [[v for _, v in row] for row in rows]
     totals, variances = [list(r) for r in detector._totals], [list(r) for r in detector._variances]

@@ -4,7 +4,7 @@ from __future__ import annotations
 from hypothesis import given, settings, strategies as st
 
 from streams.core.codecs import Label, Prediction
-from streams.core.join import Batch, Join, _label_hashes
+from streams.core.join import Batch, Join
 from streams.core.monitor import ModelCounters, Source
 from streams.core.recent_ids import id_hashes
 
@@ -13,13 +13,16 @@ T0 = 1_700_000_000_000
 
 @settings(max_examples=60, deadline=None)
 @given(pending=st.integers(0, 20), fresh=st.integers(0, 20), labelled=st.lists(st.booleans(), min_size=1, max_size=40),
-       joined_before=st.booleans())
-def test_label_hashes_from_the_batch_are_the_labels_own(pending, fresh, labelled, joined_before):
+       joined_before=st.booleans(), remembered=st.lists(st.booleans(), min_size=1, max_size=20))
+def test_label_hashes_from_the_batch_are_the_labels_own(pending, fresh, labelled, joined_before, remembered):
+    """From the batch's predictions, from those remembered from an earlier batch, or hashed."""
     join = Join(60_000, 60_000, ModelCounters())
     if joined_before:
         join.joined_ids.add_many(id_hashes(["old"]), [T0], [T0])
     for i in range(pending):
         join.pending[f"w{i}"] = (T0 + i, 1, 0.5)
+        if remembered[i % len(remembered)]:
+            join._hashes[f"w{i}"] = int(id_hashes([f"w{i}"])[0])
     events = [(Prediction(prediction_id=f"n{i}", model_id="m", timestamp=T0 + 100 + i, prediction=1),
                Source("predictions", 0, i)) for i in range(fresh)]
     label_ids = [f"w{i}" for i in range(pending)] + [f"n{i}" for i in range(fresh)]
@@ -30,4 +33,20 @@ def test_label_hashes_from_the_batch_are_the_labels_own(pending, fresh, labelled
     pids = Batch.column(batch.predictions, "prediction_id")
     assert join.can_join_plain(batch, pids, label_ids)
     assert (batch.prediction_hashes is not None) == joined_before
-    assert _label_hashes(batch, label_ids).tolist() == id_hashes(label_ids).tolist()
+    assert join._label_hashes(batch, label_ids).tolist() == id_hashes(label_ids).tolist()
+
+
+def test_remembered_hashes_follow_the_pending_predictions():
+    """Predictions that expire unlabelled are not remembered past a purge that finds many."""
+    join = Join(1_000, 1_000, ModelCounters())
+    join.joined_ids.add_many(id_hashes(["old"]), [T0], [T0])
+    for b in range(80):
+        events = [(Prediction(prediction_id=f"p{b}-{i}", model_id="m", timestamp=T0 + 100 * b, prediction=1),
+                   Source("predictions", 0, i)) for i in range(100)]
+        batch = Batch(events)
+        pids = Batch.column(batch.predictions, "prediction_id")
+        assert join.can_join_plain(batch, pids, [])
+        assert join.join_plain(batch, pids, [], [T0 + 100 * b] * 100, [0.5] * 100) is not None
+        join.purge()
+        assert len(join._hashes) <= 2 * len(join.pending) + 1024
+    assert join.counts.expired_predictions > 2 * len(join.pending) + 1024  # more than the bound kept
