@@ -1120,17 +1120,31 @@ class _KSPValues:
         others): the critical band found once per level and effective size, the p-value
         computed only for a distance inside its band. A distance within 1e-12 of the band's
         edge is rounded as KSPValue rounds it before it is compared (rounding moves it less)."""
-        out = np.zeros(len(levels), dtype=bool)
-        low, high = np.full(len(levels), np.nan), np.full(len(levels), np.nan)
-        for level in np.unique(levels[~np.isnan(levels)]).tolist():
-            rows = np.flatnonzero(levels == level)
-            sizes, inverse = np.unique(self._sizes[rows], return_inverse=True)
-            bands = np.array([_ks_critical_band(level, size) for size in sizes.tolist()])
-            low[rows], high[rows] = bands[inverse, 0], bands[inverse, 1]
+        judged = ~np.isnan(levels)
+        distinct = set(levels[judged].tolist())
+        if not distinct:
+            return np.zeros(len(levels), dtype=bool)
+        sizes = sorted(set(self.sizes))
+        if len(distinct) == 1 and sizes[0] == sizes[0] and sizes[-1] == sizes[-1]:
+            # one level (the usual judgement: a budget's level for every test), no nan size: each
+            # row's band looked up among its few effective sizes (sorted), in one search
+            level, = distinct
+            bands = np.array([_ks_critical_band(level, size) for size in sizes])[np.searchsorted(sizes, self._sizes)]
+            low, high = bands[:, 0], bands[:, 1]
+        else:
+            low, high = np.full(len(levels), np.nan), np.full(len(levels), np.nan)
+            for level in sorted(distinct):
+                rows = np.flatnonzero(levels == level)
+                sizes, inverse = np.unique(self._sizes[rows], return_inverse=True)
+                bands = np.array([_ks_critical_band(level, size) for size in sizes.tolist()])
+                low[rows], high[rows] = bands[inverse, 0], bands[inverse, 1]
         gaps = self._gaps
-        out[gaps >= high + 1e-12] = True
+        out = gaps >= high + 1e-12
+        out &= judged
         # the rest of the judged rows: near an edge of the band, inside it, or without a band (nan)
-        for row in np.flatnonzero(~(gaps <= low - 1e-12) & ~(gaps >= high + 1e-12) & ~np.isnan(levels)).tolist():
+        unsure = gaps <= low - 1e-12
+        unsure |= out
+        for row in np.flatnonzero(judged & ~unsure).tolist():
             out[row] = self[row].below(float(levels[row]))
         return out
 

@@ -13,7 +13,7 @@ from scipy.spatial.distance import jensenshannon
 from detectors.base import InvalidInput
 from detectors.drift import (
     JS, KS, PSI, PSI_EPSILON, Chi2, Foresight, KSPValue, NumericBins, Wasserstein, _ColumnLookup, _KSPValues,
-    add_columns, can_foresee, chi2_test, js_distance, ks_from_counts, psi, results, statistics,
+    _ks_critical_band, add_columns, can_foresee, chi2_test, js_distance, ks_from_counts, psi, results, statistics,
     wasserstein_from_counts,
 )
 
@@ -333,6 +333,44 @@ def test_ks_rows_below_their_levels_are_each_rows_own_decision(rows):
     got = _KSPValues(gaps, sizes).below(levels).tolist()
     assert got == [not math.isnan(level) and KSPValue(gap, en).below(level)
                    for gap, en, level in zip(gaps.tolist(), sizes.tolist(), levels.tolist())]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.sampled_from([0.05, 1e-6, 0.01]), st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(1, 600)),
+                                                     min_size=1, max_size=60))
+def test_ks_rows_at_one_level_are_each_rows_own_decision(level, rows):
+    """The usual judgement, every row at one level (bands looked up by effective size), agrees
+    with each row's own :meth:`KSPValue.below`, distances near a band's edge included."""
+    gaps, sizes = (np.array(column, dtype=np.float64) for column in zip(*rows))
+    for k, size in enumerate(sizes.tolist()[:3]):  # a distance on the band's edge, and within 1e-12 of it
+        low, high = _ks_critical_band(level, size)
+        if math.isfinite(low):
+            gaps[k] = (low, high, high - 5e-13)[k]
+    got = _KSPValues(gaps, sizes).below(np.full(len(gaps), level)).tolist()
+    assert got == [KSPValue(gap, en).below(level) for gap, en in zip(gaps.tolist(), sizes.tolist())]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 120), st.integers(1, 6), st.integers(0, 4), st.booleans())
+def test_measuring_from_reference_constants_equals_measuring_the_rows(seed, bins, detectors, positions, some_empty):
+    """``_measure_sized`` from the constants a kind derives once per reference, with the window
+    sizes given, gives ``_measure_rows``'s statistics and effective sizes bit for bit: for one
+    row per detector and for positions x detectors, empty windows (no statistic) included."""
+    rng = np.random.default_rng(seed)
+    reference = rng.integers(0, 50, size=(detectors, bins))
+    reference[:, 0] += 1  # a reference is never empty
+    shape = (positions, detectors, bins) if positions else (detectors, bins)
+    current = rng.integers(0, rng.integers(1, 200), size=shape) * (rng.random(shape) < rng.random())
+    if some_empty:
+        current[..., 0, :] = 0
+    for kind in (PSI, KS, JS):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values, p_values = kind._measure_rows(reference, current)
+            sized, sized_p_values = kind._measure_sized(kind._reference_rows(reference), current,
+                                                        current.sum(axis=-1))
+        assert sized.tobytes() == values.tobytes(), kind.__name__  # bit for bit, nan where empty
+        if p_values is not None:
+            assert repr((sized_p_values.gaps, sized_p_values.sizes)) == repr((p_values.gaps, p_values.sizes))
 
 
 def test_ks_rows_without_a_critical_band_are_decided_by_their_p_values():
