@@ -534,7 +534,6 @@ class _DriftDetector:
         self.reference_counts: np.ndarray | None = None
         self._references_stacked: "_ReferenceStack | None" = None  # see _stacked_references
         self._shape_groups: tuple[list, list[list[int]]] | None = None  # see add_columns
-        self._foresight_layout: _Layout | None = None  # see Foresight
         self._reference_raw: np.ndarray | None = None  # exact mode only
         self._pending: list[Any] = []  # first values of the stream, while they make the reference
         self._current = CountWindow(self.window) if self.exact else None
@@ -1345,12 +1344,9 @@ class _Judged:
     A detector with a ``level`` gets its calibrated threshold when a position that it is judged
     at is read, as ``result()`` would set it (and reports None before that)."""
 
-    def __init__(self, detectors: list[_DriftDetector], values: np.ndarray, p_values: Any, counts: np.ndarray,
-                 min_samples: np.ndarray | None = None):
+    def __init__(self, detectors: list[_DriftDetector], values: np.ndarray, p_values: Any, counts: np.ndarray):
         self.detectors = detectors
-        if min_samples is None:
-            min_samples = np.array([d.min_samples for d in detectors])
-        ready = (counts >= min_samples) & (counts > 0)
+        ready = (counts >= np.array([d.min_samples for d in detectors])) & (counts > 0)
         self._thresholds = [d.threshold for d in detectors]
         #: detectors whose threshold is calibrated when first judged: column -> that threshold
         self._calibrating = {j: _calibrated_threshold(d) for j, d in enumerate(detectors)
@@ -1413,18 +1409,21 @@ class Foresight:
         for j, detector in enumerate(detectors):
             groups.setdefault(detector._current.step(), []).append(j)
         self._groups = list(groups.values())
-        #: what follows from the groups alone, kept by the first detector for the next batch's
-        #: Foresight while the same detectors fall into the same groups (batch after batch)
-        layout = detectors[0]._foresight_layout
-        if layout is None or not layout.lays_out(detectors, self._groups):
-            layout = detectors[0]._foresight_layout = _Layout(detectors, self._groups)
-        self._layout = layout
-        order = layout.order
+        order = [j for together in self._groups for j in together]
         columns = np.asarray(matrix, dtype=np.float64).T[order]
         codes = NumericBins.codes_of_columns([detectors[j].profile for j in order], columns)
-        #: per group, (events, members)
-        self._codes = [codes[start:stop].T for start, stop in layout.spans]
+        self._codes = []  # per group, (events, members)
+        #: per detector: its group, its column in the group
+        self._place: list[tuple[int, int]] = [(0, 0)] * len(detectors)
+        start = 0
+        for g, together in enumerate(self._groups):
+            self._codes.append(codes[start:start + len(together)].T)
+            for column, j in enumerate(together):
+                self._place[j] = (g, column)
+            start += len(together)
         self._sheets: dict[int, _Sheet] = {}
+        #: members asked for together -> what results() reads for them (see _plan)
+        self._plans: dict[tuple[int, ...], tuple] = {}
         self._sheet(list(positions))
 
     def _sheet(self, positions: list[int]) -> "_Sheet":
@@ -1445,7 +1444,10 @@ class Foresight:
         statistic, threshold, p-value, n and whether it fired of each member, in order."""
         sheet = self._sheets.get(position) or self._sheet([position])
         k = sheet.index[position]
-        units, places = self._layout.plan(members)
+        plan = self._plans.get(tuple(members))
+        if plan is None:
+            plan = self._plans[tuple(members)] = self._plan(members)
+        units, places = plan
         found: tuple[list, ...] | None = None
         for unit in units:
             judged = sheet.judged.get(unit)
@@ -1474,90 +1476,44 @@ class Foresight:
                 judged = sheet.judged.get((g, kind))
                 if judged is None:
                     return None
-                for i, value, n in zip(self._layout.members(g, kind)[1], judged._values[k], judged._counts[k]):
+                for i, value, n in zip(self._members(g, kind)[1], judged._values[k], judged._counts[k]):
                     out[i] = (value, n)
         return out
 
+    def _plan(self, members: list[int]) -> tuple[list[tuple[int, type]], list[int] | None]:
+        """The units (group, kind) that hold these members, and where each member's result is
+        among the units' results one after the other (None: there in order, nothing else)."""
+        units: dict[tuple[int, type], None] = {}
+        for i in members:
+            units[self._place[i][0], type(self.detectors[i])] = None
+        order = [i for g, kind in units for i in self._members(g, kind)[1]]
+        if order == list(members):
+            return list(units), None
+        where = {i: place for place, i in enumerate(order)}
+        return list(units), [where[i] for i in members]
+
+    def _members(self, g: int, kind: type) -> tuple[list[int], list[int]]:
+        """The columns of group g whose detector is of this kind, and those detectors."""
+        together = self._groups[g]
+        columns = [column for column, j in enumerate(together) if type(self.detectors[j]) is kind]
+        return columns, [together[column] for column in columns]
+
     def _judge(self, sheet: "_Sheet", g: int, kind: type) -> "_Judged":
         """One kind of one group measured and judged at every position of the sheet."""
-        columns, _, detectors, min_samples = self._layout.unit(g, kind)
+        columns, members = self._members(g, kind)
         totals, sizes = sheet.totals[g]
         if len(columns) < totals.shape[1]:  # else the kind is the whole group: no copy
             totals, sizes = totals[:, columns], sizes[:, columns]
         # one reference row per detector, broadcast over the positions
-        reference = _stacked_references(detectors).derived(kind)
+        reference = _stacked_references([self.detectors[i] for i in members]).derived(kind)
         with np.errstate(divide="ignore", invalid="ignore"):  # an empty window's row, judged as empty
             values, p_values = kind._measure_sized(reference, totals, sizes)
-        return _Judged(detectors, values, p_values, sizes, min_samples)
+        return _Judged([self.detectors[i] for i in members], values, p_values, sizes)
 
     def commit(self) -> None:
         """Add the whole matrix to the detectors, as ``add_columns`` would."""
         for g, together in enumerate(self._groups):
             BlockCounts.push_columns([self.detectors[j]._current for j in together], self._codes[g])
-
-
-class _Layout:
-    """What a :class:`Foresight` derives from its detectors' groups of windows in step: the
-    detectors in group order, each group's span in it, and per group and kind (a unit) its
-    members, made when first asked for."""
-
-    def __init__(self, detectors: list[_DriftDetector], groups: list[list[int]]):
-        self.detectors = list(detectors)
-        self.groups = groups
-        self.order = [j for together in groups for j in together]
-        #: per group, its rows in ``order``
-        self.spans: list[tuple[int, int]] = []
-        #: per detector: its group
-        self.group_of: list[int] = [0] * len(detectors)
-        start = 0
-        for g, together in enumerate(groups):
-            self.spans.append((start, start + len(together)))
-            for j in together:
-                self.group_of[j] = g
-            start += len(together)
-        self._units: dict[tuple[int, type], tuple] = {}
-        #: members asked for together -> what results() reads for them (see plan)
-        self._plans: dict[tuple[int, ...], tuple] = {}
-
-    def lays_out(self, detectors: list[_DriftDetector], groups: list[list[int]]) -> bool:
-        """Made for these detectors, in this order, grouped alike."""
-        return (len(detectors) == len(self.detectors) and groups == self.groups
-                and all(map(operator.is_, detectors, self.detectors)))
-
-    def unit(self, g: int, kind: type) -> tuple[list[int], list[int], list[_DriftDetector], np.ndarray]:
-        """The columns of group g whose detector is of this kind, those detectors' places and the
-        detectors, and their ``min_samples``."""
-        unit = self._units.get((g, kind))
-        if unit is None:
-            together = self.groups[g]
-            columns = [column for column, j in enumerate(together) if type(self.detectors[j]) is kind]
-            members = [together[column] for column in columns]
-            detectors = [self.detectors[i] for i in members]
-            unit = self._units[g, kind] = (columns, members, detectors,
-                                           np.array([d.min_samples for d in detectors]))
-        return unit
-
-    def members(self, g: int, kind: type) -> tuple[list[int], list[int]]:
-        """The columns of group g whose detector is of this kind, and those detectors' places."""
-        return self.unit(g, kind)[:2]
-
-    def plan(self, members: list[int]) -> tuple[list[tuple[int, type]], list[int] | None]:
-        """The units (group, kind) that hold these members, and where each member's result is
-        among the units' results one after the other (None: there in order, nothing else)."""
-        key = tuple(members)
-        plan = self._plans.get(key)
-        if plan is None:
-            units: dict[tuple[int, type], None] = {}
-            for i in members:
-                units[self.group_of[i], type(self.detectors[i])] = None
-            order = [i for g, kind in units for i in self.members(g, kind)[1]]
-            if order == list(members):
-                plan = list(units), None
-            else:
-                where = {i: place for place, i in enumerate(order)}
-                plan = list(units), [where[i] for i in members]
-            self._plans[key] = plan
-        return plan
 
 
 class _Sheet:
