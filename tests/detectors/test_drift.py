@@ -572,6 +572,37 @@ def test_foresight_equals_feeding_up_to_each_position(seed, before, positions, s
     assert not can_foresee([Wasserstein(reference=[0.0, 1.0]), Chi2(reference=[0.0, 1.0])])  # measured one by one
 
 
+def test_foresights_batch_after_batch_equal_feeding_as_their_groups_change():
+    """A model's Foresight batch after batch measures what feeding gives, also once a detector
+    fed on its own falls out of step with its group and the groups change."""
+    rng = np.random.default_rng(7)
+    made = [(PSI, {"reference_size": 50, "window": 100}), (KS, {"reference_size": 50, "window": 100}),
+            (PSI, {"reference_size": 50, "window": 100, "level": 0.05})]
+    foreseen, fed = ([kind(**params) for kind, params in made for _ in range(3)] for _ in range(2))
+    first = rng.normal(size=(60, len(foreseen)))
+    add_columns(foreseen, first)
+    add_columns(fed, first)
+    members = list(range(len(foreseen)))
+    for batch in range(5):
+        if batch == 3:  # one detector out of step: its own group from now on
+            extra = rng.normal(size=7)
+            foreseen[4].add_many(extra)
+            fed[4].add_many(extra)
+        matrix = rng.normal(0.2 * batch, 1.0, size=(45, len(foreseen)))
+        positions = [10, 30, 45]
+        foresight = Foresight(foreseen, matrix, positions)
+        assert len(foresight._groups) == (3 if batch >= 3 else 2)
+        done = 0
+        for position in positions:
+            add_columns(fed, matrix[done:position])
+            done = position
+            got, expected = foresight.results(position, members[::-1]), results(fed)
+            assert [(r.statistic, r.n, r.fired, r.threshold, r.p_value) for r in got] == \
+                [(e.statistic, e.n, e.fired, e.threshold, e.p_value) for e in expected[::-1]]
+        foresight.commit()
+        assert [d.state() for d in foreseen] == [d.state() for d in fed]
+
+
 @pytest.mark.parametrize("make", [lambda: PSI(reference_size=20, window=30, level=0.01, min_samples=10),
                                   lambda: KS(reference_size=20, window=30, exact=True),
                                   lambda: PSI(reference_size=20, window=30, categorical=True)])
