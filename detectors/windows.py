@@ -295,10 +295,9 @@ class BlockCounts:
         block_size`` and the window holds the blocks since ``J - blocks + 1``: the older blocks
         kept from before (all but the ``min(J, blocks)`` oldest), and the events from the first
         one of that block to ``m`` (a difference of counts of the events before each cut, all
-        pieces between cuts counted in one ``bincount``). The few cuts and dropped blocks are
+        pieces between cuts counted in one ``bincount``). The few positions and cuts are
         walked in Python, the bins of all windows added a row at a time (an accumulation along
-        the first axis of a small 3-d array costs numpy a loop per cell); each position's
-        window is then gathered from those rows, all positions in one operation per term.
+        the first axis of a small 3-d array costs numpy a loop per cell).
 
         >>> window = BlockCounts(size=4, blocks=2, bins=3)
         >>> totals, counts = BlockCounts.totals_after([window], np.array([[0], [1], [2], [2], [1]]), [2, 5])
@@ -315,37 +314,38 @@ class BlockCounts:
             fill = np.stack([w._fill for w in windows], axis=1)
         oldest = lead._newest + 1  # ring slot of the oldest block, modulo blocks
         newest_fill = int(fill[lead._newest, 0])
-        ms, firsts, dropped = [], [], []  # per position: its events, the first still in the window, blocks left
+        plan = []  # per position: its events, the first event still in the window, blocks dropped
         for m in map(int, positions):
             newest = (newest_fill + m - 1) // block_size if m > 0 else 0
-            ms.append(m)
-            firsts.append(max(0, (newest - blocks + 1) * block_size - newest_fill))
-            dropped.append(min(newest, blocks))
+            plan.append((m, max(0, (newest - blocks + 1) * block_size - newest_fill), min(newest, blocks)))
         # the totals and fill of the blocks from before that stay, by how many oldest blocks leave
-        most = max(dropped, default=0)
-        kept = np.empty((most + 1, columns, bins), dtype=np.int64)
-        counts.sum(axis=0, out=kept[0])
+        kept = [counts.sum(axis=0)]
         kept_fill = [int(fill[:, 0].sum())]
-        for d in range(most):
+        for d in range(max((dropped for _, _, dropped in plan), default=0)):
             slot = (oldest + d) % blocks
-            np.subtract(kept[d], counts[slot], out=kept[d + 1])
+            kept.append(kept[-1] - counts[slot])
             kept_fill.append(kept_fill[-1] - int(fill[slot, 0]))
-        totals = kept[dropped]  # each position's window, a row each (a copy: added to below)
-        cuts = sorted({cut for cut in itertools.chain(ms, firsts) if cut > 0})
+        cuts = sorted({cut for m, first, _ in plan for cut in (m, first) if cut > 0})
+        before = {0: None}  # cut -> counts of the events before it (None: no event)
         if cuts:
             # piece k holds the events in [cuts[k - 1], cuts[k]); those after the last cut are never read
             piece = np.repeat(np.arange(len(cuts), dtype=np.int64) * (columns * bins), np.diff([0, *cuts]))
             index = np.asarray(codes[:cuts[-1]], dtype=np.int64) + _column_offsets(columns, bins) + piece[:, None]
-            # before[k]: the counts of the events before cut k, before[0] those before none
-            before = np.bincount(index.ravel(), minlength=len(cuts) * columns * bins).reshape(len(cuts), columns, bins)
-            before = np.concatenate((np.zeros((1, columns, bins), dtype=np.int64), before))
-            for k in range(2, len(before)):
-                before[k] += before[k - 1]
-            at = {0: 0, **{cut: k + 1 for k, cut in enumerate(cuts)}}
-            totals += before[[at[m] for m in ms]]
-            totals -= before[[at[first] for first in firsts]]
-        sizes = np.array([kept_fill[d] + m - first for m, first, d in zip(ms, firsts, dropped)],
-                         dtype=np.int64)[:, None].repeat(columns, axis=1)
+            pieces = np.bincount(index.ravel(), minlength=len(cuts) * columns * bins).reshape(len(cuts), columns, bins)
+            running = pieces[0]
+            before[cuts[0]] = running
+            for cut, counted in zip(cuts[1:], pieces[1:]):
+                running = before[cut] = running + counted
+        totals = np.empty((len(plan), columns, bins), dtype=np.int64)
+        sizes = np.empty((len(plan), columns), dtype=np.int64)
+        for k, (m, first, dropped) in enumerate(plan):
+            window = kept[dropped]
+            if m > first:
+                window = window + before[m]
+                if first:
+                    window = window - before[first]
+            totals[k] = window
+            sizes[k] = kept_fill[dropped] + m - first
         return totals, sizes
 
     def totals(self) -> np.ndarray:
