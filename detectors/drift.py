@@ -1545,8 +1545,9 @@ def statistics(detectors: list[_DriftDetector]) -> list[tuple[float, int]]:
 
 def _measured_together(detectors: list[_DriftDetector], out: list):
     """The detectors' groups to measure together: ``(kind, members, stacked references (see
-    :func:`_stacked_references`), window counts, window sizes)``, a row per member. Those measured alone (not binned, or an empty
-    window, which has no statistic) get their ``result()`` in ``out`` instead."""
+    :func:`_stacked_references`), window counts, window sizes)``, a row per member. Those
+    measured alone (not binned, or an empty window, which has no statistic) get their
+    ``result()`` in ``out`` instead."""
     groups: dict[tuple[type, int, int], list[int]] = {}
     for i, detector in enumerate(detectors):
         if detector._measure_rows is not None and detector._binned():
