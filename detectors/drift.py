@@ -532,7 +532,7 @@ class _DriftDetector:
         self.threshold = None if threshold is None else float(threshold)
         self.profile: NumericBins | CategoryBins | None = None
         self.reference_counts: np.ndarray | None = None
-        self._references_stacked: tuple[list, np.ndarray] | None = None  # see _stacked_references
+        self._references_stacked: "_ReferenceStack | None" = None  # see _stacked_references
         self._shape_groups: tuple[list, list[list[int]]] | None = None  # see add_columns
         self._reference_raw: np.ndarray | None = None  # exact mode only
         self._pending: list[Any] = []  # first values of the stream, while they make the reference
@@ -657,6 +657,19 @@ class _DriftDetector:
     #: the statistic (and p-values) of many detectors' counts at once, one row each; the kinds
     #: that define it are measured together by :func:`results`
     _measure_rows: ClassVar[Any] = None
+
+    @staticmethod
+    def _reference_rows(reference: np.ndarray) -> Any:
+        """What :meth:`_measure_sized` needs of a stack of reference counts (a row per detector),
+        derived once per stack (see :func:`_stacked_references`): the counts themselves here."""
+        return reference
+
+    @classmethod
+    def _measure_sized(cls, derived: Any, current: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, Any]:
+        """``_measure_rows(reference, current)`` from the reference's :meth:`_reference_rows`
+        and the windows' sizes (``current.sum(axis=-1)``, which the caller knows already): the
+        same numbers, without redoing per call what depends on the reference alone."""
+        return cls._measure_rows(derived, current)
 
     def _statistic_rows(self, reference: np.ndarray, current: np.ndarray) -> np.ndarray:
         """The statistic of each row of reference and window counts over this detector's bins
@@ -819,6 +832,20 @@ class PSI(_DriftDetector):
     @staticmethod
     def _measure_rows(reference, current):
         return _psi_rows(reference, current), None
+
+    @staticmethod
+    def _reference_rows(reference):
+        return np.maximum(reference / reference.sum(axis=-1, keepdims=True), PSI_EPSILON)  # p of _psi_rows
+
+    @staticmethod
+    def _measure_sized(p, current, sizes):
+        # _psi_rows with the reference's floored proportions given, element for element the same
+        q = np.maximum(current / sizes[..., None], PSI_EPSILON)
+        ratio = q / p
+        np.log(ratio, out=ratio)
+        q -= p
+        q *= ratio
+        return q.sum(axis=-1), None
 
 
 class JS(_DriftDetector):
@@ -1055,6 +1082,23 @@ class KS(_DriftDetector):
         gaps, sizes = _ks_rows(reference, current)
         return gaps, _KSPValues(gaps, sizes)
 
+    @staticmethod
+    def _reference_rows(reference):
+        n_ref = reference.sum(axis=-1, keepdims=True)
+        return np.cumsum(reference, axis=-1) / n_ref, n_ref  # the reference's side of _ks_rows
+
+    @staticmethod
+    def _measure_sized(derived, current, sizes):
+        # _ks_rows with the reference's ECDF given: |a - b| is |b - a| exactly in floating point
+        ecdf, n_ref = derived
+        n_cur = sizes[..., None]
+        gaps = np.cumsum(current, axis=-1) / n_cur
+        gaps -= ecdf
+        np.abs(gaps, out=gaps)
+        gap = gaps.max(axis=-1)
+        en = np.maximum(1.0, np.round(n_ref * n_cur / (n_ref + n_cur)))[..., 0]  # scipy's asymp size, >= 1
+        return gap, _KSPValues(gap, en)
+
 
 class _KSPValues:
     """Each row's :class:`KSPValue`, made when the row is read (a timeline reads none), and
@@ -1076,17 +1120,31 @@ class _KSPValues:
         others): the critical band found once per level and effective size, the p-value
         computed only for a distance inside its band. A distance within 1e-12 of the band's
         edge is rounded as KSPValue rounds it before it is compared (rounding moves it less)."""
-        out = np.zeros(len(levels), dtype=bool)
-        low, high = np.full(len(levels), np.nan), np.full(len(levels), np.nan)
-        for level in np.unique(levels[~np.isnan(levels)]).tolist():
-            rows = np.flatnonzero(levels == level)
-            sizes, inverse = np.unique(self._sizes[rows], return_inverse=True)
-            bands = np.array([_ks_critical_band(level, size) for size in sizes.tolist()])
-            low[rows], high[rows] = bands[inverse, 0], bands[inverse, 1]
+        judged = ~np.isnan(levels)
+        distinct = set(levels[judged].tolist())
+        if not distinct:
+            return np.zeros(len(levels), dtype=bool)
+        sizes = sorted(set(self.sizes))
+        if len(distinct) == 1 and sizes[0] == sizes[0] and sizes[-1] == sizes[-1]:
+            # one level (the usual judgement: a budget's level for every test), no nan size: each
+            # row's band looked up among its few effective sizes (sorted), in one search
+            level, = distinct
+            bands = np.array([_ks_critical_band(level, size) for size in sizes])[np.searchsorted(sizes, self._sizes)]
+            low, high = bands[:, 0], bands[:, 1]
+        else:
+            low, high = np.full(len(levels), np.nan), np.full(len(levels), np.nan)
+            for level in sorted(distinct):
+                rows = np.flatnonzero(levels == level)
+                sizes, inverse = np.unique(self._sizes[rows], return_inverse=True)
+                bands = np.array([_ks_critical_band(level, size) for size in sizes.tolist()])
+                low[rows], high[rows] = bands[inverse, 0], bands[inverse, 1]
         gaps = self._gaps
-        out[gaps >= high + 1e-12] = True
+        out = gaps >= high + 1e-12
+        out &= judged
         # the rest of the judged rows: near an edge of the band, inside it, or without a band (nan)
-        for row in np.flatnonzero(~(gaps <= low - 1e-12) & ~(gaps >= high + 1e-12) & ~np.isnan(levels)).tolist():
+        unsure = gaps <= low - 1e-12
+        unsure |= out
+        for row in np.flatnonzero(judged & ~unsure).tolist():
             out[row] = self[row].below(float(levels[row]))
         return out
 
@@ -1269,7 +1327,7 @@ def results(detectors: list[_DriftDetector]) -> list[Result]:
     bins measured together (their counts stacked, one array operation per statistic)."""
     out: list[Result | None] = [None] * len(detectors)
     for kind, members, reference, current, counts in _measured_together(detectors, out):
-        values, p_values = kind._measure_rows(reference, current)
+        values, p_values = kind._measure_sized(reference.derived(kind), current, counts)
         judged = _Judged([detectors[i] for i in members], values[None], p_values, counts[None])
         for i, result in zip(members, judged.results(0)):
             out[i] = result
@@ -1444,11 +1502,13 @@ class Foresight:
         """One kind of one group measured and judged at every position of the sheet."""
         columns, members = self._members(g, kind)
         totals, sizes = sheet.totals[g]
+        if len(columns) < totals.shape[1]:  # else the kind is the whole group: no copy
+            totals, sizes = totals[:, columns], sizes[:, columns]
         # one reference row per detector, broadcast over the positions
-        reference = _stacked_references([self.detectors[i] for i in members])
+        reference = _stacked_references([self.detectors[i] for i in members]).derived(kind)
         with np.errstate(divide="ignore", invalid="ignore"):  # an empty window's row, judged as empty
-            values, p_values = kind._measure_rows(reference, totals[:, columns])
-        return _Judged([self.detectors[i] for i in members], values, p_values, sizes[:, columns])
+            values, p_values = kind._measure_sized(reference, totals, sizes)
+        return _Judged([self.detectors[i] for i in members], values, p_values, sizes)
 
     def commit(self) -> None:
         """Add the whole matrix to the detectors, as ``add_columns`` would."""
@@ -1477,16 +1537,17 @@ def statistics(detectors: list[_DriftDetector]) -> list[tuple[float, int]]:
     does but not judged (no p-value, no firing): what a timeline records between rule reads."""
     out: list[Any] = [None] * len(detectors)
     for kind, members, reference, current, counts in _measured_together(detectors, out):
-        values = kind._measure_rows(reference, current)[0].tolist()
+        values = kind._measure_sized(reference.derived(kind), current, counts)[0].tolist()
         for i, value, n in zip(members, values, counts.tolist()):
             out[i] = (value, n)
     return [(r.statistic, r.n) if isinstance(r, Result) else r for r in out]
 
 
 def _measured_together(detectors: list[_DriftDetector], out: list):
-    """The detectors' groups to measure together: ``(kind, members, reference counts, window
-    counts, window sizes)``, a row per member. Those measured alone (not binned, or an empty
-    window, which has no statistic) get their ``result()`` in ``out`` instead."""
+    """The detectors' groups to measure together: ``(kind, members, stacked references (see
+    :func:`_stacked_references`), window counts, window sizes)``, a row per member. Those
+    measured alone (not binned, or an empty window, which has no statistic) get their
+    ``result()`` in ``out`` instead."""
     groups: dict[tuple[type, int, int], list[int]] = {}
     for i, detector in enumerate(detectors):
         if detector._measure_rows is not None and detector._binned():
@@ -1506,12 +1567,33 @@ def _measured_together(detectors: list[_DriftDetector], out: list):
         yield kind, members, _stacked_references([detectors[i] for i in members]), current, counts
 
 
-def _stacked_references(detectors: list[_DriftDetector]) -> np.ndarray:
-    """``np.stack`` of the detectors' reference counts, kept by the first detector until one of
-    the arrays is replaced (a reference is never changed in place, so the same arrays in the
-    same order have the same stack, and a group is measured at every evaluation point)."""
+def _stacked_references(detectors: list[_DriftDetector]) -> "_ReferenceStack":
+    """The detectors' reference counts stacked (:class:`_ReferenceStack`), kept by the first
+    detector until one of the arrays is replaced (a reference is never changed in place, so the
+    same arrays in the same order have the same stack, and a group is measured at every
+    evaluation point)."""
     references = [d.reference_counts for d in detectors]
     kept = detectors[0]._references_stacked
-    if kept is None or len(kept[0]) != len(references) or not all(map(operator.is_, kept[0], references)):
-        kept = detectors[0]._references_stacked = (references, np.stack(references))
-    return kept[1]
+    if kept is None or len(kept.references) != len(references) or not all(map(operator.is_, kept.references,
+                                                                               references)):
+        kept = detectors[0]._references_stacked = _ReferenceStack(references)
+    return kept
+
+
+class _ReferenceStack:
+    """``np.stack`` of some detectors' reference counts (:attr:`counts`, a row each), and what
+    their kind derives from it for measuring (:meth:`derived`), computed once for the stack."""
+
+    __slots__ = ("references", "counts", "_derived")
+
+    def __init__(self, references: list[np.ndarray]):
+        self.references = references
+        self.counts = np.stack(references)
+        self._derived: dict[type, Any] = {}
+
+    def derived(self, kind: type) -> Any:
+        """``kind._reference_rows(counts)``, remembered."""
+        found = self._derived.get(kind)
+        if found is None:
+            found = self._derived[kind] = kind._reference_rows(self.counts)
+        return found

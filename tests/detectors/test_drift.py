@@ -13,7 +13,7 @@ from scipy.spatial.distance import jensenshannon
 from detectors.base import InvalidInput
 from detectors.drift import (
     JS, KS, PSI, PSI_EPSILON, Chi2, Foresight, KSPValue, NumericBins, Wasserstein, _ColumnLookup, _KSPValues,
-    add_columns, can_foresee, chi2_test, js_distance, ks_from_counts, psi, results, statistics,
+    _ks_critical_band, add_columns, can_foresee, chi2_test, js_distance, ks_from_counts, psi, results, statistics,
     wasserstein_from_counts,
 )
 
@@ -335,6 +335,44 @@ def test_ks_rows_below_their_levels_are_each_rows_own_decision(rows):
                    for gap, en, level in zip(gaps.tolist(), sizes.tolist(), levels.tolist())]
 
 
+@settings(max_examples=50, deadline=None)
+@given(st.sampled_from([0.05, 1e-6, 0.01]), st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(1, 600)),
+                                                     min_size=1, max_size=60))
+def test_ks_rows_at_one_level_are_each_rows_own_decision(level, rows):
+    """The usual judgement, every row at one level (bands looked up by effective size), agrees
+    with each row's own :meth:`KSPValue.below`, distances near a band's edge included."""
+    gaps, sizes = (np.array(column, dtype=np.float64) for column in zip(*rows))
+    for k, size in enumerate(sizes.tolist()[:3]):  # a distance on the band's edge, and within 1e-12 of it
+        low, high = _ks_critical_band(level, size)
+        if math.isfinite(low):
+            gaps[k] = (low, high, high - 5e-13)[k]
+    got = _KSPValues(gaps, sizes).below(np.full(len(gaps), level)).tolist()
+    assert got == [KSPValue(gap, en).below(level) for gap, en in zip(gaps.tolist(), sizes.tolist())]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 120), st.integers(1, 6), st.integers(0, 4), st.booleans())
+def test_measuring_from_reference_constants_equals_measuring_the_rows(seed, bins, detectors, positions, some_empty):
+    """``_measure_sized`` from the constants a kind derives once per reference, with the window
+    sizes given, gives ``_measure_rows``'s statistics and effective sizes bit for bit: for one
+    row per detector and for positions x detectors, empty windows (no statistic) included."""
+    rng = np.random.default_rng(seed)
+    reference = rng.integers(0, 50, size=(detectors, bins))
+    reference[:, 0] += 1  # a reference is never empty
+    shape = (positions, detectors, bins) if positions else (detectors, bins)
+    current = rng.integers(0, rng.integers(1, 200), size=shape) * (rng.random(shape) < rng.random())
+    if some_empty:
+        current[..., 0, :] = 0
+    for kind in (PSI, KS, JS):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values, p_values = kind._measure_rows(reference, current)
+            sized, sized_p_values = kind._measure_sized(kind._reference_rows(reference), current,
+                                                        current.sum(axis=-1))
+        assert sized.tobytes() == values.tobytes(), kind.__name__  # bit for bit, nan where empty
+        if p_values is not None:
+            assert repr((sized_p_values.gaps, sized_p_values.sizes)) == repr((p_values.gaps, p_values.sizes))
+
+
 def test_ks_rows_without_a_critical_band_are_decided_by_their_p_values():
     gaps = [0.01, 0.2, 0.9]
     with mock.patch("detectors.drift._ks_critical_band", lambda level, en: (math.nan, math.nan)):
@@ -532,6 +570,37 @@ def test_foresight_equals_feeding_up_to_each_position(seed, before, positions, s
     assert [d.state() for d in foreseen] == [d.state() for d in fed]
     assert not can_foresee([PSI(reference_size=10), *foreseen])  # a reference still filling
     assert not can_foresee([Wasserstein(reference=[0.0, 1.0]), Chi2(reference=[0.0, 1.0])])  # measured one by one
+
+
+def test_foresights_batch_after_batch_equal_feeding_as_their_groups_change():
+    """A model's Foresight batch after batch measures what feeding gives, also once a detector
+    fed on its own falls out of step with its group and the groups change."""
+    rng = np.random.default_rng(7)
+    made = [(PSI, {"reference_size": 50, "window": 100}), (KS, {"reference_size": 50, "window": 100}),
+            (PSI, {"reference_size": 50, "window": 100, "level": 0.05})]
+    foreseen, fed = ([kind(**params) for kind, params in made for _ in range(3)] for _ in range(2))
+    first = rng.normal(size=(60, len(foreseen)))
+    add_columns(foreseen, first)
+    add_columns(fed, first)
+    members = list(range(len(foreseen)))
+    for batch in range(5):
+        if batch == 3:  # one detector out of step: its own group from now on
+            extra = rng.normal(size=7)
+            foreseen[4].add_many(extra)
+            fed[4].add_many(extra)
+        matrix = rng.normal(0.2 * batch, 1.0, size=(45, len(foreseen)))
+        positions = [10, 30, 45]
+        foresight = Foresight(foreseen, matrix, positions)
+        assert len(foresight._groups) == (3 if batch >= 3 else 2)
+        done = 0
+        for position in positions:
+            add_columns(fed, matrix[done:position])
+            done = position
+            got, expected = foresight.results(position, members[::-1]), results(fed)
+            assert [(r.statistic, r.n, r.fired, r.threshold, r.p_value) for r in got] == \
+                [(e.statistic, e.n, e.fired, e.threshold, e.p_value) for e in expected[::-1]]
+        foresight.commit()
+        assert [d.state() for d in foreseen] == [d.state() for d in fed]
 
 
 @pytest.mark.parametrize("make", [lambda: PSI(reference_size=20, window=30, level=0.01, min_samples=10),
