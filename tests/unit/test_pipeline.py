@@ -102,3 +102,24 @@ def test_decode_run_of_each_run_gives_the_items_of_decode(kinds):
 
     assert comparable(runs) == comparable(whole)
     assert [len(item) for item in whole] == [3 if kind in ("bad", "unknown") else 2 for kind in kinds]
+
+
+@settings(max_examples=40, deadline=None)
+@given(models=st.lists(st.tuples(st.sampled_from(["predictions", "labels"]), st.sampled_from("mabc")), max_size=12))
+def test_decode_run_registers_unknown_models_in_message_order_as_decode_does(models):
+    """With unknown_model = "register", the last free place goes to the model whose message was
+    read first, whether the batch is decoded at once or a run at a time (each run its own pipeline)."""
+    config = parse_config({"kafka": {"bootstrap.servers": "127.0.0.1:9092"}, "models": [{"id": "m"}],
+                           "engine": {"unknown_model": "register", "max_registered_models": 2}})
+    topics = [topic for topic, _ in models]
+    values = [(_line(i) if topic == "predictions" else _label(i)).replace(b'"m"', b'"%s"' % model.encode())
+              for i, (topic, model) in enumerate(models)]
+    whole_pipeline, runs_pipeline = (Pipeline(config, _Outputs(), Metrics(), log_triggers=False) for _ in range(2))
+    whole = whole_pipeline.decode(topics, [0] * len(models), list(range(len(models))), values, values)
+    runs, start = [], 0
+    for topic, run in itertools.groupby(topics):
+        end = start + len(list(run))
+        runs += runs_pipeline.decode_run(topic, 0, list(range(start, end)), values[start:end], values[start:end])
+        start = end
+    assert [getattr(item[0], "reason", None) for item in runs] == [getattr(item[0], "reason", None) for item in whole]
+    assert [m.id for m in runs_pipeline.models] == [m.id for m in whole_pipeline.models]
