@@ -13,8 +13,10 @@ store that keeps each bucket apart rewrites the ones that changed: mostly the ne
 width bounds what a commit rewrites (a few seconds of ids, not a share of the horizon).
 
 Memory: the buckets the watermark has passed ("sealed") go into one :class:`SealedIndex` of
-hashes with their buckets (16 bytes an id, and up to a quarter more of slack; two lookups for
-all of them, however many buckets) and keep their checkpoint texts; a bucket not sealed yet
+hashes with their buckets (16 bytes an id, and up to a quarter more of slack at a steady
+rate: after the rate falls, up to four times until it is laid out again smaller, and a
+forgotten id stays until its shard's next turn; two lookups for all of them, however many
+buckets) and keep their checkpoint texts; a bucket not sealed yet
 keeps a sorted ``uint64`` array, and what came since the last checkpoint or seal waits in a
 Python set (about 110 bytes an id). A checkpoint folds the sets into the arrays.
 
