@@ -345,9 +345,13 @@ class SealedIndex:
         if length and int(kept_b.min()) < first:
             keep = kept_b >= first
             kept_h, kept_b = kept_h[keep], kept_b[keep]
-        if len(kept_h) + (z - a) > self.cap:
+        new_h, new_b = recent_h[a:z], recent_b[a:z]
+        if z > a and int(new_b.min()) < first:  # forgotten while waiting: not kept for another round
+            keep = new_b >= first
+            new_h, new_b = new_h[keep], new_b[keep]
+        if len(kept_h) + len(new_h) > self.cap:
             return False
-        merged_h, merged_b = _merged((kept_h, kept_b), (recent_h[a:z], recent_b[a:z]))
+        merged_h, merged_b = _merged((kept_h, kept_b), (new_h, new_b))
         n = len(merged_h)
         self.hashes[start:start + n], self.buckets[start:start + n] = merged_h, merged_b
         if n < length:

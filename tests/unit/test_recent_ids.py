@@ -258,3 +258,40 @@ def test_the_index_gives_its_slack_back_when_the_rate_falls():
         if k == 59:
             busiest = len(ids._index.hashes)
     assert busiest > 200_000 and len(ids._index.hashes) < busiest / 10 and len(ids) == 12 * 200
+
+
+#: hashes at the shards' edges: 0, 2**64 - 1, and each shard's least and greatest of 2 to 16
+#: shards (a shard's greatest is also the value of its padding)
+EDGES = sorted({0, 2**64 - 1, *(s << (64 - b) for b in range(1, 5) for s in range(1 << b)),
+                *(((s + 1) << (64 - b)) - 1 for b in range(1, 5) for s in range(1 << b))})
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=st.lists(st.tuples(st.lists(st.sampled_from(EDGES) | st.integers(0, 2**64 - 1), max_size=6),
+                                st.integers(-2, 1), st.booleans(), st.integers(0, 3)), max_size=40),
+       shard_ids=st.sampled_from([1, 2, 5]))
+def test_the_index_finds_every_entry_at_the_shards_edges_and_keeps_its_flat_array_sorted(steps, shard_ids):
+    """Entries whose hash is a shard's least or greatest (the padding's value), or the last
+    shard's 2**64 - 1, are found with their bucket through upkeeps and lay-outs; padding never
+    answers for a bucket that is remembered."""
+    default, SealedIndex.SHARD_IDS = SealedIndex.SHARD_IDS, shard_ids
+    try:
+        index, stored, bucket, first = SealedIndex(), [], 0, -10
+        for hashes, offset, upkeep, forget in steps:
+            if hashes:
+                hashes = sorted(set(hashes))
+                index.add([np.array(hashes, dtype=np.uint64)], [bucket + offset])
+                stored += [(h, bucket + offset) for h in hashes]
+            if upkeep:
+                bucket += 1
+                first = max(first, bucket - 1 - forget) if forget else first
+                index.compact(first)
+            assert (index.hashes[:-1] <= index.hashes[1:]).all() and (index.recent[0][:-1] <= index.recent[0][1:]).all()
+            for h in {*EDGES, *(h for h, _ in stored)}:
+                found = sorted(b for b in index.buckets_of(np.uint64(h)) if b >= first)
+                assert found == sorted(b for g, b in stored if g == h and b >= first)
+                assert index.may_contain_any(np.array([h], dtype=np.uint64)) or not found
+        index.compact(first, everything=True)  # a whole round: every entry in its shard, none left waiting
+        assert not len(index.recent[0]) and sum(index.lengths) == sum(b >= first for _, b in stored)
+    finally:
+        SealedIndex.SHARD_IDS = default
