@@ -14,11 +14,12 @@ width bounds what a commit rewrites (a few seconds of ids, not a share of the ho
 
 Memory: the buckets the watermark has passed ("sealed") go into one :class:`SealedIndex` of
 hashes with their buckets (16 bytes an id, and up to a quarter more of slack at a steady
-rate: after the rate falls, up to four times until it is laid out again smaller, and a
-forgotten id stays until its shard's next turn; two lookups for all of them, however many
-buckets) and keep their checkpoint texts; a bucket not sealed yet
-keeps a sorted ``uint64`` array, and what came since the last checkpoint or seal waits in a
-Python set (about 110 bytes an id). A checkpoint folds the sets into the arrays.
+rate: after the rate falls, up to four times until it is laid out again smaller; a sealed
+id waits for its shard's turn, and a forgotten one stays until it, up to eight seals: for a
+horizon under 40 s, whose buckets are an eighth of it, up to about twice the ids remembered;
+two lookups for all of them, however many buckets) and keep their checkpoint texts; a bucket
+not sealed yet keeps a sorted ``uint64`` array, and what came since the last checkpoint or seal
+waits in a Python set (about 110 bytes an id). A checkpoint folds the sets into the arrays.
 
 Two different ids share a hash with probability 2**-64 per pair: with ``n`` ids remembered, a new
 id is taken for a duplicate with probability about ``n / 2**64`` (1e6 remembered: 5e-14).
