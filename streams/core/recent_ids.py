@@ -14,10 +14,9 @@ width bounds what a commit rewrites (a few seconds of ids, not a share of the ho
 
 Memory: the buckets the watermark has passed ("sealed") go into one :class:`SealedIndex` of
 hashes with their buckets (16 bytes an id, and up to a quarter more of slack at a steady
-rate: after the rate falls, up to four times until it is laid out again smaller; a sealed
-id waits for its shard's turn, and a forgotten one stays until it, up to eight seals: for a
-horizon under 40 s, whose buckets are an eighth of it, up to about twice the ids remembered;
-two lookups for all of them, however many buckets) and keep their checkpoint texts; a bucket
+rate; after the rate falls, up to four times until it is laid out again smaller; sealed ids
+waiting for their shard's turn and forgotten ones not dropped yet, at most an eighth of a
+horizon's each; two lookups for all of them, however many buckets) and keep their checkpoint texts; a bucket
 not sealed yet keeps a sorted ``uint64`` array, and what came since the last checkpoint or seal
 waits in a Python set (about 110 bytes an id). A checkpoint folds the sets into the arrays.
 
@@ -85,7 +84,9 @@ class RecentIds:
         #: bucket -> its folded hashes, sorted and unique, for buckets not sealed
         self._sorted: dict[int, np.ndarray] = {}
         #: the hashes of the sealed buckets, with each one's bucket
-        self._index = SealedIndex()
+        # each shard's turn once in an eighth of the horizon's seals (at most ROUND): what waits
+        # for it, and what it keeps forgotten, is at most an eighth of the horizon's ids
+        self._index = SealedIndex(max(1, min(SealedIndex.ROUND, math.ceil(self.horizon_ms / self.width) // BUCKETS)))
         #: sealed bucket -> its ids in the index (a forgotten bucket's may stay there a while)
         self._counts: dict[int, int] = {}
         self._sealed_ids = 0
@@ -269,19 +270,20 @@ class SealedIndex:
     order, then padding (the shard's greatest hash, in no bucket that is remembered), so that
     the flat array is sorted as a whole and a lookup is one binary search there and one in
     ``recent``. :meth:`compact` merges ``recent``'s entries of the next shards in turn into
-    them and drops their forgotten entries, each shard once in ``ROUND`` calls (an eighth of
-    the shards a call, or a shard every few calls when there are fewer than eight), so an
-    entry waits at most ``ROUND`` upkeeps in ``recent`` and a forgotten one stays at most as long.
+    them and drops their forgotten entries, each shard once in ``rounds`` calls (a share of the
+    shards a call, or a shard every few calls when there are fewer), so an entry waits at most
+    ``rounds`` upkeeps in ``recent`` and a forgotten one stays at most as long.
     A shard that outgrows its slots, or a flat array four times the entries (a rate that fell),
     makes the flat array laid out again (shards of about ``SHARD_IDS``, ``cap`` a quarter above
     the largest).
     """
 
     SHARD_IDS = 1 << 18
-    #: upkeeps to go round all shards
+    #: the most upkeeps to go round all shards
     ROUND = 8
 
-    def __init__(self) -> None:
+    def __init__(self, rounds: int = ROUND) -> None:
+        self.rounds = rounds
         self.bits = 0
         self.cap = 0
         self.lengths = [0]
@@ -320,24 +322,40 @@ class SealedIndex:
         if len(self.hashes) > 4 * len(self) + 4096:  # far fewer ids than when laid out: less slack
             self._lay_out(first)
             return
-        # each shard's turn comes once in ROUND calls: with fewer shards than that, a call
+        # each shard's turn comes once in `rounds` calls: with fewer shards than that, a call
         # passes without one (a small index is copied whole at its turn)
         self.credit = 0 if everything else self.credit + shards
-        count = shards if everything else self.credit // self.ROUND
-        self.credit -= count * self.ROUND
+        count = shards if everything else self.credit // self.rounds
+        self.credit -= count * self.rounds
+        taken: list[tuple[int, int]] = []  # the ranges of `recent` merged into their shards
         for _ in range(count):
             shard, self.turn = self.turn % shards, self.turn + 1
-            if not self._compact_shard(shard, first):
+            span = self._compact_shard(shard, first)
+            if span is None:
+                self._take_recent(taken)  # merged already: not to be laid out twice
                 self._lay_out(first)
                 return
+            taken.append(span)
+        self._take_recent(taken)
+
+    def _take_recent(self, taken: list[tuple[int, int]]) -> None:
+        """Remove these (disjoint) ranges from ``recent``, in one copy however many."""
+        spans = sorted((a, z) for a, z in taken if z > a)
+        if not spans:
+            return
+        edges = [0, *(edge for span in spans for edge in span), len(self.recent[0])]
+        kept = [(start, end) for start, end in zip(edges[0::2], edges[1::2]) if end > start]
+        self.recent = tuple(np.concatenate([array[start:end] for start, end in kept]) if kept else array[:0]
+                            for array in self.recent)
 
     def _bounds(self, shard: int) -> tuple[int, int]:
         """The least and greatest hash of a shard."""
         shift = 64 - self.bits
         return shard << shift if self.bits else 0, ((shard + 1) << shift) - 1
 
-    def _compact_shard(self, shard: int, first: int) -> bool:
-        """Merge ``recent``'s entries of this shard into it; False if they do not fit."""
+    def _compact_shard(self, shard: int, first: int) -> tuple[int, int] | None:
+        """Merge ``recent``'s entries of this shard into it: their range in ``recent`` (for the
+        caller to remove), or None if they do not fit."""
         low, high = self._bounds(shard)
         recent_h, recent_b = self.recent
         a, z = recent_h.searchsorted(np.uint64(low)), recent_h.searchsorted(np.uint64(high), side="right")
@@ -351,16 +369,14 @@ class SealedIndex:
             keep = new_b >= first
             new_h, new_b = new_h[keep], new_b[keep]
         if len(kept_h) + len(new_h) > self.cap:
-            return False
+            return None
         merged_h, merged_b = _merged((kept_h, kept_b), (new_h, new_b))
         n = len(merged_h)
         self.hashes[start:start + n], self.buckets[start:start + n] = merged_h, merged_b
         if n < length:
             self.hashes[start + n:start + length], self.buckets[start + n:start + length] = high, _PADDING
         self.lengths[shard] = n
-        if z > a:
-            self.recent = (np.concatenate((recent_h[:a], recent_h[z:])), np.concatenate((recent_b[:a], recent_b[z:])))
-        return True
+        return int(a), int(z)
 
     def _lay_out(self, first: int) -> None:
         """Every entry remembered, in new shards: about SHARD_IDS each, a quarter of slack."""

@@ -295,3 +295,20 @@ def test_the_index_finds_every_entry_at_the_shards_edges_and_keeps_its_flat_arra
         assert not len(index.recent[0]) and sum(index.lengths) == sum(b >= first for _, b in stored)
     finally:
         SealedIndex.SHARD_IDS = default
+
+
+@pytest.mark.parametrize("horizon_ms", [8_000, 16_000, 60_000])
+def test_a_short_horizon_stores_at_most_an_eighth_more_forgotten_and_waiting_ids(horizon_ms):
+    """Buckets an eighth of a short horizon wide: the index's upkeep comes at every seal, so the
+    ids stored beyond those remembered stay within about a bucket's, not a horizon's."""
+    ids = RecentIds(horizon_ms)
+    rng = np.random.default_rng(11)
+    per_ms = 5  # 5,000 ids a second
+    for k in range(400):
+        t = T0 + k * 100
+        ids.add_many(rng.integers(0, 2**64, 100 * per_ms, dtype=np.uint64), np.full(100 * per_ms, t),
+                     np.full(100 * per_ms, t))
+        ids.purge(t)
+        if k > horizon_ms // 100 * 2:
+            extra = len(ids._index) - ids._sealed_ids
+            assert extra <= (ids.width + 100) * per_ms * 1.1
