@@ -1125,7 +1125,8 @@ class _KSPValues:
         if not distinct:
             return np.zeros(len(levels), dtype=bool)
         sizes = sorted(set(self.sizes))
-        if len(distinct) == 1 and sizes[0] == sizes[0] and sizes[-1] == sizes[-1]:
+        # (a nan size, which sorted() leaves anywhere in the list, takes the per-level path)
+        if len(distinct) == 1 and not any(map(math.isnan, sizes)):
             # one level (the usual judgement: a budget's level for every test), no nan size: each
             # row's band looked up among its few effective sizes (sorted), in one search
             level, = distinct

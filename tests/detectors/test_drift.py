@@ -373,6 +373,16 @@ def test_measuring_from_reference_constants_equals_measuring_the_rows(seed, bins
             assert repr((sized_p_values.gaps, sized_p_values.sizes)) == repr((p_values.gaps, p_values.sizes))
 
 
+def test_ks_rows_at_one_level_with_a_nan_size_are_each_rows_own_decision():
+    """A nan effective size (no band) among others at one level: sorted() leaves it anywhere,
+    so the one-search lookup must not be used (it read other rows' bands, or past the end)."""
+    gaps, sizes = [0.9, 0.2, 0.9, 0.05, 0.6], [40.0, 3.0, math.nan, 500.0, 10.0]
+    for order in ([0, 1, 2, 3, 4], [2, 0, 4, 1, 3], [3, 2, 1, 0, 4], [1, 4, 2, 3, 0]):
+        g, s = np.array(gaps)[order], np.array(sizes)[order]
+        got = _KSPValues(g, s).below(np.full(len(g), 0.01)).tolist()
+        assert got == [KSPValue(gap, en).below(0.01) for gap, en in zip(g.tolist(), s.tolist())]
+
+
 def test_ks_rows_without_a_critical_band_are_decided_by_their_p_values():
     gaps = [0.01, 0.2, 0.9]
     with mock.patch("detectors.drift._ks_critical_band", lambda level, en: (math.nan, math.nan)):
