@@ -197,6 +197,8 @@ class ADWIN(ChangeDetector):
         self._total = self._variance = self._width = 0.0
         self._tick = 0
         self._screen: _CutScreen | None = None
+        # what screens paid lately (see _new_screen); not state: results never depend on them
+        self._screen_builds = self._screen_passes = self._screen_rest = 0
 
     #: values handled per vectorized step (bounds the temporary arrays)
     CHUNK = 16384
@@ -260,7 +262,8 @@ class ADWIN(ChangeDetector):
                         variance += width * deviation * deviation / (width + 1.0)
                     width += 1.0
                     total += x
-            else:  # the same, and the prefix sums' drift from the screen's mean
+            else:  # the same, and the prefix sums' drift from the screen's mean (two loops: the
+                # tracking costs as much as the rest, and no screen is kept while screens do not pay)
                 mean, low, high = screen.mean, screen.low, screen.high
                 for x in run:
                     if width > 0.0:
@@ -280,6 +283,7 @@ class ADWIN(ChangeDetector):
             start = end
             if tick % clock == 0 and width > grace:
                 if screen is not None and screen.cut_free(width, total, variance, screen.low, screen.high):
+                    self._screen_passes += 1
                     continue
                 self._width, self._total, self._variance, self._tick = width, total, variance, tick
                 self._compress()
@@ -317,6 +321,7 @@ class ADWIN(ChangeDetector):
                     high, low = np.maximum.accumulate(drift), np.minimum.accumulate(drift)
                 if screen.cut_free(width, total, variance, min(screen.low, float(low[j - base])),
                                    max(screen.high, float(high[j - base]))):
+                    self._screen_passes += 1
                     continue
             self._totals[0].extend(new[inserted:j + 1].tolist())
             self._variances[0].extend([0.0] * (j + 1 - inserted))
@@ -342,8 +347,26 @@ class ADWIN(ChangeDetector):
             self._compress()
         return None
 
+    #: screens judged together: if they passed fewer than two ticks each, the next
+    #: SCREEN_REST exact checks build none
+    SCREEN_TRIAL = 16
+    SCREEN_REST = 64
+
     def _new_screen(self) -> _CutScreen | None:
-        """The screen of the next ticks, after a full check found no cut."""
+        """The screen of the next ticks, after a full check found no cut; none for a while when
+        the last screens passed few ticks: a build costs about what an exact check does, and on
+        a stream whose cuts stay near significance (real values of a wide spread) most ticks fail
+        the screen and need the exact check anyway."""
+        if self._screen_rest:
+            self._screen_rest -= 1
+            return None
+        if self._screen_builds >= self.SCREEN_TRIAL:
+            paid = self._screen_passes >= 2 * self._screen_builds
+            self._screen_builds = self._screen_passes = 0
+            if not paid:
+                self._screen_rest = self.SCREEN_REST
+                return None
+        self._screen_builds += 1
         return _CutScreen.build(self)
 
     def _compress(self) -> None:

@@ -295,6 +295,22 @@ def test_adwin_screen_spares_most_exact_checks_on_a_steady_stream(monkeypatch):
     assert detector.n_detections == 0 and len(checks) < 64_000 / 32 / 5
 
 
+def test_adwin_builds_no_screens_while_they_pass_few_ticks():
+    """Absolute errors of a wide spread: most ticks fail the screen, so after a trial the
+    detector checks exactly without building screens for a while (then tries again), and its
+    detections and state are those of checking every tick."""
+    stream = np.abs(np.random.default_rng(0).normal(0.0, 1.0, 60_000)) * 1e3
+    detector, unscreened = ADWIN(), _Unscreened()
+    rested = 0
+    for batch in np.array_split(stream, 600):  # 100 values a batch: the one-by-one path
+        detector.update_many(batch)
+        unscreened.update_many(batch)
+        rested += detector._screen_rest > 0
+    assert rested > 300
+    assert detector.last_detections == unscreened.last_detections and detector.n_detections == unscreened.n_detections
+    assert detector.state()["vars"] == unscreened.state()["vars"]
+
+
 def _compress_reference(totals: list[list[float]], variances: list[list[float]], limit: int) -> None:
     """ADWIN's bucket compression written plainly: the two oldest buckets of a row holding more
     than ``limit`` merge into one of the next row, until no row holds more."""
