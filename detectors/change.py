@@ -186,6 +186,8 @@ class ADWIN(ChangeDetector):
                  min_window_length: int = 5, grace_period: int = 10):
         if not 0 < delta < 1:
             raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+        if clock < 1 or max_buckets < 2:  # a bucket row of one can never merge a pair
+            raise ValueError(f"clock must be >= 1 and max_buckets >= 2, got {clock!r} and {max_buckets!r}")
         self.delta, self.clock, self.max_buckets = float(delta), int(clock), int(max_buckets)
         self.min_window_length, self.grace_period = int(min_window_length), int(grace_period)
         super().__init__()

@@ -330,7 +330,7 @@ def _compress_reference(totals: list[list[float]], variances: list[list[float]],
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(1, 5), st.lists(st.lists(st.tuples(st.floats(-1e6, 1e6), st.floats(0, 1e6)), max_size=90),
+@given(st.integers(2, 5), st.lists(st.lists(st.tuples(st.floats(-1e6, 1e6), st.floats(0, 1e6)), max_size=90),
                                    min_size=1, max_size=6), st.sampled_from([0, 8, 10**9]))
 def test_adwin_compress_merges_as_one_pair_at_a_time(limit, rows, numpy_merges):
     """Rows merged a pair at a time, a list of pairs at once (by Python or numpy) or one pair
@@ -344,3 +344,11 @@ def test_adwin_compress_merges_as_one_pair_at_a_time(limit, rows, numpy_merges):
     _compress_reference(totals, variances, limit)
     bits = lambda rows: [[value.hex() for value in row] for row in rows]  # noqa: E731
     assert bits(detector._totals) == bits(totals) and bits(detector._variances) == bits(variances)
+
+
+@pytest.mark.parametrize("params", [{"max_buckets": 1}, {"clock": 0}])
+def test_adwin_refuses_parameters_it_cannot_run_with(params):
+    """A row of one bucket can never merge a pair (it failed on the first merge); a clock of
+    0 never checks a cut. The config check reports the constructor's message as one line."""
+    with pytest.raises(ValueError, match="clock must be >= 1 and max_buckets >= 2"):
+        ADWIN(**params)
