@@ -77,9 +77,24 @@ def psi(reference: np.ndarray, current: np.ndarray, epsilon: float = PSI_EPSILON
 
 def _psi_rows(reference: np.ndarray, current: np.ndarray, epsilon: float = PSI_EPSILON) -> np.ndarray:
     """:func:`psi` of each row (counts along the last axis)."""
-    p = np.maximum(reference / reference.sum(axis=-1, keepdims=True), epsilon)
-    q = np.maximum(current / current.sum(axis=-1, keepdims=True), epsilon)
-    return ((q - p) * np.log(q / p)).sum(axis=-1)
+    return _psi_against(_psi_reference(reference, epsilon), current, current.sum(axis=-1), epsilon)
+
+
+def _psi_reference(reference: np.ndarray, epsilon: float = PSI_EPSILON) -> np.ndarray:
+    """The reference's side of :func:`_psi_rows`: each row's proportions, floored at epsilon
+    (what a detector measured at every evaluation point derives once)."""
+    return np.maximum(reference / reference.sum(axis=-1, keepdims=True), epsilon)
+
+
+def _psi_against(p: np.ndarray, current: np.ndarray, sizes: np.ndarray, epsilon: float = PSI_EPSILON) -> np.ndarray:
+    """:func:`_psi_rows` from :func:`_psi_reference` and the windows' sizes
+    (``current.sum(axis=-1)``)."""
+    q = np.maximum(current / sizes[..., None], epsilon)
+    ratio = q / p
+    np.log(ratio, out=ratio)
+    q -= p
+    q *= ratio
+    return q.sum(axis=-1)
 
 
 def js_distance(reference: np.ndarray, current: np.ndarray) -> float:
@@ -118,10 +133,25 @@ def ks_distance(reference: np.ndarray, current: np.ndarray) -> tuple[float, "KSP
 
 def _ks_rows(reference: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The KS distance of each row, and each row's effective size for the p-value."""
-    n_ref, n_cur = reference.sum(axis=-1, keepdims=True), current.sum(axis=-1, keepdims=True)
-    gap = np.abs(np.cumsum(reference, axis=-1) / n_ref - np.cumsum(current, axis=-1) / n_cur).max(axis=-1)
+    return _ks_against(_ks_reference(reference), current, current.sum(axis=-1))
+
+
+def _ks_reference(reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's side of :func:`_ks_rows`: each row's ECDF at the bin edges, and its size."""
+    n_ref = reference.sum(axis=-1, keepdims=True)
+    return np.cumsum(reference, axis=-1) / n_ref, n_ref
+
+
+def _ks_against(derived: tuple[np.ndarray, np.ndarray], current: np.ndarray,
+                sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_ks_rows` from :func:`_ks_reference` and the windows' sizes (``current.sum(axis=-1)``)."""
+    ecdf, n_ref = derived
+    n_cur = sizes[..., None]
+    gaps = np.cumsum(current, axis=-1) / n_cur
+    gaps -= ecdf  # |b - a| is |a - b| exactly in floating point
+    np.abs(gaps, out=gaps)
     en = np.maximum(1.0, np.round(n_ref * n_cur / (n_ref + n_cur)))[..., 0]  # scipy's asymp size, >= 1
-    return gap, en
+    return gaps.max(axis=-1), en
 
 
 class KSPValue:
@@ -833,19 +863,11 @@ class PSI(_DriftDetector):
     def _measure_rows(reference, current):
         return _psi_rows(reference, current), None
 
-    @staticmethod
-    def _reference_rows(reference):
-        return np.maximum(reference / reference.sum(axis=-1, keepdims=True), PSI_EPSILON)  # p of _psi_rows
+    _reference_rows = staticmethod(_psi_reference)
 
     @staticmethod
     def _measure_sized(p, current, sizes):
-        # _psi_rows with the reference's floored proportions given, element for element the same
-        q = np.maximum(current / sizes[..., None], PSI_EPSILON)
-        ratio = q / p
-        np.log(ratio, out=ratio)
-        q -= p
-        q *= ratio
-        return q.sum(axis=-1), None
+        return _psi_against(p, current, sizes), None
 
 
 class JS(_DriftDetector):
@@ -1082,21 +1104,11 @@ class KS(_DriftDetector):
         gaps, sizes = _ks_rows(reference, current)
         return gaps, _KSPValues(gaps, sizes)
 
-    @staticmethod
-    def _reference_rows(reference):
-        n_ref = reference.sum(axis=-1, keepdims=True)
-        return np.cumsum(reference, axis=-1) / n_ref, n_ref  # the reference's side of _ks_rows
+    _reference_rows = staticmethod(_ks_reference)
 
     @staticmethod
     def _measure_sized(derived, current, sizes):
-        # _ks_rows with the reference's ECDF given: |a - b| is |b - a| exactly in floating point
-        ecdf, n_ref = derived
-        n_cur = sizes[..., None]
-        gaps = np.cumsum(current, axis=-1) / n_cur
-        gaps -= ecdf
-        np.abs(gaps, out=gaps)
-        gap = gaps.max(axis=-1)
-        en = np.maximum(1.0, np.round(n_ref * n_cur / (n_ref + n_cur)))[..., 0]  # scipy's asymp size, >= 1
+        gap, en = _ks_against(derived, current, sizes)
         return gap, _KSPValues(gap, en)
 
 
