@@ -287,12 +287,9 @@ class ADWIN(ChangeDetector):
                 if screen is not None and screen.cut_free(width, total, variance, screen.low, screen.high):
                     self._screen_passes += 1
                     continue
-                self._width, self._total, self._variance, self._tick = width, total, variance, tick
-                self._compress()
-                if self._shrink_window():  # else nothing changed
-                    self.drift_detected = True
+                if self._exact_check(width, total, variance, tick):
                     return end - 1
-                screen = self._screen = self._new_screen()
+                screen = self._screen
         self._width, self._total, self._variance, self._tick = width, total, variance, tick
         if len(row0_t) > self.UNMERGED_MAX:
             self._compress()
@@ -328,12 +325,9 @@ class ADWIN(ChangeDetector):
             self._totals[0].extend(new[inserted:j + 1].tolist())
             self._variances[0].extend([0.0] * (j + 1 - inserted))
             inserted = j + 1
-            self._width, self._total, self._variance, self._tick = width, total, variance, tick0 + j + 1
-            self._compress()
-            if self._shrink_window():
-                self.drift_detected = True
+            if self._exact_check(width, total, variance, tick0 + j + 1):
                 return j
-            screen = self._screen = self._new_screen()
+            screen = self._screen
             base, high = j + 1, None
         if screen is not None and base < n:
             if high is None:
@@ -353,6 +347,18 @@ class ADWIN(ChangeDetector):
     #: SCREEN_REST exact checks build none
     SCREEN_TRIAL = 16
     SCREEN_REST = 64
+
+    def _exact_check(self, width: float, total: float, variance: float, tick: int) -> bool:
+        """The exact cut check at a clock tick, the window ``(width, total, variance)`` after
+        ``tick`` values (row 0 holding them): whether it detected a change; if not, the screen of
+        the next ticks is made."""
+        self._width, self._total, self._variance, self._tick = width, total, variance, tick
+        self._compress()
+        if self._shrink_window():  # else nothing changed
+            self.drift_detected = True
+            return True
+        self._screen = self._new_screen()
+        return False
 
     def _new_screen(self) -> _CutScreen | None:
         """The screen of the next ticks, after a full check found no cut; none for a while when
