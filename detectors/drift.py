@@ -52,7 +52,7 @@ import itertools
 import math
 import operator
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 from scipy import stats
@@ -564,6 +564,7 @@ class _DriftDetector:
         self.reference_counts: np.ndarray | None = None
         self._references_stacked: "_ReferenceStack | None" = None  # see _stacked_references
         self._shape_groups: tuple[list, list[list[int]]] | None = None  # see add_columns
+        self._foresight_layout: "_Layout | None" = None  # see _Layout.of
         self._reference_raw: np.ndarray | None = None  # exact mode only
         self._pending: list[Any] = []  # first values of the stream, while they make the reference
         self._current = CountWindow(self.window) if self.exact else None
@@ -1357,9 +1358,12 @@ class _Judged:
     A detector with a ``level`` gets its calibrated threshold when a position that it is judged
     at is read, as ``result()`` would set it (and reports None before that)."""
 
-    def __init__(self, detectors: list[_DriftDetector], values: np.ndarray, p_values: Any, counts: np.ndarray):
+    def __init__(self, detectors: list[_DriftDetector], values: np.ndarray, p_values: Any, counts: np.ndarray,
+                 min_samples: np.ndarray | None = None):
         self.detectors = detectors
-        ready = (counts >= np.array([d.min_samples for d in detectors])) & (counts > 0)
+        if min_samples is None:
+            min_samples = np.array([d.min_samples for d in detectors])
+        ready = (counts >= min_samples) & (counts > 0)
         self._thresholds = [d.threshold for d in detectors]
         #: detectors whose threshold is calibrated when first judged: column -> that threshold
         self._calibrating = {j: _calibrated_threshold(d) for j, d in enumerate(detectors)
@@ -1385,10 +1389,7 @@ class _Judged:
         order (statistic, threshold, p-value, n, fired): for a caller that makes its own objects."""
         thresholds = self._thresholds
         if self._calibrating:
-            ready = self._ready[k]
-            for j, threshold in self._calibrating.items():
-                if ready[j] and self.detectors[j].threshold is None:
-                    self.detectors[j].threshold = threshold
+            self._calibrate(k)
             thresholds = [d.threshold for d in self.detectors]
         width = len(self.detectors)
         if self._p_values is None:
@@ -1398,6 +1399,20 @@ class _Judged:
             if self._empty[k]:
                 p_values = [None if n == 0 else p for p, n in zip(p_values, self._counts[k])]
         return self._values[k], thresholds, p_values, self._counts[k], self._fired[k]
+
+    def judgement(self, k: int) -> tuple[list, list]:
+        """The n and fired fields of :meth:`columns` at position k: what a rule on whether the
+        detectors fired reads, without making the p-values (a threshold is calibrated as there)."""
+        if self._calibrating:
+            self._calibrate(k)
+        return self._counts[k], self._fired[k]
+
+    def _calibrate(self, k: int) -> None:
+        """Set the calibrated thresholds of the detectors judged at position k (see the class)."""
+        ready = self._ready[k]
+        for j, threshold in self._calibrating.items():
+            if ready[j] and self.detectors[j].threshold is None:
+                self.detectors[j].threshold = threshold
 
 
 class Foresight:
@@ -1418,32 +1433,18 @@ class Foresight:
         self.detectors = detectors
         self.events = len(matrix)
         # windows in step (one shape, filled alike) are counted as one table
-        groups: dict[tuple, list[int]] = {}
-        for j, detector in enumerate(detectors):
-            groups.setdefault(detector._current.step(), []).append(j)
-        self._groups = list(groups.values())
-        order = [j for together in self._groups for j in together]
-        columns = np.asarray(matrix, dtype=np.float64).T[order]
-        codes = NumericBins.codes_of_columns([detectors[j].profile for j in order], columns)
-        self._codes = []  # per group, (events, members)
-        #: per detector: its group, its column in the group
-        self._place: list[tuple[int, int]] = [(0, 0)] * len(detectors)
-        start = 0
-        for g, together in enumerate(self._groups):
-            self._codes.append(codes[start:start + len(together)].T)
-            for column, j in enumerate(together):
-                self._place[j] = (g, column)
-            start += len(together)
+        layout = self._layout = _Layout.of(detectors)
+        self._groups = layout.groups
+        columns = np.asarray(matrix, dtype=np.float64).T[layout.order]
+        codes = NumericBins.codes_of_columns(layout.profiles, columns)
+        self._codes = [codes[rows].T for rows in layout.rows]  # per group, (events, members)
         self._sheets: dict[int, _Sheet] = {}
-        #: members asked for together -> what results() reads for them (see _plan)
-        self._plans: dict[tuple[int, ...], tuple] = {}
         self._sheet(list(positions))
 
     def _sheet(self, positions: list[int]) -> "_Sheet":
         """The window counts of every group at these positions (each position's sheet)."""
-        sheet = _Sheet(positions, [BlockCounts.totals_after([self.detectors[j]._current for j in together],
-                                                            self._codes[g], positions)
-                                   for g, together in enumerate(self._groups)])
+        sheet = _Sheet(positions, [BlockCounts.totals_after(windows, codes, positions)
+                                   for windows, codes in zip(self._layout.windows, self._codes)])
         for position in positions:
             self._sheets[position] = sheet
         return sheet
@@ -1455,18 +1456,24 @@ class Foresight:
     def columns(self, position: int, members: list[int]) -> tuple[list, list, list, list, list]:
         """The fields of :meth:`results`, a list each (see :meth:`_Judged.columns`): the
         statistic, threshold, p-value, n and whether it fired of each member, in order."""
+        return self._read(position, members, _Judged.columns)
+
+    def judgement(self, position: int, members: list[int]) -> tuple[list, list]:
+        """The n and fired fields of :meth:`columns` alone (see :meth:`_Judged.judgement`)."""
+        return self._read(position, members, _Judged.judgement)
+
+    def _read(self, position: int, members: list[int], read: Callable[["_Judged", int], tuple]) -> tuple:
+        """``read(judged, k)`` of the units that hold the members, their lists joined, in the
+        members' order."""
         sheet = self._sheets.get(position) or self._sheet([position])
         k = sheet.index[position]
-        plan = self._plans.get(tuple(members))
-        if plan is None:
-            plan = self._plans[tuple(members)] = self._plan(members)
-        units, places = plan
+        units, places = self._layout.plan(members)
         found: tuple[list, ...] | None = None
         for unit in units:
             judged = sheet.judged.get(unit)
             if judged is None:
                 judged = sheet.judged[unit] = self._judge(sheet, *unit)
-            columns = judged.columns(k)
+            columns = read(judged, k)
             if found is None:
                 found = columns
             else:
@@ -1484,49 +1491,112 @@ class Foresight:
             return None
         k = sheet.index[position]
         out: list[Any] = [None] * len(self.detectors)
-        for g, together in enumerate(self._groups):
-            for kind in dict.fromkeys(type(self.detectors[j]) for j in together):
+        for g, kinds in enumerate(self._layout.kinds):
+            for kind in kinds:
                 judged = sheet.judged.get((g, kind))
                 if judged is None:
                     return None
-                for i, value, n in zip(self._members(g, kind)[1], judged._values[k], judged._counts[k]):
+                for i, value, n in zip(self._layout.unit(g, kind).members, judged._values[k], judged._counts[k]):
                     out[i] = (value, n)
         return out
 
-    def _plan(self, members: list[int]) -> tuple[list[tuple[int, type]], list[int] | None]:
-        """The units (group, kind) that hold these members, and where each member's result is
-        among the units' results one after the other (None: there in order, nothing else)."""
-        units: dict[tuple[int, type], None] = {}
-        for i in members:
-            units[self._place[i][0], type(self.detectors[i])] = None
-        order = [i for g, kind in units for i in self._members(g, kind)[1]]
-        if order == list(members):
-            return list(units), None
-        where = {i: place for place, i in enumerate(order)}
-        return list(units), [where[i] for i in members]
-
-    def _members(self, g: int, kind: type) -> tuple[list[int], list[int]]:
-        """The columns of group g whose detector is of this kind, and those detectors."""
-        together = self._groups[g]
-        columns = [column for column, j in enumerate(together) if type(self.detectors[j]) is kind]
-        return columns, [together[column] for column in columns]
-
     def _judge(self, sheet: "_Sheet", g: int, kind: type) -> "_Judged":
         """One kind of one group measured and judged at every position of the sheet."""
-        columns, members = self._members(g, kind)
+        unit = self._layout.unit(g, kind)
         totals, sizes = sheet.totals[g]
-        if len(columns) < totals.shape[1]:  # else the kind is the whole group: no copy
-            totals, sizes = totals[:, columns], sizes[:, columns]
+        if unit.columns is not None:  # else the kind is the whole group: no copy
+            totals, sizes = totals[:, unit.columns], sizes[:, unit.columns]
         # one reference row per detector, broadcast over the positions
-        reference = _stacked_references([self.detectors[i] for i in members]).derived(kind)
+        reference = _stacked_references(unit.detectors).derived(kind)
         with np.errstate(divide="ignore", invalid="ignore"):  # an empty window's row, judged as empty
             values, p_values = kind._measure_sized(reference, totals, sizes)
-        return _Judged([self.detectors[i] for i in members], values, p_values, sizes)
+        return _Judged(unit.detectors, values, p_values, sizes, unit.min_samples)
 
     def commit(self) -> None:
         """Add the whole matrix to the detectors, as ``add_columns`` would."""
-        for g, together in enumerate(self._groups):
-            BlockCounts.push_columns([self.detectors[j]._current for j in together], self._codes[g])
+        for windows, codes in zip(self._layout.windows, self._codes):
+            BlockCounts.push_columns(windows, codes)
+
+
+class _Layout:
+    """How a :class:`Foresight` lays its detectors out: the groups of windows in step (each
+    group's windows, their bins, where its rows are in the binned matrix), and, made when first
+    needed, each kind's columns in a group and the members asked for together. Kept by the first
+    detector for the next Foresight of the same detectors (a model makes one per batch), while
+    every group's windows are still in step, as the batches that fed them together left them."""
+
+    __slots__ = ("detectors", "groups", "order", "rows", "windows", "profiles", "kinds", "_units", "_plans")
+
+    def __init__(self, detectors: list[_DriftDetector]):
+        groups: dict[tuple, list[int]] = {}
+        for j, detector in enumerate(detectors):
+            groups.setdefault(detector._current.step(), []).append(j)
+        self.detectors = list(detectors)
+        self.groups = list(groups.values())
+        order = [j for together in self.groups for j in together]
+        self.order = np.array(order, dtype=np.intp)
+        bounds = list(itertools.accumulate(map(len, self.groups), initial=0))
+        self.rows = [slice(start, stop) for start, stop in zip(bounds, bounds[1:])]
+        self.windows = [[detectors[j]._current for j in together] for together in self.groups]
+        self.profiles = [detectors[j].profile for j in order]
+        self.kinds = [list(dict.fromkeys(type(detectors[j]) for j in together)) for together in self.groups]
+        self._units: dict[tuple[int, type], _Unit] = {}
+        self._plans: dict[tuple[int, ...], tuple[list[tuple[int, type]], list[int] | None]] = {}
+
+    @staticmethod
+    def of(detectors: list[_DriftDetector]) -> "_Layout":
+        kept = detectors[0]._foresight_layout
+        if kept is None or not kept._serves(detectors):
+            kept = detectors[0]._foresight_layout = _Layout(detectors)
+        return kept
+
+    def _serves(self, detectors: list[_DriftDetector]) -> bool:
+        """Made for these detectors (a binned window and its bins are a detector's for good),
+        every group still in step."""
+        return (len(detectors) == len(self.detectors) and all(map(operator.is_, detectors, self.detectors))
+                and all(map(BlockCounts.together, self.windows)))
+
+    def unit(self, g: int, kind: type) -> "_Unit":
+        """The detectors of group g of this kind (see :class:`_Unit`)."""
+        unit = self._units.get((g, kind))
+        if unit is None:
+            together = self.groups[g]
+            columns = [column for column, j in enumerate(together) if type(self.detectors[j]) is kind]
+            unit = self._units[g, kind] = _Unit([together[c] for c in columns],
+                                                [self.detectors[together[c]] for c in columns],
+                                                None if len(columns) == len(together) else columns)
+        return unit
+
+    def plan(self, members: list[int]) -> tuple[list[tuple[int, type]], list[int] | None]:
+        """The units (group, kind) that hold these members, and where each member's result is
+        among the units' results one after the other (None: there in order, nothing else)."""
+        key = tuple(members)
+        found = self._plans.get(key)
+        if found is None:
+            place = {j: g for g, together in enumerate(self.groups) for j in together}
+            units: dict[tuple[int, type], None] = {}
+            for i in members:
+                units[place[i], type(self.detectors[i])] = None
+            order = [i for g, kind in units for i in self.unit(g, kind).members]
+            if order == list(members):
+                found = (list(units), None)
+            else:
+                where = {i: position for position, i in enumerate(order)}
+                found = (list(units), [where[i] for i in members])
+            self._plans[key] = found
+        return found
+
+
+class _Unit:
+    """The detectors of one kind in one group of a :class:`_Layout`: their places among all
+    the detectors, the detectors, their columns in the group (None: the whole group) and
+    their ``min_samples`` as an array (what judging compares the window counts with)."""
+
+    __slots__ = ("members", "detectors", "columns", "min_samples")
+
+    def __init__(self, members: list[int], detectors: list[_DriftDetector], columns: list[int] | None):
+        self.members, self.detectors, self.columns = members, detectors, columns
+        self.min_samples = np.array([d.min_samples for d in detectors])
 
 
 class _Sheet:

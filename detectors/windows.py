@@ -257,6 +257,13 @@ class BlockCounts:
         return all(w.step() == lead for w in windows)
 
     @staticmethod
+    def together(windows: list["BlockCounts"]) -> bool:
+        """:meth:`in_step`, read off the windows' shared table when they have one (windows in
+        step move into one here, as in :meth:`push_columns`): a few array operations, not a
+        step per window."""
+        return len(windows) < 2 or _SharedBlocks.of(windows) is not None
+
+    @staticmethod
     def push_columns(windows: list["BlockCounts"], codes: np.ndarray) -> None:
         """``windows[j].push(codes[:, j])`` for every j.
 

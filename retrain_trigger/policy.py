@@ -313,14 +313,19 @@ def _judge_condition(
 ) -> Verdict:
     if not condition.is_glob:
         return _judge_one(condition, observations.get(condition.statistic), min_samples, use_rearm)
-    matched = [observation for _, observation in _matching(condition, observations)]
-    if not matched:
+    names = _matching_names(condition.statistic, tuple(observations))
+    if not names:
         return Verdict.UNKNOWN
-    if condition.is_fired:  # _judge_one of each, without a call per statistic (a drift rule's dozens)
+    counted = _fired_counts(observations, names, min_samples) if condition.is_fired else None
+    if counted is not None:
+        breaching, unknown = counted
+    elif condition.is_fired:  # _judge_one of each, without a call per statistic (a drift rule's dozens)
+        matched = _values_of(observations, names)
         judged = [observation for observation in matched if observation is not None and observation.n >= min_samples]
         breaching = len([observation for observation in judged if observation.fired])
         unknown = len(matched) - len(judged)
     else:
+        matched = _values_of(observations, names)
         verdicts = [_judge_one(condition, observation, min_samples, use_rearm) for observation in matched]
         breaching, unknown = verdicts.count(Verdict.BREACH), verdicts.count(Verdict.UNKNOWN)
     needed = condition.at_least or 1
@@ -348,7 +353,29 @@ def _glob_breaches(rule: Rule, observations: Mapping[str, Observation]) -> list[
     drifting), the statistic's own name otherwise."""
     # Unranked: the subjects are sorted by name, so no p-value need be computed to rank them.
     return sorted({_subject(name) for condition in rule.conditions if condition.is_glob
-                   for name, _ in _breaching_matches(condition, observations, rule.min_samples, ranked=False)})
+                   for name in _breaching_names(condition, observations, rule.min_samples)})
+
+
+def _breaching_names(condition: Condition, observations: Mapping[str, Observation], min_samples: int) -> list[str]:
+    """The names of :func:`_breaching_matches`, unranked; of a ``fired`` glob, read without
+    the observations when the mapping can (see :func:`_fired_counts`)."""
+    if condition.is_fired:
+        fired_names = getattr(observations, "fired_names", None)
+        if fired_names is not None:
+            names = fired_names(_matching_names(condition.statistic, tuple(observations)), min_samples)
+            if names is not None:
+                return names
+    return [name for name, _ in _breaching_matches(condition, observations, min_samples, ranked=False)]
+
+
+def _fired_counts(observations: Mapping[str, Observation], names: tuple[str, ...],
+                  min_samples: int) -> tuple[int, int] | None:
+    """Of the named observations, how many fired with at least ``min_samples`` samples and how
+    many have fewer, when the mapping offers ``fired_counts(names, min_samples)`` and can
+    answer without making the observations (a Monitor's drift statistics, at every evaluation
+    point); else None, and the rule reads the observations."""
+    fired_counts = getattr(observations, "fired_counts", None)
+    return None if fired_counts is None else fired_counts(names, min_samples)
 
 
 def _subject(statistic: str) -> str:

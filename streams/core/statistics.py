@@ -334,6 +334,9 @@ class ModelStatistics:
         self._end_measured: dict[tuple[str, str], tuple[float, int]] | None = None
         #: group -> its detectors' places among the numeric ones, and kinds (see _foreseen_members)
         self._foreseen: dict[str, tuple[list[int], list[str]] | None] = {}
+        #: names a rule reads -> the groups they are exactly, or None (see _Observations._judged;
+        #: a group is the same in every mapping that holds it)
+        self._covers: dict[tuple[str, ...], list[str] | None] = {}
 
     def _numeric_plan(self) -> tuple[list[str], list[tuple[str, str]], list[Any], np.ndarray]:
         """The watched numeric features (the matrix's columns), the numeric detectors' keys and
@@ -412,7 +415,7 @@ class ModelStatistics:
         groups = {**self._groups, **self._estimated_groups()}
         if not groups:
             return eager
-        return _Observations(eager, groups, self._observe_any)
+        return _Observations(eager, groups, self._observe_any, self._judgement, self._covers)
 
     def drift_observations(self) -> Mapping[str, Observation]:
         """The feature and prediction drift entries of :meth:`observations`, and the estimated
@@ -420,7 +423,7 @@ class ModelStatistics:
         if self._drift_groups is None:
             drift = {name: group for name, group in self._groups.items() if not name.startswith("detector.")}
             self._drift_groups = {**drift, **self._estimated_groups()}
-        return _Observations({}, self._drift_groups, self._observe_any)
+        return _Observations({}, self._drift_groups, self._observe_any, self._judgement, self._covers)
 
     def values(self) -> dict[str, tuple[float, int]]:
         """Every statistic's value and sample count, named and ordered as in :meth:`observations`,
@@ -492,6 +495,19 @@ class ModelStatistics:
         # what _observation(result, detector=kind) makes, for each of the group's detectors
         return {name: Observation(r.statistic, r.n, r.fired, r.deferred_p_value(), r.threshold, key[1])
                 for key, name, r in zip(keys, names, results.values())}
+
+    def _judgement(self, group: str) -> tuple[list[str], list, list] | None:
+        """Each statistic of a feature group by name, with its n and whether it fired, as
+        :meth:`_observe_group` would observe them, without making the observations (a rule on
+        ``fired`` reads nothing else): when a Foresight measures the whole group; else None."""
+        if group in _OTHER_GROUPS or (group == "feature tests" and self._corrects_tests()):
+            return None
+        foresight = self._foresee()
+        foreseen = None if foresight is None else self._foreseen_members(group)
+        if foreseen is None:
+            return None
+        self._catch_up_features(self._position)
+        return (self._group_members(group)[1], *foresight.judgement(self._position, foreseen[0]))
 
     def _group_members(self, group: str) -> tuple[list[tuple[str, str]], list[str]]:
         """The feature detectors of an observation group and their statistics' names, in
@@ -575,15 +591,68 @@ class ModelStatistics:
 
 class _Observations(Mapping):
     """A model's observations whose detector entries are computed when first read, a group at
-    a time: a rule on ``feature.*.psi`` never pays for the KS tests."""
+    a time: a rule on ``feature.*.psi`` never pays for the KS tests. A rule on whether
+    statistics fired can read just that (:meth:`fired_counts`, :meth:`fired_names`)."""
 
     def __init__(self, eager: dict[str, Observation], groups: dict[str, str],
-                 load: Callable[[str], dict[str, Observation]]):
+                 load: Callable[[str], dict[str, Observation]],
+                 judge: Callable[[str], tuple[list[str], list, list] | None] | None = None,
+                 covers: dict[tuple[str, ...], list[str] | None] | None = None):
         self._names = [*eager, *groups]
         self._data = eager
         self._groups = groups
         self._load = load
         self._loaded: set[str] = set()
+        #: ModelStatistics._judgement, and the groups that some names are exactly (see _covered)
+        self._judge, self._covers = judge, covers
+
+    def _judged(self, names: tuple[str, ...]) -> list[tuple[list[str], list, list]] | None:
+        """Each group's names, n and fired (``_judge``) when the names are whole groups, none
+        of them loaded, that can be judged so; else None."""
+        if self._judge is None:
+            return None
+        groups = self._covers.get(names, False)
+        if groups is False:
+            groups = self._covers[names] = _covered(names, self._groups)
+        if groups is None or not self._loaded.isdisjoint(groups):
+            return None
+        judged = []
+        for group in groups:
+            found = self._judge(group)
+            if found is None:
+                return None
+            judged.append(found)
+        return judged
+
+    def fired_counts(self, names: tuple[str, ...], min_samples: int) -> tuple[int, int] | None:
+        """How many of these statistics fired with at least ``min_samples`` samples, and how
+        many have fewer (what a rule judges of ``observation.fired`` and ``observation.n``),
+        without making the observations when they are whole groups a Foresight measures;
+        None when they must be read (then a rule reads them)."""
+        judged = self._judged(names)
+        if judged is None:
+            return None
+        breaching = unknown = 0
+        for _, counts, fired in judged:
+            if min_samples <= 0:
+                breaching += fired.count(True)
+            else:
+                for n, is_fired in zip(counts, fired):
+                    if n < min_samples:
+                        unknown += 1
+                    elif is_fired:
+                        breaching += 1
+        return breaching, unknown
+
+    def fired_names(self, names: tuple[str, ...], min_samples: int) -> list[str] | None:
+        """Those of these statistics that fired with at least ``min_samples`` samples, in the
+        order named, as :meth:`fired_counts` reads them; None when they must be read."""
+        judged = self._judged(names)
+        if judged is None:
+            return None
+        breaching = {name for group_names, counts, fired in judged
+                     for name, n, is_fired in zip(group_names, counts, fired) if is_fired and n >= min_samples}
+        return [name for name in names if name in breaching]
 
     def __getitem__(self, name: str) -> Observation:
         if name not in self._data:
@@ -609,6 +678,21 @@ class _Observations(Mapping):
 
     def __len__(self) -> int:
         return len(self._names)
+
+
+#: the observation groups that are not a feature group (see ModelStatistics._observation_groups)
+_OTHER_GROUPS = frozenset({"detector", "prediction", "estimated"})
+
+
+def _covered(names: tuple[str, ...], groups: dict[str, str]) -> list[str] | None:
+    """The groups whose statistics are exactly these names, or None when the names are not
+    whole groups (or name a statistic of no group)."""
+    named = set(names)
+    wanted = list(dict.fromkeys(groups.get(name) for name in names))
+    if None in wanted or len(named) != len(names):
+        return None
+    members = sum(1 for group in groups.values() if group in wanted)
+    return wanted if members == len(named) else None
 
 
 def _numeric_matrix(rows: list[dict[str, Any] | FeatureRow], features: list[str],

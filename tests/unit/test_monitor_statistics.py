@@ -341,6 +341,97 @@ def test_a_batch_read_at_its_points_equals_feeding_it_point_by_point(seed, sizes
             batched.restore(json.loads(json.dumps(by_point.state())))
 
 
+def fired_of(observations, names, min_samples):
+    """What a rule on ``fired`` reads of the named observations: (how many fired with at least
+    ``min_samples`` samples, how many have fewer), and the names of those that fired."""
+    read = [observations[name] for name in names]
+    fired = [name for name, o in zip(names, read) if o.n >= min_samples and o.fired]
+    return (len(fired), sum(o.n < min_samples for o in read)), fired
+
+
+#: numeric features only: every feature group can be measured by a Foresight (with a
+#: correction, the tests' group cannot)
+NUMERIC = {corrected: config(features={"numeric": ["a", "b", "c"]}, evaluate_every=10,
+                             drift={"numeric": ["psi", "ks"], "prediction": ["psi"], "reference_size": 40,
+                                    "window": 60, "params": {"psi": {"min_samples": 30}},
+                                    **({"false_alarm_every": 0, "correction": "bh", "alpha": 0.2} if corrected
+                                       else {})})
+           for corrected in (False, True)}
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), sizes=st.lists(st.integers(0, 80), min_size=1, max_size=5),
+       corrected=st.booleans(), numeric=st.booleans(), min_samples=st.sampled_from([0, 45, 60]),
+       holes=st.sampled_from([0.0, 0.05]))
+def test_fired_counts_and_names_are_those_the_observations_give(seed, sizes, corrected, numeric, min_samples, holes):
+    """What the drift observations answer of whether statistics fired without making them (a
+    rule on ``feature.*`` fired, at every evaluation point) is what the observations say, for
+    whole groups, parts of groups and groups mixed with others; and reading it leaves the
+    statistics as reading the observations does."""
+    rng = np.random.default_rng(seed)
+    model = (NUMERIC[corrected] if numeric else BATCHED_CORRECTED if corrected else BATCHED).models[0]
+    fast, slow = ModelStatistics(model), ModelStatistics(model)
+    names = list(slow.drift_observations())
+    features = tuple(name for name in names if name.startswith("feature."))
+    name_sets = [features, tuple(n for n in features if n.endswith(".psi")),
+                 tuple(n for n in features if n.endswith(".ks")), features[:2], (*features, "prediction.psi"),
+                 tuple(n for n in features if n.startswith(("feature.a.", "feature.b.", "feature.c.")))]
+    for b, size in enumerate(sizes):
+        values = rng.normal(0.5 * b, 1.0, size=(size, 3))
+        rows = [{"a": float(x), "b": float(y), "c": int(10 * z), "plan": str(rng.choice(["free", "pro"]))}
+                for x, y, z in values]
+        for row in rows:
+            if rng.random() < holes:
+                row["a"] = None
+        scores = rng.uniform(0, 1, size).tolist()
+        points = sorted(set(rng.integers(1, size + 1, rng.integers(0, 6)).tolist())) if size else []
+        fast.update_predictions(rows, scores, points)
+        slow.update_predictions(rows, scores, points)
+        for point in points:
+            fast.seek(point)
+            slow.seek(point)
+            quick, read = fast.drift_observations(), slow.drift_observations()
+            for names in name_sets:
+                counted, named = quick.fired_counts(names, min_samples), quick.fired_names(names, min_samples)
+                expected_counts, expected_names = fired_of(read, names, min_samples)
+                assert counted is None or counted == expected_counts
+                assert named is None or named == expected_names
+            assert repr(dict(quick.items())) == repr(dict(read.items()))
+        fast.catch_up()
+        slow.catch_up()
+        assert json.dumps(fast.state()) == json.dumps(slow.state())
+
+
+def test_a_feature_glob_fired_reads_no_observation_where_a_foresight_measures():
+    """At the evaluation points of a batch of numeric features, a rule on ``feature.*`` fired is
+    judged without making an observation (no group loaded), and fires as one reading them."""
+    from retrain_trigger.policy import TriggerPolicy
+    from retrain_trigger.rules import load_rules
+    model = config(features={"numeric": ["a", "b"]}, evaluate_every=10,
+                   drift={"numeric": ["psi", "ks"], "prediction": [], "reference_size": 40, "window": 100},
+                   rules=[{"name": "drift", "conditions": [{"statistic": "feature.*", "fired": True}]}]).models[0]
+    rules = load_rules(model.rules, "rules")
+    stats, policies = ModelStatistics(model), (TriggerPolicy("m", rules), TriggerPolicy("m", rules))
+    rng = np.random.default_rng(5)
+    triggers: tuple[list, list] = ([], [])
+    for b in range(9):
+        rows = [{"a": float(x), "b": float(y)} for x, y in rng.normal(2.0 * (b >= 5), 1.0, size=(30, 2))]
+        stats.update_predictions(rows, [None] * 30, [10, 20])
+        for point in (10, 20):
+            stats.seek(point)
+            quick = stats.drift_observations()
+            triggers[0].extend(policies[0].evaluate(quick, model_version=None, window=lambda: None,
+                                                    at_ms=b * 100 + point))
+            if b >= 2 and not triggers[0]:  # references complete: a Foresight measured, no evidence read
+                assert not quick._loaded
+            read = dict(stats.drift_observations().items())
+            triggers[1].extend(policies[1].evaluate(read, model_version=None, window=lambda: None,
+                                                    at_ms=b * 100 + point))
+        stats.catch_up()
+    assert triggers[0] and as_json(triggers[0]) == as_json(triggers[1])
+    assert policies[0].state() == policies[1].state()
+
+
 PAIRS = {
     "ids": config(metrics=["accuracy", "f1_macro"], window={"kind": "count", "size": 40},
                   detectors=[{"kind": "adwin"}]),
