@@ -146,12 +146,16 @@ class RecentIds:
             hashes, buckets = hashes[alive], buckets[alive]
         if not len(hashes):
             return
-        first = int(buckets[0])
-        if (buckets == first).all():
-            self._open.setdefault(first, set()).update(hashes.tolist())
-            return
-        for bucket, h in zip(buckets.tolist(), hashes.tolist()):
-            self._open.setdefault(bucket, set()).add(h)
+        # Each run of one bucket in a call (labels come about in time order: a few runs), not
+        # each hash, goes into its bucket's set: a set's content does not depend on the order.
+        starts = [0, *(np.flatnonzero(buckets[1:] != buckets[:-1]) + 1).tolist()]
+        ends = [*starts[1:], len(buckets)]
+        values, open_ = hashes.tolist(), self._open
+        for bucket, start, end in zip(buckets[starts].tolist(), starts, ends):
+            hashes_of = open_.get(bucket)
+            if hashes_of is None:
+                hashes_of = open_[bucket] = set()
+            hashes_of.update(values[start:end])
 
     # -- upkeep ----------------------------------------------------------------------------
     def purge(self, watermark_ms: int) -> None:

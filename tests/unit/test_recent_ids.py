@@ -112,6 +112,21 @@ def test_many_at_once_equals_one_by_one():
     assert many.may_contain_any(id_hashes(["x", "p3"])) and not many.may_contain_any(id_hashes(["x", "y"]))
 
 
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.tuples(st.integers(0, 40), st.integers(-5, 5)), max_size=60), horizon=st.integers(1, 20_000))
+def test_many_at_once_equals_one_by_one_in_any_time_order(steps, horizon):
+    # timestamps that go back and forth over several buckets, some already forgotten, repeats
+    one, many = RecentIds(horizon), RecentIds(horizon)
+    ts = T0 + np.cumsum([step * 701 for _, step in steps], dtype=np.int64)
+    watermarks = np.maximum.accumulate(ts) if len(ts) else ts
+    hashes = id_hashes([f"p{pid}" for pid, _ in steps])
+    for h, t, w in zip(hashes.tolist(), ts.tolist(), watermarks.tolist()):
+        one.add(h, t, w)
+    many.add_many(hashes, ts, watermarks)
+    assert one._open == many._open
+    assert one.state() == many.state()
+
+
 def test_an_older_checkpoint_of_id_strings_restores_as_hashes():
     ids = RecentIds.from_state({"p1": T0, "p2": T0 + 10}, 8000)
     assert ids.contains(id_hash("p1"), T0 + 10) and not ids.contains(id_hash("p3"), T0 + 10)
