@@ -69,6 +69,7 @@ def test_answers_depend_on_event_times_alone_not_on_purges_or_sealing_or_checkpo
 
 def _answers_depend_on_event_times_alone(ops, horizon):
     purged, never, restored = RecentIds(horizon), RecentIds(horizon), RecentIds(horizon)
+    stepwise = RecentIds(horizon)  # purged after every step: seals a bucket or two at a time
     added: dict[int, set[int]] = {}  # the reference: hash -> the buckets it was added to
     width = bucket_width(horizon)
     assert width == min(-(-horizon // BUCKETS), MAX_WIDTH_MS)
@@ -78,7 +79,7 @@ def _answers_depend_on_event_times_alone(ops, horizon):
         watermark = max(watermark, clock)
         h = id_hash(f"p{pid}")
         if op == "add":
-            for ids in (purged, never, restored):
+            for ids in (purged, never, restored, stepwise):
                 ids.add(h, clock, watermark)
             if (clock // width + 1) * width > watermark - horizon:
                 added.setdefault(h, set()).add(clock // width)
@@ -92,12 +93,17 @@ def _answers_depend_on_event_times_alone(ops, horizon):
             state = json.loads(json.dumps(restored.state()))
             restored = RecentIds.from_state(state, horizon)
             assert restored.state() == state
+        stepwise.purge(watermark)
     for pid in range(31):
         h = id_hash(f"p{pid}")
         assert purged.contains(h, watermark) == never.contains(h, watermark) == restored.contains(h, watermark)
         assert never.may_contain_any(np.array([h], dtype=np.uint64)) or not never.contains(h, watermark)
     # checkpoints in between change no later checkpoint
     assert purged.state() == restored.state()
+    # nor does how many buckets a purge seals at once
+    purged.purge(watermark)
+    stepwise.purge(watermark)
+    assert purged.state() == stepwise.state()
 
 
 def test_many_at_once_equals_one_by_one():
@@ -125,6 +131,24 @@ def test_many_at_once_equals_one_by_one_in_any_time_order(steps, horizon):
     many.add_many(hashes, ts, watermarks)
     assert one._open == many._open
     assert one.state() == many.state()
+
+
+@settings(max_examples=100, deadline=None)
+@given(times=st.lists(st.integers(0, 12), min_size=1, max_size=80), purge_at=st.integers(0, 12))
+def test_a_purge_that_seals_many_buckets_at_once_keeps_what_one_at_a_time_keeps(times, purge_at):
+    horizon = 8000  # buckets of 1 s
+    at_once, stepwise = RecentIds(horizon), RecentIds(horizon)
+    hashes = id_hashes([f"p{i}" for i in range(len(times))]).tolist()
+    for h, second in zip(hashes, times):
+        for ids in (at_once, stepwise):
+            ids.add(h, T0 + second * 1000, T0)
+    at_once.purge(T0 + purge_at * 1000)  # several buckets sealed in one purge, each of several ids
+    for second in range(purge_at + 1):
+        stepwise.purge(T0 + second * 1000)
+    assert at_once.state() == stepwise.state()
+    assert at_once._counts == stepwise._counts and at_once._sealed_ids == stepwise._sealed_ids
+    for h in hashes:
+        assert at_once.contains(h, T0 + purge_at * 1000) == stepwise.contains(h, T0 + purge_at * 1000)
 
 
 def test_an_older_checkpoint_of_id_strings_restores_as_hashes():
