@@ -9,7 +9,7 @@ it). The two layouts are the ones existing deployments hold, so their checkpoint
   for input partition *p*, one message per model keyed ``<group>:<p>:<model>`` holding that
   model's JSON state, except the buckets of its remembered ids (duplicates), one message each
   keyed ``<group>:<p>/joined_ids/<bucket>/<model>``, and the references of its drift detectors
-  (their parameters and learned reference, which stay as they are once learned) in one message
+  (their learned reference samples, which stay as they are once learned) in one message
   keyed ``<group>:<p>/references/<model>``. A changelog: a write carries the models touched
   since the last one, and of their id buckets and references the ones that changed (a tombstone
   for a bucket dropped); a read takes the last value of each key. The engine produces the
@@ -39,10 +39,12 @@ log = logging.getLogger("driftline.state")
 _NOT_READY = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
               KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT, KafkaError._TRANSPORT}
 
-#: The parts of a drift detector's state that its model's references message holds: its
-#: parameters and learned reference (``detectors.drift``), about half of a model's drift state,
-#: and the same from one checkpoint to the next once the reference is learned.
-REFERENCE_PARTS = ("params", "profile", "reference_counts", "reference_raw")
+#: The parts of a drift detector's state that its model's references message holds: its learned
+#: reference (``detectors.drift``), about half of a model's drift state and the same from one
+#: checkpoint to the next once learned. The model's own message keeps them as None: a build
+#: from before this layout restores such a detector without its reference, which it learns
+#: again from the stream, rather than failing on a missing key.
+REFERENCE_PARTS = ("profile", "reference_counts", "reference_raw")
 #: A model state whose drift references are in their own message says so under this key.
 REFERENCES_APART = "references_apart"
 
@@ -302,10 +304,10 @@ def _without_references(state: dict) -> tuple[dict, list, dict] | None:
 
 
 def _split_detector(detector: dict, parts: list) -> tuple[dict, dict]:
-    """A drift detector's state without its reference parts, and those parts (added to ``parts``)."""
+    """A drift detector's state with its reference parts None, and those parts (added to ``parts``)."""
     moved = {name: detector[name] for name in REFERENCE_PARTS}
     parts.extend(moved.values())
-    return {name: value for name, value in detector.items() if name not in moved}, moved
+    return {**detector, **dict.fromkeys(REFERENCE_PARTS)}, moved
 
 
 class FaustTableStore:

@@ -152,7 +152,7 @@ def test_drift_references_go_apart_are_written_when_they_change_and_restore_with
     assert [key for key, _ in _stored(producer)] == [b"g:0/references/m", b"g:0:m"]
     model_message = msgspec.json.decode(producer.produced[-1][2])
     assert model_message["references_apart"] is True
-    assert all("profile" not in d and "params" not in d for _, _, d in model_message["stats"]["feature_drift"])
+    assert all(d["profile"] is None and d["params"] for _, _, d in model_message["stats"]["feature_drift"])
     assert _json(monitor.state()) == state  # the caller's state is left as it was
     restored = KafkaStateStore(DRIFT_CONFIG, _Producer(), sized=lambda p, n: None).assemble(0, _stored(producer))
     assert _json(restored.models) == state
@@ -207,3 +207,19 @@ def test_a_checkpoint_holding_its_drift_references_restores_and_one_missing_them
         assert "references" in str(exc)
     else:
         raise AssertionError("a checkpoint without its references restored")
+
+
+def test_a_build_that_reads_the_model_message_alone_restores_its_drift_detectors_without_their_reference():
+    """What a build from before the references went apart finds: each drift detector's reference
+    None, so it learns it again from the stream instead of failing to start."""
+    from streams.core.monitor import Monitor
+    monitor = _drift_monitor()
+    store = KafkaStateStore(DRIFT_CONFIG, _Producer(), sized=lambda p, n: None)
+    store.write(0, Checkpoint(monitor.state()))
+    model_message = msgspec.json.decode(next(value for key, value in _stored(store.producer) if key == b"g:0:m"))
+    older = Monitor(DRIFT_CONFIG)
+    older.restore({"m": model_message})
+    detectors = older.model("m").stats.feature_drift.values()
+    assert detectors and all(d.profile is None for d in detectors)
+    _feed(older, 80, 60)  # and it goes on: the reference is learned again
+    assert all(d.profile is not None for d in detectors)
