@@ -407,8 +407,11 @@ def load_worker(bootstrap: str, topics: list[str], rate: float, seconds: float) 
 
     rng = np.random.default_rng(7)
     fragments = [msgspec.json.encode(dict(zip(FEATURES, row))) for row in rng.normal(size=(4096, len(FEATURES))).round(5).tolist()]
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "partitioner": "murmur2_random",
-                         "queue.buffering.max.messages": 1_000_000})
+    # As cheap as a fire-and-forget producer gets (the load shares the engine's machine): no
+    # delivery report per message (librdkafka hands each one to poll() otherwise, which cost
+    # more than producing), batches as the model servers' PredictionLogger makes them.
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "partitioner": "murmur2_random",
+                         "queue.buffering.max.messages": 1_000_000, "delivery.report.only.error": True})
     waiting: deque[tuple[float, bytes, bytes]] = deque()  # (due, key, label message)
     # Predictions at rate / 2, each one's label 1 s after it: both streams steady, the labels
     # from the second second on. Each event is sent by its place in that schedule, so a producer

@@ -49,7 +49,11 @@ class Engine(msgspec.Struct, forbid_unknown_fields=True):
     #: Each owned partition commits (its checkpoint and input offsets) at least every
     #: ``commit_every_ms``, or after its share of ``commit_every_events`` input events; the
     #: partitions' commits are staggered over the interval, one partition per transaction.
-    commit_every_events: int = 20000
+    #: The share bounds what a crash makes the next owner process again (its checkpoint is
+    #: that far behind at most) under a backlog; at a live rate below the share per interval
+    #: the interval decides. Each commit stalls the loop for a checkpoint of its partition,
+    #: which every label that arrives meanwhile waits for.
+    commit_every_events: int = 60000
     commit_every_ms: int = 1000
     #: A batch that produced a trigger commits at once (a trigger is visible to read_committed
     #: readers when its transaction commits), but not sooner than this many ms after the last

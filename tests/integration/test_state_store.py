@@ -3,6 +3,7 @@ their own and written only when they change, come back with its state; an aborte
 writes do not."""
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 import pytest
 from confluent_kafka import Producer
@@ -64,5 +65,53 @@ def test_id_buckets_stored_apart_restore_with_their_model_and_an_abort_leaves_no
     assert read.nbytes == sum(reader.sizes[1].values()) > sum(map(len, buckets.values()))
     assert RecentIds.from_state(read.models["m"]["joined_ids"], 8000).state() == second["m"]["joined_ids"]
     assert KafkaStateStore(config, producer, sized=sizes.__setitem__).read(0) == Checkpoint()
+    AdminClient({"bootstrap.servers": kafka_bootstrap}).delete_topics(
+        [config.topics.predictions, config.topics.labels, config.topics.triggers, config.topics.dlq, config.topics.state])
+
+
+def test_drift_references_stored_apart_restore_with_their_model_and_an_abort_leaves_no_trace(kafka_bootstrap, unique):
+    from streams.core.codecs import Prediction
+    from streams.core.monitor import Monitor, Source
+
+    config = parse_config({"kafka": {"bootstrap.servers": kafka_bootstrap},
+                           "topics": {"predictions": f"p-{unique}", "labels": f"l-{unique}", "triggers": f"t-{unique}",
+                                      "dlq": f"d-{unique}", "state": f"s-{unique}", "partitions": 1},
+                           "engine": {"group_id": f"g-{unique}"},
+                           "models": [{"id": "m", "features": {"numeric": ["a"]},
+                                       "drift": {"numeric": ["psi", "ks"], "reference_size": 50, "window": 50}}]})
+    ensure_topics(config)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "transactional.id": f"tx-{unique}"})
+    producer.init_transactions(10)
+    store = KafkaStateStore(config, producer, sized=lambda p, n: None)
+    monitor = Monitor(config)
+
+    def feed(start: int, count: int, shift: float = 0.0) -> None:
+        monitor.process([(Prediction(prediction_id=f"p{i}", model_id="m", timestamp=T0 + i, prediction=1,
+                                     features={"a": float(i % 7) + shift}), Source(f"p-{unique}", 0, i))
+                         for i in range(start, start + count)])
+
+    def write() -> None:
+        producer.begin_transaction()
+        store.write(0, Checkpoint(dict(monitor.dirty_states())))
+
+    feed(0, 80)  # the references are learned
+    write()
+    producer.commit_transaction(10)
+    store.committed()
+    feed(80, 40, shift=3.0)
+    write()
+    producer.commit_transaction(10)
+    store.committed()
+    committed = msgspec.json.decode(msgspec.json.encode(monitor.state()))
+    feed(120, 10)
+    write()  # a write that never commits
+    producer.abort_transaction(10)
+    store.aborted()
+
+    read = KafkaStateStore(config, producer, sized=lambda p, n: None).read(0)
+    assert msgspec.json.decode(msgspec.json.encode(read.models)) == committed
+    restored = Monitor(config)
+    restored.restore(read.models)
+    assert msgspec.json.decode(msgspec.json.encode(restored.state())) == committed
     AdminClient({"bootstrap.servers": kafka_bootstrap}).delete_topics(
         [config.topics.predictions, config.topics.labels, config.topics.triggers, config.topics.dlq, config.topics.state])

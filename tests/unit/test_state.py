@@ -110,3 +110,116 @@ def test_an_abort_goes_back_to_the_buckets_of_the_last_commit():
     assert [(key, value) for _, key, value, _ in producer.produced[:2]] == [
         (b"g:1/joined_ids/5/m", None), (b"g:1/joined_ids/7/m", c.encode())]
     assert producer.produced[2][1] == b"g:1:m"
+
+
+
+DRIFT_CONFIG = parse_config({"kafka": {"bootstrap.servers": "unused:9092"}, "topics": {"state": "st"},
+                             "engine": {"group_id": "g"}, "models": [
+    {"id": "m", "features": {"numeric": ["a", "b"]}, "drift": {"numeric": ["psi", "ks"], "prediction": ["psi"],
+                                                            "reference_size": 50, "window": 50}}]})
+
+
+def _drift_monitor(events: int = 80):
+    """A Monitor of a model with drift detectors, their references learned."""
+    from streams.core.monitor import Monitor
+    monitor = Monitor(DRIFT_CONFIG)
+    _feed(monitor, 0, events)
+    return monitor
+
+
+def _feed(monitor, start: int, count: int) -> None:
+    from streams.core.codecs import Prediction
+    from streams.core.monitor import Source
+    monitor.process([(Prediction(prediction_id=f"p{i}", model_id="m", timestamp=1_700_000_000_000 + i, prediction=i % 2,
+                                 features={"a": float(i % 7), "b": float(i % 3)}), Source("predictions", 0, i))
+                     for i in range(start, start + count)])
+
+
+def _json(value):
+    return msgspec.json.decode(msgspec.json.encode(value))
+
+
+def _stored(producer: _Producer) -> list[tuple[bytes, bytes | None]]:
+    return [(key, value) for _, key, value, _ in producer.produced]
+
+
+def test_drift_references_go_apart_are_written_when_they_change_and_restore_with_their_model():
+    producer = _Producer()
+    store = KafkaStateStore(DRIFT_CONFIG, producer, sized=lambda p, n: None)
+    monitor = _drift_monitor()
+    state = _json(monitor.state())
+    store.write(0, Checkpoint(monitor.state()))
+    assert [key for key, _ in _stored(producer)] == [b"g:0/references/m", b"g:0:m"]
+    model_message = msgspec.json.decode(producer.produced[-1][2])
+    assert model_message["references_apart"] is True
+    assert all(d["profile"] is None and d["params"] for _, _, d in model_message["stats"]["feature_drift"])
+    assert _json(monitor.state()) == state  # the caller's state is left as it was
+    restored = KafkaStateStore(DRIFT_CONFIG, _Producer(), sized=lambda p, n: None).assemble(0, _stored(producer))
+    assert _json(restored.models) == state
+    assert restored.nbytes == sum(len(value) for _, value in _stored(producer))
+
+    store.committed()
+    _feed(monitor, 80, 30)  # the windows move on, the references stay
+    del producer.produced[:]
+    store.write(0, Checkpoint(monitor.state()))
+    assert [key for key, _ in _stored(producer)] == [b"g:0:m"]
+
+
+def test_an_abort_writes_the_references_again_unless_a_commit_stored_them():
+    producer = _Producer()
+    store = KafkaStateStore(DRIFT_CONFIG, producer, sized=lambda p, n: None)
+    monitor = _drift_monitor()
+    store.write(0, Checkpoint(monitor.state()))
+    store.aborted()  # the references never reached the topic
+    del producer.produced[:]
+    store.write(0, Checkpoint(monitor.state()))
+    assert [key for key, _ in _stored(producer)] == [b"g:0/references/m", b"g:0:m"]
+    store.committed()
+    store.write(0, Checkpoint(monitor.state()))
+    store.aborted()  # they are in the topic since the commit
+    del producer.produced[:]
+    store.write(0, Checkpoint(monitor.state()))
+    assert [key for key, _ in _stored(producer)] == [b"g:0:m"]
+
+
+def test_a_store_that_read_the_references_does_not_write_them_again():
+    writer = KafkaStateStore(DRIFT_CONFIG, _Producer(), sized=lambda p, n: None)
+    monitor = _drift_monitor()
+    writer.write(0, Checkpoint(monitor.state()))
+    producer = _Producer()
+    reader = KafkaStateStore(DRIFT_CONFIG, producer, sized=lambda p, n: None)
+    restored = _drift_monitor(0)
+    restored.restore(reader.assemble(0, _stored(writer.producer)).models)
+    reader.write(0, Checkpoint(restored.state()))
+    assert [key for key, _ in _stored(producer)] == [b"g:0:m"]
+
+
+def test_a_checkpoint_holding_its_drift_references_restores_and_one_missing_them_does_not():
+    monitor = _drift_monitor()
+    store = KafkaStateStore(DRIFT_CONFIG, _Producer(), sized=lambda p, n: None)
+    whole = msgspec.json.encode(monitor.state()["m"])  # as earlier versions wrote it
+    assert _json(store.assemble(0, [(b"g:0:m", whole)]).models) == _json({"m": monitor.state()["m"]})
+    store.write(0, Checkpoint(monitor.state()))
+    model_only = [(key, value) for key, value in _stored(store.producer) if key == b"g:0:m"]
+    try:
+        store.assemble(0, model_only)
+    except ValueError as exc:
+        assert "references" in str(exc)
+    else:
+        raise AssertionError("a checkpoint without its references restored")
+
+
+def test_a_build_that_reads_the_model_message_alone_restores_its_drift_detectors_without_their_reference():
+    """What a build from before the references went apart finds: each drift detector's reference
+    None, so it learns it again from the stream instead of failing to start."""
+    from streams.core.monitor import Monitor
+    monitor = _drift_monitor()
+    store = KafkaStateStore(DRIFT_CONFIG, _Producer(), sized=lambda p, n: None)
+    store.write(0, Checkpoint(monitor.state()))
+    model_message = msgspec.json.decode(next(value for key, value in _stored(store.producer) if key == b"g:0:m"))
+    older = Monitor(DRIFT_CONFIG)
+    older.restore({"m": model_message})
+    detectors = older.model("m").stats.feature_drift.values()
+    assert detectors and all(d.profile is None for d in detectors)
+    _feed(older, 80, 60)  # and it goes on: the reference is learned again
+    assert all(d.profile is not None for d in detectors)
