@@ -1525,13 +1525,15 @@ class _Layout:
     detector for the next Foresight of the same detectors (a model makes one per batch), while
     every group's windows are still in step, as the batches that fed them together left them."""
 
-    __slots__ = ("detectors", "groups", "order", "rows", "windows", "profiles", "kinds", "_units", "_plans")
+    __slots__ = ("detectors", "currents", "groups", "order", "rows", "windows", "profiles", "kinds", "_units",
+                 "_plans")
 
     def __init__(self, detectors: list[_DriftDetector]):
         groups: dict[tuple, list[int]] = {}
         for j, detector in enumerate(detectors):
             groups.setdefault(detector._current.step(), []).append(j)
         self.detectors = list(detectors)
+        self.currents = [detector._current for detector in detectors]
         self.groups = list(groups.values())
         order = [j for together in self.groups for j in together]
         self.order = np.array(order, dtype=np.intp)
@@ -1551,9 +1553,10 @@ class _Layout:
         return kept
 
     def _serves(self, detectors: list[_DriftDetector]) -> bool:
-        """Made for these detectors (a binned window and its bins are a detector's for good),
-        every group still in step."""
+        """Made for these detectors and their windows (a detector given a new reference gets new
+        bins and a new window with them), every group still in step."""
         return (len(detectors) == len(self.detectors) and all(map(operator.is_, detectors, self.detectors))
+                and all(map(operator.is_, (d._current for d in detectors), self.currents))
                 and all(map(BlockCounts.together, self.windows)))
 
     def unit(self, g: int, kind: type) -> "_Unit":

@@ -613,6 +613,27 @@ def test_foresights_batch_after_batch_equal_feeding_as_their_groups_change():
         assert [d.state() for d in foreseen] == [d.state() for d in fed]
 
 
+def test_a_foresight_after_a_detector_takes_a_new_reference_bins_with_the_new_one():
+    """The layout a Foresight keeps for the next batch is not used once a detector has a new
+    reference (new bins, a new window), even while its windows look in step with the rest."""
+    rng = np.random.default_rng(3)
+    foreseen, fed = ([PSI(reference_size=50, window=100) for _ in range(3)] for _ in range(2))
+    first = rng.normal(size=(60, 3))
+    add_columns(foreseen, first)
+    add_columns(fed, first)
+    Foresight(foreseen, rng.normal(size=(0, 3)), [])  # a layout kept by the first detector
+    reference = rng.normal(5.0, 2.0, size=50)
+    for detectors in (foreseen, fed):
+        detectors[1]._set_reference(reference)  # what a reference learned again does
+    matrix = rng.normal(4.0, 2.0, size=(40, 3))
+    foresight = Foresight(foreseen, matrix, [40])
+    add_columns(fed, matrix)
+    got, expected = foresight.results(40, [0, 1, 2]), results(fed)
+    assert [(r.statistic, r.n) for r in got] == [(e.statistic, e.n) for e in expected]
+    foresight.commit()
+    assert [d.state() for d in foreseen] == [d.state() for d in fed]
+
+
 @pytest.mark.parametrize("make", [lambda: PSI(reference_size=20, window=30, level=0.01, min_samples=10),
                                   lambda: KS(reference_size=20, window=30, exact=True),
                                   lambda: PSI(reference_size=20, window=30, categorical=True)])
