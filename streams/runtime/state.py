@@ -43,7 +43,8 @@ _NOT_READY = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILAB
 #: reference (``detectors.drift``), about half of a model's drift state and the same from one
 #: checkpoint to the next once learned. The model's own message keeps them as None: a build
 #: from before this layout restores such a detector without its reference, which it learns
-#: again from the stream, rather than failing on a missing key.
+#: again from the stream, rather than failing on a missing key. (A model whose references come
+#: from ``drift.reference_file`` keeps them in its message: see ``KafkaStateStore``.)
 REFERENCE_PARTS = ("profile", "reference_counts", "reference_raw")
 #: A model state whose drift references are in their own message says so under this key.
 REFERENCES_APART = "references_apart"
@@ -102,6 +103,11 @@ class KafkaStateStore:
         self.references: dict[tuple[int, str], tuple[list, bytes]] = {}
         #: :attr:`references` as of the last committed transaction
         self._committed_references: dict[tuple[int, str], tuple[list, bytes]] = {}
+        #: models whose references come from ``drift.reference_file``: their message keeps them,
+        #: because a build from before the references went apart reads that message alone and
+        #: would learn a reference from the stream instead of the file's
+        self._references_inside = {model.id for model in config.models
+                                   if model.drift is not None and model.drift.reference_file is not None}
 
     def _prefix(self, partition: int) -> bytes:
         return f"{self.config.engine.group_id}:{partition}:".encode()
@@ -119,7 +125,8 @@ class KafkaStateStore:
         The buckets hold a model's ids for the whole de-duplication horizon, most of a busy
         model's state; only the newest takes ids as time goes on (an older one changes only
         when a late label joins), so the others are written when they change, not with every
-        commit. So are the drift detectors' references (written when one changes)."""
+        commit. So are the drift detectors' references (written when one changes), except a
+        model's whose references come from a reference file."""
         sizes = self.sizes.setdefault(partition, {})
         for model_id, state in checkpoint.models.items():
             ids = state.get("joined_ids")
@@ -127,7 +134,7 @@ class KafkaStateStore:
             if ids is not None and "buckets" in ids:
                 size = self._write_buckets(partition, model_id, ids["buckets"])
                 state = {**state, "joined_ids": {**ids, "buckets": {}, "apart": sorted(ids["buckets"])}}
-            stripped = _without_references(state)
+            stripped = None if model_id in self._references_inside else _without_references(state)
             if stripped is not None:
                 state, parts, references = stripped
                 size += self._write_references(partition, model_id, parts, references)

@@ -223,3 +223,30 @@ def test_a_build_that_reads_the_model_message_alone_restores_its_drift_detectors
     assert detectors and all(d.profile is None for d in detectors)
     _feed(older, 80, 60)  # and it goes on: the reference is learned again
     assert all(d.profile is not None for d in detectors)
+
+
+def test_a_model_with_a_reference_file_keeps_its_references_in_its_own_message(tmp_path):
+    """A build from before the references went apart reads a model's message alone: a model
+    whose reference comes from drift.reference_file keeps it there, so such a build restores
+    the file's reference rather than learning one from the stream; the store reads it back."""
+    from streams.core.codecs import Prediction
+    from streams.core.monitor import Monitor, Source
+    (tmp_path / "ref.json").write_text(msgspec.json.encode({"a": [float(i % 7) for i in range(200)]}).decode())
+    config = parse_config({"kafka": {"bootstrap.servers": "unused:9092"}, "topics": {"state": "st"},
+                           "engine": {"group_id": "g"}, "models": [
+        {"id": "m", "features": {"numeric": ["a"]},
+         "drift": {"numeric": ["psi"], "prediction": [], "reference_file": "ref.json", "window": 50}}]},
+                          source=str(tmp_path / "driftline.toml"))
+    monitor = Monitor(config)
+    monitor.process([(Prediction(prediction_id=f"p{i}", model_id="m", timestamp=1_700_000_000_000 + i, prediction=1,
+                                 features={"a": 100.0 + i}), Source("predictions", 0, i)) for i in range(10)])
+    producer = _Producer()
+    store = KafkaStateStore(config, producer, sized=lambda p, n: None)
+    state = _json(monitor.state())
+    store.write(0, Checkpoint(monitor.state()))
+    assert [key for key, _ in _stored(producer)] == [b"g:0:m"]
+    older = Monitor(config)  # what a build that reads the model's message alone restores
+    older.restore({"m": msgspec.json.decode(producer.produced[-1][2])})
+    assert all(d.profile is not None for d in older.model("m").stats.feature_drift.values())
+    restored = KafkaStateStore(config, _Producer(), sized=lambda p, n: None).assemble(0, _stored(producer))
+    assert _json(restored.models) == state
