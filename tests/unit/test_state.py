@@ -250,3 +250,41 @@ def test_a_model_with_a_reference_file_keeps_its_references_in_its_own_message(t
     assert all(d.profile is not None for d in older.model("m").stats.feature_drift.values())
     restored = KafkaStateStore(config, _Producer(), sized=lambda p, n: None).assemble(0, _stored(producer))
     assert _json(restored.models) == state
+
+
+def test_references_of_two_partitions_survive_an_abort_and_the_restore_of_one_of_them():
+    """One store, a model on two partitions: a restore of partition 1 during a transaction, then
+    an abort, leaves both partitions' committed references known (neither written again), and
+    the restored model is the one written."""
+    producer = _Producer()
+    store = KafkaStateStore(DRIFT_CONFIG, producer, sized=lambda p, n: None)
+    first, second = _drift_monitor(), _drift_monitor(90)
+    store.write(0, Checkpoint(first.state()))
+    store.write(1, Checkpoint(second.state()))
+    store.committed()
+    topic = _stored(producer)
+    del producer.produced[:]
+    store.write(0, Checkpoint(first.state()))
+    restored = _drift_monitor(0)
+    restored.restore(store.assemble(1, [(key, value) for key, value in topic if key.startswith(b"g:1")]).models)
+    store.aborted()
+    del producer.produced[:]
+    store.write(0, Checkpoint(first.state()))
+    store.write(1, Checkpoint(restored.state()))
+    assert [key for key, _ in _stored(producer)] == [b"g:0:m", b"g:1:m"]
+    assert _json(restored.state()) == _json(second.state())
+
+
+def test_references_learned_in_an_aborted_transaction_are_written_again_after_another_partition_restored():
+    producer = _Producer()
+    store = KafkaStateStore(DRIFT_CONFIG, producer, sized=lambda p, n: None)
+    monitor = _drift_monitor(10)  # its references not learned yet
+    store.write(0, Checkpoint(monitor.state()))
+    store.committed()
+    _feed(monitor, 10, 80)  # learned now
+    store.write(0, Checkpoint(monitor.state()))
+    store.assemble(1, [])  # partition 1 assigned while the transaction is open
+    store.aborted()
+    del producer.produced[:]
+    store.write(0, Checkpoint(monitor.state()))
+    assert [key for key, _ in _stored(producer)] == [b"g:0/references/m", b"g:0:m"]
