@@ -432,6 +432,42 @@ def test_a_feature_glob_fired_reads_no_observation_where_a_foresight_measures():
     assert policies[0].state() == policies[1].state()
 
 
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), min_samples=st.sampled_from([0, 45, 57, 58]), corrected=st.booleans(),
+       glob=st.sampled_from(["feature.*", "feature.a.*", "feature.*.psi", "feature.*.*", "feature.?.ks",
+                             "feature.[ab].psi", "prediction.*"]))
+def test_a_fired_glob_rule_triggers_as_on_the_observations_read(seed, min_samples, corrected, glob):
+    """A rule on a glob fired, over the model's observations and its drift observations (whole
+    groups, parts of one, other groups; min_samples 0, below and above the windows' n; tests
+    corrected or not), gives the triggers and rule state it gives over the observations read."""
+    from retrain_trigger.policy import TriggerPolicy
+    from retrain_trigger.rules import load_rules
+    model = config(features={"numeric": ["a", "b"]}, evaluate_every=10,
+                   drift={"numeric": ["psi", "ks"], "prediction": ["psi"], "reference_size": 40, "window": 60,
+                          "params": {"psi": {"min_samples": 30}, "ks": {"min_samples": 30}},
+                          **({"false_alarm_every": 0, "correction": "bh", "alpha": 0.2} if corrected else {})},
+                   rules=[{"name": "r", "min_samples": min_samples,
+                           "conditions": [{"statistic": glob, "fired": True}]}]).models[0]
+    rules = load_rules(model.rules, "rules")
+    stats, policies = ModelStatistics(model), (TriggerPolicy("m", rules), TriggerPolicy("m", rules))
+    rng = np.random.default_rng(seed)
+    triggers: tuple[list, list] = ([], [])
+    for b in range(8):
+        rows = [{"a": float(x), "b": float(y)}
+                for x, y in rng.normal(3.0 * (b >= 4) * rng.random(), 1.0, size=(30, 2))]
+        stats.update_predictions(rows, rng.uniform(0, 1, 30).tolist(), [10, 20, 30])
+        for point in (10, 20, 30):
+            stats.seek(point)
+            for observe in (stats.observations, stats.drift_observations):
+                for policy, found, observations in zip(policies, triggers, (observe(), dict(observe().items()))):
+                    found.extend(policy.evaluate(observations, model_version=None, window=lambda: None,
+                                                 at_ms=b * 100 + point))
+        stats.catch_up()
+    assert as_json(triggers[0]) == as_json(triggers[1])
+    assert policies[0].state() == policies[1].state()
+
+
 PAIRS = {
     "ids": config(metrics=["accuracy", "f1_macro"], window={"kind": "count", "size": 40},
                   detectors=[{"kind": "adwin"}]),
