@@ -364,14 +364,9 @@ class SealedIndex:
         recent_h, recent_b = self.recent
         a, z = recent_h.searchsorted(np.uint64(low)), recent_h.searchsorted(np.uint64(high), side="right")
         start, length = shard * self.cap, self.lengths[shard]
-        kept_h, kept_b = self.hashes[start:start + length], self.buckets[start:start + length]
-        if length and int(kept_b.min()) < first:
-            keep = kept_b >= first
-            kept_h, kept_b = kept_h[keep], kept_b[keep]
-        new_h, new_b = recent_h[a:z], recent_b[a:z]
-        if z > a and int(new_b.min()) < first:  # forgotten while waiting: not kept for another round
-            keep = new_b >= first
-            new_h, new_b = new_h[keep], new_b[keep]
+        kept_h, kept_b = _remembered(self.hashes[start:start + length], self.buckets[start:start + length], first)
+        # those forgotten while waiting in `recent` are not kept for another round either
+        new_h, new_b = _remembered(recent_h[a:z], recent_b[a:z], first)
         if len(kept_h) + len(new_h) > self.cap:
             return None
         merged_h, merged_b = _merged((kept_h, kept_b), (new_h, new_b))
@@ -388,8 +383,7 @@ class SealedIndex:
                  for s, n in enumerate(self.lengths)]
         hashes, buckets = _merged((np.concatenate([h for h, _ in parts]), np.concatenate([b for _, b in parts])),
                                   self.recent)
-        keep = buckets >= first
-        hashes, buckets = hashes[keep], buckets[keep]
+        hashes, buckets = _remembered(hashes, buckets, first)
         self.bits = max(0, math.ceil(math.log2(max(1, len(hashes)) / self.SHARD_IDS)))
         shards = 1 << self.bits
         lows = np.array([self._bounds(s)[0] for s in range(shards)], dtype=np.uint64)
@@ -404,6 +398,14 @@ class SealedIndex:
             self.hashes[s * self.cap:s * self.cap + end - begin] = hashes[begin:end]
             self.buckets[s * self.cap:s * self.cap + end - begin] = buckets[begin:end]
         self.recent = (_EMPTY, _NO_BUCKETS)
+
+
+def _remembered(hashes: np.ndarray, buckets: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray]:
+    """The entries whose bucket is ``first`` or later (the arrays themselves when all are)."""
+    if len(buckets) and int(buckets.min()) < first:
+        keep = buckets >= first
+        return hashes[keep], buckets[keep]
+    return hashes, buckets
 
 
 def _merged(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
