@@ -1434,7 +1434,6 @@ class Foresight:
         self.events = len(matrix)
         # windows in step (one shape, filled alike) are counted as one table
         layout = self._layout = _Layout.of(detectors)
-        self._groups = layout.groups
         columns = np.asarray(matrix, dtype=np.float64).T[layout.order]
         codes = NumericBins.codes_of_columns(layout.profiles, columns)
         self._codes = [codes[rows].T for rows in layout.rows]  # per group, (events, members)

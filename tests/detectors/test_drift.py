@@ -601,7 +601,7 @@ def test_foresights_batch_after_batch_equal_feeding_as_their_groups_change():
         matrix = rng.normal(0.2 * batch, 1.0, size=(45, len(foreseen)))
         positions = [10, 30, 45]
         foresight = Foresight(foreseen, matrix, positions)
-        assert len(foresight._groups) == (3 if batch >= 3 else 2)
+        assert len(foresight._layout.groups) == (3 if batch >= 3 else 2)
         done = 0
         for position in positions:
             add_columns(fed, matrix[done:position])
