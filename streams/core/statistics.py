@@ -478,15 +478,13 @@ class ModelStatistics:
             self._catch_up_predictions(self._position)
             return {f"prediction.{kind}": _observation(self._drift_result(kind, detector), detector=kind)
                     for kind, detector in self.prediction_drift.items()}
-        foresight = self._foresee()
+        foreseen = self._foreseen_group(group)
         self._catch_up_features(self._position)
         keys, names = self._group_members(group)
-        if foresight is not None and (group != "feature tests" or not self._corrects_tests()):
-            foreseen = self._foreseen_members(group)
-            if foreseen is not None:  # every detector of the group foreseen: no Result made
-                members, kinds = foreseen
-                values, thresholds, p_values, counts, fired = foresight.columns(self._position, members)
-                return dict(zip(names, map(Observation, values, counts, fired, p_values, thresholds, kinds)))
+        if foreseen is not None:  # every detector of the group foreseen: no Result made
+            foresight, members, kinds = foreseen
+            values, thresholds, p_values, counts, fired = foresight.columns(self._position, members)
+            return dict(zip(names, map(Observation, values, counts, fired, p_values, thresholds, kinds)))
         results = self._feature_results(keys)
         if group == "feature tests":
             fired = self._corrected_alarms(results)
@@ -500,14 +498,23 @@ class ModelStatistics:
         """Each statistic of a feature group by name, with its n and whether it fired, as
         :meth:`_observe_group` would observe them, without making the observations (a rule on
         ``fired`` reads nothing else): when a Foresight measures the whole group; else None."""
-        if group in _OTHER_GROUPS or (group == "feature tests" and self._corrects_tests()):
-            return None
-        foresight = self._foresee()
-        foreseen = None if foresight is None else self._foreseen_members(group)
+        foreseen = None if group in _OTHER_GROUPS else self._foreseen_group(group)
         if foreseen is None:
             return None
         self._catch_up_features(self._position)
-        return (self._group_members(group)[1], *foresight.judgement(self._position, foreseen[0]))
+        foresight, members, _ = foreseen
+        return (self._group_members(group)[1], *foresight.judgement(self._position, members))
+
+    def _foreseen_group(self, group: str) -> tuple[Foresight, list[int], list[str]] | None:
+        """A feature group's Foresight and its detectors' places and kinds there, when the
+        Foresight measures the whole group (a multiple-testing correction judges the feature
+        tests from their results instead); else None. Decides the Foresight first, before any
+        feeding of the queue can rule it out."""
+        foresight = self._foresee()
+        if foresight is None or (group == "feature tests" and self._corrects_tests()):
+            return None
+        foreseen = self._foreseen_members(group)
+        return None if foreseen is None else (foresight, *foreseen)
 
     def _group_members(self, group: str) -> tuple[list[tuple[str, str]], list[str]]:
         """The feature detectors of an observation group and their statistics' names, in
