@@ -90,11 +90,7 @@ def test_decode_run_of_each_run_gives_the_items_of_decode(kinds):
     values = [lines[kind](i) for i, kind in enumerate(kinds)]
     pipeline = Pipeline(CONFIG, _Outputs(), Metrics(), log_triggers=False)
     whole = pipeline.decode(topics, [0] * len(kinds), list(range(len(kinds))), values, values)
-    runs, start = [], 0
-    for topic, run in itertools.groupby(topics):
-        end = start + len(list(run))
-        runs += pipeline.decode_run(topic, 0, list(range(start, end)), values[start:end], values[start:end])
-        start = end
+    runs = _decoded_by_runs(pipeline, topics, values)
 
     def comparable(items):  # a run without a bad line may decode into the struct of the watched features
         return [(getattr(item[0], "reason", None), getattr(item[0], "prediction_id", None), item[1], item[2:])
@@ -116,10 +112,17 @@ def test_decode_run_registers_unknown_models_in_message_order_as_decode_does(mod
               for i, (topic, model) in enumerate(models)]
     whole_pipeline, runs_pipeline = (Pipeline(config, _Outputs(), Metrics(), log_triggers=False) for _ in range(2))
     whole = whole_pipeline.decode(topics, [0] * len(models), list(range(len(models))), values, values)
+    runs = _decoded_by_runs(runs_pipeline, topics, values)
+    assert [getattr(item[0], "reason", None) for item in runs] == [getattr(item[0], "reason", None) for item in whole]
+    assert [m.id for m in runs_pipeline.models] == [m.id for m in whole_pipeline.models]
+
+
+def _decoded_by_runs(pipeline: Pipeline, topics: list[str], values: list[bytes]) -> list:
+    """The items of a batch (partition 0, offsets from 0) decoded a run of one topic at a time,
+    as the engine decodes a consumed batch."""
     runs, start = [], 0
     for topic, run in itertools.groupby(topics):
         end = start + len(list(run))
-        runs += runs_pipeline.decode_run(topic, 0, list(range(start, end)), values[start:end], values[start:end])
+        runs += pipeline.decode_run(topic, 0, list(range(start, end)), values[start:end], values[start:end])
         start = end
-    assert [getattr(item[0], "reason", None) for item in runs] == [getattr(item[0], "reason", None) for item in whole]
-    assert [m.id for m in runs_pipeline.models] == [m.id for m in whole_pipeline.models]
+    return runs
