@@ -1317,13 +1317,16 @@ def add_columns(detectors: list[_DriftDetector], matrix: np.ndarray) -> None:
 
 
 def _by_window_shape(detectors: list[_DriftDetector]) -> list[list[int]]:
-    """The binned numeric detectors grouped by window shape (fed alike, their windows stay in step)."""
-    groups: dict[tuple[int, int, int], list[int]] = {}
+    """The binned numeric detectors grouped by the shape of their windows' blocks (fed alike,
+    their windows stay in step), those of one number of bins one after another within a group,
+    in the order :class:`_Layout` lays them (so that a Foresight's commit and ``add_columns``
+    count the same windows as one table)."""
+    groups: dict[tuple[int, int], dict[int, list[int]]] = {}
     for j, detector in enumerate(detectors):
         if detector._binned() and not detector.categorical:
             window = detector._current
-            groups.setdefault((window.blocks, window.block_size, window.bins), []).append(j)
-    return list(groups.values())
+            groups.setdefault((window.blocks, window.block_size), {}).setdefault(window.bins, []).append(j)
+    return [[j for same_bins in by_bins.values() for j in same_bins] for by_bins in groups.values()]
 
 
 def _track_ranges(detectors: list[_DriftDetector], columns: np.ndarray) -> None:
@@ -1436,14 +1439,22 @@ class Foresight:
         layout = self._layout = _Layout.of(detectors)
         columns = np.asarray(matrix, dtype=np.float64).T[layout.order]
         codes = NumericBins.codes_of_columns(layout.profiles, columns)
-        self._codes = [codes[rows].T for rows in layout.rows]  # per group, (events, members)
+        self._codes = [codes[rows].T for rows in layout.table_rows]  # per table, (events, windows)
         self._sheets: dict[int, _Sheet] = {}
         self._sheet(list(positions))
 
     def _sheet(self, positions: list[int]) -> "_Sheet":
-        """The window counts of every group at these positions (each position's sheet)."""
-        sheet = _Sheet(positions, [BlockCounts.totals_after(windows, codes, positions)
-                                   for windows, codes in zip(self._layout.windows, self._codes)])
+        """The window counts of every group at these positions (each position's sheet),
+        counted a table at a time (:meth:`BlockCounts.cells_after`) and cut into the groups."""
+        layout = self._layout
+        tables = [BlockCounts.cells_after(windows, codes, positions)
+                  for windows, codes in zip(layout.tables, self._codes)]
+        totals = []
+        for t, cells, windows, bins in layout.places:
+            counts, sizes = tables[t]
+            totals.append((counts[:, cells].reshape(len(positions), windows.stop - windows.start, bins),
+                           sizes[:, windows]))
+        sheet = _Sheet(positions, totals)
         for position in positions:
             self._sheets[position] = sheet
         return sheet
@@ -1513,32 +1524,44 @@ class Foresight:
 
     def commit(self) -> None:
         """Add the whole matrix to the detectors, as ``add_columns`` would."""
-        for windows, codes in zip(self._layout.windows, self._codes):
+        for windows, codes in zip(self._layout.tables, self._codes):
             BlockCounts.push_columns(windows, codes)
 
 
 class _Layout:
-    """How a :class:`Foresight` lays its detectors out: the groups of windows in step (each
-    group's windows, their bins, where its rows are in the binned matrix), and, made when first
-    needed, each kind's columns in a group and the members asked for together. Kept by the first
-    detector for the next Foresight of the same detectors (a model makes one per batch), while
-    every group's windows are still in step, as the batches that fed them together left them."""
+    """How a :class:`Foresight` lays its detectors out: the tables of windows in step (counted
+    together whatever their bins, see :class:`~detectors.windows.BlockCounts`), each cut into
+    groups of one number of bins (measured together), where each table's rows are in the binned
+    matrix and each group's cells and windows in its table, and, made when first needed, each
+    kind's columns in a group and the members asked for together. Kept by the first detector
+    for the next Foresight of the same detectors (a model makes one per batch), while every
+    table's windows are still in step, as the batches that fed them together left them."""
 
-    __slots__ = ("detectors", "currents", "groups", "order", "rows", "windows", "profiles", "kinds", "_units",
-                 "_plans")
+    __slots__ = ("detectors", "currents", "groups", "order", "table_rows", "tables", "places", "profiles", "kinds",
+                 "_units", "_plans")
 
     def __init__(self, detectors: list[_DriftDetector]):
-        groups: dict[tuple, list[int]] = {}
+        tables: dict[tuple, dict[int, list[int]]] = {}
         for j, detector in enumerate(detectors):
-            groups.setdefault(detector._current.step(), []).append(j)
+            window = detector._current
+            tables.setdefault(window.step(), {}).setdefault(window.bins, []).append(j)
         self.detectors = list(detectors)
         self.currents = [detector._current for detector in detectors]
-        self.groups = list(groups.values())
+        self.groups = [together for by_bins in tables.values() for together in by_bins.values()]
         order = [j for together in self.groups for j in together]
         self.order = np.array(order, dtype=np.intp)
-        bounds = list(itertools.accumulate(map(len, self.groups), initial=0))
-        self.rows = [slice(start, stop) for start, stop in zip(bounds, bounds[1:])]
-        self.windows = [[detectors[j]._current for j in together] for together in self.groups]
+        self.tables = [[detectors[j]._current for together in by_bins.values() for j in together]
+                       for by_bins in tables.values()]
+        bounds = list(itertools.accumulate(map(len, self.tables), initial=0))
+        self.table_rows = [slice(start, stop) for start, stop in zip(bounds, bounds[1:])]
+        #: per group: its table, its cells and windows there, and its bins
+        self.places: list[tuple[int, slice, slice, int]] = []
+        for t, by_bins in enumerate(tables.values()):
+            cell = window = 0
+            for bins, together in by_bins.items():
+                self.places.append((t, slice(cell, cell + bins * len(together)),
+                                    slice(window, window + len(together)), bins))
+                cell, window = cell + bins * len(together), window + len(together)
         self.profiles = [detectors[j].profile for j in order]
         self.kinds = [list(dict.fromkeys(type(detectors[j]) for j in together)) for together in self.groups]
         self._units: dict[tuple[int, type], _Unit] = {}
@@ -1556,7 +1579,7 @@ class _Layout:
         bins and a new window with them), every group still in step."""
         return (len(detectors) == len(self.detectors) and all(map(operator.is_, detectors, self.detectors))
                 and all(map(operator.is_, (d._current for d in detectors), self.currents))
-                and all(map(BlockCounts.together, self.windows)))
+                and all(map(BlockCounts.together, self.tables)))
 
     def unit(self, g: int, kind: type) -> "_Unit":
         """The detectors of group g of this kind (see :class:`_Unit`)."""

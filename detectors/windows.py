@@ -243,16 +243,18 @@ class BlockCounts:
     def push(self, codes: Any) -> None:
         """Count events by bin code (ints in ``[0, bins)``), oldest first."""
         codes = np.asarray(codes, dtype=np.int64).reshape(-1, 1)
-        self._newest = _count_blocks(self._counts[:, None], self._fill[:, None], self, codes)
+        self._newest = _count_blocks(self._counts, self._fill[:, None], self, codes, _column_offsets(1, 0), self.bins)
 
     def step(self) -> tuple:
-        """The window's shape and how its blocks are filled: windows with equal steps are in step."""
-        return self.blocks, self.block_size, self.bins, self._newest, self._fill.tobytes()
+        """The window's blocks and how they are filled, whatever its bins: windows with equal
+        steps are in step."""
+        return self.blocks, self.block_size, self._newest, self._fill.tobytes()
 
     @staticmethod
     def in_step(windows: list["BlockCounts"]) -> bool:
-        """Whether the windows have one shape and blocks filled alike (as windows fed the same
-        number of events have), so that :meth:`push_columns` can count them together."""
+        """Whether the windows have one shape of blocks, filled alike (as windows fed the same
+        number of events have), so that :meth:`push_columns` can count them together (their
+        bins may differ: a feature's PSI and KS windows are counted as one table)."""
         lead = windows[0].step()
         return all(w.step() == lead for w in windows)
 
@@ -276,16 +278,18 @@ class BlockCounts:
             for j, window in enumerate(windows):
                 window.push(codes[:, j])
             return
-        newest = _count_blocks(table.counts, table.fill, windows[0], codes)
+        newest = _count_blocks(table.counts, table.fill, windows[0], codes, table.offsets, table.cells)
         for window in windows:
             window._newest = newest
 
     @staticmethod
     def totals_of(windows: list["BlockCounts"]) -> np.ndarray:
-        """Each window's :meth:`totals`, one row per window."""
+        """Each window's :meth:`totals`, one row per window (windows of one number of bins)."""
         table = windows[0]._shared
-        if table is not None and table.holds(windows):
-            return table.counts.sum(axis=0)
+        if table is not None:
+            cells = table.span(windows)
+            if cells is not None:
+                return table.counts[:, cells].sum(axis=0).reshape(len(windows), windows[0].bins)
         return np.stack([w._counts for w in windows]).sum(axis=1)
 
     @staticmethod
@@ -294,8 +298,24 @@ class BlockCounts:
         """What :meth:`totals` and :attr:`count` of each window would be after
         ``windows[j].push(codes[:m, j])``, for each ``m`` in ``positions``, without pushing
         anything: arrays of shape ``(len(positions), len(windows), bins)`` and
-        ``(len(positions), len(windows))``. The windows must be :meth:`in_step` (one shape,
-        blocks filled alike), ``codes`` an ``(events, len(windows))`` array, each ``m <= events``.
+        ``(len(positions), len(windows))``, for windows of one number of bins (see
+        :meth:`cells_after`).
+
+        >>> window = BlockCounts(size=4, blocks=2, bins=3)
+        >>> totals, counts = BlockCounts.totals_after([window], np.array([[0], [1], [2], [2], [1]]), [2, 5])
+        >>> totals[:, 0].tolist(), counts[:, 0].tolist()
+        ([[1, 1, 0], [0, 1, 2]], [2, 3])
+        """
+        totals, sizes = BlockCounts.cells_after(windows, codes, positions)
+        return totals.reshape(len(totals), len(windows), windows[0].bins), sizes
+
+    @staticmethod
+    def cells_after(windows: list["BlockCounts"], codes: np.ndarray,
+                    positions: Any) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`totals_after` of windows of any numbers of bins: each position's totals as
+        one row of the windows' bins one window after another, shape ``(len(positions),
+        sum of the bins)``. The windows must be :meth:`in_step` (blocks of one shape, filled
+        alike), ``codes`` an ``(events, len(windows))`` array, each ``m <= events``.
 
         Event i of ``codes`` lands in block ``(f + i) // block_size`` counted from the newest
         block (``f`` its fill), so after ``m`` events the newest block is ``J = (f + m - 1) //
@@ -304,21 +324,18 @@ class BlockCounts:
         one of that block to ``m`` (a difference of counts of the events before each cut, all
         pieces between cuts counted in one ``bincount``). The few positions and cuts are
         walked in Python, the bins of all windows added a row at a time (an accumulation along
-        the first axis of a small 3-d array costs numpy a loop per cell).
-
-        >>> window = BlockCounts(size=4, blocks=2, bins=3)
-        >>> totals, counts = BlockCounts.totals_after([window], np.array([[0], [1], [2], [2], [1]]), [2, 5])
-        >>> totals[:, 0].tolist(), counts[:, 0].tolist()
-        ([[1, 1, 0], [0, 1, 2]], [2, 3])
+        the first axis of a small 2-d array costs numpy a loop per cell).
         """
         lead = windows[0]
-        blocks, block_size, bins, columns = lead.blocks, lead.block_size, lead.bins, len(windows)
+        blocks, block_size = lead.blocks, lead.block_size
         table = lead._shared
         if table is not None and table.holds(windows):
             counts, fill = table.counts, table.fill  # ring order, block = row
+            offsets, cells = table.offsets, table.cells
         else:
-            counts = np.stack([w._counts for w in windows], axis=1)
+            counts = np.concatenate([w._counts for w in windows], axis=1)
             fill = np.stack([w._fill for w in windows], axis=1)
+            offsets, cells = _cell_offsets(windows), counts.shape[1]
         oldest = lead._newest + 1  # ring slot of the oldest block, modulo blocks
         newest_fill = int(fill[lead._newest, 0])
         plan = []  # per position: its events, the first event still in the window, blocks dropped
@@ -336,15 +353,15 @@ class BlockCounts:
         before = {0: None}  # cut -> counts of the events before it (None: no event)
         if cuts:
             # piece k holds the events in [cuts[k - 1], cuts[k]); those after the last cut are never read
-            piece = np.repeat(np.arange(len(cuts), dtype=np.int64) * (columns * bins), np.diff([0, *cuts]))
-            index = np.asarray(codes[:cuts[-1]], dtype=np.int64) + _column_offsets(columns, bins) + piece[:, None]
-            pieces = np.bincount(index.ravel(), minlength=len(cuts) * columns * bins).reshape(len(cuts), columns, bins)
+            piece = np.repeat(np.arange(len(cuts), dtype=np.int64) * cells, np.diff([0, *cuts]))
+            index = np.asarray(codes[:cuts[-1]], dtype=np.int64) + offsets + piece[:, None]
+            pieces = np.bincount(index.ravel(), minlength=len(cuts) * cells).reshape(len(cuts), cells)
             running = pieces[0]
             before[cuts[0]] = running
             for cut, counted in zip(cuts[1:], pieces[1:]):
                 running = before[cut] = running + counted
-        totals = np.empty((len(plan), columns, bins), dtype=np.int64)
-        sizes = np.empty((len(plan), columns), dtype=np.int64)
+        totals = np.empty((len(plan), cells), dtype=np.int64)
+        sizes = np.empty((len(plan), len(windows)), dtype=np.int64)
         for k, (m, first, dropped) in enumerate(plan):
             window = kept[dropped]
             if m > first:
@@ -415,9 +432,11 @@ def _packed(counts: np.ndarray, largest: int) -> dict[str, str]:
     return {name: base64.b64encode(counts.astype(_COUNT_TYPES[name]).tobytes()).decode()}
 
 
-def _count_blocks(counts: np.ndarray, fill: np.ndarray, lead: BlockCounts, codes: np.ndarray) -> int:
-    """Add ``codes[:, j]`` to column j of ``counts`` (blocks x columns x bins) and ``fill``
-    (blocks x columns), the columns' blocks in step with ``lead``'s; returns the newest block."""
+def _count_blocks(counts: np.ndarray, fill: np.ndarray, lead: BlockCounts, codes: np.ndarray,
+                  offsets: np.ndarray, cells: int) -> int:
+    """Add ``codes[:, j]`` to column j's bins in ``counts`` (blocks x cells, column j's bins
+    from ``offsets[0, j]`` on) and ``fill`` (blocks x columns), the columns' blocks in step
+    with ``lead``'s; returns the newest block."""
     events = len(codes)
     if not events:
         return lead._newest
@@ -428,8 +447,7 @@ def _count_blocks(counts: np.ndarray, fill: np.ndarray, lead: BlockCounts, codes
         # The usual call (a segment of a few dozen events): the events fill the newest block and
         # at most a few after it, none of which wraps onto another; one bincount per block they
         # reach, the same counts as the general case below.
-        columns, bins = codes.shape[1], lead.bins
-        index = codes + _column_offsets(columns, bins)
+        index = codes + offsets
         low = 0
         for j in range(last + 1):
             high = min(events, (j + 1) * block_size - start)
@@ -438,7 +456,7 @@ def _count_blocks(counts: np.ndarray, fill: np.ndarray, lead: BlockCounts, codes
                 counts[slot] = 0
                 fill[slot] = 0
             if high > low:
-                counts[slot] += np.bincount(index[low:high].ravel(), minlength=columns * bins).reshape(columns, bins)
+                counts[slot] += np.bincount(index[low:high].ravel(), minlength=cells)
                 fill[slot] += high - low
             low = high
         return (newest + last) % blocks
@@ -454,11 +472,11 @@ def _count_blocks(counts: np.ndarray, fill: np.ndarray, lead: BlockCounts, codes
         codes, step = codes[keep], step[keep] - first
     slots = (lead._newest + np.arange(first, last + 1)) % lead.blocks
     reused = slots[1:] if first == 0 else slots
-    pieces, columns, bins = last + 1 - first, codes.shape[1], lead.bins
-    index = (step[:, None] * columns + np.arange(columns)) * bins + codes
+    pieces = last + 1 - first
+    index = step[:, None] * cells + offsets + codes
     counts[reused] = 0
     fill[reused] = 0
-    counts[slots] += np.bincount(index.ravel(), minlength=pieces * columns * bins).reshape(pieces, columns, bins)
+    counts[slots] += np.bincount(index.ravel(), minlength=pieces * cells).reshape(pieces, cells)
     fill[slots] += np.bincount(step, minlength=pieces)[:, None]
     return int(slots[-1])
 
@@ -471,21 +489,54 @@ def _column_offsets(columns: int, bins: int) -> np.ndarray:
     return offsets
 
 
+def _cell_offsets(windows: list[BlockCounts]) -> np.ndarray:
+    """Where each window's bins start when the windows' bins are laid one window after another,
+    as a row (:func:`_column_offsets` when they have one number of bins)."""
+    bins = {w.bins for w in windows}
+    if len(bins) == 1:
+        return _column_offsets(len(windows), bins.pop())
+    return np.array(list(itertools.accumulate((w.bins for w in windows[:-1]), initial=0)), dtype=np.int64)[None, :]
+
+
 _OFFSETS: dict[tuple[int, int], np.ndarray] = {}
 _SHARED, _NEWEST = operator.attrgetter("_shared"), operator.attrgetter("_newest")
 
 
 class _SharedBlocks:
-    """The counts and fills of several :class:`BlockCounts` in one array each (window j is
-    column j), so that windows kept in step are counted with one operation for all. Each window
-    holds views into the table, so it still reads, pushes and saves its state on its own."""
+    """The counts and fills of several :class:`BlockCounts` in one array each, so that windows
+    kept in step are counted with one operation for all: a block's counts are one row of
+    ``cells``, each window's bins one after another (window j's from ``offsets[0, j]`` on;
+    windows of different bins, such as a feature's PSI and KS windows, share a table), and
+    window j's fill is column j of ``fill``. Each window holds views into the table, so it
+    still reads, pushes and saves its state on its own."""
 
     def __init__(self, windows: list[BlockCounts]):
         self.windows = list(windows)
-        self.counts = np.stack([w._counts for w in windows], axis=1)
+        self.offsets = _cell_offsets(windows)
+        self.counts = np.concatenate([w._counts for w in windows], axis=1)
+        self.cells = self.counts.shape[1]
         self.fill = np.stack([w._fill for w in windows], axis=1)
-        for j, window in enumerate(windows):
-            window._counts, window._fill, window._shared = self.counts[:, j], self.fill[:, j], self
+        #: each window's place, by identity (see span)
+        self._places = {id(w): j for j, w in enumerate(windows)}
+        for j, (window, start) in enumerate(zip(windows, self.offsets[0].tolist())):
+            window._counts, window._fill = self.counts[:, start:start + window.bins], self.fill[:, j]
+            window._shared = self
+
+    def span(self, windows: list[BlockCounts]) -> slice | None:
+        """The cells of these windows when they are held here one after another, in this
+        order, with one number of bins (a kind of detector among a table's windows); else None."""
+        first = self._places.get(id(windows[0]))
+        if first is None or first + len(windows) > len(self.windows):
+            return None
+        held = self.windows[first:first + len(windows)]
+        if not (all(map(operator.is_, held, windows)) and all(map(operator.is_, map(_SHARED, windows),
+                                                                   itertools.repeat(self)))):
+            return None
+        bins = windows[0].bins
+        if any(w.bins != bins for w in windows):
+            return None
+        start = int(self.offsets[0, first])
+        return slice(start, start + len(windows) * bins)
 
     def holds(self, windows: list[BlockCounts]) -> bool:
         """The table holds exactly these windows, in this order."""
