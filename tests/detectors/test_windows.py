@@ -183,6 +183,44 @@ def test_block_counts_totals_after_equal_pushing_up_to_each_position(blocks, blo
             assert counts[k, j] == pushed.count
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 4), st.lists(st.integers(0, 30), max_size=3), st.integers(0, 30),
+       st.lists(st.integers(0, 30), max_size=5), st.lists(st.integers(1, 6), min_size=2, max_size=4),
+       st.integers(0, 2**32 - 1))
+def test_windows_of_different_bins_share_a_table_and_count_as_each_alone(blocks, block_size, before, events,
+                                                                          positions, bins, seed):
+    """Windows in step with different bins (a feature's PSI and KS) are counted as one table:
+    ``push_columns`` leaves each as its own pushes would, ``cells_after`` foresees each one's
+    totals, its bins one window after another, and a run of one number of bins reads its
+    totals off the table."""
+    rng = np.random.default_rng(seed)
+    windows = [BlockCounts(size=blocks * block_size, blocks=blocks, bins=b) for b in bins]
+    alone = [BlockCounts(size=blocks * block_size, blocks=blocks, bins=b) for b in bins]
+
+    def drawn(size):
+        return np.column_stack([rng.integers(0, b, size) for b in bins]).reshape(size, len(bins))
+
+    for size in before:
+        codes = drawn(size)
+        BlockCounts.push_columns(windows, codes)
+        for j, window in enumerate(alone):
+            window.push(codes[:, j])
+    assert [w.state() for w in windows] == [w.state() for w in alone]
+    codes = drawn(events)
+    positions = [min(p, events) for p in positions]
+    totals, counts = BlockCounts.cells_after(windows, codes, positions)
+    for k, position in enumerate(positions):
+        pushed = [BlockCounts.from_state(w.state()) for w in alone]
+        for j, window in enumerate(pushed):
+            window.push(codes[:position, j])
+        assert totals[k].tolist() == [c for w in pushed for c in w.totals().tolist()]
+        assert counts[k].tolist() == [w.count for w in pushed]
+    last = [j for j in range(len(bins)) if bins[j] == bins[-1]]
+    if last == list(range(last[0], len(bins))):
+        run = windows[last[0]:]
+        assert BlockCounts.totals_of(run).tolist() == [w.totals().tolist() for w in run]
+
+
 _cells = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2 ** 60, 2 ** 60).map(float),
                    st.integers(2 ** 53 - 50, 2 ** 53).map(float), st.integers(-(2 ** 53), -(2 ** 53) + 50).map(float),
                    st.sampled_from([0.0, -0.0, 1.0, 2.0 ** 53, 2.0 ** 53 + 2, -(2.0 ** 63), 1e300]))
