@@ -261,7 +261,7 @@ class ModelStatistics:
                 rows = self._queued_rows
                 matrix = _numeric_matrix(rows, numeric, _row_kind(rows))
                 if matrix is not None:
-                    self._foresight = Foresight(detectors, matrix[:, order], self._points)
+                    self._foresight = Foresight(detectors, matrix, self._points, columns=order)
         return self._foresight or None
 
     def _catch_up_features(self, upto: int) -> None:

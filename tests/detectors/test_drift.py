@@ -12,7 +12,7 @@ from scipy.spatial.distance import jensenshannon
 
 from detectors.base import InvalidInput
 from detectors.drift import (
-    JS, KS, PSI, PSI_EPSILON, Chi2, Foresight, KSPValue, NumericBins, Wasserstein, _ColumnLookup, _KSPValues,
+    JS, KS, PSI, PSI_EPSILON, Chi2, Foresight, KSPValue, NumericBins, Wasserstein, _ColumnLookup, _KSPValues, _Refined,
     _ks_critical_band, add_columns, can_foresee, chi2_test, js_distance, ks_from_counts, psi, results, statistics,
     wasserstein_from_counts,
 )
@@ -580,6 +580,53 @@ def test_foresight_equals_feeding_up_to_each_position(seed, before, positions, s
     assert [d.state() for d in foreseen] == [d.state() for d in fed]
     assert not can_foresee([PSI(reference_size=10), *foreseen])  # a reference still filling
     assert not can_foresee([Wasserstein(reference=[0.0, 1.0]), Chi2(reference=[0.0, 1.0])])  # measured one by one
+
+
+_edges = st.lists(st.sampled_from([-3.0, -1.5, -1.0, -0.0, 0.0, 0.25, 0.5, 1.0, 1.0 + 2 ** -52, 2.0, 7.0]),
+                  max_size=8).map(lambda edges: sorted(set(edges)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), _edges), min_size=1, max_size=6), st.integers(0, 2**32 - 1))
+def test_codes_derived_from_finer_bins_equal_each_rows_own(rows, seed):
+    """Rows reading one column are binned once where one's bins refine another's: every code
+    equals the row's own ``NumericBins.codes``, for any edges (refining or not, shared, a
+    bin holding two coarse edges, none), values on the edges included."""
+    rng = np.random.default_rng(seed)
+    profiles = [NumericBins(edges) for _, edges in rows]
+    read = [column for column, _ in rows]
+    grid = np.array([-3.0, -1.5, -1.0, -0.0, 0.0, 0.25, 0.5, 1.0, 1.0 + 2 ** -52, 2.0, 7.0])
+    columns = np.concatenate((grid, rng.normal(0, 2, 30), [-1e300, 1e300]))[None, :] + np.zeros((3, 1))
+    columns[1] = rng.permutation(columns[1])
+    values = columns[read]
+    expected = np.stack([profile.codes(row) for profile, row in zip(profiles, values)])
+    assert _Refined(profiles, read).codes(values).tolist() == expected.tolist()
+
+
+def test_a_foresight_reading_each_feature_once_equals_one_reading_a_column_per_detector():
+    """``columns``: a feature's PSI and KS read its column of the batch (the KS codes give the
+    PSI ones); results and the committed windows are those of a column per detector."""
+    rng = np.random.default_rng(11)
+    made = [(PSI, {"reference_size": 200, "window": 150}), (KS, {"reference_size": 200, "window": 150})]
+    by_column, by_detector = ([kind(**params) for _ in range(3) for kind, params in made] for _ in range(2))
+    columns = [0, 0, 1, 1, 2, 2]
+    for batch in range(4):
+        matrix = rng.normal(0.1 * batch, 1.0, size=(250 if batch == 0 else 70, 3))
+        if batch == 0:
+            add_columns(by_column, matrix[:, columns])
+            add_columns(by_detector, matrix[:, columns])
+            continue
+        positions = [20, 50, 70]
+        once = Foresight(by_column, matrix, positions, columns=columns)
+        each = Foresight(by_detector, matrix[:, columns], positions)
+        assert once._layout._refined[1].base is not None  # the PSI codes derived
+        for position in positions:
+            got, expected = once.results(position, list(range(6))), each.results(position, list(range(6)))
+            assert [(r.statistic, r.n, r.fired, r.p_value) for r in got] == \
+                [(e.statistic, e.n, e.fired, e.p_value) for e in expected]
+        once.commit()
+        each.commit()
+        assert [d.state() for d in by_column] == [d.state() for d in by_detector]
 
 
 def test_foresights_batch_after_batch_equal_feeding_as_their_groups_change():
