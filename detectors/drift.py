@@ -1422,7 +1422,7 @@ class Foresight:
     """What ``add_columns(detectors, matrix[:m])`` then ``results(detectors)`` would give for
     each ``m`` of ``positions`` (a batch's evaluation points), measured without adding anything:
     the matrix is binned once, each window's counts at every position come from counts of the
-    batch's events (:meth:`BlockCounts.totals_after`), and each kind is measured and judged at
+    batch's events (:meth:`BlockCounts.cells_after`), and each kind is measured and judged at
     all the positions in a few array operations (:class:`_Judged`; :meth:`results` at one
     position measures every planned one, a kind at a time, when first asked, and makes the
     results of the position read). :meth:`commit` then adds the whole matrix, leaving each
