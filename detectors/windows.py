@@ -321,8 +321,8 @@ class BlockCounts:
         block (``f`` its fill), so after ``m`` events the newest block is ``J = (f + m - 1) //
         block_size`` and the window holds the blocks since ``J - blocks + 1``: the older blocks
         kept from before (all but the ``min(J, blocks)`` oldest), and the events from the first
-        one of that block to ``m`` (a difference of counts of the events before each cut, all
-        pieces between cuts counted in one ``bincount``). The few positions and cuts are
+        one of that block to ``m`` (a difference of counts of the events before each cut, the
+        events between two cuts counted by a ``bincount``). The few positions and cuts are
         walked in Python, the bins of all windows added a row at a time (an accumulation along
         the first axis of a small 2-d array costs numpy a loop per cell).
         """
@@ -352,14 +352,13 @@ class BlockCounts:
         cuts = sorted({cut for m, first, _ in plan for cut in (m, first) if cut > 0})
         before = {0: None}  # cut -> counts of the events before it (None: no event)
         if cuts:
-            # piece k holds the events in [cuts[k - 1], cuts[k]); those after the last cut are never read
-            piece = np.repeat(np.arange(len(cuts), dtype=np.int64) * cells, np.diff([0, *cuts]))
-            index = np.asarray(codes[:cuts[-1]], dtype=np.int64) + offsets + piece[:, None]
-            pieces = np.bincount(index.ravel(), minlength=len(cuts) * cells).reshape(len(cuts), cells)
-            running = pieces[0]
-            before[cuts[0]] = running
-            for cut, counted in zip(cuts[1:], pieces[1:]):
-                running = before[cut] = running + counted
+            # a bincount per piece: fewer operations than one of all the pieces, each event
+            # offset by its piece; the events after the last cut are never read
+            index = np.asarray(codes[:cuts[-1]], dtype=np.int64) + offsets
+            running = None
+            for low, high in zip([0, *cuts], cuts):
+                counted = np.bincount(index[low:high].ravel(), minlength=cells)
+                running = before[high] = counted if running is None else running + counted
         totals = np.empty((len(plan), cells), dtype=np.int64)
         sizes = np.empty((len(plan), len(windows)), dtype=np.int64)
         for k, (m, first, dropped) in enumerate(plan):
