@@ -19,10 +19,12 @@ events at once when every event takes the plain path (:meth:`Join.can_join_plain
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import operator
 from typing import Any, Protocol, Sequence
 
+import msgspec
 import numpy as np
 
 from streams.core.codecs import LABEL_TYPES, Label, Prediction
@@ -45,11 +47,24 @@ PREDICTION_FIELDS = ("prediction_id", "timestamp", "prediction", "score", "featu
 LABEL_FIELDS = ("prediction_id", "timestamp", "label")
 
 
-def _fields(events: list, names: tuple[str, ...]) -> dict[str, tuple]:
-    """Each named field's values over ``events``, as tuples: one attrgetter call per event."""
+def _fields(events: list, names: tuple[str, ...], kinds: set[type]) -> dict[str, tuple]:
+    """Each named field's values over ``events`` (of the types ``kinds``), as tuples, in one pass
+    over the events. Each event is copied out whole with ``astuple``, which reads a struct's
+    fields in place where ``attrgetter`` looks each name up, when the names are at the same
+    places in every type (in all of Prediction's, and of Label's); else one attrgetter call each."""
     if not events:
         return {name: () for name in names}
+    places = {_places(kind, names) for kind in kinds}
+    if len(places) == 1:
+        columns = list(zip(*map(msgspec.structs.astuple, events)))
+        return dict(zip(names, map(columns.__getitem__, places.pop())))
     return dict(zip(names, zip(*map(operator.attrgetter(*names), events))))
+
+
+@functools.lru_cache(maxsize=256)  # a process has a few event types (one per decoder config)
+def _places(kind: type, names: tuple[str, ...]) -> tuple[int, ...]:
+    """Where each of ``names`` is among a struct type's fields."""
+    return tuple(map(kind.__struct_fields__.index, names))
 
 
 class Batch:
@@ -59,7 +74,9 @@ class Batch:
     def __init__(self, events: list[tuple[Prediction | Label, Any]]):
         self.events = list(map(operator.itemgetter(0), events))
         sources = list(map(operator.itemgetter(1), events))
-        labelled = np.fromiter(map(LABEL_TYPES.__contains__, map(type, self.events)), dtype=bool, count=len(events))
+        types = list(map(type, self.events))
+        labelled = np.fromiter(map(LABEL_TYPES.__contains__, types), dtype=bool, count=len(events))
+        kinds = set(types)
         is_label, is_prediction = labelled.tolist(), (~labelled).tolist()
         self.predictions = list(itertools.compress(self.events, is_prediction))
         self.labels = list(itertools.compress(self.events, is_label))
@@ -68,8 +85,8 @@ class Batch:
         self.positions = np.flatnonzero(~labelled)
         self.label_positions = np.flatnonzero(labelled)
         #: field -> the predictions' (the labels') values, taken in one pass over the events
-        self.prediction_fields = _fields(self.predictions, PREDICTION_FIELDS)
-        self.label_fields = _fields(self.labels, LABEL_FIELDS)
+        self.prediction_fields = _fields(self.predictions, PREDICTION_FIELDS, kinds - LABEL_TYPES)
+        self.label_fields = _fields(self.labels, LABEL_FIELDS, kinds & LABEL_TYPES)
         #: set by :meth:`Join.can_join_plain`: each label's prediction's index among the
         #: predictions (-1: not in the batch), and the predictions' id hashes if it took them
         self.found: np.ndarray | None = None

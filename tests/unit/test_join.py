@@ -50,3 +50,36 @@ def test_remembered_hashes_follow_the_pending_predictions():
         join.purge()
         assert len(join._hashes) <= 2 * len(join.pending) + 1024
     assert join.counts.expired_predictions > 2 * len(join.pending) + 1024  # more than the bound kept
+
+
+def test_batch_fields_are_the_events_attributes_whatever_their_types():
+    """Read whole (astuple) or by name, a batch's columns are its events' fields, for plain and
+    decoded (subclass) events mixed, and with a type whose fields are in another order."""
+    import msgspec
+
+    from streams.core.codecs import prediction_type
+    from streams.core.join import LABEL_FIELDS, PREDICTION_FIELDS
+
+    class Reordered(msgspec.Struct):
+        score: float
+        timestamp: int
+        model_id: str
+        prediction_id: str
+        prediction: int
+        model_version: str | None = None
+        features: dict = {}
+        segment: dict | None = None
+
+    watched = prediction_type(["x"], [])
+    kinds = [Prediction, watched, Reordered]
+    events = [(kinds[i % 3](prediction_id=f"p{i}", model_id="m", timestamp=T0 + i, prediction=i % 2,
+                            model_version=None if i % 4 else "v1", score=0.25),
+               Source("predictions", 0, i)) for i in range(12)]
+    events += [(Label(prediction_id=f"p{i}", model_id="m", label=1, timestamp=T0 + 20 + i), Source("labels", 0, i))
+               for i in range(5)]
+    for chosen in (events, events[:12:3] + events[1::3]):
+        batch = Batch(chosen)
+        for name in PREDICTION_FIELDS:
+            assert list(batch.prediction_fields[name]) == [getattr(e, name) for e in batch.predictions]
+        for name in LABEL_FIELDS:
+            assert list(batch.label_fields[name]) == [getattr(e, name) for e in batch.labels]
