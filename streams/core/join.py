@@ -87,6 +87,9 @@ class Batch:
         #: field -> the predictions' (the labels') values, taken in one pass over the events
         self.prediction_fields = _fields(self.predictions, PREDICTION_FIELDS, kinds - LABEL_TYPES)
         self.label_fields = _fields(self.labels, LABEL_FIELDS, kinds & LABEL_TYPES)
+        #: the predictions' and the labels' timestamps as arrays, made once for every pass that needs them
+        self.prediction_times = np.array(self.prediction_fields["timestamp"], dtype=np.int64)
+        self.label_times = np.array(self.label_fields["timestamp"], dtype=np.int64)
         #: set by :meth:`Join.can_join_plain`: each label's prediction's index among the
         #: predictions (-1: not in the batch), and the predictions' id hashes if it took them
         self.found: np.ndarray | None = None
@@ -96,11 +99,11 @@ class Batch:
     def column(events: list, field: str) -> list:
         return list(map(operator.attrgetter(field), events))
 
-    def timestamps(self, prediction_ts: Sequence[int], label_ts: np.ndarray) -> np.ndarray:
+    def timestamps(self) -> np.ndarray:
         """Every event's timestamp in batch order, from the predictions' and the labels'."""
         ts = np.empty(len(self.events), dtype=np.int64)
-        ts[self.positions] = prediction_ts
-        ts[self.label_positions] = label_ts
+        ts[self.positions] = self.prediction_times
+        ts[self.label_positions] = self.label_times
         return ts
 
 
@@ -222,8 +225,8 @@ class Join:
             self._drop_pending(pids)  # the batch's, the last ones in
             return None
         joined_ts = np.fromiter(map(operator.itemgetter(0), waiting), dtype=np.int64, count=len(label_pids))
-        label_ts = np.asarray(batch.label_fields["timestamp"], dtype=np.int64)
-        watermarks = running_max(batch.timestamps(prediction_ts, label_ts), self.watermark_ms)
+        label_ts = batch.label_times
+        watermarks = running_max(batch.timestamps(), self.watermark_ms)
         at_labels = watermarks[batch.label_positions]
         if (joined_ts < at_labels - self.ttl_ms).any():
             self._drop_pending(pids)
