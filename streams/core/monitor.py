@@ -620,7 +620,10 @@ class Monitor:
         (the engine routes them to the DLQ before they get here)."""
         events = events if isinstance(events, list) else list(events)
         by_model: dict[str, list[tuple[Prediction | Label, Source]]] = {}
-        if events and len(set(map(operator.attrgetter("model_id"), map(operator.itemgetter(0), events)))) == 1:
+        # One model's batch (the usual one of a partition that has one) stays whole: checked with
+        # a C-level pass, unless its first and last events tell already that it has several.
+        if events and events[0][0].model_id == events[-1][0].model_id \
+                and len(set(map(operator.attrgetter("model_id"), map(operator.itemgetter(0), events)))) == 1:
             by_model[events[0][0].model_id] = events
         else:
             for item in events:
