@@ -55,16 +55,17 @@ def _fields(events: list, names: tuple[str, ...], kinds: set[type]) -> dict[str,
     if not events:
         return {name: () for name in names}
     places = {_places(kind, names) for kind in kinds}
-    if len(places) == 1:
+    if len(places) == 1 and None not in places:
         columns = list(zip(*map(msgspec.structs.astuple, events)))
         return dict(zip(names, map(columns.__getitem__, places.pop())))
     return dict(zip(names, zip(*map(operator.attrgetter(*names), events))))
 
 
 @functools.lru_cache(maxsize=256)  # a process has a few event types (one per decoder config)
-def _places(kind: type, names: tuple[str, ...]) -> tuple[int, ...]:
-    """Where each of ``names`` is among a struct type's fields."""
-    return tuple(map(kind.__struct_fields__.index, names))
+def _places(kind: type, names: tuple[str, ...]) -> tuple[int, ...] | None:
+    """Where each of ``names`` is among a struct type's fields (None: not a struct that has them all)."""
+    fields = getattr(kind, "__struct_fields__", ())
+    return tuple(map(fields.index, names)) if set(names) <= set(fields) else None
 
 
 class Batch:
