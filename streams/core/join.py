@@ -19,10 +19,12 @@ events at once when every event takes the plain path (:meth:`Join.can_join_plain
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import operator
 from typing import Any, Protocol, Sequence
 
+import msgspec
 import numpy as np
 
 from streams.core.codecs import LABEL_TYPES, Label, Prediction
@@ -45,11 +47,25 @@ PREDICTION_FIELDS = ("prediction_id", "timestamp", "prediction", "score", "featu
 LABEL_FIELDS = ("prediction_id", "timestamp", "label")
 
 
-def _fields(events: list, names: tuple[str, ...]) -> dict[str, tuple]:
-    """Each named field's values over ``events``, as tuples: one attrgetter call per event."""
+def _fields(events: list, names: tuple[str, ...], kinds: set[type]) -> dict[str, tuple]:
+    """Each named field's values over ``events`` (of the types ``kinds``), as tuples, in one pass
+    over the events. Each event is copied out whole with ``astuple``, which reads a struct's
+    fields in place where ``attrgetter`` looks each name up, when the names are at the same
+    places in every type (in all of Prediction's, and of Label's); else one attrgetter call each."""
     if not events:
         return {name: () for name in names}
+    places = {_places(kind, names) for kind in kinds}
+    if len(places) == 1 and None not in places:
+        columns = list(zip(*map(msgspec.structs.astuple, events)))
+        return dict(zip(names, map(columns.__getitem__, places.pop())))
     return dict(zip(names, zip(*map(operator.attrgetter(*names), events))))
+
+
+@functools.lru_cache(maxsize=256)  # a process has a few event types (one per decoder config)
+def _places(kind: type, names: tuple[str, ...]) -> tuple[int, ...] | None:
+    """Where each of ``names`` is among a struct type's fields (None: not a struct that has them all)."""
+    fields = getattr(kind, "__struct_fields__", ())
+    return tuple(map(fields.index, names)) if set(names) <= set(fields) else None
 
 
 class Batch:
@@ -59,7 +75,9 @@ class Batch:
     def __init__(self, events: list[tuple[Prediction | Label, Any]]):
         self.events = list(map(operator.itemgetter(0), events))
         sources = list(map(operator.itemgetter(1), events))
-        labelled = np.fromiter(map(LABEL_TYPES.__contains__, map(type, self.events)), dtype=bool, count=len(events))
+        types = list(map(type, self.events))
+        labelled = np.fromiter(map(LABEL_TYPES.__contains__, types), dtype=bool, count=len(events))
+        kinds = set(types)
         is_label, is_prediction = labelled.tolist(), (~labelled).tolist()
         self.predictions = list(itertools.compress(self.events, is_prediction))
         self.labels = list(itertools.compress(self.events, is_label))
@@ -68,8 +86,11 @@ class Batch:
         self.positions = np.flatnonzero(~labelled)
         self.label_positions = np.flatnonzero(labelled)
         #: field -> the predictions' (the labels') values, taken in one pass over the events
-        self.prediction_fields = _fields(self.predictions, PREDICTION_FIELDS)
-        self.label_fields = _fields(self.labels, LABEL_FIELDS)
+        self.prediction_fields = _fields(self.predictions, PREDICTION_FIELDS, kinds - LABEL_TYPES)
+        self.label_fields = _fields(self.labels, LABEL_FIELDS, kinds & LABEL_TYPES)
+        #: the predictions' and the labels' timestamps as arrays, made once for every pass that needs them
+        self.prediction_times = np.array(self.prediction_fields["timestamp"], dtype=np.int64)
+        self.label_times = np.array(self.label_fields["timestamp"], dtype=np.int64)
         #: set by :meth:`Join.can_join_plain`: each label's prediction's index among the
         #: predictions (-1: not in the batch), and the predictions' id hashes if it took them
         self.found: np.ndarray | None = None
@@ -79,11 +100,11 @@ class Batch:
     def column(events: list, field: str) -> list:
         return list(map(operator.attrgetter(field), events))
 
-    def timestamps(self, prediction_ts: Sequence[int], label_ts: np.ndarray) -> np.ndarray:
+    def timestamps(self) -> np.ndarray:
         """Every event's timestamp in batch order, from the predictions' and the labels'."""
         ts = np.empty(len(self.events), dtype=np.int64)
-        ts[self.positions] = prediction_ts
-        ts[self.label_positions] = label_ts
+        ts[self.positions] = self.prediction_times
+        ts[self.label_positions] = self.label_times
         return ts
 
 
@@ -205,8 +226,8 @@ class Join:
             self._drop_pending(pids)  # the batch's, the last ones in
             return None
         joined_ts = np.fromiter(map(operator.itemgetter(0), waiting), dtype=np.int64, count=len(label_pids))
-        label_ts = np.asarray(batch.label_fields["timestamp"], dtype=np.int64)
-        watermarks = running_max(batch.timestamps(prediction_ts, label_ts), self.watermark_ms)
+        label_ts = batch.label_times
+        watermarks = running_max(batch.timestamps(), self.watermark_ms)
         at_labels = watermarks[batch.label_positions]
         if (joined_ts < at_labels - self.ttl_ms).any():
             self._drop_pending(pids)

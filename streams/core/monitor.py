@@ -229,7 +229,7 @@ class ModelMonitor:
         waiting, joined_ts, label_ts = joined
         self._apply_predictions(batch)
         self._apply_labels(batch, label_ts, joined_ts)
-        self._apply_segments(batch, prediction_ts, watched, np.maximum(joined_ts, label_ts).tolist(), waiting)
+        self._apply_segments(batch, prediction_ts, watched, np.maximum(joined_ts, label_ts), waiting)
         return True
 
     def _apply_predictions(self, batch: Batch) -> None:
@@ -253,9 +253,10 @@ class ModelMonitor:
             last = batch.label_sources[-1]
             self.label_partition = (last.topic, last.partition)
 
-    def _apply_segments(self, batch: Batch, prediction_ts: list[int], watched: list, pair_ts: list[int],
+    def _apply_segments(self, batch: Batch, prediction_ts: list[int], watched: list, pair_ts: np.ndarray,
                         waiting: list[tuple]) -> None:
-        """Append the batch to the open segment, cutting it at each evaluation point inside."""
+        """Append the batch to the open segment, cutting it at each evaluation point inside
+        (``pair_ts``: each label's pair time, the later of its prediction's time and its own)."""
         predictions, labels = batch.predictions, batch.labels
         positions, label_positions = batch.positions, batch.label_positions
         # Evaluation points: every evaluate_every-th prediction and pair, counted from the
@@ -268,8 +269,9 @@ class ModelMonitor:
         cuts.sort()
         self.predictions_total += len(predictions)
         self.joined_total += len(labels)
-        clocks = {"predictions": running_max(prediction_ts, self.clock_ms["predictions"]),
+        clocks = {"predictions": running_max(batch.prediction_times, self.clock_ms["predictions"]),
                   "pairs": running_max(pair_ts, self.clock_ms["pairs"])}
+        pair_ts = pair_ts.tolist()
         columns = {
             "rows": batch.prediction_fields["features"], "prediction_values": watched,
             "prediction_ts": prediction_ts, "prediction_offsets": batch.column(batch.prediction_sources, "offset"),
@@ -618,7 +620,10 @@ class Monitor:
         (the engine routes them to the DLQ before they get here)."""
         events = events if isinstance(events, list) else list(events)
         by_model: dict[str, list[tuple[Prediction | Label, Source]]] = {}
-        if events and len(set(map(operator.attrgetter("model_id"), map(operator.itemgetter(0), events)))) == 1:
+        # One model's batch (the usual one of a partition that has one) stays whole: checked with
+        # a C-level pass, unless its first and last events tell already that it has several.
+        if events and events[0][0].model_id == events[-1][0].model_id \
+                and len(set(map(operator.attrgetter("model_id"), map(operator.itemgetter(0), events)))) == 1:
             by_model[events[0][0].model_id] = events
         else:
             for item in events:

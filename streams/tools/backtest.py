@@ -452,7 +452,8 @@ def replay(config: Config, events: list[tuple[Prediction | Label, Source]], ever
     results are merged in the order one process gives: the outputs are byte-identical. One
     worker, one model, or not on Linux: the replay runs here."""
     every = auto_every(len(events)) if every is None else max(1, every)
-    counts = Counter(map(operator.attrgetter("model_id"), map(operator.itemgetter(0), events)))
+    ids = list(map(operator.attrgetter("model_id"), map(operator.itemgetter(0), events)))
+    counts = Counter(ids)
     workers = default_workers(len(counts)) if workers is None else max(1, min(workers, len(counts)))
     # Forked workers inherit the events: nothing to copy or pickle. Fork is safe on Linux only
     # (macOS frameworks are not fork-safe; Windows has none).
@@ -461,14 +462,16 @@ def replay(config: Config, events: list[tuple[Prediction | Label, Source]], ever
         result = backtest.run(events, progress=progress() if progress is not None else None)
         result.diagnostics = diagnose(config, backtest.monitor, result.totals)
         return result
-    return _ParallelReplay(config, events, every, counts, workers, recorder).run(progress)
+    parallel = _ParallelReplay(config, events, every, counts, workers, recorder, ids)
+    del ids  # let go before the fork: after it, a reference dropped writes to a page the workers share
+    return parallel.run(progress)
 
 
 class _ParallelReplay:
     """:func:`replay` over forked workers: the events stay where they are (the workers inherit
     them), each worker sends back what its models did, chunk by chunk, and it is merged here."""
 
-    def __init__(self, config: Config, events, every: int, counts: Counter, workers: int, recorder):
+    def __init__(self, config: Config, events, every: int, counts: Counter, workers: int, recorder, ids: list[str]):
         self.config, self.events, self.every, self.recorder = config, events, every, recorder
         # The most events first, each to the worker with the fewest so far (ties: the lower one).
         share = [0] * workers
@@ -478,12 +481,18 @@ class _ParallelReplay:
             self.worker_of[model] = w
             share[w] += n
         self.workers = workers
+        # Each event's model (``ids``) as a number, for its worker and each chunk's models: read
+        # before the fork, as after it each event object the parent touches (a reference counted)
+        # is a page the kernel copies.
+        self.names = list(self.worker_of)
+        number = dict(zip(self.names, range(len(self.names))))
+        self.codes = np.fromiter(map(number.__getitem__, ids), dtype=np.int64, count=len(ids))
 
     def run(self, progress=None) -> BacktestResult:
         events, every = self.events, self.every
         started = time.perf_counter()
-        ids = list(map(operator.attrgetter("model_id"), map(operator.itemgetter(0), events)))
-        owner = np.fromiter(map(self.worker_of.__getitem__, ids), dtype=np.int64, count=len(ids))
+        owner = np.array(list(self.worker_of.values()), dtype=np.int64)[self.codes]
+        chunk_order = _chunk_order(self.codes, every, self.names)
         context = multiprocessing.get_context("fork")
         done = context.Array("q", self.workers, lock=False)  # events each worker has replayed
         processes, pipes = [], []
@@ -496,9 +505,6 @@ class _ParallelReplay:
                 send.close()
                 processes.append(process)
                 pipes.append(receive)
-            # While they work: each chunk's models in the order they come in it, and ever.
-            ends = range(every, len(events) + every, every)
-            chunk_order = [list(dict.fromkeys(ids[end - every:end])) for end in ends]
             parts = self._gather(pipes, processes, done, progress() if progress is not None else None)
         except BaseException:  # an error, Ctrl-C: the others' work is of no use
             for process in processes:
@@ -507,6 +513,7 @@ class _ParallelReplay:
         finally:
             for process in processes:
                 process.join()
+        ends = range(every, len(events) + every, every)
         result = self._merge(parts, chunk_order, [min(end, len(events)) for end in ends])
         result.replay_seconds = time.perf_counter() - started
         return result
@@ -627,6 +634,18 @@ class _ParallelReplay:
         into.drift = {m: recorders[of[m]].drift[m] for m in seen_order if m in recorders[of[m]].drift}
         into.alpha = {m: recorders[of[m]].alpha[m] for m in seen_order if m in recorders[of[m]].alpha}
         into.monitor = None  # finish() has been done by each worker
+
+
+def _chunk_order(codes: np.ndarray, every: int, names: list[str]) -> list[list[str]]:
+    """Each chunk's models in the order they first come in it, chunk after chunk of ``every``
+    events (``codes``: each event's model, as its index in ``names``)."""
+    chunks = -(-len(codes) // every)
+    keys, first = np.unique(np.arange(len(codes)) // every * len(names) + codes, return_index=True)
+    keys = keys[np.argsort(first, kind="stable")]  # each (chunk, model) by its first event: chunk by chunk
+    chunk, model = np.divmod(keys, len(names))
+    bounds = np.searchsorted(chunk, np.arange(chunks + 1)).tolist()
+    listed = list(map(names.__getitem__, model.tolist()))
+    return [listed[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
 
 
 def diagnose(config: Config, monitor: Monitor, totals: dict[str, Counter]) -> dict[str, dict[str, Any]]:

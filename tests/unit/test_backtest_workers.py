@@ -150,3 +150,19 @@ def test_the_progress_counts_each_event_once(history, workers):
     bar = Bar()
     replay(config, loaded.events, every=100, workers=workers, progress=lambda: bar)
     assert bar.seen and bar.seen == sorted(bar.seen) and bar.seen[-1] == len(loaded.events)
+
+
+def test_chunk_order_is_each_chunks_models_as_they_first_come():
+    """The models of each chunk of ``every`` events, in the order they first come in it."""
+    import numpy as np
+    from hypothesis import given, settings, strategies as st
+
+    @settings(max_examples=200, deadline=None)
+    @given(models=st.lists(st.integers(0, 4), min_size=1, max_size=300), every=st.integers(1, 40))
+    def check(models, every):
+        names = [f"m{k}" for k in range(5)]
+        ids = [names[k] for k in models]
+        expected = [list(dict.fromkeys(ids[start:start + every])) for start in range(0, len(ids), every)]
+        assert bt._chunk_order(np.asarray(models, dtype=np.int64), every, names) == expected
+
+    check()

@@ -50,3 +50,40 @@ def test_remembered_hashes_follow_the_pending_predictions():
         join.purge()
         assert len(join._hashes) <= 2 * len(join.pending) + 1024
     assert join.counts.expired_predictions > 2 * len(join.pending) + 1024  # more than the bound kept
+
+
+def test_batch_fields_are_the_events_attributes_whatever_their_types():
+    """Read whole (astuple) or by name, a batch's columns are its events' fields, for plain and
+    decoded (subclass) events mixed, and with types whose fields are in another order or not a struct's."""
+    import types
+
+    import msgspec
+
+    from streams.core.codecs import prediction_type
+    from streams.core.join import LABEL_FIELDS, PREDICTION_FIELDS
+
+    class Reordered(msgspec.Struct):
+        score: float
+        timestamp: int
+        model_id: str
+        prediction_id: str
+        prediction: int
+        model_version: str | None = None
+        features: dict = {}
+        segment: dict | None = None
+
+    watched = prediction_type(["x"], [])
+    kinds = [Prediction, watched, Reordered]
+    events = [(kinds[i % 3](prediction_id=f"p{i}", model_id="m", timestamp=T0 + i, prediction=i % 2,
+                            model_version=None if i % 4 else "v1", score=0.25),
+               Source("predictions", 0, i)) for i in range(12)]
+    events += [(Label(prediction_id=f"p{i}", model_id="m", label=1, timestamp=T0 + 20 + i), Source("labels", 0, i))
+               for i in range(5)]
+    plain = types.SimpleNamespace(prediction_id="q", model_id="m", timestamp=T0, prediction=0, score=0.5,
+                                  features={}, model_version=None, segment=None)  # not a struct at all
+    for chosen in (events, events[:12:3] + events[1::3], events[:2] + [(plain, Source("predictions", 0, 99))]):
+        batch = Batch(chosen)
+        for name in PREDICTION_FIELDS:
+            assert list(batch.prediction_fields[name]) == [getattr(e, name) for e in batch.predictions]
+        for name in LABEL_FIELDS:
+            assert list(batch.label_fields[name]) == [getattr(e, name) for e in batch.labels]
