@@ -42,9 +42,10 @@ window is full. A binned KS result carries its p-value deferred (:class:`KSPValu
 read, while ``fired`` is decided from the critical distance.
 
 Many features at once: a model has one detector per feature and kind. :func:`add_columns` feeds
-a matrix (one column per detector) and :func:`results` measures them; detectors of a kind whose
-windows are in step are binned, counted and measured as one array operation, and each ends
-exactly as ``add_many`` / ``result`` would leave it on its own.
+a matrix (one column per detector) and :func:`results` measures them; detectors whose windows
+are in step are binned and counted together whatever their kind and bins (a feature's PSI and
+KS windows share one table), those of a kind and number of bins measured as one array
+operation, and each ends exactly as ``add_many`` / ``result`` would leave it on its own.
 """
 from __future__ import annotations
 

@@ -716,8 +716,8 @@ def _numeric_matrix(rows: list[dict[str, Any] | FeatureRow], features: list[str]
             return None
         # one tuple per row (a value for one feature), packed as a row of doubles, the rows
         # joined: C passes, no Python step per row or value (struct converts each number as
-        # float() does, at half of fromiter's cost per value); a None refused with the other
-        # non-finite values
+        # float() does); struct refuses a None and an int beyond any float, the finiteness
+        # check below NaN and inf
         values = map(kind.getter(features), rows)
         row = _packed_row(len(features))
         try:
