@@ -660,6 +660,62 @@ def test_foresights_batch_after_batch_equal_feeding_as_their_groups_change():
         assert [d.state() for d in foreseen] == [d.state() for d in fed]
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_a_features_windows_in_one_table_stay_each_detectors_own_through_restores_and_new_references(seed):
+    """A feature's PSI and KS counted in one table (different bins; a PSI with other blocks,
+    a feature with few values and so few bins, two references whose bins do not refine one
+    another), batch after batch through a Foresight reading each feature once or
+    ``add_columns``: each detector's results and window equal its own ``add_many`` and
+    ``result``, also after a restore from a checkpoint, detectors given new references and
+    one fed on its own."""
+    rng = np.random.default_rng(seed)
+
+    def made():
+        detectors = []
+        for feature in range(5):
+            detectors += [PSI(reference_size=80, window=120, blocks=4 if feature == 3 else 6),
+                          KS(reference_size=80, window=120, blocks=6)]
+            if feature == 2:
+                detectors.append(PSI(reference_size=80, window=120, blocks=6, bins=7))
+        return detectors
+
+    columns = [0, 0, 1, 1, 2, 2, 2, 3, 3, 4, 4]
+    together, alone = made(), made()
+    for batch in range(14):
+        matrix = rng.normal(size=(int(rng.integers(0, 90)), 5))
+        matrix[:, 1] = rng.integers(0, 4, len(matrix))
+        matrix[:, 4] = np.round(matrix[:, 4] * 3) / 3
+        if batch == 6:
+            together = [type(d).from_state(json.loads(json.dumps(d.state()))) for d in together]
+        if batch == 8:  # new references: the KS of feature 1 elsewhere, its PSI's bins all near 0
+            for j, reference in ((3, rng.normal(2.0, 1.0, 80)), (2, rng.normal(0.0, 0.001, 80))):
+                together[j]._set_reference(reference)
+                alone[j]._set_reference(reference)
+        if batch == 10:
+            extra = rng.normal(size=5)
+            together[5].add_many(extra)
+            alone[5].add_many(extra)
+        done = 0
+        if batch % 3 and len(matrix) and can_foresee(together):
+            positions = sorted({int(p) for p in rng.integers(1, len(matrix) + 1, 3)})
+            foresight = Foresight(together, matrix, positions, columns=columns)
+            for position in positions:
+                for detector, column in zip(alone, columns):
+                    detector.add_many(matrix[done:position, column])
+                done = position
+                got = foresight.results(position, list(range(len(together))))
+                assert repr([(r.statistic, r.n, r.fired) for r in got]) == \
+                    repr([(r.statistic, r.n, r.fired) for r in (d.result() for d in alone)])
+            foresight.commit()
+        else:
+            add_columns(together, matrix[:, columns])
+        for detector, column in zip(alone, columns):
+            detector.add_many(matrix[done:, column])
+        assert repr([(r.statistic, r.n) for r in results(together)]) == \
+            repr([(r.statistic, r.n) for r in (d.result() for d in alone)])
+        assert [d.state() for d in together] == [d.state() for d in alone]
+
+
 def test_a_foresight_after_a_detector_takes_a_new_reference_bins_with_the_new_one():
     """The layout a Foresight keeps for the next batch is not used once a detector has a new
     reference (new bins, a new window), even while its windows look in step with the rest."""
