@@ -169,6 +169,11 @@ class _WindowedMetric:
         statistic = self._statistic(rows) if len(rows) else float("nan")
         return Result(statistic=float(statistic), n=len(rows))
 
+    def ahead(self) -> "Ahead | None":
+        """What tells this metric's result with pairs not pushed yet (see :class:`Ahead`), or
+        None when it has none: then pairs are pushed before its result is read."""
+        return None
+
     def _params(self) -> dict[str, Any]:
         return {"window": self.window.size}
 
@@ -318,6 +323,9 @@ class Accuracy(_ClassificationMetric):
         n = len(self.window)
         return Result(statistic=self._right / n if n else float("nan"), n=n)
 
+    def ahead(self) -> "Ahead":
+        return _AccuracyAhead(self)
+
     @classmethod
     def from_state(cls, state: dict[str, Any]):
         metric = super().from_state(state)
@@ -330,6 +338,58 @@ class Accuracy(_ClassificationMetric):
 
 def _right(rows: np.ndarray) -> int:
     return int(np.count_nonzero(rows[:, TRUE] == rows[:, PRED]))
+
+
+class Ahead:
+    """A metric's result as if some more pairs had been pushed, the metric left as it is.
+
+    A monitor reads its metrics at every evaluation point, a few dozen pairs apart: it queues
+    the pairs, asks here at each point, and pushes the whole queue once (the same window as
+    pushing it part by part). :meth:`add` takes the next part; :meth:`result` is what
+    ``update_many`` of every part added, one after the other, would have returned after the
+    last, or None when this cannot tell it (then the caller pushes the parts and reads the
+    metric). Only valid while nothing is pushed to the metric.
+    """
+
+    def add(self, y_true: np.ndarray, y_pred: np.ndarray) -> bool:
+        """Take the next pairs (1-D arrays); False when the result cannot be told with them
+        (then :meth:`result` is None)."""
+        raise NotImplementedError
+
+    def result(self) -> Result | None:
+        raise NotImplementedError
+
+
+class _AccuracyAhead(Ahead):
+    """:class:`Accuracy` ahead: the right pairs among those added, and those that would leave
+    the window. Pairs are told only while every label is a class id the metric has coded (the
+    usual stream after its first pairs), so that pushing them codes no new label (and raises
+    nothing), and a pair is right exactly when its two ids are equal; and only up to a window
+    of them (which of those pushed stay would matter beyond)."""
+
+    def __init__(self, metric: Accuracy):
+        self.metric = metric
+        self._right = self._count = 0
+        self._told = True
+
+    def add(self, y_true: np.ndarray, y_pred: np.ndarray) -> bool:
+        if self._told:
+            self._told = (len(y_true) == len(y_pred) and self._count + len(y_true) <= self.metric.window.size
+                          and self.metric.codes.knows_ints(np.concatenate((y_true, y_pred))))
+            if self._told:
+                self._right += int(np.count_nonzero(y_true == y_pred))
+                self._count += len(y_true)
+        return self._told
+
+    def result(self) -> Result | None:
+        if not self._told:
+            return None
+        metric = self.metric
+        window = metric.window
+        leaving = window.oldest(len(window) + self._count - window.size)
+        n = min(window.size, len(window) + self._count)
+        right = metric._right + self._right - _right(leaving)
+        return Result(statistic=right / n if n else float("nan"), n=n)
 
 
 def _per_class_scores(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

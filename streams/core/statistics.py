@@ -92,6 +92,7 @@ class ModelStatistics:
         self._queued_errors: list[np.ndarray] = []
         #: labelled pairs queued for the count-window metrics, a segment each (see _feed_pairs)
         self._queued_pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
+        self._clear_ahead()
         self._clear_predictions()  # the queued predictions and their read positions
         #: values() has been called: each batch's end is then measured with its points, as a
         #: timeline reads every batch's end (see values)
@@ -193,6 +194,7 @@ class ModelStatistics:
         same state as a call per segment (class ids all coded already, so no code depends on
         the parts), else segment by segment."""
         queued, self._queued_pairs = self._queued_pairs, []
+        self._clear_ahead()
         if len(queued) > 1 and not self.regression and not self._score_metrics:
             truth = np.concatenate([t for t, _, _ in queued])
             predicted = np.concatenate([p for _, p, _ in queued])
@@ -397,8 +399,35 @@ class ModelStatistics:
     def performance(self) -> dict[str, Result]:
         if self.event_time:
             return dict(self.closed)
-        self._feed_pairs()
+        if self._queued_pairs:
+            ahead = self._results_ahead()
+            if ahead is not None:
+                return ahead
+            self._feed_pairs()
         return {kind: metric.result() for kind, metric in self.metrics.items()}
+
+    def _results_ahead(self) -> dict[str, Result] | None:
+        """The count-window metrics' results with the queued pairs, as feeding them would
+        give, without feeding them, when every metric can tell (:meth:`~detectors.metrics.
+        Ahead.result`); else None. Rules read the metrics at every evaluation point of a
+        batch, a few dozen pairs apart: the queue is then fed once, at :meth:`catch_up`."""
+        if self._aheads is None:
+            self._aheads = {kind: metric.ahead() for kind, metric in self.metrics.items()}
+        aheads, queued = self._aheads, self._queued_pairs
+        if any(ahead is None for ahead in aheads.values()):
+            return None
+        for truth, predicted, _ in queued[self._ahead_parts:]:
+            for ahead in aheads.values():
+                ahead.add(truth, predicted)
+        self._ahead_parts = len(queued)
+        results = {kind: ahead.result() for kind, ahead in aheads.items()}
+        return None if any(result is None for result in results.values()) else results
+
+    def _clear_ahead(self) -> None:
+        """The metrics changed, or the queue did: what tells their results ahead starts again."""
+        #: each metric's Ahead over the first _ahead_parts queued parts (see _results_ahead)
+        self._aheads: dict[str, Any] | None = None
+        self._ahead_parts = 0
 
     def window_samples(self) -> int:
         results = self.performance()
@@ -592,6 +621,7 @@ class ModelStatistics:
         self.last_detection = dict(state["last_detection"])
         self._clear_predictions()
         self._queued_errors, self._queued_pairs = [], []
+        self._clear_ahead()
         if self.estimator is not None and state.get("estimation") is not None:
             self.estimator = CBPE.from_state(state["estimation"])
 
