@@ -425,16 +425,14 @@ class ModelMonitor:
                window: TriggerWindow | Callable[[], TriggerWindow], at_ms: int) -> list[TriggerEvent]:
         """One evaluation point: the policy decides; count what it held back. ``window``: the
         trigger window, or what makes it when a rule fires (see :meth:`TriggerPolicy.evaluate`)."""
-        before = policy.suppressed
         triggers = policy.evaluate(observations, model_version=version, window=window, at_ms=at_ms)
         if policy is self.policy:  # change detectors speak to the labelled pairs' clock
             self.stats.end_evaluation()
-        for rule, reasons in policy.suppressed.items():
-            for reason, count in reasons.items():
-                held = count - before.get(rule, {}).get(reason, 0)
-                if held:
-                    key = (rule, reason)
-                    self.counters.suppressed[key] = self.counters.suppressed.get(key, 0) + held
+        held = policy.take_held()
+        if held:
+            suppressed = self.counters.suppressed
+            for key, count in held.items():
+                suppressed[key] = suppressed.get(key, 0) + count
         return triggers
 
     # -- checkpoints ----------------------------------------------------------------------

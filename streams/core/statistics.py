@@ -642,6 +642,8 @@ class _Observations(Mapping):
         self._loaded: set[str] = set()
         #: ModelStatistics._judgement, and the groups that some names are exactly (see _covered)
         self._judge, self._covers = judge, covers
+        #: what _judged found of each group: a rule on fired counts them, then names them
+        self._judgements: dict[str, tuple[list[str], list, list] | None] = {}
 
     def _judged(self, names: tuple[str, ...]) -> list[tuple[list[str], list, list]] | None:
         """Each group's names, n and fired (``_judge``) when the names are whole groups, none
@@ -654,8 +656,9 @@ class _Observations(Mapping):
         if groups is None or not self._loaded.isdisjoint(groups):
             return None
         judged = []
+        judgements = self._judgements
         for group in groups:
-            found = self._judge(group)
+            found = judgements[group] if group in judgements else judgements.setdefault(group, self._judge(group))
             if found is None:
                 return None
             judged.append(found)
