@@ -359,6 +359,9 @@ class ModelMonitor:
             self.stats.update_predictions([row for segment in segments for row in segment.rows],
                                           [value for segment in segments for value in segment.prediction_values],
                                           points)
+        if any(segment.evaluate_pairs for segment in segments):  # read there: told at once
+            self.stats.pairs_ahead(list(itertools.chain.from_iterable(segment.y_true for segment in segments)),
+                                   list(itertools.chain.from_iterable(segment.y_pred for segment in segments)))
         # The evidence windows get the batch's rows in one push each, as late as they can: up to
         # a segment's end only when a trigger made there reads them, the rest after the last
         # segment (a window holds the same rows however they were pushed).

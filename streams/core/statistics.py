@@ -177,6 +177,7 @@ class ModelStatistics:
             self._queued_errors.append(self._errors(truth, predicted))
         if not self.event_time:
             self._queued_pairs.append((truth, predicted, score_array))
+            self._queued_count += len(truth)
             return []
         closed_by_kind = {kind: window.update_many(np.asarray(times_ms, dtype=np.float64), truth, predicted,
                                                    score_array if kind in SCORE_METRIC_KINDS else None)
@@ -326,7 +327,9 @@ class ModelStatistics:
         self._groups = self._observation_groups()
         #: group -> its detectors' keys and their statistics' names (see _group_members)
         self._members: dict[str, tuple[list[tuple[str, str]], list[str]]] = {}
-        #: the drift and estimated groups (see drift_observations)
+        #: every observation group, and the drift and estimated ones (see observations and
+        #: drift_observations)
+        self._all_groups: dict[str, str] | None = None
         self._drift_groups: dict[str, str] | None = None
         #: what _catch_up_features feeds the numeric detectors from one matrix (see _numeric_plan)
         self._plan: tuple[list[str], list[tuple[str, str]], list[Any], np.ndarray] | None = None
@@ -406,28 +409,33 @@ class ModelStatistics:
             self._feed_pairs()
         return {kind: metric.result() for kind, metric in self.metrics.items()}
 
+    def pairs_ahead(self, y_true: list, y_pred: list) -> None:
+        """The labelled pairs the next :meth:`update_pairs` calls will bring, in order (a
+        batch's, its segments one after the other): the count-window metrics then tell their
+        results after each segment from these, all at once (:meth:`~detectors.metrics.Ahead.
+        result`), without feeding the queue each time rules read them; it is fed at
+        :meth:`catch_up`, in one call."""
+        if self.event_time or not self.metrics or not y_true:
+            return
+        if self._queued_pairs:  # told from the window as it is, with nothing queued
+            self._feed_pairs()
+        aheads = {kind: metric.ahead(y_true, y_pred) for kind, metric in self.metrics.items()}
+        if all(ahead is not None for ahead in aheads.values()):
+            self._aheads = aheads
+
     def _results_ahead(self) -> dict[str, Result] | None:
         """The count-window metrics' results with the queued pairs, as feeding them would
-        give, without feeding them, when every metric can tell (:meth:`~detectors.metrics.
-        Ahead.result`); else None. Rules read the metrics at every evaluation point of a
-        batch, a few dozen pairs apart: the queue is then fed once, at :meth:`catch_up`."""
+        give, when :meth:`pairs_ahead` told them (see there); else None."""
         if self._aheads is None:
-            self._aheads = {kind: metric.ahead() for kind, metric in self.metrics.items()}
-        aheads, queued = self._aheads, self._queued_pairs
-        if any(ahead is None for ahead in aheads.values()):
             return None
-        for truth, predicted, _ in queued[self._ahead_parts:]:
-            for ahead in aheads.values():
-                ahead.add(truth, predicted)
-        self._ahead_parts = len(queued)
-        results = {kind: ahead.result() for kind, ahead in aheads.items()}
+        results = {kind: ahead.result(self._queued_count) for kind, ahead in self._aheads.items()}
         return None if any(result is None for result in results.values()) else results
 
     def _clear_ahead(self) -> None:
-        """The metrics changed, or the queue did: what tells their results ahead starts again."""
-        #: each metric's Ahead over the first _ahead_parts queued parts (see _results_ahead)
+        """The metrics changed, or the queue did: the results ahead no longer hold."""
+        #: each metric's Ahead of the pairs queued from here on (see pairs_ahead), and how many are
         self._aheads: dict[str, Any] | None = None
-        self._ahead_parts = 0
+        self._queued_count = 0
 
     def window_samples(self) -> int:
         results = self.performance()
@@ -441,10 +449,11 @@ class ModelStatistics:
         queues fed to them) when first read, a group at a time (see :meth:`_observe_group`), so
         read it before the next update."""
         eager = {kind: _observation(r) for kind, r in (performance or self.performance()).items()}
-        groups = {**self._groups, **self._estimated_groups()}
-        if not groups:
+        if self._all_groups is None:
+            self._all_groups = {**self._groups, **self._estimated_groups()}
+        if not self._all_groups:
             return eager
-        return _Observations(eager, groups, self._observe_any, self._judgement, self._covers)
+        return _Observations(eager, self._all_groups, self._observe_any, self._judgement, self._covers)
 
     def drift_observations(self) -> Mapping[str, Observation]:
         """The feature and prediction drift entries of :meth:`observations`, and the estimated
@@ -635,7 +644,7 @@ class _Observations(Mapping):
                  load: Callable[[str], dict[str, Observation]],
                  judge: Callable[[str], tuple[list[str], list, list] | None] | None = None,
                  covers: dict[tuple[str, ...], list[str] | None] | None = None):
-        self._names = [*eager, *groups]
+        self._eager = tuple(eager)  # the names, in order: these, then the groups' (_data grows)
         self._data = eager
         self._groups = groups
         self._load = load
@@ -714,10 +723,10 @@ class _Observations(Mapping):
             return [data[name] if name in data else self[name] for name in names]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
+        return itertools.chain(self._eager, self._groups)
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self._eager) + len(self._groups)
 
 
 #: the observation groups that are not a feature group (see ModelStatistics._observation_groups)
