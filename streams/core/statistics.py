@@ -415,10 +415,9 @@ class ModelStatistics:
         results after each segment from these, all at once (:meth:`~detectors.metrics.Ahead.
         result`), without feeding the queue each time rules read them; it is fed at
         :meth:`catch_up`, in one call."""
+        self._feed_pairs()  # told from the metrics as they are, nothing queued (and nothing told)
         if self.event_time or not self.metrics or not y_true:
             return
-        if self._queued_pairs:  # told from the window as it is, with nothing queued
-            self._feed_pairs()
         aheads = {kind: metric.ahead(y_true, y_pred) for kind, metric in self.metrics.items()}
         if all(ahead is not None for ahead in aheads.values()):
             self._aheads = aheads
