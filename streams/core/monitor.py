@@ -356,12 +356,9 @@ class ModelMonitor:
         if len(segments) == 1:
             self.stats.update_predictions(segments[0].rows, segments[0].prediction_values, points)
         else:
-            self.stats.update_predictions([row for segment in segments for row in segment.rows],
-                                          [value for segment in segments for value in segment.prediction_values],
-                                          points)
+            self.stats.update_predictions(_joined(segments, "rows"), _joined(segments, "prediction_values"), points)
         if any(segment.evaluate_pairs for segment in segments):  # read there: told at once
-            self.stats.pairs_ahead(list(itertools.chain.from_iterable(segment.y_true for segment in segments)),
-                                   list(itertools.chain.from_iterable(segment.y_pred for segment in segments)))
+            self.stats.pairs_ahead(_joined(segments, "y_true"), _joined(segments, "y_pred"))
         # The evidence windows get the batch's rows in one push each, as late as they can: up to
         # a segment's end only when a trigger made there reads them, the rest after the last
         # segment (a window holds the same rows however they were pushed).
@@ -522,6 +519,11 @@ class _Pending:
             offset_column = list(itertools.chain.from_iterable(map(operator.attrgetter(offsets), parts)))
         if ts_column:
             self.window.push(_rows(ts_column, offset_column))
+
+
+def _joined(segments: list[Segment], column: str) -> list:
+    """One column of the segments, one after the other (a C loop, not a Python one per item)."""
+    return list(itertools.chain.from_iterable(map(operator.attrgetter(column), segments)))
 
 
 def _named(versions: list[str | None]) -> np.ndarray:
