@@ -12,6 +12,7 @@ point (a closed window or a batch)::
         evidence_extra={"segment": "eu"},              # merged into each event's evidence
     )
     policy.suppressed                                  # {rule: {"cooldown": n, "min_samples": n}}
+    policy.take_held()                                 # {(rule, reason): n} held back since the last call
     checkpoint = policy.state()                        # JSON-able
     policy = TriggerPolicy.from_state(model_id, rules, checkpoint)
 

@@ -16,7 +16,9 @@ is read (a rule that names it, a trigger's evidence, the exporter) or at :meth:`
 windows do not depend on how the values were chunked, so a statistic read at an evaluation point
 is the same as if every segment had been fed on its own; most evaluation points read only the
 performance metrics, and skipping the drift work there is most of the Monitor's speed. The
-count-window metrics' pairs wait in a queue too, until the performance is read.
+count-window metrics' pairs wait in a queue too, until the performance is read; told a batch's
+pairs ahead (:meth:`~ModelStatistics.pairs_ahead`), the metrics give their results at each
+point without them, and the queue is fed once, at :meth:`~ModelStatistics.catch_up`.
 
 The Monitor queues a whole batch of predictions at once, with the evaluation points where drift
 rules will read it, and moves to each point (:meth:`~ModelStatistics.seek`) before judging there:
