@@ -341,6 +341,8 @@ class ModelStatistics:
         self._end_measured: dict[tuple[str, str], tuple[float, int]] | None = None
         #: group -> its detectors' places among the numeric ones, and kinds (see _foreseen_members)
         self._foreseen: dict[str, tuple[list[int], list[str]] | None] = {}
+        #: groups judged together -> their places and names one group after the other (see _judgement)
+        self._together: dict[tuple[str, ...], tuple[list[int], list[str]]] = {}
         #: names a rule reads -> the groups they are exactly, or None (see _Observations._judged;
         #: a group is the same in every mapping that holds it)
         self._covers: dict[tuple[str, ...], list[str] | None] = {}
@@ -533,16 +535,26 @@ class ModelStatistics:
         return {name: Observation(r.statistic, r.n, r.fired, r.deferred_p_value(), r.threshold, key[1])
                 for key, name, r in zip(keys, names, results.values())}
 
-    def _judgement(self, group: str) -> tuple[list[str], list, list] | None:
-        """Each statistic of a feature group by name, with its n and whether it fired, as
-        :meth:`_observe_group` would observe them, without making the observations (a rule on
-        ``fired`` reads nothing else): when a Foresight measures the whole group; else None."""
-        foreseen = None if group in _OTHER_GROUPS else self._foreseen_group(group)
-        if foreseen is None:
-            return None
+    def _judgement(self, groups: list[str]) -> tuple[list[str], list, list] | None:
+        """Each statistic of these feature groups by name, one group after the other, with its
+        n and whether it fired, as :meth:`_observe_group` would observe them, without making
+        the observations (a rule on ``fired`` reads nothing else): when a Foresight measures
+        every group whole; else None. The groups are read from the Foresight together."""
+        found = []
+        for group in groups:
+            foreseen = None if group in _OTHER_GROUPS else self._foreseen_group(group)
+            if foreseen is None:
+                return None
+            found.append(foreseen)
         self._catch_up_features(self._position)
-        foresight, members, _ = foreseen
-        return (self._group_members(group)[1], *foresight.judgement(self._position, members))
+        foresight = found[0][0]
+        key = tuple(groups)
+        together = self._together.get(key)
+        if together is None:  # kept as _foreseen_members keeps each group's
+            together = self._together[key] = ([i for _, members, _ in found for i in members],
+                                              [name for group in groups for name in self._group_members(group)[1]])
+        members, names = together
+        return (names, *foresight.judgement(self._position, members))
 
     def _foreseen_group(self, group: str) -> tuple[Foresight, list[int], list[str]] | None:
         """A feature group's Foresight and its detectors' places and kinds there, when the
@@ -643,7 +655,7 @@ class _Observations(Mapping):
 
     def __init__(self, eager: dict[str, Observation], groups: dict[str, str],
                  load: Callable[[str], dict[str, Observation]],
-                 judge: Callable[[str], tuple[list[str], list, list] | None] | None = None,
+                 judge: Callable[[list[str]], tuple[list[str], list, list] | None] | None = None,
                  covers: dict[tuple[str, ...], list[str] | None] | None = None):
         self._eager = tuple(eager)  # the names, in order: these, then the groups' (_data grows)
         self._data = eager
@@ -652,12 +664,13 @@ class _Observations(Mapping):
         self._loaded: set[str] = set()
         #: ModelStatistics._judgement, and the groups that some names are exactly (see _covered)
         self._judge, self._covers = judge, covers
-        #: what _judged found of each group: a rule on fired counts them, then names them
-        self._judgements: dict[str, tuple[list[str], list, list] | None] = {}
+        #: what _judged found of some names: a rule on fired counts them, then names them
+        self._judgements: dict[tuple[str, ...], tuple[list[str], list, list] | None] = {}
 
-    def _judged(self, names: tuple[str, ...]) -> list[tuple[list[str], list, list]] | None:
-        """Each group's names, n and fired (``_judge``) when the names are whole groups, none
-        of them loaded, that can be judged so; else None."""
+    def _judged(self, names: tuple[str, ...]) -> tuple[list[str], list, list] | None:
+        """The names, n and fired of the statistics of the groups these names are exactly,
+        one group after the other (``_judge``), when none of them is loaded and they can be
+        judged so; else None."""
         if self._judge is None:
             return None
         groups = self._covers.get(names, False)
@@ -665,14 +678,8 @@ class _Observations(Mapping):
             groups = self._covers[names] = _covered(names, self._groups)
         if groups is None or not self._loaded.isdisjoint(groups):
             return None
-        judged = []
         judgements = self._judgements
-        for group in groups:
-            found = judgements[group] if group in judgements else judgements.setdefault(group, self._judge(group))
-            if found is None:
-                return None
-            judged.append(found)
-        return judged
+        return judgements[names] if names in judgements else judgements.setdefault(names, self._judge(groups))
 
     def fired_counts(self, names: tuple[str, ...], min_samples: int) -> tuple[int, int] | None:
         """How many of these statistics fired with at least ``min_samples`` samples, and how
@@ -682,16 +689,15 @@ class _Observations(Mapping):
         judged = self._judged(names)
         if judged is None:
             return None
+        _, counts, fired = judged
+        if min_samples <= 0:
+            return fired.count(True), 0
         breaching = unknown = 0
-        for _, counts, fired in judged:
-            if min_samples <= 0:
-                breaching += fired.count(True)
-            else:
-                for n, is_fired in zip(counts, fired):
-                    if n < min_samples:
-                        unknown += 1
-                    elif is_fired:
-                        breaching += 1
+        for n, is_fired in zip(counts, fired):
+            if n < min_samples:
+                unknown += 1
+            elif is_fired:
+                breaching += 1
         return breaching, unknown
 
     def fired_names(self, names: tuple[str, ...], min_samples: int) -> list[str] | None:
@@ -700,8 +706,7 @@ class _Observations(Mapping):
         judged = self._judged(names)
         if judged is None:
             return None
-        breaching = {name for group_names, counts, fired in judged
-                     for name, n, is_fired in zip(group_names, counts, fired) if is_fired and n >= min_samples}
+        breaching = {name for name, n, is_fired in zip(*judged) if is_fired and n >= min_samples}
         return [name for name in names if name in breaching]
 
     def __getitem__(self, name: str) -> Observation:
