@@ -20,6 +20,8 @@ Conventions (documented because libraries differ):
 """
 from __future__ import annotations
 
+import itertools
+import operator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -141,6 +143,11 @@ class LabelCodes:
     def code(self, label: Any) -> int | None:
         return self._codes.get(plain_label(label))
 
+    def knows(self, labels: set) -> bool:
+        """Whether every one of these labels is an int (not a bool, nor a float) coded already:
+        values of them are then coded without a new code, two to one code exactly when equal."""
+        return all(type(label) is int and label in self._codes for label in labels)
+
 
 class _WindowedMetric:
     """Shared plumbing: a count window of per-pair columns, a statistic over it, state."""
@@ -168,6 +175,11 @@ class _WindowedMetric:
         rows = self.window.rows()
         statistic = self._statistic(rows) if len(rows) else float("nan")
         return Result(statistic=float(statistic), n=len(rows))
+
+    def ahead(self, y_true: list, y_pred: list) -> "Ahead | None":
+        """What tells this metric's result after each count of these pairs, none of them pushed
+        (see :class:`Ahead`); None when it cannot: then pairs are pushed to be read."""
+        return None
 
     def _params(self) -> dict[str, Any]:
         return {"window": self.window.size}
@@ -318,6 +330,9 @@ class Accuracy(_ClassificationMetric):
         n = len(self.window)
         return Result(statistic=self._right / n if n else float("nan"), n=n)
 
+    def ahead(self, y_true: list, y_pred: list) -> "Ahead | None":
+        return _AccuracyAhead.of(self, y_true, y_pred)
+
     @classmethod
     def from_state(cls, state: dict[str, Any]):
         metric = super().from_state(state)
@@ -330,6 +345,57 @@ class Accuracy(_ClassificationMetric):
 
 def _right(rows: np.ndarray) -> int:
     return int(np.count_nonzero(rows[:, TRUE] == rows[:, PRED]))
+
+
+class Ahead:
+    """A metric's result after some of a batch of pairs, the metric left as it is.
+
+    A monitor reads its metrics at every evaluation point of a batch, a few dozen pairs apart:
+    told the batch's pairs once (the metric's ``ahead``), this gives the result at each point,
+    and the whole batch is then pushed once (the same window as pushing it part by part).
+    Only valid while nothing is pushed to the metric.
+    """
+
+    def result(self, count: int) -> Result | None:
+        """What ``update_many`` of the first ``count`` pairs (in one call or in parts) would
+        return; None when this cannot tell (then the caller pushes them and reads the metric)."""
+        raise NotImplementedError
+
+
+class _AccuracyAhead(Ahead):
+    """:class:`Accuracy` ahead: the right pairs among the batch's first ``count`` and among the
+    window's oldest, those that leave it, from running sums made once. Made only when every
+    label is a class id the metric has coded (the usual stream after its first pairs), so that
+    pushing the pairs codes no new label (and raises nothing), and a pair is right exactly when
+    its two ids are equal; and told up to a window of pairs (which of those stay would matter
+    beyond)."""
+
+    def __init__(self, metric: Accuracy, right: list[int], left: list[int]):
+        self.metric = metric
+        #: right pairs among the batch's first k, and among the window's oldest k
+        self._right, self._left = right, left
+
+    @classmethod
+    def of(cls, metric: Accuracy, y_true: list, y_pred: list) -> "_AccuracyAhead | None":
+        try:
+            labels = {*y_true, *y_pred}
+        except TypeError:  # an unhashable label: not a class id
+            return None
+        if len(y_true) != len(y_pred) or not metric.codes.knows(labels):
+            return None
+        window = metric.window
+        right = list(itertools.accumulate(map(operator.eq, y_true, y_pred), initial=0))
+        oldest = window.oldest(len(window) + min(len(y_true), window.size) - window.size)
+        left = [0, *np.cumsum(oldest[:, TRUE] == oldest[:, PRED], dtype=np.intp).tolist()]
+        return cls(metric, right, left)
+
+    def result(self, count: int) -> Result | None:
+        window = self.metric.window
+        if count >= len(self._right) or count > window.size:
+            return None
+        n = min(window.size, len(window) + count)
+        right = self.metric._right + self._right[count] - self._left[max(0, len(window) + count - window.size)]
+        return Result(statistic=right / n if n else float("nan"), n=n)
 
 
 def _per_class_scores(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

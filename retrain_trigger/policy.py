@@ -12,6 +12,7 @@ point (a closed window or a batch)::
         evidence_extra={"segment": "eu"},              # merged into each event's evidence
     )
     policy.suppressed                                  # {rule: {"cooldown": n, "min_samples": n}}
+    policy.take_held()                                 # {(rule, reason): n} held back since the last call
     checkpoint = policy.state()                        # JSON-able
     policy = TriggerPolicy.from_state(model_id, rules, checkpoint)
 
@@ -136,6 +137,10 @@ class TriggerPolicy:
         self.rules = list(rules)
         self.model_version: str | None = None
         self._states: dict[str, _RuleState] = {rule.name: _RuleState() for rule in self.rules}
+        #: the rules with a rearm level: of the others, one that judges OK re-arms (see _step)
+        self._rearmed = {rule.name for rule in self.rules if any(c.rearm is not None for c in rule.conditions)}
+        #: breaches held back since :meth:`take_held`, by (rule, reason)
+        self._held: dict[tuple[str, str], int] = {}
 
     # -- checkpoints -------------------------------------------------------------------
 
@@ -166,6 +171,16 @@ class TriggerPolicy:
             name: {"cooldown": state.suppressed_cooldown, "min_samples": state.suppressed_min_samples}
             for name, state in self._states.items()
         }
+
+    def take_held(self) -> dict[tuple[str, str], int]:
+        """The breaches held back since the last call, by (rule, reason): what :attr:`suppressed`
+        grew by, without comparing it before and after every evaluation point."""
+        held, self._held = self._held, {}
+        return held
+
+    def _hold(self, rule: Rule, reason: str) -> None:
+        key = (rule.name, reason)
+        self._held[key] = self._held.get(key, 0) + 1
 
     # -- evaluation --------------------------------------------------------------------
 
@@ -215,11 +230,13 @@ class TriggerPolicy:
         if verdict is Verdict.UNKNOWN:
             if _judge(rule, observations, 0, use_rearm=False) is Verdict.BREACH:
                 state.suppressed_min_samples += 1
+                self._hold(rule, "min_samples")
             return False, []
         if verdict is Verdict.OK:
             state.streak, state.breach_started_ms = 0, None
-            if not state.armed:
-                state.armed = _judge(rule, observations, rule.min_samples, use_rearm=True) is Verdict.OK
+            if not state.armed:  # judged again at the rearm levels, when the rule has any
+                state.armed = (rule.name not in self._rearmed
+                               or _judge(rule, observations, rule.min_samples, use_rearm=True) is Verdict.OK)
             if state.armed and primary is not None:
                 state.baseline = primary
             return False, []
@@ -244,6 +261,7 @@ class TriggerPolicy:
             if not new:
                 if state.armed:
                     state.suppressed_cooldown += 1
+                    self._hold(rule, "cooldown")
                 return False, []
             state.triggered = sorted({*state.triggered, *new})
         state.armed = False
@@ -299,6 +317,8 @@ class TriggerPolicy:
 
 def _judge(rule: Rule, observations: Mapping[str, Observation], min_samples: int, *, use_rearm: bool) -> Verdict:
     """Three-valued verdict of the whole rule; with ``use_rearm``, levels are the rearm levels."""
+    if len(rule.conditions) == 1:  # combined with nothing, either way
+        return _judge_condition(rule.conditions[0], observations, min_samples, use_rearm)
     verdicts = [_judge_condition(c, observations, min_samples, use_rearm) for c in rule.conditions]
     decisive, opposite = (Verdict.BREACH, Verdict.OK) if rule.combine == "any" else (Verdict.OK, Verdict.BREACH)
     if decisive in verdicts:

@@ -358,9 +358,9 @@ class ModelMonitor:
         if len(segments) == 1:
             self.stats.update_predictions(segments[0].rows, segments[0].prediction_values, points)
         else:
-            self.stats.update_predictions([row for segment in segments for row in segment.rows],
-                                          [value for segment in segments for value in segment.prediction_values],
-                                          points)
+            self.stats.update_predictions(_joined(segments, "rows"), _joined(segments, "prediction_values"), points)
+        if any(segment.evaluate_pairs for segment in segments):  # read there: told at once
+            self.stats.pairs_ahead(_joined(segments, "y_true"), _joined(segments, "y_pred"))
         # The evidence windows get the batch's rows in one push each, as late as they can: up to
         # a segment's end only when a trigger made there reads them, the rest after the last
         # segment (a window holds the same rows however they were pushed).
@@ -427,16 +427,14 @@ class ModelMonitor:
                window: TriggerWindow | Callable[[], TriggerWindow], at_ms: int) -> list[TriggerEvent]:
         """One evaluation point: the policy decides; count what it held back. ``window``: the
         trigger window, or what makes it when a rule fires (see :meth:`TriggerPolicy.evaluate`)."""
-        before = policy.suppressed
         triggers = policy.evaluate(observations, model_version=version, window=window, at_ms=at_ms)
         if policy is self.policy:  # change detectors speak to the labelled pairs' clock
             self.stats.end_evaluation()
-        for rule, reasons in policy.suppressed.items():
-            for reason, count in reasons.items():
-                held = count - before.get(rule, {}).get(reason, 0)
-                if held:
-                    key = (rule, reason)
-                    self.counters.suppressed[key] = self.counters.suppressed.get(key, 0) + held
+        held = policy.take_held()
+        if held:
+            suppressed = self.counters.suppressed
+            for key, count in held.items():
+                suppressed[key] = suppressed.get(key, 0) + count
         return triggers
 
     # -- checkpoints ----------------------------------------------------------------------
@@ -523,6 +521,11 @@ class _Pending:
             offset_column = list(itertools.chain.from_iterable(map(operator.attrgetter(offsets), parts)))
         if ts_column:
             self.window.push(_rows(ts_column, offset_column))
+
+
+def _joined(segments: list[Segment], column: str) -> list:
+    """One column of the segments, one after the other (a C loop, not a Python one per item)."""
+    return list(itertools.chain.from_iterable(map(operator.attrgetter(column), segments)))
 
 
 def _named(versions: list[str | None]) -> np.ndarray:

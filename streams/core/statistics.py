@@ -16,7 +16,9 @@ is read (a rule that names it, a trigger's evidence, the exporter) or at :meth:`
 windows do not depend on how the values were chunked, so a statistic read at an evaluation point
 is the same as if every segment had been fed on its own; most evaluation points read only the
 performance metrics, and skipping the drift work there is most of the Monitor's speed. The
-count-window metrics' pairs wait in a queue too, until the performance is read.
+count-window metrics' pairs wait in a queue too, until the performance is read; told a batch's
+pairs ahead (:meth:`~ModelStatistics.pairs_ahead`), the metrics give their results at each
+point without them, and the queue is fed once, at :meth:`~ModelStatistics.catch_up`.
 
 The Monitor queues a whole batch of predictions at once, with the evaluation points where drift
 rules will read it, and moves to each point (:meth:`~ModelStatistics.seek`) before judging there:
@@ -94,6 +96,7 @@ class ModelStatistics:
         self._queued_errors: list[np.ndarray] = []
         #: labelled pairs queued for the count-window metrics, a segment each (see _feed_pairs)
         self._queued_pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
+        self._clear_ahead()
         self._clear_predictions()  # the queued predictions and their read positions
         #: values() has been called: each batch's end is then measured with its points, as a
         #: timeline reads every batch's end (see values)
@@ -178,6 +181,7 @@ class ModelStatistics:
             self._queued_errors.append(self._errors(truth, predicted))
         if not self.event_time:
             self._queued_pairs.append((truth, predicted, score_array))
+            self._queued_count += len(truth)
             return []
         closed_by_kind = {kind: window.update_many(np.asarray(times_ms, dtype=np.float64), truth, predicted,
                                                    score_array if kind in SCORE_METRIC_KINDS else None)
@@ -195,6 +199,7 @@ class ModelStatistics:
         same state as a call per segment (class ids all coded already, so no code depends on
         the parts), else segment by segment."""
         queued, self._queued_pairs = self._queued_pairs, []
+        self._clear_ahead()
         if len(queued) > 1 and not self.regression and not self._score_metrics:
             truth = np.concatenate([t for t, _, _ in queued])
             predicted = np.concatenate([p for _, p, _ in queued])
@@ -326,7 +331,9 @@ class ModelStatistics:
         self._groups = self._observation_groups()
         #: group -> its detectors' keys and their statistics' names (see _group_members)
         self._members: dict[str, tuple[list[tuple[str, str]], list[str]]] = {}
-        #: the drift and estimated groups (see drift_observations)
+        #: every observation group, and the drift and estimated ones (see observations and
+        #: drift_observations)
+        self._all_groups: dict[str, str] | None = None
         self._drift_groups: dict[str, str] | None = None
         #: what _catch_up_features feeds the numeric detectors from one matrix (see _numeric_plan)
         self._plan: tuple[list[str], list[tuple[str, str]], list[Any], np.ndarray] | None = None
@@ -336,6 +343,8 @@ class ModelStatistics:
         self._end_measured: dict[tuple[str, str], tuple[float, int]] | None = None
         #: group -> its detectors' places among the numeric ones, and kinds (see _foreseen_members)
         self._foreseen: dict[str, tuple[list[int], list[str]] | None] = {}
+        #: groups judged together -> their places and names one group after the other (see _judgement)
+        self._together: dict[tuple[str, ...], tuple[list[int], list[str]]] = {}
         #: names a rule reads -> the groups they are exactly, or None (see _Observations._judged;
         #: a group is the same in every mapping that holds it)
         self._covers: dict[tuple[str, ...], list[str] | None] = {}
@@ -399,8 +408,39 @@ class ModelStatistics:
     def performance(self) -> dict[str, Result]:
         if self.event_time:
             return dict(self.closed)
-        self._feed_pairs()
+        if self._queued_pairs:
+            ahead = self._results_ahead()
+            if ahead is not None:
+                return ahead
+            self._feed_pairs()
         return {kind: metric.result() for kind, metric in self.metrics.items()}
+
+    def pairs_ahead(self, y_true: list, y_pred: list) -> None:
+        """The labelled pairs the next :meth:`update_pairs` calls will bring, in order (a
+        batch's, its segments one after the other): the count-window metrics then tell their
+        results after each segment from these, all at once (:meth:`~detectors.metrics.Ahead.
+        result`), without feeding the queue each time rules read them; it is fed at
+        :meth:`catch_up`, in one call."""
+        self._feed_pairs()  # told from the metrics as they are, nothing queued (and nothing told)
+        if self.event_time or not self.metrics or not y_true:
+            return
+        aheads = {kind: metric.ahead(y_true, y_pred) for kind, metric in self.metrics.items()}
+        if all(ahead is not None for ahead in aheads.values()):
+            self._aheads = aheads
+
+    def _results_ahead(self) -> dict[str, Result] | None:
+        """The count-window metrics' results with the queued pairs, as feeding them would
+        give, when :meth:`pairs_ahead` told them (see there); else None."""
+        if self._aheads is None:
+            return None
+        results = {kind: ahead.result(self._queued_count) for kind, ahead in self._aheads.items()}
+        return None if any(result is None for result in results.values()) else results
+
+    def _clear_ahead(self) -> None:
+        """The metrics changed, or the queue did: the results ahead no longer hold."""
+        #: each metric's Ahead of the pairs queued from here on (see pairs_ahead), and how many are
+        self._aheads: dict[str, Any] | None = None
+        self._queued_count = 0
 
     def window_samples(self) -> int:
         results = self.performance()
@@ -414,10 +454,11 @@ class ModelStatistics:
         queues fed to them) when first read, a group at a time (see :meth:`_observe_group`), so
         read it before the next update."""
         eager = {kind: _observation(r) for kind, r in (performance or self.performance()).items()}
-        groups = {**self._groups, **self._estimated_groups()}
-        if not groups:
+        if self._all_groups is None:
+            self._all_groups = {**self._groups, **self._estimated_groups()}
+        if not self._all_groups:
             return eager
-        return _Observations(eager, groups, self._observe_any, self._judgement, self._covers)
+        return _Observations(eager, self._all_groups, self._observe_any, self._judgement, self._covers)
 
     def drift_observations(self) -> Mapping[str, Observation]:
         """The feature and prediction drift entries of :meth:`observations`, and the estimated
@@ -496,16 +537,26 @@ class ModelStatistics:
         return {name: Observation(r.statistic, r.n, r.fired, r.deferred_p_value(), r.threshold, key[1])
                 for key, name, r in zip(keys, names, results.values())}
 
-    def _judgement(self, group: str) -> tuple[list[str], list, list] | None:
-        """Each statistic of a feature group by name, with its n and whether it fired, as
-        :meth:`_observe_group` would observe them, without making the observations (a rule on
-        ``fired`` reads nothing else): when a Foresight measures the whole group; else None."""
-        foreseen = None if group in _OTHER_GROUPS else self._foreseen_group(group)
-        if foreseen is None:
-            return None
+    def _judgement(self, groups: list[str]) -> tuple[list[str], list, list] | None:
+        """Each statistic of these feature groups by name, one group after the other, with its
+        n and whether it fired, as :meth:`_observe_group` would observe them, without making
+        the observations (a rule on ``fired`` reads nothing else): when a Foresight measures
+        every group whole; else None. The groups are read from the Foresight together."""
+        found = []
+        for group in groups:
+            foreseen = None if group in _OTHER_GROUPS else self._foreseen_group(group)
+            if foreseen is None:
+                return None
+            found.append(foreseen)
         self._catch_up_features(self._position)
-        foresight, members, _ = foreseen
-        return (self._group_members(group)[1], *foresight.judgement(self._position, members))
+        foresight = found[0][0]
+        key = tuple(groups)
+        together = self._together.get(key)
+        if together is None:  # kept as _foreseen_members keeps each group's
+            together = self._together[key] = ([i for _, members, _ in found for i in members],
+                                              [name for group in groups for name in self._group_members(group)[1]])
+        members, names = together
+        return (names, *foresight.judgement(self._position, members))
 
     def _foreseen_group(self, group: str) -> tuple[Foresight, list[int], list[str]] | None:
         """A feature group's Foresight and its detectors' places and kinds there, when the
@@ -594,6 +645,7 @@ class ModelStatistics:
         self.last_detection = dict(state["last_detection"])
         self._clear_predictions()
         self._queued_errors, self._queued_pairs = [], []
+        self._clear_ahead()
         if self.estimator is not None and state.get("estimation") is not None:
             self.estimator = CBPE.from_state(state["estimation"])
 
@@ -605,19 +657,22 @@ class _Observations(Mapping):
 
     def __init__(self, eager: dict[str, Observation], groups: dict[str, str],
                  load: Callable[[str], dict[str, Observation]],
-                 judge: Callable[[str], tuple[list[str], list, list] | None] | None = None,
+                 judge: Callable[[list[str]], tuple[list[str], list, list] | None] | None = None,
                  covers: dict[tuple[str, ...], list[str] | None] | None = None):
-        self._names = [*eager, *groups]
+        self._eager = tuple(eager)  # the names, in order: these, then the groups' (_data grows)
         self._data = eager
         self._groups = groups
         self._load = load
         self._loaded: set[str] = set()
         #: ModelStatistics._judgement, and the groups that some names are exactly (see _covered)
         self._judge, self._covers = judge, covers
+        #: what _judged found of some names: a rule on fired counts them, then names them
+        self._judgements: dict[tuple[str, ...], tuple[list[str], list, list] | None] = {}
 
-    def _judged(self, names: tuple[str, ...]) -> list[tuple[list[str], list, list]] | None:
-        """Each group's names, n and fired (``_judge``) when the names are whole groups, none
-        of them loaded, that can be judged so; else None."""
+    def _judged(self, names: tuple[str, ...]) -> tuple[list[str], list, list] | None:
+        """The names, n and fired of the statistics of the groups these names are exactly,
+        one group after the other (``_judge``), when none of them is loaded and they can be
+        judged so; else None."""
         if self._judge is None:
             return None
         groups = self._covers.get(names, False)
@@ -625,13 +680,8 @@ class _Observations(Mapping):
             groups = self._covers[names] = _covered(names, self._groups)
         if groups is None or not self._loaded.isdisjoint(groups):
             return None
-        judged = []
-        for group in groups:
-            found = self._judge(group)
-            if found is None:
-                return None
-            judged.append(found)
-        return judged
+        judgements = self._judgements
+        return judgements[names] if names in judgements else judgements.setdefault(names, self._judge(groups))
 
     def fired_counts(self, names: tuple[str, ...], min_samples: int) -> tuple[int, int] | None:
         """How many of these statistics fired with at least ``min_samples`` samples, and how
@@ -641,16 +691,15 @@ class _Observations(Mapping):
         judged = self._judged(names)
         if judged is None:
             return None
+        _, counts, fired = judged
+        if min_samples <= 0:
+            return fired.count(True), 0
         breaching = unknown = 0
-        for _, counts, fired in judged:
-            if min_samples <= 0:
-                breaching += fired.count(True)
-            else:
-                for n, is_fired in zip(counts, fired):
-                    if n < min_samples:
-                        unknown += 1
-                    elif is_fired:
-                        breaching += 1
+        for n, is_fired in zip(counts, fired):
+            if n < min_samples:
+                unknown += 1
+            elif is_fired:
+                breaching += 1
         return breaching, unknown
 
     def fired_names(self, names: tuple[str, ...], min_samples: int) -> list[str] | None:
@@ -659,8 +708,7 @@ class _Observations(Mapping):
         judged = self._judged(names)
         if judged is None:
             return None
-        breaching = {name for group_names, counts, fired in judged
-                     for name, n, is_fired in zip(group_names, counts, fired) if is_fired and n >= min_samples}
+        breaching = {name for name, n, is_fired in zip(*judged) if is_fired and n >= min_samples}
         return [name for name in names if name in breaching]
 
     def __getitem__(self, name: str) -> Observation:
@@ -683,10 +731,10 @@ class _Observations(Mapping):
             return [data[name] if name in data else self[name] for name in names]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
+        return itertools.chain(self._eager, self._groups)
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self._eager) + len(self._groups)
 
 
 #: the observation groups that are not a feature group (see ModelStatistics._observation_groups)

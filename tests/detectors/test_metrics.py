@@ -271,3 +271,44 @@ def test_accuracy_batched_with_a_restore_matches_pair_by_pair(run):
         assert result == single.result() or math.isnan(expected)
         assert pairs(batched) == pairs(single)
         assert batched.state() == unbroken.state()
+
+
+@settings(max_examples=150, deadline=None)
+@given(labelled_batches(), st.integers(0, 12), st.booleans())
+def test_accuracy_ahead_is_the_result_pushing_the_parts_gives_and_pushes_nothing(run, pushed_first, bools):
+    """What an Ahead of a batch tells after each of its parts is the result ``update_many`` of
+    every part so far, one after the other, returns, or None (a label not coded yet, not an
+    int, or more pairs than the window holds); the metric it reads is left as it was."""
+    batches, window, _ = run
+    metric, pushed = Accuracy(window=window), Accuracy(window=window)
+    for batch in batches[:pushed_first]:  # a window already holding some pairs
+        for m in (metric, pushed):
+            m.update_many(np.array([t for t, _ in batch]), np.array([p for _, p in batch]))
+    rest = [pair for batch in batches[pushed_first:] for pair in batch]
+    y_true = [bool(t) if bools and t in (0, 1) else t for t, _ in rest]  # True == 1, yet no class id
+    y_pred = [p for _, p in rest]
+    before = json.dumps(metric.state())
+    ahead = metric.ahead(y_true, y_pred)
+    knows = (all(type(label) is int for label in y_true + y_pred)
+             and set(y_true + y_pred) <= set(metric.codes.labels))
+    assert (ahead is not None) == knows
+    count = 0
+    for batch in batches[pushed_first:]:
+        expected = pushed.update_many(np.array([t for t, _ in batch]), np.array([p for _, p in batch]))
+        count += len(batch)
+        if ahead is not None:
+            result = ahead.result(count)
+            assert (result is None) == (count > window)
+            assert result is None or repr(result) == repr(expected)
+        assert json.dumps(metric.state()) == before
+    if ahead is not None:
+        assert ahead.result(count + 1) is None  # beyond the pairs told
+
+
+def test_an_accuracy_ahead_tells_nothing_of_new_labels_or_beyond_a_window():
+    metric = Accuracy(window=4)
+    metric.update_many(np.array([0, 1, 1]), np.array([0, 1, 0]))
+    ahead = metric.ahead([1, 1, 0, 0, 1], [1, 0, 0, 0, 1])
+    assert [ahead.result(k).statistic for k in range(5)] == [2 / 3, 0.75, 0.5, 0.5, 0.75]
+    assert ahead.result(5) is None
+    assert metric.ahead([2], [1]) is None and metric.ahead([1.0], [1]) is None and metric.ahead([[1]], [1]) is None

@@ -472,6 +472,7 @@ PAIRS = {
     "ids": config(metrics=["accuracy", "f1_macro"], window={"kind": "count", "size": 40},
                   detectors=[{"kind": "adwin"}]),
     "scored": config(metrics=["accuracy", "log_loss"], window={"kind": "count", "size": 40}),
+    "accuracy": config(metrics=["accuracy"], window={"kind": "count", "size": 40}, detectors=[{"kind": "adwin"}]),
 }
 
 
@@ -481,26 +482,34 @@ PAIRS = {
        segments=st.lists(st.integers(1, 30), min_size=1, max_size=12), restore_after=st.integers(0, 12))
 def test_pairs_read_at_some_points_equal_pairs_fed_segment_by_segment(seed, kind, labels, segments, restore_after):
     """Labelled pairs queued for the metrics and fed when read (together when their class ids
-    are all known) give, at every read, the performance of statistics fed each segment on its
-    own, and the same state after every batch; new labels arrive mid-stream (coded by segment),
-    windows wrap, and the statistics are restored mid-stream."""
+    are all known), or told ahead for a batch of segments (pairs_ahead), give, at every read,
+    the performance of statistics fed each segment on its own, and the same state after every
+    batch; new labels arrive mid-stream (coded by segment), windows wrap, and the statistics are
+    restored mid-stream."""
     rng = np.random.default_rng(seed)
     model = PAIRS[kind].models[0]
     queued, by_segment = ModelStatistics(model), ModelStatistics(model)
+    pairs = []
     for index, size in enumerate(segments):
         # more labels later on, out of order, each first predicted then true
         known = labels[: 1 + index * len(labels) // len(segments)]
         new = labels[min(len(known), len(labels) - 1)]
         y_true = [known[i] for i in rng.integers(0, len(known), size)]
         y_pred = [new] + [known[i] if rng.random() < 0.7 else new for i in rng.integers(0, len(known), size - 1)]
+        pairs.append((y_true, y_pred))
+    ends = {index for index in range(len(segments)) if index == restore_after or rng.random() < 0.3}
+    for index, (size, (y_true, y_pred)) in enumerate(zip(segments, pairs)):
+        if (index == 0 or index - 1 in ends) and rng.random() < 0.7:  # a batch starts: told ahead
+            batch = pairs[index:min([end for end in ends if end >= index], default=len(pairs) - 1) + 1]
+            queued.pairs_ahead([t for y, _ in batch for t in y], [p for _, y in batch for p in y])
         scores = rng.uniform(0, 1, size).tolist()
         times = [T0 + 1000 * (index * 100 + i) for i in range(size)]
         by_segment.update_pairs(y_true, y_pred, scores, times)
         expected = by_segment.performance()
         queued.update_pairs(y_true, y_pred, scores, times)
-        if rng.random() < 0.3:
+        if rng.random() < 0.5:
             assert repr(queued.performance()) == repr(expected)
-        if index == restore_after or rng.random() < 0.3:  # the end of a batch: a checkpoint
+        if index in ends:  # the end of a batch: a checkpoint
             by_segment.catch_up()
             queued.catch_up()
             assert json.dumps(queued.state()) == json.dumps(by_segment.state())
@@ -511,6 +520,36 @@ def test_pairs_read_at_some_points_equal_pairs_fed_segment_by_segment(seed, kind
     queued.catch_up()
     assert repr(queued.performance()) == repr(by_segment.performance())
     assert json.dumps(queued.state()) == json.dumps(by_segment.state())
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1),
+       batches=st.lists(st.lists(st.integers(1, 25), min_size=1, max_size=6), min_size=1, max_size=6),
+       new_label=st.sampled_from([None, 2, True]))
+def test_accuracy_told_ahead_of_a_batch_is_accuracy_fed_segment_by_segment(seed, batches, new_label):
+    """The accuracy read after each segment of a batch told ahead (the Monitor's usual batch:
+    class ids known, a wrapping window) is that of statistics fed segment by segment, and so
+    is the state after the batch; a label not coded yet (or a bool) in a batch reads it the
+    usual way."""
+    rng = np.random.default_rng(seed)
+    model = PAIRS["accuracy"].models[0]
+    ahead, by_segment = ModelStatistics(model), ModelStatistics(model)
+    for stats in (ahead, by_segment):  # both class ids coded
+        stats.update_pairs([0, 1], [1, 0], None, [T0, T0])
+        stats.catch_up()
+    for b, sizes in enumerate(batches):
+        parts = [([int(v) for v in rng.integers(0, 2, size)], [int(v) for v in rng.integers(0, 2, size)])
+                 for size in sizes]
+        if new_label is not None and b == len(batches) // 2:
+            parts[-1][1][-1] = new_label
+        ahead.pairs_ahead([t for y, _ in parts for t in y], [p for _, y in parts for p in y])
+        for y_true, y_pred in parts:
+            for stats in (ahead, by_segment):
+                stats.update_pairs(y_true, y_pred, None, [T0] * len(y_true))
+            assert repr(ahead.performance()) == repr(by_segment.performance())
+        ahead.catch_up()
+        by_segment.catch_up()
+        assert json.dumps(ahead.state()) == json.dumps(by_segment.state())
 
 
 @settings(max_examples=100, deadline=None)

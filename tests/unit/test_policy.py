@@ -509,3 +509,19 @@ def test_a_fired_globs_breaching_matches_are_those_judged_breaching_one_by_one(s
                 if _judge_one(condition, o, min_samples, False) is Verdict.BREACH]
     assert _breaching_matches(condition, observations, min_samples, ranked=False) == expected
     assert _breaching_matches(condition, observations, min_samples) == sorted(expected, key=lambda m: _drift_rank(m[1]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(steps=st.lists(step_strategy, min_size=1, max_size=25))
+def test_take_held_is_what_suppressed_grew_by_at_each_point(steps):
+    """The breaches held back since the last take_held, by (rule, reason), are the growth of
+    ``suppressed`` (a rearm level, min_samples and a cooldown all hold breaches back here)."""
+    policy = make_policy(*RICH_RULES)
+    for index, step in enumerate(steps):
+        before = policy.suppressed
+        policy.evaluate(step, model_version="v1", window=window_at(index), at_ms=T0_MS + index * MINUTE_MS)
+        grown = {(rule, reason): count - before[rule][reason]
+                 for rule, reasons in policy.suppressed.items() for reason, count in reasons.items()
+                 if count != before[rule][reason]}
+        assert policy.take_held() == grown
+    assert policy.take_held() == {}
