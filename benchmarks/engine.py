@@ -51,7 +51,8 @@ time t0 and a read_committed consumer of the triggers topic notes when the trigg
 latency = seen - t0, ``--latency-samples`` samples, p50/p99; with the engine's CPU time per second
 of the samples (cores) and its commits, so a latency bought with CPU shows, and the size of its
 checkpoints at the end (the load's ids fill the de-duplication horizon, 600 s, as a run of about
-80 samples lasts).
+80 samples lasts). ``--latency-workers N`` puts ``driftline run --workers N`` under the load
+(its CPU is the supervisor's and the engines' together).
 
 Memory. ``--memory-models`` models × ``--memory-features`` features (PSI each, accuracy, ADWIN, a
 rule), ``--memory-per-model`` predictions and labels each, consumed by ``driftline run``; peak RSS
@@ -492,7 +493,7 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float, worktree: Path | 
                        models_toml(MODELS, FEATURES, "realistic") + LATENCY_MODEL, args.commit_every_ms, port,
                        args.partitions)
     reader = TriggerReader(args.bootstrap, f"{prefix}{name}-triggers")
-    proc = EngineProcess(cfg, "confluent", port, cwd=worktree)
+    proc = EngineProcess(cfg, "confluent", port, cwd=worktree, workers=args.latency_workers)
     producer = Producer({"bootstrap.servers": args.bootstrap, "partitioner": "murmur2_random", "linger.ms": 0})
     enc = msgspec.json.Encoder()
     samples: list[float] = []
@@ -565,9 +566,14 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float, worktree: Path | 
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux)."""
+    """User + system CPU time so far of a process and the children it runs (a ``--workers``
+    supervisor's engines) (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return own + sum(cpu_seconds(child) for child in children)
 
 
 # -- memory ---------------------------------------------------------------------------------
@@ -681,6 +687,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-rate", type=float,
                         help="events/s of the load during the latency samples (default: half the confluent median "
                              "of this run; 0: idle topics)")
+    parser.add_argument("--latency-workers", type=int, default=1,
+                        help="the engine under that load: driftline run --workers N (default 1: one engine)")
     parser.add_argument("--memory-models", type=int, default=100)
     parser.add_argument("--memory-features", type=int, default=50)
     parser.add_argument("--memory-per-model", type=int, default=2000)
@@ -810,8 +818,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ntrigger latency{label} (label produced → trigger visible to read_committed), {lat['samples']} samples, "
               f"commit_every_ms={args.commit_every_ms}, under a load of {lat['rate']:,.0f} events/s (consumed "
               f"{lat['consumed_rate']:,.0f}/s meanwhile): p50 {lat['p50'] * 1000:.0f} ms, "
-              f"p99 {lat['p99'] * 1000:.0f} ms (min {lat['min'] * 1000:.0f}, max {lat['max'] * 1000:.0f}); "
-              f"engine CPU {lat['engine_cpu']:.2f} cores, {lat['commits']:,.0f} commits, "
+              f"p99 {lat['p99'] * 1000:.0f} ms (min {lat['min'] * 1000:.0f}, max {lat['max'] * 1000:.0f}; "
+              f"{sum(x > 100 for x in lat['in_order_ms'])} over 100 ms, {sum(x > 200 for x in lat['in_order_ms'])} "
+              f"over 200 ms); engine{f' (--workers {args.latency_workers})' if args.latency_workers > 1 else ''} "
+              f"CPU {lat['engine_cpu']:.2f} cores, {lat['commits']:,.0f} commits, "
               f"{lat['triggers']:,.0f} triggers, checkpoints {lat['checkpoint_mb']:.1f} MB at the end")
     if memory:
         print(f"\nmemory: {args.memory_models} models × {args.memory_features} features (PSI each), "
