@@ -45,3 +45,12 @@ def test_scram_users_that_the_format_option_cannot_carry_are_refused(tmp_path):
 
     with pytest.raises(BrokerError, match="may not contain"):
         SaslSsl(tmp_path, {"a": "pass,word"}).scram_arguments()
+
+
+def test_with_a_command_that_cannot_run_is_one_line_and_127(monkeypatch, capsys):
+    from streams.tools.kafka_local.__main__ import main
+
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # given: no broker is started
+    assert main(["with", "driftline-no-such-command"]) == 127
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "driftline kafka: cannot run 'driftline-no-such-command': No such file or directory"

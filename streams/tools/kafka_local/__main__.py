@@ -51,6 +51,9 @@ def _with_broker(bdir, argv: list[str]) -> int:
     print(f"Kafka at {configured}", file=sys.stderr)
     try:
         return subprocess.call(argv, env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": configured})
+    except OSError as exc:  # not found, not executable: the shell's exit code for it
+        print(f"driftline kafka: cannot run {argv[0]!r}: {exc.strerror}", file=sys.stderr)
+        return 127
     finally:
         if started:
             down(bdir)
