@@ -162,8 +162,16 @@ class RecentIds:
         """Drop the buckets no longer remembered; seal those the watermark has passed."""
         first = (watermark_ms - self.horizon_ms) // self.width  # the oldest bucket still remembered
         # Buckets are dropped as the oldest remembered one moves (once a width of event time),
-        # not looked for at every purge: a long horizon has thousands of them.
-        dead = [b for b in (*self._open, *self._sorted, *self._texts) if b < first] if first > self._first else []
+        # not looked for at every purge: a long horizon has thousands of them. Since the last
+        # purge, ids went only into buckets remembered then (``add`` keeps no forgotten one),
+        # so the dead ones are among those it passed since: usually one or two to look up.
+        dead: list[int] = []
+        if first > self._first:
+            stored = (self._open, self._sorted, self._texts)
+            if first - self._first <= sum(map(len, stored)):
+                dead = [b for b in range(self._first, first) if any(b in buckets for buckets in stored)]
+            else:  # after a restore (no purge yet), or a leap of event time
+                dead = [b for b in {*self._open, *self._sorted, *self._texts} if b < first]
         self._first = max(self._first, first)
         if dead:
             for bucket in dead:
