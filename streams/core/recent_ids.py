@@ -101,6 +101,11 @@ class RecentIds:
     def _alive(self, bucket: int, watermark_ms: int) -> bool:
         return (bucket + 1) * self.width > watermark_ms - self.horizon_ms
 
+    def keeps(self, ts_ms: int, watermark_ms: int) -> bool:
+        """Whether an id of event time ``ts_ms`` is remembered at ``watermark_ms`` (then at every
+        earlier watermark too)."""
+        return self._alive(ts_ms // self.width, watermark_ms)
+
     def _sealed(self, bucket: int) -> bool:
         return bucket in self._texts and bucket not in self._sorted
 
@@ -138,8 +143,8 @@ class RecentIds:
                 return True
         return self._index.may_contain_any(hashes) or any(_member(hashes, stored).any() for stored in self._sorted.values())
 
-    def add_many(self, hashes: np.ndarray, ts_ms: np.ndarray, watermarks_ms: np.ndarray) -> None:
-        """:meth:`add` of each hash, in order, with the watermark at each."""
+    def add_many(self, hashes: np.ndarray, ts_ms: np.ndarray, watermarks_ms: np.ndarray | int) -> None:
+        """:meth:`add` of each hash, in order, with the watermark at each (or one for all)."""
         buckets = np.asarray(ts_ms, dtype=np.int64) // self.width
         alive = (buckets + 1) * self.width > np.asarray(watermarks_ms, dtype=np.int64) - self.horizon_ms
         if not alive.all():
