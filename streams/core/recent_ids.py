@@ -168,8 +168,9 @@ class RecentIds:
         first = (watermark_ms - self.horizon_ms) // self.width  # the oldest bucket still remembered
         # Buckets are dropped as the oldest remembered one moves (once a width of event time),
         # not looked for at every purge: a long horizon has thousands of them. Since the last
-        # purge, ids went only into buckets remembered then (``add`` keeps no forgotten one),
-        # so the dead ones are among those it passed since: usually one or two to look up.
+        # purge, ids went only into buckets remembered then (``add`` keeps no forgotten one, and
+        # the join's watermark only grows), so the dead ones are among those passed since:
+        # usually one or two to look up.
         dead: list[int] = []
         if first > self._first:
             stored = (self._open, self._sorted, self._texts)
