@@ -227,12 +227,19 @@ class Join:
             return None
         joined_ts = np.fromiter(map(operator.itemgetter(0), waiting), dtype=np.int64, count=len(label_pids))
         label_ts = batch.label_times
-        watermarks = running_max(batch.timestamps(), self.watermark_ms)
-        at_labels = watermarks[batch.label_positions]
-        if (joined_ts < at_labels - self.ttl_ms).any():
-            self._drop_pending(pids)
-            return None
-        self.watermark_ms = int(watermarks[-1])
+        last = int(max(self.watermark_ms, max(prediction_ts, default=self.watermark_ms),
+                       max(batch.label_fields["timestamp"], default=self.watermark_ms)))
+        # Each label's own watermark (at most the batch's last) matters only if the last one
+        # would decide otherwise: a prediction past the TTL by it, or a label too old to be
+        # remembered by it. The usual batch has neither, and needs no array of watermarks.
+        at_labels: np.ndarray | int = last
+        if len(label_ts) and (int(joined_ts.min()) < last - self.ttl_ms
+                              or not self.joined_ids.keeps(int(label_ts.min()), last)):
+            at_labels = running_max(batch.timestamps(), self.watermark_ms)[batch.label_positions]
+            if (joined_ts < at_labels - self.ttl_ms).any():
+                self._drop_pending(pids)
+                return None
+        self.watermark_ms = last
         if label_pids:
             self._drop_pending(label_pids)
             self.joined_ids.add_many(self._label_hashes(batch, label_pids), label_ts, at_labels)

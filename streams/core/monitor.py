@@ -33,7 +33,7 @@ from retrain_trigger.rules import load_rules
 from streams.core.codecs import (LABEL_TYPES, InvalidEvent, Label, Prediction, decode_buffer, decode_label, decode_many,
                      decode_prediction, format_timestamp, prediction_type, unread_features)
 from streams.core.config import Config, Model
-from streams.core.join import Batch, Join, running_max
+from streams.core.join import Batch, Join
 from streams.core.statistics import ModelStatistics
 
 log = logging.getLogger("driftline.monitor")
@@ -269,46 +269,45 @@ class ModelMonitor:
         cuts.sort()
         self.predictions_total += len(predictions)
         self.joined_total += len(labels)
-        clocks = {"predictions": running_max(batch.prediction_times, self.clock_ms["predictions"]),
-                  "pairs": running_max(pair_ts, self.clock_ms["pairs"])}
         pair_ts = pair_ts.tolist()
-        columns = {
-            "rows": batch.prediction_fields["features"], "prediction_values": watched,
-            "prediction_ts": prediction_ts, "prediction_offsets": batch.column(batch.prediction_sources, "offset"),
-            "y_true": batch.label_fields["label"], "y_pred": list(map(operator.itemgetter(1), waiting)),
-            "scores": list(map(operator.itemgetter(2), waiting)), "pair_ts": pair_ts,
-            "pair_offsets": batch.column(batch.label_sources, "offset"),
-        }
+        prediction_columns = [
+            ("rows", batch.prediction_fields["features"]), ("prediction_values", watched),
+            ("prediction_ts", prediction_ts), ("prediction_offsets", batch.column(batch.prediction_sources, "offset")),
+        ]
+        pair_columns = [
+            ("y_true", batch.label_fields["label"]), ("y_pred", list(map(operator.itemgetter(1), waiting))),
+            ("scores", list(map(operator.itemgetter(2), waiting))), ("pair_ts", pair_ts),
+            ("pair_offsets", batch.column(batch.label_sources, "offset")),
+        ]
         if self._estimating:
-            columns["predicted"] = batch.prediction_fields["prediction"]
-            columns["prediction_scores"] = watched if self._binary else list(map(self._score, predictions))
-        # The model's version after the k-th prediction: the last one named up to it.
+            prediction_columns += [("predicted", batch.prediction_fields["prediction"]),
+                                   ("prediction_scores", watched if self._binary else list(map(self._score, predictions)))]
         model_versions = batch.prediction_fields["model_version"]
-        named = _named(model_versions)
         # Where each stretch ends (after the cut's event; the last one at the batch's end), in
-        # predictions and in pairs, and the last version named by then, found in one pass each.
-        ats = [at for at, _ in cuts] + [len(batch.events)]
-        prediction_ends = np.searchsorted(positions, ats, side="right").tolist()
-        pair_ends = np.searchsorted(label_positions, ats, side="right").tolist()
-        last_named = (np.searchsorted(named, prediction_ends) - 1).tolist()
-        named = named.tolist()
-        prediction_clock, pair_clock = clocks["predictions"].tolist(), clocks["pairs"].tolist()
-        prediction_columns = [(name, column) for name, column in columns.items() if name in _PREDICTION_COLUMNS]
-        pair_columns = [(name, column) for name, column in columns.items() if name not in _PREDICTION_COLUMNS]
+        # predictions and in pairs: the usual batch, with no cut, is one stretch.
+        prediction_ends, pair_ends = [len(predictions)], [len(labels)]
+        if cuts:
+            ats = [at for at, _ in cuts]
+            prediction_ends[:0] = np.searchsorted(positions, ats, side="right").tolist()
+            pair_ends[:0] = np.searchsorted(label_positions, ats, side="right").tolist()
+        # Each stretch's clocks and version are read from its own slice of the columns (a C
+        # loop each, over the batch once in all): a few stretches, where arrays of running
+        # values would cost a numpy call or two per column, whatever the batch's size.
+        clock_ms = self.clock_ms
         p0 = q0 = 0
-        for (_, clock), p1, q1, at_named in zip(cuts + [(None, None)], prediction_ends, pair_ends, last_named):
+        for (_, clock), p1, q1 in zip(cuts + [(None, None)], prediction_ends, pair_ends):
             segment = self._segments[-1]
-            if at_named >= 0:
-                self.version = model_versions[named[at_named]]
             if p1 > p0:
+                # the model's version after the stretch: the last one named up to its end
+                self.version = next(filter(_is_named, reversed(model_versions[p0:p1])), self.version)
                 segment.version = self.version
                 for name, column in prediction_columns:
                     getattr(segment, name).extend(column[p0:p1])
-                self.clock_ms["predictions"] = prediction_clock[p1 - 1]
+                clock_ms["predictions"] = max(clock_ms["predictions"], max(prediction_ts[p0:p1]))
             if q1 > q0:
                 for name, column in pair_columns:
                     getattr(segment, name).extend(column[q0:q1])
-                self.clock_ms["pairs"] = pair_clock[q1 - 1]
+                clock_ms["pairs"] = max(clock_ms["pairs"], max(pair_ts[q0:q1]))
             if clock is not None:
                 self._cut(clock)
             p0, q0 = p1, q1
@@ -475,9 +474,6 @@ class ModelMonitor:
 #: The most feature names :class:`InputDecoder` decodes into a struct (more go into dicts).
 MAX_FEATURE_NAMES = 512
 
-_PREDICTION_COLUMNS = frozenset({"rows", "prediction_values", "prediction_ts", "prediction_offsets", "predicted",
-                                 "prediction_scores"})
-
 
 def _sample_lines(data: bytes, count: int) -> list[bytes]:
     """Up to ``count`` lines spread over ``data``: the first, and the next one from each of
@@ -528,14 +524,8 @@ def _joined(segments: list[Segment], column: str) -> list:
     return list(itertools.chain.from_iterable(map(operator.attrgetter(column), segments)))
 
 
-def _named(versions: list[str | None]) -> np.ndarray:
-    """The positions of the versions that are not None (the usual batch: all of them, or none)."""
-    unnamed = versions.count(None)
-    if not unnamed:
-        return np.arange(len(versions))
-    if unnamed == len(versions):
-        return np.empty(0, dtype=np.int64)
-    return np.flatnonzero(list(map(operator.is_not, versions, itertools.repeat(None))))
+#: whether a prediction names its model's version
+_is_named = functools.partial(operator.is_not, None)
 
 
 def _is_drift(statistic: str) -> bool:

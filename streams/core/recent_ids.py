@@ -101,6 +101,11 @@ class RecentIds:
     def _alive(self, bucket: int, watermark_ms: int) -> bool:
         return (bucket + 1) * self.width > watermark_ms - self.horizon_ms
 
+    def keeps(self, ts_ms: int, watermark_ms: int) -> bool:
+        """Whether an id of event time ``ts_ms`` is remembered at ``watermark_ms`` (then at every
+        earlier watermark too)."""
+        return self._alive(ts_ms // self.width, watermark_ms)
+
     def _sealed(self, bucket: int) -> bool:
         return bucket in self._texts and bucket not in self._sorted
 
@@ -138,8 +143,8 @@ class RecentIds:
                 return True
         return self._index.may_contain_any(hashes) or any(_member(hashes, stored).any() for stored in self._sorted.values())
 
-    def add_many(self, hashes: np.ndarray, ts_ms: np.ndarray, watermarks_ms: np.ndarray) -> None:
-        """:meth:`add` of each hash, in order, with the watermark at each."""
+    def add_many(self, hashes: np.ndarray, ts_ms: np.ndarray, watermarks_ms: np.ndarray | int) -> None:
+        """:meth:`add` of each hash, in order, with the watermark at each (or one for all)."""
         buckets = np.asarray(ts_ms, dtype=np.int64) // self.width
         alive = (buckets + 1) * self.width > np.asarray(watermarks_ms, dtype=np.int64) - self.horizon_ms
         if not alive.all():
@@ -162,8 +167,17 @@ class RecentIds:
         """Drop the buckets no longer remembered; seal those the watermark has passed."""
         first = (watermark_ms - self.horizon_ms) // self.width  # the oldest bucket still remembered
         # Buckets are dropped as the oldest remembered one moves (once a width of event time),
-        # not looked for at every purge: a long horizon has thousands of them.
-        dead = [b for b in (*self._open, *self._sorted, *self._texts) if b < first] if first > self._first else []
+        # not looked for at every purge: a long horizon has thousands of them. Since the last
+        # purge, ids went only into buckets remembered then (``add`` keeps no forgotten one, and
+        # the join's watermark only grows), so the dead ones are among those passed since:
+        # usually one or two to look up.
+        dead: list[int] = []
+        if first > self._first:
+            stored = (self._open, self._sorted, self._texts)
+            if first - self._first <= sum(map(len, stored)):
+                dead = [b for b in range(self._first, first) if any(b in buckets for buckets in stored)]
+            else:  # after a restore (no purge yet), or a leap of event time
+                dead = [b for b in {*self._open, *self._sorted, *self._texts} if b < first]
         self._first = max(self._first, first)
         if dead:
             for bucket in dead:

@@ -87,3 +87,38 @@ def test_batch_fields_are_the_events_attributes_whatever_their_types():
             assert list(batch.prediction_fields[name]) == [getattr(e, name) for e in batch.predictions]
         for name in LABEL_FIELDS:
             assert list(batch.label_fields[name]) == [getattr(e, name) for e in batch.labels]
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=st.lists(st.tuples(st.booleans(), st.integers(-30, 30), st.integers(0, 3)), min_size=1, max_size=40),
+       ttl=st.sampled_from([5_000, 60_000]), dedup=st.sampled_from([1_000, 8_000]))
+def test_a_plain_batch_leaves_the_state_event_by_event_leaves(steps, ttl, dedup):
+    """Time going back and forth by seconds: labels whose ids are remembered by their own
+    watermark but not by the batch's last one, predictions near the TTL; whatever join_plain
+    decides by the batch's last watermark is what each event's own gives."""
+    events, clock, unlabelled = [], T0, []
+    for k, (is_label, step, pick) in enumerate(steps):
+        clock += step * 1000
+        if is_label and unlabelled:
+            pid = unlabelled.pop(pick % len(unlabelled))
+            events.append((Label(prediction_id=pid, model_id="m", label=1, timestamp=clock), Source("labels", 0, k)))
+        else:
+            unlabelled.append(f"p{k}")
+            events.append((Prediction(prediction_id=f"p{k}", model_id="m", timestamp=clock, prediction=1),
+                           Source("predictions", 0, k)))
+    bulk, one = Join(ttl, min(ttl, dedup), ModelCounters()), Join(ttl, min(ttl, dedup), ModelCounters())
+    for join in (bulk, one):  # ids joined before, so that the batch's are looked up and hashed once
+        join.joined_ids.add_many(id_hashes(["old"]), [T0 - 30_000], [T0 - 30_000])
+    batch = Batch(events)
+    pids, label_pids = Batch.column(batch.predictions, "prediction_id"), Batch.column(batch.labels, "prediction_id")
+    if not bulk.can_join_plain(batch, pids, label_pids):
+        return
+    joined = bulk.join_plain(batch, pids, label_pids, Batch.column(batch.predictions, "timestamp"), [0.5] * len(pids))
+    for event, source in events:
+        one.advance(event.timestamp)
+        if isinstance(event, Label):
+            one.label(event.prediction_id, event.timestamp, event.label, source.offset)
+        else:
+            one.prediction(event.prediction_id, event.timestamp, event.prediction, 0.5)
+    if joined is not None:
+        assert bulk.state() == one.state() and bulk.counts == one.counts

@@ -151,6 +151,29 @@ def test_a_purge_that_seals_many_buckets_at_once_keeps_what_one_at_a_time_keeps(
         assert at_once.contains(h, T0 + purge_at * 1000) == stepwise.contains(h, T0 + purge_at * 1000)
 
 
+@given(steps=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 30), st.booleans(), st.booleans()), max_size=40),
+       horizon=st.integers(1, 20_000))
+def test_a_purge_keeps_exactly_the_buckets_remembered_by_its_watermark(steps, horizon):
+    """Whether after a restore, a leap of event time or a step of a bucket or two (when a purge
+    looks only at the buckets passed since the last one), the checkpoint holds each bucket that
+    got an id and is remembered by the watermark, and no other."""
+    ids, width = RecentIds(horizon), bucket_width(horizon)
+    added: set[int] = set()
+    watermark = T0
+    for k, (step, back, purge, restore) in enumerate(steps):
+        watermark += step * width // 4 if step < 36 else step * horizon  # now and then a leap
+        ts = watermark - back * width // 2
+        ids.add(id_hash(f"p{k}"), ts, watermark)
+        if (ts // width + 1) * width > watermark - horizon:
+            added.add(ts // width)
+        if restore:
+            ids = RecentIds.from_state(json.loads(json.dumps(ids.state())), horizon)
+        if purge:
+            ids.purge(watermark)
+            remembered = {b for b in added if (b + 1) * width > watermark - horizon}
+            assert set(map(int, ids.state()["buckets"])) == remembered
+
+
 def test_an_older_checkpoint_of_id_strings_restores_as_hashes():
     ids = RecentIds.from_state({"p1": T0, "p2": T0 + 10}, 8000)
     assert ids.contains(id_hash("p1"), T0 + 10) and not ids.contains(id_hash("p3"), T0 + 10)
