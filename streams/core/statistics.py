@@ -338,6 +338,8 @@ class ModelStatistics:
         #: what _catch_up_features feeds the numeric detectors from one matrix (see _numeric_plan)
         self._plan: tuple[list[str], list[tuple[str, str]], list[Any], np.ndarray] | None = None
         self._numeric_places: dict[tuple[str, str], int] | None = None
+        #: each feature detector's key and statistic name (see _feature_names)
+        self._named: list[tuple[tuple[str, str], str]] | None = None
         #: the numeric feature detectors' (statistic, n) as they are now, measured by the last
         #: batch's Foresight at its end (None: not measured, or updated since)
         self._end_measured: dict[tuple[str, str], tuple[float, int]] | None = None
@@ -484,15 +486,23 @@ class ModelStatistics:
         self._reads_end = True
         known, measured = self._drift_results, self._end_measured or {}
         stale = [key for key in self.feature_drift if key not in known and key not in measured]
-        measured = {**measured, **dict(zip(stale, drift_statistics([self.feature_drift[key] for key in stale])))}
-        for feature, kind in self.feature_drift:
-            result = known.get((feature, kind))
-            out[f"feature.{feature}.{kind}"] = measured[feature, kind] if result is None else (result.statistic, result.n)
+        if stale:
+            measured = {**measured, **dict(zip(stale, drift_statistics([self.feature_drift[key] for key in stale])))}
+        for key, name in self._feature_names():
+            result = known.get(key)
+            out[name] = measured[key] if result is None else (result.statistic, result.n)
         for kind, detector in self.prediction_drift.items():
             result = self._drift_result(kind, detector)
             out[f"prediction.{kind}"] = (result.statistic, result.n)
         out.update((f"estimated.{metric}", (e.value, e.n)) for metric, e in self.estimated().items())
         return out
+
+    def _feature_names(self) -> list[tuple[tuple[str, str], str]]:
+        """Each feature detector's key and its statistic's name, in ``feature_drift`` order;
+        kept while the detectors are (the timeline names them at every sample)."""
+        if self._named is None:
+            self._named = [(key, f"feature.{key[0]}.{key[1]}") for key in self.feature_drift]
+        return self._named
 
     def statistic_names(self) -> list[str]:
         """Every statistic :meth:`observations` holds (what a rule may name)."""
