@@ -389,7 +389,9 @@ class _AccuracyAhead(Ahead):
         window = metric.window
         right = list(itertools.accumulate(map(operator.eq, y_true, y_pred), initial=0))
         oldest = window.oldest(len(window) + min(len(y_true), window.size) - window.size)
-        left = [0, *np.cumsum(oldest[:, TRUE] == oldest[:, PRED], dtype=np.intp).tolist()]
+        # a batch's worth of pairs or fewer: summed in Python, as the batch's are (numpy's calls
+        # cost more than they save on a few dozen values)
+        left = list(itertools.accumulate((oldest[:, TRUE] == oldest[:, PRED]).tolist(), initial=0))
         return cls(metric, right, left)
 
     def result(self, count: int) -> Result | None:
