@@ -37,6 +37,8 @@ MAX_CLASSES = 1000
 
 #: integer labels spanning fewer values than this are coded through a table over their range
 _INT_TABLE = 1 << 16
+#: the table's labels stay within this of 0, so that its ends and ``_low`` are int64 values
+_INT_LIMIT = 1 << 62
 
 
 class LabelCodes:
@@ -62,8 +64,9 @@ class LabelCodes:
     def __init__(self, labels: list[Any] = ()):
         self.labels: list[Any] = []
         self._codes: dict[Any, int] = {}
-        #: the code of each known integer label by its value minus ``_low`` (-1 for none), so a
-        #: batch of known class ids is coded by one lookup; built when first needed
+        #: the code of each known integer label by its value minus ``_low`` (-1 for none, and at
+        #: both ends: a label outside the range, clipped onto an end, has none), so a batch of
+        #: known class ids is coded by one lookup; built when first needed
         self._table: np.ndarray | None = None
         self._low = 0
         for label in labels:
@@ -84,16 +87,15 @@ class LabelCodes:
         """The codes of integer labels when every one is already known, else None."""
         if self._table is None:
             ints = {int(label): code for label, code in self._codes.items() if isinstance(label, int)}
-            low = min(ints, default=0)
-            if ints and max(ints) - low < _INT_TABLE:
-                self._table, self._low = np.full(max(ints) - low + 1, -1, dtype=np.int64), low
+            low = min(ints, default=0) - 1  # the first place is an end
+            if ints and max(ints) - low <= _INT_TABLE and -_INT_LIMIT <= low and max(ints) < _INT_LIMIT:
+                self._table, self._low = np.full(max(ints) - low + 2, -1, dtype=np.int64), low
                 self._table[np.array(list(ints)) - low] = list(ints.values())
             else:
-                self._table, self._low = np.zeros(0, dtype=np.int64), 0
-        low, high = int(arr.min()), int(arr.max())  # Python ints: no wrap-around in the range test
-        if low < self._low or high >= self._low + len(self._table):
-            return None
-        codes = self._table[arr - self._low]
+                self._table, self._low = np.full(1, -1, dtype=np.int64), 0
+        # Two int64 values congruent modulo 2**64 are equal, so a difference that wraps around
+        # lands in the table's inner places only for a label there: no range test is needed.
+        codes = self._table.take(arr.astype(np.int64, copy=False) - self._low, mode="clip")
         return codes if codes.min() >= 0 else None
 
     def encode(self, values: Any, name: str = "labels") -> np.ndarray:
@@ -353,7 +355,8 @@ class Ahead:
     A monitor reads its metrics at every evaluation point of a batch, a few dozen pairs apart:
     told the batch's pairs once (the metric's ``ahead``), this gives the result at each point,
     and the whole batch is then pushed once (the same window as pushing it part by part).
-    Only valid while nothing is pushed to the metric.
+    Only valid while nothing is pushed to the metric; made only when pushing the pairs codes
+    no new label (so that pushing them in one call or in parts gives the same state).
     """
 
     def result(self, count: int) -> Result | None:
@@ -386,7 +389,9 @@ class _AccuracyAhead(Ahead):
         window = metric.window
         right = list(itertools.accumulate(map(operator.eq, y_true, y_pred), initial=0))
         oldest = window.oldest(len(window) + min(len(y_true), window.size) - window.size)
-        left = [0, *np.cumsum(oldest[:, TRUE] == oldest[:, PRED], dtype=np.intp).tolist()]
+        # a batch's worth of pairs or fewer: summed in Python, as the batch's are (numpy's calls
+        # cost more than they save on a few dozen values)
+        left = list(itertools.accumulate((oldest[:, TRUE] == oldest[:, PRED]).tolist(), initial=0))
         return cls(metric, right, left)
 
     def result(self, count: int) -> Result | None:

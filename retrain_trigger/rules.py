@@ -31,6 +31,7 @@ threshold = 0.2, at_least = 3}`` breaches when at least 3 features have PSI > 0.
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Any, Literal
@@ -75,7 +76,7 @@ class Condition(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     @property
     def is_glob(self) -> bool:
-        return any(ch in self.statistic for ch in _GLOB_CHARS)
+        return _is_glob(self.statistic)
 
     @property
     def is_fired(self) -> bool:
@@ -93,6 +94,13 @@ class Rule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     severity: Literal["info", "warning", "critical"] = "warning"
     reset_on_version_change: bool = True
     rearm: float | None = None
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_glob(statistic: str) -> bool:
+    """Whether a statistic a rule names is a glob: asked at every evaluation point, of the
+    few names a config has."""
+    return any(ch in statistic for ch in _GLOB_CHARS)
 
 
 _ALLOWED_VALUES = {"op": OPS, "combine": COMBINE, "severity": SEVERITIES}

@@ -197,14 +197,18 @@ class ModelStatistics:
     def _feed_pairs(self) -> None:
         """Feed the queued pairs to the count-window metrics: in one call when that gives the
         same state as a call per segment (class ids all coded already, so no code depends on
-        the parts), else segment by segment."""
+        the parts: as every metric's Ahead of them says, else as checked), else segment by
+        segment."""
         queued, self._queued_pairs = self._queued_pairs, []
+        coded = self._aheads is not None and self._queued_count <= self._told  # told these pairs ahead
         self._clear_ahead()
         if len(queued) > 1 and not self.regression and not self._score_metrics:
             truth = np.concatenate([t for t, _, _ in queued])
             predicted = np.concatenate([p for _, p, _ in queued])
-            labels = np.concatenate((truth, predicted))
-            if all(metric.codes.knows_ints(labels) for metric in self.metrics.values()):
+            if not coded:
+                labels = np.concatenate((truth, predicted))
+                coded = all(metric.codes.knows_ints(labels) for metric in self.metrics.values())
+            if coded:
                 queued = [(truth, predicted, None)]
         for truth, predicted, scores in queued:
             for kind, metric in self.metrics.items():
@@ -338,6 +342,8 @@ class ModelStatistics:
         #: what _catch_up_features feeds the numeric detectors from one matrix (see _numeric_plan)
         self._plan: tuple[list[str], list[tuple[str, str]], list[Any], np.ndarray] | None = None
         self._numeric_places: dict[tuple[str, str], int] | None = None
+        #: each feature detector's key and statistic name (see _feature_names)
+        self._named: list[tuple[tuple[str, str], str]] | None = None
         #: the numeric feature detectors' (statistic, n) as they are now, measured by the last
         #: batch's Foresight at its end (None: not measured, or updated since)
         self._end_measured: dict[tuple[str, str], tuple[float, int]] | None = None
@@ -426,7 +432,7 @@ class ModelStatistics:
             return
         aheads = {kind: metric.ahead(y_true, y_pred) for kind, metric in self.metrics.items()}
         if all(ahead is not None for ahead in aheads.values()):
-            self._aheads = aheads
+            self._aheads, self._told = aheads, len(y_true)
 
     def _results_ahead(self) -> dict[str, Result] | None:
         """The count-window metrics' results with the queued pairs, as feeding them would
@@ -438,9 +444,10 @@ class ModelStatistics:
 
     def _clear_ahead(self) -> None:
         """The metrics changed, or the queue did: the results ahead no longer hold."""
-        #: each metric's Ahead of the pairs queued from here on (see pairs_ahead), and how many are
+        #: each metric's Ahead of the pairs queued from here on (see pairs_ahead), how many are
+        #: queued, and how many were told
         self._aheads: dict[str, Any] | None = None
-        self._queued_count = 0
+        self._queued_count = self._told = 0
 
     def window_samples(self) -> int:
         results = self.performance()
@@ -484,15 +491,23 @@ class ModelStatistics:
         self._reads_end = True
         known, measured = self._drift_results, self._end_measured or {}
         stale = [key for key in self.feature_drift if key not in known and key not in measured]
-        measured = {**measured, **dict(zip(stale, drift_statistics([self.feature_drift[key] for key in stale])))}
-        for feature, kind in self.feature_drift:
-            result = known.get((feature, kind))
-            out[f"feature.{feature}.{kind}"] = measured[feature, kind] if result is None else (result.statistic, result.n)
+        if stale:
+            measured = {**measured, **dict(zip(stale, drift_statistics([self.feature_drift[key] for key in stale])))}
+        for key, name in self._feature_names():
+            result = known.get(key)
+            out[name] = measured[key] if result is None else (result.statistic, result.n)
         for kind, detector in self.prediction_drift.items():
             result = self._drift_result(kind, detector)
             out[f"prediction.{kind}"] = (result.statistic, result.n)
         out.update((f"estimated.{metric}", (e.value, e.n)) for metric, e in self.estimated().items())
         return out
+
+    def _feature_names(self) -> list[tuple[tuple[str, str], str]]:
+        """Each feature detector's key and its statistic's name, in ``feature_drift`` order;
+        kept while the detectors are (the timeline names them at every sample)."""
+        if self._named is None:
+            self._named = [(key, f"feature.{key[0]}.{key[1]}") for key in self.feature_drift]
+        return self._named
 
     def statistic_names(self) -> list[str]:
         """Every statistic :meth:`observations` holds (what a rule may name)."""

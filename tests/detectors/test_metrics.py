@@ -233,6 +233,31 @@ def test_label_codes_are_first_seen_in_sorted_batches_whatever_the_ints(batches)
         assert codes.labels == seen
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.integers(-3, 3), st.integers(-2**63, 2**63 - 1), st.booleans()), max_size=6),
+       st.lists(st.one_of(st.integers(-4, 4), st.integers(-2**63, 2**63 - 1), st.sampled_from([-2**63, 2**63 - 1])),
+                min_size=1, max_size=30),
+       st.sampled_from([np.int64, np.int32, np.int8]))
+def test_label_codes_know_ints_exactly_when_each_is_coded(known, batch, dtype):
+    """Class ids are known (``knows_ints``) only when each one has a code, and always then when
+    the known ints span a table (not far apart, nor near the ends of int64), and known ones are
+    coded as the codes' dict has them, whatever the ints: far apart, at the ends of int64 (where
+    differences to the table wrap around), in a narrower dtype, after bools."""
+    codes = LabelCodes(known)
+    info = np.iinfo(dtype)
+    batch = [v for v in batch if info.min <= v <= info.max] or [0]
+    values = np.array(batch, dtype=dtype)
+    coded = all(v in codes._codes for v in batch)
+    ints = [int(label) for label in codes.labels]
+    tabled = max(ints) - min(ints) < 1 << 16 and max(map(abs, ints)) < 1 << 62 if ints else False
+    assert codes.knows_ints(values) == coded if tabled else not codes.knows_ints(values) or coded
+    if coded:
+        labels = list(codes.labels)
+        true, pred = codes.encode_pairs(values, values[::-1])
+        assert true.tolist() == [codes.code(v) for v in batch] == pred.tolist()[::-1]
+        assert codes.labels == labels
+
+
 @st.composite
 def labelled_batches(draw):
     """Batches of (y_true, y_pred) over a few labels (small ints, far-apart ints or strings),
