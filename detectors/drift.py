@@ -1144,8 +1144,11 @@ class _KSPValues:
             # one level (the usual judgement: a budget's level for every test), no nan size: each
             # row's band looked up among its few effective sizes (sorted), in one search
             level, = distinct
-            bands = np.array([_ks_critical_band(level, size) for size in sizes])[np.searchsorted(sizes, self._sizes)]
-            low, high = bands[:, 0], bands[:, 1]
+            if len(sizes) == 1:  # windows in step: one size for all
+                low, high = _ks_critical_band(level, sizes[0])
+            else:
+                bands = np.array([_ks_critical_band(level, size) for size in sizes])[np.searchsorted(sizes, self._sizes)]
+                low, high = bands[:, 0], bands[:, 1]
         else:
             low, high = np.full(len(levels), np.nan), np.full(len(levels), np.nan)
             for level in sorted(distinct):
@@ -1281,17 +1284,25 @@ def _calibrated_threshold(detector: _DriftDetector) -> float:
 
 # -- many detectors at once ---------------------------------------------------------------------
 
-def add_columns(detectors: list[_DriftDetector], matrix: np.ndarray) -> None:
-    """``detectors[j].add_many(matrix[:, j])`` for every column j of a finite float matrix.
+def add_columns(detectors: list[_DriftDetector], matrix: np.ndarray, columns: Any = None) -> None:
+    """``detectors[j].add_many(matrix[:, columns[j]])`` for every detector j, of a finite float
+    matrix (``columns`` None: detector j reads column j).
 
     A model watches many features with the same kinds of detector; fed the same rows, their
     windows stay in step, and the binned numeric ones among them (reference complete) are binned
     together (:meth:`NumericBins.codes_of_columns`) and counted with one ``bincount`` per group
     of windows in step (see :meth:`BlockCounts.push_columns`). The rest are fed one by one.
-    Either way each detector ends in the state ``add_many`` would leave it in.
+    Either way each detector ends in the state ``add_many`` would leave it in. Detectors that
+    :func:`can_foresee` are fed as a :class:`Foresight` commits (its layout kept from one batch
+    to the next, and a column read by several detectors binned once).
     """
     if not len(matrix):
         return
+    if detectors and can_foresee(detectors):
+        Foresight(detectors, matrix, [], columns).commit()
+        return
+    if columns is not None:
+        matrix = np.asarray(matrix)[:, columns]
     # The grouping of detectors whose windows are all binned cannot change (a binned window
     # keeps its shape): kept by the first detector for the next call with the same detectors.
     kept = detectors[0]._shape_groups
@@ -1368,21 +1379,26 @@ class _Judged:
         if min_samples is None:
             min_samples = np.array([d.min_samples for d in detectors])
         ready = (counts >= min_samples) & (counts > 0)
-        self._thresholds = [d.threshold for d in detectors]
+        self._thresholds = thresholds = list(map(_THRESHOLD, detectors))
         #: detectors whose threshold is calibrated when first judged: column -> that threshold
         self._calibrating = {j: _calibrated_threshold(d) for j, d in enumerate(detectors)
-                             if d.threshold is None and d.level is not None and ready[:, j].any()}
-        limits = [self._calibrating.get(j, threshold) for j, threshold in enumerate(self._thresholds)]
-        limit = np.array(limits, dtype=np.float64)  # None: nan, never past
+                             if d.threshold is None and d.level is not None and ready[:, j].any()} \
+            if None in thresholds else {}
+        if self._calibrating:
+            thresholds = [self._calibrating.get(j, threshold) for j, threshold in enumerate(thresholds)]
+        limit = np.array(thresholds, dtype=np.float64)  # None: nan, never past
         if detectors[0].is_test:
             fired = p_values.below(np.where(ready, limit, np.nan).ravel()).reshape(ready.shape)
         else:
             with np.errstate(invalid="ignore"):
                 fired = ready & (values > limit)
         empty = counts == 0
-        self._values = np.where(empty, np.nan, values).tolist()  # an empty window has no statistic
+        self._empty = empty.any(axis=1).tolist()
+        if any(self._empty):  # an empty window has no statistic
+            values = np.where(empty, np.nan, values)
+        self._values = values.tolist()
         self._counts, self._fired, self._ready = counts.tolist(), fired.tolist(), ready.tolist()
-        self._p_values, self._empty = p_values, empty.any(axis=1).tolist()
+        self._p_values = p_values
 
     def results(self, k: int) -> list[Result]:
         """The detectors' results at position k (row k)."""
@@ -1417,6 +1433,9 @@ class _Judged:
         for j, threshold in self._calibrating.items():
             if ready[j] and self.detectors[j].threshold is None:
                 self.detectors[j].threshold = threshold
+
+
+_THRESHOLD = operator.attrgetter("threshold")
 
 
 class Foresight:
@@ -1460,7 +1479,8 @@ class Foresight:
             codes = layout.refined(read).codes(np.asarray(matrix, dtype=np.float64).T[read])
         self._codes = [codes[rows].T for rows in layout.table_rows]  # per table, (events, windows)
         self._sheets: dict[int, _Sheet] = {}
-        self._sheet(list(positions))
+        if len(positions):
+            self._sheet(list(positions))
 
     def _sheet(self, positions: list[int]) -> "_Sheet":
         """The window counts of every group at these positions (each position's sheet),
