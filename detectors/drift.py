@@ -319,6 +319,9 @@ class NumericBins:
         return isinstance(other, NumericBins) and np.array_equal(self.edges, other.edges)
 
 
+_EDGES = operator.attrgetter("edges")
+
+
 class _ColumnLookup:
     """Bins the values of many columns, each column with its own :class:`NumericBins`, in a few
     array operations, exactly as ``NumericBins.codes`` does.
@@ -410,7 +413,7 @@ class _ColumnLookup:
 
     def serves(self, bins: list[NumericBins]) -> bool:
         """Made from these bins' edges, in this order."""
-        return len(bins) == len(self.edges) and all(b.edges is e for b, e in zip(bins, self.edges))
+        return len(bins) == len(self.edges) and all(map(operator.is_, map(_EDGES, bins), self.edges))
 
     def codes(self, bins: list[NumericBins], columns: np.ndarray) -> np.ndarray:
         """The codes of a (k, n) array, column j binned by ``bins[j]`` (the bins served)."""
@@ -1435,7 +1438,7 @@ class _Judged:
                 self.detectors[j].threshold = threshold
 
 
-_THRESHOLD = operator.attrgetter("threshold")
+_THRESHOLD, _CURRENT = operator.attrgetter("threshold"), operator.attrgetter("_current")
 
 
 class Foresight:
@@ -1577,7 +1580,7 @@ class _Layout:
     table's windows are still in step, as the batches that fed them together left them."""
 
     __slots__ = ("detectors", "currents", "groups", "order", "table_rows", "tables", "places", "profiles", "kinds",
-                 "_units", "_plans", "_refined")
+                 "foreseeable", "_units", "_plans", "_refined")
 
     def __init__(self, detectors: list[_DriftDetector]):
         tables: dict[tuple, dict[int, list[int]]] = {}
@@ -1586,6 +1589,9 @@ class _Layout:
             tables.setdefault(window.step(), {}).setdefault(window.bins, []).append(j)
         self.detectors = list(detectors)
         self.currents = [detector._current for detector in detectors]
+        #: what :func:`can_foresee` says of the detectors: it depends on nothing that changes
+        #: while they keep their windows
+        self.foreseeable = _foreseeable(detectors)
         self.groups = [together for by_bins in tables.values() for together in by_bins.values()]
         order = [j for together in self.groups for j in together]
         self.order = np.array(order, dtype=np.intp)
@@ -1622,12 +1628,15 @@ class _Layout:
             kept = detectors[0]._foresight_layout = _Layout(detectors)
         return kept
 
-    def _serves(self, detectors: list[_DriftDetector]) -> bool:
+    def _made_for(self, detectors: list[_DriftDetector]) -> bool:
         """Made for these detectors and their windows (a detector given a new reference gets new
-        bins and a new window with them), every group still in step."""
+        bins and a new window with them)."""
         return (len(detectors) == len(self.detectors) and all(map(operator.is_, detectors, self.detectors))
-                and all(map(operator.is_, (d._current for d in detectors), self.currents))
-                and all(map(BlockCounts.together, self.tables)))
+                and all(map(operator.is_, map(_CURRENT, detectors), self.currents)))
+
+    def _serves(self, detectors: list[_DriftDetector]) -> bool:
+        """:meth:`_made_for` these detectors, every group still in step."""
+        return self._made_for(detectors) and all(map(BlockCounts.together, self.tables))
 
     def unit(self, g: int, kind: type) -> "_Unit":
         """The detectors of group g of this kind (see :class:`_Unit`)."""
@@ -1764,6 +1773,14 @@ class _Sheet:
 def can_foresee(detectors: list[_DriftDetector]) -> bool:
     """Whether a :class:`Foresight` can measure these detectors: binned numeric ones, reference
     complete, whose statistic depends on their counts alone (not on a tracked range)."""
+    kept = detectors[0]._foresight_layout if detectors else None
+    if kept is not None and kept._made_for(detectors):
+        return kept.foreseeable
+    return _foreseeable(detectors)
+
+
+def _foreseeable(detectors: list[_DriftDetector]) -> bool:
+    """:func:`can_foresee`, decided detector by detector."""
     return all(d._binned() and not d.categorical and d._measure_rows is not None and not d.tracks_range
                for d in detectors)
 
