@@ -569,6 +569,7 @@ class _DriftDetector:
         self._references_stacked: "_ReferenceStack | None" = None  # see _stacked_references
         self._shape_groups: tuple[list, list[list[int]]] | None = None  # see add_columns
         self._foresight_layout: "_Layout | None" = None  # see _Layout.of
+        self._split: "_Split | None" = None  # see _Split.of
         self._reference_raw: np.ndarray | None = None  # exact mode only
         self._pending: list[Any] = []  # first values of the stream, while they make the reference
         self._current = CountWindow(self.window) if self.exact else None
@@ -1629,10 +1630,8 @@ class _Layout:
         return kept
 
     def _made_for(self, detectors: list[_DriftDetector]) -> bool:
-        """Made for these detectors and their windows (a detector given a new reference gets new
-        bins and a new window with them)."""
-        return (len(detectors) == len(self.detectors) and all(map(operator.is_, detectors, self.detectors))
-                and all(map(operator.is_, map(_CURRENT, detectors), self.currents)))
+        """Made for these detectors and their windows (see :func:`_same`)."""
+        return _same(self.detectors, self.currents, detectors)
 
     def _serves(self, detectors: list[_DriftDetector]) -> bool:
         """:meth:`_made_for` these detectors, every group still in step."""
@@ -1801,15 +1800,11 @@ def _measured_together(detectors: list[_DriftDetector], out: list):
     :func:`_stacked_references`), window counts, window sizes)``, a row per member. Those
     measured alone (not binned, or an empty window, which has no statistic) get their
     ``result()`` in ``out`` instead."""
-    groups: dict[tuple[type, int, int], list[int]] = {}
-    for i, detector in enumerate(detectors):
-        if detector._measure_rows is not None and detector._binned():
-            # the window's blocks too: windows of one kind stack their blocks only if they have as many
-            groups.setdefault((type(detector), detector.profile.n_bins, detector._current.blocks), []).append(i)
-        else:
-            out[i] = detector.result()
-    for (kind, _, _), members in groups.items():
-        current = BlockCounts.totals_of([detectors[i]._current for i in members])
+    split = _Split.of(detectors)
+    for i in split.alone:
+        out[i] = detectors[i].result()
+    for kind, members, windows, together in split.groups:
+        current = BlockCounts.totals_of(windows)
         counts = current.sum(axis=1)  # each window's count, read off the table in one operation
         if not counts.all():
             for i in itertools.compress(members, (counts == 0).tolist()):
@@ -1817,7 +1812,46 @@ def _measured_together(detectors: list[_DriftDetector], out: list):
             members, current, counts = [i for i in members if out[i] is None], current[counts > 0], counts[counts > 0]
             if not members:
                 continue
-        yield kind, members, _stacked_references([detectors[i] for i in members]), current, counts
+            together = [detectors[i] for i in members]
+        yield kind, members, _stacked_references(together), current, counts
+
+
+class _Split:
+    """How :func:`_measured_together` splits some detectors: those measured alone (not binned),
+    and the groups measured together, by kind, number of bins and blocks (windows of one kind
+    stack their blocks only if they have as many), each with its members' places, windows and
+    detectors. Kept by the first detector for the next call with the same detectors and windows
+    (none of what decides the split changes while a detector keeps its window)."""
+
+    __slots__ = ("detectors", "currents", "alone", "groups")
+
+    def __init__(self, detectors: list[_DriftDetector]):
+        self.detectors, self.currents = list(detectors), list(map(_CURRENT, detectors))
+        self.alone: list[int] = []
+        groups: dict[tuple[type, int, int], list[int]] = {}
+        for i, detector in enumerate(detectors):
+            if detector._measure_rows is not None and detector._binned():
+                groups.setdefault((type(detector), detector.profile.n_bins, detector._current.blocks), []).append(i)
+            else:
+                self.alone.append(i)
+        self.groups = [(kind, members, [detectors[i]._current for i in members], [detectors[i] for i in members])
+                       for (kind, _, _), members in groups.items()]
+
+    @staticmethod
+    def of(detectors: list[_DriftDetector]) -> "_Split":
+        kept = detectors[0]._split if detectors else None
+        if kept is None or not _same(kept.detectors, kept.currents, detectors):
+            kept = _Split(detectors)
+            if detectors:
+                detectors[0]._split = kept
+        return kept
+
+
+def _same(detectors: list[_DriftDetector], currents: list[Any], others: list[_DriftDetector]) -> bool:
+    """Whether ``others`` are these detectors, in this order, with these windows (a detector
+    given a new reference gets new bins and a new window with them)."""
+    return (len(others) == len(detectors) and all(map(operator.is_, others, detectors))
+            and all(map(operator.is_, map(_CURRENT, others), currents)))
 
 
 def _stacked_references(detectors: list[_DriftDetector]) -> "_ReferenceStack":
