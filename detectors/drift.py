@@ -1401,7 +1401,8 @@ class _Judged:
         if any(self._empty):  # an empty window has no statistic
             values = np.where(empty, np.nan, values)
         self._values = values.tolist()
-        self._counts, self._fired, self._ready = counts.tolist(), fired.tolist(), ready.tolist()
+        self._counts, self._fired = counts.tolist(), fired.tolist()
+        self._ready = ready.tolist() if self._calibrating else None  # read by _calibrate alone
         self._p_values = p_values
 
     def results(self, k: int) -> list[Result]:
