@@ -319,6 +319,9 @@ class NumericBins:
         return isinstance(other, NumericBins) and np.array_equal(self.edges, other.edges)
 
 
+_EDGES = operator.attrgetter("edges")
+
+
 class _ColumnLookup:
     """Bins the values of many columns, each column with its own :class:`NumericBins`, in a few
     array operations, exactly as ``NumericBins.codes`` does.
@@ -410,7 +413,7 @@ class _ColumnLookup:
 
     def serves(self, bins: list[NumericBins]) -> bool:
         """Made from these bins' edges, in this order."""
-        return len(bins) == len(self.edges) and all(b.edges is e for b, e in zip(bins, self.edges))
+        return len(bins) == len(self.edges) and all(map(operator.is_, map(_EDGES, bins), self.edges))
 
     def codes(self, bins: list[NumericBins], columns: np.ndarray) -> np.ndarray:
         """The codes of a (k, n) array, column j binned by ``bins[j]`` (the bins served)."""
@@ -566,6 +569,7 @@ class _DriftDetector:
         self._references_stacked: "_ReferenceStack | None" = None  # see _stacked_references
         self._shape_groups: tuple[list, list[list[int]]] | None = None  # see add_columns
         self._foresight_layout: "_Layout | None" = None  # see _Layout.of
+        self._split: "_Split | None" = None  # see _Split.of
         self._reference_raw: np.ndarray | None = None  # exact mode only
         self._pending: list[Any] = []  # first values of the stream, while they make the reference
         self._current = CountWindow(self.window) if self.exact else None
@@ -1144,8 +1148,11 @@ class _KSPValues:
             # one level (the usual judgement: a budget's level for every test), no nan size: each
             # row's band looked up among its few effective sizes (sorted), in one search
             level, = distinct
-            bands = np.array([_ks_critical_band(level, size) for size in sizes])[np.searchsorted(sizes, self._sizes)]
-            low, high = bands[:, 0], bands[:, 1]
+            if len(sizes) == 1:  # windows in step: one size for all
+                low, high = _ks_critical_band(level, sizes[0])
+            else:
+                bands = np.array([_ks_critical_band(level, size) for size in sizes])[np.searchsorted(sizes, self._sizes)]
+                low, high = bands[:, 0], bands[:, 1]
         else:
             low, high = np.full(len(levels), np.nan), np.full(len(levels), np.nan)
             for level in sorted(distinct):
@@ -1281,17 +1288,25 @@ def _calibrated_threshold(detector: _DriftDetector) -> float:
 
 # -- many detectors at once ---------------------------------------------------------------------
 
-def add_columns(detectors: list[_DriftDetector], matrix: np.ndarray) -> None:
-    """``detectors[j].add_many(matrix[:, j])`` for every column j of a finite float matrix.
+def add_columns(detectors: list[_DriftDetector], matrix: np.ndarray, columns: Any = None) -> None:
+    """``detectors[j].add_many(matrix[:, columns[j]])`` for every detector j, of a finite float
+    matrix (``columns`` None: detector j reads column j).
 
     A model watches many features with the same kinds of detector; fed the same rows, their
     windows stay in step, and the binned numeric ones among them (reference complete) are binned
     together (:meth:`NumericBins.codes_of_columns`) and counted with one ``bincount`` per group
     of windows in step (see :meth:`BlockCounts.push_columns`). The rest are fed one by one.
-    Either way each detector ends in the state ``add_many`` would leave it in.
+    Either way each detector ends in the state ``add_many`` would leave it in. Detectors that
+    :func:`can_foresee` are fed as a :class:`Foresight` commits (its layout kept from one batch
+    to the next, and a column read by several detectors binned once).
     """
     if not len(matrix):
         return
+    if detectors and can_foresee(detectors):
+        Foresight(detectors, matrix, [], columns).commit()
+        return
+    if columns is not None:
+        matrix = np.asarray(matrix)[:, columns]
     # The grouping of detectors whose windows are all binned cannot change (a binned window
     # keeps its shape): kept by the first detector for the next call with the same detectors.
     kept = detectors[0]._shape_groups
@@ -1368,21 +1383,27 @@ class _Judged:
         if min_samples is None:
             min_samples = np.array([d.min_samples for d in detectors])
         ready = (counts >= min_samples) & (counts > 0)
-        self._thresholds = [d.threshold for d in detectors]
+        self._thresholds = thresholds = list(map(_THRESHOLD, detectors))
         #: detectors whose threshold is calibrated when first judged: column -> that threshold
         self._calibrating = {j: _calibrated_threshold(d) for j, d in enumerate(detectors)
-                             if d.threshold is None and d.level is not None and ready[:, j].any()}
-        limits = [self._calibrating.get(j, threshold) for j, threshold in enumerate(self._thresholds)]
-        limit = np.array(limits, dtype=np.float64)  # None: nan, never past
+                             if d.threshold is None and d.level is not None and ready[:, j].any()} \
+            if None in thresholds else {}
+        if self._calibrating:
+            thresholds = [self._calibrating.get(j, threshold) for j, threshold in enumerate(thresholds)]
+        limit = np.array(thresholds, dtype=np.float64)  # None: nan, never past
         if detectors[0].is_test:
             fired = p_values.below(np.where(ready, limit, np.nan).ravel()).reshape(ready.shape)
         else:
             with np.errstate(invalid="ignore"):
                 fired = ready & (values > limit)
         empty = counts == 0
-        self._values = np.where(empty, np.nan, values).tolist()  # an empty window has no statistic
-        self._counts, self._fired, self._ready = counts.tolist(), fired.tolist(), ready.tolist()
-        self._p_values, self._empty = p_values, empty.any(axis=1).tolist()
+        self._empty = empty.any(axis=1).tolist()
+        if any(self._empty):  # an empty window has no statistic
+            values = np.where(empty, np.nan, values)
+        self._values = values.tolist()
+        self._counts, self._fired = counts.tolist(), fired.tolist()
+        self._ready = ready.tolist() if self._calibrating else None  # read by _calibrate alone
+        self._p_values = p_values
 
     def results(self, k: int) -> list[Result]:
         """The detectors' results at position k (row k)."""
@@ -1417,6 +1438,9 @@ class _Judged:
         for j, threshold in self._calibrating.items():
             if ready[j] and self.detectors[j].threshold is None:
                 self.detectors[j].threshold = threshold
+
+
+_THRESHOLD, _CURRENT = operator.attrgetter("threshold"), operator.attrgetter("_current")
 
 
 class Foresight:
@@ -1460,7 +1484,8 @@ class Foresight:
             codes = layout.refined(read).codes(np.asarray(matrix, dtype=np.float64).T[read])
         self._codes = [codes[rows].T for rows in layout.table_rows]  # per table, (events, windows)
         self._sheets: dict[int, _Sheet] = {}
-        self._sheet(list(positions))
+        if len(positions):
+            self._sheet(list(positions))
 
     def _sheet(self, positions: list[int]) -> "_Sheet":
         """The window counts of every group at these positions (each position's sheet),
@@ -1557,7 +1582,7 @@ class _Layout:
     table's windows are still in step, as the batches that fed them together left them."""
 
     __slots__ = ("detectors", "currents", "groups", "order", "table_rows", "tables", "places", "profiles", "kinds",
-                 "_units", "_plans", "_refined")
+                 "foreseeable", "_units", "_plans", "_refined")
 
     def __init__(self, detectors: list[_DriftDetector]):
         tables: dict[tuple, dict[int, list[int]]] = {}
@@ -1566,6 +1591,9 @@ class _Layout:
             tables.setdefault(window.step(), {}).setdefault(window.bins, []).append(j)
         self.detectors = list(detectors)
         self.currents = [detector._current for detector in detectors]
+        #: what :func:`can_foresee` says of the detectors: it depends on nothing that changes
+        #: while they keep their windows
+        self.foreseeable = _foreseeable(detectors)
         self.groups = [together for by_bins in tables.values() for together in by_bins.values()]
         order = [j for together in self.groups for j in together]
         self.order = np.array(order, dtype=np.intp)
@@ -1602,12 +1630,13 @@ class _Layout:
             kept = detectors[0]._foresight_layout = _Layout(detectors)
         return kept
 
+    def _made_for(self, detectors: list[_DriftDetector]) -> bool:
+        """Made for these detectors and their windows (see :func:`_same`)."""
+        return _same(self.detectors, self.currents, detectors)
+
     def _serves(self, detectors: list[_DriftDetector]) -> bool:
-        """Made for these detectors and their windows (a detector given a new reference gets new
-        bins and a new window with them), every group still in step."""
-        return (len(detectors) == len(self.detectors) and all(map(operator.is_, detectors, self.detectors))
-                and all(map(operator.is_, (d._current for d in detectors), self.currents))
-                and all(map(BlockCounts.together, self.tables)))
+        """:meth:`_made_for` these detectors, every group still in step."""
+        return self._made_for(detectors) and all(map(BlockCounts.together, self.tables))
 
     def unit(self, g: int, kind: type) -> "_Unit":
         """The detectors of group g of this kind (see :class:`_Unit`)."""
@@ -1744,6 +1773,14 @@ class _Sheet:
 def can_foresee(detectors: list[_DriftDetector]) -> bool:
     """Whether a :class:`Foresight` can measure these detectors: binned numeric ones, reference
     complete, whose statistic depends on their counts alone (not on a tracked range)."""
+    kept = detectors[0]._foresight_layout if detectors else None
+    if kept is not None and kept._made_for(detectors):
+        return kept.foreseeable
+    return _foreseeable(detectors)
+
+
+def _foreseeable(detectors: list[_DriftDetector]) -> bool:
+    """:func:`can_foresee`, decided detector by detector."""
     return all(d._binned() and not d.categorical and d._measure_rows is not None and not d.tracks_range
                for d in detectors)
 
@@ -1764,15 +1801,11 @@ def _measured_together(detectors: list[_DriftDetector], out: list):
     :func:`_stacked_references`), window counts, window sizes)``, a row per member. Those
     measured alone (not binned, or an empty window, which has no statistic) get their
     ``result()`` in ``out`` instead."""
-    groups: dict[tuple[type, int, int], list[int]] = {}
-    for i, detector in enumerate(detectors):
-        if detector._measure_rows is not None and detector._binned():
-            # the window's blocks too: windows of one kind stack their blocks only if they have as many
-            groups.setdefault((type(detector), detector.profile.n_bins, detector._current.blocks), []).append(i)
-        else:
-            out[i] = detector.result()
-    for (kind, _, _), members in groups.items():
-        current = BlockCounts.totals_of([detectors[i]._current for i in members])
+    split = _Split.of(detectors)
+    for i in split.alone:
+        out[i] = detectors[i].result()
+    for kind, members, windows, together in split.groups:
+        current = BlockCounts.totals_of(windows)
         counts = current.sum(axis=1)  # each window's count, read off the table in one operation
         if not counts.all():
             for i in itertools.compress(members, (counts == 0).tolist()):
@@ -1780,7 +1813,46 @@ def _measured_together(detectors: list[_DriftDetector], out: list):
             members, current, counts = [i for i in members if out[i] is None], current[counts > 0], counts[counts > 0]
             if not members:
                 continue
-        yield kind, members, _stacked_references([detectors[i] for i in members]), current, counts
+            together = [detectors[i] for i in members]
+        yield kind, members, _stacked_references(together), current, counts
+
+
+class _Split:
+    """How :func:`_measured_together` splits some detectors: those measured alone (not binned),
+    and the groups measured together, by kind, number of bins and blocks (windows of one kind
+    stack their blocks only if they have as many), each with its members' places, windows and
+    detectors. Kept by the first detector for the next call with the same detectors and windows
+    (none of what decides the split changes while a detector keeps its window)."""
+
+    __slots__ = ("detectors", "currents", "alone", "groups")
+
+    def __init__(self, detectors: list[_DriftDetector]):
+        self.detectors, self.currents = list(detectors), list(map(_CURRENT, detectors))
+        self.alone: list[int] = []
+        groups: dict[tuple[type, int, int], list[int]] = {}
+        for i, detector in enumerate(detectors):
+            if detector._measure_rows is not None and detector._binned():
+                groups.setdefault((type(detector), detector.profile.n_bins, detector._current.blocks), []).append(i)
+            else:
+                self.alone.append(i)
+        self.groups = [(kind, members, [detectors[i]._current for i in members], [detectors[i] for i in members])
+                       for (kind, _, _), members in groups.items()]
+
+    @staticmethod
+    def of(detectors: list[_DriftDetector]) -> "_Split":
+        kept = detectors[0]._split if detectors else None
+        if kept is None or not _same(kept.detectors, kept.currents, detectors):
+            kept = _Split(detectors)
+            if detectors:
+                detectors[0]._split = kept
+        return kept
+
+
+def _same(detectors: list[_DriftDetector], currents: list[Any], others: list[_DriftDetector]) -> bool:
+    """Whether ``others`` are these detectors, in this order, with these windows (a detector
+    given a new reference gets new bins and a new window with them)."""
+    return (len(others) == len(detectors) and all(map(operator.is_, others, detectors))
+            and all(map(operator.is_, map(_CURRENT, others), currents)))
 
 
 def _stacked_references(detectors: list[_DriftDetector]) -> "_ReferenceStack":

@@ -244,6 +244,8 @@ class BlockCounts:
         """Count events by bin code (ints in ``[0, bins)``), oldest first."""
         codes = np.asarray(codes, dtype=np.int64).reshape(-1, 1)
         self._newest = _count_blocks(self._counts, self._fill[:, None], self, codes, _column_offsets(1, 0), self.bins)
+        if self._shared is not None:
+            self._shared.in_step = False  # fed alone: the table's windows may have left step
 
     def step(self) -> tuple:
         """The window's blocks and how they are filled, whatever its bins: windows with equal
@@ -517,6 +519,9 @@ class _SharedBlocks:
         self.fill = np.stack([w._fill for w in windows], axis=1)
         #: each window's place, by identity (see span)
         self._places = {id(w): j for j, w in enumerate(windows)}
+        #: the windows are known to be in step: made so, and kept so by :meth:`BlockCounts.push_columns`;
+        #: cleared when one is fed alone (:meth:`BlockCounts.push`), then checked again by :meth:`of`
+        self.in_step = True
         for j, (window, start) in enumerate(zip(windows, self.offsets[0].tolist())):
             window._counts, window._fill = self.counts[:, start:start + window.bins], self.fill[:, j]
             window._shared = self
@@ -550,7 +555,8 @@ class _SharedBlocks:
         lead = windows[0]
         table = lead._shared
         if table is not None and table.holds(windows):
-            in_step = (all(map(operator.eq, map(_NEWEST, windows), itertools.repeat(lead._newest)))
-                       and bool((table.fill == table.fill[:, :1]).all()))
-            return table if in_step else None
+            if not table.in_step:
+                table.in_step = (all(map(operator.eq, map(_NEWEST, windows), itertools.repeat(lead._newest)))
+                                 and bool((table.fill == table.fill[:, :1]).all()))
+            return table if table.in_step else None
         return _SharedBlocks(windows) if BlockCounts.in_step(windows) else None

@@ -289,7 +289,7 @@ class ModelStatistics:
             matrix = None if foreseen else _numeric_matrix(rows, numeric, kind)
             columns: dict[str, Any] = {}
             if matrix is not None:  # the usual batch: every numeric detector fed from one matrix
-                add_columns(numeric_detectors, matrix[:, order])
+                add_columns(numeric_detectors, matrix, columns=order)
                 if read:
                     for key in numeric_keys:
                         read.pop(key, None)

@@ -431,6 +431,43 @@ def test_detectors_fed_and_measured_together_equal_one_by_one(seed, batches, tie
     assert [d.state() for d in together] == [d.state() for d in alone]
 
 
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.lists(st.tuples(st.integers(0, 500), st.sampled_from([None, 0, 3])),
+                                           min_size=1, max_size=6), st.booleans())
+@example(seed=1, batches=[(300, None), (40, 0), (40, None)], wasserstein=False)  # a detector fed alone, then all
+def test_detectors_fed_by_columns_equal_one_by_one(seed, batches, wasserstein):
+    """``add_columns(..., columns=)`` (a Foresight's commit once every detector can be foreseen,
+    a feature read by its PSI and KS binned once) and ``statistics`` / ``results`` leave every
+    detector exactly as ``add_many`` / ``result`` would: references completing mid-batch, a
+    detector fed alone between batches (its table's windows out of step, then back in step),
+    a detector that cannot be foreseen among them, the same detectors asked again."""
+    rng = np.random.default_rng(seed)
+    params = {"reference_size": 200, "window": 300, "blocks": 6, "min_samples": 50, "level": 0.01}
+    kinds = [PSI, KS, PSI, KS, PSI] + ([Wasserstein] if wasserstein else [])
+    features = [0, 0, 1, 1, 2] + ([2] if wasserstein else [])
+    together = [kind(**params) for kind in kinds]
+    alone = [kind(**params) for kind in kinds]
+    for size, fed_alone in batches:
+        matrix = rng.normal(size=(size, 3)) + np.array([0.0, 0.5, 1.0])
+        if fed_alone is not None:  # one detector fed on its own: the others' windows pass it by
+            together[fed_alone].add_many(matrix[:, features[fed_alone]])
+            alone[fed_alone].add_many(matrix[:, features[fed_alone]])
+        else:
+            add_columns(together, matrix, columns=np.array(features))
+            for detector, feature in zip(alone, features):
+                detector.add_many(matrix[:, feature])
+        expected = [detector.result() for detector in alone]
+        assert statistics(together) == [(r.statistic, r.n) for r in expected] or \
+            any(math.isnan(r.statistic) for r in expected)
+        for grouped, one in zip(results(together), expected):
+            assert (grouped.statistic, grouped.n, grouped.fired, grouped.threshold) == \
+                (one.statistic, one.n, one.fired, one.threshold) or \
+                (math.isnan(grouped.statistic) and math.isnan(one.statistic))
+        assert can_foresee(together) == (not wasserstein and all(d.profile is not None for d in together))
+    assert [d.state() for d in together] == [d.state() for d in alone]
+
+
 # -- many columns binned at once ------------------------------------------------------------------
 
 any_float = st.floats(allow_nan=False, allow_infinity=False)

@@ -221,6 +221,31 @@ def test_windows_of_different_bins_share_a_table_and_count_as_each_alone(blocks,
         assert BlockCounts.totals_of(run).tolist() == [w.totals().tolist() for w in run]
 
 
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 4), st.lists(st.tuples(st.integers(0, 12), st.sampled_from([None, 0, 1])),
+                                                      max_size=8), st.integers(0, 2**32 - 1))
+def test_windows_of_a_table_fed_alone_leave_step_and_come_back(blocks, block_size, pushes, seed):
+    """A window of a shared table fed on its own takes it out of step (the table's windows are
+    then fed one by one) until the others catch up: every window ends as its own pushes leave it."""
+    rng = np.random.default_rng(seed)
+    bins = [3, 5]
+    windows = [BlockCounts(size=blocks * block_size, blocks=blocks, bins=b) for b in bins]
+    BlockCounts.push_columns(windows, np.column_stack([rng.integers(0, b, 2) for b in bins]).reshape(2, 2))
+    alone = [BlockCounts.from_state(w.state()) for w in windows]  # the same counts, each window its own
+    for size, one in pushes:
+        codes = np.column_stack([rng.integers(0, b, size) for b in bins]).reshape(size, 2)
+        if one is None:
+            BlockCounts.push_columns(windows, codes)
+            for j, window in enumerate(alone):
+                window.push(codes[:, j])
+        else:
+            windows[one].push(codes[:, one])
+            alone[one].push(codes[:, one])
+        assert BlockCounts.together(windows) == BlockCounts.in_step(alone)
+        assert [w.state() for w in windows] == [w.state() for w in alone]
+
+
 _cells = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2 ** 60, 2 ** 60).map(float),
                    st.integers(2 ** 53 - 50, 2 ** 53).map(float), st.integers(-(2 ** 53), -(2 ** 53) + 50).map(float),
                    st.sampled_from([0.0, -0.0, 1.0, 2.0 ** 53, 2.0 ** 53 + 2, -(2.0 ** 63), 1e300]))
