@@ -205,7 +205,9 @@ class ModelStatistics:
         if len(queued) > 1 and not self.regression and not self._score_metrics:
             truth = np.concatenate([t for t, _, _ in queued])
             predicted = np.concatenate([p for _, p, _ in queued])
-            if not coded:
+            # told ahead, yet joined they may not be class ids: int64 and uint64 parts (labels
+            # of 2**63 and more) make floats, where two labels can be one
+            if not coded or truth.dtype.kind != "i" or predicted.dtype.kind != "i":
                 labels = np.concatenate((truth, predicted))
                 coded = all(metric.codes.knows_ints(labels) for metric in self.metrics.values())
             if coded:

@@ -246,3 +246,36 @@ def test_a_pipe_is_read_as_its_file_would_be(history, config):
     (directory / "part.jsonl").write_bytes(data)
     from_file = load_events(config, labels=directory / "part.jsonl")
     assert from_pipe.events == from_file.events and from_pipe.lines == from_file.lines > 0
+
+
+def test_class_ids_past_int64_stay_apart_whatever_the_chunking(tmp_path):
+    """Class ids of 2**63 and more decode into uint64 arrays where the others are int64: the
+    accuracy over a batch of both (two wrong pairs of eight) is that of the pairs one by one."""
+    import tomllib
+
+    config = parse_config(tomllib.loads("""
+[kafka]
+"bootstrap.servers" = "127.0.0.1:9092"
+[[models]]
+id = "m"
+task = "multiclass"
+metrics = ["accuracy"]
+window = { kind = "count", size = 100 }
+evaluate_every = 2
+[[models.rules]]
+name = "acc"
+conditions = [{ statistic = "accuracy", op = "<", threshold = 0.0 }]
+"""), "<test>")
+    big = 2**63
+    pairs = [(big, big), (big + 1, big + 1), (0, 0), (1, 1), (big, big + 1), (big, big + 1), (0, 0), (1, 1)]
+    predictions, labels = tmp_path / "predictions.jsonl", tmp_path / "labels.jsonl"
+    with open(predictions, "w") as p, open(labels, "w") as l:
+        for i, (predicted, label) in enumerate(pairs):
+            ts = 1_700_000_000_000 + 20 * i
+            p.write(json.dumps({"prediction_id": f"a{i}", "model_id": "m", "timestamp": ts + 10,
+                                "prediction": predicted}) + "\n")
+            l.write(json.dumps({"prediction_id": f"a{i}", "model_id": "m", "timestamp": ts + 20, "label": label}) + "\n")
+    events = load_events(config, predictions, labels).events
+    for every in (8, 1, 16):
+        timeline = Backtest(config, every=every).run(events).timeline
+        assert [value for *_, name, value, _ in timeline if name == "accuracy"][-1] == 0.75
