@@ -355,8 +355,7 @@ class Ahead:
     A monitor reads its metrics at every evaluation point of a batch, a few dozen pairs apart:
     told the batch's pairs once (the metric's ``ahead``), this gives the result at each point,
     and the whole batch is then pushed once (the same window as pushing it part by part).
-    Only valid while nothing is pushed to the metric; made only when pushing the pairs codes
-    no new label (so that pushing them in one call or in parts gives the same state).
+    Only valid while nothing is pushed to the metric.
     """
 
     def result(self, count: int) -> Result | None:

@@ -197,20 +197,15 @@ class ModelStatistics:
     def _feed_pairs(self) -> None:
         """Feed the queued pairs to the count-window metrics: in one call when that gives the
         same state as a call per segment (class ids all coded already, so no code depends on
-        the parts: as every metric's Ahead of them says, else as checked), else segment by
-        segment."""
+        the parts; checked on the joined arrays, which int64 and uint64 parts would make floats),
+        else segment by segment."""
         queued, self._queued_pairs = self._queued_pairs, []
-        coded = self._aheads is not None and self._queued_count <= self._told  # told these pairs ahead
         self._clear_ahead()
         if len(queued) > 1 and not self.regression and not self._score_metrics:
             truth = np.concatenate([t for t, _, _ in queued])
             predicted = np.concatenate([p for _, p, _ in queued])
-            # told ahead, yet joined they may not be class ids: int64 and uint64 parts (labels
-            # of 2**63 and more) make floats, where two labels can be one
-            if not coded or truth.dtype.kind != "i" or predicted.dtype.kind != "i":
-                labels = np.concatenate((truth, predicted))
-                coded = all(metric.codes.knows_ints(labels) for metric in self.metrics.values())
-            if coded:
+            labels = np.concatenate((truth, predicted))
+            if all(metric.codes.knows_ints(labels) for metric in self.metrics.values()):
                 queued = [(truth, predicted, None)]
         for truth, predicted, scores in queued:
             for kind, metric in self.metrics.items():
@@ -434,7 +429,7 @@ class ModelStatistics:
             return
         aheads = {kind: metric.ahead(y_true, y_pred) for kind, metric in self.metrics.items()}
         if all(ahead is not None for ahead in aheads.values()):
-            self._aheads, self._told = aheads, len(y_true)
+            self._aheads = aheads
 
     def _results_ahead(self) -> dict[str, Result] | None:
         """The count-window metrics' results with the queued pairs, as feeding them would
@@ -446,10 +441,10 @@ class ModelStatistics:
 
     def _clear_ahead(self) -> None:
         """The metrics changed, or the queue did: the results ahead no longer hold."""
-        #: each metric's Ahead of the pairs queued from here on (see pairs_ahead), how many are
-        #: queued, and how many were told
+        #: each metric's Ahead of the pairs queued from here on (see pairs_ahead), and how many
+        #: are queued
         self._aheads: dict[str, Any] | None = None
-        self._queued_count = self._told = 0
+        self._queued_count = 0
 
     def window_samples(self) -> int:
         results = self.performance()
