@@ -333,7 +333,7 @@ def _judge_condition(
 ) -> Verdict:
     if not condition.is_glob:
         return _judge_one(condition, observations.get(condition.statistic), min_samples, use_rearm)
-    names = _matching_names(condition.statistic, tuple(observations))
+    names = _matching_names(condition.statistic, _names(observations))
     if not names:
         return Verdict.UNKNOWN
     counted = _fired_counts(observations, names, min_samples) if condition.is_fired else None
@@ -382,7 +382,7 @@ def _breaching_names(condition: Condition, observations: Mapping[str, Observatio
     if condition.is_fired:
         fired_names = getattr(observations, "fired_names", None)
         if fired_names is not None:
-            names = fired_names(_matching_names(condition.statistic, tuple(observations)), min_samples)
+            names = fired_names(_matching_names(condition.statistic, _names(observations)), min_samples)
             if names is not None:
                 return names
     return [name for name, _ in _breaching_matches(condition, observations, min_samples, ranked=False)]
@@ -460,7 +460,7 @@ def _breaching_matches(
 def _matching(condition: Condition, observations: Mapping[str, Observation]) -> list[tuple[str, Observation]]:
     """The observations a glob condition names, with their names. Names are matched first: a
     monitor computes an observation only when it is read."""
-    names = _matching_names(condition.statistic, tuple(observations))
+    names = _matching_names(condition.statistic, _names(observations))
     return list(zip(names, _values_of(observations, names)))
 
 
@@ -472,6 +472,13 @@ def _values_of(observations: Mapping[str, Observation], names: tuple[str, ...]) 
     if values_of is not None:
         return values_of(names)
     return [observations[name] for name in names]
+
+
+def _names(observations: Mapping[str, Observation]) -> tuple[str, ...]:
+    """``tuple(observations)``, or the mapping's ``names`` when it offers them (a Monitor's
+    observations do, kept as a tuple: a glob rule matches them at every evaluation point)."""
+    names = getattr(observations, "names", None)
+    return tuple(observations) if names is None else names
 
 
 @functools.lru_cache(maxsize=1024)

@@ -336,6 +336,8 @@ class ModelStatistics:
         #: drift_observations)
         self._all_groups: dict[str, str] | None = None
         self._drift_groups: dict[str, str] | None = None
+        #: the drift observations' names, in order (their ``names``)
+        self._drift_names: tuple[str, ...] = ()
         #: what _catch_up_features feeds the numeric detectors from one matrix (see _numeric_plan)
         self._plan: tuple[list[str], list[tuple[str, str]], list[Any], np.ndarray] | None = None
         self._numeric_places: dict[tuple[str, str], int] | None = None
@@ -346,8 +348,10 @@ class ModelStatistics:
         self._end_measured: dict[tuple[str, str], tuple[float, int]] | None = None
         #: group -> its detectors' places among the numeric ones, and kinds (see _foreseen_members)
         self._foreseen: dict[str, tuple[list[int], list[str]] | None] = {}
-        #: groups judged together -> their places and names one group after the other (see _judgement)
-        self._together: dict[tuple[str, ...], tuple[list[int], list[str]]] = {}
+        #: groups judged together -> their places and names one group after the other, or None
+        #: when a Foresight does not measure them all (see _judgement): what decides it (the
+        #: groups' members, the multiple-testing correction) changes only with the detectors
+        self._together: dict[tuple[str, ...], tuple[list[int], list[str]] | None] = {}
         #: names a rule reads -> the groups they are exactly, or None (see _Observations._judged;
         #: a group is the same in every mapping that holds it)
         self._covers: dict[tuple[str, ...], list[str] | None] = {}
@@ -470,7 +474,9 @@ class ModelStatistics:
         if self._drift_groups is None:
             drift = {name: group for name, group in self._groups.items() if not name.startswith("detector.")}
             self._drift_groups = {**drift, **self._estimated_groups()}
-        return _Observations({}, self._drift_groups, self._observe_any, self._judgement, self._covers)
+            self._drift_names = tuple(self._drift_groups)
+        return _Observations({}, self._drift_groups, self._observe_any, self._judgement, self._covers,
+                             self._drift_names)
 
     def values(self) -> dict[str, tuple[float, int]]:
         """Every statistic's value and sample count, named and ordered as in :meth:`observations`,
@@ -554,21 +560,32 @@ class ModelStatistics:
         n and whether it fired, as :meth:`_observe_group` would observe them, without making
         the observations (a rule on ``fired`` reads nothing else): when a Foresight measures
         every group whole; else None. The groups are read from the Foresight together."""
+        # the Foresight decided where _foreseen_group of the first group would decide it
+        foresight = None if not groups or groups[0] in _OTHER_GROUPS else self._foresee()
+        if foresight is None:
+            return None
+        key = tuple(groups)
+        together = self._together.get(key, False)
+        if together is False:  # what _foreseen_group decides of each group, once (see _together)
+            together = self._together[key] = self._foreseen_together(groups)
+        if together is None:
+            return None
+        self._catch_up_features(self._position)
+        members, names = together
+        return (names, *foresight.judgement(self._position, members))
+
+    def _foreseen_together(self, groups: list[str]) -> tuple[list[int], list[str]] | None:
+        """The places among :meth:`_numeric_plan`'s detectors of these feature groups' detectors,
+        one group after the other, and their statistics' names, when a Foresight measures every
+        group whole (see :meth:`_foreseen_group`); else None."""
         found = []
         for group in groups:
             foreseen = None if group in _OTHER_GROUPS else self._foreseen_group(group)
             if foreseen is None:
                 return None
             found.append(foreseen)
-        self._catch_up_features(self._position)
-        foresight = found[0][0]
-        key = tuple(groups)
-        together = self._together.get(key)
-        if together is None:  # kept as _foreseen_members keeps each group's
-            together = self._together[key] = ([i for _, members, _ in found for i in members],
-                                              [name for group in groups for name in self._group_members(group)[1]])
-        members, names = together
-        return (names, *foresight.judgement(self._position, members))
+        return ([i for _, members, _ in found for i in members],
+                [name for group in groups for name in self._group_members(group)[1]])
 
     def _foreseen_group(self, group: str) -> tuple[Foresight, list[int], list[str]] | None:
         """A feature group's Foresight and its detectors' places and kinds there, when the
@@ -670,8 +687,11 @@ class _Observations(Mapping):
     def __init__(self, eager: dict[str, Observation], groups: dict[str, str],
                  load: Callable[[str], dict[str, Observation]],
                  judge: Callable[[list[str]], tuple[list[str], list, list] | None] | None = None,
-                 covers: dict[tuple[str, ...], list[str] | None] | None = None):
+                 covers: dict[tuple[str, ...], list[str] | None] | None = None,
+                 names: tuple[str, ...] | None = None):
         self._eager = tuple(eager)  # the names, in order: these, then the groups' (_data grows)
+        #: every name, in order: given by a caller that keeps them, else made when first asked
+        self._names = names
         self._data = eager
         self._groups = groups
         self._load = load
@@ -741,6 +761,14 @@ class _Observations(Mapping):
             return list(map(data.__getitem__, names))
         except KeyError:
             return [data[name] if name in data else self[name] for name in names]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name, in order (``tuple(self)``), made once: a rule's glob matches them at
+        every evaluation point (see :mod:`retrain_trigger.policy`)."""
+        if self._names is None:
+            self._names = (*self._eager, *self._groups)
+        return self._names
 
     def __iter__(self) -> Iterator[str]:
         return itertools.chain(self._eager, self._groups)

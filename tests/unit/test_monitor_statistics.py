@@ -583,3 +583,16 @@ def test_observations_values_of_are_the_items_read_one_by_one_with_the_same_grou
         return
     assert together.values_of(names) == expected
     assert loaded_together == loaded_one_by_one  # the same groups, in the same order
+
+
+@pytest.mark.parametrize("model_config", [DRIFT, BATCHED, BATCHED_CORRECTED])
+def test_observations_names_are_their_keys_in_order_after_a_restore_too(model_config):
+    """A rule's glob matches ``names`` where the mapping offers them: they are ``tuple(obs)``."""
+    model = model_config.models[0]
+    stats_ = ModelStatistics(model)
+    for observations in (stats_.observations(), stats_.drift_observations()):
+        assert observations.names == tuple(observations)
+    restored = ModelStatistics(model)
+    restored.restore(json.loads(json.dumps(stats_.state())))
+    for observations in (restored.observations(), restored.drift_observations()):
+        assert observations.names == tuple(observations)
