@@ -24,8 +24,9 @@ of ``--repeats``:
   CPU seconds are the workers' (load included); ``--workers`` says which N.
 
 On a shared machine the wall times wander with the others' load; the CPU seconds do less: ``CPU
-s`` is every process's, ``CPU s busiest process`` the parent's (load, fork, merge) plus the
-busiest worker's, what the run would take with a core free for each process.
+s`` is every process's, ``CPU s busiest process`` the parent's (opening the files, forking,
+merging) plus the busiest worker's (its load and replay), what the run would take with a core
+free for each process.
 
 The timeline (``--every`` 1000; the CLI's default is 984 here) asks the Monitor for every
 statistic once per 1000 lines. Per config: wall seconds per stage and lines/s end to end.
@@ -168,7 +169,7 @@ def _timed(kind: str, cfg, directory: Path) -> dict:
             result = Backtest(cfg, every=1000, timeline=kind != "drift-20 no timeline").run(loaded.events)
             triggers = len(result.triggers)
         t2 = time.perf_counter()
-    # CPU seconds: this process's (the load, and the replay or the workers' fork and merge) and
+    # CPU seconds: this process's (the load and the replay, or the workers' fork and merge) and
     # each worker's; on a shared machine the busiest line of work says what free cores would take.
     cpu = time.process_time() - cpu0
     critical = cpu + (max(workers) if workers else 0.0)

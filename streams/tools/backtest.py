@@ -6,7 +6,8 @@ and validates each exactly as the engine does (bad lines are counted by reason, 
 would), orders everything by event time (a prediction before a label of the same millisecond;
 ties keep file order) and feeds it to :class:`streams.core.monitor.Monitor` in chunks. Triggers do
 not depend on the chunking (the Monitor evaluates rules at fixed joined-pair counts). Models are
-independent: ``--workers N`` replays them in N processes, the outputs the same (see :func:`replay`).
+independent: ``--workers N`` decodes and replays them in N processes, the outputs the same (see
+:func:`replay_files`).
 
 Each line's ``Source`` is (the config's topic name, partition 0, its line number in its file,
 counting bad lines), i.e. the offsets the same lines would get produced in order to a
