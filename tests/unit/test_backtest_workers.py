@@ -180,6 +180,8 @@ def odd_history(tmp_path_factory):
                      events=800, seed=3, label_delay="exp:30", label_missing=0.05, malformed=0.02)
     run(sim, [FileSink(directory, merged=True)], progress=False)
     (directory / "garbage.jsonl").write_text('not json\n{"model_id": "loans"}\n')
+    (directory / "bom_crlf.jsonl").write_bytes(b"\xef\xbb\xbf" + (directory / "predictions.jsonl").read_bytes()
+                                               .replace(b"\n", b"\r\n"))
     return directory
 
 
@@ -190,10 +192,11 @@ def _without_timings(name: str, data: bytes) -> bytes | list[bytes]:
             if b'"load"' not in line and b'"replay"' not in line and b"lines_per_second" not in line]
 
 
-@pytest.mark.parametrize("inputs", ["two files", "merged", "a pipe", "no valid line"])
+@pytest.mark.parametrize("inputs", ["two files", "merged", "a pipe", "bom and crlf", "no valid line"])
 @pytest.mark.parametrize("register", [False, True])
 def test_workers_that_decode_the_files_write_what_one_process_writes(odd_history, tmp_path, inputs, register):
-    """Rejects, unknown (or registered) models, line numbers of a merged file, a pipe read once."""
+    """Rejects, unknown (or registered) models, line numbers of a merged file, a pipe read once,
+    a byte order mark and CRLF line ends."""
     import os
     import threading
     import tomllib
@@ -203,6 +206,7 @@ def test_workers_that_decode_the_files_write_what_one_process_writes(odd_history
     files = {"two files": {"predictions": odd_history / "predictions.jsonl", "labels": odd_history / "labels.jsonl"},
              "merged": {"events": odd_history / "events.jsonl"},
              "a pipe": {"predictions": odd_history / "predictions.jsonl", "labels": None},
+             "bom and crlf": {"predictions": odd_history / "bom_crlf.jsonl", "labels": odd_history / "labels.jsonl"},
              "no valid line": {"predictions": odd_history / "garbage.jsonl"}}[inputs]
     written = {}
     for workers in (1, 2, 3):
