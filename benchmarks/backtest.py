@@ -18,12 +18,15 @@ of ``--repeats``:
 * ``realistic`` — the engine benchmark's config (:mod:`benchmarks._configs`): 3 models, each
   with PSI and KS on all 20 features judged by a drift rule every 50 predictions, accuracy,
   ADWIN and an accuracy rule; on a history of the same size spread over the 3 models;
-* ``realistic N workers`` — the same replayed in N worker processes (``driftline backtest
-  --workers N``: the models shared out, the outputs the same); ``--workers`` says which N.
+* ``realistic N workers`` — the same in N worker processes, as ``driftline backtest --workers N``
+  runs it (the models shared out, the outputs the same): each worker decodes the files itself
+  and keeps its models' events, so its load is the time until the workers had decoded, and its
+  CPU seconds are the workers' (load included); ``--workers`` says which N.
 
 On a shared machine the wall times wander with the others' load; the CPU seconds do less: ``CPU
-s`` is every process's, ``CPU s busiest process`` the parent's (load, fork, merge) plus the
-busiest worker's, what the run would take with a core free for each process.
+s`` is every process's, ``CPU s busiest process`` the parent's (opening the files, forking,
+merging) plus the busiest worker's (its load and replay), what the run would take with a core
+free for each process.
 
 The timeline (``--every`` 1000; the CLI's default is 984 here) asks the Monitor for every
 statistic once per 1000 lines. Per config: wall seconds per stage and lines/s end to end.
@@ -56,7 +59,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks._common import progress, table  # noqa: E402
 from benchmarks._configs import MODELS, models_toml  # noqa: E402
-from streams.tools.backtest import Backtest, load_events, replay  # noqa: E402
+from streams.tools.backtest import Backtest, load_events, replay_files  # noqa: E402
 from streams.core.config import parse_config  # noqa: E402
 
 FEATURES = [f"f{i:02d}" for i in range(20)]
@@ -151,22 +154,26 @@ def _one(kind: str, directory: Path) -> dict:
 
 def _timed(kind: str, cfg, directory: Path) -> dict:
     directory = history(kind.split(" ")[0], directory)
+    files = directory / "predictions.jsonl", directory / "labels.jsonl"
     t0, cpu0 = time.perf_counter(), time.process_time()
-    loaded = load_events(cfg, directory / "predictions.jsonl", directory / "labels.jsonl")
-    t1, cpu1 = time.perf_counter(), time.process_time()
-    triggers, workers = 0, []
-    if kind.endswith(" workers"):
-        result = replay(cfg, loaded.events, every=1000, workers=int(kind.split(" ")[1]))
-        triggers, workers = len(result.triggers), result.worker_cpu_seconds
-    elif kind != "decode":
-        result = Backtest(cfg, every=1000, timeline=kind != "drift-20 no timeline").run(loaded.events)
-        triggers = len(result.triggers)
-    t2 = time.perf_counter()
-    # CPU seconds: this process's (the load, and the replay or the workers' fork and merge) and
+    if kind.endswith(" workers"):  # as ``driftline backtest --workers N`` runs: the workers decode the files
+        result = replay_files(cfg, *files, every=1000, workers=int(kind.split(" ")[1]))
+        t2 = time.perf_counter()
+        lines, triggers, workers = result.lines, len(result.triggers), result.worker_cpu_seconds
+        t1, cpu1 = t0 + result.load_seconds, math.nan  # the load is in the workers, and their CPU seconds
+    else:
+        loaded = load_events(cfg, *files)
+        t1, cpu1 = time.perf_counter(), time.process_time()
+        lines, triggers, workers = loaded.lines, 0, []
+        if kind != "decode":
+            result = Backtest(cfg, every=1000, timeline=kind != "drift-20 no timeline").run(loaded.events)
+            triggers = len(result.triggers)
+        t2 = time.perf_counter()
+    # CPU seconds: this process's (the load and the replay, or the workers' fork and merge) and
     # each worker's; on a shared machine the busiest line of work says what free cores would take.
     cpu = time.process_time() - cpu0
     critical = cpu + (max(workers) if workers else 0.0)
-    return {"lines": loaded.lines, "load": t1 - t0, "replay": t2 - t1, "total": t2 - t0, "triggers": triggers,
+    return {"lines": lines, "load": t1 - t0, "replay": t2 - t1, "total": t2 - t0, "triggers": triggers,
             "cpu_load": cpu1 - cpu0, "cpu": cpu + sum(workers), "cpu_critical": critical}
 
 

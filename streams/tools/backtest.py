@@ -6,7 +6,8 @@ and validates each exactly as the engine does (bad lines are counted by reason, 
 would), orders everything by event time (a prediction before a label of the same millisecond;
 ties keep file order) and feeds it to :class:`streams.core.monitor.Monitor` in chunks. Triggers do
 not depend on the chunking (the Monitor evaluates rules at fixed joined-pair counts). Models are
-independent: ``--workers N`` replays them in N processes, the outputs the same (see :func:`replay`).
+independent: ``--workers N`` decodes and replays them in N processes, the outputs the same (see
+:func:`replay_files`).
 
 Each line's ``Source`` is (the config's topic name, partition 0, its line number in its file,
 counting bad lines), i.e. the offsets the same lines would get produced in order to a
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import gc
 import itertools
 import json
@@ -58,7 +60,7 @@ from streams.core.config import Config
 from streams.core.monitor import InputDecoder, ModelRegistry, Monitor, Source
 from streams.runtime.pipeline import Metrics, Pipeline
 
-__all__ = ["Backtest", "BacktestResult", "Reject", "load_events", "replay", "run_backtest"]
+__all__ = ["Backtest", "BacktestResult", "Reject", "load_events", "replay", "replay_files", "run_backtest"]
 
 #: How much of a rejected line ``rejects.jsonl`` keeps.
 REJECT_TEXT_BYTES = 300
@@ -203,6 +205,33 @@ def load_events(config: Config, predictions: str | Path | None = None, labels: s
 
     Each rejected line is kept as a :class:`Reject`. A file of which no line is an event and
     which is something else (a JSON array, gzip) raises :class:`BacktestError` saying so."""
+    with _opened(config, predictions, labels, events) as inputs:
+        return _load(config, inputs)
+
+
+@dataclass
+class _Input:
+    """One input file's bytes, mapped or read (see :func:`_mapped`)."""
+
+    path: str | Path
+    topic: str | None  # None: predictions and labels in one file
+    data: bytes | mmap.mmap
+
+
+@contextlib.contextmanager
+def _opened(config: Config, predictions=None, labels=None, events=None) -> Iterator[list[_Input]]:
+    """The inputs, in the order they are decoded, each open (mapped) until the block ends. All
+    are opened before any is decoded: a parallel replay opens them (and reads standard input)
+    once, and its workers decode what they inherit."""
+    topics = config.topics
+    with contextlib.ExitStack() as stack:
+        yield [_Input(path, topic, stack.enter_context(_mapped(path)))
+               for path, topic in ((predictions, topics.predictions), (labels, topics.labels), (events, None))
+               if path is not None]
+
+
+def _load(config: Config, inputs: list[_Input]) -> Loaded:
+    """:func:`load_events` of opened inputs."""
     topics = config.topics
     decoded: list[tuple[Prediction | Label, Source]] = []
     invalid: Counter = Counter()
@@ -214,18 +243,17 @@ def load_events(config: Config, predictions: str | Path | None = None, labels: s
     runs: list[tuple[int, bool]] = []  # (events, whether labels) per file decoded, in order: the sort's role key
     times: list[np.ndarray] = []  # their event times, per file
 
-    def decode_whole(path: str | Path, topic: str) -> int:
+    def decode_whole(path: str | Path, topic: str, data: bytes | mmap.mmap) -> int:
         """Decode one file of one topic; returns its number of lines."""
-        with _mapped(path) as data:
-            parsed = decode.buffer(topic, data)
-            if parsed is None:
-                lines, checked = _lines(data[:], decode.max_bytes)
-                parsed = decode.many(topic, lines, checked)
-            else:
-                lines = None
-            valid = add(parsed, topic, path, lines if lines is not None else data)
-            if parsed and not valid:
-                refuse_other_formats(path, data)
+        parsed = decode.buffer(topic, data)
+        if parsed is None:
+            lines, checked = _lines(data[:], decode.max_bytes)
+            parsed = decode.many(topic, lines, checked)
+        else:
+            lines = None
+        valid = add(parsed, topic, path, lines if lines is not None else data)
+        if parsed and not valid:
+            refuse_other_formats(path, data)
         return len(parsed)
 
     def refuse_other_formats(path: str | Path, data: bytes | mmap.mmap) -> None:
@@ -259,23 +287,21 @@ def load_events(config: Config, predictions: str | Path | None = None, labels: s
             if error.reason == "unknown_model":
                 unknown[_model_id_decoder.decode(lines[i]).model_id] += 1
 
-    if predictions is not None:
-        n_lines += decode_whole(predictions, topics.predictions)
-    if labels is not None:
-        n_lines += decode_whole(labels, topics.labels)
-    if events is not None:
-        first_reject = len(rejects)
-        with _mapped(events) as data:
-            lines, checked = _lines(data[:], decode.max_bytes)
-            n_lines += len(lines)
-            is_label = [_is_label(line) for line in lines]
-            valid = 0
-            for role, topic in ((False, topics.predictions), (True, topics.labels)):
-                numbers = [i for i, lab in enumerate(is_label) if lab == role]
-                chosen = [lines[i] for i in numbers]
-                valid += add(decode.many(topic, chosen, checked), topic, events, chosen, numbers)
-            if lines and not valid:
-                refuse_other_formats(events, data)
+    for source in inputs:
+        if source.topic is not None:
+            n_lines += decode_whole(source.path, source.topic, source.data)
+            continue
+        first_reject, data = len(rejects), source.data
+        lines, checked = _lines(data[:], decode.max_bytes)
+        n_lines += len(lines)
+        is_label = [_is_label(line) for line in lines]
+        valid = 0
+        for role, topic in ((False, topics.predictions), (True, topics.labels)):
+            numbers = [i for i, lab in enumerate(is_label) if lab == role]
+            chosen = [lines[i] for i in numbers]
+            valid += add(decode.many(topic, chosen, checked), topic, source.path, chosen, numbers)
+        if lines and not valid:
+            refuse_other_formats(source.path, data)
         rejects[first_reject:] = sorted(rejects[first_reject:], key=operator.attrgetter("line"))
     if not decoded:
         return Loaded([], invalid, n_lines, rejects, unknown)
@@ -439,73 +465,141 @@ def default_workers(models: int) -> int:
     return max(1, min(cores, models))
 
 
+def _worker_count(workers: int | None, models: int) -> int:
+    """The processes that replay ``models`` models with ``workers`` asked for (None: as many as
+    :func:`default_workers`). Forked workers are safe on Linux only (macOS frameworks are not
+    fork-safe; Windows has no fork): elsewhere, one."""
+    if not sys.platform.startswith("linux"):
+        return 1
+    return default_workers(models) if workers is None else max(1, min(workers, models))
+
+
+def _model_ids(events: list[tuple[Prediction | Label, Source]]) -> list[str]:
+    return list(map(operator.attrgetter("model_id"), map(operator.itemgetter(0), events)))
+
+
 def replay(config: Config, events: list[tuple[Prediction | Label, Source]], every: int | None = None,
            workers: int | None = 1, recorder=None, progress=None) -> BacktestResult:
     """Replay ordered events (see :class:`Backtest`): the triggers, totals, timeline and
     diagnostics; ``recorder`` (a :class:`streams.tools.report.ReportRecorder`, or None) records
-    what the report draws; ``progress`` (or None) makes the progress bar, once the workers are
-    started (a bar's thread is not forked with them).
+    what the report draws; ``progress`` (or None) makes the progress bar of so many events,
+    ``progress(events)``, once the workers are started (a bar's thread is not forked with them).
 
     Models are independent (each has its own join, statistics and rules), so with ``workers`` > 1
     (None: :func:`default_workers`) the models are shared out among that many forked processes,
     each replaying its models' events cut at the same chunk ends as one process, and their
     results are merged in the order one process gives: the outputs are byte-identical. One
-    worker, one model, or not on Linux: the replay runs here."""
+    worker, one model, or not on Linux: the replay runs here. (From files,
+    :func:`replay_files` decodes them in the workers.)"""
     every = auto_every(len(events)) if every is None else max(1, every)
-    ids = list(map(operator.attrgetter("model_id"), map(operator.itemgetter(0), events)))
-    counts = Counter(ids)
-    workers = default_workers(len(counts)) if workers is None else max(1, min(workers, len(counts)))
-    # Forked workers inherit the events: nothing to copy or pickle. Fork is safe on Linux only
-    # (macOS frameworks are not fork-safe; Windows has none).
-    if workers <= 1 or not sys.platform.startswith("linux"):
+    ids = _model_ids(events)
+    workers = _worker_count(workers, len(set(ids)))
+    if workers <= 1:
         backtest = Backtest(config, every=every, observer=recorder)
-        result = backtest.run(events, progress=progress() if progress is not None else None)
+        result = backtest.run(events, progress=progress(len(events)) if progress is not None else None)
         result.diagnostics = diagnose(config, backtest.monitor, result.totals)
         return result
-    parallel = _ParallelReplay(config, events, every, counts, workers, recorder, ids)
+    # Forked workers inherit the events: nothing to copy or pickle.
+    parallel = _ParallelReplay(config, every, workers, recorder, events=events, plan=_Plan.of(ids, every, workers))
     del ids  # let go before the fork: after it, a reference dropped writes to a page the workers share
     return parallel.run(progress)
 
 
-class _ParallelReplay:
-    """:func:`replay` over forked workers: the events stay where they are (the workers inherit
-    them), each worker sends back what its models did, chunk by chunk, and it is merged here."""
+def replay_files(config: Config, predictions: str | Path | None = None, labels: str | Path | None = None,
+                 events: str | Path | None = None, every: int | None = None, workers: int | None = 1,
+                 recorder=None, progress=None) -> BacktestResult:
+    """:func:`load_events` and :func:`replay` (see there for ``every``, ``workers``, ``recorder``
+    and ``progress``): the result, with what the load found (lines, invalid lines, rejects,
+    unknown models) and its seconds.
 
-    def __init__(self, config: Config, events, every: int, counts: Counter, workers: int, recorder, ids: list[str]):
-        self.config, self.events, self.every, self.recorder = config, events, every, recorder
-        # The most events first, each to the worker with the fewest so far (ties: the lower one).
+    With workers, the files are opened here and each worker decodes them itself, keeping its
+    models' events. Handing decoded events to forked workers would cost more: each event a
+    worker reads is a reference counted, i.e. a write to a page the processes share, which the
+    kernel then copies; and the events of all models lie on every page. A file's errors are
+    found by every worker alike and raised once, as :func:`load_events` raises them."""
+    started = time.perf_counter()
+    models = len({model.id for model in config.models})
+    if config.engine.unknown_model == "register":
+        models += config.engine.max_registered_models
+    workers = _worker_count(workers, models)  # no more than the models there can be: the data is not read yet
+    with _opened(config, predictions, labels, events) as inputs:
+        if workers > 1:
+            parallel = _ParallelReplay(config, every, workers, recorder, inputs=inputs)
+            opened = time.perf_counter() - started
+            result = parallel.run(progress)
+            loaded, load_seconds = parallel.loaded, opened + parallel.load_seconds
+        else:
+            loaded = _load(config, inputs)
+            load_seconds = time.perf_counter() - started
+    if workers <= 1:
+        result = replay(config, loaded.events, every=every, workers=1, recorder=recorder, progress=progress)
+    result.invalid, result.lines, result.load_seconds = loaded.invalid, loaded.lines, load_seconds
+    result.rejects, result.unknown_models = loaded.rejects, loaded.unknown_models
+    return result
+
+
+@dataclass
+class _Plan:
+    """Who replays what in a parallel replay, and what the merge needs, from the ordered events'
+    model ids (each worker that decodes the files makes the same)."""
+
+    every: int
+    events: int
+    #: each model's worker: the most events first, each to the worker with the fewest so far (ties: the lower one)
+    worker_of: dict[str, int]
+    #: each chunk's models in the order they first come in it
+    chunk_order: list[list[str]]
+    #: the worker with the fewest events (ties: the last), which sends the parent what the load found
+    reporter: int
+    #: each event's worker (the workers' only: not sent)
+    owner: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, ids: list[str], every: int | None, workers: int) -> "_Plan":
+        every = auto_every(len(ids)) if every is None else max(1, every)
         share = [0] * workers
-        self.worker_of: dict[str, int] = {}
-        for model, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        worker_of: dict[str, int] = {}
+        for model, n in sorted(Counter(ids).items(), key=lambda item: (-item[1], item[0])):
             w = share.index(min(share))
-            self.worker_of[model] = w
+            worker_of[model] = w
             share[w] += n
-        self.workers = workers
-        # Each event's model (``ids``) as a number, for its worker and each chunk's models: read
-        # before the fork, as after it each event object the parent touches (a reference counted)
-        # is a page the kernel copies.
-        self.names = list(self.worker_of)
-        number = dict(zip(self.names, range(len(self.names))))
-        self.codes = np.fromiter(map(number.__getitem__, ids), dtype=np.int64, count=len(ids))
+        names = list(worker_of)
+        number = dict(zip(names, range(len(names))))
+        codes = np.fromiter(map(number.__getitem__, ids), dtype=np.int64, count=len(ids))
+        owner = np.array(list(worker_of.values()), dtype=np.int64)[codes]
+        reporter = min(range(workers), key=lambda w: (share[w], -w))
+        return cls(every, len(ids), worker_of, _chunk_order(codes, every, names), reporter, owner)
+
+
+class _ParallelReplay:
+    """:func:`replay` over forked workers. Each worker either inherits the ordered events and
+    their plan (``events``, ``plan``), or decodes the opened files itself (``inputs``, see
+    :func:`replay_files`) and makes the plan; it replays its models' events and sends back what
+    they did, chunk by chunk, which is merged here."""
+
+    def __init__(self, config: Config, every: int | None, workers: int, recorder, events=None,
+                 plan: _Plan | None = None, inputs: list[_Input] | None = None):
+        self.config, self.every, self.workers, self.recorder = config, every, workers, recorder
+        self.events, self.plan, self.inputs = events, plan, inputs
+        #: decoding workers: what the load found (its events left out), and the seconds until it was here
+        self.loaded: Loaded | None = None
+        self.load_seconds = 0.0
 
     def run(self, progress=None) -> BacktestResult:
-        events, every = self.events, self.every
         started = time.perf_counter()
-        owner = np.array(list(self.worker_of.values()), dtype=np.int64)[self.codes]
-        chunk_order = _chunk_order(self.codes, every, self.names)
         context = multiprocessing.get_context("fork")
         done = context.Array("q", self.workers, lock=False)  # events each worker has replayed
         processes, pipes = [], []
         try:
             for w in range(self.workers):
                 receive, send = context.Pipe(duplex=False)
-                process = context.Process(target=self._work, args=(w, np.flatnonzero(owner == w), send, done),
+                process = context.Process(target=self._work, args=(w, send, done),
                                           name=f"backtest-worker-{w}", daemon=True)
                 process.start()
                 send.close()
                 processes.append(process)
                 pipes.append(receive)
-            parts = self._gather(pipes, processes, done, progress() if progress is not None else None)
+            parts = self._gather(pipes, processes, done, progress, started)
         except BaseException:  # an error, Ctrl-C: the others' work is of no use
             for process in processes:
                 process.terminate()
@@ -513,19 +607,27 @@ class _ParallelReplay:
         finally:
             for process in processes:
                 process.join()
-        ends = range(every, len(events) + every, every)
-        result = self._merge(parts, chunk_order, [min(end, len(events)) for end in ends])
-        result.replay_seconds = time.perf_counter() - started
+        result = self._merge(parts)
+        result.replay_seconds = time.perf_counter() - started - self.load_seconds
         return result
 
-    def _work(self, worker: int, mine: np.ndarray, send, done) -> None:
+    def _work(self, worker: int, send, done) -> None:
         """In a worker: replay this worker's models over the chunks of the whole replay."""
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it ends the workers
         try:
             cpu = time.process_time()
-            events, every = self.events, self.every
+            events, plan = self.events, self.plan
+            if events is None:
+                loaded = _load(self.config, self.inputs)
+                # The other models' events are kept, unused: freeing them would cost more than the memory.
+                events, loaded.events = loaded.events, []
+                plan = _Plan.of(_model_ids(events), self.every, self.workers)
+                if worker == plan.reporter:
+                    send.send(("loaded", dataclasses.replace(plan, owner=None), loaded))
+            every = plan.every
             recorder = type(self.recorder)(self.config) if self.recorder is not None else None
             backtest = Backtest(self.config, every=every, observer=recorder)
+            mine = np.flatnonzero(plan.owner == worker)
             cuts = np.searchsorted(mine, np.arange(0, len(events) + every, every)).tolist()
             own = list(map(events.__getitem__, mine.tolist()))
 
@@ -554,7 +656,8 @@ class _ParallelReplay:
             result.worker_cpu_seconds = [time.process_time() - cpu]
             send.send(("done", result, chunk_of, recorder))
         except Exception as exc:  # noqa: BLE001 -- whatever it is, the parent raises it
-            exc.add_note(f"in backtest worker {worker}:\n{traceback.format_exc()}")
+            if not isinstance(exc, BacktestError):  # a file's problem is said as one process says it
+                exc.add_note(f"in backtest worker {worker}:\n{traceback.format_exc()}")
             with contextlib.suppress(Exception):  # a parent gone; or not picklable: said as text
                 try:
                     send.send(("error", exc, None, None))
@@ -563,10 +666,13 @@ class _ParallelReplay:
         finally:
             send.close()
 
-    def _gather(self, pipes, processes, done, progress) -> list[tuple]:
+    def _gather(self, pipes, processes, done, progress, started: float) -> list[tuple]:
         parts: dict[int, tuple] = {}
         waiting = dict(enumerate(pipes))
+        bar = None
         while waiting:
+            if bar is None and progress is not None and self.plan is not None:
+                bar = progress(self.plan.events)
             for conn in multiprocessing.connection.wait(list(waiting.values()), timeout=0.2):
                 w = next(w for w, c in waiting.items() if c is conn)
                 try:
@@ -577,20 +683,25 @@ class _ParallelReplay:
                                        f"(exit code {processes[w].exitcode})") from None
                 if kind == "error":
                     raise part[0]
+                if kind == "loaded":
+                    (self.plan, self.loaded), self.load_seconds = part, time.perf_counter() - started
+                    continue
                 parts[w] = tuple(part)
                 del waiting[w]
-            if progress is not None:
-                progress.update(sum(done))
+            if bar is not None:
+                bar.update(sum(done))
         return [parts[w] for w in range(len(pipes))]
 
-    def _merge(self, parts: list[tuple], chunk_order: list[list[str]], chunk_events: list[int]) -> BacktestResult:
+    def _merge(self, parts: list[tuple]) -> BacktestResult:
         """The workers' results in the order of one process: per chunk, the triggers model by model
         in the order the models come in the chunk; the timeline model by model in the order the
         models first came."""
-        of = self.worker_of
+        plan = self.plan
+        of, chunk_order = plan.worker_of, plan.chunk_order
+        chunk_events = [min(end, plan.events) for end in range(plan.every, plan.events + plan.every, plan.every)]
         results = [result for result, _, _ in parts]
         seen_order = list(dict.fromkeys(itertools.chain.from_iterable(chunk_order)))
-        merged = BacktestResult(events=len(self.events),
+        merged = BacktestResult(events=plan.events,
                                 worker_cpu_seconds=[s for result in results for s in result.worker_cpu_seconds])
         triggers: dict[tuple[int, str], list[TriggerEvent]] = {}
         for result, chunk_of, _ in parts:
@@ -609,15 +720,18 @@ class _ParallelReplay:
             for model in seen:
                 merged.timeline.extend(rows.get((n_events, model), ()))
         merged.totals = {model: results[of[model]].totals[model] for model in seen_order}
-        merged.diagnostics = {model.id: (results[of[model.id]].diagnostics[model.id] if model.id in of
-                                         else {"no_events": True}) for model in ModelRegistry(self.config)}
+        # As one Monitor's registry lists them: the configured models, then those it registered
+        # (engine.unknown_model = "register") as their first events came.
+        configured = [model.id for model in ModelRegistry(self.config)]
+        merged.diagnostics = {model: results[of[model]].diagnostics[model] if model in of else {"no_events": True}
+                              for model in [*configured, *(m for m in seen_order if m not in configured)]}
         if self.recorder is not None:
             self._merge_recorders([recorder for _, _, recorder in parts], merged.triggers, seen_order)
         return merged
 
     def _merge_recorders(self, recorders: list, triggers: list[TriggerEvent], seen_order: list[str]) -> None:
         """The report's recordings, as one recorder would have them (each is per model, or per trigger)."""
-        into, of = self.recorder, self.worker_of
+        into, of = self.recorder, self.plan.worker_of
         into.traffic = {m: recorders[of[m]].traffic[m] for m in seen_order if m in recorders[of[m]].traffic}
         sizes: dict[tuple[int, str], list] = {}
         for recorder in recorders:
@@ -692,9 +806,8 @@ def run_backtest(config: Config, out: str | Path, predictions=None, labels=None,
                  every: int | None = None, report: bool = True, progress: bool = True,
                  scenario: str | Path | None = None, written: list[Path] | None = None,
                  workers: int | None = None) -> BacktestResult:
-    """Load, replay (in ``workers`` processes, see :func:`replay`) and write the outputs (see the
-    module docstring). The output directory is
-    made only when the replay is done, and each file is written under a temporary name and
+    """Load and replay (in ``workers`` processes, see :func:`replay_files`) and write the outputs
+    (see the module docstring). The output directory is made only when the replay is done, and each file is written under a temporary name and
     renamed: ``written`` (if given) gets each one's path when it is complete, so an interrupted
     run can say what it left (and leaves no half file)."""
     from streams.tools.report import ReportRecorder, write_report
@@ -702,32 +815,26 @@ def run_backtest(config: Config, out: str | Path, predictions=None, labels=None,
 
     out = Path(out)
     written = [] if written is None else written
-    started = time.perf_counter()
     # Millions of small, long-lived objects: the cyclic GC would rescan them again and again.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         if progress:
             print("backtest: reading, validating and sorting …", file=sys.stderr, flush=True)
-        loaded = load_events(config, predictions, labels, events)
-        load_seconds = time.perf_counter() - started
         bars: list[Progress] = []
 
-        def bar() -> Progress:
-            bars.append(Progress(len(loaded.events), "backtest", enabled=progress))
+        def bar(events: int) -> Progress:
+            bars.append(Progress(events, "backtest", enabled=progress))
             return bars[-1]
 
         recorder = ReportRecorder(config) if report else None
-        result = replay(config, loaded.events, every=every, workers=workers, recorder=recorder, progress=bar)
+        result = replay_files(config, predictions, labels, events, every=every, workers=workers, recorder=recorder,
+                              progress=bar)
     finally:
         if gc_was_enabled:
             gc.enable()
     for started_bar in bars:
         started_bar.close(result.events)
-    result.invalid = loaded.invalid
-    result.lines = loaded.lines
-    result.load_seconds = load_seconds
-    result.rejects, result.unknown_models = loaded.rejects, loaded.unknown_models
     out.mkdir(parents=True, exist_ok=True)
     write_outputs(result, out, written)
     if report:

@@ -148,7 +148,7 @@ def test_the_progress_counts_each_event_once(history, workers):
             self.seen.append(n)
 
     bar = Bar()
-    replay(config, loaded.events, every=100, workers=workers, progress=lambda: bar)
+    replay(config, loaded.events, every=100, workers=workers, progress=lambda events: bar)
     assert bar.seen and bar.seen == sorted(bar.seen) and bar.seen[-1] == len(loaded.events)
 
 
@@ -166,3 +166,103 @@ def test_chunk_order_is_each_chunks_models_as_they_first_come():
         assert bt._chunk_order(np.asarray(models, dtype=np.int64), every, names) == expected
 
     check()
+
+
+@pytest.fixture(scope="module")
+def odd_history(tmp_path_factory):
+    """The config's models and one it does not have ("other"), malformed lines, as two files and
+    as one merged file."""
+    directory = tmp_path_factory.mktemp("odd")
+    sim = Simulation(models=[parse_model_spec("id=loans,generator=agrawal,drift=abrupt,at=600"),
+                             parse_model_spec("id=other,generator=sea,drift=none"),
+                             parse_model_spec("id=sensors,generator=sea,drift=covariate,shift=x0:-2|x1:-2,at=500"),
+                             parse_model_spec("id=churn,generator=hyperplane,drift=none")],
+                     events=800, seed=3, label_delay="exp:30", label_missing=0.05, malformed=0.02)
+    run(sim, [FileSink(directory, merged=True)], progress=False)
+    (directory / "garbage.jsonl").write_text('not json\n{"model_id": "loans"}\n')
+    (directory / "bom_crlf.jsonl").write_bytes(b"\xef\xbb\xbf" + (directory / "predictions.jsonl").read_bytes()
+                                               .replace(b"\n", b"\r\n"))
+    return directory
+
+
+def _without_timings(name: str, data: bytes) -> bytes | list[bytes]:
+    if name != "summary.json":
+        return data
+    return [line for line in data.splitlines()
+            if b'"load"' not in line and b'"replay"' not in line and b"lines_per_second" not in line]
+
+
+@pytest.mark.parametrize("inputs", ["two files", "merged", "a pipe", "bom and crlf", "no valid line"])
+@pytest.mark.parametrize("register", [False, True])
+def test_workers_that_decode_the_files_write_what_one_process_writes(odd_history, tmp_path, inputs, register):
+    """Rejects, unknown (or registered) models, line numbers of a merged file, a pipe read once,
+    a byte order mark and CRLF line ends."""
+    import os
+    import threading
+    import tomllib
+
+    text = ('[engine]\nunknown_model = "register"\n' if register else "") + CONFIG_TOML
+    config = parse_config(tomllib.loads(text), "driftline.toml")
+    files = {"two files": {"predictions": odd_history / "predictions.jsonl", "labels": odd_history / "labels.jsonl"},
+             "merged": {"events": odd_history / "events.jsonl"},
+             "a pipe": {"predictions": odd_history / "predictions.jsonl", "labels": None},
+             "bom and crlf": {"predictions": odd_history / "bom_crlf.jsonl", "labels": odd_history / "labels.jsonl"},
+             "no valid line": {"predictions": odd_history / "garbage.jsonl"}}[inputs]
+    written = {}
+    for workers in (1, 2, 3):
+        kwargs = dict(files)
+        if inputs == "a pipe":
+            read, write = os.pipe()
+            data = (odd_history / "labels.jsonl").read_bytes()
+            threading.Thread(target=lambda: (os.write(write, data), os.close(write)), daemon=True).start()
+            kwargs["labels"] = f"/dev/fd/{read}"
+        out = tmp_path / str(workers)
+        try:
+            result = run_backtest(config, out, **kwargs, every=97, progress=False, workers=workers, report=False)
+        finally:
+            if inputs == "a pipe":
+                os.close(read)
+        written[workers] = {name: _without_timings(name, (out / name).read_bytes()) for name in OUTPUTS[:-1]}
+        assert result.lines and (result.events == 0) == (inputs == "no valid line")
+    assert written[1] == written[2] == written[3]
+    if inputs != "no valid line":
+        assert b"unknown_model" in written[1]["rejects.jsonl"] or register
+
+
+def test_a_files_error_is_raised_once_as_by_one_process(odd_history, tmp_path, capsys):
+    """Every worker finds it; the parent raises the first, without a worker's note."""
+    import json
+    import tomllib
+
+    directory = tmp_path
+    (directory / "array.json").write_text(json.dumps([{"model_id": "loans"}] * 3, indent=2))
+    config = parse_config(tomllib.loads(CONFIG_TOML), "driftline.toml")
+    with pytest.raises(bt.BacktestError) as alone:
+        load_events(config, directory / "array.json", odd_history / "labels.jsonl")
+    with pytest.raises(bt.BacktestError) as parallel:
+        bt.replay_files(config, directory / "array.json", odd_history / "labels.jsonl", workers=2)
+    assert str(parallel.value) == str(alone.value) and "one JSON array" in str(alone.value)
+    assert not getattr(parallel.value, "__notes__", None)
+    (directory / "driftline.toml").write_text(CONFIG_TOML)
+    capsys.readouterr()
+    assert cli_main(["backtest", "-c", str(directory / "driftline.toml"), "-p", str(directory / "array.json"),
+                     "-o", str(directory / "out"), "--no-report", "--no-progress", "--workers", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("one JSON array") == 1 and err.startswith("driftline: backtest: "), err
+    assert not (directory / "out").exists()
+
+
+def test_the_progress_of_decoding_workers_counts_each_event_once(history):
+    directory, config = history
+
+    class Bar:
+        totals: list[int] = []
+        seen: list[int] = []
+
+        def update(self, n: int) -> None:
+            self.seen.append(n)
+
+    bar = Bar()
+    result = bt.replay_files(config, directory / "predictions.jsonl", directory / "labels.jsonl", every=100,
+                             workers=2, progress=lambda events: bar.totals.append(events) or bar)
+    assert bar.totals == [result.events] and bar.seen == sorted(bar.seen) and bar.seen[-1] == result.events
