@@ -436,6 +436,13 @@ def _consumer_settings(config: Config, instance_id: str, health: BrokerHealth) -
 
 def _producer_settings(config: Config, transactional_id: str, health: BrokerHealth) -> dict:
     return {
+        # A transaction that begins while the broker still writes the previous one's commit
+        # markers is told CONCURRENT_TRANSACTIONS when it adds the input offsets, and librdkafka
+        # retries after retry.backoff.ms (default 100): a commit that follows another closely
+        # (a trigger's right after a partition's turn) would wait that long for the broker's
+        # few ms. Retries back off exponentially from here up to retry.backoff.max.ms; a
+        # [kafka] setting overrides it.
+        "retry.backoff.ms": 10,
         **config.kafka,
         "transactional.id": transactional_id,
         "linger.ms": 5,
