@@ -9,8 +9,9 @@ it makes starts with ``bench-engine-<pid>-`` and is deleted at the end (``--keep
 
 Throughput. A backlog of ``--events`` input events (half predictions of 3 models with 20 numeric
 features each, half their labels, 90% then 70% correct, keyed by model) is produced once, then
-consumed from the beginning by each run, interleaved per round (A B C A B C …), median of
-``--repeats``. Each run is a subprocess with a fresh consumer group and fresh output topics:
+consumed from the beginning by each run, interleaved per round with the order turned by one each
+round (A B C, B C A, C A B …: a run's place in a round, e.g. right after another read the same
+log, does not favour one of them), median of ``--repeats``. Each run is a subprocess with a fresh consumer group and fresh output topics:
 
 * ``ceiling``   — what a user would write to read the topics as fast as Python can: a
                   confluent-kafka consumer (librdkafka's defaults), ``consume(5000)``,
@@ -746,7 +747,8 @@ def main(argv: list[str] | None = None) -> int:
                                        compression=args.compression)
             results = {k: [] for k in kinds}
             for r in range(1, args.repeats + 1):
-                for kind in kinds:
+                turn = (r - 1) % len(kinds)
+                for kind in kinds[turn:] + kinds[:turn]:
                     if kind in ("ceiling", "decoder"):
                         res = run_worker(kind, args, prefix, inputs, expected, r, tmp)
                     else:
@@ -779,7 +781,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"engine: backlog {expected:,} events ({len(MODELS)} models, {len(FEATURES)} numeric features each, "
           f"keyed by model), {args.partitions} partitions, commit_every_ms={args.commit_every_ms}; median of "
-          f"{args.repeats}, interleaved; python {platform.python_version()}, {os.cpu_count()} cpus; load average "
+          f"{args.repeats}, interleaved (the order turned each round); python {platform.python_version()}, {os.cpu_count()} cpus; load average "
           f"before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")
     rows = []
     ceiling = None
