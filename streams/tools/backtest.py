@@ -516,23 +516,27 @@ def replay_files(config: Config, predictions: str | Path | None = None, labels: 
     models' events. Handing decoded events to forked workers would cost more: each event a
     worker reads is a reference counted, i.e. a write to a page the processes share, which the
     kernel then copies; and the events of all models lie on every page. A file's errors are
-    found by every worker alike and raised once, as :func:`load_events` raises them."""
+    found by every worker alike and raised once, as :func:`load_events` raises them.
+
+    Only the config's models can be shared out before the files are read: with
+    ``unknown_model = "register"`` the models are known once decoded, so the files are decoded
+    here and :func:`replay` forks for the models found (else each of up to a core's worth of
+    workers would decode every line for a model that may never come)."""
     started = time.perf_counter()
-    models = len({model.id for model in config.models})
-    if config.engine.unknown_model == "register":
-        models += config.engine.max_registered_models
-    workers = _worker_count(workers, models)  # no more than the models there can be: the data is not read yet
+    in_workers = config.engine.unknown_model != "register"
+    if in_workers:  # no more than the config's models: the data is not read yet
+        workers = _worker_count(workers, len({model.id for model in config.models}))
     with _opened(config, predictions, labels, events) as inputs:
-        if workers > 1:
+        if in_workers and workers > 1:
             parallel = _ParallelReplay(config, every, workers, recorder, inputs=inputs)
             opened = time.perf_counter() - started
             result = parallel.run(progress)
             loaded, load_seconds = parallel.loaded, opened + parallel.load_seconds
         else:
-            loaded = _load(config, inputs)
+            result, loaded = None, _load(config, inputs)
             load_seconds = time.perf_counter() - started
-    if workers <= 1:
-        result = replay(config, loaded.events, every=every, workers=1, recorder=recorder, progress=progress)
+    if result is None:
+        result = replay(config, loaded.events, every=every, workers=workers, recorder=recorder, progress=progress)
     result.invalid, result.lines, result.load_seconds = loaded.invalid, loaded.lines, load_seconds
     result.rejects, result.unknown_models = loaded.rejects, loaded.unknown_models
     return result

@@ -266,3 +266,27 @@ def test_the_progress_of_decoding_workers_counts_each_event_once(history):
     result = bt.replay_files(config, directory / "predictions.jsonl", directory / "labels.jsonl", every=100,
                              workers=2, progress=lambda events: bar.totals.append(events) or bar)
     assert bar.totals == [result.events] and bar.seen == sorted(bar.seen) and bar.seen[-1] == result.events
+
+
+def test_registered_models_are_decoded_here_and_shared_out_as_found(odd_history, monkeypatch):
+    """Under ``unknown_model = "register"`` the models are known only once the files are decoded:
+    decoded once, here, and the workers forked for the models found, not one per model there
+    could be, each decoding every line."""
+    import tomllib
+
+    made = []
+    real = bt._ParallelReplay.__init__
+
+    def spy(self, *args, **kwargs):
+        made.append((args[2], "inputs" if kwargs.get("inputs") is not None else "events"))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(bt._ParallelReplay, "__init__", spy)
+    files = (odd_history / "predictions.jsonl", odd_history / "labels.jsonl")
+    register = parse_config(tomllib.loads('[engine]\nunknown_model = "register"\n' + CONFIG_TOML), "driftline.toml")
+    workers = default_workers(4)  # loans, sensors, churn and the registered "other" (or the config's "idle")
+    bt.replay_files(register, *files, every=97, workers=None)
+    assert made == ([(workers, "events")] if workers > 1 else [])
+    made.clear()
+    bt.replay_files(parse_config(tomllib.loads(CONFIG_TOML), "driftline.toml"), *files, every=97, workers=None)
+    assert made == ([(workers, "inputs")] if workers > 1 else [])
