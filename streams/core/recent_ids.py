@@ -173,11 +173,11 @@ class RecentIds:
         # usually one or two to look up.
         dead: list[int] = []
         if first > self._first:
-            stored = (self._open, self._sorted, self._texts)
-            if first - self._first <= sum(map(len, stored)):
-                dead = [b for b in range(self._first, first) if any(b in buckets for buckets in stored)]
+            open_, sorted_, texts = self._open, self._sorted, self._texts
+            if first - self._first <= len(open_) + len(sorted_) + len(texts):
+                dead = [b for b in range(self._first, first) if b in open_ or b in sorted_ or b in texts]
             else:  # after a restore (no purge yet), or a leap of event time
-                dead = [b for b in {*self._open, *self._sorted, *self._texts} if b < first]
+                dead = [b for b in {*open_, *sorted_, *texts} if b < first]
         self._first = max(self._first, first)
         if dead:
             for bucket in dead:
@@ -316,6 +316,9 @@ class SealedIndex:
 
     def add(self, arrays: list[np.ndarray], buckets: list[int]) -> None:
         """Add the sorted hashes of these buckets."""
+        if len(arrays) == 1:  # one bucket sealed (the usual upkeep): in order already
+            self.recent = _merged(self.recent, (arrays[0], np.full(len(arrays[0]), buckets[0], dtype=np.int64)))
+            return
         hashes = np.concatenate(arrays)
         owners = np.repeat(np.asarray(buckets, dtype=np.int64), [len(a) for a in arrays])
         order = np.argsort(hashes, kind="stable")
