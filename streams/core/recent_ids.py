@@ -146,14 +146,21 @@ class RecentIds:
     def add_many(self, hashes: np.ndarray, ts_ms: np.ndarray, watermarks_ms: np.ndarray | int) -> None:
         """:meth:`add` of each hash, in order, with the watermark at each (or one for all)."""
         buckets = np.asarray(ts_ms, dtype=np.int64) // self.width
-        alive = (buckets + 1) * self.width > np.asarray(watermarks_ms, dtype=np.int64) - self.horizon_ms
-        if not alive.all():
+        # kept: those whose bucket is the oldest remembered at their watermark or later (`_alive`);
+        # with one watermark for all (the usual call), the oldest bucket tells
+        if isinstance(watermarks_ms, int):
+            first = (watermarks_ms - self.horizon_ms) // self.width
+            alive = None if not len(buckets) or int(buckets.min()) >= first else buckets >= first
+        else:
+            alive = buckets >= (np.asarray(watermarks_ms, dtype=np.int64) - self.horizon_ms) // self.width
+            alive = None if alive.all() else alive
+        if alive is not None:
             hashes, buckets = hashes[alive], buckets[alive]
         if not len(hashes):
             return
         # Each run of one bucket in a call (labels come about in time order: a few runs), not
         # each hash, goes into its bucket's set: a set's content does not depend on the order.
-        starts = [0, *(np.flatnonzero(buckets[1:] != buckets[:-1]) + 1).tolist()]
+        starts = [0, *((buckets[1:] != buckets[:-1]).nonzero()[0] + 1).tolist()]
         ends = [*starts[1:], len(buckets)]
         values, open_ = hashes.tolist(), self._open
         for bucket, start, end in zip(buckets[starts].tolist(), starts, ends):
