@@ -16,7 +16,8 @@ Memory: the buckets the watermark has passed ("sealed") go into one :class:`Seal
 hashes with their buckets (16 bytes an id, and up to a quarter more of slack at a steady
 rate; after the rate falls, up to four times until it is laid out again smaller; sealed ids
 waiting for their shard's turn and forgotten ones not dropped yet, at most an eighth of a
-horizon's each; two lookups for all of them, however many buckets) and keep their checkpoint texts; a bucket
+horizon's each; two lookups for all of them, however many buckets) and keep their sorted hashes
+for the checkpoint (8 bytes an id; once a checkpoint has encoded them, their text instead); a bucket
 not sealed yet keeps a sorted ``uint64`` array, and what came since the last checkpoint or seal
 waits in a Python set (about 110 bytes an id). A checkpoint folds the sets into the arrays.
 
@@ -90,8 +91,10 @@ class RecentIds:
         #: sealed bucket -> its ids in the index (a forgotten bucket's may stay there a while)
         self._counts: dict[int, int] = {}
         self._sealed_ids = 0
-        #: bucket -> the checkpoint text of its folded hashes (encoded when it changed)
-        self._texts: dict[int, str] = {}
+        #: bucket -> its folded hashes for the checkpoint: their text, encoded by the first checkpoint
+        #: after they changed, or until then (a sealed bucket's) their sorted array: most buckets
+        #: are sealed and forgotten between two checkpoints, and the backtest takes none
+        self._texts: dict[int, str | np.ndarray] = {}
         #: the oldest bucket remembered at the last purge
         self._first = -(1 << 62)
 
@@ -198,8 +201,8 @@ class RecentIds:
         sealing = [b for b in passed if b in self._sorted]
         if sealing:
             arrays = [self._sorted.pop(b) for b in sealing]
-            for bucket, hashes in zip(sealing, arrays):  # a sealed bucket is known by its text
-                self._keep_text(bucket, hashes)
+            for bucket, hashes in zip(sealing, arrays):  # a sealed bucket is known by its entry there
+                self._texts.setdefault(bucket, hashes)
             self._insert(arrays, sealing)
         if sealing or dead:  # once a width of event time: the index's upkeep follows the buckets'
             self._index.compact(self._first)
@@ -213,26 +216,21 @@ class RecentIds:
             self._insert([hashes for hashes, _ in into_index], [bucket for _, bucket in into_index])
 
     def _fold(self, bucket: int, into_index: list[tuple[np.ndarray, int]]) -> None:
-        """Move the bucket's waiting hashes into its sorted array (or, sealed, its text, and add
-        them to ``into_index``: for the index)."""
+        """Move the bucket's waiting hashes into its sorted array (or, sealed, its checkpoint
+        entry, and add them to ``into_index``: for the index)."""
         added = self._open.pop(bucket)
         new = np.fromiter(added, dtype=np.uint64, count=len(added))
         new.sort()
         if self._sealed(bucket):
-            old = _decode(self._texts[bucket])
+            old = _hashes(self._texts[bucket])
             new = new[~_member(new, old)]
             if len(new):
                 into_index.append((new, bucket))
-                self._texts[bucket] = _encode(_merge(old, new))
+                self._texts[bucket] = _merge(old, new)
             return
         old = self._sorted.get(bucket)
         self._sorted[bucket] = new if old is None else _merge(old, new[~_member(new, old)])
         self._texts.pop(bucket, None)
-
-    def _keep_text(self, bucket: int, hashes: np.ndarray) -> None:
-        """Encode the bucket's checkpoint text unless it is kept already (unchanged since)."""
-        if bucket not in self._texts:
-            self._texts[bucket] = _encode(hashes)
 
     def _insert(self, arrays: list[np.ndarray], buckets: list[int]) -> None:
         """Put the sorted hashes of these buckets into the index."""
@@ -245,9 +243,13 @@ class RecentIds:
     def state(self) -> dict[str, Any]:
         """Every stored hash by bucket, sorted: the same for the same ids, however folded."""
         self._fold_all(list(self._open))
-        for bucket, hashes in self._sorted.items():
-            self._keep_text(bucket, hashes)
         texts = self._texts
+        for bucket, hashes in self._sorted.items():  # a text kept is unchanged since it was made
+            if bucket not in texts:
+                texts[bucket] = hashes
+        for bucket, entry in texts.items():
+            if not isinstance(entry, str):
+                texts[bucket] = _encode(entry)
         order = sorted(texts)
         encoded = dict(zip(map(str, order), map(texts.__getitem__, order)))
         return {"horizon_ms": self.horizon_ms, "width_ms": self.width, "buckets": encoded}
@@ -463,6 +465,11 @@ def _merge(old: np.ndarray, new: np.ndarray) -> np.ndarray:
     merged = np.concatenate((old, new))
     merged.sort(kind="stable")
     return merged
+
+
+def _hashes(entry: str | np.ndarray) -> np.ndarray:
+    """A checkpoint entry's sorted hashes (see ``RecentIds._texts``)."""
+    return entry if isinstance(entry, np.ndarray) else _decode(entry)
 
 
 def _decode(text: str) -> np.ndarray:
