@@ -83,8 +83,9 @@ class Batch:
         self.labels = list(itertools.compress(self.events, is_label))
         self.prediction_sources = list(itertools.compress(sources, is_prediction))
         self.label_sources = list(itertools.compress(sources, is_label))
-        self.positions = np.flatnonzero(~labelled)
-        self.label_positions = np.flatnonzero(labelled)
+        # nonzero()[0] is flatnonzero without its Python wrappers (a 1-d array's)
+        self.positions = (~labelled).nonzero()[0]
+        self.label_positions = labelled.nonzero()[0]
         #: field -> the predictions' (the labels') values, taken in one pass over the events
         self.prediction_fields = _fields(self.predictions, PREDICTION_FIELDS, kinds - LABEL_TYPES)
         self.label_fields = _fields(self.labels, LABEL_FIELDS, kinds & LABEL_TYPES)
@@ -219,8 +220,8 @@ class Join:
         those predictions' timestamps and the labels' timestamps; None, having changed nothing,
         if a label finds none (early, late or orphan) or finds one expired by event time."""
         pending = self.pending
-        values = list(zip(prediction_ts, batch.prediction_fields["prediction"], scores))
-        pending.update(zip(pids, values))  # the batch's predictions wait, as one by one, till their labels
+        # the batch's predictions wait, as one by one, till their labels
+        pending.update(zip(pids, zip(prediction_ts, batch.prediction_fields["prediction"], scores)))
         waiting = list(map(pending.get, label_pids))
         if None in waiting:
             self._drop_pending(pids)  # the batch's, the last ones in

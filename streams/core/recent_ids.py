@@ -16,7 +16,8 @@ Memory: the buckets the watermark has passed ("sealed") go into one :class:`Seal
 hashes with their buckets (16 bytes an id, and up to a quarter more of slack at a steady
 rate; after the rate falls, up to four times until it is laid out again smaller; sealed ids
 waiting for their shard's turn and forgotten ones not dropped yet, at most an eighth of a
-horizon's each; two lookups for all of them, however many buckets) and keep their checkpoint texts; a bucket
+horizon's each; two lookups for all of them, however many buckets) and keep their sorted hashes
+for the checkpoint (8 bytes an id; once a checkpoint has encoded them, their text instead); a bucket
 not sealed yet keeps a sorted ``uint64`` array, and what came since the last checkpoint or seal
 waits in a Python set (about 110 bytes an id). A checkpoint folds the sets into the arrays.
 
@@ -90,8 +91,10 @@ class RecentIds:
         #: sealed bucket -> its ids in the index (a forgotten bucket's may stay there a while)
         self._counts: dict[int, int] = {}
         self._sealed_ids = 0
-        #: bucket -> the checkpoint text of its folded hashes (encoded when it changed)
-        self._texts: dict[int, str] = {}
+        #: bucket -> its folded hashes for the checkpoint: their text, encoded by the first checkpoint
+        #: after they changed, or until then (a sealed bucket's) their sorted array: most buckets
+        #: are sealed and forgotten between two checkpoints, and the backtest takes none
+        self._texts: dict[int, str | np.ndarray] = {}
         #: the oldest bucket remembered at the last purge
         self._first = -(1 << 62)
 
@@ -146,14 +149,21 @@ class RecentIds:
     def add_many(self, hashes: np.ndarray, ts_ms: np.ndarray, watermarks_ms: np.ndarray | int) -> None:
         """:meth:`add` of each hash, in order, with the watermark at each (or one for all)."""
         buckets = np.asarray(ts_ms, dtype=np.int64) // self.width
-        alive = (buckets + 1) * self.width > np.asarray(watermarks_ms, dtype=np.int64) - self.horizon_ms
-        if not alive.all():
+        # kept: those whose bucket is the oldest remembered at their watermark or later (`_alive`);
+        # with one watermark for all (the usual call), the oldest bucket tells
+        if isinstance(watermarks_ms, int):
+            first = (watermarks_ms - self.horizon_ms) // self.width
+            alive = None if not len(buckets) or int(buckets.min()) >= first else buckets >= first
+        else:
+            alive = buckets >= (np.asarray(watermarks_ms, dtype=np.int64) - self.horizon_ms) // self.width
+            alive = None if alive.all() else alive
+        if alive is not None:
             hashes, buckets = hashes[alive], buckets[alive]
         if not len(hashes):
             return
         # Each run of one bucket in a call (labels come about in time order: a few runs), not
         # each hash, goes into its bucket's set: a set's content does not depend on the order.
-        starts = [0, *(np.flatnonzero(buckets[1:] != buckets[:-1]) + 1).tolist()]
+        starts = [0, *((buckets[1:] != buckets[:-1]).nonzero()[0] + 1).tolist()]
         ends = [*starts[1:], len(buckets)]
         values, open_ = hashes.tolist(), self._open
         for bucket, start, end in zip(buckets[starts].tolist(), starts, ends):
@@ -173,11 +183,11 @@ class RecentIds:
         # usually one or two to look up.
         dead: list[int] = []
         if first > self._first:
-            stored = (self._open, self._sorted, self._texts)
-            if first - self._first <= sum(map(len, stored)):
-                dead = [b for b in range(self._first, first) if any(b in buckets for buckets in stored)]
+            open_, sorted_, texts = self._open, self._sorted, self._texts
+            if first - self._first <= len(open_) + len(sorted_) + len(texts):
+                dead = [b for b in range(self._first, first) if b in open_ or b in sorted_ or b in texts]
             else:  # after a restore (no purge yet), or a leap of event time
-                dead = [b for b in {*self._open, *self._sorted, *self._texts} if b < first]
+                dead = [b for b in {*open_, *sorted_, *texts} if b < first]
         self._first = max(self._first, first)
         if dead:
             for bucket in dead:
@@ -191,8 +201,8 @@ class RecentIds:
         sealing = [b for b in passed if b in self._sorted]
         if sealing:
             arrays = [self._sorted.pop(b) for b in sealing]
-            for bucket, hashes in zip(sealing, arrays):  # a sealed bucket is known by its text
-                self._keep_text(bucket, hashes)
+            for bucket, hashes in zip(sealing, arrays):  # a sealed bucket is known by its entry there
+                self._texts.setdefault(bucket, hashes)
             self._insert(arrays, sealing)
         if sealing or dead:  # once a width of event time: the index's upkeep follows the buckets'
             self._index.compact(self._first)
@@ -206,26 +216,21 @@ class RecentIds:
             self._insert([hashes for hashes, _ in into_index], [bucket for _, bucket in into_index])
 
     def _fold(self, bucket: int, into_index: list[tuple[np.ndarray, int]]) -> None:
-        """Move the bucket's waiting hashes into its sorted array (or, sealed, its text, and add
-        them to ``into_index``: for the index)."""
+        """Move the bucket's waiting hashes into its sorted array (or, sealed, its checkpoint
+        entry, and add them to ``into_index``: for the index)."""
         added = self._open.pop(bucket)
         new = np.fromiter(added, dtype=np.uint64, count=len(added))
         new.sort()
         if self._sealed(bucket):
-            old = _decode(self._texts[bucket])
+            old = _hashes(self._texts[bucket])
             new = new[~_member(new, old)]
             if len(new):
                 into_index.append((new, bucket))
-                self._texts[bucket] = _encode(_merge(old, new))
+                self._texts[bucket] = _merge(old, new)
             return
         old = self._sorted.get(bucket)
         self._sorted[bucket] = new if old is None else _merge(old, new[~_member(new, old)])
         self._texts.pop(bucket, None)
-
-    def _keep_text(self, bucket: int, hashes: np.ndarray) -> None:
-        """Encode the bucket's checkpoint text unless it is kept already (unchanged since)."""
-        if bucket not in self._texts:
-            self._texts[bucket] = _encode(hashes)
 
     def _insert(self, arrays: list[np.ndarray], buckets: list[int]) -> None:
         """Put the sorted hashes of these buckets into the index."""
@@ -238,9 +243,13 @@ class RecentIds:
     def state(self) -> dict[str, Any]:
         """Every stored hash by bucket, sorted: the same for the same ids, however folded."""
         self._fold_all(list(self._open))
-        for bucket, hashes in self._sorted.items():
-            self._keep_text(bucket, hashes)
         texts = self._texts
+        for bucket, hashes in self._sorted.items():  # a text kept is unchanged since it was made
+            if bucket not in texts:
+                texts[bucket] = hashes
+        for bucket, entry in texts.items():
+            if not isinstance(entry, str):
+                texts[bucket] = _encode(entry)
         order = sorted(texts)
         encoded = dict(zip(map(str, order), map(texts.__getitem__, order)))
         return {"horizon_ms": self.horizon_ms, "width_ms": self.width, "buckets": encoded}
@@ -316,6 +325,9 @@ class SealedIndex:
 
     def add(self, arrays: list[np.ndarray], buckets: list[int]) -> None:
         """Add the sorted hashes of these buckets."""
+        if len(arrays) == 1:  # one bucket sealed (the usual upkeep): in order already
+            self.recent = _merged(self.recent, (arrays[0], np.full(len(arrays[0]), buckets[0], dtype=np.int64)))
+            return
         hashes = np.concatenate(arrays)
         owners = np.repeat(np.asarray(buckets, dtype=np.int64), [len(a) for a in arrays])
         order = np.argsort(hashes, kind="stable")
@@ -453,6 +465,11 @@ def _merge(old: np.ndarray, new: np.ndarray) -> np.ndarray:
     merged = np.concatenate((old, new))
     merged.sort(kind="stable")
     return merged
+
+
+def _hashes(entry: str | np.ndarray) -> np.ndarray:
+    """A checkpoint entry's sorted hashes (see ``RecentIds._texts``)."""
+    return entry if isinstance(entry, np.ndarray) else _decode(entry)
 
 
 def _decode(text: str) -> np.ndarray:

@@ -374,3 +374,19 @@ def test_a_short_horizon_stores_at_most_an_eighth_more_forgotten_and_waiting_ids
         if k > horizon_ms // 100 * 2:
             extra = len(ids._index) - ids._sealed_ids
             assert extra <= (ids.width + 100) * per_ms * 1.1
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.tuples(st.integers(0, 40), st.integers(-5, 5)), max_size=60), horizon=st.integers(1, 20_000),
+       ahead=st.integers(0, 30_000))
+def test_many_at_once_with_one_watermark_equals_one_by_one(steps, horizon, ahead):
+    # one watermark for all (a Python int: the join's usual call), at or past the latest time, some ids forgotten by it
+    one, many = RecentIds(horizon), RecentIds(horizon)
+    ts = T0 + np.cumsum([step * 701 for _, step in steps], dtype=np.int64)
+    watermark = int(ts.max(initial=T0)) + ahead
+    hashes = id_hashes([f"p{pid}" for pid, _ in steps])
+    for h, t in zip(hashes.tolist(), ts.tolist()):
+        one.add(h, t, watermark)
+    many.add_many(hashes, ts, watermark)
+    assert one._open == many._open
+    assert one.state() == many.state()
