@@ -747,7 +747,7 @@ def main(argv: list[str] | None = None) -> int:
                                        compression=args.compression)
             results = {k: [] for k in kinds}
             for r in range(1, args.repeats + 1):
-                turn = (r - 1) % len(kinds)
+                turn = (r - 1) % max(1, len(kinds))  # no runs at all: only the latency
                 for kind in kinds[turn:] + kinds[:turn]:
                     if kind in ("ceiling", "decoder"):
                         res = run_worker(kind, args, prefix, inputs, expected, r, tmp)
