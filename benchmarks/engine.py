@@ -568,12 +568,20 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float, worktree: Path | 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time so far of a process and the children it runs (a ``--workers``
-    supervisor's engines) (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    supervisor's engines) (Linux). A process or thread that ends while it is read (librdkafka's
+    threads come and go) counts what could be read of it."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:  # ended
+        return 0.0
     own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     children = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children += [int(c) for c in (task / "children").read_text().split()]
+    for task in tasks:
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:  # the thread ended: it runs no child
+            continue
     return own + sum(cpu_seconds(child) for child in children)
 
 
