@@ -811,9 +811,10 @@ def run_backtest(config: Config, out: str | Path, predictions=None, labels=None,
                  scenario: str | Path | None = None, written: list[Path] | None = None,
                  workers: int | None = None) -> BacktestResult:
     """Load and replay (in ``workers`` processes, see :func:`replay_files`) and write the outputs
-    (see the module docstring). The output directory is made only when the replay is done, and each file is written under a temporary name and
-    renamed: ``written`` (if given) gets each one's path when it is complete, so an interrupted
-    run can say what it left (and leaves no half file)."""
+    (see the module docstring). The output directory is made only when the replay is done, and
+    each file is written under a temporary name and renamed: ``written`` (if given) gets each
+    one's path when it is complete, so an interrupted run can say what it left (and leaves no
+    half file)."""
     from streams.tools.report import ReportRecorder, write_report
     from streams.tools.simulate import Progress
 
