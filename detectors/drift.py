@@ -1566,10 +1566,21 @@ class Foresight:
             values, p_values = kind._measure_sized(reference, totals, sizes)
         return _Judged(unit.detectors, values, p_values, sizes, unit.min_samples)
 
-    def commit(self) -> None:
-        """Add the whole matrix to the detectors, as ``add_columns`` would."""
+    def statistics(self, position: int) -> list[tuple[float, int]]:
+        """:meth:`measured` at ``position``, measuring there first what is not yet (every
+        detector, judged with the position's sheet)."""
+        found = self.measured(position)
+        if found is None:
+            self.judgement(position, list(range(len(self.detectors))))
+            found = self.measured(position)
+        return found
+
+    def commit(self, rows: int | None = None) -> None:
+        """Add the matrix (its first ``rows`` rows; None: all) to the detectors, as
+        ``add_columns`` would. After a part, the Foresight no longer holds: its measures are of
+        detectors fed nothing of the matrix."""
         for windows, codes in zip(self._layout.tables, self._codes):
-            BlockCounts.push_columns(windows, codes)
+            BlockCounts.push_columns(windows, codes if rows is None else codes[:rows])
 
 
 class _Layout:

@@ -20,7 +20,7 @@ import operator
 from collections import Counter
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import msgspec
 import numpy as np
@@ -104,6 +104,9 @@ class Segment:
     predictions_at_ms: int = 0
     pairs_at_ms: int = 0
     version: str | None = None
+    #: the segment ends at a mark (see :meth:`Monitor.process`): what the counters counted up
+    #: to it since the previous one
+    mark: ModelCounters | None = None
 
 
 class ModelMonitor:
@@ -196,9 +199,25 @@ class ModelMonitor:
             pred_ts, prediction, score = waiting
             self._pair(prediction, score, pred_ts, event.label, event.timestamp, source.offset)
 
-    def on_events(self, events: list[tuple[Prediction | Label, Source]]) -> None:
+    def on_events(self, events: list[tuple[Prediction | Label, Source]], marks: Sequence[int] = ()) -> None:
         """This model's events of one batch, in order: ``on_prediction``/``on_label`` of each.
-        The usual batch goes through :meth:`_bulk`, a few passes over its columns."""
+        ``marks``: the counts of events after which the batch is read as if it ended there (see
+        :meth:`Monitor.process`); the join expires what it would at such an end, and the
+        counters are taken for the mark."""
+        start = 0
+        for end in marks:
+            self._on_events(events[start:end])
+            self.join.purge()
+            segment = self._segments[-1]
+            segment.mark = self.counters.take()
+            segment.version = self.version
+            self._segments.append(Segment())
+            start = end
+        self._on_events(events[start:] if start else events)
+
+    def _on_events(self, events: list[tuple[Prediction | Label, Source]]) -> None:
+        """:meth:`on_events` of a stretch with no mark: the usual batch goes through
+        :meth:`_bulk`, a few passes over its columns."""
         if len(events) < _BULK_MIN or not self._bulk(events):
             for event, source in events:
                 if type(event) not in LABEL_TYPES:
@@ -344,27 +363,34 @@ class ModelMonitor:
             self._cut("pairs")
 
     # -- end of batch ---------------------------------------------------------------------
-    def flush(self) -> list[TriggerEvent]:
+    def flush(self, on_mark: Callable[[ModelMonitor, int, ModelCounters, list[TriggerEvent]], None] | None = None
+              ) -> list[TriggerEvent]:
         """Feed the batch's segments to the statistics, judging rules at each evaluation point.
 
         The drift detectors get the batch's predictions at once, with the evaluation points
-        where drift rules will read them (measured there together), and each segment's end is
-        where the statistics are read while its rules are judged."""
+        where drift rules will read them and the marks (measured there together), and each
+        segment's end is where the statistics are read while its rules are judged. At the k-th
+        mark, once its rules are judged: ``on_mark(self, k, its counters, the triggers since the
+        previous mark)``, the statistics read there."""
         triggers: list[TriggerEvent] = []
         segments, self._segments = self._segments, [Segment()]
         ends = list(itertools.accumulate(len(segment.rows) for segment in segments))
-        points = [end for end, segment in zip(ends, segments) if segment.evaluate_predictions] if self.drift_rules else []
+        # (a mark may fall where an evaluation point or another mark does)
+        points = list(dict.fromkeys(end for end, segment in zip(ends, segments)
+                                    if (segment.evaluate_predictions and self.drift_rules) or segment.mark is not None))
         if len(segments) == 1:
             self.stats.update_predictions(segments[0].rows, segments[0].prediction_values, points)
         else:
             self.stats.update_predictions(_joined(segments, "rows"), _joined(segments, "prediction_values"), points)
-        if any(segment.evaluate_pairs for segment in segments):  # read there: told at once
+        marked = since = 0  # the marks passed, and the triggers made before the last one
+        if any(segment.evaluate_pairs or segment.mark is not None for segment in segments):  # read there: told at once
             self.stats.pairs_ahead(_joined(segments, "y_true"), _joined(segments, "y_pred"))
         # The evidence windows get the batch's rows in one push each, as late as they can: up to
         # a segment's end only when a trigger made there reads them, the rest after the last
         # segment (a window holds the same rows however they were pushed).
         predictions = _Pending(self.prediction_window, segments, "prediction_ts", "prediction_offsets")
         pairs = _Pending(self.pair_window, segments, "pair_ts", "pair_offsets")
+        ending = _versions_ending(segments, self.version) if self.stats.event_time else None
         for k, (end, segment) in enumerate(zip(ends, segments)):
             self.stats.seek(end)
             if segment.predicted:
@@ -378,7 +404,7 @@ class ModelMonitor:
                 span = TriggerWindow(start=format_timestamp(window.start_ms), end=format_timestamp(window.end_ms),
                                      count=window.count)
                 triggers.extend(self._judge(self.policy, self.stats.observations(window.results),
-                                            segment.version or self.version, span, window.end_ms))
+                                            segment.version or ending[k], span, window.end_ms))
             if segment.evaluate_pairs and not self.stats.event_time:
                 at_ms = segment.pairs_at_ms
                 window = functools.partial(self._window, pairs, k, self.label_partition, at_ms)
@@ -388,6 +414,9 @@ class ModelMonitor:
                 drift = self.stats.drift_observations()
                 window = functools.partial(self._window, predictions, k, self.prediction_partition, at_ms)
                 triggers.extend(self._judge(self.drift_policy, drift, segment.version, window, at_ms))
+            if segment.mark is not None:
+                on_mark(self, marked, segment.mark, triggers[since:])
+                marked, since = marked + 1, len(triggers)
         predictions.push(len(segments) - 1)
         pairs.push(len(segments) - 1)
         self.stats.catch_up()  # the checkpoint and the exporter see every event of the batch
@@ -519,6 +548,17 @@ class _Pending:
             self.window.push(_rows(ts_column, offset_column))
 
 
+def _versions_ending(segments: list[Segment], version: str | None) -> list[str | None]:
+    """Each segment's model version as its stretch ended: at the next mark, or the batch's end
+    (``version``); what a closed window is judged with when its segment names none."""
+    out = []
+    for segment in reversed(segments):
+        if segment.mark is not None:
+            version = segment.version
+        out.append(version)
+    return out[::-1]
+
+
 def _joined(segments: list[Segment], column: str) -> list:
     """One column of the segments, one after the other (a C loop, not a Python one per item)."""
     return list(itertools.chain.from_iterable(map(operator.attrgetter(column), segments)))
@@ -608,29 +648,46 @@ class Monitor:
             monitor = self._models[model_id] = ModelMonitor(model, self.config.source)
         return monitor
 
-    def process(self, events: Iterable[tuple[Prediction | Label, Source]]) -> list[TriggerEvent]:
+    def process(self, events: Iterable[tuple[Prediction | Label, Source]], marks: Sequence[int] = (),
+                on_mark: Callable[[ModelMonitor, int, ModelCounters, list[TriggerEvent]], None] | None = None
+                ) -> list[TriggerEvent]:
         """Feed events in order; returns the triggers they caused. Unknown models are skipped
-        (the engine routes them to the DLQ before they get here)."""
+        (the engine routes them to the DLQ before they get here).
+
+        ``marks``: counts of events, in order, after which the batch is read as if it ended
+        there (the backtest's timeline samples, inside a batch that flushes once): each model
+        touched ingests up to a mark, expires what its join would at a batch's end and takes
+        its counters; its flush then calls ``on_mark(model monitor, k, the counters taken at
+        mark k, the model's triggers since the previous mark)`` at each mark, once the rules
+        there are judged, its statistics read as of the mark (a model whose events all come
+        after a mark is called there too, before any of its events)."""
         events = events if isinstance(events, list) else list(events)
         by_model: dict[str, list[tuple[Prediction | Label, Source]]] = {}
+        places: list[dict[str, int]] = []  # each model's count of events at each mark
         # One model's batch (the usual one of a partition that has one) stays whole: checked with
         # a C-level pass, unless its first and last events tell already that it has several.
         if events and events[0][0].model_id == events[-1][0].model_id \
                 and len(set(map(operator.attrgetter("model_id"), map(operator.itemgetter(0), events)))) == 1:
             by_model[events[0][0].model_id] = events
+            places = [dict.fromkeys(by_model, end) for end in marks]
         else:
-            for item in events:
-                by_model.setdefault(item[0].model_id, []).append(item)
+            start = 0
+            for end in [*marks, len(events)]:
+                for item in events[start:end]:
+                    by_model.setdefault(item[0].model_id, []).append(item)
+                places.append({model_id: len(model_events) for model_id, model_events in by_model.items()})
+                start = end
+            del places[-1]
         # Models are independent: each gets its own events in order, first seen first.
         touched: dict[str, ModelMonitor] = {}
         for model_id, model_events in by_model.items():
             monitor = self._models.get(model_id) or self.model(model_id)
             if monitor is not None:
                 touched[model_id] = monitor
-                monitor.on_events(model_events)
+                monitor.on_events(model_events, [counts.get(model_id, 0) for counts in places])
         triggers: list[TriggerEvent] = []
         for monitor in touched.values():
-            triggers.extend(monitor.flush())
+            triggers.extend(monitor.flush(on_mark))
         self._dirty.update(touched)
         self._unobserved.update(touched)
         return triggers

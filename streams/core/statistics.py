@@ -479,31 +479,56 @@ class ModelStatistics:
                              self._drift_names)
 
     def values(self) -> dict[str, tuple[float, int]]:
-        """Every statistic's value and sample count, named and ordered as in :meth:`observations`,
-        without what only rules need (multiple-testing decisions, p-values): the backtest's
-        timeline records these at every sample."""
+        """Every statistic's value and sample count as of the position read, named and ordered as
+        in :meth:`observations`, without what only rules need (multiple-testing decisions,
+        p-values): the backtest's timeline records these at every sample, after a batch or at a
+        place inside one (:meth:`seek`; what a batch ending there would give)."""
         out = {kind: (r.statistic, r.n) for kind, r in self.performance().items()}
-        self.catch_up()
+        self._catch_up_changes()  # the change detectors are fed each segment's errors up to here
         for kind, detector in self.changes.items():
             result = detector.result()
             out[f"detector.{kind}"] = (result.statistic, result.n)
-        # A result read since the last update is at hand, and so are the numeric detectors'
-        # statistics at the end of the last batch when a Foresight measured them there; the
-        # others are measured, not judged (a sample between evaluation points needs no p-value,
-        # and no rule reads them).
+        # The numeric detectors' statistics here: from the batch's Foresight inside a batch (a
+        # remembered result may be older: nothing is fed while it measures), or at its end when
+        # it measured there; a result read since the last update is at hand; the others are
+        # measured, not judged (a sample between evaluation points needs no p-value, and no
+        # rule reads them).
         self._reads_end = True
-        known, measured = self._drift_results, self._end_measured or {}
+        foresight = self._foresee() if self._position < self._queued else None
+        self._catch_up_features(self._position)
+        if foresight is not None:
+            measured = dict(zip(self._numeric_plan()[1], foresight.statistics(self._position)))
+        else:
+            measured = self._end_measured or {}
+        known = self._drift_results
         stale = [key for key in self.feature_drift if key not in known and key not in measured]
         if stale:
             measured = {**measured, **dict(zip(stale, drift_statistics([self.feature_drift[key] for key in stale])))}
         for key, name in self._feature_names():
-            result = known.get(key)
-            out[name] = measured[key] if result is None else (result.statistic, result.n)
+            value = measured.get(key)
+            out[name] = (known[key].statistic, known[key].n) if value is None else value
+        self._catch_up_predictions(self._position)
         for kind, detector in self.prediction_drift.items():
             result = self._drift_result(kind, detector)
             out[f"prediction.{kind}"] = (result.statistic, result.n)
         out.update((f"estimated.{metric}", (e.value, e.n)) for metric, e in self.estimated().items())
         return out
+
+    def feed_to_position(self, foreseen: bool = False) -> None:
+        """Feed the detectors what is queued up to the position read, for a reader of their own
+        state (the report's test sizes and bins): all but the numeric ones a batch's Foresight
+        measures (whose reference it needs complete, so fixed until the batch is fed), or with
+        ``foreseen`` those too, giving the Foresight up (its measures are of detectors fed
+        nothing of the batch; later reads feed the detectors part by part)."""
+        foresight = self._foresight
+        self._catch_up_features(self._position)
+        if foreseen and isinstance(foresight, Foresight):
+            foresight.commit(self._position)
+            self._foresight = False
+            for key in self._numeric_plan()[1]:
+                self._drift_results.pop(key, None)
+        self._catch_up_predictions(self._position)
+        self._catch_up_changes()
 
     def _feature_names(self) -> list[tuple[tuple[str, str], str]]:
         """Each feature detector's key and its statistic's name, in ``feature_drift`` order;

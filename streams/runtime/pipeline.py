@@ -21,7 +21,7 @@ import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from retrain_trigger.events import TriggerEvent
@@ -143,10 +143,12 @@ class Pipeline:
                 events.append(item)
         return self.process(monitor, events) if events else []
 
-    def process(self, monitor: Monitor, events: list[tuple[Prediction | Label, Source]]) -> list[TriggerEvent]:
-        """Valid events of one partition, in order, to its Monitor; the triggers they cause to
-        the outputs; then the metrics observe the Monitor. Returns the triggers."""
-        triggers = monitor.process(events)
+    def process(self, monitor: Monitor, events: list[tuple[Prediction | Label, Source]], marks: Sequence[int] = (),
+                on_mark: Callable | None = None) -> list[TriggerEvent]:
+        """Valid events of one partition, in order, to its Monitor (``marks`` and ``on_mark``:
+        see :meth:`Monitor.process`); the triggers they cause to the outputs; then the metrics
+        observe the Monitor. Returns the triggers."""
+        triggers = monitor.process(events, marks, on_mark)
         for trigger in triggers:
             self.outputs.trigger(trigger)
             self.metrics.count_trigger(trigger)

@@ -57,7 +57,7 @@ from retrain_trigger.events import TriggerEvent
 
 from streams.core.codecs import InvalidEvent, Label, Prediction, encode_trigger, format_timestamp
 from streams.core.config import Config
-from streams.core.monitor import InputDecoder, ModelRegistry, Monitor, Source
+from streams.core.monitor import InputDecoder, ModelCounters, ModelRegistry, Monitor, Source
 from streams.runtime.pipeline import Metrics, Pipeline
 
 __all__ = ["Backtest", "BacktestResult", "Reject", "load_events", "replay", "replay_files", "run_backtest"]
@@ -389,25 +389,61 @@ _COUNTER_FIELDS = ("predictions", "labels", "joined", "expired_predictions", "ex
                    "duplicate_predictions", "duplicate_labels", "late_labels")
 
 
+#: About how many events a replay hands the Monitor at once: the timeline's samples inside
+#: are read at marks (see :meth:`Monitor.process`), as if the chunks of ``every`` had been
+#: handed over one by one; a flush's fixed cost is then paid once for them all.
+FLUSH_EVENTS = 5000
+
+
+@dataclass
+class _Flush:
+    """What a replay keeps of the chunks it hands the Monitor at once, until the last one's
+    sample (:meth:`Backtest.observe`): each chunk's sample (its last event time, the events so
+    far), the models that come in it first, and what the marks read."""
+
+    samples: list[tuple[int, int]]
+    chunks: list[list]
+    #: the models the Monitor had before; those new in these chunks -> the chunk they first come in
+    known: set[str] = field(default_factory=set)
+    first: dict[str, int] = field(default_factory=dict)
+    #: per mark: model -> its timeline rows there, and its counters taken there
+    rows: list[dict[str, list[tuple]]] = field(default_factory=list)
+    counters: list[dict[str, ModelCounters]] = field(default_factory=list)
+    #: id of each trigger made before the last chunk -> its chunk; trigger id -> its snapshots
+    chunk_of: dict[int, int] = field(default_factory=dict)
+    snapshots: dict[str, list] = field(default_factory=dict)
+    #: where this flush's triggers begin in the result's
+    triggers_from: int = 0
+
+
 class Backtest(Metrics):
     """Feed ordered events through the pipeline to a Monitor in chunks of ``every``, collecting
-    the triggers, folding the counters into totals and recording the timeline."""
+    the triggers, folding the counters into totals and recording the timeline.
+
+    Chunks are handed over ``FLUSH_EVENTS // every`` at a time, each chunk's end a mark where
+    the timeline and the observer sample the Monitor as if the chunk had been handed over alone
+    (the outputs are the same)."""
 
     def __init__(self, config: Config, every: int | None = 1000, timeline: bool = True, observer=None):
         self.config = config
         #: called after each chunk as ``observer(monitor, at_ms, events, triggers)``, before the
-        #: Monitor's counters are drained (the report's recorder)
+        #: Monitor's counters are drained (the report's recorder); at a mark inside a flush, its
+        #: ``sample`` of each model and ``snapshots_of`` each trigger (see
+        #: :class:`streams.tools.report.ReportRecorder`)
         self.observer = observer
         self.pipeline = Pipeline(config, outputs=self, metrics=self, log_triggers=False)
         self.monitor = self.pipeline.monitor()
         self.every = every
         self.record_timeline = timeline
         self.result = BacktestResult()
-        self._chunk_triggers = 0  # where the chunk's triggers begin in result.triggers
-        self._chunk_end_ms = 0
+        #: each trigger's chunk (counted from the replay's first), for a parallel replay's merge
+        self.chunk_of: list[int] = []
+        self._chunks = 0  # chunks replayed
+        self._flush: _Flush | None = None
 
     def run(self, events: list[tuple[Prediction | Label, Source]], progress=None) -> BacktestResult:
         every = auto_every(len(events)) if self.every is None else max(1, self.every)
+        self.every = every
         return self.run_chunks(((events[start:start + every], None, None) for start in range(0, len(events), every)),
                                progress)
 
@@ -419,15 +455,49 @@ class Backtest(Metrics):
         chunk's own."""
         result = self.result
         started = time.perf_counter()
-        for chunk, end_ms, so_far in chunks:
-            self._chunk_triggers = len(result.triggers)
-            self._chunk_end_ms = chunk[-1][0].timestamp if end_ms is None else end_ms
-            result.events = result.events + len(chunk) if so_far is None else so_far
-            self.pipeline.process(self.monitor, chunk)
+        chunks = iter(chunks)
+        at_once = max(1, FLUSH_EVENTS // max(1, self.every or 1))
+        while group := list(itertools.islice(chunks, at_once)):
+            samples = []
+            for chunk, end_ms, so_far in group:
+                events = result.events + len(chunk) if so_far is None else so_far
+                samples.append((chunk[-1][0].timestamp if end_ms is None else end_ms, events))
+                result.events = events
+            chunks_in = [chunk for chunk, _, _ in group]
+            events = chunks_in[0] if len(chunks_in) == 1 else list(itertools.chain.from_iterable(chunks_in))
+            marks = list(itertools.accumulate(map(len, chunks_in[:-1])))
+            self._flush = _Flush(samples, chunks_in, set(self.monitor.models), rows=[{} for _ in marks],
+                                 counters=[{} for _ in marks], triggers_from=len(result.triggers))
+            self.pipeline.process(self.monitor, events, marks, self._mark if marks else None)
+            self._chunks += len(group)
             if progress is not None:
                 progress.update(result.events)
         result.replay_seconds += time.perf_counter() - started
         return result
+
+    def _mark(self, model, k: int, counters, triggers: list[TriggerEvent]) -> None:
+        """A model's sample at the end of the flush's k-th chunk, its statistics read there."""
+        flush, model_id = self._flush, model.model.id
+        if model_id not in flush.known and model_id not in flush.first:
+            flush.first[model_id] = next(c for c, chunk in enumerate(flush.chunks)
+                                         if any(event.model_id == model_id for event, _ in chunk))
+        if flush.first.get(model_id, 0) > k:
+            return  # not come yet: one process has not seen it at this sample
+        at_ms, events = flush.samples[k]
+        flush.counters[k][model_id] = counters
+        for trigger in triggers:
+            flush.chunk_of[id(trigger)] = k
+        if self.observer is not None:
+            self.observer.sample(model_id, model.stats, counters, at_ms, events)
+            for trigger in triggers:
+                flush.snapshots[trigger.trigger_id] = self.observer.snapshots_of(trigger, model.stats, at_ms, events)
+        if self.record_timeline:
+            flush.rows[k][model_id] = self._rows(model_id, model.stats, at_ms, events)
+
+    @staticmethod
+    def _rows(model_id: str, stats, at_ms: int, events: int) -> list[tuple]:
+        return [(at_ms, events, model_id, name, float(value), n) for name, (value, n) in stats.values().items()
+                if value is not None and not (isinstance(value, float) and not math.isfinite(value))]
 
     # -- the pipeline's outputs and metrics ------------------------------------------------
     def dead_letter(self, message, source: Source, error: InvalidEvent) -> None:
@@ -438,22 +508,66 @@ class Backtest(Metrics):
         self.result.triggers.append(trigger)
 
     def observe(self, monitor: Monitor) -> None:
-        """After each chunk: the observer, then the Monitor's per-model counters folded into
-        totals (as the exporter does) and every model's statistics sampled."""
-        at_ms, result = self._chunk_end_ms, self.result
-        if self.observer is not None:
-            self.observer(monitor, at_ms, result.events, result.triggers[self._chunk_triggers:])
+        """After each flush: the marks' samples put in order, then the last chunk's: the observer,
+        the Monitor's per-model counters folded into totals (as the exporter does) and every
+        model's statistics sampled."""
+        flush, result = self._flush, self.result
         for model_id in monitor.models:  # in the order the models came
             result.totals.setdefault(model_id, Counter())
+        last = self._order_triggers(flush, monitor)
+        for k, (at_ms, events) in enumerate(flush.samples[:-1]):
+            self._mark_untouched(flush, monitor, k, at_ms, events)
+            for model_id, counters in flush.counters[k].items():
+                self._fold(model_id, counters)
+        at_ms, events = flush.samples[-1]
+        if self.observer is not None:
+            self.observer(monitor, at_ms, events, result.triggers[last:])
         for model_id, c, _ in monitor.drain_counters():
-            for name in _COUNTER_FIELDS:
-                result.totals[model_id][name] += getattr(c, name, 0)
+            self._fold(model_id, c)
         if self.record_timeline:
             for model_id, m in monitor.models.items():
-                for name, (value, n) in m.stats.values().items():
-                    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-                        continue
-                    result.timeline.append((at_ms, result.events, model_id, name, float(value), n))
+                result.timeline.extend(self._rows(model_id, m.stats, at_ms, events))
+        self._flush = None
+
+    def _fold(self, model_id: str, counters) -> None:
+        totals = self.result.totals[model_id]
+        for name in _COUNTER_FIELDS:
+            totals[name] += getattr(counters, name, 0)
+
+    def _order_triggers(self, flush: _Flush, monitor: Monitor) -> int:
+        """The flush's triggers in the order one chunk at a time makes them (chunk by chunk, the
+        models in the order they come in the chunk); where the last chunk's begin."""
+        triggers = self.result.triggers
+        made = triggers[flush.triggers_from:]
+        last = len(flush.chunks) - 1
+        chunk = [flush.chunk_of.get(id(trigger), last) for trigger in made]
+        if len({trigger.model_id for trigger in made}) > 1:  # the flush made them model by model
+            order = [{model_id: rank for rank, model_id in enumerate(dict.fromkeys(e.model_id for e, _ in events))}
+                     for events in flush.chunks]
+            keyed = sorted(range(len(made)), key=lambda i: (chunk[i], order[chunk[i]][made[i].model_id], i))
+            made, chunk = [made[i] for i in keyed], [chunk[i] for i in keyed]
+            triggers[flush.triggers_from:] = made
+        if self.observer is not None:
+            for trigger, c in zip(made, chunk):
+                if c != last:
+                    self.observer.snapshots.extend(flush.snapshots.get(trigger.trigger_id, ()))
+        self.chunk_of.extend(self._chunks + c for c in chunk)
+        return flush.triggers_from + sum(1 for c in chunk if c != last)
+
+    def _mark_untouched(self, flush: _Flush, monitor: Monitor, k: int, at_ms: int, events: int) -> None:
+        """The k-th mark's samples of the models the flush did not touch (their state as before
+        it, nothing counted), and the timeline's rows there in the order the models came."""
+        rows = flush.rows[k]
+        for model_id, m in monitor.models.items():
+            if flush.first.get(model_id, 0) > k:
+                continue
+            if model_id not in flush.counters[k]:
+                if self.observer is not None:
+                    self.observer.sample(model_id, m.stats, ModelCounters(), at_ms, events)
+                if self.record_timeline:
+                    rows[model_id] = self._rows(model_id, m.stats, at_ms, events)
+            if self.record_timeline:
+                self.result.timeline.extend(rows[model_id])
 
 
 def default_workers(models: int) -> int:
@@ -640,17 +754,13 @@ class _ParallelReplay:
                     end = min(start + every, len(events))
                     yield own[cuts[c]:cuts[c + 1]], events[end - 1][0].timestamp, end
 
-            chunk_of: list[int] = []  # each trigger's chunk
-
             class Done:
-                """After each chunk (``n``: the events of the whole replay so far): this worker's
-                events replayed, for the bar; the chunk of each trigger it caused, for the merge."""
+                """After each flush (``n``: the events of the whole replay so far): this worker's
+                events replayed, for the bar."""
 
                 @staticmethod
                 def update(n: int) -> None:
-                    chunk = (n - 1) // every
-                    done[worker] = cuts[chunk + 1]
-                    chunk_of.extend([chunk] * (len(backtest.result.triggers) - len(chunk_of)))
+                    done[worker] = cuts[(n - 1) // every + 1]
 
             result = backtest.run_chunks(chunks(), progress=Done)
             result.diagnostics = diagnose(self.config, backtest.monitor, result.totals)
@@ -658,7 +768,7 @@ class _ParallelReplay:
                 recorder.finish()
                 recorder.monitor = None
             result.worker_cpu_seconds = [time.process_time() - cpu]
-            send.send(("done", result, chunk_of, recorder))
+            send.send(("done", result, backtest.chunk_of, recorder))  # each trigger's chunk, for the merge
         except Exception as exc:  # noqa: BLE001 -- whatever it is, the parent raises it
             if not isinstance(exc, BacktestError):  # a file's problem is said as one process says it
                 exc.add_note(f"in backtest worker {worker}:\n{traceback.format_exc()}")
@@ -737,13 +847,7 @@ class _ParallelReplay:
         """The report's recordings, as one recorder would have them (each is per model, or per trigger)."""
         into, of = self.recorder, self.plan.worker_of
         into.traffic = {m: recorders[of[m]].traffic[m] for m in seen_order if m in recorders[of[m]].traffic}
-        sizes: dict[tuple[int, str], list] = {}
-        for recorder in recorders:
-            for key, value in recorder.test_sizes.items():
-                sizes.setdefault((key[2], key[0]), []).append((key, value))
-        into.test_sizes = {}
-        for key in sorted(sizes, key=lambda k: (k[0], seen_order.index(k[1]))):
-            into.test_sizes.update(sizes[key])
+        into.test_sizes = {key: value for recorder in recorders for key, value in recorder.test_sizes.items()}
         snapshots: dict[str, list] = {}
         for recorder in recorders:
             for snapshot in recorder.snapshots:

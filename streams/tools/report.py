@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from retrain_trigger.events import TriggerEvent
 
     from streams.tools.backtest import BacktestResult
-    from streams.core.monitor import Monitor
+    from streams.core.monitor import ModelCounters, Monitor
 
 __all__ = ["ReportRecorder", "write_report"]
 
@@ -95,7 +95,9 @@ class DriftInfo:
 
 class ReportRecorder:
     """Called by :class:`streams.tools.backtest.Backtest` after each chunk, before it drains the
-    Monitor's counters: keeps what the report draws besides the timeline.
+    Monitor's counters: keeps what the report draws besides the timeline. At a mark inside a
+    flush (a chunk's end there), the backtest asks it for each model's :meth:`sample` and each
+    trigger's :meth:`snapshots_of` instead.
 
     Parameters
     ----------
@@ -118,32 +120,38 @@ class ReportRecorder:
     def __call__(self, monitor: "Monitor", at_ms: int, events: int, triggers: list["TriggerEvent"]) -> None:
         self.monitor = monitor
         for model_id, m in monitor.models.items():
-            c = m.counters
-            traffic = self.traffic.setdefault(model_id, Traffic())
-            traffic.at_ms.append(at_ms)
-            traffic.predictions.append(c.predictions)
-            traffic.labels.append(c.labels)
-            traffic.joined.append(c.joined)
-            traffic.expired.append(c.expired_predictions)
-            lags = np.asarray(c.label_lags, dtype=np.float64)
-            traffic.lag_p50.append(float(np.median(lags)) if len(lags) else math.nan)
-            traffic.lag_p95.append(float(np.quantile(lags, 0.95)) if len(lags) else math.nan)
-            stats = m.stats
-            if not stats.feature_drift and not stats.prediction_drift:
-                continue
-            stats.catch_up()  # what the drain's sample would do next: the same detectors' state
-            for name, detector in self._detectors(stats):
-                if detector.is_test and detector.reference_counts is not None:
-                    # KS needs the reference's size; chi2 its degrees of freedom: the bins not empty
-                    # on both sides, less one (what chi2_test counts)
-                    dof = 1
-                    if detector.kind == "chi2":
-                        dof = max(1, int(((detector.reference_counts + detector.current_counts()) > 0).sum()) - 1)
-                    self.test_sizes[model_id, name, events] = (float(detector.reference_counts.sum()), dof)
+            self.sample(model_id, m.stats, m.counters, at_ms, events)
         for trigger in triggers:
             m = monitor.models.get(trigger.model_id)
             if m is not None:
-                self._snapshot(trigger, m.stats, at_ms, events)
+                self.snapshots.extend(self.snapshots_of(trigger, m.stats, at_ms, events))
+
+    def sample(self, model_id: str, stats, counters: ModelCounters, at_ms: int, events: int) -> None:
+        """One model's traffic (``counters``: what happened since the last sample) and its tests'
+        sizes, ``stats`` read where the sample is."""
+        c = counters
+        traffic = self.traffic.setdefault(model_id, Traffic())
+        traffic.at_ms.append(at_ms)
+        traffic.predictions.append(c.predictions)
+        traffic.labels.append(c.labels)
+        traffic.joined.append(c.joined)
+        traffic.expired.append(c.expired_predictions)
+        lags = np.asarray(c.label_lags, dtype=np.float64)
+        traffic.lag_p50.append(float(np.median(lags)) if len(lags) else math.nan)
+        traffic.lag_p95.append(float(np.quantile(lags, 0.95)) if len(lags) else math.nan)
+        if not stats.feature_drift and not stats.prediction_drift:
+            return
+        # The detectors fed up to the sample (a numeric one a batch's Foresight measures keeps
+        # the reference it had: a Foresight needs it complete)
+        stats.feed_to_position()
+        for name, detector in self._detectors(stats):
+            if detector.is_test and detector.reference_counts is not None:
+                # KS needs the reference's size; chi2 its degrees of freedom: the bins not empty
+                # on both sides, less one (what chi2_test counts)
+                dof = 1
+                if detector.kind == "chi2":
+                    dof = max(1, int(((detector.reference_counts + detector.current_counts()) > 0).sum()) - 1)
+                self.test_sizes[model_id, name, events] = (float(detector.reference_counts.sum()), dof)
 
     @staticmethod
     def _detectors(stats) -> list[tuple[str, Any]]:
@@ -159,15 +167,22 @@ class ReportRecorder:
             self.drift[model_id] = {name: DriftInfo(d.is_test, d.threshold, d.min_samples)
                                     for name, d in self._detectors(m.stats)}
 
-    def _snapshot(self, trigger: "TriggerEvent", stats, at_ms: int, events: int) -> None:
-        for feature, kind in sorted(drifted_features(trigger)):
+    @staticmethod
+    def snapshots_of(trigger: "TriggerEvent", stats, at_ms: int, events: int) -> list[Snapshot]:
+        """The reference and current bins of each feature the trigger says drifted, ``stats``
+        read where the sample is."""
+        found = []
+        drifted = sorted(drifted_features(trigger))
+        if drifted:
+            stats.feed_to_position(foreseen=True)  # each detector's own windows are read
+        for feature, kind in drifted:
             detector = stats.feature_drift.get((feature, kind))
             if detector is None or detector.reference_counts is None:
                 continue
             labels, reference, current = readable_bins(detector.profile, detector.reference_counts,
                                                        np.asarray(detector.current_counts()))
-            self.snapshots.append(Snapshot(trigger.trigger_id, feature, kind, at_ms, events, labels, reference,
-                                           current))
+            found.append(Snapshot(trigger.trigger_id, feature, kind, at_ms, events, labels, reference, current))
+        return found
 
 
 def test_family(drift) -> tuple[float, str]:
