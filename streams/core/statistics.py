@@ -494,7 +494,9 @@ class ModelStatistics:
         # measured, not judged (a sample between evaluation points needs no p-value, and no
         # rule reads them).
         self._reads_end = True
-        foresight = self._foresee() if self._position < self._queued else None
+        if self._foresight is None and self._position < self._queued:
+            self._foresee()  # decided at the first read before the end, as a rule's would
+        foresight = self._foresight or None
         self._catch_up_features(self._position)
         if foresight is not None:
             measured = dict(zip(self._numeric_plan()[1], foresight.statistics(self._position)))

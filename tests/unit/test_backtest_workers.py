@@ -1,4 +1,5 @@
-"""A backtest replayed in several worker processes writes exactly what one process writes."""
+"""A backtest replayed in several worker processes, or with its chunks flushed together, writes
+exactly what one process handing the Monitor a chunk at a time writes."""
 from __future__ import annotations
 
 import pytest
@@ -108,6 +109,27 @@ def test_the_report_recordings_are_the_same_merged(history):
         recordings.append(repr({k: dict(sorted(v.items())) if k == "test_sizes" else v
                                 for k, v in vars(recorder).items() if k != "monitor"}))
     assert recordings[0] == recordings[1]
+
+
+@pytest.mark.parametrize("every, flush_events", [(7, 100), (97, 5000), (250, 1000), (50, 10**9)])
+def test_chunks_flushed_together_write_what_a_chunk_at_a_time_writes(history, tmp_path, monkeypatch, every,
+                                                                     flush_events):
+    """Marks inside a flush sample what a flush per chunk sampled: triggers (and their order),
+    timeline, totals and the report's recordings (traffic, test sizes, trigger snapshots)."""
+    directory, config = history
+    loaded = load_events(config, directory / "predictions.jsonl", directory / "labels.jsonl")
+    found = []
+    for at_once in (0, flush_events):  # 0: a flush per chunk
+        monkeypatch.setattr(bt, "FLUSH_EVENTS", at_once)
+        outputs = _outputs(directory, config, tmp_path / str(at_once), workers=1, every=every, report=False)
+        recorder = ReportRecorder(config)
+        replay(config, loaded.events, every=every, recorder=recorder)
+        recorder.finish()
+        found.append(({name: _without_timings(name, data) for name, data in outputs.items()},
+                      repr({k: dict(sorted(v.items())) if k == "test_sizes" else v
+                            for k, v in vars(recorder).items() if k != "monitor"})))
+    assert found[0] == found[1]
+    assert b"sensors" in found[0][0]["triggers.jsonl"] and "Snapshot(" in found[0][1]
 
 
 def test_the_cli_takes_workers(history, tmp_path):
