@@ -197,7 +197,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="driftline-demo-"))
     base = BASE.format(bootstrap=bootstrap, run=run_id, metrics_port=metrics_port)
     sensors = SENSORS_DRIFT.format()
-    sensors_rule = "KS test of each input (x0, x1, x2) against its first 1000 values alarms (BH-corrected)"
+    sensors_rule = ("KS or PSI of an input (x0, x1, x2) against its first 1000 values past its threshold "
+                    "(calibrated to the default false-alarm budget)")
     config_path = work / "driftline.toml"
     config_path.write_text(base + sensors)
     config = load_config(config_path)
