@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 import threading
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,9 @@ def _stop_on_signals() -> threading.Event:
 
 
 def run_listen(args: argparse.Namespace) -> int:
+    # a URL the action can never POST to is a usage error now, not a failure of every trigger
+    if args.url is not None and not _is_http_url(args.url):
+        return _usage_error(UsageError(f"--url {args.url!r}: expected an http:// or https:// URL"))
     try:
         settings, topic = kafka_settings(args), trigger_topic(args)
     except UsageError as exc:
@@ -167,6 +171,11 @@ def run_tail(args: argparse.Namespace) -> int:
     listener.tail(settings, topic, as_json=args.json, from_beginning=args.from_beginning,
                   stop=_stop_on_signals())
     return 0
+
+
+def _is_http_url(url: str) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 def _usage_error(exc: Exception) -> int:

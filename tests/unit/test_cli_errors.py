@@ -130,6 +130,8 @@ PROBES = [
     probe("simulate --out a file", "simulate --out a_file --events 10 -m id=a,generator=sea,drift=none", 2,
           "--out a_file: exists and is not a directory"),
     probe("triggers tail without an address", "triggers tail", 2, "no Kafka address"),
+    probe("triggers listen --url not a URL", "triggers listen --url hooks/retrain --bootstrap-servers 127.0.0.1:9", 2,
+          "--url 'hooks/retrain': expected an http:// or https:// URL"),
     probe("triggers listen config a directory", "triggers listen --exec true --config a_directory", 2,
           "a_directory: is a directory"),
     # bad input: 3
