@@ -123,14 +123,15 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise UsageError(str(exc)) from None
 
 
-def _stop_on_signals() -> threading.Event:
-    """SIGTERM or a first Ctrl-C stops after the running action; a second Ctrl-C exits at once."""
+def _stop_on_signals(stopping: str = "stopping (after the running action, if any)") -> threading.Event:
+    """SIGTERM or a first Ctrl-C stops after the running action; a second Ctrl-C exits at once.
+    ``stopping`` is the line logged (``tail`` runs no action)."""
     stop = threading.Event()
 
     def handler(signum, _frame):
         if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        logging.getLogger("driftline.listener").info("stopping (after the running action, if any)")
+        logging.getLogger("driftline.listener").info(stopping)
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)
@@ -169,7 +170,7 @@ def run_tail(args: argparse.Namespace) -> int:
     except UsageError as exc:
         return _usage_error(exc)
     listener.tail(settings, topic, as_json=args.json, from_beginning=args.from_beginning,
-                  stop=_stop_on_signals())
+                  stop=_stop_on_signals("stopping"))
     return 0
 
 
