@@ -105,9 +105,11 @@ def format_trigger(t: dict) -> str:
                         f"{c.get('threshold', t['threshold']):g} (n={c.get('n')})")
     if not what:
         what = [f"{t['metric']} = {t['value']:.4g} (threshold {t['threshold']:g})"]
+    # drift and estimate rules are judged on the predictions' clock: their window counts predictions
+    unit = "predictions" if evidence.get("source") in ("drift", "estimated") else "labelled predictions"
     lines = [f"TRIGGER {t['trigger_id']}  ({t.get('severity', 'warning')})",
              f"  model {t['model_id']} {t.get('model_version') or ''}, rule {t['rule']}: " + "; ".join(what),
-             f"  window: {window.get('count')} labelled predictions, {window.get('start')} .. {window.get('end')}"
+             f"  window: {window.get('count')} {unit}, {window.get('start')} .. {window.get('end')}"
              + (f", offsets {offsets}" if offsets else ""),
              f"  triggered at (event time) {t.get('triggered_at')}"]
     for f in evidence.pop("top_features", None) or []:
