@@ -90,6 +90,11 @@ class ActionFailed(Exception):
         self.permanent = permanent
 
 
+class Stopped(Exception):
+    """A stop was asked for while a trigger waited for its next attempt: it gets no verdict (no
+    failure topic, no record, no commit), so the next start runs it again."""
+
+
 class Action(Protocol):
     def __call__(self, event: TriggerEvent, payload: bytes, attempt: int) -> None: ...
 
@@ -210,9 +215,14 @@ class Backoff(msgspec.Struct, frozen=True):
 
 def run_with_retries(
     action: Action, event: TriggerEvent, payload: bytes, max_retries: int, backoff: Backoff,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], object] = time.sleep,
 ) -> tuple[str | None, int]:
-    """Run ``action`` until it succeeds; returns (last error or None, attempts made)."""
+    """Run ``action`` until it succeeds; returns (last error or None, attempts made).
+
+    ``sleep(delay)`` waits between attempts; a true result (``threading.Event.wait`` of the stop
+    request) raises :class:`Stopped` instead of retrying: a stop must not turn a trigger whose
+    action could still succeed into a final failure.
+    """
     attempt = 0
     while True:
         attempt += 1
@@ -227,7 +237,8 @@ def run_with_retries(
             return error, attempt
         delay = backoff.delay(attempt)
         log.warning("trigger %s: attempt %d failed (%s); retrying in %.1fs", event.trigger_id, attempt, error, delay)
-        sleep(delay)
+        if sleep(delay):
+            raise Stopped(f"trigger {event.trigger_id}: stopped before attempt {attempt + 1}")
 
 
 # -- the record of handled triggers -----------------------------------------------------------
@@ -409,10 +420,11 @@ class Listener:
         self.consumer = Consumer({**consumer_settings(kafka, group), **clients})
         self.producer = Producer({**producer_settings(kafka), **clients})
         self.counts = collections.Counter()  # succeeded, failed, duplicate, invalid
+        self._stop = threading.Event()
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Handle triggers until ``stop`` is set (a running action is finished first)."""
-        stop = stop or threading.Event()
+        stop = self._stop = stop or threading.Event()
         ensure_topic(self.kafka, self.failure_topic)
         self.consumer.subscribe([self.topic])
         log.info("listening on %s as group %s; %d triggers already handled", self.topic, self.group, len(self.handled))
@@ -424,7 +436,11 @@ class Listener:
                 if message.error():
                     self._on_error(message.error())
                     continue
-                self._run_paused(lambda: self._handle(message))
+                try:
+                    self._run_paused(lambda: self._handle(message))
+                except Stopped as exc:
+                    log.info("%s; not committed, so the next start runs it again", exc)
+                    break
                 self._commit(message)
         finally:
             self.close()
@@ -454,7 +470,8 @@ class Listener:
             return
         log.info("trigger %s: %s %s=%g (threshold %g); running the action",
                  event.trigger_id, event.rule, event.metric, event.value, event.threshold)
-        error, attempts = run_with_retries(self.action, event, payload, self.max_retries, self.backoff)
+        error, attempts = run_with_retries(self.action, event, payload, self.max_retries, self.backoff,
+                                           sleep=self._stop.wait)
         if error is None:
             self.handled.record(event.trigger_id, "succeeded", source)
             self.counts["succeeded"] += 1

@@ -16,6 +16,7 @@ import sys
 
 from streams.cli import sim, tools, triggers
 from streams.cli.common import EXIT_RUNTIME, UsageError, describe, load_config, new_parser, run, setup_logging
+from streams.core.config import listen_address_problem
 
 
 def _tune_gc() -> None:
@@ -60,6 +61,8 @@ def _config(args: argparse.Namespace):
     config = load_config(args.config)
     if args.bootstrap_servers:
         config.kafka["bootstrap.servers"] = args.bootstrap_servers
+    if args.metrics_address is not None and (problem := listen_address_problem(args.metrics_address)):
+        raise UsageError(f"--metrics-address: {problem}")
     return config
 
 

@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 import threading
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -122,14 +123,15 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise UsageError(str(exc)) from None
 
 
-def _stop_on_signals() -> threading.Event:
-    """SIGTERM or a first Ctrl-C stops after the running action; a second Ctrl-C exits at once."""
+def _stop_on_signals(stopping: str = "stopping (after the running action, if any)") -> threading.Event:
+    """SIGTERM or a first Ctrl-C stops after the running action; a second Ctrl-C exits at once.
+    ``stopping`` is the line logged (``tail`` runs no action)."""
     stop = threading.Event()
 
     def handler(signum, _frame):
         if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        logging.getLogger("driftline.listener").info("stopping (after the running action, if any)")
+        logging.getLogger("driftline.listener").info(stopping)
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)
@@ -138,6 +140,9 @@ def _stop_on_signals() -> threading.Event:
 
 
 def run_listen(args: argparse.Namespace) -> int:
+    # a URL the action can never POST to is a usage error now, not a failure of every trigger
+    if args.url is not None and not _is_http_url(args.url):
+        return _usage_error(UsageError(f"--url {args.url!r}: expected an http:// or https:// URL"))
     try:
         settings, topic = kafka_settings(args), trigger_topic(args)
     except UsageError as exc:
@@ -165,8 +170,13 @@ def run_tail(args: argparse.Namespace) -> int:
     except UsageError as exc:
         return _usage_error(exc)
     listener.tail(settings, topic, as_json=args.json, from_beginning=args.from_beginning,
-                  stop=_stop_on_signals())
+                  stop=_stop_on_signals("stopping"))
     return 0
+
+
+def _is_http_url(url: str) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 def _usage_error(exc: Exception) -> int:

@@ -245,7 +245,9 @@ def _non_finite(data: bytes) -> InvalidEvent | None:
     if not found:
         return None
     path = _non_finite_path(value) or "a value"
-    return InvalidEvent("non_finite", f"{path} is {found[0]}; JSON has no NaN or infinity (send null, or leave it out)")
+    # null or leaving it out fixes an optional field, not the required prediction or label
+    fix = "send a finite number or a class" if path in ("prediction", "label") else "send null, or leave it out"
+    return InvalidEvent("non_finite", f"{path} is {found[0]}; JSON has no NaN or infinity ({fix})")
 
 
 def _non_finite_path(value: Any, path: str = "") -> str | None:

@@ -320,6 +320,20 @@ def _check_drift(model: Model, where: str, fail: Callable[[str, str], None]) -> 
                  f"watch them (the default is {getattr(Drift(), kind)!r})")
 
 
+def listen_address_problem(address: str) -> str | None:
+    """What is wrong with ``address`` as the ``host:port`` /metrics listens on, or None.
+
+    Shared by ``metrics.address`` and ``driftline run --metrics-address``, so that the override
+    is refused in one line as the config key is, not by a traceback from the socket.
+    """
+    match = re.fullmatch(r"[^:\s]*:(\d+)", address)
+    if not match:
+        return f"{address!r} is not host:port"
+    if int(match.group(1)) > 65535:
+        return f"{address!r}: the port must be 0..65535"
+    return None
+
+
 def _check(config: Config, kafka_check: KafkaCheck | None) -> None:
     src = config.source
 
@@ -344,8 +358,8 @@ def _check(config: Config, kafka_check: KafkaCheck | None) -> None:
             fail(f"engine.{key}", "must be >= 1")
     if config.metrics.refresh_ms < 0:
         fail("metrics.refresh_ms", "must be >= 0")
-    if not re.fullmatch(r"[^:\s]*:\d+", config.metrics.address):
-        fail("metrics.address", f"{config.metrics.address!r} is not host:port")
+    if problem := listen_address_problem(config.metrics.address):
+        fail("metrics.address", problem)
     if not config.models and config.engine.unknown_model != "register":
         fail("models", "none configured; add a [[models]] table, or set engine.unknown_model = \"register\" "
                        "to monitor every model_id with the defaults")

@@ -105,9 +105,11 @@ def format_trigger(t: dict) -> str:
                         f"{c.get('threshold', t['threshold']):g} (n={c.get('n')})")
     if not what:
         what = [f"{t['metric']} = {t['value']:.4g} (threshold {t['threshold']:g})"]
+    # drift and estimate rules are judged on the predictions' clock: their window counts predictions
+    unit = "predictions" if evidence.get("source") in ("drift", "estimated") else "labelled predictions"
     lines = [f"TRIGGER {t['trigger_id']}  ({t.get('severity', 'warning')})",
              f"  model {t['model_id']} {t.get('model_version') or ''}, rule {t['rule']}: " + "; ".join(what),
-             f"  window: {window.get('count')} labelled predictions, {window.get('start')} .. {window.get('end')}"
+             f"  window: {window.get('count')} {unit}, {window.get('start')} .. {window.get('end')}"
              + (f", offsets {offsets}" if offsets else ""),
              f"  triggered at (event time) {t.get('triggered_at')}"]
     for f in evidence.pop("top_features", None) or []:
@@ -197,7 +199,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="driftline-demo-"))
     base = BASE.format(bootstrap=bootstrap, run=run_id, metrics_port=metrics_port)
     sensors = SENSORS_DRIFT.format()
-    sensors_rule = "KS test of each input (x0, x1, x2) against its first 1000 values alarms (BH-corrected)"
+    sensors_rule = ("KS or PSI of an input (x0, x1, x2) against its first 1000 values past its threshold "
+                    "(calibrated to the default false-alarm budget)")
     config_path = work / "driftline.toml"
     config_path.write_text(base + sensors)
     config = load_config(config_path)

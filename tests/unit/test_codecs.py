@@ -166,6 +166,15 @@ def test_nan_and_infinity_anywhere_are_non_finite_naming_the_field(token, where,
     assert decode_many([template % token])[0].reason == "non_finite"
 
 
+def test_a_non_finite_prediction_or_label_is_not_told_to_be_left_out():
+    with pytest.raises(InvalidEvent, match=r"prediction is NaN; .*\(send a finite number or a class\)"):
+        decode_prediction(b'{"prediction_id":"a","model_id":"m","timestamp":0,"prediction":NaN}')
+    with pytest.raises(InvalidEvent, match=r"label is Infinity; .*\(send a finite number or a class\)"):
+        decode_label(b'{"prediction_id":"a","model_id":"m","timestamp":0,"label":Infinity}')
+    with pytest.raises(InvalidEvent, match=r"score is NaN; .*\(send null, or leave it out\)"):
+        decode_prediction(b'{"prediction_id":"a","model_id":"m","timestamp":0,"prediction":1,"score":NaN}')
+
+
 @pytest.mark.parametrize("data", [b'{"prediction_id":"NaN","model_id":"m",', b'{"a": NaN'])
 def test_nan_in_what_is_not_json_anyway_stays_invalid_json(data):
     assert reason_of(decode_prediction, data) == "invalid_json"

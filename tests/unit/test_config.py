@@ -45,6 +45,7 @@ def test_librdkafka_settings_pass_through():
      "models[0].rules[0].conditions[0].statistic: 'detector.adwin' is not computed"),
     ({**MINIMAL, "topics": {"predicitons": "x"}}, "topics: unknown key `predicitons`"),
     ({**MINIMAL, "metrics": {"address": "9464"}}, "metrics.address: '9464' is not host:port"),
+    ({**MINIMAL, "metrics": {"address": "127.0.0.1:99999"}}, "metrics.address: '127.0.0.1:99999': the port must be"),
     ({**MINIMAL, "models": [{"id": "m", "window": {"size": 0}}]}, "models[0].window.size: must be >= 1"),
     ({**MINIMAL, "models": [{"id": "m"}, {"id": "m"}]}, "models[1].id: 'm' is configured twice"),
     ({**MINIMAL, "models": [{"task": "binary"}]}, "models[0]: object missing required field `id`"),

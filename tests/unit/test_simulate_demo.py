@@ -36,6 +36,9 @@ def test_a_trigger_reads_as_a_few_lines_with_its_evidence():
     assert text.splitlines()[0] == "TRIGGER sensors:input-drift:000001  (warning)"
     assert "feature.*.ks fired (feature.x0.ks)" in text
     assert "offsets labels:1 [10..1009]" in text
+    assert "window: 1000 labelled predictions," in text
+    assert "window: 1000 predictions," in demo.format_trigger(
+        dict(trigger, evidence=dict(trigger["evidence"], source="drift")))
     assert "drifted feature x0: ks = 0.0912, p = 0.00047, n = 1000 (alarm)" in text
     assert "baseline" not in text and "evidence.statistic" not in text  # empty or already shown
     accuracy = dict(trigger, metric="accuracy", value=0.76, threshold=0.8,

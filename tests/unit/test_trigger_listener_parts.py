@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import threading
 
 import pytest
 
@@ -47,6 +48,15 @@ def test_permanent_failure_is_not_retried():
     error, attempts = listener.run_with_retries(action, EVENT, b"{}", max_retries=5, backoff=listener.Backoff(),
                                                 sleep=lambda s: pytest.fail("slept"))
     assert (error, attempts) == ("failure 1", 1)
+
+
+def test_a_stop_during_the_backoff_ends_the_retries_without_a_verdict():
+    stop = threading.Event()
+    stop.set()
+    action = FlakyAction(failures=99)
+    with pytest.raises(listener.Stopped, match="stopped before attempt 2"):
+        listener.run_with_retries(action, EVENT, b"{}", max_retries=5, backoff=listener.Backoff(), sleep=stop.wait)
+    assert action.attempts == [1]
 
 
 def test_an_action_bug_is_reported_not_raised():
