@@ -280,6 +280,14 @@ class Join:
     def purge(self) -> None:
         """Expire what waited past the TTL by the watermark (counted), and forget the joined and
         expired ids older than the de-duplication horizon."""
+        self.expire()
+        self.joined_ids.purge(self.watermark_ms)
+        if len(self._hashes) > 2 * len(self.pending) + 1024:  # ids gone from pending another way
+            self._hashes = {pid: h for pid, h in self._hashes.items() if pid in self.pending}
+
+    def expire(self) -> None:
+        """The counted part of :meth:`purge` (the rest is upkeep: the joined ids are remembered
+        by event time, whenever their memory is purged)."""
         horizon = self.watermark_ms - self.ttl_ms
         expired = _drop_older(self.pending, horizon)
         self.counts.expired_predictions += len(expired)
@@ -287,10 +295,7 @@ class Join:
         # the watermark), to tell a late label from an orphan one.
         self.expired_ids.update((pid, (self.watermark_ms, value[0])) for pid, value in expired)
         self.counts.expired_labels += len(_drop_older(self.early_labels, horizon))
-        self.joined_ids.purge(self.watermark_ms)
         _drop_older(self.expired_ids, self.watermark_ms - self.dedup_ms)
-        if len(self._hashes) > 2 * len(self.pending) + 1024:  # ids gone from pending another way
-            self._hashes = {pid: h for pid, h in self._hashes.items() if pid in self.pending}
 
     # -- checkpoints ------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

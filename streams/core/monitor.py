@@ -202,12 +202,12 @@ class ModelMonitor:
     def on_events(self, events: list[tuple[Prediction | Label, Source]], marks: Sequence[int] = ()) -> None:
         """This model's events of one batch, in order: ``on_prediction``/``on_label`` of each.
         ``marks``: the counts of events after which the batch is read as if it ended there (see
-        :meth:`Monitor.process`); the join expires what it would at such an end, and the
-        counters are taken for the mark."""
+        :meth:`Monitor.process`); the join expires what it would at such an end (its upkeep
+        waits for the batch's), and the counters are taken for the mark."""
         start = 0
         for end in marks:
             self._on_events(events[start:end])
-            self.join.purge()
+            self.join.expire()
             segment = self._segments[-1]
             segment.mark = self.counters.take()
             segment.version = self.version
