@@ -122,3 +122,36 @@ def test_a_plain_batch_leaves_the_state_event_by_event_leaves(steps, ttl, dedup)
             one.prediction(event.prediction_id, event.timestamp, event.prediction, 0.5)
     if joined is not None:
         assert bulk.state() == one.state() and bulk.counts == one.counts
+
+
+def _replay(events, purge_at: set[int], ttl_ms: int, dedup_ms: int) -> tuple:
+    counts = ModelCounters()
+    join, outcomes = Join(ttl_ms, dedup_ms, counts), []
+    for k, (is_label, pid, t) in enumerate(events):
+        join.advance(T0 + t)
+        if is_label:
+            outcomes.append(join.label(pid, T0 + t, 1, k))
+        elif join.duplicate_prediction(pid):
+            outcomes.append("duplicate")
+        else:
+            outcomes.append(join.prediction(pid, T0 + t, 1, 0.5))
+        if k in purge_at:
+            join.purge()
+    join.purge()
+    return outcomes, counts, join.state()
+
+
+@settings(max_examples=500, deadline=None)
+@given(steps=st.lists(st.tuples(st.booleans(), st.integers(0, 12), st.integers(-5, 40)), max_size=80),
+       purges=st.sets(st.integers(0, 80)), ttl=st.integers(1, 60), dedup=st.integers(1, 120))
+def test_what_a_label_or_prediction_meets_does_not_depend_on_when_the_join_was_purged(steps, purges, ttl, dedup):
+    """Each event's outcome (joined, waiting, duplicate, late, early) and the counts are those of
+    event time alone: a purge (at a batch's end, or a backtest's mark) only does upkeep early."""
+    events, clock = [], 0
+    for is_label, pid, step in steps:
+        clock = max(0, clock + step)
+        events.append((is_label, f"p{pid}", clock * 1000))
+    dedup = min(dedup, ttl)  # as a model's join has it
+    purged = _replay(events, purges, ttl * 1000, dedup * 1000)
+    never = _replay(events, set(), ttl * 1000, dedup * 1000)
+    assert purged[0] == never[0] and purged[1] == never[1]
