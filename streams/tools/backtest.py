@@ -160,11 +160,11 @@ def _mapped(path: str | Path) -> Iterator[mmap.mmap | bytes]:
         raise BacktestError(f"{path}: permission denied") from None
 
 
-def _not_json_lines(data: bytes | mmap.mmap) -> str | None:
+def _not_json_lines(data: bytes | mmap.mmap, option: str = "-p") -> str | None:
     """Why a file none of whose lines is an event is not JSON Lines, when it can be told (called
-    only for such a file)."""
+    only for such a file, given as ``option``)."""
     if data[:2] == b"\x1f\x8b":
-        return "is gzip-compressed; decompress it first, e.g. -p <(zcat FILE)"
+        return f"is gzip-compressed; decompress it first, e.g. {option} <(zcat FILE)"
     text = bytes(data).strip()
     try:
         value = msgspec.json.decode(text)
@@ -253,11 +253,12 @@ def _load(config: Config, inputs: list[_Input]) -> Loaded:
             lines = None
         valid = add(parsed, topic, path, lines if lines is not None else data)
         if parsed and not valid:
-            refuse_other_formats(path, data)
+            refuse_other_formats(path, data, topic)
         return len(parsed)
 
-    def refuse_other_formats(path: str | Path, data: bytes | mmap.mmap) -> None:
-        problem = _not_json_lines(data)
+    def refuse_other_formats(path: str | Path, data: bytes | mmap.mmap, topic: str | None) -> None:
+        option = {config.topics.predictions: "-p", config.topics.labels: "-l"}.get(topic, "-e")
+        problem = _not_json_lines(data, option)
         if problem is not None:
             raise BacktestError(f"{_display(path)}: {problem.replace('FILE', _display(path))}")
 
@@ -301,7 +302,7 @@ def _load(config: Config, inputs: list[_Input]) -> Loaded:
             chosen = [lines[i] for i in numbers]
             valid += add(decode.many(topic, chosen, checked), topic, source.path, chosen, numbers)
         if lines and not valid:
-            refuse_other_formats(source.path, data)
+            refuse_other_formats(source.path, data, None)
         rejects[first_reject:] = sorted(rejects[first_reject:], key=operator.attrgetter("line"))
     if not decoded:
         return Loaded([], invalid, n_lines, rejects, unknown)

@@ -6,6 +6,7 @@ one module-scoped fixture; each test then checks one probe's result.
 """
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -66,6 +67,7 @@ def files(tmp_path_factory) -> Path:
     (d / "nan.jsonl").write_text("\n".join(lines) + "\n")
     (d / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + (d / "predictions.jsonl").read_bytes())
     (d / "array.json").write_text(json.dumps([prediction(i) for i in range(5)], indent=2))
+    (d / "events.jsonl.gz").write_bytes(gzip.compress((d / "predictions.jsonl").read_bytes()))
     (d / "scenario.txt").write_text("not json")
     return d
 
@@ -119,6 +121,8 @@ PROBES = [
     probe("backtest two stdins", f"{BT} -p - -l - -o out8", 2, "only one input can be -"),
     probe("backtest a JSON array", f"{BT} -p array.json -o out9", 2,
           "array.json: is one JSON array (of 5 items), not JSON Lines"),
+    probe("backtest a gzip file as --events", f"{BT} -e events.jsonl.gz -o out10", 2,
+          "events.jsonl.gz: is gzip-compressed; decompress it first, e.g. -e <(zcat events.jsonl.gz)"),
     probe("simulate --events -5", "simulate --out sim1 --events -5", 2, "--events/-n: must be >= 1, got -5"),
     probe("simulate --rate 0", "simulate --out sim2 --rate 0", 2, "--rate: must be > 0"),
     probe("simulate --label-missing 2", "simulate --out sim3 --label-missing 2", 2, "--label-missing: must be in [0, 1]"),
