@@ -112,7 +112,7 @@ def load_rules(raw: list[dict[str, Any]], where: str) -> list[Rule]:
     if not isinstance(raw, list):
         raise RuleError(f"{where}: expected a list of rule tables ([[...rules]]), got {type(raw).__name__}")
     try:
-        rules = msgspec.convert(raw, list[Rule], strict=False)
+        rules = msgspec.convert(raw, list[Rule])
     except msgspec.ValidationError as exc:
         raise RuleError(_explain(str(exc), where)) from None
     seen: set[str] = set()

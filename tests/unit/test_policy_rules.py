@@ -73,6 +73,9 @@ OK_FILLER = rule_with()
         (rule_with(severity="page"), "models[0].rules[1].severity: expected one of info, warning, critical"),
         (rule_with({"statistic": "accuracy", "op": "<", "threshold": "high"}),
          "models[0].rules[1].conditions[0].threshold: expected `float | null`, got `str`"),
+        (rule_with({"statistic": "accuracy", "op": "<", "threshold": "0.85"}),  # a number in quotes, as the
+         "models[0].rules[1].conditions[0].threshold: expected `float | null`, got `str`"),  # engine's keys
+        (rule_with(min_samples="500"), "models[0].rules[1].min_samples: expected `int`, got `str`"),
         (rule_with(cooldown="1h"), "models[0].rules[1].cooldown: unknown key"),
         ({"conditions": []}, "models[0].rules[1].name: required key is missing"),
         (rule_with(conditions=[]), "models[0].rules[1].conditions: a rule needs at least one condition"),
