@@ -515,7 +515,7 @@ class Backtest(Metrics):
         flush, result = self._flush, self.result
         for model_id in monitor.models:  # in the order the models came
             result.totals.setdefault(model_id, Counter())
-        last = self._order_triggers(flush, monitor)
+        last = self._order_triggers(flush)
         for k, (at_ms, events) in enumerate(flush.samples[:-1]):
             self._mark_untouched(flush, monitor, k, at_ms, events)
             for model_id, counters in flush.counters[k].items():
@@ -535,7 +535,7 @@ class Backtest(Metrics):
         for name in _COUNTER_FIELDS:
             totals[name] += getattr(counters, name, 0)
 
-    def _order_triggers(self, flush: _Flush, monitor: Monitor) -> int:
+    def _order_triggers(self, flush: _Flush) -> int:
         """The flush's triggers in the order one chunk at a time makes them (chunk by chunk, the
         models in the order they come in the chunk); where the last chunk's begin."""
         triggers = self.result.triggers
