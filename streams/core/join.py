@@ -133,8 +133,7 @@ class Join:
         self.early_labels: dict[str, tuple[int, Any, int]] = {}
         # hashes of joined prediction ids by label time, kept one de-duplication horizon
         self.joined_ids = RecentIds(dedup_ms)
-        # prediction_id -> (event time it expired at: its timestamp + the TTL, its timestamp),
-        # kept one horizon
+        # prediction_id -> (watermark when it expired, prediction timestamp), kept one horizon
         self.expired_ids: dict[str, tuple[int, int]] = {}
         # prediction_id -> id_hash of predictions that waited in a plain batch, so that their
         # labels, in a later batch, need not hash the id again (pruned to the pending ids)
@@ -153,9 +152,9 @@ class Join:
         if waiting is not None:
             if waiting[0] >= self.watermark_ms - self.ttl_ms:
                 return True
-            del self.pending[pid]
+            del self.pending[pid]  # as a purge now would
             self.counts.expired_predictions += 1
-            self.expired_ids[pid] = (waiting[0] + self.ttl_ms, waiting[0])
+            self.expired_ids[pid] = (self.watermark_ms, waiting[0])
         return bool(self.joined_ids and self.joined_ids.contains(id_hash(pid), self.watermark_ms))
 
     def prediction(self, pid: str, timestamp_ms: int, prediction: Any, score: Any) -> tuple[int, Any, int] | None:
@@ -175,8 +174,8 @@ class Join:
         """A label: the waiting prediction ``(timestamp ms, prediction, score)`` it joins now, or
         None: a duplicate, an early label (it waits), a late one, each counted as such."""
         h = id_hash(pid)
-        # What is past the TTL or the horizon by event time is gone, whether purged yet or not
-        # (a purge counts the same expiry): the answer depends on event times alone.
+        # An early label past the TTL by event time is gone, whether purged yet or not (a purge
+        # counts the same expiry).
         early = self.early_labels.get(pid)
         if early is not None and early[0] < self.watermark_ms - self.ttl_ms:
             del self.early_labels[pid]
@@ -186,16 +185,17 @@ class Join:
             self.counts.duplicate_labels += 1
             return None
         waiting = self.pending.pop(pid, None)
-        if waiting is not None and waiting[0] < self.watermark_ms - self.ttl_ms:
-            self.counts.expired_predictions += 1
-            expired, waiting = (waiting[0] + self.ttl_ms, waiting[0]), None
-        elif waiting is None:
-            expired = self.expired_ids.pop(pid, None)
         if waiting is None:
-            if expired is not None and expired[0] >= self.watermark_ms - self.dedup_ms:
+            expired = self.expired_ids.pop(pid, None)
+            if expired is not None:
                 self._late(expired[1], timestamp_ms)
             else:
                 self.early_labels[pid] = (timestamp_ms, label, offset)
+            return None
+        if waiting[0] < self.watermark_ms - self.ttl_ms:
+            # It expired by event time; the periodic purge simply had not run yet.
+            self.counts.expired_predictions += 1
+            self._late(waiting[0], timestamp_ms)
             return None
         self.joined_ids.add(h, timestamp_ms, self.watermark_ms)
         return waiting
@@ -307,9 +307,8 @@ class Join:
         expired = _drop_older(self.pending, horizon)
         self.counts.expired_predictions += len(expired)
         # Remember expired predictions for one de-duplication horizon after they expired (by
-        # event time), to tell a late label from an orphan one.
-        ttl = self.ttl_ms
-        self.expired_ids.update((pid, (value[0] + ttl, value[0])) for pid, value in expired)
+        # the watermark), to tell a late label from an orphan one.
+        self.expired_ids.update((pid, (self.watermark_ms, value[0])) for pid, value in expired)
         self.counts.expired_labels += len(_drop_older(self.early_labels, horizon))
         _drop_older(self.expired_ids, self.watermark_ms - self.dedup_ms)
 
@@ -328,10 +327,7 @@ class Join:
         self.pending = {k: tuple(v) for k, v in state["pending"].items()}
         self.early_labels = {k: tuple(v) for k, v in state["early_labels"].items()}
         self.joined_ids = RecentIds.from_state(state["joined_ids"], self.dedup_ms)
-        # expired at its timestamp + the TTL (an older checkpoint has the watermark of the purge
-        # that found it: kept longer than that, so forgotten here as a purge now would)
-        self.expired_ids = {k: (v[1] + self.ttl_ms, v[1]) for k, v in state["expired_ids"].items()}
-        _drop_older(self.expired_ids, self.watermark_ms - self.dedup_ms)
+        self.expired_ids = {k: tuple(v) for k, v in state["expired_ids"].items()}
 
 
 def running_max(values: Any, start: int) -> np.ndarray:
