@@ -161,27 +161,3 @@ def test_plain_streams_with_versions_and_gaps_in_bulk_equal_event_by_event(versi
         assert _run(items, cuts, bulk=True) == _run(items, cuts, bulk=False)
     assert bulk.call_count >= 1
 
-
-def _whole(items, cuts) -> str:
-    """All the triggers and the counters after the events handed over in pieces."""
-    monitor, triggers, start = Monitor(CONFIG), [], 0
-    for cut in sorted(set(cuts)) + [len(items)]:
-        triggers += monitor.process(items[start:cut])
-        start = cut
-    triggers.sort(key=lambda t: (t.model_id, t.trigger_id))  # a batch's triggers come model by model
-    return json.dumps({
-        "triggers": [{f: str(getattr(t, f)) for f in t.__struct_fields__} for t in triggers],
-        "counters": {m: {**dataclasses.asdict(mm.counters), "suppressed": sorted(mm.counters.suppressed.items())}
-                     for m, mm in sorted(monitor.models.items())},
-    }, default=str)
-
-
-@settings(max_examples=150, deadline=None)
-@given(raw=events_strategy, cuts=st.lists(st.integers(0, 400), max_size=6),
-       other=st.lists(st.integers(0, 400), max_size=6))
-def test_the_same_events_cut_into_other_batches_give_the_same_triggers_and_counts(raw, cuts, other):
-    """Batches end where a consumer's fetches or a backtest's chunks happen to end: the purge at
-    each end only does upkeep early (what expired, joined, came late or is a duplicate is decided
-    by event time), so live and a backtest agree however the stream was cut."""
-    items = _sources(_stream(raw))
-    assert _whole(items, cuts) == _whole(items, other)
