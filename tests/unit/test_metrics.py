@@ -154,3 +154,29 @@ def test_gauges_are_set_at_most_once_per_refresh_interval_and_then_as_after_ever
     clock[0] += 0.5
     throttled.refresh()
     assert gauges(throttled) == gauges(every_batch)
+
+
+def test_the_performance_gauge_is_the_current_window_between_evaluation_points():
+    """README: driftline_performance is the count window's statistic with every labelled pair,
+    not the value judged at the last evaluation point (here every 50 pairs)."""
+    from streams.core.codecs import Label, Prediction
+    from streams.core.config import parse_config
+    from streams.core.monitor import Monitor, Source
+    from streams.runtime.exporter import Exporter
+
+    config = parse_config({"kafka": {"bootstrap.servers": "127.0.0.1:9092"}, "metrics": {"refresh_ms": 0}, "models": [
+        {"id": "a", "evaluate_every": 50, "window": {"kind": "count", "size": 1000},
+         "rules": [{"name": "floor", "conditions": [{"statistic": "accuracy", "op": "<", "threshold": 0.1}]}]}]})
+    monitor, exporter = Monitor(config), Exporter(config)
+    labels: list[int] = []
+    for new in ([int(i % 10 < 7) for i in range(1200)], [1] * 10, [1] * 7):
+        ids = range(len(labels), len(labels) + len(new))
+        labels += new
+        # as the engine gets them: a batch of predictions, then one of their labels
+        monitor.process([(Prediction(f"p{i}", "a", 1_000 * i, 1, {}), Source("predictions", 0, i)) for i in ids])
+        exporter.observe(monitor)
+        monitor.process([(Label(f"p{i}", "a", labels[i], 1_000 * i + 1), Source("labels", 0, i)) for i in ids])
+        exporter.observe(monitor)
+        exported = samples(exporter.registry)[
+            ("driftline_performance", (("metric", "accuracy"), ("model", "a"), ("version", "none")))]
+        assert exported == pytest.approx(sum(labels[-1000:]) / 1000, abs=1e-12), len(labels)
