@@ -243,6 +243,7 @@ class FaustEngine:
         self.table = self.app.Table(TABLE, partitions=self.partitions, key_type=bytes, value_type=bytes,
                                     extra_topic_configs={"max.message.bytes": str(STATE_MAX_BYTES)})
         self.store = FaustTableStore(self.table, config.engine.group_id, sized=exporter.set_checkpoint_bytes)
+        self.table.on_recover(self._export_recovered)
         self.states: dict[int, PartitionState] = {}
         #: input partition -> next offset per topic of its state as last written to or read from
         #: the table: the most the consumer may commit (see _Consumer._new_offset)
@@ -370,6 +371,13 @@ class FaustEngine:
 
     def _restore(self, checkpoint: Checkpoint) -> PartitionState:
         return PartitionState(self.pipeline.monitor(checkpoint.models), dict(checkpoint.next_offsets))
+
+    async def _export_recovered(self) -> None:
+        """Once the table is recovered, the restored statistics of each owned partition to the
+        metrics, before its first event. From a Monitor of its own: the agent restores the state
+        it works on at the partition's first batch, where it checks it against the offsets."""
+        for partition in sorted(self.active - self.states.keys()):
+            self.pipeline.monitor(self.store.read(partition).models)
 
     async def _load_states(self, events: list) -> None:
         """Make sure the state of each partition in the batch reaches the batch's first offsets.
