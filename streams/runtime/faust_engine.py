@@ -244,6 +244,8 @@ class FaustEngine:
                                     extra_topic_configs={"max.message.bytes": str(STATE_MAX_BYTES)})
         self.store = FaustTableStore(self.table, config.engine.group_id, sized=exporter.set_checkpoint_bytes)
         self.table.on_recover(self._export_recovered)
+        #: input partition -> the models _export_recovered exported, to forget if it is revoked unread
+        self.recovered: dict[int, list[str]] = {}
         self.states: dict[int, PartitionState] = {}
         #: input partition -> next offset per topic of its state as last written to or read from
         #: the table: the most the consumer may commit (see _Consumer._new_offset)
@@ -377,7 +379,7 @@ class FaustEngine:
         metrics, before its first event. From a Monitor of its own: the agent restores the state
         it works on at the partition's first batch, where it checks it against the offsets."""
         for partition in sorted(self.active - self.states.keys()):
-            self.pipeline.monitor(self.store.read(partition).models)
+            self.recovered[partition] = list(self.pipeline.monitor(self.store.read(partition).models).models)
 
     async def _load_states(self, events: list) -> None:
         """Make sure the state of each partition in the batch reaches the batch's first offsets.
@@ -504,7 +506,8 @@ class FaustEngine:
 
     async def _on_revoked(self, app, revoked, **kwargs) -> None:
         for partition in self._inputs(revoked):
-            self.states.pop(partition, None)
+            state = self.states.pop(partition, None)
+            self.exporter.forget([*(state.monitor.models if state else ()), *self.recovered.pop(partition, ())])
             self.stored_offsets.pop(partition, None)
             self.active.discard(partition)
         self.delivered = {tp: offset for tp, offset in self.delivered.items() if tp[1] in self.active}

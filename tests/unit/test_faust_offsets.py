@@ -122,7 +122,8 @@ def test_a_gap_with_no_record_in_it_is_passed_without_a_seek():
 
 def test_the_recovered_tables_statistics_are_exported_before_the_first_event(tmp_path, monkeypatch):
     """After a restart the Faust engine reads a partition's state when its first batch comes;
-    the metrics show the restored statistics as soon as the table is recovered, not then."""
+    the metrics show the restored statistics as soon as the table is recovered, not then, and
+    drop them when the partition is revoked."""
     from prometheus_client import generate_latest
 
     from streams.core.codecs import Label, Prediction
@@ -152,3 +153,9 @@ def test_the_recovered_tables_statistics_are_exported_before_the_first_event(tmp
     assert exported("driftline_performance{") == [f'driftline_performance{{metric="accuracy",model="m",version="none"}} '
                                                   f'{22 / 30!r}']  # 22 of the 30 labels are 1
     assert engine.states == {}  # the agent's own state is read at the partition's first batch, as before
+    # revoked before its first batch: the exported gauges go with it (the next owner exports them)
+    from faust.types import TP as FaustTP
+
+    asyncio.run(engine._on_revoked(engine.app, {FaustTP(config.topics.predictions, 2), FaustTP(config.topics.labels, 2)}))
+    assert exported("driftline_window_samples") == exported("driftline_performance{") == []
+    assert engine.recovered == {}
