@@ -120,12 +120,13 @@ def pinned_context(cert_file: str | Path) -> ssl.SSLContext:
     signed is accepted.
     """
     text = Path(cert_file).read_text(encoding="ascii")
-    end = "-----END CERTIFICATE-----"
-    if end not in text:
-        raise ssl.SSLError(f"{cert_file}: no PEM certificate")
+    begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+    start = text.find(begin)
+    if start < 0 or text.find(end, start) < 0:
+        raise ValueError("no PEM certificate in it")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
-    context.load_verify_locations(cadata=text[:text.index(end) + len(end)] + "\n")
+    context.load_verify_locations(cadata=text[start:text.index(end, start) + len(end)] + "\n")
     context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the leaf itself is the trust anchor
     return context
 
@@ -424,9 +425,10 @@ def _status_access(args: argparse.Namespace, settings, source: str | None, tls: 
             context.load_verify_locations(cafile=args.cacert)
         elif tls:
             context = pinned_context(settings.path("tls_cert_file", source))
-    except (OSError, ssl.SSLError, UnicodeDecodeError) as exc:
-        option = "--cacert" if args.cacert else "metrics.tls_cert_file"
-        raise ToolError(f"{option}: cannot load a certificate from it ({exc})") from None
+    except (OSError, ssl.SSLError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        where = (f"--cacert {args.cacert}" if args.cacert
+                 else f"metrics.tls_cert_file {settings.path('tls_cert_file', source)}")
+        raise ToolError(f"{where}: cannot load a certificate ({getattr(exc, 'strerror', None) or exc})") from None
     if args.server_name and not args.cacert:
         raise ToolError("--server-name goes with --cacert (with --config alone the certificate is pinned)")
     user, path, option = args.user, args.password_file, "--password-file"

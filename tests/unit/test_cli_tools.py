@@ -312,3 +312,17 @@ def test_status_pins_a_ca_signed_certificate_too(tmp_path, capsys):
         assert len(err) == 1 and f"127.0.0.1:{port}" in err[0]
     finally:
         server.stop()
+
+
+def test_the_pinned_certificate_is_the_first_of_the_file_whatever_comes_before_it(tmp_path, capsys):
+    from streams.cli.tools import pinned_context
+
+    cert, key = _openssl_self_signed(tmp_path, "driftline.internal")
+    (tmp_path / "combined.pem").write_text(key.read_text() + cert.read_text() + cert.read_text())
+    anchors = pinned_context(tmp_path / "combined.pem").get_ca_certs()
+    assert [a["subject"] for a in anchors] == [((("commonName", "driftline.internal"),),)]
+    (tmp_path / "driftline.toml").write_text(f'[kafka]\n"bootstrap.servers" = "127.0.0.1:1"\n[metrics]\n'
+                                             f'tls_cert_file = "{key}"\ntls_key_file = "{key}"\n[[models]]\nid = "m"\n')
+    assert cli_main(["status", "--config", str(tmp_path / "driftline.toml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"driftline: metrics.tls_cert_file {key}: cannot load a certificate (no PEM certificate in it)"]
