@@ -13,10 +13,12 @@ answer).
 from __future__ import annotations
 
 import argparse
+import base64
 import fnmatch
 import json
 import math
 import os
+import ssl
 import sys
 import tomllib
 import urllib.error
@@ -48,11 +50,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                                         "performance), the drift statistics in alarm and each rule's state.")
     status.add_argument("--url", help="the engine's metrics: host:port or http://host:port/metrics "
                                      "(default: metrics.address of --config, else 127.0.0.1:9464)")
-    status.add_argument("--config", "-c", help="the engine's config: its metrics.address (unless --url), and "
-                                                "each rule's op, so that each rule gets a state")
+    status.add_argument("--config", "-c", help="the engine's config: its metrics.address (unless --url), TLS and "
+                                                "basic auth, and each rule's op, so that each rule gets a state")
     status.add_argument("--all", action="store_true", help="every drift statistic, not only those in alarm")
     status.add_argument("--json", action="store_true", help="one JSON object instead of tables")
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for /metrics (default 5)")
+    status.add_argument("--cacert", help="a PEM file of the CA certificate(s) to trust for https, besides the "
+                                         "system's (default with --config and metrics TLS: the config's own "
+                                         "certificate)")
+    status.add_argument("--server-name", help="with --cacert: the name the certificate must hold (default: the "
+                                              "URL's host), like Prometheus's tls_config.server_name")
+    status.add_argument("--user", help="HTTP basic auth user (default: metrics.basic_auth_username of --config)")
+    status.add_argument("--password-file", help="a file holding the basic auth password (trimmed; default: "
+                                                "metrics.basic_auth_password_file of --config)")
     status.set_defaults(func=_status)
 
     ref = sub.add_parser("reference", help="build a drift reference_file from a history of predictions",
@@ -92,21 +102,83 @@ def _run(work, *args) -> int:
 
 
 # -- status ----------------------------------------------------------------------------------------
-def metrics_url(address: str) -> str:
-    """``host:port`` or a URL → the URL of the metrics page."""
+def metrics_url(address: str, https: bool = False) -> str:
+    """``host:port`` or a URL → the URL of the metrics page (``https`` when a bare ``host:port``
+    is served over TLS)."""
     if "://" in address:
         return address if urllib.parse.urlsplit(address).path not in ("", "/") else address.rstrip("/") + "/metrics"
-    return f"http://{address}/metrics"
+    return f"{'https' if https else 'http'}://{address}/metrics"
 
 
-def read_status(url: str, timeout: float = 5.0) -> str:
-    """The text of a metrics page; :class:`ToolError` (exit 1) naming the address if it does not answer."""
+def pinned_context(cert_file: str | Path) -> ssl.SSLContext:
+    """A TLS client context that trusts exactly the first certificate of ``cert_file`` (the
+    metrics endpoint's own, from its config), self-signed or not.
+
+    The host name is not checked: a configured address is often a wildcard or an IP the
+    certificate does not name, and a server can only present this certificate with its key.
+    Intermediate certificates after the first are not trusted, so no other certificate they
+    signed is accepted.
+    """
+    text = Path(cert_file).read_text(encoding="ascii")
+    begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+    start = text.find(begin)
+    if start < 0 or text.find(end, start) < 0:
+        raise ValueError("no PEM certificate in it")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.load_verify_locations(cadata=text[start:text.index(end, start) + len(end)] + "\n")
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the leaf itself is the trust anchor
+    return context
+
+
+class _NamedContext(ssl.SSLContext):
+    """A client context that checks the server's certificate against ``server_name`` (when
+    given) instead of the host it connects to, as Prometheus's ``tls_config.server_name``."""
+
+    def __new__(cls, protocol: int, server_name: str | None = None):
+        context = super().__new__(cls, protocol)
+        context.server_name = server_name
+        return context
+
+    def __init__(self, protocol: int, server_name: str | None = None):
+        super().__init__()
+
+    def wrap_socket(self, sock, *args, server_hostname=None, **kwargs):
+        return super().wrap_socket(sock, *args, server_hostname=self.server_name or server_hostname, **kwargs)
+
+
+def read_status(url: str, timeout: float = 5.0, context: ssl.SSLContext | None = None,
+                auth: tuple[str, str] | None = None) -> str:
+    """The text of a metrics page; :class:`ToolError` (exit 1) naming the address if it does not answer.
+
+    Parameters
+    ----------
+    url : str
+        The metrics page.
+    timeout : float
+        Seconds to wait for it.
+    context : ssl.SSLContext, optional
+        For ``https``: the certificates trusted (default: the system's).
+    auth : (str, str), optional
+        HTTP basic auth user and password.
+    """
+    request = urllib.request.Request(url)
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+        request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        hint = {401: ": check the user and password (--user, --password-file)"}.get(exc.code, "")
+        raise ToolError(f"{url}: HTTP {exc.code} {exc.reason}{hint}", EXIT_RUNTIME) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise ToolError(f"{url}: no metrics ({reason}); is `driftline run` serving there?", EXIT_RUNTIME) from None
+        # a TLS endpoint drops a plain HTTP request without an answer
+        hint = ("; if it serves HTTPS, use --url https://… or --config"
+                if isinstance(reason, ConnectionResetError) and url.startswith("http:") else "")
+        raise ToolError(f"{url}: no metrics ({reason}); is `driftline run` serving there?{hint}",
+                        EXIT_RUNTIME) from None
 
 
 _OPS = {"<": float.__lt__, "<=": float.__le__, ">": float.__gt__, ">=": float.__ge__}
@@ -311,13 +383,16 @@ def _rule_ops(config) -> dict[tuple[str, str, str], str]:
 
 def _status(args: argparse.Namespace) -> int:
     def work() -> int:
-        ops = None
+        ops, settings, source = None, None, None
         address = args.url or "127.0.0.1:9464"
         if args.config:
             config = load_config(args.config)
             address, ops = args.url or config.metrics.address, _rule_ops(config)
-        url = metrics_url(address)
-        status = parse_status(read_status(url, args.timeout), ops, args.all)
+            settings, source = config.metrics, config.source
+        tls = settings is not None and settings.tls_cert_file is not None
+        url = metrics_url(address, https=tls)
+        context, auth = _status_access(args, settings, source, tls)
+        status = parse_status(read_status(url, args.timeout, context, auth), ops, args.all)
         if args.json:
             print(json.dumps({"url": url, **status}, indent=2, default=str))
         else:
@@ -325,6 +400,47 @@ def _status(args: argparse.Namespace) -> int:
         return 0
 
     return _run(work)
+
+
+def _status_access(args: argparse.Namespace, settings, source: str | None, tls: bool
+                   ) -> tuple[ssl.SSLContext | None, tuple[str, str] | None]:
+    """The TLS context and basic auth credentials to read /metrics with: the options', else
+    those the config serves it with."""
+    from streams.core.config import read_password
+
+    def password(path, option: str) -> str:
+        try:
+            value = read_password(Path(path))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ToolError(f"{option} {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+        if not value:
+            raise ToolError(f"{option} {path}: is empty")
+        return value
+
+    context = None
+    try:
+        if args.cacert:
+            context = _NamedContext(ssl.PROTOCOL_TLS_CLIENT, args.server_name)
+            context.load_default_certs()
+            context.load_verify_locations(cafile=args.cacert)
+        elif tls:
+            context = pinned_context(settings.path("tls_cert_file", source))
+    except (OSError, ssl.SSLError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        where = (f"--cacert {args.cacert}" if args.cacert
+                 else f"metrics.tls_cert_file {settings.path('tls_cert_file', source)}")
+        raise ToolError(f"{where}: cannot load a certificate ({getattr(exc, 'strerror', None) or exc})") from None
+    if args.server_name and not args.cacert:
+        raise ToolError("--server-name goes with --cacert (with --config alone the certificate is pinned)")
+    user, path, option = args.user, args.password_file, "--password-file"
+    if settings is not None and settings.basic_auth_username is not None:
+        user = user or settings.basic_auth_username
+        if path is None:
+            path, option = settings.path("basic_auth_password_file", source), "metrics.basic_auth_password_file"
+    if user is None and path is None:
+        return context, None
+    if user is None or path is None:
+        raise ToolError("--user and --password-file go together")
+    return context, (user, password(path, option))
 
 
 # -- reference -------------------------------------------------------------------------------------

@@ -54,6 +54,20 @@ __all__ = ["PredictionLogger", "AsyncPredictionLogger", "DROP_REASONS"]
 
 log = logging.getLogger("driftline.producer")
 
+
+class _DebugLog:
+    """What confluent-kafka's ``logger`` setting calls (``log(level, msg, *args)``): every
+    librdkafka line to ``logger`` at DEBUG, whatever librdkafka's level. Its FAIL lines are
+    errors to librdkafka; at that level, Python's last-resort handler prints them on a server
+    that configures no logging, one per connection retry while the broker is down."""
+
+    def __init__(self, logger: logging.Logger):
+        self.logger = logger
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        self.logger.debug(msg, *args)
+
+
 #: Why an event can be dropped (the ``reason`` label of ``driftline_producer_dropped_total``).
 DROP_REASONS = ("buffer_full", "encode_error", "produce_error", "delivery_failed", "unflushed", "closed")
 
@@ -111,8 +125,9 @@ class PredictionLogger:
             "delivery.report.only.error": True,
             "on_delivery": self._on_delivery,
             "error_cb": self._on_error,
-            # librdkafka's own lines (connect failures, ...) go to logging, not the server's stderr.
-            "logger": logging.getLogger("driftline.producer.librdkafka"),
+            # librdkafka's own lines (a connect failure every retry, ...) go to logging at DEBUG, not
+            # to the server's stderr: the one warning of _note_failure says what they would.
+            "logger": _DebugLog(logging.getLogger("driftline.producer.librdkafka")),
         })
         settings.update(producer_config or {})
         self.predictions_topic = predictions_topic

@@ -16,7 +16,7 @@ import ssl
 import threading
 import time
 from socketserver import ThreadingMixIn
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import numpy as np
@@ -110,6 +110,11 @@ class PValueGauge:
     def set(self, label_values: tuple[str, ...], p_value: float | Callable[[], float]) -> None:
         with self._lock:
             self._values[label_values] = p_value
+
+    def remove_models(self, models: set[str]) -> None:
+        """Drop the series of these models (``model`` is the first label)."""
+        with self._lock:
+            self._values = {key: value for key, value in self._values.items() if key[0] not in models}
 
     def describe(self):
         yield GaugeMetricFamily(self.name, self.documentation, labels=self.labels)
@@ -262,6 +267,26 @@ class Exporter(Metrics):
                 e.suppressed.labels(model_id, rule, reason).inc(count)
             self._stale[model_id] = m
         self.refresh()
+
+    def forget(self, models: Iterable[str]) -> None:
+        """Drop the gauges of these models: their partition went to another engine, which
+        exports them from now on; a stale copy beside its series would be summed or picked by
+        a dashboard or ``driftline status``. Counters stay (each engine counts what it saw)."""
+        models = set(models)
+        if not models:
+            return
+        for model_id in models:
+            self._stale.pop(model_id, None)
+        for gauge in (self.performance, self.estimated, self.estimated_lower, self.estimated_upper,
+                      self.window_count, self.feature_drift, self.feature_drift_threshold, self.feature_drift_alarm,
+                      self.prediction_drift, self.prediction_drift_threshold, self.prediction_drift_alarm,
+                      self.change_statistic, self.change_threshold, self.change_fired, self.pending):
+            for family in gauge.collect():
+                for sample in family.samples:
+                    if sample.labels.get("model") in models:
+                        gauge.remove(*sample.labels.values())  # in the order of the gauge's label names
+        self.feature_drift_p_value.remove_models(models)
+        self.prediction_drift_p_value.remove_models(models)
 
     def refresh(self) -> None:
         """Set the gauges of the models touched since their last refresh, at most once per

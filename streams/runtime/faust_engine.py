@@ -243,6 +243,9 @@ class FaustEngine:
         self.table = self.app.Table(TABLE, partitions=self.partitions, key_type=bytes, value_type=bytes,
                                     extra_topic_configs={"max.message.bytes": str(STATE_MAX_BYTES)})
         self.store = FaustTableStore(self.table, config.engine.group_id, sized=exporter.set_checkpoint_bytes)
+        self.table.on_recover(self._export_recovered)
+        #: input partition -> the models _export_recovered exported, to forget if it is revoked unread
+        self.recovered: dict[int, list[str]] = {}
         self.states: dict[int, PartitionState] = {}
         #: input partition -> next offset per topic of its state as last written to or read from
         #: the table: the most the consumer may commit (see _Consumer._new_offset)
@@ -371,6 +374,13 @@ class FaustEngine:
     def _restore(self, checkpoint: Checkpoint) -> PartitionState:
         return PartitionState(self.pipeline.monitor(checkpoint.models), dict(checkpoint.next_offsets))
 
+    async def _export_recovered(self) -> None:
+        """Once the table is recovered, the restored statistics of each owned partition to the
+        metrics, before its first event. From a Monitor of its own: the agent restores the state
+        it works on at the partition's first batch, where it checks it against the offsets."""
+        for partition in sorted(self.active - self.states.keys()):
+            self.recovered[partition] = list(self.pipeline.monitor(self.store.read(partition).models).models)
+
     async def _load_states(self, events: list) -> None:
         """Make sure the state of each partition in the batch reaches the batch's first offsets.
 
@@ -496,7 +506,8 @@ class FaustEngine:
 
     async def _on_revoked(self, app, revoked, **kwargs) -> None:
         for partition in self._inputs(revoked):
-            self.states.pop(partition, None)
+            state = self.states.pop(partition, None)
+            self.exporter.forget([*(state.monitor.models if state else ()), *self.recovered.pop(partition, ())])
             self.stored_offsets.pop(partition, None)
             self.active.discard(partition)
         self.delivered = {tp: offset for tp, offset in self.delivered.items() if tp[1] in self.active}

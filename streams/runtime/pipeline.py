@@ -62,8 +62,8 @@ class Metrics:
         """A trigger handed to the outputs."""
 
     def observe(self, monitor: Monitor) -> None:
-        """After a batch: take the Monitor's counters (:meth:`Monitor.drain_counters`) and look at
-        the statistics of the models it touched."""
+        """After a batch or a restore: take the Monitor's counters (:meth:`Monitor.drain_counters`)
+        and look at the statistics of the models it touched or restored."""
         monitor.drain_counters()
 
 
@@ -102,10 +102,13 @@ class Pipeline:
         self.log_triggers = log_triggers
 
     def monitor(self, checkpoint: dict[str, Any] | None = None) -> Monitor:
-        """A partition's Monitor, with the models of a checkpoint (model id -> state) restored."""
+        """A partition's Monitor, with the models of a checkpoint (model id -> state) restored
+        and observed by the metrics: a dashboard shows the restored statistics at once, not
+        after the model's next event."""
         monitor = Monitor(self.config, self.models)
         if checkpoint:
             monitor.restore(checkpoint)
+            self.metrics.observe(monitor)
         return monitor
 
     def decode(self, topics: list[str], partitions: list[int], offsets: list[int], values: list[bytes],

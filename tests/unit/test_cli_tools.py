@@ -199,3 +199,130 @@ def test_status_of_two_workers_lists_each_rule_once(history, engine_metrics):
     assert [(r["model"], r["rule"], r["statistic"]) for r in merged["rules"]] == \
         [(r["model"], r["rule"], r["statistic"]) for r in single["rules"]]
     assert merged["rules"] == single["rules"]
+
+
+def _openssl_self_signed(directory, name: str):
+    """A self-signed certificate for a name the test connects by no other way (127.0.0.1)."""
+    import subprocess
+
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", f"/CN={name}"], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def tls_engine(tmp_path_factory, history):
+    """The history's metrics served over HTTPS with basic auth, with a self-signed certificate
+    for a host name (not the address it is read at), as `driftline run` serves them with that config."""
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = _openssl_self_signed(directory, "driftline.internal")
+    (directory / "scrape-password").write_text("s3cret\n")
+    port = free_port()
+    metrics = (f'[metrics]\naddress = "127.0.0.1:{port}"\ntls_cert_file = "{cert.name}"\ntls_key_file = "{key.name}"\n'
+               'basic_auth_username = "prometheus"\nbasic_auth_password_file = "scrape-password"\n')
+    (directory / "tls.toml").write_text(CONFIG + "\n" + metrics)
+    config = load_config(directory / "tls.toml")
+    loaded = load_events(config, history / "predictions.jsonl", history / "labels.jsonl")
+    monitor = Monitor(config)
+    monitor.process(loaded.events)
+    exporter = Exporter(config)
+    exporter.observe(monitor)
+    exporter.up.set(1)
+    server = exporter.serve(config.metrics.address)
+    yield directory, port
+    server.stop()
+
+
+def test_status_with_the_config_reads_an_https_endpoint_with_basic_auth(tls_engine, capsys):
+    directory, port = tls_engine
+    assert cli_main(["status", "--config", str(directory / "tls.toml"), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["url"] == f"https://127.0.0.1:{port}/metrics"
+    assert status["engine"]["up"] is True and {m["model"] for m in status["models"]} == {"loans", "sensors"}
+    # a bare host:port with the config is read the way the config serves it, too
+    assert cli_main(["status", "--config", str(directory / "tls.toml"), "--url", f"127.0.0.1:{port}"]) == 0
+    assert f"engine at https://127.0.0.1:{port}/metrics: up" in capsys.readouterr().out
+
+
+def test_status_with_url_options_reads_an_https_endpoint_with_basic_auth(tls_engine, capsys):
+    directory, port = tls_engine
+    url = f"https://127.0.0.1:{port}"
+    # the system's CAs do not know a self-signed certificate: one line naming the address
+    assert cli_main(["status", "--url", url]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and url in err[0] and "CERTIFICATE_VERIFY_FAILED" in err[0]
+    # the certificate trusted, the name it holds given (not the URL's host), no credentials: 401, one line
+    trust = ["--cacert", str(directory / "driftline.internal.pem"), "--server-name", "driftline.internal"]
+    assert cli_main(["status", "--url", url, *trust]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and url in err[0] and "401" in err[0]
+    (directory / "wrong").write_text("nope\n")
+    for password_file, code in (("wrong", 1), ("scrape-password", 0)):
+        # --cacert checks the host name as usual: the certificate names driftline.internal, not 127.0.0.1
+        argv = ["status", "--url", url, "--cacert", str(directory / "driftline.internal.pem"),
+                "--user", "prometheus", "--password-file", str(directory / password_file)]
+        assert cli_main(argv) == 1
+        assert "CERTIFICATE_VERIFY_FAILED" in capsys.readouterr().err
+        assert cli_main([*argv, "--server-name", "driftline.internal"]) == code
+        out, err = capsys.readouterr()
+        assert ("engine at" in out) if code == 0 else ("401" in err and len(err.strip().splitlines()) == 1)
+        # the config's pinned certificate and the options' credentials
+        assert cli_main(["status", "--config", str(directory / "tls.toml"), "--url", url, "--user", "prometheus",
+                         "--password-file", str(directory / password_file)]) == code
+        out, err = capsys.readouterr()
+        assert ("engine at" in out) if code == 0 else ("401" in err and len(err.strip().splitlines()) == 1)
+    assert cli_main(["status", "--url", url, "--user", "prometheus"]) == 2
+    assert "--password-file" in capsys.readouterr().err
+
+
+def test_status_pins_the_configs_certificate_not_any_other(tls_engine, tmp_path, capsys):
+    """With --config the trust anchor is the config's certificate: a server that presents
+    another one (also self-signed, for the same name) is refused."""
+    directory, port = tls_engine
+    other, _ = _openssl_self_signed(tmp_path, "driftline.internal")
+    text = (directory / "tls.toml").read_text().replace(
+        'tls_cert_file = "driftline.internal.pem"', f'tls_cert_file = "{other}"')
+    (tmp_path / "other.toml").write_text(text.replace('"scrape-password"', f'"{directory / "scrape-password"}"')
+                                         .replace('tls_key_file = "driftline.internal.key"',
+                                                  f'tls_key_file = "{directory / "driftline.internal.key"}"'))
+    assert cli_main(["status", "--config", str(tmp_path / "other.toml")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"https://127.0.0.1:{port}/metrics" in err[0] and "CERTIFICATE_VERIFY_FAILED" in err[0]
+
+
+def test_status_pins_a_ca_signed_certificate_too(tmp_path, capsys):
+    """A certificate signed by a CA the system does not know, read by --config: the certificate
+    itself is the trust anchor, the CA need not be given."""
+    from tests.certs import server_certificate
+
+    certs = server_certificate(tmp_path / "certs")
+    port = free_port()
+    (tmp_path / "ca.toml").write_text(f'[kafka]\n"bootstrap.servers" = "127.0.0.1:1"\n[metrics]\n'
+                                      f'address = "127.0.0.1:{port}"\ntls_cert_file = "{certs.cert}"\n'
+                                      f'tls_key_file = "{certs.key}"\n[[models]]\nid = "m"\n')
+    server = Exporter(load_config(tmp_path / "ca.toml")).serve(f"127.0.0.1:{port}")
+    try:
+        assert cli_main(["status", "--config", str(tmp_path / "ca.toml")]) == 0
+        assert f"engine at https://127.0.0.1:{port}/metrics" in capsys.readouterr().out
+        assert cli_main(["status", "--url", f"https://127.0.0.1:{port}", "--cacert", str(certs.ca)]) == 0
+        # a TLS endpoint read as plain HTTP: one line that says what to try
+        assert cli_main(["status", "--url", f"127.0.0.1:{port}"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"127.0.0.1:{port}" in err[0]
+    finally:
+        server.stop()
+
+
+def test_the_pinned_certificate_is_the_first_of_the_file_whatever_comes_before_it(tmp_path, capsys):
+    from streams.cli.tools import pinned_context
+
+    cert, key = _openssl_self_signed(tmp_path, "driftline.internal")
+    (tmp_path / "combined.pem").write_text(key.read_text() + cert.read_text() + cert.read_text())
+    anchors = pinned_context(tmp_path / "combined.pem").get_ca_certs()
+    assert [a["subject"] for a in anchors] == [((("commonName", "driftline.internal"),),)]
+    (tmp_path / "driftline.toml").write_text(f'[kafka]\n"bootstrap.servers" = "127.0.0.1:1"\n[metrics]\n'
+                                             f'tls_cert_file = "{key}"\ntls_key_file = "{key}"\n[[models]]\nid = "m"\n')
+    assert cli_main(["status", "--config", str(tmp_path / "driftline.toml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"driftline: metrics.tls_cert_file {key}: cannot load a certificate (no PEM certificate in it)"]

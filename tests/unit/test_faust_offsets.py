@@ -118,3 +118,44 @@ def test_a_gap_with_no_record_in_it_is_passed_without_a_seek():
     # No answer from the broker: go on (logged), rather than stall the partition.
     engine = rewinding_engine(first_record=None)
     assert asyncio.run(engine._past_gap(TP, 1569, 1570)) is True and engine.app.consumer.seeks == []
+
+
+def test_the_recovered_tables_statistics_are_exported_before_the_first_event(tmp_path, monkeypatch):
+    """After a restart the Faust engine reads a partition's state when its first batch comes;
+    the metrics show the restored statistics as soon as the table is recovered, not then, and
+    drop them when the partition is revoked."""
+    from prometheus_client import generate_latest
+
+    from streams.core.codecs import Label, Prediction
+    from streams.core.config import parse_config
+    from streams.core.monitor import Monitor, Source
+    from streams.runtime.exporter import Exporter
+    from streams.runtime.state import Checkpoint, encode_table_value
+
+    config = parse_config({"kafka": {"bootstrap.servers": "127.0.0.1:1"}, "engine": {"group_id": f"g-{tmp_path.name}"},
+                           "models": [{"id": "m", "evaluate_every": 5}]})
+    before = Monitor(config)
+    before.process([(Prediction(f"p{i}", "m", 1_000 + i, 1, {}), Source("predictions", 2, i)) for i in range(40)]
+                   + [(Label(f"p{i}", "m", i % 4 > 0, 2_000 + i), Source("labels", 2, i)) for i in range(30)])
+    exporter = Exporter(config)
+    monkeypatch.setattr(faust_engine, "input_partitions", lambda config: 3)  # no broker to ask
+    engine = FaustEngine(config, exporter)
+    engine.table.data[engine.store._key(2)] = encode_table_value(Checkpoint(before.state(), {"predictions": 40}))
+    engine.active = {2}
+
+    def exported(name: str) -> list[str]:
+        return [line for line in generate_latest(exporter.registry).decode().splitlines() if line.startswith(name)]
+
+    assert exported("driftline_window_samples") == []
+    asyncio.run(engine.table.call_recover_callbacks())  # what Faust calls when the table is recovered
+    assert exported("driftline_window_samples") == ['driftline_window_samples{model="m"} 30.0']
+    assert exported("driftline_pending_predictions") == ['driftline_pending_predictions{model="m"} 10.0']
+    assert exported("driftline_performance{") == [f'driftline_performance{{metric="accuracy",model="m",version="none"}} '
+                                                  f'{22 / 30!r}']  # 22 of the 30 labels are 1
+    assert engine.states == {}  # the agent's own state is read at the partition's first batch, as before
+    # revoked before its first batch: the exported gauges go with it (the next owner exports them)
+    from faust.types import TP as FaustTP
+
+    asyncio.run(engine._on_revoked(engine.app, {FaustTP(config.topics.predictions, 2), FaustTP(config.topics.labels, 2)}))
+    assert exported("driftline_window_samples") == exported("driftline_performance{") == []
+    assert engine.recovered == {}

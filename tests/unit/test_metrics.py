@@ -154,3 +154,73 @@ def test_gauges_are_set_at_most_once_per_refresh_interval_and_then_as_after_ever
     clock[0] += 0.5
     throttled.refresh()
     assert gauges(throttled) == gauges(every_batch)
+
+
+def test_the_performance_gauge_is_the_current_window_between_evaluation_points():
+    """README: driftline_performance is the count window's statistic with every labelled pair,
+    not the value judged at the last evaluation point (here every 50 pairs)."""
+    from streams.core.codecs import Label, Prediction
+    from streams.core.config import parse_config
+    from streams.core.monitor import Monitor, Source
+    from streams.runtime.exporter import Exporter
+
+    config = parse_config({"kafka": {"bootstrap.servers": "127.0.0.1:9092"}, "metrics": {"refresh_ms": 0}, "models": [
+        {"id": "a", "evaluate_every": 50, "window": {"kind": "count", "size": 1000},
+         "rules": [{"name": "floor", "conditions": [{"statistic": "accuracy", "op": "<", "threshold": 0.1}]}]}]})
+    monitor, exporter = Monitor(config), Exporter(config)
+    labels: list[int] = []
+    for new in ([int(i % 10 < 7) for i in range(1200)], [1] * 10, [1] * 7):
+        ids = range(len(labels), len(labels) + len(new))
+        labels += new
+        # as the engine gets them: a batch of predictions, then one of their labels
+        monitor.process([(Prediction(f"p{i}", "a", 1_000 * i, 1, {}), Source("predictions", 0, i)) for i in ids])
+        exporter.observe(monitor)
+        monitor.process([(Label(f"p{i}", "a", labels[i], 1_000 * i + 1), Source("labels", 0, i)) for i in ids])
+        exporter.observe(monitor)
+        exported = samples(exporter.registry)[
+            ("driftline_performance", (("metric", "accuracy"), ("model", "a"), ("version", "none")))]
+        assert exported == pytest.approx(sum(labels[-1000:]) / 1000, abs=1e-12), len(labels)
+
+
+def test_forget_drops_the_gauges_of_a_revoked_partitions_models_only():
+    """A partition revoked from an engine: its models' gauges go (the new owner exports them),
+    the other models' gauges and every counter stay, and a later observe exports them again."""
+    from streams.core.codecs import Label, Prediction
+    from streams.core.config import parse_config
+    from streams.core.monitor import Monitor, Source
+    from streams.runtime.exporter import Exporter
+
+    config = parse_config({"kafka": {"bootstrap.servers": "127.0.0.1:9092"}, "metrics": {"refresh_ms": 0}, "models": [
+        {"id": m, "features": {"numeric": ["x"]}, "evaluate_every": 5,
+         "drift": {"numeric": ["psi", "ks"], "prediction": ["ks"], "window": 20, "reference_size": 20}} for m in "ab"]})
+
+    def events(model: str, partition: int) -> list:
+        return [(Prediction(f"p{i}", model, 1_000 * i, 1, {"x": float(i % 7)}, score=0.1 * (i % 9)),
+                 Source("predictions", partition, i)) for i in range(60)] + \
+               [(Label(f"p{i}", model, i % 2, 1_000 * i + 1), Source("labels", partition, i)) for i in range(50)]
+
+    def of(model: str, exporter: Exporter, kept) -> dict:
+        return {k: v for k, v in samples(exporter.registry).items() if dict(k[1]).get("model") == model and kept(k)}
+
+    def gauge(key) -> bool:
+        return not key[0].endswith(("_total", "_bucket", "_count", "_sum"))
+
+    exporter, only_b = Exporter(config), Exporter(config)
+    first, second, alone = Monitor(config), Monitor(config), Monitor(config)
+    first.process(events("a", 0))
+    second.process(events("b", 1))
+    alone.process(events("b", 1))
+    exporter.observe(first)
+    exporter.observe(second)
+    only_b.observe(alone)
+    counted = of("a", exporter, lambda k: not gauge(k))
+    assert ("driftline_feature_drift_p_value", (("detector", "ks"), ("feature", "x"), ("model", "a"))) in \
+        of("a", exporter, gauge)
+    exporter.forget(first.models)
+    assert of("a", exporter, gauge) == {}
+    assert of("a", exporter, lambda k: not gauge(k)) == counted
+    assert of("b", exporter, gauge) and of("b", exporter, gauge) == of("b", only_b, gauge)
+    restored = Monitor(config)
+    restored.restore(first.state())
+    exporter.observe(restored)
+    assert ("driftline_window_samples", (("model", "a"),)) in of("a", exporter, gauge)

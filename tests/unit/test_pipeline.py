@@ -126,3 +126,35 @@ def _decoded_by_runs(pipeline: Pipeline, topics: list[str], values: list[bytes])
         runs += pipeline.decode_run(topic, 0, list(range(start, end)), values[start:end], values[start:end])
         start = end
     return runs
+
+
+def test_a_restored_partitions_models_are_exported_at_once():
+    """After a restart the engines restore each partition's Monitor through the pipeline: the
+    restored models' gauges (window, performance, drift, pending) are set right away, as they
+    were before the restart, not when the model's next event comes."""
+    from prometheus_client import generate_latest
+
+    from streams.runtime.exporter import Exporter
+
+    config = parse_config({"kafka": {"bootstrap.servers": "127.0.0.1:9092"}, "metrics": {"refresh_ms": 0}, "models": [
+        {"id": "m", "features": {"numeric": ["x"]}, "evaluate_every": 5,
+         "drift": {"numeric": ["psi"], "prediction": [], "window": 20, "reference_size": 20}}]})
+    predictions = [b'{"prediction_id": "p%d", "model_id": "m", "timestamp": %d, "prediction": 1, "score": 0.5, '
+                   b'"features": {"x": %d}}' % (i, T0 + i, i % 7) for i in range(60)]
+    labels = [b'{"prediction_id": "p%d", "model_id": "m", "timestamp": %d, "label": %d}' % (i, T0 + i, i % 3 > 0)
+              for i in range(50)]
+
+    def gauges(exporter: Exporter) -> list[str]:
+        return [line for line in generate_latest(exporter.registry).decode().splitlines()
+                if line.startswith(("driftline_performance{", "driftline_window_samples", "driftline_feature_drift{",
+                                    "driftline_pending_predictions"))]
+
+    before = Exporter(config)
+    pipeline = Pipeline(config, _Outputs(), before)
+    monitor = pipeline.monitor()
+    for topic, values in (("predictions", predictions), ("labels", labels)):
+        pipeline.hand_over(monitor, pipeline.decode_run(topic, 0, list(range(len(values))), values, values))
+    assert len(gauges(before)) == 4
+    after = Exporter(config)
+    Pipeline(config, _Outputs(), after).monitor(monitor.state())
+    assert gauges(after) == gauges(before)

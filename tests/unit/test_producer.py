@@ -125,3 +125,31 @@ def test_failure_and_recovery_are_each_logged_once(caplog, monkeypatch):
     messages = [r.getMessage() for r in caplog.records if r.name == "driftline.producer"]
     assert sum("retried; logging again on recovery" in m for m in messages) == 1, messages
     assert sum("reachable again" in m for m in messages) == 1, messages
+
+
+def test_a_broker_that_is_down_makes_one_warning_on_stderr_not_librdkafkas_retries():
+    """A model server that configures no logging: while the broker refuses connections, stderr
+    holds driftline's one warning, not a librdkafka FAIL line per retry (Python's last-resort
+    handler prints any record at WARNING or above); those lines stay in logging at DEBUG."""
+    import subprocess
+    import sys
+
+    script = f"""
+import logging, sys, time
+from streams.client.producer import PredictionLogger
+if sys.argv[1] == "debug":
+    logging.getLogger("driftline.producer.librdkafka").addHandler(logging.StreamHandler(sys.stdout))
+    logging.getLogger("driftline.producer.librdkafka").setLevel(logging.DEBUG)
+events = PredictionLogger({{"bootstrap.servers": "{NOWHERE}", "reconnect.backoff.ms": 10,
+                           "reconnect.backoff.max.ms": 50}}, prometheus=False)
+events.log_prediction("churn", {{"age": 1}}, 1)
+time.sleep(1.5)
+events.close(timeout=0)
+"""
+    quiet = subprocess.run([sys.executable, "-c", script, "quiet"], capture_output=True, text=True, timeout=60)
+    lines = quiet.stderr.strip().splitlines()
+    assert quiet.returncode == 0 and not any("rdkafka" in line for line in lines), lines
+    assert sum("retried; logging again on recovery" in line for line in lines) == 1, lines
+    debug = subprocess.run([sys.executable, "-c", script, "debug"], capture_output=True, text=True, timeout=60)
+    assert sum("Connection refused" in line for line in debug.stdout.splitlines()) >= 2, debug.stdout
+    assert not any("rdkafka" in line for line in debug.stderr.splitlines()), debug.stderr
