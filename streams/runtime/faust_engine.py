@@ -488,7 +488,8 @@ class FaustEngine:
         if self._probe is None:  # reading what Faust reads: uncommitted records too (README)
             self._probe = Consumer({**self.config.kafka, "group.id": f"{self.app_id}-probe",
                                     "enable.auto.commit": False, "enable.partition.eof": True,
-                                    "isolation.level": "read_uncommitted"})
+                                    "isolation.level": "read_uncommitted",
+                                    "logger": logging.getLogger("driftline.librdkafka")})
         self._probe.assign([TopicPartition(topic, partition, offset)])
         deadline = time.monotonic() + PROBE_TIMEOUT_SECONDS
         while time.monotonic() < deadline:

@@ -200,8 +200,10 @@ class KafkaStateStore:
 
     def _read(self, partition: int) -> Checkpoint:
         """Read the partition to its end; the last value of each key wins."""
+        # librdkafka's own lines (a broker down: one a second) go where the engine's clients' go
         reader = Consumer({**self.config.kafka, "group.id": f"{self.config.engine.group_id}-restore",
-                           "enable.auto.commit": False, "isolation.level": "read_committed"})
+                           "enable.auto.commit": False, "isolation.level": "read_committed",
+                           "logger": logging.getLogger("driftline.librdkafka")})
         messages: list[tuple[bytes, bytes | None]] = []
         try:
             low, high = reader.get_watermark_offsets(TopicPartition(self.topic, partition), 10)
