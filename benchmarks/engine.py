@@ -49,11 +49,15 @@ prediction, keyed by prediction id so every partition gets some) at ``--latency-
 by default half the ``confluent`` median of this run. ``lat`` gets 31 predictions and 30 labels
 (20 right, 10 wrong: accuracy 0.5, no breach); then the 31st label, wrong, is produced at wall
 time t0 and a read_committed consumer of the triggers topic notes when the trigger is visible:
-latency = seen - t0, ``--latency-samples`` samples, p50/p99; with the engine's CPU time per second
-of the samples (cores) and its commits, so a latency bought with CPU shows, and the size of its
-checkpoints at the end (the load's ids fill the de-duplication horizon, 600 s, as a run of about
-80 samples lasts). ``--latency-workers N`` puts ``driftline run --workers N`` under the load
-(its CPU is the supervisor's and the engines' together).
+latency = seen - t0, ``--latency-samples`` samples (100 by default, about 4 minutes), p50/p99 and
+how many took over 100 and 200 ms (of 100 samples the p99 is the second slowest: one stall moves
+it, the counts show how many there were); with the engine's CPU time per second of the samples
+(cores) and its commits, so a latency bought with CPU shows, the size of its checkpoints at the
+end (the load's ids fill the de-duplication horizon, 600 s, as a run of about 80 samples lasts),
+and the machine's load average at the first sample and after the last (the broker, the load and
+the engine make up to about 2 of it; more is other work competing for the cores).
+``--latency-workers N`` puts ``driftline run --workers N`` under the load (its CPU is the
+supervisor's and the engines' together).
 
 Memory. ``--memory-models`` models × ``--memory-features`` features (PSI each, accuracy, ADWIN, a
 rule), ``--memory-per-model`` predictions and labels each, consumed by ``driftline run``; peak RSS
@@ -511,6 +515,7 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float, worktree: Path | 
                                     stdout=subprocess.PIPE, text=True)
         time.sleep(5.0)  # the load's labels start after 1 s; the engine settles into it
         load_start, load_start_t, cpu_start = proc.sample() or 0.0, time.monotonic(), cpu_seconds(proc.proc.pid)
+        loadavg_start = os.getloadavg()[0]
         for k in range(args.latency_samples):
             now = int(time.time() * 1000)
             ids = [f"lat-{k}-{j}" for j in range(31)]
@@ -549,6 +554,7 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float, worktree: Path | 
         cpu = (cpu_seconds(proc.proc.pid) - cpu_start) / elapsed
         text = proc.metrics() or ""
         lag_ok = load is None or load.poll() is None
+        loadavg_end = os.getloadavg()[0]
     finally:
         if load is not None and load.poll() is None:
             load.send_signal(signal.SIGTERM)
@@ -560,6 +566,7 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float, worktree: Path | 
     pct = lambda q: samples[min(len(samples) - 1, int(round(q * (len(samples) - 1))))]  # noqa: E731
     return {"samples": len(samples), "in_order_ms": in_order, "p50": pct(0.5), "p99": pct(0.99), "max": samples[-1], "min": samples[0],
             "rate": rate, "consumed_rate": consumed, "load_running": lag_ok,
+            "loadavg": [round(loadavg_start, 2), round(loadavg_end, 2)],
             "pending": proc.max_pending, "engine_cpu": cpu,
             "commits": metric_sum(text, "driftline_transaction_commit_seconds_count"),
             "triggers": metric_sum(text, "driftline_triggers_total"),
@@ -692,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the engines' engine.poll_timeout_ms (default: the engine's own, 200)")
     parser.add_argument("--measure-fraction", type=float, default=0.99,
                         help="the clock stops when this fraction of the backlog is processed (see the docstring)")
-    parser.add_argument("--latency-samples", type=int, default=50)
+    parser.add_argument("--latency-samples", type=int, default=100)
     parser.add_argument("--latency-rate", type=float,
                         help="events/s of the load during the latency samples (default: half the confluent median "
                              "of this run; 0: idle topics)")
@@ -832,7 +839,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{sum(x > 100 for x in lat['in_order_ms'])} over 100 ms, {sum(x > 200 for x in lat['in_order_ms'])} "
               f"over 200 ms); engine{f' (--workers {args.latency_workers})' if args.latency_workers > 1 else ''} "
               f"CPU {lat['engine_cpu']:.2f} cores, {lat['commits']:,.0f} commits, "
-              f"{lat['triggers']:,.0f} triggers, checkpoints {lat['checkpoint_mb']:.1f} MB at the end")
+              f"{lat['triggers']:,.0f} triggers, checkpoints {lat['checkpoint_mb']:.1f} MB at the end; "
+              f"load average {lat['loadavg'][0]:.2f} at the first sample, {lat['loadavg'][1]:.2f} after the last "
+              f"({os.cpu_count()} cores)")
     if memory:
         print(f"\nmemory: {args.memory_models} models × {args.memory_features} features (PSI each), "
               f"{memory['events']:,} events: peak RSS {memory['rss'] / MB:.0f} MB, "

@@ -130,6 +130,11 @@ class Engine:
             # on trigger commits allows).
             if self._trigger_commit_due() and self.health.up:  # no commit into the void
                 self.commit(self.produced)
+            if self._prepared:
+                # That commit waits for the broker: the pairs not handed on yet keep their items
+                # (and offsets) for a later step, rather than putting outputs of their
+                # partitions into a transaction that holds neither their checkpoints nor offsets.
+                break
         self.inputs.flow_control(self.monitors)
         self.exporter.refresh()
         if self.health.up:
