@@ -403,7 +403,7 @@ class Engine:
         """Drop revoked or lost partitions: their Monitors and what their pairs buffered (not
         committed, so their next owner reads it again)."""
         for p in {tp.partition for tp in partitions}:
-            self.exporter.forget(self.monitors.pop(p).models if p in self.monitors else ())
+            self.exporter.forget(self.monitors.pop(p).models if p in self.monitors else (), [p])
             self.events_since_commit.pop(p, None)
             self.committed_at.pop(p, None)
             self.produced.discard(p)

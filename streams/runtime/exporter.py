@@ -268,10 +268,17 @@ class Exporter(Metrics):
             self._stale[model_id] = m
         self.refresh()
 
-    def forget(self, models: Iterable[str]) -> None:
-        """Drop the gauges of these models: their partition went to another engine, which
-        exports them from now on; a stale copy beside its series would be summed or picked by
-        a dashboard or ``driftline status``. Counters stay (each engine counts what it saw)."""
+    def forget(self, models: Iterable[str], partitions: Iterable[int] = ()) -> None:
+        """Drop the gauges of these models and input partitions (their checkpoint size and
+        consumer lag): the partitions went to another engine, which exports them from now on; a
+        stale copy beside its series would be summed or picked by a dashboard or ``driftline
+        status``. Counters stay (each engine counts what it saw)."""
+        names = {str(p) for p in partitions}
+        for gauge in (self.checkpoint_bytes, self.consumer_lag) if names else ():
+            for family in gauge.collect():
+                for sample in family.samples:
+                    if sample.labels.get("partition") in names:
+                        gauge.remove(*sample.labels.values())
         models = set(models)
         if not models:
             return

@@ -508,7 +508,8 @@ class FaustEngine:
     async def _on_revoked(self, app, revoked, **kwargs) -> None:
         for partition in self._inputs(revoked):
             state = self.states.pop(partition, None)
-            self.exporter.forget([*(state.monitor.models if state else ()), *self.recovered.pop(partition, ())])
+            self.exporter.forget([*(state.monitor.models if state else ()), *self.recovered.pop(partition, ())],
+                                 [partition])
             self.stored_offsets.pop(partition, None)
             self.active.discard(partition)
         self.delivered = {tp: offset for tp, offset in self.delivered.items() if tp[1] in self.active}

@@ -1,5 +1,5 @@
 """The default engine's metrics across an assignment (``Engine._forget``): a revoked partition's
-models leave the exporter's gauges, the other partitions' models stay."""
+models, checkpoint size and consumer lag leave the exporter's gauges, the other partitions' stay."""
 from __future__ import annotations
 
 from confluent_kafka import TopicPartition
@@ -34,11 +34,18 @@ def test_a_revoked_partitions_models_leave_the_gauges():
     engine.monitors = {p: engine.pipeline.monitor(state) for p, state in history.items()}  # as _on_assign restores
     engine.events_since_commit, engine.committed_at, engine.produced, engine.inputs = {}, {}, set(), _Inputs()
 
-    def windows() -> list[str]:
+    for partition in history:
+        engine.exporter.set_checkpoint_bytes(partition, 100 + partition)
+        engine.exporter.set_consumer_lag(config.topics.labels, partition, 7)
+
+    def windows(prefix: str = "driftline_window_samples") -> list[str]:
         return [line for line in generate_latest(engine.exporter.registry).decode().splitlines()
-                if line.startswith("driftline_window_samples")]
+                if line.startswith(prefix)]
 
     assert windows() == ['driftline_window_samples{model="a"} 10.0', 'driftline_window_samples{model="b"} 10.0']
     engine._forget([TopicPartition(config.topics.predictions, 0), TopicPartition(config.topics.labels, 0)])
     assert windows() == ['driftline_window_samples{model="b"} 10.0']
+    assert windows("driftline_checkpoint_bytes{") == ['driftline_checkpoint_bytes{partition="1"} 101.0']
+    assert windows("driftline_consumer_lag_messages{") == [
+        'driftline_consumer_lag_messages{partition="1",topic="labels"} 7.0']
     assert list(engine.monitors) == [1]
