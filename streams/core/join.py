@@ -160,10 +160,7 @@ class Join:
     def prediction(self, pid: str, timestamp_ms: int, prediction: Any, score: Any) -> tuple[int, Any, int] | None:
         """A new prediction: the early label ``(timestamp ms, label, offset)`` it joins now, or
         None and it waits (an early label that waited past the TTL is counted expired)."""
-        early = self.early_labels.pop(pid, None)
-        if early is not None and early[0] < self.watermark_ms - self.ttl_ms:
-            self.counts.expired_labels += 1  # the label waited longer than the TTL
-            early = None
+        early = self._early_label(pid, take=True)
         if early is None:
             self.pending[pid] = (timestamp_ms, prediction, score)
             return None
@@ -174,14 +171,7 @@ class Join:
         """A label: the waiting prediction ``(timestamp ms, prediction, score)`` it joins now, or
         None: a duplicate, an early label (it waits), a late one, each counted as such."""
         h = id_hash(pid)
-        # An early label past the TTL by event time is gone, whether purged yet or not (a purge
-        # counts the same expiry).
-        early = self.early_labels.get(pid)
-        if early is not None and early[0] < self.watermark_ms - self.ttl_ms:
-            del self.early_labels[pid]
-            self.counts.expired_labels += 1
-            early = None
-        if early is not None or self.joined_ids.contains(h, self.watermark_ms):
+        if self._early_label(pid, take=False) is not None or self.joined_ids.contains(h, self.watermark_ms):
             self.counts.duplicate_labels += 1
             return None
         waiting = self.pending.pop(pid, None)
@@ -199,6 +189,17 @@ class Join:
             return None
         self.joined_ids.add(h, timestamp_ms, self.watermark_ms)
         return waiting
+
+    def _early_label(self, pid: str, take: bool) -> tuple[int, Any, int] | None:
+        """The early label waiting for ``pid`` (taken out with ``take``), or None. One that waited
+        past the TTL by event time has expired, whether a purge dropped it yet or not: it is
+        dropped and counted so now, as the purge would."""
+        early = self.early_labels.pop(pid, None) if take else self.early_labels.get(pid)
+        if early is not None and early[0] < self.watermark_ms - self.ttl_ms:
+            self.early_labels.pop(pid, None)
+            self.counts.expired_labels += 1
+            return None
+        return early
 
     def _late(self, pred_ts: int, label_ts: int) -> None:
         """A label for a prediction that already expired: counted with its lag, never joined."""
