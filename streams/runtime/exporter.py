@@ -128,6 +128,17 @@ class PValueGauge:
         yield family
 
 
+def _remove_series(gauges, label: str, values: set[str]) -> None:
+    """Drop each gauge's series whose ``label`` is one of ``values``."""
+    if not values:
+        return
+    for gauge in gauges:
+        for family in gauge.collect():
+            for sample in family.samples:
+                if sample.labels.get(label) in values:
+                    gauge.remove(*sample.labels.values())  # in the order of the gauge's label names
+
+
 class Exporter(Metrics):
     """Every metric family, and what the pipeline counts (:class:`~streams.runtime.pipeline.Metrics`)."""
 
@@ -273,25 +284,16 @@ class Exporter(Metrics):
         consumer lag): the partitions went to another engine, which exports them from now on; a
         stale copy beside its series would be summed or picked by a dashboard or ``driftline
         status``. Counters stay (each engine counts what it saw)."""
-        names = {str(p) for p in partitions}
-        for gauge in (self.checkpoint_bytes, self.consumer_lag) if names else ():
-            for family in gauge.collect():
-                for sample in family.samples:
-                    if sample.labels.get("partition") in names:
-                        gauge.remove(*sample.labels.values())
+        _remove_series((self.checkpoint_bytes, self.consumer_lag), "partition", {str(p) for p in partitions})
         models = set(models)
         if not models:
             return
         for model_id in models:
             self._stale.pop(model_id, None)
-        for gauge in (self.performance, self.estimated, self.estimated_lower, self.estimated_upper,
-                      self.window_count, self.feature_drift, self.feature_drift_threshold, self.feature_drift_alarm,
-                      self.prediction_drift, self.prediction_drift_threshold, self.prediction_drift_alarm,
-                      self.change_statistic, self.change_threshold, self.change_fired, self.pending):
-            for family in gauge.collect():
-                for sample in family.samples:
-                    if sample.labels.get("model") in models:
-                        gauge.remove(*sample.labels.values())  # in the order of the gauge's label names
+        _remove_series((self.performance, self.estimated, self.estimated_lower, self.estimated_upper,
+                        self.window_count, self.feature_drift, self.feature_drift_threshold, self.feature_drift_alarm,
+                        self.prediction_drift, self.prediction_drift_threshold, self.prediction_drift_alarm,
+                        self.change_statistic, self.change_threshold, self.change_fired, self.pending), "model", models)
         self.feature_drift_p_value.remove_models(models)
         self.prediction_drift_p_value.remove_models(models)
 
