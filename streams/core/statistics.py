@@ -484,7 +484,8 @@ class ModelStatistics:
         p-values): the backtest's timeline records these at every sample, after a batch or at a
         place inside one (:meth:`seek`; what a batch ending there would give)."""
         out = {kind: (r.statistic, r.n) for kind, r in self.performance().items()}
-        self._catch_up_changes()  # the change detectors are fed each segment's errors up to here
+        self._reads_end = True
+        self.feed_to_position()
         for kind, detector in self.changes.items():
             result = detector.result()
             out[f"detector.{kind}"] = (result.statistic, result.n)
@@ -493,11 +494,7 @@ class ModelStatistics:
         # it measured there; a result read since the last update is at hand; the others are
         # measured, not judged (a sample between evaluation points needs no p-value, and no
         # rule reads them).
-        self._reads_end = True
-        if self._foresight is None and self._position < self._queued:
-            self._foresee()  # decided at the first read before the end, as a rule's would
         foresight = self._foresight or None
-        self._catch_up_features(self._position)
         if foresight is not None:
             measured = dict(zip(self._numeric_plan()[1], foresight.statistics(self._position)))
         else:
@@ -509,7 +506,6 @@ class ModelStatistics:
         for key, name in self._feature_names():
             value = measured.get(key)
             out[name] = (known[key].statistic, known[key].n) if value is None else value
-        self._catch_up_predictions(self._position)
         for kind, detector in self.prediction_drift.items():
             result = self._drift_result(kind, detector)
             out[f"prediction.{kind}"] = (result.statistic, result.n)
@@ -522,6 +518,8 @@ class ModelStatistics:
         measures (whose reference it needs complete, so fixed until the batch is fed), or with
         ``foreseen`` those too, giving the Foresight up (its measures are of detectors fed
         nothing of the batch; later reads feed the detectors part by part)."""
+        if self._foresight is None and self._position < self._queued:
+            self._foresee()  # decided at the first read before the end, as a rule's would
         foresight = self._foresight
         self._catch_up_features(self._position)
         if foreseen and isinstance(foresight, Foresight):
