@@ -31,6 +31,7 @@ threshold = 0.2, at_least = 3}`` breaches when at least 3 features have PSI > 0.
 """
 from __future__ import annotations
 
+import difflib
 import functools
 import math
 import re
@@ -41,8 +42,6 @@ import msgspec
 from detectors import kinds
 
 OPS = ("<", "<=", ">", ">=")
-COMBINE = ("any", "all")
-SEVERITIES = ("info", "warning", "critical")
 
 # The statistics a rule may name, by the names of the detectors behind them.
 PERFORMANCE_STATISTICS = kinds.METRIC_KINDS
@@ -103,7 +102,6 @@ def _is_glob(statistic: str) -> bool:
     return any(ch in statistic for ch in _GLOB_CHARS)
 
 
-_ALLOWED_VALUES = {"op": OPS, "combine": COMBINE, "severity": SEVERITIES}
 _MSGSPEC_ERROR = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 
 
@@ -114,7 +112,7 @@ def load_rules(raw: list[dict[str, Any]], where: str) -> list[Rule]:
     try:
         rules = msgspec.convert(raw, list[Rule])
     except msgspec.ValidationError as exc:
-        raise RuleError(_explain(str(exc), where)) from None
+        raise RuleError(explain_validation_error(str(exc), list[Rule], where)) from None
     seen: set[str] = set()
     normalized = []
     for index, rule in enumerate(rules):
@@ -127,20 +125,59 @@ def load_rules(raw: list[dict[str, Any]], where: str) -> list[Rule]:
     return normalized
 
 
-def _explain(message: str, where: str) -> str:
-    """Rewrite a msgspec error (``... - at `$[0].op```) as ``<where>[0].op: ...``."""
+def explain_validation_error(message: str, root: Any, where: str = "") -> str:
+    """A msgspec error of converting to ``root`` (``... - at `$[0].op```) as one line naming the
+    key: ``<where>[0].op: expected one of <, <=, >, >=``. An unknown key gets the nearest known
+    key of its table suggested, a misspelt value the values allowed there: msgspec names neither.
+    Shared by the rules and the config, so that both say the same thing the same way."""
     match = _MSGSPEC_ERROR.match(message)
     text, path = match.group("msg"), match.group("path") or ""
+    at = f"{where}{path}".lstrip(".")
     unknown = re.match(r"Object contains unknown field `(.+)`", text)
     missing = re.match(r"Object missing required field `(.+)`", text)
     if unknown:
-        return f"{where}{path}.{unknown.group(1)}: unknown key"
+        key = unknown.group(1)
+        keys = _type_at(root, path, _keys)
+        # `cooldown` for `cooldown_seconds`: a prefix is no close match by difflib's measure
+        near = [k for k in keys if k.startswith(f"{key}_")] or difflib.get_close_matches(key, keys, n=1, cutoff=0.75)
+        hint = f" (did you mean `{near[0]}`?)" if near else ""
+        return f"{at}.{key}: unknown key{hint}" if at else f"{key}: unknown key{hint}"
     if missing:
-        return f"{where}{path}.{missing.group(1)}: required key is missing"
-    field = path.rsplit(".", 1)[-1]
-    if text.startswith("Invalid enum value") and field in _ALLOWED_VALUES:
-        return f"{where}{path}: expected one of {', '.join(_ALLOWED_VALUES[field])}"
-    return f"{where}{path}: {text[0].lower()}{text[1:]}"
+        return f"{at}.{missing.group(1)}: required key is missing" if at else f"{missing.group(1)}: required key is missing"
+    allowed = _type_at(root, path, _literal_values)
+    if text.startswith("Invalid enum value") and allowed:
+        return f"{at}: expected one of {', '.join(map(str, allowed))}"
+    return f"{at or '(top level)'}: {text[0].lower()}{text[1:]}"
+
+
+def _type_at(root: Any, path: str, read: Any) -> list:
+    """``read`` of the type found at a msgspec error path (``.models[0].window``) in ``root``, or []
+    where the path leads nowhere known (a table of free keys, say)."""
+    info = msgspec.inspect.type_info(root)
+    for name, index in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path):
+        info = _struct_or_list(info)
+        if name:
+            info = {f.encode_name: f.type for f in getattr(info, "fields", ())}.get(name)
+        else:
+            info = getattr(info, "item_type", None)
+        if info is None:
+            return []
+    return read(_struct_or_list(info))
+
+
+def _struct_or_list(info: Any) -> Any:
+    """An optional table (``Drift | None``) as the table."""
+    if isinstance(info, msgspec.inspect.UnionType):
+        return next((t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)), info)
+    return info
+
+
+def _keys(info: Any) -> list[str]:
+    return [f.encode_name for f in getattr(info, "fields", ())]
+
+
+def _literal_values(info: Any) -> list:
+    return list(info.values) if isinstance(info, msgspec.inspect.LiteralType) else []
 
 
 def _check_rule(rule: Rule, path: str) -> Rule:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Literal
 import msgspec
 
 from detectors import kinds
-from retrain_trigger.rules import RuleError, load_rules
+from retrain_trigger.rules import RuleError, explain_validation_error, load_rules
 
 
 class ConfigError(ValueError):
@@ -259,7 +259,7 @@ def parse_config(raw: dict[str, Any], source: str = "<memory>", kafka_check: Kaf
     try:
         config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {_readable(str(exc))}") from None
+        raise ConfigError(f"{source}: {explain_validation_error(str(exc), Config)}") from None
     config.source = source
     _check(config, kafka_check)
     return config
@@ -274,16 +274,6 @@ def dotted_keys(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-def _readable(message: str) -> str:
-    """msgspec says "Expected `int`, got `str` - at `$.models[0].window.size`"; put the key first."""
-    match = re.match(r"(.*) - at `\$\.?(.*)`$", message)
-    if not match:
-        return message
-    problem, where = match.groups()
-    problem = problem.replace("Object contains unknown field", "unknown key")
-    return f"{where or '(top level)'}: {problem[0].lower()}{problem[1:]}"
 
 
 def _check_drift(model: Model, where: str, fail: Callable[[str, str], None]) -> None:

@@ -69,8 +69,8 @@ OK_FILLER = rule_with()
     [
         (rule_with({"statistic": "accuracy", "op": "=>", "threshold": 0.8}),
          "models[0].rules[1].conditions[0].op: expected one of <, <=, >, >="),
-        (rule_with(combine="most"), "models[0].rules[1].combine: expected one of any, all"),
-        (rule_with(severity="page"), "models[0].rules[1].severity: expected one of info, warning, critical"),
+        (rule_with(combine="most"), "models[0].rules[1].combine: expected one of all, any"),
+        (rule_with(severity="page"), "models[0].rules[1].severity: expected one of critical, info, warning"),
         (rule_with({"statistic": "accuracy", "op": "<", "threshold": "high"}),
          "models[0].rules[1].conditions[0].threshold: expected `float | null`, got `str`"),
         (rule_with({"statistic": "accuracy", "op": "<", "threshold": "0.85"}),  # a number in quotes, as the
