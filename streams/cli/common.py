@@ -25,7 +25,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
-from streams.core.config import Config, ConfigError, load_config as _load_config
+from streams.core.config import Config, ConfigError, bootstrap_servers_problem, load_config as _load_config
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = EXIT_CONFIG = 2
@@ -207,6 +207,14 @@ def load_config(path: str | Path) -> Config:
     """The config, checked as ``check-config`` checks it: librdkafka's check of the [kafka]
     settings included."""
     return _load_config(path, kafka_check=librdkafka_problem)
+
+
+def checked_bootstrap(servers: str, option: str = "--bootstrap-servers") -> str:
+    """A Kafka address given on the command line (or in ``option``), or :class:`UsageError`
+    naming it: librdkafka would take it and fail only after the broker retry budget."""
+    if problem := bootstrap_servers_problem(servers):
+        raise UsageError(f"{option}: {problem}")
+    return servers
 
 
 def librdkafka_problem(settings: dict[str, Any]) -> tuple[str, str] | None:

@@ -15,7 +15,7 @@ import signal
 import sys
 
 from streams.cli import sim, tools, triggers
-from streams.cli.common import EXIT_RUNTIME, UsageError, describe, load_config, new_parser, run, setup_logging
+from streams.cli.common import EXIT_RUNTIME, UsageError, checked_bootstrap, describe, load_config, new_parser, run, setup_logging
 from streams.core.config import listen_address_problem
 
 
@@ -60,7 +60,7 @@ def _import_engine(args: argparse.Namespace) -> None:
 def _config(args: argparse.Namespace):
     config = load_config(args.config)
     if args.bootstrap_servers:
-        config.kafka["bootstrap.servers"] = args.bootstrap_servers
+        config.kafka["bootstrap.servers"] = checked_bootstrap(args.bootstrap_servers)
     if args.metrics_address is not None and (problem := listen_address_problem(args.metrics_address)):
         raise UsageError(f"--metrics-address: {problem}")
     return config

@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from streams.cli.common import (EXIT_INVALID_INPUT, EXIT_RUNTIME, Interrupted, UsageError, kafka_reason, load_config,
-                                 require, say)
+from streams.cli.common import (EXIT_INVALID_INPUT, EXIT_RUNTIME, Interrupted, UsageError, checked_bootstrap,
+                                kafka_reason, load_config, require, say)
 
 DEFAULT_MODELS = [
     "id=loans,generator=agrawal,learner=hoeffding,drift=abrupt",
@@ -217,9 +217,11 @@ def _simulate_scenario(args: argparse.Namespace) -> int:
     else:
         kafka = dict(config.kafka) if config else {}
         if args.bootstrap_servers:
-            kafka["bootstrap.servers"] = args.bootstrap_servers
-        kafka.setdefault("bootstrap.servers", os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or "")
-        if not kafka["bootstrap.servers"]:
+            kafka["bootstrap.servers"] = checked_bootstrap(args.bootstrap_servers, "simulate: --bootstrap-servers")
+        elif "bootstrap.servers" not in kafka and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+            kafka["bootstrap.servers"] = checked_bootstrap(os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+                                                           "simulate: $KAFKA_BOOTSTRAP_SERVERS")
+        if not kafka.get("bootstrap.servers"):
             raise UsageError("simulate: no Kafka address; pass --bootstrap-servers, --config or --out DIR "
                              "(or set KAFKA_BOOTSTRAP_SERVERS)")
         predictions = args.predictions_topic or (config.topics.predictions if config else "predictions")

@@ -31,7 +31,7 @@ from typing import Any
 
 import msgspec
 
-from streams.cli.common import EXIT_RUNTIME, EXIT_USAGE, librdkafka_problem, load_config
+from streams.cli.common import EXIT_RUNTIME, EXIT_USAGE, checked_bootstrap, librdkafka_problem, load_config
 
 __all__ = ["register", "read_status", "parse_status", "build_reference", "scaffold_config"]
 
@@ -702,6 +702,8 @@ def _init(args: argparse.Namespace) -> int:
         if not sample:
             raise ToolError(f"{args.events}: no prediction event in {lines} lines (one JSON object per line, "
                             "with model_id and prediction)")
+        if args.bootstrap_servers:
+            checked_bootstrap(args.bootstrap_servers)
         bootstrap = args.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:9092"
         text = scaffold_config(sample, Path(args.events).name, bootstrap)
         where = args.out or "<init>"

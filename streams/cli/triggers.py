@@ -17,7 +17,7 @@ from typing import Any
 
 from retrain_trigger import listener
 
-from streams.cli.common import EXIT_RUNTIME, EXIT_USAGE, UsageError, new_parser, run
+from streams.cli.common import EXIT_RUNTIME, EXIT_USAGE, UsageError, checked_bootstrap, new_parser, run
 from streams.core.config import ConfigError, read_kafka_settings, read_toml
 
 
@@ -99,8 +99,10 @@ def kafka_settings(args: argparse.Namespace) -> dict[str, Any]:
         except ConfigError as exc:
             raise UsageError(str(exc)) from None
     if args.bootstrap_servers:
-        settings["bootstrap.servers"] = args.bootstrap_servers
-    if "bootstrap.servers" not in settings:
+        settings["bootstrap.servers"] = checked_bootstrap(args.bootstrap_servers)
+    elif "bootstrap.servers" in settings:
+        checked_bootstrap(settings["bootstrap.servers"], f"{args.config}: kafka.bootstrap.servers")
+    else:
         raise UsageError("no Kafka address: pass --bootstrap-servers HOST:PORT or --config FILE with "
                          "kafka.\"bootstrap.servers\"")
     return settings

@@ -324,6 +324,25 @@ def listen_address_problem(address: str) -> str | None:
     return None
 
 
+def bootstrap_servers_problem(servers: Any) -> str | None:
+    """What is wrong with a Kafka address list (``host:port[,host:port...]``), or None.
+
+    librdkafka takes any string and only fails to connect, after the broker retry budget, with
+    an error that names no key; this names it at once. Shared by ``kafka.bootstrap.servers`` and
+    each command's ``--bootstrap-servers``. A broker without a port is librdkafka's 9092; a
+    ``PLAINTEXT://`` (any protocol) prefix and an IPv6 address in brackets are allowed.
+    """
+    if not isinstance(servers, str) or not servers.strip():
+        return f"{servers!r} is not host:port[,host:port...]"
+    for server in filter(None, re.split(r"[,\s]+", servers)):
+        match = re.fullmatch(r"(?:[A-Za-z_]+://)?(\[[0-9A-Fa-f:.]+\]|[^:/\[\]@]+)(?::(\d+))?", server)
+        if not match:
+            return f"{server!r} is not host:port"
+        if match.group(2) is not None and not 0 < int(match.group(2)) < 65536:
+            return f"{server!r}: the port must be 1..65535"
+    return None
+
+
 def _check(config: Config, kafka_check: KafkaCheck | None) -> None:
     src = config.source
 
@@ -332,6 +351,8 @@ def _check(config: Config, kafka_check: KafkaCheck | None) -> None:
 
     if "bootstrap.servers" not in config.kafka:
         fail("kafka.bootstrap.servers", "missing; set it to the broker address, e.g. \"127.0.0.1:9092\"")
+    if problem := bootstrap_servers_problem(config.kafka["bootstrap.servers"]):
+        fail("kafka.bootstrap.servers", problem)
     problem = kafka_check(config.kafka) if kafka_check else None
     if problem:
         fail(*problem)

@@ -1,13 +1,14 @@
 """Config loading: the example is valid, and every bad config names the file and the key."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from streams.core.config import ConfigError, load_config, parse_config, read_kafka_settings
+from streams.core.config import ConfigError, bootstrap_servers_problem, load_config, parse_config, read_kafka_settings
 
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL = {"kafka": {"bootstrap.servers": "127.0.0.1:9092"}, "models": [{"id": "m"}]}
@@ -64,6 +65,24 @@ def test_bad_config_names_file_and_key(raw, message):
     text = str(info.value)
     assert text.startswith("x.toml: ")
     assert message in text, text
+
+
+@pytest.mark.parametrize("servers, problem", [
+    ("127.0.0.1:9092", None), ("broker", None), ("a:9092, b:9093", None), ("a:9092,", None),
+    ("SASL_SSL://broker-1.example.com:9094", None), ("[::1]:9092", None),
+    (":abc", "':abc' is not host:port"), ("host:port", "'host:port' is not host:port"),
+    ("::1:9092", "'::1:9092' is not host:port"), ("a:0", "'a:0': the port must be 1..65535"),
+    ("a:9092,b:65536", "'b:65536': the port must be 1..65535"), ("", "'' is not host:port[,host:port...]"),
+    (9092, "9092 is not host:port[,host:port...]"),
+])
+def test_bootstrap_servers_are_checked_before_any_connection(servers, problem):
+    assert bootstrap_servers_problem(servers) == problem
+    raw = {**MINIMAL, "kafka": {"bootstrap.servers": servers}}
+    if problem is None:
+        parse_config(raw, "x.toml")
+    else:
+        with pytest.raises(ConfigError, match=re.escape(f"x.toml: kafka.bootstrap.servers: {problem}")):
+            parse_config(raw, "x.toml")
 
 
 @pytest.mark.parametrize("raw, message", [
