@@ -50,6 +50,14 @@ class UsageError(ValueError):
     message is the one line the user sees, exit 2."""
 
 
+class CommandError(Exception):
+    """A failure the user can act on: ``str()`` is the one line printed, ``code`` the exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_RUNTIME):
+        super().__init__(message)
+        self.code = code
+
+
 class Interrupted(Exception):
     """Ctrl-C, with what the command had written and what it had not (exit 130)."""
 
@@ -95,7 +103,7 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
         code, line = describe(exc)
         if args.debug or line is None:
             raise
-        _print_error(line)
+        print_error(line, code)
         del exc
         # Kafka clients in the exception's frames go now, not at interpreter shutdown, where a
         # client's destruction can call back into a half-torn-down Python
@@ -109,6 +117,8 @@ def describe(exc: BaseException) -> tuple[int, str | None]:
         return EXIT_CONFIG, f"config error: {exc}"
     if isinstance(exc, UsageError):
         return EXIT_USAGE, str(exc)
+    if isinstance(exc, CommandError):
+        return exc.code, str(exc)
     if isinstance(exc, Interrupted):
         return EXIT_INTERRUPTED, f"interrupted: {exc}"
     if isinstance(exc, KeyboardInterrupt):
@@ -145,9 +155,17 @@ def kafka_reason(exc: KafkaException) -> str:
     return err.str() if hasattr(err, "str") else str(err)
 
 
-def _print_error(line: str) -> None:
+def print_error(line: str, code: int) -> None:
+    """The one line of a command that failed, on standard error: ``driftline: <line>``, or with
+    ``--log-format json`` a JSON log line (with the exit code) like the lines before it, so a
+    log collector does not get one line it cannot parse."""
     try:
-        print(f"driftline: {line}", file=sys.stderr, flush=True)
+        if _log_format == "json":
+            record = logging.makeLogRecord({"name": "driftline", "levelno": logging.ERROR, "levelname": "ERROR",
+                                            "msg": line, "exit_code": code})
+            print(Formatter(as_json=True).format(record), file=sys.stderr, flush=True)
+        else:
+            print(f"driftline: {line}", file=sys.stderr, flush=True)
     except (BrokenPipeError, ValueError):  # stderr closed as well: the exit code says it
         pass
 
@@ -176,7 +194,7 @@ def say(line: str = "") -> None:
 class Formatter(logging.Formatter):
     """Text or JSON log lines; ``model`` and ``partition`` passed as ``extra`` become fields."""
 
-    FIELDS = ("model", "partition")
+    FIELDS = ("model", "partition", "exit_code")
 
     def __init__(self, as_json: bool):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -194,7 +212,13 @@ class Formatter(logging.Formatter):
         return text + "".join(f" {k}={v}" for k, v in fields.items())
 
 
+#: ``--log-format``, for :func:`print_error`
+_log_format = "text"
+
+
 def setup_logging(debug: bool, fmt: str) -> None:
+    global _log_format
+    _log_format = fmt
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(Formatter(fmt == "json"))
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler])

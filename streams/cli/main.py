@@ -15,7 +15,8 @@ import signal
 import sys
 
 from streams.cli import sim, tools, triggers
-from streams.cli.common import EXIT_RUNTIME, UsageError, checked_bootstrap, describe, load_config, new_parser, run, setup_logging
+from streams.cli.common import (EXIT_RUNTIME, CommandError, UsageError, checked_bootstrap, describe, load_config, new_parser,
+                                print_error, run, setup_logging)
 from streams.core.config import listen_address_problem
 
 
@@ -81,8 +82,7 @@ def _engine(args: argparse.Namespace, config, exporter, instance: str) -> int:
     except (BrokerLost, TopicLayoutError) as exc:
         if args.debug:
             raise
-        print(f"driftline: {exc}", file=sys.stderr)
-        return EXIT_RUNTIME
+        raise CommandError(str(exc), EXIT_RUNTIME) from None
     finally:
         # A failed start leaves the engine and its Kafka clients in reference cycles (the
         # exception's frames) that the tuned GC would leave to interpreter shutdown, where a
@@ -114,8 +114,7 @@ def _run_workers(args: argparse.Namespace) -> int:
     try:
         return workers.run()
     except GaveUp as exc:
-        print(f"driftline: {exc}", file=sys.stderr)
-        return EXIT_RUNTIME
+        raise CommandError(str(exc), EXIT_RUNTIME) from None
     finally:
         server.stop()
 
@@ -141,7 +140,7 @@ def _worker(args: argparse.Namespace, index: int, conn) -> None:
         code, line = describe(exc)
         if args.debug or line is None:
             raise
-        print(f"driftline: {line}", file=sys.stderr)
+        print_error(line, code)
     sys.exit(code)
 
 

@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from streams.cli.common import (EXIT_INVALID_INPUT, EXIT_RUNTIME, Interrupted, UsageError, checked_bootstrap,
-                                kafka_reason, load_config, require, say)
+from streams.cli.common import (EXIT_INVALID_INPUT, EXIT_RUNTIME, CommandError, Interrupted, UsageError,
+                                checked_bootstrap, kafka_reason, load_config, require, say)
 
 DEFAULT_MODELS = [
     "id=loans,generator=agrawal,learner=hoeffding,drift=abrupt",
@@ -230,8 +230,7 @@ def _simulate_scenario(args: argparse.Namespace) -> int:
         if problem and "do not exist" in problem:
             raise UsageError(f"simulate: {problem}")
         if problem:  # the broker: a runtime failure
-            print(f"driftline: simulate: {problem}", file=sys.stderr)
-            return EXIT_RUNTIME
+            raise CommandError(f"simulate: {problem}", EXIT_RUNTIME)
         sinks.append(KafkaSink(kafka, predictions, labels))
     try:
         summary = run(sim, sinks, rate=args.rate, duration=args.duration, progress=not args.no_progress)
@@ -250,9 +249,8 @@ def _simulate_scenario(args: argparse.Namespace) -> int:
     else:
         dropped = sinks[0].logger.dropped_total
         if dropped:
-            print(f"driftline: simulate: {dropped} messages could not be delivered: {dict(sinks[0].logger.dropped)}",
-                  file=sys.stderr)
-            return EXIT_RUNTIME
+            raise CommandError(f"simulate: {dropped} messages could not be delivered: {dict(sinks[0].logger.dropped)}",
+                               EXIT_RUNTIME)
     return 0
 
 
@@ -304,8 +302,7 @@ def _backtest(args: argparse.Namespace) -> int:
     rejects = out / "rejects.jsonl"
     problems = result.problems()
     if result.lines and not result.events:  # nothing was replayed: the outputs are empty
-        print(f"driftline: backtest: no valid event: {problems[0]}; see {rejects}", file=sys.stderr)
-        return EXIT_INVALID_INPUT
+        raise CommandError(f"backtest: no valid event: {problems[0]}; see {rejects}", EXIT_INVALID_INPUT)
     for problem in problems:
         print(f"backtest: {problem}" + (f"; see {rejects}" if problem is problems[0] and invalid else ""),
               file=sys.stderr)
@@ -317,9 +314,8 @@ def _backtest(args: argparse.Namespace) -> int:
             f"(threshold {trigger.threshold:g})")
     say("wrote " + ", ".join(str(path) for path in written))
     if args.max_invalid_share is not None and result.invalid_share() > args.max_invalid_share:
-        print(f"driftline: backtest: {result.invalid_share():.2%} of the lines were rejected, more than "
-              f"--max-invalid-share {args.max_invalid_share:g}; see {rejects}", file=sys.stderr)
-        return EXIT_INVALID_INPUT
+        raise CommandError(f"backtest: {result.invalid_share():.2%} of the lines were rejected, more than "
+                           f"--max-invalid-share {args.max_invalid_share:g}; see {rejects}", EXIT_INVALID_INPUT)
     return 0
 
 

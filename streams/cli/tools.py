@@ -31,17 +31,16 @@ from typing import Any
 
 import msgspec
 
-from streams.cli.common import EXIT_RUNTIME, EXIT_USAGE, checked_bootstrap, librdkafka_problem, load_config
+from streams.cli.common import EXIT_RUNTIME, EXIT_USAGE, CommandError, checked_bootstrap, librdkafka_problem, load_config
 
 __all__ = ["register", "read_status", "parse_status", "build_reference", "scaffold_config"]
 
 
-class ToolError(Exception):
-    """A problem the user can fix; ``str()`` is the line printed, ``code`` the exit code."""
+class ToolError(CommandError):
+    """A problem the user can fix in the command line or its files (exit 2 unless said)."""
 
     def __init__(self, message: str, code: int = EXIT_USAGE):
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -91,14 +90,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="kafka bootstrap.servers (default: $KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092)")
     init.add_argument("--max-lines", type=int, default=100_000, help="lines of the sample read (default 100000)")
     init.set_defaults(func=_init)
-
-
-def _run(work, *args) -> int:
-    try:
-        return work(*args)
-    except ToolError as exc:
-        print(f"driftline: {exc}", file=sys.stderr)
-        return exc.code
 
 
 # -- status ----------------------------------------------------------------------------------------
@@ -382,24 +373,21 @@ def _rule_ops(config) -> dict[tuple[str, str, str], str]:
 
 
 def _status(args: argparse.Namespace) -> int:
-    def work() -> int:
-        ops, settings, source = None, None, None
-        address = args.url or "127.0.0.1:9464"
-        if args.config:
-            config = load_config(args.config)
-            address, ops = args.url or config.metrics.address, _rule_ops(config)
-            settings, source = config.metrics, config.source
-        tls = settings is not None and settings.tls_cert_file is not None
-        url = metrics_url(address, https=tls)
-        context, auth = _status_access(args, settings, source, tls)
-        status = parse_status(read_status(url, args.timeout, context, auth), ops, args.all)
-        if args.json:
-            print(json.dumps({"url": url, **status}, indent=2, default=str))
-        else:
-            print(format_status(status, url, args.all))
-        return 0
-
-    return _run(work)
+    ops, settings, source = None, None, None
+    address = args.url or "127.0.0.1:9464"
+    if args.config:
+        config = load_config(args.config)
+        address, ops = args.url or config.metrics.address, _rule_ops(config)
+        settings, source = config.metrics, config.source
+    tls = settings is not None and settings.tls_cert_file is not None
+    url = metrics_url(address, https=tls)
+    context, auth = _status_access(args, settings, source, tls)
+    status = parse_status(read_status(url, args.timeout, context, auth), ops, args.all)
+    if args.json:
+        print(json.dumps({"url": url, **status}, indent=2, default=str))
+    else:
+        print(format_status(status, url, args.all))
+    return 0
 
 
 def _status_access(args: argparse.Namespace, settings, source: str | None, tls: bool
@@ -512,27 +500,24 @@ def build_reference(config, model_id: str | None, predictions: str | Path, size:
 
 
 def _reference(args: argparse.Namespace) -> int:
-    def work() -> int:
-        config = load_config(args.config)
-        reference, info = build_reference(config, args.model, args.predictions, args.size, args.last,
-                                          _time(args.since, "--since"), _time(args.until, "--until"))
-        out = Path(args.out)
-        try:
-            out.write_text(json.dumps(reference) + "\n")
-        except OSError as exc:
-            raise ToolError(f"{out}: cannot write ({exc.strerror})") from None
-        print(f"wrote {out}: {info['predictions']} predictions of {info['model']} from {info['from']} to "
-              f"{info['to']}, {len(reference)} keys ({', '.join(reference)})")
-        if info["missing"]:
-            print(f"driftline: no value of {', '.join(info['missing'])} in those predictions: "
-                  "their reference will be their first values in the stream", file=sys.stderr)
-        if info["invalid"]:
-            print(f"driftline: {info['invalid']} invalid lines skipped", file=sys.stderr)
-        print(f'use it: [models.drift] reference_file = "{os.path.relpath(out.resolve(), Path(args.config).resolve().parent)}"'
-              " (relative to the config)")
-        return 0
-
-    return _run(work)
+    config = load_config(args.config)
+    reference, info = build_reference(config, args.model, args.predictions, args.size, args.last,
+                                      _time(args.since, "--since"), _time(args.until, "--until"))
+    out = Path(args.out)
+    try:
+        out.write_text(json.dumps(reference) + "\n")
+    except OSError as exc:
+        raise ToolError(f"{out}: cannot write ({exc.strerror})") from None
+    print(f"wrote {out}: {info['predictions']} predictions of {info['model']} from {info['from']} to "
+          f"{info['to']}, {len(reference)} keys ({', '.join(reference)})")
+    if info["missing"]:
+        print(f"driftline: no value of {', '.join(info['missing'])} in those predictions: "
+              "their reference will be their first values in the stream", file=sys.stderr)
+    if info["invalid"]:
+        print(f"driftline: {info['invalid']} invalid lines skipped", file=sys.stderr)
+    print(f'use it: [models.drift] reference_file = "{os.path.relpath(out.resolve(), Path(args.config).resolve().parent)}"'
+          " (relative to the config)")
+    return 0
 
 
 # -- init ------------------------------------------------------------------------------------------
@@ -693,36 +678,33 @@ def _rule(task: str, m: _ModelSample) -> list[str]:
 
 
 def _init(args: argparse.Namespace) -> int:
-    def work() -> int:
-        from streams.core.config import ConfigError, parse_config
+    from streams.core.config import ConfigError, parse_config
 
-        if args.max_lines < 1:
-            raise ToolError(f"--max-lines {args.max_lines}: expected 1 or more")
-        sample, lines, skipped = _sample(args.events, args.max_lines)
-        if not sample:
-            raise ToolError(f"{args.events}: no prediction event in {lines} lines (one JSON object per line, "
-                            "with model_id and prediction)")
-        if args.bootstrap_servers:
-            checked_bootstrap(args.bootstrap_servers)
-        bootstrap = args.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:9092"
-        text = scaffold_config(sample, Path(args.events).name, bootstrap)
-        where = args.out or "<init>"
-        try:  # what check-config would say, before anything is written
-            parse_config(tomllib.loads(text), where, kafka_check=librdkafka_problem)
-        except (ConfigError, tomllib.TOMLDecodeError) as exc:
-            raise ToolError(f"the scaffolded config does not check ({exc}); please report it", EXIT_RUNTIME) from None
-        if args.out is None:
-            sys.stdout.write(text)
-        else:
-            out = Path(args.out)
-            if out.exists() and not args.force:
-                raise ToolError(f"{out}: exists (--force overwrites it)")
-            try:
-                out.write_text(text)
-            except OSError as exc:
-                raise ToolError(f"{out}: cannot write ({exc.strerror})") from None
-            print(f"wrote {out}: {len(sample)} models ({', '.join(sorted(sample))}) from {lines} lines"
-                  + (f", {skipped} skipped" if skipped else "") + f"; check it with: driftline check-config {out}")
-        return 0
-
-    return _run(work)
+    if args.max_lines < 1:
+        raise ToolError(f"--max-lines {args.max_lines}: expected 1 or more")
+    sample, lines, skipped = _sample(args.events, args.max_lines)
+    if not sample:
+        raise ToolError(f"{args.events}: no prediction event in {lines} lines (one JSON object per line, "
+                        "with model_id and prediction)")
+    if args.bootstrap_servers:
+        checked_bootstrap(args.bootstrap_servers)
+    bootstrap = args.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:9092"
+    text = scaffold_config(sample, Path(args.events).name, bootstrap)
+    where = args.out or "<init>"
+    try:  # what check-config would say, before anything is written
+        parse_config(tomllib.loads(text), where, kafka_check=librdkafka_problem)
+    except (ConfigError, tomllib.TOMLDecodeError) as exc:
+        raise ToolError(f"the scaffolded config does not check ({exc}); please report it", EXIT_RUNTIME) from None
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        out = Path(args.out)
+        if out.exists() and not args.force:
+            raise ToolError(f"{out}: exists (--force overwrites it)")
+        try:
+            out.write_text(text)
+        except OSError as exc:
+            raise ToolError(f"{out}: cannot write ({exc.strerror})") from None
+        print(f"wrote {out}: {len(sample)} models ({', '.join(sorted(sample))}) from {lines} lines"
+              + (f", {skipped} skipped" if skipped else "") + f"; check it with: driftline check-config {out}")
+    return 0

@@ -17,7 +17,7 @@ from typing import Any
 
 from retrain_trigger import listener
 
-from streams.cli.common import EXIT_RUNTIME, EXIT_USAGE, UsageError, checked_bootstrap, new_parser, run
+from streams.cli.common import EXIT_RUNTIME, CommandError, UsageError, checked_bootstrap, new_parser, run
 from streams.core.config import ConfigError, read_kafka_settings, read_toml
 
 
@@ -144,11 +144,8 @@ def _stop_on_signals(stopping: str = "stopping (after the running action, if any
 def run_listen(args: argparse.Namespace) -> int:
     # a URL the action can never POST to is a usage error now, not a failure of every trigger
     if args.url is not None and not _is_http_url(args.url):
-        return _usage_error(UsageError(f"--url {args.url!r}: expected an http:// or https:// URL"))
-    try:
-        settings, topic = kafka_settings(args), trigger_topic(args)
-    except UsageError as exc:
-        return _usage_error(exc)
+        raise UsageError(f"--url {args.url!r}: expected an http:// or https:// URL")
+    settings, topic = kafka_settings(args), trigger_topic(args)
     if args.exec_command:
         action = listener.ExecAction(args.exec_command, timeout=args.timeout)
     else:
@@ -161,16 +158,12 @@ def run_listen(args: argparse.Namespace) -> int:
     try:
         listen.run(_stop_on_signals())
     except listener.ListenerError as exc:
-        print(f"driftline: {exc}", file=sys.stderr)
-        return EXIT_RUNTIME
+        raise CommandError(str(exc), EXIT_RUNTIME) from None
     return 0
 
 
 def run_tail(args: argparse.Namespace) -> int:
-    try:
-        settings, topic = kafka_settings(args), trigger_topic(args)
-    except UsageError as exc:
-        return _usage_error(exc)
+    settings, topic = kafka_settings(args), trigger_topic(args)
     listener.tail(settings, topic, as_json=args.json, from_beginning=args.from_beginning,
                   stop=_stop_on_signals("stopping"))
     return 0
@@ -179,11 +172,6 @@ def run_tail(args: argparse.Namespace) -> int:
 def _is_http_url(url: str) -> bool:
     parts = urllib.parse.urlsplit(url)
     return parts.scheme in ("http", "https") and bool(parts.netloc)
-
-
-def _usage_error(exc: Exception) -> int:
-    print(f"driftline: {exc}", file=sys.stderr)
-    return EXIT_USAGE
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -319,3 +319,20 @@ def test_a_feature_seen_only_while_the_reference_fills_was_seen(tmp_path):
 
 def test_the_script_is_the_one_this_python_runs():
     assert shutil.which("driftline", path=str(SCRIPT.parent)) == str(SCRIPT)
+
+
+@pytest.mark.parametrize("args, code, says", [
+    (["check-config", "typo.toml"], 2, "typo.toml: kafka.sasl.usernme: librdkafka refuses it"),
+    ([*BT.split(), "-p", "nan.jsonl", "-o", "out-json", "--max-invalid-share", "0.01"], 3,
+     "1.67% of the lines were rejected, more than --max-invalid-share 0.01"),
+])
+def test_with_json_logs_the_error_line_is_json_too(files, args, code, says):
+    """A log collector reading ``--log-format json`` gets the final error as a JSON line as well."""
+    done = subprocess.run([str(SCRIPT), "--log-format", "json", *args], cwd=files, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == code, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert not [line for line in done.stderr.splitlines() if line.startswith("driftline:")], done.stderr
+    last = lines[-1]
+    assert last["level"] == "ERROR" and last["logger"] == "driftline" and last["exit_code"] == code
+    assert says in last["message"], last
