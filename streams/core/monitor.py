@@ -586,10 +586,14 @@ class ModelRegistry:
     ``engine.max_registered_models``). The config itself is never changed: the decoder, which
     rejects the models not here, and the Monitors of every partition share one registry, so the
     cap holds for the process and a model registered by one is known to all.
+
+    Each registration is logged at INFO, unless ``announce`` is false (a backtest's replay, whose
+    loader has announced the models already).
     """
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, announce: bool = True):
         self.config = config
+        self.announce = announce
         self._models: dict[str, Model] = {}
         for model in config.models:
             self._models.setdefault(model.id, model)
@@ -603,8 +607,9 @@ class ModelRegistry:
             return model
         model = self._models[model_id] = Model(id=model_id, registered=True)
         self._registered += 1
-        log.info("registered model %r with the default settings (engine.unknown_model = \"register\")", model_id,
-                 extra={"model": model_id})
+        if self.announce:
+            log.info("registered model %r with the default settings (engine.unknown_model = \"register\")",
+                     model_id, extra={"model": model_id})
         return model
 
     def __contains__(self, model_id: str) -> bool:

@@ -90,12 +90,13 @@ class Pipeline:
     outputs, metrics
         Where results go and what counts them (see the module docstring).
     log_triggers
-        Log each trigger at INFO (the engines; a backtest writes them to a file instead).
+        Log each trigger and each model registered at INFO (the engines; a backtest writes
+        triggers to a file, and its loader has logged the models it registered).
     """
 
     def __init__(self, config: Config, outputs: Outputs, metrics: Metrics, log_triggers: bool = True):
         self.config = config
-        self.models = ModelRegistry(config)
+        self.models = ModelRegistry(config, announce=log_triggers)
         self.decoder = InputDecoder(config, self.models)
         self.outputs = outputs
         self.metrics = metrics

@@ -279,3 +279,16 @@ conditions = [{ statistic = "accuracy", op = "<", threshold = 0.0 }]
     for every in (8, 1, 16):
         timeline = Backtest(config, every=every).run(events).timeline
         assert [value for *_, name, value, _ in timeline if name == "accuracy"][-1] == 0.75
+
+
+def test_a_registered_model_is_announced_once(history, tmp_path, caplog):
+    """The loader registers the unconfigured models as it reads them and says so; the replay's
+    Monitor registers them again, quietly (in one process here: a forked worker's log records
+    would not reach caplog)."""
+    directory, _ = history
+    config = parse_config({"kafka": CONFIG["kafka"], "engine": {"unknown_model": "register"}}, "test.toml")
+    with caplog.at_level("INFO", logger="driftline.monitor"):
+        run_backtest(config, tmp_path, predictions=directory / "predictions.jsonl", labels=directory / "labels.jsonl",
+                     progress=False, report=False, workers=1)
+    announced = sorted(r.model for r in caplog.records if r.getMessage().startswith("registered model"))
+    assert announced == ["loans", "steady"]
