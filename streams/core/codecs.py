@@ -13,6 +13,7 @@ import json
 import math
 import mmap
 import operator
+import re
 import sys
 from datetime import datetime
 from typing import Annotated, Any, Callable, ClassVar, Iterable
@@ -221,7 +222,7 @@ def _decode(data: bytes, decoder: msgspec.json.Decoder, max_bytes: int):
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
-        raise _validation_error(str(exc)) from None
+        raise _validation_error(_name_keys(str(exc), data)) from None
     except msgspec.DecodeError as exc:
         raise _non_finite(data) or InvalidEvent("invalid_json", str(exc)) from None
 
@@ -259,6 +260,47 @@ def _non_finite_path(value: Any, path: str = "") -> str | None:
         found = _non_finite_path(item, f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else key)
         if found is not None:
             return found
+    return None
+
+
+#: msgspec's names of JSON types, as in "got `array`"
+_JSON_TYPES = {"object": dict, "array": list, "str": str, "int": int, "float": float, "bool": bool, "null": type(None)}
+
+
+def _name_keys(message: str, data: bytes) -> str:
+    """msgspec's error with the keys it leaves out filled in: a value of the wrong type in a
+    table of free keys is ``at `$.features[...]```; which feature is what the producer needs to
+    know. Found in the parsed line (only lines that failed get here): the first value under that
+    path whose type is the one msgspec got."""
+    match = re.fullmatch(r"(Expected .*, got `(\w+)`) - at `\$(.*\[\.\.\.\].*)`", message, re.S)
+    if not match or match.group(2) not in _JSON_TYPES:
+        return message
+    try:
+        value = json.loads(bytes(data))
+    except (ValueError, RecursionError):
+        return message
+    got = _JSON_TYPES[match.group(2)]
+    path = _find_path(value, re.findall(r"\.(\w+)|\[(\d+|\.\.\.)\]", match.group(3)), got)
+    return f"{match.group(1)} - at `${path}`" if path is not None else message
+
+
+def _find_path(value: Any, steps: list[tuple[str, str]], got: type) -> str | None:
+    """The path (``.features.age``) along ``steps`` (field, or index, or ``...`` for any key) to a
+    value of type ``got``; None if there is none."""
+    if not steps:
+        return "" if type(value) is got else None
+    (field, index), rest = steps[0], steps[1:]
+    if field:
+        found = _find_path(value.get(field), rest, got) if isinstance(value, dict) else None
+        return None if found is None else f".{field}{found}"
+    if index != "...":
+        ok = isinstance(value, list) and int(index) < len(value)
+        found = _find_path(value[int(index)], rest, got) if ok else None
+        return None if found is None else f"[{index}]{found}"
+    for key, item in value.items() if isinstance(value, dict) else ():
+        found = _find_path(item, rest, got)
+        if found is not None:
+            return f".{key}{found}" if re.fullmatch(r"\w+", key) else f"[{json.dumps(key)}]{found}"
     return None
 
 

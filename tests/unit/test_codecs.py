@@ -139,6 +139,38 @@ def test_wrong_types_name_the_field(changes, where):
     assert where.split(".")[1] in info.value.detail
 
 
+@pytest.mark.parametrize("changes, where", [
+    ({"features": {"age": 3, "tags": ["a"]}}, "at `$.features.tags`"),
+    ({"features": {"age": 3, "zip code": {"n": 1}}}, 'at `$.features["zip code"]`'),
+    ({"probabilities": {"yes": "0.2", "no": 0.8}}, "at `$.probabilities.yes`"),
+    ({"segment": {"region": "eu", "tier": 3}}, "at `$.segment.tier`"),
+])
+def test_a_wrong_value_in_a_table_of_free_keys_names_its_key(changes, where):
+    """msgspec says only `$.features[...]`; the producer needs to know which feature."""
+    with pytest.raises(InvalidEvent) as info:
+        decode_prediction(with_(PREDICTION, **changes))
+    assert info.value.reason == "wrong_type" and info.value.detail.endswith(where), info.value.detail
+
+
+_SCALAR = st.one_of(st.none(), st.booleans(), st.integers(-10, 10), st.floats(-1, 1), st.text(max_size=3))
+_WRONG = st.one_of(st.lists(_SCALAR, max_size=2), st.dictionaries(st.text(max_size=2), _SCALAR, max_size=2))
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=4), st.one_of(_SCALAR, _WRONG), min_size=1, max_size=5))
+def test_the_key_named_holds_a_value_of_the_type_msgspec_got(features):
+    data = with_(PREDICTION, features=features)
+    try:
+        decode_prediction(data)
+    except InvalidEvent as exc:
+        assert exc.reason == "wrong_type" and "[...]" not in exc.detail, exc.detail
+        named = exc.detail.rsplit("at `$.features", 1)[1].rstrip("`")
+        key = json.loads(named[1:-1]) if named.startswith("[") else named[1:]
+        got = exc.detail.split("got `", 1)[1].split("`", 1)[0]
+        assert {"array": list, "object": dict}[got] is type(features[key])
+    else:
+        assert not any(isinstance(v, (list, dict)) for v in features.values())
+
+
 @pytest.mark.parametrize("data", [
     b'{"prediction_id":"a","model_id":"m","timestamp":0,"prediction":1,"score":1e999}',
     b'{"prediction_id":"a","model_id":"m","timestamp":0,"prediction":1e400}',
