@@ -301,17 +301,60 @@ class Join:
         if len(self._hashes) > 2 * len(self.pending) + 1024:  # ids gone from pending another way
             self._hashes = {pid: h for pid, h in self._hashes.items() if pid in self.pending}
 
-    def expire(self) -> None:
+    def expire(self, watermark_ms: int | None = None, pids: Sequence[str] | None = None) -> None:
         """The counted part of :meth:`purge` (the rest is upkeep: the joined ids are remembered
-        by event time, whenever their memory is purged)."""
-        horizon = self.watermark_ms - self.ttl_ms
-        expired = _drop_older(self.pending, horizon)
+        by event time, whenever their memory is purged).
+
+        ``watermark_ms`` and ``pids``: the expiry at a mark inside a plain batch applied whole
+        (see :meth:`mark_expiries`), at the watermark there, of the pending ids it found."""
+        watermark = self.watermark_ms if watermark_ms is None else watermark_ms
+        horizon = watermark - self.ttl_ms
+        if pids is None:
+            expired = _drop_older(self.pending, horizon)
+        else:
+            expired = list(zip(pids, map(self.pending.pop, pids)))
         self.counts.expired_predictions += len(expired)
         # Remember expired predictions for one de-duplication horizon after they expired (by
         # the watermark), to tell a late label from an orphan one.
-        self.expired_ids.update((pid, (self.watermark_ms, value[0])) for pid, value in expired)
+        self.expired_ids.update((pid, (watermark, value[0])) for pid, value in expired)
         self.counts.expired_labels += len(_drop_older(self.early_labels, horizon))
-        _drop_older(self.expired_ids, self.watermark_ms - self.dedup_ms)
+        _drop_older(self.expired_ids, watermark - self.dedup_ms)
+
+    def mark_expiries(self, batch: Batch, pids: Sequence[str], label_pids: Sequence[str],
+                      ends: Sequence[int], watermarks: Sequence[int]) -> list[list[str]] | None:
+        """The pending ids :meth:`expire` drops at each mark of a batch that
+        :meth:`can_join_plain`, were the batch read in up to each mark and expired there
+        (``ends``: the events before each mark; ``watermarks``: the watermark there), for
+        :meth:`join_plain` of the whole batch followed by ``expire`` at each mark with them.
+        None when a prediction a mark expires is joined after it (not plain: its label is late).
+
+        Called before ``join_plain``: ``pending`` is then in the order expiry walks it (its
+        predictions, then the batch's). Each mark drops the oldest entries in that order that
+        are in by then (pending, or the batch's predictions before the mark) and not joined
+        before the mark, while they are past the TTL: a prediction joined after the mark is
+        within the TTL there (``join_plain`` finds it so), so it stops the drop as it would."""
+        label_at = dict(zip(label_pids, batch.label_positions.tolist()))
+        never = len(batch.events)  # after every mark
+        entries = itertools.chain(((pid, -1, value[0]) for pid, value in self.pending.items()),
+                                  zip(pids, batch.positions.tolist(), batch.prediction_fields["timestamp"]))
+        entry = next(entries, None)
+        out = []
+        for end, watermark in zip(ends, watermarks):
+            horizon, expired = watermark - self.ttl_ms, []
+            while entry is not None:
+                pid, at, ts = entry
+                if at >= end:
+                    break  # a prediction after the mark, as are the rest
+                joined = label_at.get(pid, never)
+                if joined >= end:  # waiting at the mark
+                    if ts >= horizon:
+                        break
+                    if joined < never:
+                        return None
+                    expired.append(pid)
+                entry = next(entries, None)
+            out.append(expired)
+        return out
 
     # -- checkpoints ------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
