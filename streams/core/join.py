@@ -19,12 +19,10 @@ events at once when every event takes the plain path (:meth:`Join.can_join_plain
 from __future__ import annotations
 
 import collections
-import functools
 import itertools
 import operator
 from typing import Any, Protocol, Sequence
 
-import msgspec
 import numpy as np
 
 from streams.core.codecs import LABEL_TYPES, Label, Prediction
@@ -47,25 +45,11 @@ PREDICTION_FIELDS = ("prediction_id", "timestamp", "prediction", "score", "featu
 LABEL_FIELDS = ("prediction_id", "timestamp", "label")
 
 
-def _fields(events: list, names: tuple[str, ...], kinds: set[type]) -> dict[str, tuple]:
-    """Each named field's values over ``events`` (of the types ``kinds``), as tuples, in one pass
-    over the events. Each event is copied out whole with ``astuple``, which reads a struct's
-    fields in place where ``attrgetter`` looks each name up, when the names are at the same
-    places in every type (in all of Prediction's, and of Label's); else one attrgetter call each."""
-    if not events:
-        return {name: () for name in names}
-    places = {_places(kind, names) for kind in kinds}
-    if len(places) == 1 and None not in places:
-        columns = list(zip(*map(msgspec.structs.astuple, events)))
-        return dict(zip(names, map(columns.__getitem__, places.pop())))
-    return dict(zip(names, zip(*map(operator.attrgetter(*names), events))))
-
-
-@functools.lru_cache(maxsize=256)  # a process has a few event types (one per decoder config)
-def _places(kind: type, names: tuple[str, ...]) -> tuple[int, ...] | None:
-    """Where each of ``names`` is among a struct type's fields (None: not a struct that has them all)."""
-    fields = getattr(kind, "__struct_fields__", ())
-    return tuple(map(fields.index, names)) if set(names) <= set(fields) else None
+def _fields(events: list, names: tuple[str, ...]) -> dict[str, tuple]:
+    """Each named field's values over ``events``, as tuples: a C pass over the events a field
+    (a transpose of whole events, ``zip(*map(astuple, events))``, costs more for the labels and
+    as much for the predictions)."""
+    return {name: tuple(map(operator.attrgetter(name), events)) for name in names}
 
 
 class Batch:
@@ -77,7 +61,6 @@ class Batch:
         sources = list(map(operator.itemgetter(1), events))
         types = list(map(type, self.events))
         labelled = np.fromiter(map(LABEL_TYPES.__contains__, types), dtype=bool, count=len(events))
-        kinds = set(types)
         is_label, is_prediction = labelled.tolist(), (~labelled).tolist()
         self.predictions = list(itertools.compress(self.events, is_prediction))
         self.labels = list(itertools.compress(self.events, is_label))
@@ -86,9 +69,9 @@ class Batch:
         # nonzero()[0] is flatnonzero without its Python wrappers (a 1-d array's)
         self.positions = (~labelled).nonzero()[0]
         self.label_positions = labelled.nonzero()[0]
-        #: field -> the predictions' (the labels') values, taken in one pass over the events
-        self.prediction_fields = _fields(self.predictions, PREDICTION_FIELDS, kinds - LABEL_TYPES)
-        self.label_fields = _fields(self.labels, LABEL_FIELDS, kinds & LABEL_TYPES)
+        #: field -> the predictions' (the labels') values
+        self.prediction_fields = _fields(self.predictions, PREDICTION_FIELDS)
+        self.label_fields = _fields(self.labels, LABEL_FIELDS)
         #: the predictions' and the labels' timestamps as arrays, made once for every pass that needs them
         self.prediction_times = np.array(self.prediction_fields["timestamp"], dtype=np.int64)
         self.label_times = np.array(self.label_fields["timestamp"], dtype=np.int64)
