@@ -19,12 +19,10 @@ events at once when every event takes the plain path (:meth:`Join.can_join_plain
 from __future__ import annotations
 
 import collections
-import functools
 import itertools
 import operator
 from typing import Any, Protocol, Sequence
 
-import msgspec
 import numpy as np
 
 from streams.core.codecs import LABEL_TYPES, Label, Prediction
@@ -47,25 +45,11 @@ PREDICTION_FIELDS = ("prediction_id", "timestamp", "prediction", "score", "featu
 LABEL_FIELDS = ("prediction_id", "timestamp", "label")
 
 
-def _fields(events: list, names: tuple[str, ...], kinds: set[type]) -> dict[str, tuple]:
-    """Each named field's values over ``events`` (of the types ``kinds``), as tuples, in one pass
-    over the events. Each event is copied out whole with ``astuple``, which reads a struct's
-    fields in place where ``attrgetter`` looks each name up, when the names are at the same
-    places in every type (in all of Prediction's, and of Label's); else one attrgetter call each."""
-    if not events:
-        return {name: () for name in names}
-    places = {_places(kind, names) for kind in kinds}
-    if len(places) == 1 and None not in places:
-        columns = list(zip(*map(msgspec.structs.astuple, events)))
-        return dict(zip(names, map(columns.__getitem__, places.pop())))
-    return dict(zip(names, zip(*map(operator.attrgetter(*names), events))))
-
-
-@functools.lru_cache(maxsize=256)  # a process has a few event types (one per decoder config)
-def _places(kind: type, names: tuple[str, ...]) -> tuple[int, ...] | None:
-    """Where each of ``names`` is among a struct type's fields (None: not a struct that has them all)."""
-    fields = getattr(kind, "__struct_fields__", ())
-    return tuple(map(fields.index, names)) if set(names) <= set(fields) else None
+def _fields(events: list, names: tuple[str, ...]) -> dict[str, tuple]:
+    """Each named field's values over ``events``, as tuples: a C pass over the events a field
+    (a transpose of whole events, ``zip(*map(astuple, events))``, costs more for the labels and
+    as much for the predictions)."""
+    return {name: tuple(map(operator.attrgetter(name), events)) for name in names}
 
 
 class Batch:
@@ -77,7 +61,6 @@ class Batch:
         sources = list(map(operator.itemgetter(1), events))
         types = list(map(type, self.events))
         labelled = np.fromiter(map(LABEL_TYPES.__contains__, types), dtype=bool, count=len(events))
-        kinds = set(types)
         is_label, is_prediction = labelled.tolist(), (~labelled).tolist()
         self.predictions = list(itertools.compress(self.events, is_prediction))
         self.labels = list(itertools.compress(self.events, is_label))
@@ -86,9 +69,9 @@ class Batch:
         # nonzero()[0] is flatnonzero without its Python wrappers (a 1-d array's)
         self.positions = (~labelled).nonzero()[0]
         self.label_positions = labelled.nonzero()[0]
-        #: field -> the predictions' (the labels') values, taken in one pass over the events
-        self.prediction_fields = _fields(self.predictions, PREDICTION_FIELDS, kinds - LABEL_TYPES)
-        self.label_fields = _fields(self.labels, LABEL_FIELDS, kinds & LABEL_TYPES)
+        #: field -> the predictions' (the labels') values
+        self.prediction_fields = _fields(self.predictions, PREDICTION_FIELDS)
+        self.label_fields = _fields(self.labels, LABEL_FIELDS)
         #: the predictions' and the labels' timestamps as arrays, made once for every pass that needs them
         self.prediction_times = np.array(self.prediction_fields["timestamp"], dtype=np.int64)
         self.label_times = np.array(self.label_fields["timestamp"], dtype=np.int64)
@@ -301,17 +284,60 @@ class Join:
         if len(self._hashes) > 2 * len(self.pending) + 1024:  # ids gone from pending another way
             self._hashes = {pid: h for pid, h in self._hashes.items() if pid in self.pending}
 
-    def expire(self) -> None:
+    def expire(self, watermark_ms: int | None = None, pids: Sequence[str] | None = None) -> None:
         """The counted part of :meth:`purge` (the rest is upkeep: the joined ids are remembered
-        by event time, whenever their memory is purged)."""
-        horizon = self.watermark_ms - self.ttl_ms
-        expired = _drop_older(self.pending, horizon)
+        by event time, whenever their memory is purged).
+
+        ``watermark_ms`` and ``pids``: the expiry at a mark inside a plain batch applied whole
+        (see :meth:`mark_expiries`), at the watermark there, of the pending ids it found."""
+        watermark = self.watermark_ms if watermark_ms is None else watermark_ms
+        horizon = watermark - self.ttl_ms
+        if pids is None:
+            expired = _drop_older(self.pending, horizon)
+        else:
+            expired = list(zip(pids, map(self.pending.pop, pids)))
         self.counts.expired_predictions += len(expired)
         # Remember expired predictions for one de-duplication horizon after they expired (by
         # the watermark), to tell a late label from an orphan one.
-        self.expired_ids.update((pid, (self.watermark_ms, value[0])) for pid, value in expired)
+        self.expired_ids.update((pid, (watermark, value[0])) for pid, value in expired)
         self.counts.expired_labels += len(_drop_older(self.early_labels, horizon))
-        _drop_older(self.expired_ids, self.watermark_ms - self.dedup_ms)
+        _drop_older(self.expired_ids, watermark - self.dedup_ms)
+
+    def mark_expiries(self, batch: Batch, pids: Sequence[str], label_pids: Sequence[str],
+                      ends: Sequence[int], watermarks: Sequence[int]) -> list[list[str]] | None:
+        """The pending ids :meth:`expire` drops at each mark of a batch that
+        :meth:`can_join_plain`, were the batch read in up to each mark and expired there
+        (``ends``: the events before each mark; ``watermarks``: the watermark there), for
+        :meth:`join_plain` of the whole batch followed by ``expire`` at each mark with them.
+        None when a prediction a mark expires is joined after it (not plain: its label is late).
+
+        Called before ``join_plain``: ``pending`` is then in the order expiry walks it (its
+        predictions, then the batch's). Each mark drops the oldest entries in that order that
+        are in by then (pending, or the batch's predictions before the mark) and not joined
+        before the mark, while they are past the TTL: a prediction joined after the mark is
+        within the TTL there (``join_plain`` finds it so), so it stops the drop as it would."""
+        label_at = dict(zip(label_pids, batch.label_positions.tolist()))
+        never = len(batch.events)  # after every mark
+        entries = itertools.chain(((pid, -1, value[0]) for pid, value in self.pending.items()),
+                                  zip(pids, batch.positions.tolist(), batch.prediction_fields["timestamp"]))
+        entry = next(entries, None)
+        out = []
+        for end, watermark in zip(ends, watermarks):
+            horizon, expired = watermark - self.ttl_ms, []
+            while entry is not None:
+                pid, at, ts = entry
+                if at >= end:
+                    break  # a prediction after the mark, as are the rest
+                joined = label_at.get(pid, never)
+                if joined >= end:  # waiting at the mark
+                    if ts >= horizon:
+                        break
+                    if joined < never:
+                        return None
+                    expired.append(pid)
+                entry = next(entries, None)
+            out.append(expired)
+        return out
 
     # -- checkpoints ------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import heapq
 import itertools
 import logging
 import operator
@@ -33,7 +34,7 @@ from retrain_trigger.rules import load_rules
 from streams.core.codecs import (LABEL_TYPES, InvalidEvent, Label, Prediction, decode_buffer, decode_label, decode_many,
                      decode_prediction, format_timestamp, prediction_type, unread_features)
 from streams.core.config import Config, Model
-from streams.core.join import Batch, Join
+from streams.core.join import Batch, Join, running_max
 from streams.core.statistics import ModelStatistics
 
 log = logging.getLogger("driftline.monitor")
@@ -152,6 +153,13 @@ class ModelMonitor:
         segment.version = self.version
         self._segments.append(Segment())
 
+    def _cut_mark(self, counters: ModelCounters) -> None:
+        """End the open segment at a mark, with the counters taken there."""
+        segment = self._segments[-1]
+        segment.mark = counters
+        segment.version = self.version
+        self._segments.append(Segment())
+
     # -- events ---------------------------------------------------------------------------
     def on_prediction(self, event: Prediction, source: Source) -> None:
         counters = self.counters
@@ -203,15 +211,15 @@ class ModelMonitor:
         """This model's events of one batch, in order: ``on_prediction``/``on_label`` of each.
         ``marks``: the counts of events after which the batch is read as if it ended there (see
         :meth:`Monitor.process`); the join expires what it would at such an end (its upkeep
-        waits for the batch's), and the counters are taken for the mark."""
+        waits for the batch's), and the counters are taken for the mark. The usual batch is
+        applied whole (:meth:`_bulk` with the marks), each mark's expiry worked out from it."""
+        if marks and len(events) >= _BULK_MIN and self._bulk(events, marks):
+            return
         start = 0
         for end in marks:
             self._on_events(events[start:end])
             self.join.expire()
-            segment = self._segments[-1]
-            segment.mark = self.counters.take()
-            segment.version = self.version
-            self._segments.append(Segment())
+            self._cut_mark(self.counters.take())
             start = end
         self._on_events(events[start:] if start else events)
 
@@ -225,11 +233,12 @@ class ModelMonitor:
                 else:
                     self.on_label(event, source)
 
-    def _bulk(self, events: list[tuple[Prediction | Label, Source]]) -> bool:
+    def _bulk(self, events: list[tuple[Prediction | Label, Source]], marks: Sequence[int] = ()) -> bool:
         """Apply a batch in which every event takes the plain path (each prediction new, with no
         early label waiting for it; each label new and finding its prediction, pending or earlier
         in the batch, within the TTL), leaving the state, counters and segments exactly as event
-        by event would. Returns False, having changed nothing, if any event would not."""
+        by event would, with :meth:`on_events`' expiry and counters at each of ``marks``.
+        Returns False, having changed nothing, if any event would not."""
         batch = Batch(events)
         predictions = batch.predictions
         fields = batch.prediction_fields
@@ -242,50 +251,79 @@ class ModelMonitor:
         else:
             scores = [self._score(e) for e in predictions]
             watched = [self._watched_prediction(e, s) for e, s in zip(predictions, scores)]
+        if marks:
+            # the watermark at each mark: the largest event time of the events before it
+            watermarks = running_max(batch.timestamps(), self.join.watermark_ms).tolist()
+            watermarks = [watermarks[end - 1] if end else self.join.watermark_ms for end in marks]
+            expiries = self.join.mark_expiries(batch, pids, label_pids, marks, watermarks)
+            if expiries is None:
+                return False  # a label comes after a mark that expired its prediction
         joined = self.join.join_plain(batch, pids, label_pids, prediction_ts, scores)
         if joined is None:
             return False  # an early, late or orphan label, or one for a prediction that expired
         waiting, joined_ts, label_ts = joined
-        self._apply_predictions(batch)
-        self._apply_labels(batch, label_ts, joined_ts)
-        self._apply_segments(batch, prediction_ts, watched, np.maximum(joined_ts, label_ts), waiting)
+        taken = []  # each mark's counters
+        p0 = q0 = 0
+        if marks:
+            prediction_ends = np.searchsorted(batch.positions, marks).tolist()
+            pair_ends = np.searchsorted(batch.label_positions, marks).tolist()
+            for p1, q1, watermark, expired in zip(prediction_ends, pair_ends, watermarks, expiries):
+                self._apply_predictions(batch, p0, p1)
+                self._apply_labels(batch, label_ts, joined_ts, q0, q1)
+                self.join.expire(watermark, expired)
+                taken.append(self.counters.take())
+                p0, q0 = p1, q1
+        self._apply_predictions(batch, p0, len(batch.predictions))
+        self._apply_labels(batch, label_ts, joined_ts, q0, len(label_ts))
+        self._apply_segments(batch, prediction_ts, watched, np.maximum(joined_ts, label_ts), waiting, marks, taken)
         return True
 
-    def _apply_predictions(self, batch: Batch) -> None:
-        predictions, counters = batch.predictions, self.counters
-        counters.predictions += len(predictions)
+    def _apply_predictions(self, batch: Batch, start: int, end: int) -> None:
+        """Count the batch's predictions ``start:end``."""
+        if end <= start:
+            return
+        counters = self.counters
+        counters.predictions += end - start
         segments = batch.prediction_fields["segment"]
+        if start or end < len(segments):
+            segments = segments[start:end]
         counts = Counter(map(_segment_key, segments)) if any(segments) else {"none": len(segments)}
         for key, count in counts.items():
             if count:
                 counters.segments[key] = counters.segments.get(key, 0) + count
-        if predictions:
-            last = batch.prediction_sources[-1]
-            self.prediction_partition = (last.topic, last.partition)
+        last = batch.prediction_sources[end - 1]
+        self.prediction_partition = (last.topic, last.partition)
 
-    def _apply_labels(self, batch: Batch, label_ts: np.ndarray, joined_ts: np.ndarray) -> None:
+    def _apply_labels(self, batch: Batch, label_ts: np.ndarray, joined_ts: np.ndarray, start: int, end: int) -> None:
+        """Count the batch's labels ``start:end`` (each joined, with its lag)."""
+        if end <= start:
+            return
         counters = self.counters
-        counters.labels += len(label_ts)
-        counters.joined += len(label_ts)
-        counters.label_lags.extend((np.maximum(label_ts - joined_ts, 0) / 1000.0).tolist())
-        if len(label_ts):
-            last = batch.label_sources[-1]
-            self.label_partition = (last.topic, last.partition)
+        counters.labels += end - start
+        counters.joined += end - start
+        counters.label_lags.extend((np.maximum(label_ts[start:end] - joined_ts[start:end], 0) / 1000.0).tolist())
+        last = batch.label_sources[end - 1]
+        self.label_partition = (last.topic, last.partition)
 
     def _apply_segments(self, batch: Batch, prediction_ts: list[int], watched: list, pair_ts: np.ndarray,
-                        waiting: list[tuple]) -> None:
+                        waiting: list[tuple], marks: Sequence[int] = (), taken: Sequence[ModelCounters] = ()) -> None:
         """Append the batch to the open segment, cutting it at each evaluation point inside
-        (``pair_ts``: each label's pair time, the later of its prediction's time and its own)."""
+        (``pair_ts``: each label's pair time, the later of its prediction's time and its own)
+        and at each of ``marks`` (a segment that ends there holds the mark's counters, ``taken``)."""
         predictions, labels = batch.predictions, batch.labels
         positions, label_positions = batch.positions, batch.label_positions
         # Evaluation points: every evaluate_every-th prediction and pair, counted from the
-        # model's first; each is (the event's place in the batch, its clock).
+        # model's first; each is (the event's place in the batch, 0, its clock). A mark after
+        # the event is (its place, 1, the mark's counters): after an evaluation point there.
         every = self.evaluate_every
-        cuts = [(int(positions[k - 1]), "predictions")
+        cuts = [(int(positions[k - 1]), 0, "predictions")
                 for k in range(every - self.predictions_total % every, len(predictions) + 1, every)]
-        cuts += [(int(label_positions[k - 1]), "pairs")
+        cuts += [(int(label_positions[k - 1]), 0, "pairs")
                  for k in range(every - self.joined_total % every, len(labels) + 1, every)]
         cuts.sort()
+        if marks:
+            cuts = list(heapq.merge(cuts, [(end - 1, 1, counters) for end, counters in zip(marks, taken)],
+                                    key=operator.itemgetter(0, 1)))
         self.predictions_total += len(predictions)
         self.joined_total += len(labels)
         pair_ts = pair_ts.tolist()
@@ -306,7 +344,7 @@ class ModelMonitor:
         # predictions and in pairs: the usual batch, with no cut, is one stretch.
         prediction_ends, pair_ends = [len(predictions)], [len(labels)]
         if cuts:
-            ats = [at for at, _ in cuts]
+            ats = [cut[0] for cut in cuts]
             prediction_ends[:0] = np.searchsorted(positions, ats, side="right").tolist()
             pair_ends[:0] = np.searchsorted(label_positions, ats, side="right").tolist()
         # Each stretch's clocks and version are read from its own slice of the columns (a C
@@ -314,7 +352,7 @@ class ModelMonitor:
         # values would cost a numpy call or two per column, whatever the batch's size.
         clock_ms = self.clock_ms
         p0 = q0 = 0
-        for (_, clock), p1, q1 in zip(cuts + [(None, None)], prediction_ends, pair_ends):
+        for (_, is_mark, clock), p1, q1 in zip(cuts + [(None, 0, None)], prediction_ends, pair_ends):
             segment = self._segments[-1]
             if p1 > p0:
                 # the model's version after the stretch: the last one named up to its end
@@ -327,7 +365,9 @@ class ModelMonitor:
                 for name, column in pair_columns:
                     getattr(segment, name).extend(column[q0:q1])
                 clock_ms["pairs"] = max(clock_ms["pairs"], max(pair_ts[q0:q1]))
-            if clock is not None:
+            if is_mark:
+                self._cut_mark(clock)
+            elif clock is not None:
                 self._cut(clock)
             p0, q0 = p1, q1
 

@@ -141,7 +141,9 @@ class RecentIds:
         if not len(hashes):
             return False
         if self._open:
-            values = hashes.tolist()
+            # a set: each bucket's test then walks the smaller of the two (a bucket holds a few
+            # seconds of labels, usually fewer than the hashes asked about)
+            values = set(hashes.tolist())
             if any(not s.isdisjoint(values) for s in self._open.values()):
                 return True
         return self._index.may_contain_any(hashes) or any(_member(hashes, stored).any() for stored in self._sorted.values())
