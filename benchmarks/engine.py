@@ -502,6 +502,7 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float, worktree: Path | 
     producer = Producer({"bootstrap.servers": args.bootstrap, "partitioner": "murmur2_random", "linger.ms": 0})
     enc = msgspec.json.Encoder()
     samples: list[float] = []
+    behind = None  # why the samples stopped early: the engine fell behind the load
     load = None
     try:
         deadline = time.monotonic() + 60
@@ -525,13 +526,15 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float, worktree: Path | 
                                                         "prediction": 1}), key=b"lat")
             producer.flush(10)
             if proc.wait_processed(base + 31, 30, model="lat") is None:
-                raise RuntimeError("latency engine did not process the predictions")
+                behind = f"sample {k}'s predictions not processed within 30 s"
+                break
             for j, pid in enumerate(ids[:30]):  # 20 right (re-arm), 10 wrong: accuracy 0.5, no breach
                 producer.produce(inputs[1], enc.encode({"prediction_id": pid, "model_id": "lat", "timestamp": now,
                                                         "label": 1 if j < 20 else 0}), key=b"lat")
             producer.flush(10)
             if proc.wait_processed(base + 61, 30, model="lat") is None:
-                raise RuntimeError("latency engine did not process the labels")
+                behind = f"sample {k}'s labels not processed within 30 s"
+                break
             time.sleep(args.commit_every_ms / 1000 + 0.2)  # any trigger of the above is visible by now
             before = reader.lat_triggers()
             t0 = time.time()
@@ -542,7 +545,8 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float, worktree: Path | 
             while reader.lat_triggers() == before and time.monotonic() < wait_until:
                 time.sleep(0.001)
             if reader.lat_triggers() == before:
-                raise RuntimeError(f"no trigger within 30 s for latency sample {k}")
+                behind = f"no trigger within 30 s for sample {k}"
+                break
             samples.append([seen for seen, model, _ in reader.seen if model == "lat"][before] - t0)
             if os.environ.get("DRIFTLINE_LAT_TRACE"):
                 open(os.environ["DRIFTLINE_LAT_TRACE"], "a").write(f"SAMPLE t0={t0:.4f} seen={t0 + samples[-1]:.4f} lat={samples[-1] * 1000:.1f}\n")
@@ -561,11 +565,15 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float, worktree: Path | 
             load.wait(30)
         proc.stop()
         reader.close()
+    if not samples:
+        raise RuntimeError(f"no latency sample: the engine fell behind the load ({behind})")
+    if behind:
+        progress(f"    the engine fell behind the load ({behind}): {len(samples)} samples kept")
     in_order = [round(x * 1000, 1) for x in samples]  # ms, as measured: a long run shows any drift
     samples.sort()
     pct = lambda q: samples[min(len(samples) - 1, int(round(q * (len(samples) - 1))))]  # noqa: E731
     return {"samples": len(samples), "in_order_ms": in_order, "p50": pct(0.5), "p99": pct(0.99), "max": samples[-1], "min": samples[0],
-            "rate": rate, "consumed_rate": consumed, "load_running": lag_ok,
+            "rate": rate, "consumed_rate": consumed, "load_running": lag_ok, "fell_behind": behind,
             "loadavg": [round(loadavg_start, 2), round(loadavg_end, 2)],
             "pending": proc.max_pending, "engine_cpu": cpu,
             "commits": metric_sum(text, "driftline_transaction_commit_seconds_count"),
@@ -841,7 +849,8 @@ def main(argv: list[str] | None = None) -> int:
               f"CPU {lat['engine_cpu']:.2f} cores, {lat['commits']:,.0f} commits, "
               f"{lat['triggers']:,.0f} triggers, checkpoints {lat['checkpoint_mb']:.1f} MB at the end; "
               f"load average {lat['loadavg'][0]:.2f} at the first sample, {lat['loadavg'][1]:.2f} after the last "
-              f"({os.cpu_count()} cores)")
+              f"({os.cpu_count()} cores)"
+              + (f"; STOPPED EARLY: the engine fell behind the load ({lat['fell_behind']})" if lat["fell_behind"] else ""))
     if memory:
         print(f"\nmemory: {args.memory_models} models × {args.memory_features} features (PSI each), "
               f"{memory['events']:,} events: peak RSS {memory['rss'] / MB:.0f} MB, "

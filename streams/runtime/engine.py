@@ -8,6 +8,9 @@ The loop, as in confluent-kafka-python's ``examples/eos_transactions.py``::
     as soon as a partition's events made a trigger (at most one such commit per
     trigger_commit_min_interval_ms):
         the same for the partitions that produced outputs since the last commit only
+    while a commit's round trips to the broker run (in a thread of their own):
+        go on consuming and handing events to the Monitors; hold their outputs for the next
+        transaction
 
 A partition's input offsets and state checkpoint commit together with the triggers and dead
 letters its events produced (a transaction holds the partitions it commits and every partition
@@ -24,6 +27,7 @@ import itertools
 import logging
 import signal
 import socket
+import threading
 import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -82,6 +86,16 @@ class Engine:
         self.last_trigger_commit = self.last_interval_commit = self.started = time.monotonic()
         self._prepared = False  # checkpoints and offsets are in the open transaction
         self._prepared_partitions: set[int] | None = None  # ... of these partitions (None: all)
+        #: partition -> its events handed on when the commit in the open transaction was prepared
+        self._prepared_counts: dict[int, int] = {}
+        #: a commit whose broker round trips run while the step goes on (see :meth:`_commit_in_flight`)
+        self._flight: _Flight | None = None
+        #: outputs made while a commit is in flight, ``(topic, value, key, headers)``: produced
+        #: when the next transaction begins, with the partitions that made them and whether a
+        #: trigger is among them
+        self._held: list[tuple[str, bytes | None, bytes | str | None, list | None]] = []
+        self._held_partitions: set[int] = set()
+        self._held_trigger = False
         self._first_batch_logged = False
 
     # -- the loop ---------------------------------------------------------------------------
@@ -115,34 +129,35 @@ class Engine:
         batch made a trigger or the commit interval is up."""
         messages = self._consume()
         self.health.check()
+        self._land(wait=False)
         if messages:
             self._buffer(messages)
-        # While a prepared commit waits for the broker, nothing more goes into its transaction:
-        # the events wait in their pairs (flow control pauses what fills up).
+        # While a prepared commit that failed waits for the broker, nothing more goes into its
+        # transaction: the events wait in their pairs (flow control pauses what fills up).
         for partition, items in [] if self._prepared else self.inputs.release(self.monitors):
             self.events_since_commit[partition] = self.events_since_commit.get(partition, 0) + len(items)
             if self.pipeline.hand_over(self.monitors[partition], items):
-                self.trigger_pending = True
-                self.produced.add(partition)
+                self._made_outputs(partition, trigger=True)
             self._first_batch()
             # A trigger is readable (read_committed) once its transaction commits: not a commit
             # interval later, nor after the rest of the batch, but now (or as soon as the bound
-            # on trigger commits allows).
-            if self._trigger_commit_due() and self.health.up:  # no commit into the void
-                self.commit(self.produced)
+            # on trigger commits allows; a commit in flight that lands lets it go).
+            if self._land(wait=False) and self._trigger_commit_due() and self.health.up:  # no commit into the void
+                self._commit_in_flight(self.produced)
             if self._prepared:
-                # That commit waits for the broker: the pairs not handed on yet keep their items
-                # (and offsets) for a later step, rather than putting outputs of their
-                # partitions into a transaction that holds neither their checkpoints nor offsets.
+                # That commit failed and waits for the broker: the pairs not handed on yet keep
+                # their items (and offsets) for a later step, rather than putting outputs of
+                # their partitions into a transaction that holds neither their checkpoints nor
+                # offsets.
                 break
         self.inputs.flow_control(self.monitors)
         self.exporter.refresh()
-        if self.health.up:
+        if self.health.up and self._land(wait=False):
             due = self._interval_commit_due()
             if due is not None:
-                self.commit(self.produced | {due})
+                self._commit_in_flight(self.produced | {due})
             elif self._trigger_commit_due() or self._prepared:
-                self.commit(self.produced)
+                self._commit_in_flight(self.produced)
 
     def _consume(self) -> list[Message]:
         """The next batch: what comes in within ``batch_wait_ms`` (at once when a full batch is
@@ -163,6 +178,8 @@ class Engine:
         commit or a partition's commit for the interval falls due before it."""
         timeout = self.inputs.poll_timeout()
         now = time.monotonic()
+        if self._flight is not None:  # wake up soon after it lands: its trigger commit may follow
+            timeout = min(timeout, _FLIGHT_POLL_S)
         if self.trigger_pending:
             timeout = min(timeout, max(0.0, self._trigger_commit_at() - now))
         if self.monitors and self.health.up:  # no commits while the broker is away: no wake-ups for them
@@ -183,6 +200,7 @@ class Engine:
         abort aborts it and rewinds the Monitors and the consumer to the last committed
         checkpoint, so nothing is lost and nothing counted twice.
         """
+        self._land()
         if self._prepared and partitions != self._prepared_partitions:
             prepared = self._prepared_partitions
             if not self.commit(prepared):
@@ -190,34 +208,91 @@ class Engine:
             if prepared is None or (partitions is not None and partitions <= prepared):
                 return True
         started = time.perf_counter()
-        assignment = self.consumer.assignment()
-        if self._prepared:  # a commit that failed retriably: commit what it prepared
-            partitions = self._prepared_partitions
-        elif partitions is not None:
-            partitions = set(partitions)
-        if partitions is not None:
-            assignment = [tp for tp in assignment if tp.partition in partitions]
         try:
-            if not self._prepared:
-                for partition, monitor in self.monitors.items():
-                    if partitions is None or partition in partitions:
-                        self.store.write(partition, Checkpoint(monitor.dirty_states()))
-                offsets = self.inputs.commit_offsets(assignment)
+            if not self._prepared:  # else a commit that failed retriably: commit what it prepared
+                offsets = self._prepare(partitions)
                 if offsets:
                     with self.health.guard("send_offsets_to_transaction"):
                         self.producer.send_offsets_to_transaction(
                             offsets, self.consumer.consumer_group_metadata(), COMMIT_TIMEOUT)
-                self._prepared, self._prepared_partitions = True, partitions
+                self._prepared = True
             with self.health.guard("commit_transaction"):
                 self.producer.commit_transaction(COMMIT_TIMEOUT)
         except KafkaException as exc:
             self._commit_failed(exc.args[0])
             return False
+        self._committed(started)
+        return True
+
+    def _commit_in_flight(self, partitions: set[int]) -> None:
+        """:meth:`commit`, with the broker's round trips (the input offsets, the commit) in a
+        thread of their own while the step goes on reading and handing events to the Monitors.
+
+        The checkpoints and offsets go into the transaction first, so it holds the state as of
+        now; what the Monitors make meanwhile (triggers, dead letters) is held and produced
+        once the next transaction begins, with the checkpoints and offsets of the events that
+        made it, as if the loop had waited. The loop then waits for the broker only when it
+        commits again before the last commit lands. A commit that failed retriably is retried
+        as :meth:`commit` retries it."""
+        self._land()
+        if self._prepared:
+            self.commit(partitions)
+            return
+        started = time.perf_counter()
+        try:
+            offsets = self._prepare(partitions)
+        except KafkaException as exc:
+            self._commit_failed(exc.args[0])
+            return
+        self._flight = _Flight(self.producer, self.health, offsets, self.consumer.consumer_group_metadata(), started)
+
+    def _land(self, wait: bool = True) -> bool:
+        """End the commit in flight, if any: wait for it (with ``wait=False``, only if it is
+        done). Returns whether no commit is in flight now."""
+        flight = self._flight
+        if flight is None:
+            return True
+        if not wait and flight.thread.is_alive():
+            return False
+        flight.thread.join()
+        self._flight = None
+        if flight.error is None:
+            self._prepared = True
+            self._committed(flight.started, flight.ended)
+            return True
+        self._prepared = flight.prepared  # a failed commit_transaction leaves its offsets in
+        self._commit_failed(flight.error)
+        if self._flight is None and not self._prepared and self._held:
+            # The offsets did not go in and the transaction is still open: the held outputs go
+            # into it, and commit with the checkpoints and offsets of a later commit.
+            self._release_held()
+        return True
+
+    def _prepare(self, partitions: set[int] | None) -> list[TopicPartition]:
+        """Write the checkpoints of ``partitions`` (None: all) into the open transaction and
+        return their input offsets to commit with them."""
+        partitions = None if partitions is None else set(partitions)
+        for partition, monitor in self.monitors.items():
+            if partitions is None or partition in partitions:
+                self.store.write(partition, Checkpoint(monitor.dirty_states()))
+        self._prepared_partitions = partitions
+        owned = self.monitors if partitions is None else partitions & self.monitors.keys()
+        self._prepared_counts = {partition: self.events_since_commit.get(partition, 0) for partition in owned}
+        return self.inputs.commit_offsets(self._assignment(partitions))
+
+    def _assignment(self, partitions: set[int] | None) -> list[TopicPartition]:
+        assignment = self.consumer.assignment()
+        return assignment if partitions is None else [tp for tp in assignment if tp.partition in partitions]
+
+    def _committed(self, started: float, ended: float | None = None) -> None:
+        """The prepared transaction committed (between ``started`` and ``ended``, by
+        ``time.perf_counter()``; None: now): begin the next one, with the outputs held."""
+        partitions = self._prepared_partitions
         self.store.committed()
         self._prepared = False
         self.producer.begin_transaction()
         self.health.reachable()
-        self.exporter.commit_seconds.observe(time.perf_counter() - started)
+        self.exporter.commit_seconds.observe((time.perf_counter() if ended is None else ended) - started)
         now = time.monotonic()
         if self.trigger_pending:
             self.trigger_pending, self.last_trigger_commit = False, now
@@ -225,11 +300,39 @@ class Engine:
             self.produced.clear()
         else:
             self.produced.difference_update(partitions)
-        for partition in self.monitors if partitions is None else partitions & self.monitors.keys():
-            self.events_since_commit[partition] = 0
+        for partition, count in self._prepared_counts.items():
+            # the events handed on while the commit was in flight are for the next one
+            self.events_since_commit[partition] = max(0, self.events_since_commit.get(partition, 0) - count)
             self.committed_at[partition] = now
-        export_lag(self.exporter.set_consumer_lag, self.inputs.positions(assignment), self.inputs.highwater)
-        return True
+        self._prepared_counts = {}
+        self._release_held()
+        export_lag(self.exporter.set_consumer_lag, self.inputs.positions(self._assignment(partitions)),
+                   self.inputs.highwater)
+
+    def _made_outputs(self, partition: int, trigger: bool = False) -> None:
+        """Note that ``partition``'s events produced outputs (a trigger among them): into the
+        open transaction, or held while a commit is in flight."""
+        if self._flight is not None:
+            self._held_partitions.add(partition)
+            self._held_trigger |= trigger
+        else:
+            self.produced.add(partition)
+            self.trigger_pending |= trigger
+
+    def _produce(self, topic: str, value: bytes | None, key: bytes | str | None, headers: list | None = None) -> None:
+        if self._flight is not None:  # the transaction is committing: nothing can go into it
+            self._held.append((topic, value, key, headers))
+        else:
+            self.producer.produce(topic, value, key=key, headers=headers)
+
+    def _release_held(self) -> None:
+        """Produce the outputs held while a commit was in flight into the open transaction."""
+        for topic, value, key, headers in self._held:
+            self.producer.produce(topic, value, key=key, headers=headers)
+        self._held.clear()
+        self.produced |= self._held_partitions
+        self.trigger_pending |= self._held_trigger
+        self._held_partitions, self._held_trigger = set(), False
 
     def _buffer(self, messages: list[Message]) -> None:
         """A consumed batch, decoded and buffered in its pairs: a consumed batch is runs of
@@ -297,12 +400,12 @@ class Engine:
 
     # -- the pipeline's outputs: in the open transaction ------------------------------------
     def dead_letter(self, message: Message, source: Source, error: InvalidEvent) -> None:
-        self.produced.add(source.partition)
-        self.producer.produce(self.topics.dlq, message.value(), key=message.key(),
-                              headers=dead_letter_headers(error.reason, error.detail, source))
+        self._made_outputs(source.partition)
+        self._produce(self.topics.dlq, message.value(), message.key(),
+                      dead_letter_headers(error.reason, error.detail, source))
 
     def trigger(self, trigger: TriggerEvent) -> None:
-        self.producer.produce(self.topics.triggers, encode_trigger(trigger), key=trigger.model_id)
+        self._produce(self.topics.triggers, encode_trigger(trigger), trigger.model_id)
 
     # -- starting and stopping --------------------------------------------------------------
     def _connect(self) -> None:
@@ -343,10 +446,14 @@ class Engine:
         self.last_trigger_commit = self.last_interval_commit = time.monotonic()
 
     def _abort(self) -> None:
+        self._land()
         self._prepared = False
-        # Its outputs are gone with it; processed again, they note themselves again.
+        # Its outputs are gone with it, and those held for the next; processed again, they
+        # note themselves again.
         self.trigger_pending = False
         self.produced.clear()
+        self._held.clear()
+        self._held_partitions, self._held_trigger = set(), False
         self.store.aborted()
         try:
             with self.health.guard("abort_transaction"):
@@ -408,6 +515,51 @@ class Engine:
             self.committed_at.pop(p, None)
             self.produced.discard(p)
         self.inputs.forget(partitions)
+
+
+#: how long the loop waits for a message while a commit is in flight (it looks for the landing
+#: between waits)
+_FLIGHT_POLL_S = 0.002
+
+
+class _Flight:
+    """A commit's broker round trips (send the input offsets, commit the transaction) in a thread
+    of their own: the transaction holds its checkpoints and outputs already.
+
+    Parameters
+    ----------
+    producer, health
+        The engine's transactional producer, and the broker health that watches its calls.
+    offsets, group
+        The input offsets to commit and the consumer's group metadata (taken in the loop's
+        thread).
+    started
+        When the commit began (``time.perf_counter()``).
+    """
+
+    def __init__(self, producer: Producer, health: BrokerHealth, offsets: list[TopicPartition], group,
+                 started: float):
+        self.started = started
+        #: the offsets are in the transaction (a commit_transaction that fails leaves them in)
+        self.prepared = False
+        #: the error the calls ended with (None: committed), and when they ended
+        self.error: KafkaError | None = None
+        self.ended = started
+        self.thread = threading.Thread(target=self._run, args=(producer, health, offsets, group),
+                                       name="driftline-commit", daemon=True)
+        self.thread.start()
+
+    def _run(self, producer: Producer, health: BrokerHealth, offsets: list[TopicPartition], group) -> None:
+        try:
+            if offsets:
+                with health.guard("send_offsets_to_transaction"):
+                    producer.send_offsets_to_transaction(offsets, group, COMMIT_TIMEOUT)
+            self.prepared = True
+            with health.guard("commit_transaction"):
+                producer.commit_transaction(COMMIT_TIMEOUT)
+        except KafkaException as exc:
+            self.error = exc.args[0]
+        self.ended = time.perf_counter()
 
 
 def _consumer_settings(config: Config, instance_id: str, health: BrokerHealth) -> dict:

@@ -5,6 +5,12 @@ pairs, its offsets uncommitted), so the open transaction holds no outputs of a p
 checkpoint and offsets it does not hold."""
 from __future__ import annotations
 
+import contextlib
+import threading
+import types
+
+from confluent_kafka import KafkaError, KafkaException
+
 from streams.core.config import parse_config
 from streams.runtime.align import LABELS, PREDICTIONS, merge_key
 from streams.runtime.engine import Engine
@@ -48,6 +54,7 @@ def _engine(pairs: dict[int, int]) -> Engine:
     engine._consume = lambda: []
     engine._interval_commit_due = lambda: None
     engine._prepared, engine.trigger_pending, engine._first_batch_logged = False, False, True
+    engine._flight, engine._held, engine._held_partitions, engine._held_trigger = None, [], set(), False
     engine.produced, engine.events_since_commit = set(), {}
     engine.last_trigger_commit = float("-inf")
     return engine
@@ -62,7 +69,7 @@ def test_nothing_more_is_handed_on_while_a_trigger_commit_waits_for_the_broker()
         engine._prepared, engine._prepared_partitions = True, set(partitions)
         return False
 
-    engine.commit = commit
+    engine.commit = engine._commit_in_flight = commit
     engine.step()
     assert [monitor for monitor, _ in engine.pipeline.handed] == [0] and commits[0] == {0}
     assert engine.produced == {0}  # the transaction holds partition 0's outputs only
@@ -81,7 +88,179 @@ def test_after_a_trigger_commit_the_step_goes_on_with_the_next_pairs():
         engine.produced.difference_update(partitions)
         return True
 
-    engine.commit = commit
+    engine.commit = engine._commit_in_flight = commit
     engine.step()
     assert [monitor for monitor, _ in engine.pipeline.handed] == [0, 1] and commits == [{0}]
     assert [len(items) for _, items in engine.pipeline.handed] == [5, 5]  # the last label waits for a later prediction
+
+
+# -- a commit in flight: its broker round trips in their own thread while the step goes on ---------
+class _Producer:
+    """A transactional producer whose ``send_offsets_to_transaction`` and ``commit_transaction``
+    wait for :attr:`go`, then raise what :attr:`fail` names (``"offsets"`` or ``"commit"``, with
+    :attr:`error`), else succeed. Each transaction's messages are listed in :attr:`transactions`."""
+
+    def __init__(self):
+        self.go = threading.Event()
+        self.fail, self.error = None, None
+        self.transactions: list[list] = [[]]
+        self.committed: list[list] = []
+
+    def produce(self, topic, value, key=None, headers=None):
+        self.transactions[-1].append((topic, value))
+
+    def send_offsets_to_transaction(self, offsets, group, timeout):
+        self.go.wait(5)
+        if self.fail == "offsets":
+            raise KafkaException(self.error)
+
+    def commit_transaction(self, timeout):
+        self.go.wait(5)
+        if self.fail == "commit":
+            raise KafkaException(self.error)
+        self.committed.append(self.transactions[-1])
+
+    def begin_transaction(self):
+        self.transactions.append([])
+
+    def abort_transaction(self, timeout):
+        self.transactions[-1] = []
+
+
+class _Consumer:
+    def assignment(self):
+        return []
+
+    def consumer_group_metadata(self):
+        return None
+
+
+class _Health(_Stub):
+    def __init__(self):
+        self.unreachable_since: list[str] = []
+
+    def guard(self, call):
+        return contextlib.nullcontext()
+
+    def reachable(self):
+        pass
+
+    def unreachable(self, reason):
+        self.unreachable_since.append(reason)
+
+
+class _Exporter(_Stub):
+    commit_seconds = types.SimpleNamespace(observe=lambda seconds: None)
+
+    def set_consumer_lag(self, *args):
+        pass
+
+
+class _Store:
+    def write(self, partition, checkpoint):
+        pass
+
+    def committed(self):
+        pass
+
+    def aborted(self):
+        pass
+
+
+class _TriggeringPipeline(_Pipeline):
+    """As :class:`_Pipeline`, and partition 0's hand-overs produce their trigger through the engine."""
+
+    def __init__(self, engine: Engine):
+        super().__init__()
+        self.engine = engine
+
+    def hand_over(self, monitor, items):
+        triggers = super().hand_over(monitor, items)
+        for _ in triggers:
+            self.engine._produce(self.engine.topics.triggers, b"trigger", "m")
+        return triggers
+
+
+class _Monitor(int):
+    """A stub pipeline's "Monitor" (its partition) with no state to checkpoint."""
+
+    def dirty_states(self) -> dict:
+        return {}
+
+
+def _flying_engine() -> Engine:
+    """A stub engine (:func:`_engine`) with a producer, consumer and store, and a commit of
+    partition 1 in flight (its broker calls wait for ``engine.producer.go``)."""
+    engine = _engine({0: 3, 1: 3})
+    engine.topics, engine.producer, engine.consumer = CONFIG.topics, _Producer(), _Consumer()
+    engine.health, engine.exporter, engine.store = _Health(), _Exporter(), _Store()
+    engine.pipeline = _TriggeringPipeline(engine)
+    engine.monitors = {partition: _Monitor(partition) for partition in engine.monitors}
+    engine.inputs.commit_offsets = lambda assignment: ["offsets"]
+    engine.inputs._lag = lambda role, partition: None  # not known: a pair waits for its other half
+    engine._rewind = lambda: None
+    engine._prepared_partitions, engine._prepared_counts = None, {}
+    engine.committed_at = {}
+    engine._commit_in_flight({1})
+    assert engine._flight is not None
+    return engine
+
+
+def _flying_step(engine: Engine) -> None:
+    engine.step()
+    assert [monitor for monitor, _ in engine.pipeline.handed] == [0, 1]  # handed on meanwhile
+    assert engine.producer.transactions == [[]] and engine._held  # the trigger is held
+    assert engine.produced == set() and not engine.trigger_pending
+
+
+def test_while_a_commit_is_in_flight_the_step_hands_on_and_holds_the_outputs_for_the_next_transaction():
+    engine = _flying_engine()
+    _flying_step(engine)
+    engine.producer.go.set()
+    engine._flight.thread.join()
+    engine.step()  # it lands: the next transaction begins with the trigger, which commits at once
+    assert engine.producer.committed[0] == []  # the commit in flight held no trigger
+    assert engine.producer.transactions[1] == [(CONFIG.topics.triggers, b"trigger")]
+    assert engine._flight is not None and engine._prepared_partitions == {0}  # the trigger's commit
+    engine._land()
+    assert engine.producer.committed[1] == [(CONFIG.topics.triggers, b"trigger")]
+    assert not engine._held and engine.produced == set() and not engine.trigger_pending
+
+
+def test_an_aborted_commit_in_flight_drops_the_held_outputs():
+    engine = _flying_engine()
+    _flying_step(engine)
+    engine.producer.fail = "commit"
+    engine.producer.error = KafkaError(KafkaError.INVALID_TXN_STATE, txn_requires_abort=True)
+    engine.producer.go.set()
+    engine._land()
+    assert not engine._held and engine.produced == set() and not engine.trigger_pending
+    assert engine.producer.committed == [] and engine.producer.transactions[-1] == []
+
+
+def test_held_outputs_go_into_the_open_transaction_when_its_offsets_could_not_be_sent():
+    engine = _flying_engine()
+    _flying_step(engine)
+    engine.producer.fail = "offsets"
+    engine.producer.error = KafkaError(KafkaError._TIMED_OUT, retriable=True)
+    engine.producer.go.set()
+    engine._land()
+    assert not engine._prepared and engine.health.unreachable_since
+    # the transaction is open, not committing: the trigger goes in, to commit with partition 0
+    assert engine.producer.transactions == [[(CONFIG.topics.triggers, b"trigger")]]
+    assert engine.produced == {0} and engine.trigger_pending and not engine._held
+
+
+def test_held_outputs_wait_for_the_retried_commit_when_the_commit_call_failed():
+    engine = _flying_engine()
+    _flying_step(engine)
+    engine.producer.fail = "commit"
+    engine.producer.error = KafkaError(KafkaError._TIMED_OUT, retriable=True)
+    engine.producer.go.set()
+    engine._land()
+    assert engine._prepared and engine._held and engine.producer.transactions == [[]]
+    engine.producer.fail = None
+    assert engine.commit({1})  # the retry commits what was prepared; the held outputs follow it
+    assert engine.producer.committed == [[]]
+    assert engine.producer.transactions[-1] == [(CONFIG.topics.triggers, b"trigger")]
+    assert engine.produced == {0} and engine.trigger_pending and not engine._held
