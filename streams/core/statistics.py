@@ -275,25 +275,28 @@ class ModelStatistics:
                 if matrix is not None:
                     # the prediction drift detectors measured with the features when they can
                     # be: the timeline reads them at every sample
-                    column = self._predictions_to_foresee()
-                    if column is not None:
-                        kinds = list(self.prediction_drift)
-                        matrix = np.column_stack((matrix, column))
-                        detectors = [*detectors, *self.prediction_drift.values()]
-                        order = np.concatenate((order, np.full(len(kinds), len(numeric), dtype=np.intp)))
-                        self._foreseen_predictions = kinds
+                    detectors, matrix, order, self._foreseen_predictions = self._with_predictions(matrix, 0)
                     self._foresight = Foresight(detectors, matrix, self._points, columns=order)
         return self._foresight or None
 
-    def _predictions_to_foresee(self) -> np.ndarray | None:
-        """The queued watched prediction values as a float column, when the Foresight about to
-        be made can measure the prediction drift detectors too: numeric ones it can foresee,
-        fed nothing of the queue, every value a finite number; else None."""
-        detectors = list(self.prediction_drift.values())
-        if not detectors or self._fed_predictions or not can_foresee(detectors):
-            return None
-        column = _present(self._queued_predictions, categorical=False)
-        return column if len(column) == self._queued else None
+    def _with_predictions(self, matrix: np.ndarray, start: int) -> tuple[list[Any], np.ndarray, np.ndarray, list[str]]:
+        """The numeric feature detectors, ``matrix`` (the queued rows' numeric features from
+        ``start`` on) and each detector's column, with the prediction drift detectors after them
+        reading the rows' watched values as a last column when they can be fed and measured
+        with the features: numeric ones a Foresight can measure, fed up to ``start``, every
+        value a finite number. Both :meth:`_foresee` and :meth:`_catch_up_features` take them
+        together then, so that the detectors' kept layout (see :func:`~detectors.drift.add_columns`)
+        is the same either way. Also the prediction kinds added (none, or all)."""
+        numeric, _, detectors, order = self._numeric_plan()
+        predicting = list(self.prediction_drift.values())
+        if not predicting or self._fed_predictions != start or not can_foresee(predicting):
+            return detectors, matrix, order, []
+        column = _present(self._queued_predictions[start:start + len(matrix)], categorical=False)
+        if len(column) != len(matrix):
+            return detectors, matrix, order, []
+        return ([*detectors, *predicting], np.column_stack((matrix, column)),
+                np.concatenate((order, np.full(len(predicting), len(numeric), dtype=np.intp))),
+                list(self.prediction_drift))
 
     def _catch_up_features(self, upto: int) -> None:
         """Feed the features of the queued predictions up to ``upto`` to their detectors (the
@@ -310,9 +313,12 @@ class ModelStatistics:
             matrix = None if foreseen else _numeric_matrix(rows, numeric, kind)
             columns: dict[str, Any] = {}
             if matrix is not None:  # the usual batch: every numeric detector fed from one matrix
-                add_columns(numeric_detectors, matrix, columns=order)
+                detectors, matrix, order, predicted = self._with_predictions(matrix, start)
+                add_columns(detectors, matrix, columns=order)
+                if predicted:  # fed here with the features
+                    self._fed_predictions = upto
                 if read:
-                    for key in numeric_keys:
+                    for key in [*numeric_keys, *predicted]:
                         read.pop(key, None)
             for key, detector in self.feature_drift.items():
                 if (matrix is not None or foreseen) and not detector.categorical:

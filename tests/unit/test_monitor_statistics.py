@@ -370,6 +370,25 @@ def test_the_prediction_drift_is_measured_with_the_features_inside_a_batch():
         assert json.dumps(batched.state()) == json.dumps(by_point.state())
 
 
+def test_batches_read_at_points_or_fed_whole_keep_one_detector_layout():
+    """A batch read at its points (a Foresight measures it) and one fed whole lay the numeric
+    feature and prediction drift detectors out alike: the layout kept from one batch to the
+    next is not made again as batches of both sorts alternate."""
+    stats = ModelStatistics(NUMERIC[False].models[0])
+    rng = np.random.default_rng(4)
+    layouts = []
+    for b in range(6):
+        rows = [{"a": float(x), "b": float(y), "c": float(z)} for x, y, z in rng.normal(0.0, 1.0, size=(50, 3))]
+        points = [10, 30] if b % 2 else []
+        stats.update_predictions(rows, rng.uniform(0, 1, 50).tolist(), points)
+        for point in points:
+            stats.seek(point)
+            read_drift(stats)
+        stats.catch_up()
+        layouts.append(stats._numeric_plan()[2][0]._foresight_layout)
+    assert layouts[2] is not None and all(layout is layouts[2] for layout in layouts[2:])
+
+
 def fired_of(observations, names, min_samples):
     """What a rule on ``fired`` reads of the named observations: (how many fired with at least
     ``min_samples`` samples, how many have fewer), and the names of those that fired."""
