@@ -22,8 +22,9 @@ point without them, and the queue is fed once, at :meth:`~ModelStatistics.catch_
 
 The Monitor queues a whole batch of predictions at once, with the evaluation points where drift
 rules will read it, and moves to each point (:meth:`~ModelStatistics.seek`) before judging there:
-the numeric feature detectors are then measured at all the points together, from the batch
-binned once (:class:`~detectors.drift.Foresight`), and fed the batch at :meth:`catch_up`.
+the numeric feature detectors (and the prediction drift ones, when the batch's watched values
+are finite numbers) are then measured at all the points together, from the batch binned once
+(:class:`~detectors.drift.Foresight`), and fed the batch at :meth:`catch_up`.
 """
 from __future__ import annotations
 
@@ -170,6 +171,9 @@ class ModelStatistics:
         #: the numeric feature detectors' results at the points, while the queue is read part
         #: by part: None until decided, False when they are fed part by part instead
         self._foresight: Foresight | bool | None = None
+        #: the prediction drift detectors that Foresight measures too (after the numeric feature
+        #: detectors, reading the matrix's last column), by kind: none unless it can
+        self._foreseen_predictions: list[str] = []
 
     def update_pairs(self, y_true: list, y_pred: list, scores: list | None,
                      times_ms: list[int]) -> list[ClosedPerformance]:
@@ -248,11 +252,12 @@ class ModelStatistics:
         if isinstance(self._foresight, Foresight):
             end = self._foresight.measured(self._queued)
             self._foresight.commit()
-            for key in self._numeric_plan()[1]:
+            foreseen = self._foreseen_keys()
+            for key in foreseen:
                 self._drift_results.pop(key, None)
         self._clear_predictions()
         if end is not None:
-            self._end_measured = dict(zip(self._numeric_plan()[1], end))
+            self._end_measured = dict(zip(foreseen, end))
         self._catch_up_changes()
         self._feed_pairs()
 
@@ -268,8 +273,30 @@ class ModelStatistics:
                 rows = self._queued_rows
                 matrix = _numeric_matrix(rows, numeric, _row_kind(rows))
                 if matrix is not None:
+                    # the prediction drift detectors measured with the features when they can
+                    # be: the timeline reads them at every sample
+                    detectors, matrix, order, self._foreseen_predictions = self._with_predictions(matrix, 0)
                     self._foresight = Foresight(detectors, matrix, self._points, columns=order)
         return self._foresight or None
+
+    def _with_predictions(self, matrix: np.ndarray, start: int) -> tuple[list[Any], np.ndarray, np.ndarray, list[str]]:
+        """The numeric feature detectors, ``matrix`` (the queued rows' numeric features from
+        ``start`` on) and each detector's column, with the prediction drift detectors after them
+        reading the rows' watched values as a last column when they can be fed and measured
+        with the features: numeric ones a Foresight can measure, fed up to ``start``, every
+        value a finite number. Both :meth:`_foresee` and :meth:`_catch_up_features` take them
+        together then, so that the detectors' kept layout (see :func:`~detectors.drift.add_columns`)
+        is the same either way. Also the prediction kinds added (none, or all)."""
+        numeric, _, detectors, order = self._numeric_plan()
+        predicting = list(self.prediction_drift.values())
+        if not predicting or self._fed_predictions != start or not can_foresee(predicting):
+            return detectors, matrix, order, []
+        column = _present(self._queued_predictions[start:start + len(matrix)], categorical=False)
+        if len(column) != len(matrix):
+            return detectors, matrix, order, []
+        return ([*detectors, *predicting], np.column_stack((matrix, column)),
+                np.concatenate((order, np.full(len(predicting), len(numeric), dtype=np.intp))),
+                list(self.prediction_drift))
 
     def _catch_up_features(self, upto: int) -> None:
         """Feed the features of the queued predictions up to ``upto`` to their detectors (the
@@ -286,9 +313,12 @@ class ModelStatistics:
             matrix = None if foreseen else _numeric_matrix(rows, numeric, kind)
             columns: dict[str, Any] = {}
             if matrix is not None:  # the usual batch: every numeric detector fed from one matrix
-                add_columns(numeric_detectors, matrix, columns=order)
+                detectors, matrix, order, predicted = self._with_predictions(matrix, start)
+                add_columns(detectors, matrix, columns=order)
+                if predicted:  # fed here with the features
+                    self._fed_predictions = upto
                 if read:
-                    for key in numeric_keys:
+                    for key in [*numeric_keys, *predicted]:
                         read.pop(key, None)
             for key, detector in self.feature_drift.items():
                 if (matrix is not None or foreseen) and not detector.categorical:
@@ -311,6 +341,8 @@ class ModelStatistics:
         if self._queued_predictions:
             predictions = self._queued_predictions[start:upto]
             for kind, detector in self.prediction_drift.items():
+                if kind in self._foreseen_predictions and isinstance(self._foresight, Foresight):
+                    continue  # the Foresight's commit feeds it
                 values = _present(predictions, detector.categorical)
                 if len(values):
                     detector.add_many(values)
@@ -387,6 +419,11 @@ class ModelStatistics:
         if self._numeric_places is None:
             self._numeric_places = {key: i for i, key in enumerate(self._numeric_plan()[1])}
         return self._numeric_places
+
+    def _foreseen_keys(self) -> list:
+        """The keys of the detectors the batch's Foresight measures, in its order: the numeric
+        feature detectors', then the kinds of the prediction drift detectors it measures."""
+        return [*self._numeric_plan()[1], *self._foreseen_predictions]
 
     def _present_results(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Result]:
         known = self._drift_results
@@ -496,7 +533,7 @@ class ModelStatistics:
         # rule reads them).
         foresight = self._foresight or None
         if foresight is not None:
-            measured = dict(zip(self._numeric_plan()[1], foresight.statistics(self._position)))
+            measured = dict(zip(self._foreseen_keys(), foresight.statistics(self._position)))
         else:
             measured = self._end_measured or {}
         known = self._drift_results
@@ -507,8 +544,11 @@ class ModelStatistics:
             value = measured.get(key)
             out[name] = (known[key].statistic, known[key].n) if value is None else value
         for kind, detector in self.prediction_drift.items():
-            result = self._drift_result(kind, detector)
-            out[f"prediction.{kind}"] = (result.statistic, result.n)
+            value = measured.get(kind)
+            if value is None:
+                result = self._drift_result(kind, detector)
+                value = (result.statistic, result.n)
+            out[f"prediction.{kind}"] = value
         out.update((f"estimated.{metric}", (e.value, e.n)) for metric, e in self.estimated().items())
         return out
 
@@ -525,8 +565,10 @@ class ModelStatistics:
         if foreseen and isinstance(foresight, Foresight):
             foresight.commit(self._position)
             self._foresight = False
-            for key in self._numeric_plan()[1]:
+            for key in self._foreseen_keys():
                 self._drift_results.pop(key, None)
+            if self._foreseen_predictions:  # the commit fed them up to here
+                self._fed_predictions = self._position
         self._catch_up_predictions(self._position)
         self._catch_up_changes()
 
@@ -562,7 +604,14 @@ class ModelStatistics:
                     for kind, detector in self.changes.items()}
         if group == "prediction":
             self._catch_up_predictions(self._position)
-            return {f"prediction.{kind}": _observation(self._drift_result(kind, detector), detector=kind)
+            results = {}
+            foresight = self._foresight
+            if isinstance(foresight, Foresight) and self._foreseen_predictions:
+                first = len(self._numeric_plan()[1])  # measured after the numeric feature detectors
+                places = list(range(first, first + len(self._foreseen_predictions)))
+                results = dict(zip(self._foreseen_predictions, foresight.results(self._position, places)))
+            return {f"prediction.{kind}": _observation(results[kind] if kind in results
+                                                       else self._drift_result(kind, detector), detector=kind)
                     for kind, detector in self.prediction_drift.items()}
         foreseen = self._foreseen_group(group)
         self._catch_up_features(self._position)

@@ -300,10 +300,11 @@ def test_a_batch_read_at_its_points_equals_feeding_it_point_by_point(seed, sizes
     """The statistics of a batch handed over whole with its evaluation points (the numeric
     detectors measured at all of them together) equal, at every point and at positions read
     though not planned, those of the batch fed point by point; and the state after it is the
-    same. Windows slide across batch borders, references fill mid-batch, some features are
-    missing, nan or None (those batches go part by part), categorical features and the
-    prediction go part by part always, the statistics are restored mid-stream, and the feature
-    tests alarm under the budget or after a multiple-testing correction."""
+    same; so are the timeline's values read there. Windows slide across batch borders,
+    references fill mid-batch, some features or scores are missing, nan or None (those batches
+    go part by part, or the prediction alone), categorical features go part by part always, the
+    statistics are restored mid-stream, and the feature tests alarm under the budget or after a
+    multiple-testing correction."""
     rng = np.random.default_rng(seed)
     model = (BATCHED_CORRECTED if corrected else BATCHED).models[0]
     batched, by_point = ModelStatistics(model), ModelStatistics(model)
@@ -316,14 +317,14 @@ def test_a_batch_read_at_its_points_equals_feeding_it_point_by_point(seed, sizes
                 row[str(rng.choice(["a", "b", "c", "plan"]))] = rng.choice([None, float("nan"), "x"])
             if rng.random() < holes:
                 del row[str(rng.choice(["a", "c"]))]
-        scores = rng.uniform(0, 1, size).tolist()
+        scores = [None if rng.random() < holes else score for score in rng.uniform(0, 1, size).tolist()]
         points = sorted(set(rng.integers(1, size + 1, rng.integers(0, 6)).tolist())) if size else []
         unplanned = sorted(set(rng.integers(1, size + 1, rng.integers(0, 3)).tolist()) - set(points)) if size else []
         reads = sorted(points + unplanned)
         expected, start = [], 0
         for read in reads:
             by_point.update_predictions(rows[start:read], scores[start:read])
-            expected.append(read_drift(by_point))
+            expected.append((read_drift(by_point), repr(by_point.values())))
             start = read
         by_point.update_predictions(rows[start:], scores[start:])
         by_point.catch_up()
@@ -331,7 +332,7 @@ def test_a_batch_read_at_its_points_equals_feeding_it_point_by_point(seed, sizes
         got = []
         for read in reads:
             batched.seek(read)
-            got.append(read_drift(batched))
+            got.append((read_drift(batched), repr(batched.values())))
         batched.catch_up()
         assert got == expected
         assert json.dumps(batched.state()) == json.dumps(by_point.state())
@@ -339,6 +340,53 @@ def test_a_batch_read_at_its_points_equals_feeding_it_point_by_point(seed, sizes
         if b == restore_after:
             batched = ModelStatistics(model)
             batched.restore(json.loads(json.dumps(by_point.state())))
+
+
+def test_the_prediction_drift_is_measured_with_the_features_inside_a_batch():
+    """Read at the points of a batch of finite numeric features and scores, the prediction drift
+    detector is measured with the numeric feature detectors (fed nothing until the batch's end),
+    and reads as the detector fed up to each point does."""
+    model = NUMERIC[False].models[0]
+    batched, by_point = ModelStatistics(model), ModelStatistics(model)
+    rng = np.random.default_rng(3)
+    for b in range(4):
+        rows = [{"a": float(x), "b": float(y), "c": float(z)} for x, y, z in rng.normal(0.5 * b, 1.0, size=(50, 3))]
+        scores = rng.uniform(0.1 * b, 1.0, 50).tolist()
+        batched.update_predictions(rows, scores, [10, 30])
+        detector = batched.prediction_drift["psi"]
+        fed = np.asarray(detector.current_counts()).tolist() if b >= 1 else None
+        start = 0
+        for point in (10, 30):
+            batched.seek(point)
+            by_point.update_predictions(rows[start:point], scores[start:point])
+            start = point
+            assert repr(batched.values()) == repr(by_point.values())
+            assert read_drift(batched) == read_drift(by_point)
+            if b >= 1:  # reference complete: the Foresight measures it
+                assert np.asarray(detector.current_counts()).tolist() == fed
+        batched.catch_up()
+        by_point.update_predictions(rows[start:], scores[start:])
+        by_point.catch_up()
+        assert json.dumps(batched.state()) == json.dumps(by_point.state())
+
+
+def test_batches_read_at_points_or_fed_whole_keep_one_detector_layout():
+    """A batch read at its points (a Foresight measures it) and one fed whole lay the numeric
+    feature and prediction drift detectors out alike: the layout kept from one batch to the
+    next is not made again as batches of both sorts alternate."""
+    stats = ModelStatistics(NUMERIC[False].models[0])
+    rng = np.random.default_rng(4)
+    layouts = []
+    for b in range(6):
+        rows = [{"a": float(x), "b": float(y), "c": float(z)} for x, y, z in rng.normal(0.0, 1.0, size=(50, 3))]
+        points = [10, 30] if b % 2 else []
+        stats.update_predictions(rows, rng.uniform(0, 1, 50).tolist(), points)
+        for point in points:
+            stats.seek(point)
+            read_drift(stats)
+        stats.catch_up()
+        layouts.append(stats._numeric_plan()[2][0]._foresight_layout)
+    assert layouts[2] is not None and all(layout is layouts[2] for layout in layouts[2:])
 
 
 def fired_of(observations, names, min_samples):
