@@ -65,7 +65,10 @@ def _at_marks(config, items, marks) -> tuple[dict, dict]:
 @settings(max_examples=150, deadline=None)
 @given(raw=events_strategy, marks=st.lists(st.integers(0, 400), max_size=6), config=st.sampled_from(CONFIGS))
 def test_reads_at_marks_equal_reads_after_pieces(raw, marks, config):
-    items = _sources(_stream(raw))
+    _assert_marks_read_as_pieces(config, _sources(_stream(raw)), marks)
+
+
+def _assert_marks_read_as_pieces(config, items: list, marks: list[int]) -> None:
     marks = sorted(min(mark, len(items)) for mark in marks)
     pieces, pieces_state = _in_pieces(config, items, marks)
     read, state = _at_marks(config, items, marks)
@@ -110,13 +113,7 @@ plain_strategy = st.lists(
 def test_plain_batches_read_at_marks_equal_reads_after_pieces(raw, marks, config):
     """Plain streams, whose batches the bulk path applies whole, with each mark's expiries
     (unlabelled predictions past the TTL) worked out from the batch."""
-    items = _sources(_plain_stream(raw))
-    marks = sorted(min(mark, len(items)) for mark in marks)
-    pieces, pieces_state = _in_pieces(config, items, marks)
-    read, state = _at_marks(config, items, marks)
-    assert state == pieces_state
-    assert set(pieces) <= set(read)
-    assert repr(sorted((key, read[key]) for key in pieces)) == repr(sorted(pieces.items()))
+    _assert_marks_read_as_pieces(config, _sources(_plain_stream(raw)), marks)
 
 
 def test_a_plain_batch_with_marks_is_applied_whole_and_expires_at_each_mark():
