@@ -11,6 +11,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from streams.core.config import Config
 
 log = logging.getLogger("driftline.admin")
+#: librdkafka's own lines, of every Kafka client the service makes (one per failed connection
+#: attempt while a broker is down): the engine reports broker trouble itself, once per state
+#: change, so the CLI shows these only with --debug
+librdkafka_log = logging.getLogger("driftline.librdkafka")
 
 
 class TopicLayoutError(RuntimeError):
@@ -37,13 +41,12 @@ class _RefusedLogin:
             self.error = err
 
 
-def list_topics(kafka: dict, logger: logging.Logger | None = None, timeout: float = 10.0):
+def list_topics(kafka: dict, timeout: float = 10.0):
     """An AdminClient of the ``kafka`` settings and the cluster's metadata. A login the broker
     refused raises a *fatal* ``KafkaException`` that names it, at once: librdkafka alone says
     "Broker transport failure" after the timeout (and retries forever)."""
     refused = _RefusedLogin()
-    # librdkafka would print its lines to stderr; the CLI shows the "driftline.librdkafka" ones with --debug
-    admin = AdminClient({**kafka, "error_cb": refused, "logger": logger or logging.getLogger("driftline.librdkafka")})
+    admin = AdminClient({**kafka, "error_cb": refused, "logger": librdkafka_log})
     deadline = time.monotonic() + timeout
     while True:  # in short tries, so that a refused login ends the wait at once
         try:
@@ -59,9 +62,9 @@ def list_topics(kafka: dict, logger: logging.Logger | None = None, timeout: floa
                                         fatal=True))
 
 
-def ensure_topics(config: Config, logger: logging.Logger | None = None, timeout: float = 10.0) -> None:
+def ensure_topics(config: Config, timeout: float = 10.0) -> None:
     """Create missing topics; fail clearly if the two input topics are not co-partitioned."""
-    admin, metadata = list_topics(config.kafka, logger, timeout)
+    admin, metadata = list_topics(config.kafka, timeout)
     t = config.topics
     existing = metadata.topics
     wanted = {
@@ -104,8 +107,7 @@ def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float):
         time.sleep(0.1)
 
 
-def leave_group(consumer: Consumer, config: Config, instance_id: str, logger: logging.Logger | None = None,
-                timeout: float = 10.0) -> None:
+def leave_group(consumer: Consumer, config: Config, instance_id: str, timeout: float = 10.0) -> None:
     """Take a static member (``group.instance.id``) out of its consumer group now, so the other
     instances take over its partitions.
 
@@ -115,7 +117,7 @@ def leave_group(consumer: Consumer, config: Config, instance_id: str, logger: lo
     until the broker no longer lists this instance in the group.
     """
     consumer.unsubscribe()
-    admin = AdminClient({**config.kafka, "logger": logger or logging.getLogger("driftline.librdkafka")})
+    admin = AdminClient({**config.kafka, "logger": librdkafka_log})
     group = config.engine.group_id
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -37,7 +37,7 @@ from retrain_trigger.events import TriggerEvent
 from streams.core.codecs import InvalidEvent, encode_trigger
 from streams.core.config import Config
 from streams.core.monitor import Monitor, Source
-from streams.runtime.admin import STATE_MAX_BYTES, ensure_topics, leave_group
+from streams.runtime.admin import STATE_MAX_BYTES, ensure_topics, leave_group, librdkafka_log
 from streams.runtime.exporter import Exporter
 from streams.runtime.health import COMMIT_TIMEOUT, BrokerHealth, BrokerLost, export_lag
 from streams.runtime.inputs import AlignedInputs
@@ -47,9 +47,6 @@ from streams.runtime.state import Checkpoint, KafkaStateStore
 __all__ = ["BrokerLost", "Engine"]
 
 log = logging.getLogger("driftline.engine")
-# librdkafka's own log lines (one per failed connection attempt) go here; the engine reports
-# broker trouble itself, once per state change, so they show only with --debug.
-librdkafka_log = logging.getLogger("driftline.librdkafka")
 
 
 class Engine:
@@ -121,7 +118,7 @@ class Engine:
             raise
         self.exporter.up.set(0)
         if self.config.engine.leave_group_on_stop:
-            leave_group(self.consumer, self.config, self.group_instance_id, librdkafka_log)
+            leave_group(self.consumer, self.config, self.group_instance_id)
         self.consumer.close()
 
     def step(self) -> None:
@@ -410,7 +407,7 @@ class Engine:
     # -- starting and stopping --------------------------------------------------------------
     def _connect(self) -> None:
         """Create missing topics and fence older instances (retried within the broker budget)."""
-        ensure_topics(self.config, librdkafka_log)
+        ensure_topics(self.config)
         self.producer.init_transactions(COMMIT_TIMEOUT)
 
     def _request_stop(self, signum, frame) -> None:

@@ -45,7 +45,7 @@ from retrain_trigger.events import TriggerEvent
 from streams.core.codecs import InvalidEvent, encode_trigger
 from streams.core.config import Config, ConfigError
 from streams.core.monitor import Monitor, Source
-from streams.runtime.admin import STATE_MAX_BYTES, ensure_topics
+from streams.runtime.admin import STATE_MAX_BYTES, ensure_topics, librdkafka_log
 from streams.runtime.exporter import Exporter
 from streams.runtime.health import BrokerHealth, BrokerLost, export_lag
 from streams.runtime.pipeline import Pipeline, by_partition, dead_letter_headers
@@ -489,7 +489,7 @@ class FaustEngine:
             self._probe = Consumer({**self.config.kafka, "group.id": f"{self.app_id}-probe",
                                     "enable.auto.commit": False, "enable.partition.eof": True,
                                     "isolation.level": "read_uncommitted",
-                                    "logger": logging.getLogger("driftline.librdkafka")})
+                                    "logger": librdkafka_log})
         self._probe.assign([TopicPartition(topic, partition, offset)])
         deadline = time.monotonic() + PROBE_TIMEOUT_SECONDS
         while time.monotonic() < deadline:

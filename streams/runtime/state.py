@@ -32,6 +32,7 @@ import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streams.core.config import Config
+from streams.runtime.admin import librdkafka_log
 
 log = logging.getLogger("driftline.state")
 
@@ -203,7 +204,7 @@ class KafkaStateStore:
         # librdkafka's own lines (a broker down: one a second) go where the engine's clients' go
         reader = Consumer({**self.config.kafka, "group.id": f"{self.config.engine.group_id}-restore",
                            "enable.auto.commit": False, "isolation.level": "read_committed",
-                           "logger": logging.getLogger("driftline.librdkafka")})
+                           "logger": librdkafka_log})
         messages: list[tuple[bytes, bytes | None]] = []
         try:
             low, high = reader.get_watermark_offsets(TopicPartition(self.topic, partition), 10)
