@@ -45,17 +45,20 @@ EXTRA_OF_MODULE = {
 }
 
 
-class UsageError(ValueError):
-    """A command line that cannot work (an option out of range, a path of the wrong kind); the
-    message is the one line the user sees, exit 2."""
-
-
 class CommandError(Exception):
     """A failure the user can act on: ``str()`` is the one line printed, ``code`` the exit code."""
 
     def __init__(self, message: str, code: int = EXIT_RUNTIME):
         super().__init__(message)
         self.code = code
+
+
+class UsageError(CommandError):
+    """A command line that cannot work (an option out of range, a path of the wrong kind, a file
+    it names missing or empty); the message is the one line the user sees, exit 2."""
+
+    def __init__(self, message: str):
+        super().__init__(message, EXIT_USAGE)
 
 
 class Interrupted(Exception):
@@ -115,8 +118,6 @@ def describe(exc: BaseException) -> tuple[int, str | None]:
     """The exit code and the line for an error a user can cause; (1, None) for a bug (traceback)."""
     if isinstance(exc, ConfigError):
         return EXIT_CONFIG, f"config error: {exc}"
-    if isinstance(exc, UsageError):
-        return EXIT_USAGE, str(exc)
     if isinstance(exc, CommandError):
         return exc.code, str(exc)
     if isinstance(exc, Interrupted):

@@ -31,16 +31,9 @@ from typing import Any
 
 import msgspec
 
-from streams.cli.common import EXIT_RUNTIME, EXIT_USAGE, CommandError, checked_bootstrap, librdkafka_problem, load_config
+from streams.cli.common import EXIT_RUNTIME, CommandError, UsageError, checked_bootstrap, librdkafka_problem, load_config
 
 __all__ = ["register", "read_status", "parse_status", "build_reference", "scaffold_config"]
-
-
-class ToolError(CommandError):
-    """A problem the user can fix in the command line or its files (exit 2 unless said)."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE):
-        super().__init__(message, code)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -140,7 +133,7 @@ class _NamedContext(ssl.SSLContext):
 
 def read_status(url: str, timeout: float = 5.0, context: ssl.SSLContext | None = None,
                 auth: tuple[str, str] | None = None) -> str:
-    """The text of a metrics page; :class:`ToolError` (exit 1) naming the address if it does not answer.
+    """The text of a metrics page; :class:`CommandError` (exit 1) naming the address if it does not answer.
 
     Parameters
     ----------
@@ -162,14 +155,14 @@ def read_status(url: str, timeout: float = 5.0, context: ssl.SSLContext | None =
             return response.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
         hint = {401: ": check the user and password (--user, --password-file)"}.get(exc.code, "")
-        raise ToolError(f"{url}: HTTP {exc.code} {exc.reason}{hint}", EXIT_RUNTIME) from None
+        raise CommandError(f"{url}: HTTP {exc.code} {exc.reason}{hint}", EXIT_RUNTIME) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         # a TLS endpoint drops a plain HTTP request without an answer
         hint = ("; if it serves HTTPS, use --url https://… or --config"
                 if isinstance(reason, ConnectionResetError) and url.startswith("http:") else "")
-        raise ToolError(f"{url}: no metrics ({reason}); is `driftline run` serving there?{hint}",
-                        EXIT_RUNTIME) from None
+        raise CommandError(f"{url}: no metrics ({reason}); is `driftline run` serving there?{hint}",
+                           EXIT_RUNTIME) from None
 
 
 _OPS = {"<": float.__lt__, "<=": float.__le__, ">": float.__gt__, ">=": float.__ge__}
@@ -400,9 +393,9 @@ def _status_access(args: argparse.Namespace, settings, source: str | None, tls: 
         try:
             value = read_password(Path(path))
         except (OSError, UnicodeDecodeError) as exc:
-            raise ToolError(f"{option} {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+            raise UsageError(f"{option} {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
         if not value:
-            raise ToolError(f"{option} {path}: is empty")
+            raise UsageError(f"{option} {path}: is empty")
         return value
 
     context = None
@@ -416,9 +409,9 @@ def _status_access(args: argparse.Namespace, settings, source: str | None, tls: 
     except (OSError, ssl.SSLError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         where = (f"--cacert {args.cacert}" if args.cacert
                  else f"metrics.tls_cert_file {settings.path('tls_cert_file', source)}")
-        raise ToolError(f"{where}: cannot load a certificate ({getattr(exc, 'strerror', None) or exc})") from None
+        raise UsageError(f"{where}: cannot load a certificate ({getattr(exc, 'strerror', None) or exc})") from None
     if args.server_name and not args.cacert:
-        raise ToolError("--server-name goes with --cacert (with --config alone the certificate is pinned)")
+        raise UsageError("--server-name goes with --cacert (with --config alone the certificate is pinned)")
     user, path, option = args.user, args.password_file, "--password-file"
     if settings is not None and settings.basic_auth_username is not None:
         user = user or settings.basic_auth_username
@@ -427,7 +420,7 @@ def _status_access(args: argparse.Namespace, settings, source: str | None, tls: 
     if user is None and path is None:
         return context, None
     if user is None or path is None:
-        raise ToolError("--user and --password-file go together")
+        raise UsageError("--user and --password-file go together")
     return context, (user, password(path, option))
 
 
@@ -440,7 +433,7 @@ def _time(text: str | None, option: str) -> int | None:
     try:
         return parse_timestamp(int(text) if text.lstrip("-").isdigit() else text)
     except (ValueError, TypeError):
-        raise ToolError(f"{option} {text!r}: expected ISO-8601 with a zone or epoch milliseconds") from None
+        raise UsageError(f"{option} {text!r}: expected ISO-8601 with a zone or epoch milliseconds") from None
 
 
 def build_reference(config, model_id: str | None, predictions: str | Path, size: int | None = None,
@@ -455,27 +448,27 @@ def build_reference(config, model_id: str | None, predictions: str | Path, size:
     ids = [m.id for m in config.models]
     if model_id is None:
         if len(ids) != 1:
-            raise ToolError(f"{config.source}: {len(ids)} models ({', '.join(ids)}): name one with --model")
+            raise UsageError(f"{config.source}: {len(ids)} models ({', '.join(ids)}): name one with --model")
         model_id = ids[0]
     model = next((m for m in config.models if m.id == model_id), None)
     if model is None:
-        raise ToolError(f"--model {model_id!r}: not in {config.source} (models: {', '.join(ids)})")
+        raise UsageError(f"--model {model_id!r}: not in {config.source} (models: {', '.join(ids)})")
     if size is not None and size < 0:
-        raise ToolError(f"--size {size}: expected 0 (all) or more")
+        raise UsageError(f"--size {size}: expected 0 (all) or more")
     if size is None:
         size = model.drift.reference_size if model.drift is not None else 1000
     try:
         loaded = load_events(config, predictions=predictions)
     except BacktestError as exc:
-        raise ToolError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     except (IsADirectoryError, PermissionError) as exc:
-        raise ToolError(f"{predictions}: {exc.strerror}") from None
+        raise UsageError(f"{predictions}: {exc.strerror}") from None
     events = [e for e, _ in loaded.events if isinstance(e, Prediction) and e.model_id == model_id
               and (since is None or e.timestamp >= since) and (until is None or e.timestamp < until)]
     if size:
         events = events[-size:] if last else events[:size]
     if not events:
-        raise ToolError(f"{predictions}: no valid prediction of model {model_id!r}"
+        raise UsageError(f"{predictions}: no valid prediction of model {model_id!r}"
                         + (" in the time range" if since is not None or until is not None else ""))
     numeric = set(model.features.numeric)
     reference: dict[str, list] = {}
@@ -507,7 +500,7 @@ def _reference(args: argparse.Namespace) -> int:
     try:
         out.write_text(json.dumps(reference) + "\n")
     except OSError as exc:
-        raise ToolError(f"{out}: cannot write ({exc.strerror})") from None
+        raise UsageError(f"{out}: cannot write ({exc.strerror})") from None
     print(f"wrote {out}: {info['predictions']} predictions of {info['model']} from {info['from']} to "
           f"{info['to']}, {len(reference)} keys ({', '.join(reference)})")
     if info["missing"]:
@@ -545,9 +538,9 @@ def _sample(path: str | Path, max_lines: int) -> tuple[dict[str, _ModelSample], 
     try:
         file = open(path, "rb")
     except FileNotFoundError:
-        raise ToolError(f"{path}: file not found") from None
+        raise UsageError(f"{path}: file not found") from None
     except (IsADirectoryError, PermissionError) as exc:
-        raise ToolError(f"{path}: {exc.strerror}") from None
+        raise UsageError(f"{path}: {exc.strerror}") from None
     with file:
         for line in file:
             if lines >= max_lines:
@@ -681,10 +674,10 @@ def _init(args: argparse.Namespace) -> int:
     from streams.core.config import ConfigError, parse_config
 
     if args.max_lines < 1:
-        raise ToolError(f"--max-lines {args.max_lines}: expected 1 or more")
+        raise UsageError(f"--max-lines {args.max_lines}: expected 1 or more")
     sample, lines, skipped = _sample(args.events, args.max_lines)
     if not sample:
-        raise ToolError(f"{args.events}: no prediction event in {lines} lines (one JSON object per line, "
+        raise UsageError(f"{args.events}: no prediction event in {lines} lines (one JSON object per line, "
                         "with model_id and prediction)")
     if args.bootstrap_servers:
         checked_bootstrap(args.bootstrap_servers)
@@ -694,17 +687,17 @@ def _init(args: argparse.Namespace) -> int:
     try:  # what check-config would say, before anything is written
         parse_config(tomllib.loads(text), where, kafka_check=librdkafka_problem)
     except (ConfigError, tomllib.TOMLDecodeError) as exc:
-        raise ToolError(f"the scaffolded config does not check ({exc}); please report it", EXIT_RUNTIME) from None
+        raise CommandError(f"the scaffolded config does not check ({exc}); please report it", EXIT_RUNTIME) from None
     if args.out is None:
         sys.stdout.write(text)
     else:
         out = Path(args.out)
         if out.exists() and not args.force:
-            raise ToolError(f"{out}: exists (--force overwrites it)")
+            raise UsageError(f"{out}: exists (--force overwrites it)")
         try:
             out.write_text(text)
         except OSError as exc:
-            raise ToolError(f"{out}: cannot write ({exc.strerror})") from None
+            raise UsageError(f"{out}: cannot write ({exc.strerror})") from None
         print(f"wrote {out}: {len(sample)} models ({', '.join(sorted(sample))}) from {lines} lines"
               + (f", {skipped} skipped" if skipped else "") + f"; check it with: driftline check-config {out}")
     return 0
