@@ -680,8 +680,11 @@ def _init(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.events}: no prediction event in {lines} lines (one JSON object per line, "
                         "with model_id and prediction)")
     if args.bootstrap_servers:
-        checked_bootstrap(args.bootstrap_servers)
-    bootstrap = args.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:9092"
+        bootstrap = checked_bootstrap(args.bootstrap_servers)
+    elif os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        bootstrap = checked_bootstrap(os.environ["KAFKA_BOOTSTRAP_SERVERS"], "$KAFKA_BOOTSTRAP_SERVERS")
+    else:
+        bootstrap = "127.0.0.1:9092"
     text = scaffold_config(sample, Path(args.events).name, bootstrap)
     where = args.out or "<init>"
     try:  # what check-config would say, before anything is written

@@ -111,6 +111,8 @@ PROBES = [
           "--bootstrap-servers: '127.0.0.1:99999': the port must be 1..65535"),
     probe("simulate --bootstrap-servers not a port", "simulate --events 10 --bootstrap-servers host:port", 2,
           "simulate: --bootstrap-servers: 'host:port' is not host:port"),
+    probe("init with a bad $KAFKA_BOOTSTRAP_SERVERS", [f"KAFKA_BOOTSTRAP_SERVERS=:x {SCRIPT} init --events predictions.jsonl"], 2,
+          "$KAFKA_BOOTSTRAP_SERVERS: ':x' is not host:port", shell=True),
     probe("unknown command", "frobnicate", 2, "invalid choice: 'frobnicate'"),
     probe("backtest predictions a directory", f"{BT} -p a_directory -o out1", 2, "a_directory: is a directory"),
     probe("backtest predictions missing", f"{BT} -p nowhere.jsonl -o out2", 2, "--predictions nowhere.jsonl: file not found"),
