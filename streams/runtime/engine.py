@@ -29,6 +29,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -206,15 +207,10 @@ class Engine:
                 return True
         started = time.perf_counter()
         try:
-            if not self._prepared:  # else a commit that failed retriably: commit what it prepared
-                offsets = self._prepare(partitions)
-                if offsets:
-                    with self.health.guard("send_offsets_to_transaction"):
-                        self.producer.send_offsets_to_transaction(
-                            offsets, self.consumer.consumer_group_metadata(), COMMIT_TIMEOUT)
-                self._prepared = True
-            with self.health.guard("commit_transaction"):
-                self.producer.commit_transaction(COMMIT_TIMEOUT)
+            # else a commit that failed retriably: its offsets are in, commit what it prepared
+            offsets = [] if self._prepared else self._prepare(partitions)
+            _send_and_commit(self.producer, self.health, offsets, self.consumer.consumer_group_metadata(),
+                             sent=lambda: setattr(self, "_prepared", True))
         except KafkaException as exc:
             self._commit_failed(exc.args[0])
             return False
@@ -324,12 +320,18 @@ class Engine:
 
     def _release_held(self) -> None:
         """Produce the outputs held while a commit was in flight into the open transaction."""
-        for topic, value, key, headers in self._held:
+        held, partitions, trigger = self._take_held()
+        for topic, value, key, headers in held:
             self.producer.produce(topic, value, key=key, headers=headers)
-        self._held.clear()
-        self.produced |= self._held_partitions
-        self.trigger_pending |= self._held_trigger
-        self._held_partitions, self._held_trigger = set(), False
+        self.produced |= partitions
+        self.trigger_pending |= trigger
+
+    def _take_held(self) -> tuple[list, set[int], bool]:
+        """The held outputs, the partitions that made them and whether a trigger is among them;
+        none are held after."""
+        taken = self._held, self._held_partitions, self._held_trigger
+        self._held, self._held_partitions, self._held_trigger = [], set(), False
+        return taken
 
     def _buffer(self, messages: list[Message]) -> None:
         """A consumed batch, decoded and buffered in its pairs: a consumed batch is runs of
@@ -449,8 +451,7 @@ class Engine:
         # note themselves again.
         self.trigger_pending = False
         self.produced.clear()
-        self._held.clear()
-        self._held_partitions, self._held_trigger = set(), False
+        self._take_held()
         self.store.aborted()
         try:
             with self.health.guard("abort_transaction"):
@@ -548,15 +549,23 @@ class _Flight:
 
     def _run(self, producer: Producer, health: BrokerHealth, offsets: list[TopicPartition], group) -> None:
         try:
-            if offsets:
-                with health.guard("send_offsets_to_transaction"):
-                    producer.send_offsets_to_transaction(offsets, group, COMMIT_TIMEOUT)
-            self.prepared = True
-            with health.guard("commit_transaction"):
-                producer.commit_transaction(COMMIT_TIMEOUT)
+            _send_and_commit(producer, health, offsets, group, sent=lambda: setattr(self, "prepared", True))
         except KafkaException as exc:
             self.error = exc.args[0]
         self.ended = time.perf_counter()
+
+
+def _send_and_commit(producer: Producer, health: BrokerHealth, offsets: list[TopicPartition], group,
+                     sent: Callable[[], None]) -> None:
+    """A prepared transaction's round trips to the broker, each watched by ``health``: its input
+    offsets (none: they are in already), then the commit. ``sent()`` once the offsets are in: a
+    commit_transaction that fails retriably leaves them in, and its retry only commits."""
+    if offsets:
+        with health.guard("send_offsets_to_transaction"):
+            producer.send_offsets_to_transaction(offsets, group, COMMIT_TIMEOUT)
+    sent()
+    with health.guard("commit_transaction"):
+        producer.commit_transaction(COMMIT_TIMEOUT)
 
 
 def _consumer_settings(config: Config, instance_id: str, health: BrokerHealth) -> dict:
