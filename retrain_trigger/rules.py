@@ -141,13 +141,18 @@ def explain_validation_error(message: str, root: Any, where: str = "") -> str:
         # `cooldown` for `cooldown_seconds`: a prefix is no close match by difflib's measure
         near = [k for k in keys if k.startswith(f"{key}_")] or difflib.get_close_matches(key, keys, n=1, cutoff=0.75)
         hint = f" (did you mean `{near[0]}`?)" if near else ""
-        return f"{at}.{key}: unknown key{hint}" if at else f"{key}: unknown key{hint}"
+        return f"{_under(at, key)}: unknown key{hint}"
     if missing:
-        return f"{at}.{missing.group(1)}: required key is missing" if at else f"{missing.group(1)}: required key is missing"
+        return f"{_under(at, missing.group(1))}: required key is missing"
     allowed = _type_at(root, path, _literal_values)
     if text.startswith("Invalid enum value") and allowed:
         return f"{at}: expected one of {', '.join(map(str, allowed))}"
     return f"{at or '(top level)'}: {text[0].lower()}{text[1:]}"
+
+
+def _under(at: str, key: str) -> str:
+    """The path of ``key`` in the table at ``at`` ("" is the top level)."""
+    return f"{at}.{key}" if at else key
 
 
 def _type_at(root: Any, path: str, read: Any) -> list:
