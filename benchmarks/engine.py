@@ -36,7 +36,7 @@ log, does not favour one of them), median of ``--repeats``. Each run is a subpro
 Time: from subscribe (the ceiling's ``subscribe()``; the engines' first log line after it,
 "consuming …" for the default engine, "assigned partitions" for Faust) to the moment
 ``driftline_predictions_total + driftline_labels_total`` on the engine's ``/metrics`` (polled every
-0.1 s; the ceiling counts itself) reaches ``--measure-fraction`` (0.99) of the backlog. The rest
+0.1 s for the few families it reads, ``?name[]=``; the ceiling counts itself) reaches ``--measure-fraction`` (0.99) of the backlog. The rest
 ends with the labels later than every prediction of their partition, which the engine holds
 ``engine.max_idle_ms`` (2 s) for predictions that might still come: a fixed wait at the end of
 any finite backlog, not a rate (each run is still checked to process every event). Peak RSS:
@@ -95,7 +95,7 @@ import msgspec  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
 from benchmarks._common import progress, table  # noqa: E402
-from benchmarks._configs import FEATURES, MODELS, model_toml, models_toml  # noqa: E402
+from benchmarks._configs import FEATURES, MODELS, models_toml  # noqa: E402
 from benchmarks._kafka_load import (create_topics, delete_topics_with_prefix, metric_sum,  # noqa: E402
                                     produce_backlog, scrape, vm_hwm_bytes)
 
@@ -212,9 +212,13 @@ class EngineProcess:
                 if marker in line and marker not in self.marks:
                     self.marks[marker] = now
 
-    def metrics(self) -> str | None:
+    #: the families :meth:`sample` reads
+    PROGRESS = ("driftline_predictions_total", "driftline_labels_total", "driftline_checkpoint_bytes",
+                "driftline_pending_predictions")
+
+    def metrics(self, names: tuple[str, ...] = ()) -> str | None:
         try:
-            return scrape(self.address)
+            return scrape(self.address, names)
         except OSError:
             return None
 
@@ -231,7 +235,7 @@ class EngineProcess:
     def sample(self, model: str | None = None) -> float | None:
         """Events processed so far (None: /metrics not answering yet); notes checkpoint and pending."""
         self.check_alive()
-        text = self.metrics()
+        text = self.metrics(self.PROGRESS)
         if text is None:
             return None
         self.max_checkpoint = max(self.max_checkpoint, metric_sum(text, "driftline_checkpoint_bytes"))

@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Callable, Iterable
+from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, generate_latest
 
@@ -87,6 +88,12 @@ class Restarts:
         return min(p.max_delay, p.first_delay * 2 ** max(streak - 1, 0))
 
 
+def _restricted(registry: CollectorRegistry, names: list[str] | None):
+    """The registry, or only its families ``names`` (a scrape's ``name[]``, as
+    ``prometheus_client.make_wsgi_app`` serves them)."""
+    return registry if not names else registry.restricted_registry(names)
+
+
 def merge(expositions: Iterable[tuple[str, str]]) -> str:
     """The text expositions (format 0.0.4) of several processes as one: every sample gets the
     label ``worker`` (first), so the series of two children never collide (each child counts its
@@ -129,7 +136,8 @@ def merge(expositions: Iterable[tuple[str, str]]) -> str:
 
 def answer_scrapes(registry: CollectorRegistry, conn: Connection) -> threading.Thread:
     """In a child: a daemon thread that answers each request on ``conn`` with the registry's
-    exposition, as ``driftline run`` alone would serve it. The supervisor merges them.
+    exposition, as ``driftline run`` alone would serve it (a request is the scrape's ``name[]``
+    list, or None for every family). The supervisor merges them.
 
     prometheus_client's multiprocess mode would share the samples through files instead, but it
     cannot carry the exporter's own collectors (the batch histogram, p-values computed at
@@ -142,13 +150,13 @@ def answer_scrapes(registry: CollectorRegistry, conn: Connection) -> threading.T
     def serve() -> None:
         while True:
             try:
-                conn.recv()
+                names = conn.recv()
             except (EOFError, OSError):
                 log.warning("the supervisor is gone: stopping")
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
             try:
-                text = generate_latest(registry)
+                text = generate_latest(_restricted(registry, names))
             except Exception:  # noqa: BLE001 - a broken collector must not end the scrapes
                 log.exception("metrics: collecting failed")
                 text = b""
@@ -285,10 +293,11 @@ class Workers:
         return codes
 
     # -- metrics --------------------------------------------------------------------------
-    def exposition(self) -> str:
+    def exposition(self, names: list[str] | None = None) -> str:
         """The children's expositions merged (:func:`merge`), then the supervisor's own, at
-        scrape time, in the HTTP thread. A child that is restarting, or does not answer within
-        :data:`SCRAPE_TIMEOUT`, is left out of this scrape."""
+        scrape time, in the HTTP thread; with ``names`` (a scrape's ``name[]``), only those
+        families, as ``driftline run`` alone serves them. A child that is restarting, or does
+        not answer within :data:`SCRAPE_TIMEOUT`, is left out of this scrape."""
         expositions = []
         for worker in self.workers:
             with worker.lock:  # one request at a time on a pipe; scrapes may be concurrent
@@ -301,7 +310,7 @@ class Workers:
                             continue  # still busy with it
                         conn.recv_bytes()
                         worker.late = False
-                    conn.send(None)
+                    conn.send(names)
                     if not conn.poll(SCRAPE_TIMEOUT):
                         log.warning("metrics: worker %d did not answer within %.0fs", worker.index, SCRAPE_TIMEOUT)
                         worker.late = True
@@ -309,13 +318,13 @@ class Workers:
                     expositions.append((str(worker.index), conn.recv_bytes().decode()))
                 except (EOFError, OSError):
                     continue  # it died; the supervisor loop restarts it
-        return merge(expositions) + generate_latest(self.registry).decode()
+        return merge(expositions) + generate_latest(_restricted(self.registry, names)).decode()
 
     def wsgi_app(self):
         """``/metrics`` of the group, for :class:`~streams.runtime.exporter.MetricsServer`."""
 
         def app(environ, start_response):
-            body = self.exposition().encode()
+            body = self.exposition(parse_qs(environ.get("QUERY_STRING", "")).get("name[]")).encode()
             start_response("200 OK", [("Content-Type", CONTENT_TYPE_PLAIN_0_0_4),
                                       ("Content-Length", str(len(body)))])
             return [body]

@@ -141,6 +141,31 @@ def test_workers_answer_scrapes_are_restarted_after_a_kill_and_stop_on_sigterm()
     assert seen["after"].get(("driftline_worker_restarts_total", "0"), 0) == 0
 
 
+def test_a_scrape_with_name_gets_only_those_families_of_every_worker():
+    """``/metrics?name[]=…`` as ``driftline run`` alone serves it: each child and the supervisor
+    render only the families asked for (a poll for progress does not pay for a full exposition)."""
+    workers = Workers(count_and_wait, 2, policy=FAST)
+    app, seen = workers.wsgi_app(), {}
+
+    def scrape(query: str) -> str:
+        return b"".join(app({"QUERY_STRING": query}, lambda status, headers: None)).decode()
+
+    def ready() -> bool:
+        now = samples(workers)
+        if now.get(("driftline_labels_total", "0")) == 1 and now.get(("driftline_labels_total", "1")) == 2:
+            seen["all"], seen["only"] = scrape(""), scrape("name[]=driftline_labels_total")
+            return True
+        return False
+
+    run_in_background(workers, ready)
+    assert workers.run() == 0
+    assert "# TYPE driftline_worker_restarts_total counter" in seen["all"]
+    assert "driftline_labels_created" in seen["all"]
+    only = {(s.name, s.labels.get("worker")): s.value
+            for f in text_string_to_metric_families(seen["only"]) for s in f.samples}
+    assert only == {("driftline_labels_total", "0"): 1, ("driftline_labels_total", "1"): 2}
+
+
 # -- the command line ----------------------------------------------------------------------------
 CONFIG = """
 [kafka]
