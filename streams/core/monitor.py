@@ -638,6 +638,8 @@ class ModelRegistry:
         for model in config.models:
             self._models.setdefault(model.id, model)
         self._registered = 0
+        #: model id -> the input partitions whose Monitors keep a state of it
+        self._partitions: dict[str, set[int]] = {}
 
     def get(self, model_id: str) -> Model | None:
         """The model of ``model_id``, registering an unconfigured one if the config allows it."""
@@ -651,6 +653,23 @@ class ModelRegistry:
             log.info("registered model %r with the default settings (engine.unknown_model = \"register\")",
                      model_id, extra={"model": model_id})
         return model
+
+    def placed(self, model_id: str, partition: int) -> None:
+        """The Monitor of input ``partition`` keeps a state of the model. The event contract keys
+        events by ``model_id``, so all of a model's events come on one partition. On a second
+        one (a producer keyed them otherwise, or the topics' partition count changed), the
+        model's state is split in two that never meet: its gauges show whichever partition
+        refreshed last, and its windows and rules each see part of its events. That is worth a
+        warning, once per model and partition."""
+        seen = self._partitions.setdefault(model_id, set())
+        if partition in seen:
+            return
+        seen.add(partition)
+        if len(seen) > 1:
+            log.warning("model %r has events on input partitions %s: each keeps a state of its own, so its "
+                        "metrics show one partition's and its rules judge part of its events; key prediction "
+                        "and label events by model_id (README: The event contract)",
+                        model_id, ", ".join(map(str, sorted(seen))), extra={"model": model_id})
 
     def __contains__(self, model_id: str) -> bool:
         return model_id in self._models
@@ -669,9 +688,11 @@ class Monitor:
     model's statistics.
     """
 
-    def __init__(self, config: Config, models: ModelRegistry | None = None):
+    def __init__(self, config: Config, models: ModelRegistry | None = None, partition: int | None = None):
         self.config = config
         self.registry = models if models is not None else ModelRegistry(config)
+        #: the input partition whose events it gets (None: no partitions, a backtest)
+        self.partition = partition
         self._models: dict[str, ModelMonitor] = {}
         #: models touched since the last dirty_states()
         self._dirty: set[str] = set()
@@ -691,6 +712,8 @@ class Monitor:
             if model is None:
                 return None
             monitor = self._models[model_id] = ModelMonitor(model, self.config.source)
+            if self.partition is not None:
+                self.registry.placed(model_id, self.partition)
         return monitor
 
     def process(self, events: Iterable[tuple[Prediction | Label, Source]], marks: Sequence[int] = (),

@@ -477,7 +477,7 @@ class Engine:
         if checkpoint.models:
             log.info("restored partition %d: %d models (%d bytes)", partition, len(checkpoint.models),
                      checkpoint.nbytes, extra={"partition": partition})
-        return self.pipeline.monitor(checkpoint.models)
+        return self.pipeline.monitor(checkpoint.models, partition)
 
     # -- rebalances -------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

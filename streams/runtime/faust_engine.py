@@ -364,22 +364,22 @@ class FaustEngine:
         state = self.states.get(partition)
         if state is None:
             checkpoint = self.store.read(partition)
-            state = self.states[partition] = self._restore(checkpoint)
+            state = self.states[partition] = self._restore(checkpoint, partition)
             self.stored_offsets[partition] = dict(state.next_offsets)
             if checkpoint.nbytes:
                 log.info("restored partition %d state (%d bytes) from the table", partition, checkpoint.nbytes,
                          extra={"partition": partition})
         return state
 
-    def _restore(self, checkpoint: Checkpoint) -> PartitionState:
-        return PartitionState(self.pipeline.monitor(checkpoint.models), dict(checkpoint.next_offsets))
+    def _restore(self, checkpoint: Checkpoint, partition: int) -> PartitionState:
+        return PartitionState(self.pipeline.monitor(checkpoint.models, partition), dict(checkpoint.next_offsets))
 
     async def _export_recovered(self) -> None:
         """Once the table is recovered, the restored statistics of each owned partition to the
         metrics, before its first event. From a Monitor of its own: the agent restores the state
         it works on at the partition's first batch, where it checks it against the offsets."""
         for partition in sorted(self.active - self.states.keys()):
-            self.recovered[partition] = list(self.pipeline.monitor(self.store.read(partition).models).models)
+            self.recovered[partition] = list(self.pipeline.monitor(self.store.read(partition).models, partition).models)
 
     async def _load_states(self, events: list) -> None:
         """Make sure the state of each partition in the batch reaches the batch's first offsets.
@@ -421,7 +421,7 @@ class FaustEngine:
                              partition, self.states[partition].next_offsets, offsets, extra={"partition": partition})
                     waited = True
                 await asyncio.sleep(0.1)
-                self.states[partition] = self._restore(self.store.read(partition))
+                self.states[partition] = self._restore(self.store.read(partition), partition)
 
     def _skipped(self, partition: int, state: PartitionState, first_offsets: dict[str, int]) -> None:
         """Offsets before the first one Faust delivered of a topic the state has no offset of yet

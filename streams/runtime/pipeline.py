@@ -102,11 +102,12 @@ class Pipeline:
         self.metrics = metrics
         self.log_triggers = log_triggers
 
-    def monitor(self, checkpoint: dict[str, Any] | None = None) -> Monitor:
+    def monitor(self, checkpoint: dict[str, Any] | None = None, partition: int | None = None) -> Monitor:
         """A partition's Monitor, with the models of a checkpoint (model id -> state) restored
         and observed by the metrics: a dashboard shows the restored statistics at once, not
-        after the model's next event."""
-        monitor = Monitor(self.config, self.models)
+        after the model's next event. ``partition``: the input partition it is for (see
+        :meth:`~streams.core.monitor.ModelRegistry.placed`)."""
+        monitor = Monitor(self.config, self.models, partition)
         if checkpoint:
             monitor.restore(checkpoint)
             self.metrics.observe(monitor)

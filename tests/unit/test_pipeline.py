@@ -158,3 +158,42 @@ def test_a_restored_partitions_models_are_exported_at_once():
     after = Exporter(config)
     Pipeline(config, _Outputs(), after).monitor(monitor.state())
     assert gauges(after) == gauges(before)
+
+
+def test_a_model_on_a_second_partition_is_warned_once_per_partition(caplog):
+    """The contract keys events by model_id: a model whose events come on a second partition
+    (keyed otherwise) has its state split, which the user is told; its own partition again, a
+    restored partition, or a backtest (no partitions) is not worth a word."""
+    pipeline = Pipeline(CONFIG, _Outputs(), Metrics(), log_triggers=False)
+
+    def hand(partition, i, monitor=None):
+        monitor = monitor or pipeline.monitor(partition=partition)
+        items = pipeline.decode(["predictions"], [partition], [i], [_line(i)], [_line(i)])
+        pipeline.hand_over(monitor, items)
+        return monitor
+
+    first = hand(0, 0)
+    hand(0, 1, first)
+    hand(0, 2)  # partition 0 again (a Monitor restored after a rewind)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    hand(2, 3)
+    hand(2, 4)
+    hand(1, 5)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == ["model 'm' has events on input partitions 0, 2: each keeps a state of its own, so its "
+                      "metrics show one partition's and its rules judge part of its events; key prediction "
+                      "and label events by model_id (README: The event contract)",
+                      "model 'm' has events on input partitions 0, 1, 2: each keeps a state of its own, so "
+                      "its metrics show one partition's and its rules judge part of its events; key prediction "
+                      "and label events by model_id (README: The event contract)"]
+    caplog.clear()
+    restored = pipeline.monitor({"m": first.models["m"].state()}, partition=3)
+    assert "m" in restored.models
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"][0].startswith(
+        "model 'm' has events on input partitions 0, 1, 2, 3:")
+    caplog.clear()
+    backtest = Pipeline(CONFIG, _Outputs(), Metrics(), log_triggers=False)
+    for i in range(2):
+        m = backtest.monitor()
+        backtest.hand_over(m, backtest.decode(["predictions"], [i], [i], [_line(i)], [_line(i)]))
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
