@@ -45,7 +45,7 @@ the process's ``VmHWM`` then.
 Latency under load. An engine with the realistic config plus a small model ``lat`` (window 20,
 judged at every labelled prediction, rule accuracy < 0.5) on fresh topics, while a producer
 process writes the realistic stream (3 models, 20 features, each label 1 s after its
-prediction, keyed by prediction id so every partition gets some) at ``--latency-rate`` events/s,
+prediction, keyed by model as the event contract asks: one model on each partition) at ``--latency-rate`` events/s,
 by default half the ``confluent`` median of this run. ``lat`` gets 31 predictions and 30 labels
 (20 right, 10 wrong: accuracy 0.5, no breach); then the 31st label, wrong, is produced at wall
 time t0 and a read_committed consumer of the triggers topic notes when the trigger is visible:
@@ -412,7 +412,8 @@ def run_worker(kind: str, args, prefix: str, inputs: tuple[str, str], expected: 
 # -- latency under load -------------------------------------------------------------------------
 def load_worker(bootstrap: str, topics: list[str], rate: float, seconds: float) -> None:
     """Produce the realistic stream at ``rate`` events/s (half predictions, half their labels 1 s
-    later; predictions alone in the first second) for ``seconds``, with wall-clock timestamps, each event keyed by its prediction id."""
+    later; predictions alone in the first second) for ``seconds``, with wall-clock timestamps, each event keyed
+    by its model, as the event contract asks (the three models land on one partition each)."""
     import numpy as np
 
     rng = np.random.default_rng(7)
@@ -440,15 +441,15 @@ def load_worker(bootstrap: str, topics: list[str], rate: float, seconds: float) 
                 _, key, message = waiting.popleft()
                 producer.produce(topics[1], message.replace(b"@TS@", b"%d" % wall_ms), key=key)
             elif at <= now:
-                model = MODELS[i % len(MODELS)]
-                pid = b"%s-%d" % (model.encode(), i)
+                key = MODELS[i % len(MODELS)].encode()  # the model id
+                pid = b"%s-%d" % (key, i)
                 prediction = i % 2
                 producer.produce(topics[0], b'{"prediction_id":"%s","model_id":"%s","model_version":"v1",'
                                             b'"timestamp":%d,"features":%s,"prediction":%d,"score":0.5}'
-                                 % (pid, model.encode(), wall_ms, fragments[i % len(fragments)], prediction), key=pid)
+                                 % (pid, key, wall_ms, fragments[i % len(fragments)], prediction), key=key)
                 label = prediction if i % 10 else 1 - prediction  # 90% correct
-                waiting.append((at + 1.0, pid, b'{"prediction_id":"%s","model_id":"%s","label":%d,"timestamp":@TS@}'
-                                % (pid, model.encode(), label)))
+                waiting.append((at + 1.0, key, b'{"prediction_id":"%s","model_id":"%s","label":%d,"timestamp":@TS@}'
+                                % (pid, key, label)))
                 i += 1
             else:
                 break
