@@ -127,3 +127,14 @@ def test_an_address_in_use_is_a_config_error(tmp_path, serve):
     address = server.url.split("//")[1].split("/")[0]
     with pytest.raises(ConfigError, match=f"metrics.address: cannot listen on {address}"):
         Exporter(config(tmp_path)).serve(address)
+
+
+def test_name_parameters_render_only_those_families(tmp_path, serve):
+    server = serve(config(tmp_path))
+    status, everything = get(server.url)
+    status_only, only = get(server.url + "?name[]=driftline_engine_up&name[]=driftline_transaction_commit_seconds_count")
+    assert status == status_only == 200
+    assert "# TYPE driftline_predictions_total counter" in everything
+    assert {line.split()[2] for line in only.splitlines() if line.startswith("# TYPE")} == {
+        "driftline_engine_up", "driftline_transaction_commit_seconds"}
+    assert "driftline_transaction_commit_seconds_count 0.0" in only and "_bucket" not in only
