@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from streams.core.codecs import Label, Prediction
+from streams.core.codecs import Label, Prediction, encode_prediction
 
 from .harness import ENGINES, Deployment, models_config, pair
 
@@ -61,6 +61,24 @@ def test_unknown_models_are_registered_with_the_defaults_up_to_the_cap(deploy):
     dlq = d.read("driftline-dlq", expected=1)
     assert len(dlq) == 1 and dict(dlq[0].headers())["driftline.reason"] == b"unknown_model"
     assert b"the 1 allowed by engine.max_registered_models" in dict(dlq[0].headers())["driftline.detail"]
+
+
+def test_a_model_whose_events_come_on_two_partitions_is_warned_about(deploy):
+    # The contract keys events by model_id; a producer that keys them otherwise splits the
+    # model's state over partitions, which the engine says once per partition.
+    d = deploy('[[models]]\nid = "m"\n')
+    producer = d.producer()
+    for i, partition in enumerate([0, 0, 1, 1, 0]):
+        producer.produce(d.topics["predictions"], encode_prediction(prediction(i, i)), key=f"k{i}",
+                         partition=partition)
+    producer.flush(30)
+    d.wait_for_metric("driftline_predictions_total", 5, model="m")
+    deadline = time.monotonic() + 10
+    while "model 'm' has events on input partitions 0, 1:" not in d.logs() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    logs = d.logs()
+    assert logs.count("model 'm' has events on input partitions") == 1, logs[-3000:]
+    assert "model 'm' has events on input partitions 0, 1: each keeps a state of its own" in logs
 
 
 def test_a_trigger_is_readable_at_once_not_a_commit_interval_later(deploy):
