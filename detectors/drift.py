@@ -53,7 +53,7 @@ import itertools
 import math
 import operator
 from functools import lru_cache
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 from scipy import stats
@@ -1544,15 +1544,16 @@ class Foresight:
         if sheet is None:
             return None
         k = sheet.index[position]
-        out: list[Any] = [None] * len(self.detectors)
-        for g, kinds in enumerate(self._layout.kinds):
-            for kind in kinds:
-                judged = sheet.judged.get((g, kind))
-                if judged is None:
-                    return None
-                for i, value, n in zip(self._layout.unit(g, kind).members, judged._values[k], judged._counts[k]):
-                    out[i] = (value, n)
-        return out
+        units, order = self._layout.every_unit()
+        values: list = []
+        counts: list = []
+        for unit in units:
+            judged = sheet.judged.get(unit)
+            if judged is None:
+                return None
+            values += judged._values[k]
+            counts += judged._counts[k]
+        return list(zip(order(values), order(counts)))
 
     def _judge(self, sheet: "_Sheet", g: int, kind: type) -> "_Judged":
         """One kind of one group measured and judged at every position of the sheet."""
@@ -1593,7 +1594,7 @@ class _Layout:
     table's windows are still in step, as the batches that fed them together left them."""
 
     __slots__ = ("detectors", "currents", "groups", "order", "table_rows", "tables", "places", "profiles", "kinds",
-                 "foreseeable", "_units", "_plans", "_refined")
+                 "foreseeable", "_units", "_plans", "_refined", "_every_unit")
 
     def __init__(self, detectors: list[_DriftDetector]):
         tables: dict[tuple, dict[int, list[int]]] = {}
@@ -1625,6 +1626,20 @@ class _Layout:
         self._units: dict[tuple[int, type], _Unit] = {}
         self._plans: dict[tuple[int, ...], tuple[list[tuple[int, type]], list[int] | None]] = {}
         self._refined: tuple[bytes, _Refined] | None = None
+        self._every_unit: tuple[list[tuple[int, type]], Callable[[list], Sequence]] | None = None
+
+    def every_unit(self) -> tuple[list[tuple[int, type]], Callable[[list], Sequence]]:
+        """Every unit (group, kind), and what puts the units' members one after the other
+        (a list of something per member, unit by unit) in the detectors' order."""
+        if self._every_unit is None:
+            units = [(g, kind) for g, kinds in enumerate(self.kinds) for kind in kinds]
+            members = [i for g, kind in units for i in self.unit(g, kind).members]
+            where = [0] * len(members)
+            for place, i in enumerate(members):
+                where[i] = place
+            order = operator.itemgetter(*where) if len(where) > 1 else lambda found: found[:1]
+            self._every_unit = (units, order)
+        return self._every_unit
 
     def refined(self, read: np.ndarray) -> "_Refined":
         """How to bin the rows of the layout reading these columns (see :class:`_Refined`),

@@ -257,7 +257,7 @@ class ModelStatistics:
                 self._drift_results.pop(key, None)
         self._clear_predictions()
         if end is not None:
-            self._end_measured = dict(zip(foreseen, end))
+            self._end_measured = (foreseen, end)
         self._catch_up_changes()
         self._feed_pairs()
 
@@ -375,9 +375,12 @@ class ModelStatistics:
         self._numeric_places: dict[tuple[str, str], int] | None = None
         #: each feature detector's key and statistic name (see _feature_names)
         self._named: list[tuple[tuple[str, str], str]] | None = None
-        #: the numeric feature detectors' (statistic, n) as they are now, measured by the last
-        #: batch's Foresight at its end (None: not measured, or updated since)
-        self._end_measured: dict[tuple[str, str], tuple[float, int]] | None = None
+        #: the keys of the detectors the last batch's Foresight measured (see _foreseen_keys) and
+        #: their (statistic, n) as they are now, measured at its end (None: not measured, or
+        #: updated since)
+        self._end_measured: tuple[list, list[tuple[float, int]]] | None = None
+        #: the feature and prediction drift statistics' names, in order (see _drift_names_in_order)
+        self._drift_in_order: list[str] | None = None
         #: group -> its detectors' places among the numeric ones, and kinds (see _foreseen_members)
         self._foreseen: dict[str, tuple[list[int], list[str]] | None] = {}
         #: groups judged together -> their places and names one group after the other, or None
@@ -533,9 +536,15 @@ class ModelStatistics:
         # rule reads them).
         foresight = self._foresight or None
         if foresight is not None:
-            measured = dict(zip(self._foreseen_keys(), foresight.statistics(self._position)))
+            keys, found = self._foreseen_keys(), foresight.statistics(self._position)
         else:
-            measured = self._end_measured or {}
+            keys, found = self._end_measured or ((), ())
+        names = self._drift_names_in_order()
+        if len(found) == len(names):  # every drift detector measured, in the order named (the usual sample)
+            out.update(zip(names, found))
+            out.update((f"estimated.{metric}", (e.value, e.n)) for metric, e in self.estimated().items())
+            return out
+        measured = dict(zip(keys, found))
         known = self._drift_results
         stale = [key for key in self.feature_drift if key not in known and key not in measured]
         if stale:
@@ -571,6 +580,16 @@ class ModelStatistics:
                 self._fed_predictions = self._position
         self._catch_up_predictions(self._position)
         self._catch_up_changes()
+
+    def _drift_names_in_order(self) -> list[str]:
+        """The feature drift statistics' names in ``feature_drift`` order, then the prediction
+        drift ones in ``prediction_drift`` order: the order of :meth:`_foreseen_keys` when a
+        Foresight measures every drift detector (every feature detector is numeric, so the
+        numeric ones are in ``feature_drift`` order)."""
+        if self._drift_in_order is None:
+            self._drift_in_order = [*(name for _, name in self._feature_names()),
+                                    *(f"prediction.{kind}" for kind in self.prediction_drift)]
+        return self._drift_in_order
 
     def _feature_names(self) -> list[tuple[tuple[str, str], str]]:
         """Each feature detector's key and its statistic's name, in ``feature_drift`` order;

@@ -345,7 +345,8 @@ def test_a_batch_read_at_its_points_equals_feeding_it_point_by_point(seed, sizes
 def test_the_prediction_drift_is_measured_with_the_features_inside_a_batch():
     """Read at the points of a batch of finite numeric features and scores, the prediction drift
     detector is measured with the numeric feature detectors (fed nothing until the batch's end),
-    and reads as the detector fed up to each point does."""
+    and reads as the detector fed up to each point does; so does every statistic of the
+    timeline, there and at the batch's end."""
     model = NUMERIC[False].models[0]
     batched, by_point = ModelStatistics(model), ModelStatistics(model)
     rng = np.random.default_rng(3)
@@ -368,6 +369,7 @@ def test_the_prediction_drift_is_measured_with_the_features_inside_a_batch():
         by_point.update_predictions(rows[start:], scores[start:])
         by_point.catch_up()
         assert json.dumps(batched.state()) == json.dumps(by_point.state())
+        assert repr(batched.values()) == repr(by_point.values())  # at the end: as the Foresight measured it
 
 
 def test_batches_read_at_points_or_fed_whole_keep_one_detector_layout():
