@@ -139,9 +139,11 @@ class ModelMonitor:
         self.joined_total = 0
         # (event time, label offset) of the pairs in the count window: the trigger's evidence
         self.pair_window = CountWindow(model.window.size, width=2)
+        self._pairs = _Pending(self.pair_window, "pair_ts", "pair_offsets")
         self.label_partition: tuple[str, int] | None = None
         # (event time, offset) of the predictions drift is computed over: drift triggers' evidence
         self.prediction_window = CountWindow(model.drift.window if model.drift else model.window.size, width=2)
+        self._predictions = _Pending(self.prediction_window, "prediction_ts", "prediction_offsets")
         self.prediction_partition: tuple[str, int] | None = None
         self._late_seen = 0  # labels the event-time windows had counted late at the last flush
         self._segments: list[Segment] = [Segment()]
@@ -425,11 +427,12 @@ class ModelMonitor:
         marked = since = 0  # the marks passed, and the triggers made before the last one
         if any(segment.evaluate_pairs or segment.mark is not None for segment in segments):  # read there: told at once
             self.stats.pairs_ahead(_joined(segments, "y_true"), _joined(segments, "y_pred"))
-        # The evidence windows get the batch's rows in one push each, as late as they can: up to
-        # a segment's end only when a trigger made there reads them, the rest after the last
-        # segment (a window holds the same rows however they were pushed).
-        predictions = _Pending(self.prediction_window, segments, "prediction_ts", "prediction_offsets")
-        pairs = _Pending(self.pair_window, segments, "pair_ts", "pair_offsets")
+        # The evidence windows get the batch's rows as late as they can (see _Pending): up to a
+        # segment's end only when a trigger made there reads them (a window holds the same rows
+        # however they were pushed).
+        predictions, pairs = self._predictions, self._pairs
+        predictions.begin(segments)
+        pairs.begin(segments)
         ending = _versions_ending(segments, self.version) if self.stats.event_time else None
         for k, (end, segment) in enumerate(zip(ends, segments)):
             self.stats.seek(end)
@@ -457,8 +460,8 @@ class ModelMonitor:
             if segment.mark is not None:
                 on_mark(self, marked, segment.mark, triggers[since:])
                 marked, since = marked + 1, len(triggers)
-        predictions.push(len(segments) - 1)
-        pairs.push(len(segments) - 1)
+        predictions.end()
+        pairs.end()
         self.stats.catch_up()  # the checkpoint and the exporter see every event of the batch
         detections = self.counters.change_detections
         for kind, count in self.stats.new_detections.items():
@@ -507,6 +510,8 @@ class ModelMonitor:
 
     # -- checkpoints ----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
+        self._pairs.push()  # the rows waiting for the windows, in them
+        self._predictions.push()
         join = self.join.state()
         return {
             "watermark_ms": join.pop("watermark_ms"),
@@ -532,6 +537,8 @@ class ModelMonitor:
         self.joined_total = state["joined_total"]
         self.pair_window = CountWindow.from_state(state["pair_window"])
         self.prediction_window = CountWindow.from_state(state["prediction_window"])
+        self._pairs = _Pending(self.pair_window, "pair_ts", "pair_offsets")
+        self._predictions = _Pending(self.prediction_window, "prediction_ts", "prediction_offsets")
         self.prediction_partition = tuple(state["prediction_partition"]) if state["prediction_partition"] else None
         self.label_partition = tuple(state["label_partition"]) if state["label_partition"] else None
         self.stats.restore(state["stats"])
@@ -563,29 +570,49 @@ def _rows(ts: list[int], offsets: list[int]) -> np.ndarray:
 
 
 class _Pending:
-    """A batch's rows (timestamp, offset) for an evidence window, from its segments' columns,
-    pushed up to the end of a segment when asked (:meth:`push`): one push for the usual batch."""
+    """An evidence window, and the rows (timestamp, offset) for it not pushed yet: those of the
+    segments of the batch in hand (:meth:`begin`), and those earlier batches left waiting.
 
-    def __init__(self, window: CountWindow, segments: list[Segment], ts: str, offsets: str):
+    Rows go in as late as they can: up to a segment's end when a trigger made there reads the
+    window (:meth:`push`), and otherwise once a window's worth waits or a checkpoint takes the
+    window's state. A push costs a few numpy calls however many rows it holds, and small
+    hand-overs bring a few rows at a time; the window holds the same rows however pushed."""
+
+    def __init__(self, window: CountWindow, ts: str, offsets: str):
         self.window = window
-        self._segments = segments
         self._columns = ts, offsets
-        self._pushed = 0  # segments pushed
+        self._ts: list[int] = []  # rows taken from the segments, not pushed yet
+        self._offsets: list[int] = []
+        self._segments: list[Segment] = []
+        self._taken = 0  # segments taken
 
-    def push(self, segment: int) -> None:
-        """Push the rows of the segments up to ``segment`` (included) not pushed yet."""
-        if segment < self._pushed:
-            return
+    def begin(self, segments: list[Segment]) -> None:
+        """A batch's segments, to push up to the end of one when asked."""
+        self._segments, self._taken = segments, 0
+
+    def push(self, segment: int | None = None) -> None:
+        """Push the waiting rows, with those of the batch's segments up to ``segment`` (included)."""
+        if segment is not None:
+            self._take(segment + 1)
+        if self._ts:
+            self.window.push(_rows(self._ts, self._offsets))
+            self._ts, self._offsets = [], []
+
+    def end(self) -> None:
+        """The batch's rows not pushed wait with the others; pushed once a window's worth waits
+        (so that at most that many wait beside a batch's)."""
+        self._take(len(self._segments))
+        self._segments = []
+        if len(self._ts) >= self.window.size:
+            self.push()
+
+    def _take(self, end: int) -> None:
+        """The rows of the segments before ``end`` not taken yet, to the waiting rows."""
         ts, offsets = self._columns
-        parts = self._segments[self._pushed:segment + 1]
-        self._pushed = segment + 1
-        if len(parts) == 1:
-            ts_column, offset_column = getattr(parts[0], ts), getattr(parts[0], offsets)
-        else:
-            ts_column = list(itertools.chain.from_iterable(map(operator.attrgetter(ts), parts)))
-            offset_column = list(itertools.chain.from_iterable(map(operator.attrgetter(offsets), parts)))
-        if ts_column:
-            self.window.push(_rows(ts_column, offset_column))
+        for segment in self._segments[self._taken:end]:
+            self._ts += getattr(segment, ts)
+            self._offsets += getattr(segment, offsets)
+        self._taken = max(self._taken, end)
 
 
 def _versions_ending(segments: list[Segment], version: str | None) -> list[str | None]:
