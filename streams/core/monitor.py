@@ -282,6 +282,7 @@ class ModelMonitor:
         if joined is None:
             return False  # an early, late or orphan label, or one for a prediction that expired
         waiting, joined_ts, label_ts = joined
+        lags = (np.maximum(label_ts - joined_ts, 0) / 1000.0).tolist()  # each label's, in seconds
         taken = []  # each mark's counters
         p0 = q0 = 0
         if marks:
@@ -289,12 +290,12 @@ class ModelMonitor:
             pair_ends = np.searchsorted(batch.label_positions, marks).tolist()
             for p1, q1, watermark, expired in zip(prediction_ends, pair_ends, watermarks, expiries):
                 self._apply_predictions(batch, p0, p1)
-                self._apply_labels(batch, label_ts, joined_ts, q0, q1)
+                self._apply_labels(batch, lags, q0, q1)
                 self.join.expire(watermark, expired)
                 taken.append(self.counters.take())
                 p0, q0 = p1, q1
         self._apply_predictions(batch, p0, len(batch.predictions))
-        self._apply_labels(batch, label_ts, joined_ts, q0, len(label_ts))
+        self._apply_labels(batch, lags, q0, len(lags))
         self._apply_segments(batch, prediction_ts, watched, np.maximum(joined_ts, label_ts), waiting, marks, taken)
         return True
 
@@ -314,14 +315,14 @@ class ModelMonitor:
         last = batch.prediction_sources[end - 1]
         self.prediction_partition = (last.topic, last.partition)
 
-    def _apply_labels(self, batch: Batch, label_ts: np.ndarray, joined_ts: np.ndarray, start: int, end: int) -> None:
-        """Count the batch's labels ``start:end`` (each joined, with its lag)."""
+    def _apply_labels(self, batch: Batch, lags: list[float], start: int, end: int) -> None:
+        """Count the batch's labels ``start:end`` (each joined, with its lag: ``lags``, the batch's)."""
         if end <= start:
             return
         counters = self.counters
         counters.labels += end - start
         counters.joined += end - start
-        counters.label_lags.extend((np.maximum(label_ts[start:end] - joined_ts[start:end], 0) / 1000.0).tolist())
+        counters.label_lags.extend(_part(lags, start, end))
         last = batch.label_sources[end - 1]
         self.label_partition = (last.topic, last.partition)
 
