@@ -12,7 +12,6 @@ event time (:class:`~streams.core.join.Join`, which also tells duplicates, early
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import heapq
 import logging
@@ -74,7 +73,8 @@ class ModelCounters:
 
     def take(self) -> "ModelCounters":
         """These counts, handed over; this object starts again from zero."""
-        taken = dataclasses.replace(self)  # takes the lists and dicts along
+        taken = object.__new__(type(self))
+        taken.__dict__, self.__dict__ = self.__dict__, {}  # the counts, lists and dicts as they are
         self.__init__()
         return taken
 
