@@ -12,10 +12,8 @@ event time (:class:`~streams.core.join.Join`, which also tells duplicates, early
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import heapq
-import itertools
 import logging
 import operator
 from collections import Counter
@@ -75,28 +73,41 @@ class ModelCounters:
 
     def take(self) -> "ModelCounters":
         """These counts, handed over; this object starts again from zero."""
-        taken = dataclasses.replace(self)  # takes the lists and dicts along
+        taken = object.__new__(type(self))
+        taken.__dict__, self.__dict__ = self.__dict__, {}  # the counts, lists and dicts as they are
         self.__init__()
         return taken
 
 
 @dataclass
-class Segment:
-    """The columns of one stretch of a model's stream, between two evaluation points."""
+class Columns:
+    """The columns of a model's stream since its last flush: each prediction's, and each labelled
+    pair's, in order (the segments say where each stretch between evaluation points ends)."""
 
     #: each prediction's ``features`` object, as decoded; made into columns once, at flush
     rows: list[dict[str, Any]] = field(default_factory=list)
     prediction_values: list = field(default_factory=list)
+    prediction_ts: list[int] = field(default_factory=list)
+    prediction_offsets: list[int] = field(default_factory=list)
+    #: with estimation: each prediction's class and score (or probability row), for the estimator
+    predicted: list = field(default_factory=list)
+    prediction_scores: list = field(default_factory=list)
     y_true: list = field(default_factory=list)
     y_pred: list = field(default_factory=list)
     scores: list = field(default_factory=list)
     pair_ts: list[int] = field(default_factory=list)
-    prediction_ts: list[int] = field(default_factory=list)
-    prediction_offsets: list[int] = field(default_factory=list)
     pair_offsets: list[int] = field(default_factory=list)
-    #: with estimation: each prediction's class and score (or probability row), for the estimator
-    predicted: list = field(default_factory=list)
-    prediction_scores: list = field(default_factory=list)
+
+
+@dataclass
+class Segment:
+    """One stretch of a model's stream, between two evaluation points: where it ends in the
+    columns (:class:`Columns`), and what is judged there."""
+
+    #: the predictions and the labelled pairs in the columns up to its end (the open segment's
+    #: are set when it is closed)
+    predictions_end: int = 0
+    pairs_end: int = 0
     #: whether the segment ends at an evaluation point of the predictions' clock (drift rules)
     #: or of the labelled pairs' clock (every other rule); the batch's last segment may end at none
     evaluate_predictions: bool = False
@@ -139,26 +150,35 @@ class ModelMonitor:
         self.joined_total = 0
         # (event time, label offset) of the pairs in the count window: the trigger's evidence
         self.pair_window = CountWindow(model.window.size, width=2)
+        self._pairs = _Pending(self.pair_window, "pair_ts", "pair_offsets")
         self.label_partition: tuple[str, int] | None = None
         # (event time, offset) of the predictions drift is computed over: drift triggers' evidence
         self.prediction_window = CountWindow(model.drift.window if model.drift else model.window.size, width=2)
+        self._predictions = _Pending(self.prediction_window, "prediction_ts", "prediction_offsets")
         self.prediction_partition: tuple[str, int] | None = None
         self._late_seen = 0  # labels the event-time windows had counted late at the last flush
+        self._columns = Columns()
         self._segments: list[Segment] = [Segment()]
 
-    def _cut(self, clock: str) -> None:
+    def _close(self, ends: tuple[int, int] | None) -> Segment:
+        """Close the open segment where it ends in the columns (``ends``: its predictions and
+        pairs; None: the columns' ends), a new one opened after it."""
         segment = self._segments[-1]
+        if ends is None:
+            ends = len(self._columns.rows), len(self._columns.y_true)
+        segment.predictions_end, segment.pairs_end = ends
+        segment.version = self.version
+        self._segments.append(Segment())
+        return segment
+
+    def _cut(self, clock: str, ends: tuple[int, int] | None = None) -> None:
+        segment = self._close(ends)
         setattr(segment, f"evaluate_{clock}", True)
         setattr(segment, f"{clock}_at_ms", self.clock_ms[clock])
-        segment.version = self.version
-        self._segments.append(Segment())
 
-    def _cut_mark(self, counters: ModelCounters) -> None:
+    def _cut_mark(self, counters: ModelCounters, ends: tuple[int, int] | None = None) -> None:
         """End the open segment at a mark, with the counters taken there."""
-        segment = self._segments[-1]
-        segment.mark = counters
-        segment.version = self.version
-        self._segments.append(Segment())
+        self._close(ends).mark = counters
 
     # -- events ---------------------------------------------------------------------------
     def on_prediction(self, event: Prediction, source: Source) -> None:
@@ -175,21 +195,21 @@ class ModelMonitor:
         if join.duplicate_prediction(event.prediction_id):
             counters.duplicate_predictions += 1
             return
-        segment = self._segments[-1]
-        segment.version = self.version
-        segment.rows.append(event.features)
-        segment.prediction_ts.append(event.timestamp)
-        segment.prediction_offsets.append(source.offset)
+        self._segments[-1].version = self.version
+        columns = self._columns
+        columns.rows.append(event.features)
+        columns.prediction_ts.append(event.timestamp)
+        columns.prediction_offsets.append(source.offset)
         self.prediction_partition = (source.topic, source.partition)
         if self._binary:  # _score and _watched_prediction of a binary model, inlined
             score = event.score
-            segment.prediction_values.append(score)
+            columns.prediction_values.append(score)
         else:
             score = self._score(event)
-            segment.prediction_values.append(self._watched_prediction(event, score))
+            columns.prediction_values.append(self._watched_prediction(event, score))
         if self._estimating:
-            segment.predicted.append(event.prediction)
-            segment.prediction_scores.append(score)
+            columns.predicted.append(event.prediction)
+            columns.prediction_scores.append(score)
         early = join.prediction(event.prediction_id, event.timestamp, event.prediction, score)
         if early is not None:
             label_ts, label, offset = early
@@ -262,6 +282,7 @@ class ModelMonitor:
         if joined is None:
             return False  # an early, late or orphan label, or one for a prediction that expired
         waiting, joined_ts, label_ts = joined
+        lags = (np.maximum(label_ts - joined_ts, 0) / 1000.0).tolist()  # each label's, in seconds
         taken = []  # each mark's counters
         p0 = q0 = 0
         if marks:
@@ -269,12 +290,12 @@ class ModelMonitor:
             pair_ends = np.searchsorted(batch.label_positions, marks).tolist()
             for p1, q1, watermark, expired in zip(prediction_ends, pair_ends, watermarks, expiries):
                 self._apply_predictions(batch, p0, p1)
-                self._apply_labels(batch, label_ts, joined_ts, q0, q1)
+                self._apply_labels(batch, lags, q0, q1)
                 self.join.expire(watermark, expired)
                 taken.append(self.counters.take())
                 p0, q0 = p1, q1
         self._apply_predictions(batch, p0, len(batch.predictions))
-        self._apply_labels(batch, label_ts, joined_ts, q0, len(label_ts))
+        self._apply_labels(batch, lags, q0, len(lags))
         self._apply_segments(batch, prediction_ts, watched, np.maximum(joined_ts, label_ts), waiting, marks, taken)
         return True
 
@@ -294,20 +315,20 @@ class ModelMonitor:
         last = batch.prediction_sources[end - 1]
         self.prediction_partition = (last.topic, last.partition)
 
-    def _apply_labels(self, batch: Batch, label_ts: np.ndarray, joined_ts: np.ndarray, start: int, end: int) -> None:
-        """Count the batch's labels ``start:end`` (each joined, with its lag)."""
+    def _apply_labels(self, batch: Batch, lags: list[float], start: int, end: int) -> None:
+        """Count the batch's labels ``start:end`` (each joined, with its lag: ``lags``, the batch's)."""
         if end <= start:
             return
         counters = self.counters
         counters.labels += end - start
         counters.joined += end - start
-        counters.label_lags.extend((np.maximum(label_ts[start:end] - joined_ts[start:end], 0) / 1000.0).tolist())
+        counters.label_lags.extend(_part(lags, start, end))
         last = batch.label_sources[end - 1]
         self.label_partition = (last.topic, last.partition)
 
     def _apply_segments(self, batch: Batch, prediction_ts: list[int], watched: list, pair_ts: np.ndarray,
                         waiting: list[tuple], marks: Sequence[int] = (), taken: Sequence[ModelCounters] = ()) -> None:
-        """Append the batch to the open segment, cutting it at each evaluation point inside
+        """Append the batch to the columns, cutting the open segment at each evaluation point inside
         (``pair_ts``: each label's pair time, the later of its prediction's time and its own)
         and at each of ``marks`` (a segment that ends there holds the mark's counters, ``taken``)."""
         predictions, labels = batch.predictions, batch.labels
@@ -340,6 +361,11 @@ class ModelMonitor:
             prediction_columns += [("predicted", batch.prediction_fields["prediction"]),
                                    ("prediction_scores", watched if self._binary else list(map(self._score, predictions)))]
         model_versions = batch.prediction_fields["model_version"]
+        # The batch's columns go in whole; the segments only say where each stretch ends.
+        columns = self._columns
+        before_p, before_q = len(columns.rows), len(columns.y_true)
+        for name, column in prediction_columns + pair_columns:
+            getattr(columns, name).extend(column)
         # Where each stretch ends (after the cut's event; the last one at the batch's end), in
         # predictions and in pairs: the usual batch, with no cut, is one stretch.
         prediction_ends, pair_ends = [len(predictions)], [len(labels)]
@@ -353,22 +379,17 @@ class ModelMonitor:
         clock_ms = self.clock_ms
         p0 = q0 = 0
         for (_, is_mark, clock), p1, q1 in zip(cuts + [(None, 0, None)], prediction_ends, pair_ends):
-            segment = self._segments[-1]
             if p1 > p0:
                 # the model's version after the stretch: the last one named up to its end
                 self.version = next(filter(_is_named, reversed(model_versions[p0:p1])), self.version)
-                segment.version = self.version
-                for name, column in prediction_columns:
-                    getattr(segment, name).extend(column[p0:p1])
+                self._segments[-1].version = self.version
                 clock_ms["predictions"] = max(clock_ms["predictions"], max(prediction_ts[p0:p1]))
             if q1 > q0:
-                for name, column in pair_columns:
-                    getattr(segment, name).extend(column[q0:q1])
                 clock_ms["pairs"] = max(clock_ms["pairs"], max(pair_ts[q0:q1]))
             if is_mark:
-                self._cut_mark(clock)
+                self._cut_mark(clock, (before_p + p1, before_q + q1))
             elif clock is not None:
-                self._cut(clock)
+                self._cut(clock, (before_p + p1, before_q + q1))
             p0, q0 = p1, q1
 
     def _score(self, event: Prediction) -> Any:
@@ -386,16 +407,16 @@ class ModelMonitor:
         return event.prediction
 
     def _pair(self, prediction: Any, score: Any, pred_ts: int, label: Any, label_ts: int, offset: int) -> None:
-        """A prediction and its label, joined: counted, and added to the open segment."""
+        """A prediction and its label, joined: counted, and added to the columns."""
         self.counters.joined += 1
         self.counters.label_lags.append(max(0, label_ts - pred_ts) / 1000.0)
-        segment = self._segments[-1]
-        segment.y_true.append(label)
-        segment.y_pred.append(prediction)
-        segment.scores.append(score)
+        columns = self._columns
+        columns.y_true.append(label)
+        columns.y_pred.append(prediction)
+        columns.scores.append(score)
         pair_ts = pred_ts if pred_ts > label_ts else label_ts
-        segment.pair_ts.append(pair_ts)
-        segment.pair_offsets.append(offset)
+        columns.pair_ts.append(pair_ts)
+        columns.pair_offsets.append(offset)
         if pair_ts > self.clock_ms["pairs"]:
             self.clock_ms["pairs"] = pair_ts
         self.joined_total += 1
@@ -413,33 +434,38 @@ class ModelMonitor:
         mark, once its rules are judged: ``on_mark(self, k, its counters, the triggers since the
         previous mark)``, the statistics read there."""
         triggers: list[TriggerEvent] = []
+        columns, self._columns = self._columns, Columns()
         segments, self._segments = self._segments, [Segment()]
-        ends = list(itertools.accumulate(len(segment.rows) for segment in segments))
+        segments[-1].predictions_end, segments[-1].pairs_end = len(columns.rows), len(columns.y_true)  # the open one
+        ends = [segment.predictions_end for segment in segments]
+        pair_ends = [segment.pairs_end for segment in segments]
         # (a mark may fall where an evaluation point or another mark does)
         points = list(dict.fromkeys(end for end, segment in zip(ends, segments)
                                     if (segment.evaluate_predictions and self.drift_rules) or segment.mark is not None))
-        if len(segments) == 1:
-            self.stats.update_predictions(segments[0].rows, segments[0].prediction_values, points)
-        else:
-            self.stats.update_predictions(_joined(segments, "rows"), _joined(segments, "prediction_values"), points)
+        self.stats.update_predictions(columns.rows, columns.prediction_values, points)
         marked = since = 0  # the marks passed, and the triggers made before the last one
         if any(segment.evaluate_pairs or segment.mark is not None for segment in segments):  # read there: told at once
-            self.stats.pairs_ahead(_joined(segments, "y_true"), _joined(segments, "y_pred"))
-        # The evidence windows get the batch's rows in one push each, as late as they can: up to
-        # a segment's end only when a trigger made there reads them, the rest after the last
-        # segment (a window holds the same rows however they were pushed).
-        predictions = _Pending(self.prediction_window, segments, "prediction_ts", "prediction_offsets")
-        pairs = _Pending(self.pair_window, segments, "pair_ts", "pair_offsets")
+            self.stats.pairs_ahead(columns.y_true, columns.y_pred)
+        # The evidence windows get the batch's rows as late as they can (see _Pending): up to a
+        # segment's end only when a trigger made there reads them (a window holds the same rows
+        # however they were pushed).
+        predictions, pairs = self._predictions, self._pairs
+        predictions.begin(columns, ends)
+        pairs.begin(columns, pair_ends)
         ending = _versions_ending(segments, self.version) if self.stats.event_time else None
-        for k, (end, segment) in enumerate(zip(ends, segments)):
+        p0 = q0 = 0
+        for k, (end, q1, segment) in enumerate(zip(ends, pair_ends, segments)):
             self.stats.seek(end)
-            if segment.predicted:
-                self.stats.update_estimation(segment.predicted, segment.prediction_scores)
+            if self._estimating and end > p0:
+                self.stats.update_estimation(_part(columns.predicted, p0, end), _part(columns.prediction_scores, p0, end))
             closed = []
-            if segment.y_true:
-                closed = self.stats.update_pairs(segment.y_true, segment.y_pred, segment.scores, segment.pair_ts)
+            if q1 > q0:
+                y_true, scores = _part(columns.y_true, q0, q1), _part(columns.scores, q0, q1)
+                closed = self.stats.update_pairs(y_true, _part(columns.y_pred, q0, q1), scores,
+                                                 _part(columns.pair_ts, q0, q1))
                 if self._estimating:
-                    self.stats.learn_estimation(segment.y_true, segment.scores)
+                    self.stats.learn_estimation(y_true, scores)
+            p0, q0 = end, q1
             for window in closed:  # event-time windows judge each closed window
                 span = TriggerWindow(start=format_timestamp(window.start_ms), end=format_timestamp(window.end_ms),
                                      count=window.count)
@@ -457,8 +483,8 @@ class ModelMonitor:
             if segment.mark is not None:
                 on_mark(self, marked, segment.mark, triggers[since:])
                 marked, since = marked + 1, len(triggers)
-        predictions.push(len(segments) - 1)
-        pairs.push(len(segments) - 1)
+        predictions.end()
+        pairs.end()
         self.stats.catch_up()  # the checkpoint and the exporter see every event of the batch
         detections = self.counters.change_detections
         for kind, count in self.stats.new_detections.items():
@@ -507,6 +533,8 @@ class ModelMonitor:
 
     # -- checkpoints ----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
+        self._pairs.push()  # the rows waiting for the windows, in them
+        self._predictions.push()
         join = self.join.state()
         return {
             "watermark_ms": join.pop("watermark_ms"),
@@ -532,6 +560,8 @@ class ModelMonitor:
         self.joined_total = state["joined_total"]
         self.pair_window = CountWindow.from_state(state["pair_window"])
         self.prediction_window = CountWindow.from_state(state["prediction_window"])
+        self._pairs = _Pending(self.pair_window, "pair_ts", "pair_offsets")
+        self._predictions = _Pending(self.prediction_window, "prediction_ts", "prediction_offsets")
         self.prediction_partition = tuple(state["prediction_partition"]) if state["prediction_partition"] else None
         self.label_partition = tuple(state["label_partition"]) if state["label_partition"] else None
         self.stats.restore(state["stats"])
@@ -563,29 +593,51 @@ def _rows(ts: list[int], offsets: list[int]) -> np.ndarray:
 
 
 class _Pending:
-    """A batch's rows (timestamp, offset) for an evidence window, from its segments' columns,
-    pushed up to the end of a segment when asked (:meth:`push`): one push for the usual batch."""
+    """An evidence window, and the rows (timestamp, offset) for it not pushed yet: those of the
+    batch in hand (:meth:`begin`), and those earlier batches left waiting.
 
-    def __init__(self, window: CountWindow, segments: list[Segment], ts: str, offsets: str):
+    Rows go in as late as they can: up to a segment's end when a trigger made there reads the
+    window (:meth:`push`), and otherwise once a window's worth waits or a checkpoint takes the
+    window's state. A push costs a few numpy calls however many rows it holds, and small
+    hand-overs bring a few rows at a time; the window holds the same rows however pushed."""
+
+    def __init__(self, window: CountWindow, ts: str, offsets: str):
         self.window = window
-        self._segments = segments
-        self._columns = ts, offsets
-        self._pushed = 0  # segments pushed
+        self._names = ts, offsets
+        self._ts: list[int] = []  # rows taken from the batch's columns, not pushed yet
+        self._offsets: list[int] = []
+        self._columns: tuple[list[int], list[int]] = ([], [])
+        self._ends: list[int] = []
+        self._taken = 0  # the batch's rows taken
 
-    def push(self, segment: int) -> None:
-        """Push the rows of the segments up to ``segment`` (included) not pushed yet."""
-        if segment < self._pushed:
-            return
-        ts, offsets = self._columns
-        parts = self._segments[self._pushed:segment + 1]
-        self._pushed = segment + 1
-        if len(parts) == 1:
-            ts_column, offset_column = getattr(parts[0], ts), getattr(parts[0], offsets)
-        else:
-            ts_column = list(itertools.chain.from_iterable(map(operator.attrgetter(ts), parts)))
-            offset_column = list(itertools.chain.from_iterable(map(operator.attrgetter(offsets), parts)))
-        if ts_column:
-            self.window.push(_rows(ts_column, offset_column))
+    def begin(self, columns: Columns, ends: list[int]) -> None:
+        """A batch's columns, and where each of its segments ends in them (to push up to one)."""
+        ts, offsets = self._names
+        self._columns, self._ends, self._taken = (getattr(columns, ts), getattr(columns, offsets)), ends, 0
+
+    def push(self, segment: int | None = None) -> None:
+        """Push the waiting rows, with the batch's up to the end of ``segment`` (included)."""
+        if segment is not None:
+            self._take(self._ends[segment])
+        if self._ts:
+            self.window.push(_rows(self._ts, self._offsets))
+            self._ts, self._offsets = [], []
+
+    def end(self) -> None:
+        """The batch's rows not pushed wait with the others; pushed once a window's worth waits
+        (so that at most that many wait beside a batch's)."""
+        self._take(len(self._columns[0]))
+        self._columns, self._ends = ([], []), []
+        if len(self._ts) >= self.window.size:
+            self.push()
+
+    def _take(self, end: int) -> None:
+        """The batch's rows before ``end`` not taken yet, to the waiting rows."""
+        if end > self._taken:
+            ts, offsets = self._columns
+            self._ts += ts[self._taken:end]
+            self._offsets += offsets[self._taken:end]
+            self._taken = end
 
 
 def _versions_ending(segments: list[Segment], version: str | None) -> list[str | None]:
@@ -599,9 +651,10 @@ def _versions_ending(segments: list[Segment], version: str | None) -> list[str |
     return out[::-1]
 
 
-def _joined(segments: list[Segment], column: str) -> list:
-    """One column of the segments, one after the other (a C loop, not a Python one per item)."""
-    return list(itertools.chain.from_iterable(map(operator.attrgetter(column), segments)))
+def _part(column: list, start: int, end: int) -> list:
+    """``column[start:end]``: the column itself when that is all of it (the usual batch's one
+    segment), not a copy."""
+    return column if start == 0 and end == len(column) else column[start:end]
 
 
 #: whether a prediction names its model's version

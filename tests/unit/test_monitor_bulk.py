@@ -161,3 +161,37 @@ def test_plain_streams_with_versions_and_gaps_in_bulk_equal_event_by_event(versi
         assert _run(items, cuts, bulk=True) == _run(items, cuts, bulk=False)
     assert bulk.call_count >= 1
 
+
+
+def _windows(monitor: Monitor) -> dict:
+    return {model: {name: state[name] for name in ("pair_window", "prediction_window")}
+            for model, state in monitor.state().items()}
+
+
+@settings(max_examples=60, deadline=None)
+@given(raw=events_strategy, cuts=st.lists(st.integers(0, 400), max_size=8))
+def test_triggers_and_evidence_windows_do_not_depend_on_the_hand_overs(raw, cuts):
+    """The evidence windows' rows wait across batches until a trigger or a checkpoint reads them:
+    the triggers (with their windows) and the windows' state are the same however the events
+    were cut into batches."""
+    items = _sources(_stream(raw))
+
+    def run(cuts: list[int]) -> str:
+        monitor, triggers, start = Monitor(CONFIG), [], 0
+        for cut in sorted({c for c in cuts if c < len(items)}) + [len(items)]:
+            triggers += monitor.process(items[start:cut])
+            start = cut
+        return json.dumps({"triggers": [{f: str(getattr(t, f)) for f in t.__struct_fields__ if f != "trigger_id"}
+                                        for t in triggers], "windows": _windows(monitor)}, default=str)
+
+    assert run(cuts) == run([])
+
+
+def test_the_state_holds_the_evidence_rows_still_waiting():
+    items = _plain(5)  # fewer rows than the windows hold: after each batch they wait
+    split, whole = Monitor(CONFIG), Monitor(CONFIG)
+    for item in items:
+        split.process([item])
+    whole.process(items)
+    assert _windows(split) == _windows(whole)
+    assert _windows(split)["a"]["pair_window"]["count"] == 5

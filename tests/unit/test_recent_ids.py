@@ -13,7 +13,8 @@ from hypothesis import given, settings, strategies as st
 from streams.core.codecs import Label, Prediction
 from streams.core.config import ConfigError, parse_config
 from streams.core.monitor import Monitor, Source
-from streams.core.recent_ids import BUCKETS, MAX_WIDTH_MS, RecentIds, SealedIndex, bucket_width, id_hash, id_hashes
+from streams.core.recent_ids import (BUCKETS, MAX_WIDTH_MS, SEAL_IDS, RecentIds, SealedIndex, bucket_width, id_hash,
+                                     id_hashes)
 
 T0 = 1_700_000_000_000
 
@@ -390,3 +391,30 @@ def test_many_at_once_with_one_watermark_equals_one_by_one(steps, horizon, ahead
     many.add_many(hashes, ts, watermark)
     assert one._open == many._open
     assert one.state() == many.state()
+
+
+@pytest.mark.parametrize("per_bucket", [3, SEAL_IDS])
+def test_a_slow_stream_s_passed_buckets_are_sealed_together(per_bucket, monkeypatch):
+    """5-s buckets, 120 a horizon: a few ids a bucket wait in their sets until an eighth of a
+    horizon's buckets (the index's rounds) have passed, then go into the index in one seal; a
+    busy bucket is sealed as soon as it has passed. Every answer stays the same meanwhile."""
+    ids = RecentIds(600_000)
+    seals = []
+    add = SealedIndex.add
+
+    def counted(index, arrays, buckets):
+        seals.append(len(buckets))
+        add(index, arrays, buckets)
+
+    monkeypatch.setattr(SealedIndex, "add", counted)
+    rng = np.random.default_rng(3)
+    added = []
+    for k in range(20):
+        t = T0 + k * MAX_WIDTH_MS
+        hashes = rng.integers(0, 2**64, per_bucket, dtype=np.uint64)
+        ids.add_many(hashes, np.full(per_bucket, t), t)
+        added += [(int(h), t) for h in hashes[:3]]
+        ids.purge(t + MAX_WIDTH_MS)
+        for h, _ in added:
+            assert ids.contains(h, t + MAX_WIDTH_MS) and ids.may_contain_any(np.array([h], dtype=np.uint64))
+    assert seals == ([ids._index.rounds, ids._index.rounds] if per_bucket < SEAL_IDS else [1] * 20)
