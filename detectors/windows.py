@@ -509,7 +509,11 @@ class CountedCodes:
 
     @staticmethod
     def of(windows: list[BlockCounts], codes: np.ndarray) -> "CountedCodes":
-        """``codes`` for these windows, laid out as their shared table lays them."""
+        """``codes`` for these windows, laid out as their shared table lays them (read off the
+        table when it holds them)."""
+        table = windows[0]._shared
+        if table is not None and table.holds(windows):
+            return CountedCodes(codes, table.offsets, table.cells)
         return CountedCodes(codes, _cell_offsets(windows), sum(w.bins for w in windows))
 
     def __len__(self) -> int:
@@ -525,14 +529,20 @@ class CountedCodes:
         """The counts per cell of the first ``cut`` events (None when ``cut`` is 0), counted from
         the nearest cut below already counted: a ``bincount`` of the events between (fewer
         operations than one of all the pieces at once, each offset by its piece)."""
-        known = self._before
+        known, cuts = self._before, self._cuts
         if cut in known:
             return known[cut]
-        below = self._cuts[bisect.bisect(self._cuts, cut) - 1]
-        counted = self._cells(below, cut)
-        if known[below] is not None:
+        if cut > cuts[-1]:  # the usual order: each cut after those counted
+            below = cuts[-1]
+            cuts.append(cut)
+        else:
+            below = cuts[bisect.bisect(cuts, cut) - 1]
+            bisect.insort(cuts, cut)
+        if self._index is None:
+            self._index = np.asarray(self.codes, dtype=np.int64) + self.offsets  # each event's cell
+        counted = np.bincount(self._index[below:cut].ravel(), minlength=self.cells)
+        if below:
             counted += known[below]
-        bisect.insort(self._cuts, cut)
         known[cut] = counted
         return counted
 
