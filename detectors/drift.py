@@ -62,7 +62,7 @@ from scipy.spatial.distance import jensenshannon
 from . import kinds
 from .base import InvalidInput, Result, as_finite_array, constructor_arguments, plain_label
 from .calibration import null_threshold
-from .windows import BlockCounts, CountWindow
+from .windows import BlockCounts, CountedCodes, CountWindow
 
 PSI_EPSILON = 1e-4
 #: chunks of a numeric reference still filling joined into one array when this many wait
@@ -1482,7 +1482,9 @@ class Foresight:
         else:
             read = np.asarray(columns, dtype=np.intp)[layout.order]
             codes = layout.refined(read).codes(np.asarray(matrix, dtype=np.float64).T[read])
-        self._codes = [codes[rows].T for rows in layout.table_rows]  # per table, (events, windows)
+        # per table, (events, windows), and its counts at the positions, kept for the commit
+        self._codes = [CountedCodes.of(windows, codes[rows].T)
+                       for windows, rows in zip(layout.tables, layout.table_rows)]
         self._sheets: dict[int, _Sheet] = {}
         if len(positions):
             self._sheet(list(positions))
@@ -1581,7 +1583,7 @@ class Foresight:
         ``add_columns`` would. After a part, the Foresight no longer holds: its measures are of
         detectors fed nothing of the matrix."""
         for windows, codes in zip(self._layout.tables, self._codes):
-            BlockCounts.push_columns(windows, codes if rows is None else codes[:rows])
+            BlockCounts.push_columns(windows, codes if rows is None else codes.codes[:rows])
 
 
 class _Layout:

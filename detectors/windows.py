@@ -11,9 +11,10 @@ time, which hold a whole detector per window, are in :mod:`detectors.event_windo
 from __future__ import annotations
 
 import base64
+import bisect
 import itertools
 import operator
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -243,7 +244,8 @@ class BlockCounts:
     def push(self, codes: Any) -> None:
         """Count events by bin code (ints in ``[0, bins)``), oldest first."""
         codes = np.asarray(codes, dtype=np.int64).reshape(-1, 1)
-        self._newest = _count_blocks(self._counts, self._fill[:, None], self, codes, _column_offsets(1, 0), self.bins)
+        self._newest = _count_blocks(self._counts, self._fill[:, None], self,
+                                     CountedCodes(codes, _column_offsets(1, 0), self.bins))
         if self._shared is not None:
             self._shared.in_step = False  # fed alone: the table's windows may have left step
 
@@ -268,19 +270,24 @@ class BlockCounts:
         return len(windows) < 2 or _SharedBlocks.of(windows) is not None
 
     @staticmethod
-    def push_columns(windows: list["BlockCounts"], codes: np.ndarray) -> None:
-        """``windows[j].push(codes[:, j])`` for every j.
+    def push_columns(windows: list["BlockCounts"], codes: "np.ndarray | CountedCodes") -> None:
+        """``windows[j].push(codes[:, j])`` for every j (``codes`` an ``(events, len(windows))``
+        array, or :meth:`CountedCodes.of` these windows and such an array, whose counts at the
+        cuts already counted are reused).
 
         Windows in step move into one shared table the first time (:class:`_SharedBlocks`) and
-        are then counted with one ``bincount`` and a few array operations for all; windows out of
-        step are fed one by one.
+        are then counted with a ``bincount`` per block the events reach and a few array
+        operations for all; windows out of step are fed one by one.
         """
         table = _SharedBlocks.of(windows)
         if table is None:
+            codes = codes.codes if isinstance(codes, CountedCodes) else codes
             for j, window in enumerate(windows):
                 window.push(codes[:, j])
             return
-        newest = _count_blocks(table.counts, table.fill, windows[0], codes, table.offsets, table.cells)
+        if not isinstance(codes, CountedCodes):
+            codes = CountedCodes(codes, table.offsets, table.cells)
+        newest = _count_blocks(table.counts, table.fill, windows[0], codes)
         for window in windows:
             window._newest = newest
 
@@ -312,19 +319,20 @@ class BlockCounts:
         return totals.reshape(len(totals), len(windows), windows[0].bins), sizes
 
     @staticmethod
-    def cells_after(windows: list["BlockCounts"], codes: np.ndarray,
+    def cells_after(windows: list["BlockCounts"], codes: "np.ndarray | CountedCodes",
                     positions: Any) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`totals_after` of windows of any numbers of bins: each position's totals as
         one row of the windows' bins one window after another, shape ``(len(positions),
         sum of the bins)``. The windows must be :meth:`in_step` (blocks of one shape, filled
-        alike), ``codes`` an ``(events, len(windows))`` array, each ``m <= events``.
+        alike), ``codes`` an ``(events, len(windows))`` array (or :meth:`CountedCodes.of` it,
+        which keeps the counts made here for :meth:`push_columns`), each ``m <= events``.
 
         Event i of ``codes`` lands in block ``(f + i) // block_size`` counted from the newest
         block (``f`` its fill), so after ``m`` events the newest block is ``J = (f + m - 1) //
         block_size`` and the window holds the blocks since ``J - blocks + 1``: the older blocks
         kept from before (all but the ``min(J, blocks)`` oldest), and the events from the first
-        one of that block to ``m`` (a difference of counts of the events before each cut, the
-        events between two cuts counted by a ``bincount``). The few positions and cuts are
+        one of that block to ``m`` (a difference of counts of the events before each cut, see
+        :meth:`CountedCodes.before`). The few positions and cuts are
         walked in Python, the bins of all windows added a row at a time (an accumulation along
         the first axis of a small 2-d array costs numpy a loop per cell).
         """
@@ -333,11 +341,11 @@ class BlockCounts:
         table = lead._shared
         if table is not None and table.holds(windows):
             counts, fill = table.counts, table.fill  # ring order, block = row
-            offsets, cells = table.offsets, table.cells
         else:
             counts = np.concatenate([w._counts for w in windows], axis=1)
             fill = np.stack([w._fill for w in windows], axis=1)
-            offsets, cells = _cell_offsets(windows), counts.shape[1]
+        if not isinstance(codes, CountedCodes):
+            codes = CountedCodes.of(windows, codes)
         oldest = lead._newest + 1  # ring slot of the oldest block, modulo blocks
         newest_fill = int(fill[lead._newest, 0])
         plan = []  # per position: its events, the first event still in the window, blocks dropped
@@ -351,17 +359,9 @@ class BlockCounts:
             slot = (oldest + d) % blocks
             kept.append(kept[-1] - counts[slot])
             kept_fill.append(kept_fill[-1] - int(fill[slot, 0]))
-        cuts = sorted({cut for m, first, _ in plan for cut in (m, first) if cut > 0})
-        before = {0: None}  # cut -> counts of the events before it (None: no event)
-        if cuts:
-            # a bincount per piece: fewer operations than one of all the pieces, each event
-            # offset by its piece; the events after the last cut are never read
-            index = np.asarray(codes[:cuts[-1]], dtype=np.int64) + offsets
-            running = None
-            for low, high in zip([0, *cuts], cuts):
-                counted = np.bincount(index[low:high].ravel(), minlength=cells)
-                running = before[high] = counted if running is None else running + counted
-        totals = np.empty((len(plan), cells), dtype=np.int64)
+        # counted in order, each cut from the one before (the events after the last never read)
+        before = {cut: codes.before(cut) for cut in sorted({cut for m, first, _ in plan for cut in (m, first)})}
+        totals = np.empty((len(plan), codes.cells), dtype=np.int64)
         sizes = np.empty((len(plan), len(windows)), dtype=np.int64)
         for k, (m, first, dropped) in enumerate(plan):
             window = kept[dropped]
@@ -433,53 +433,135 @@ def _packed(counts: np.ndarray, largest: int) -> dict[str, str]:
     return {name: base64.b64encode(counts.astype(_COUNT_TYPES[name]).tobytes()).decode()}
 
 
-def _count_blocks(counts: np.ndarray, fill: np.ndarray, lead: BlockCounts, codes: np.ndarray,
-                  offsets: np.ndarray, cells: int) -> int:
-    """Add ``codes[:, j]`` to column j's bins in ``counts`` (blocks x cells, column j's bins
-    from ``offsets[0, j]`` on) and ``fill`` (blocks x columns), the columns' blocks in step
-    with ``lead``'s; returns the newest block."""
+def _count_blocks(counts: np.ndarray, fill: np.ndarray, lead: BlockCounts, codes: "CountedCodes") -> int:
+    """Add column j of ``codes`` to column j's bins in ``counts`` (blocks x cells, column j's
+    bins where ``codes`` offsets them) and ``fill`` (blocks x columns), the columns' blocks in
+    step with ``lead``'s; returns the newest block.
+
+    Block j after the newest one (0 = the newest itself) takes the events whose position,
+    counted from the newest block's first event, falls in ``[j * block_size, (j + 1) *
+    block_size)``; a full newest block stays newest until the next event arrives. Only the last
+    ``blocks`` blocks survive the call; each block they reuse starts empty."""
     events = len(codes)
     if not events:
         return lead._newest
     newest, block_size, blocks = lead._newest, lead.block_size, lead.blocks
     start = int(fill[newest, 0])
     last = (start + events - 1) // block_size
-    if last < min(blocks, 4):
-        # The usual call (a segment of a few dozen events): the events fill the newest block and
-        # at most a few after it, none of which wraps onto another; one bincount per block they
-        # reach, the same counts as the general case below.
-        index = codes + offsets
-        low = 0
-        for j in range(last + 1):
-            high = min(events, (j + 1) * block_size - start)
+    first = max(0, last - blocks + 1)
+    reached = range(first, last + 1)
+    if len(reached) <= 4 or codes.counted(max(0, j * block_size - start) for j in reached):
+        # The usual call: a segment of a few dozen events, which fills the newest block and at
+        # most a few after it, or a foreseen batch whose blocks end where it was counted
+        # already; one count of each block's events (CountedCodes.between), the same counts
+        # as the general case below.
+        for j in reached:
+            low, high = max(0, j * block_size - start), min(events, (j + 1) * block_size - start)
             slot = (newest + j) % blocks
-            if j:
-                counts[slot] = 0
-                fill[slot] = 0
-            if high > low:
-                counts[slot] += np.bincount(index[low:high].ravel(), minlength=cells)
+            if j:  # (empty only when a restored block holds more than block_size events)
+                counts[slot] = codes.between(low, high) if high > low else 0
+                fill[slot] = max(0, high - low)
+            elif high > low:
+                counts[slot] += codes.between(low, high)
                 fill[slot] += high - low
-            low = high
         return (newest + last) % blocks
-    # Block j after the newest one (0 = the newest itself) takes the events whose position,
-    # counted from the newest block's first event, falls in [j * block_size, (j + 1) * block_size).
-    # A full newest block stays newest until the next event arrives. Only the last `blocks`
-    # blocks survive the call; each block they reuse starts empty.
-    step = (int(fill[lead._newest, 0]) + np.arange(events)) // lead.block_size
-    last = int(step[-1])
-    first = max(0, last - lead.blocks + 1)
+    # Many blocks reached: one bincount of all of them, each event offset by its block.
+    step = (start + np.arange(events)) // block_size
+    values = codes.codes
     if first:
         keep = step >= first
-        codes, step = codes[keep], step[keep] - first
-    slots = (lead._newest + np.arange(first, last + 1)) % lead.blocks
+        values, step = values[keep], step[keep] - first
+    slots = (newest + np.arange(first, last + 1)) % blocks
     reused = slots[1:] if first == 0 else slots
     pieces = last + 1 - first
-    index = step[:, None] * cells + offsets + codes
+    index = step[:, None] * codes.cells + codes.offsets + values
     counts[reused] = 0
     fill[reused] = 0
-    counts[slots] += np.bincount(index.ravel(), minlength=pieces * cells).reshape(pieces, cells)
+    counts[slots] += np.bincount(index.ravel(), minlength=pieces * codes.cells).reshape(pieces, codes.cells)
     fill[slots] += np.bincount(step, minlength=pieces)[:, None]
     return int(slots[-1])
+
+
+class CountedCodes:
+    """A batch's bin codes for some windows counted as one table (window j's bins from
+    ``offsets[0, j]`` on, ``cells`` in all), with the counts of the events before each cut
+    counted so far: what :meth:`BlockCounts.cells_after` counts at a batch's positions,
+    :meth:`BlockCounts.push_columns` reuses for the blocks the batch fills when they end at
+    those positions (a batch's evaluation points fall on block ends), so each event is counted
+    once.
+
+    Parameters
+    ----------
+    codes : numpy.ndarray
+        ``(events, windows)`` bin codes, column j's in ``[0, bins of window j)``.
+    offsets : numpy.ndarray
+        Where each window's bins start among the cells, as a row.
+    cells : int
+        The windows' bins in all.
+    """
+
+    def __init__(self, codes: np.ndarray, offsets: np.ndarray, cells: int):
+        self.codes, self.offsets, self.cells = codes, offsets, cells
+        #: cut -> counts per cell of the events before it (None: no event), and the cuts in order
+        self._before: dict[int, np.ndarray | None] = {0: None}
+        self._cuts = [0]
+        self._index: np.ndarray | None = None
+
+    @staticmethod
+    def of(windows: list[BlockCounts], codes: np.ndarray) -> "CountedCodes":
+        """``codes`` for these windows, laid out as their shared table lays them (read off the
+        table when it holds them)."""
+        table = windows[0]._shared
+        if table is not None and table.holds(windows):
+            return CountedCodes(codes, table.offsets, table.cells)
+        return CountedCodes(codes, _cell_offsets(windows), sum(w.bins for w in windows))
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def _cells(self, low: int, high: int) -> np.ndarray:
+        """The counts per cell of events ``low`` to ``high``."""
+        if self._index is None:
+            self._index = np.asarray(self.codes, dtype=np.int64) + self.offsets  # each event's cell
+        return np.bincount(self._index[low:high].ravel(), minlength=self.cells)
+
+    def before(self, cut: int) -> np.ndarray | None:
+        """The counts per cell of the first ``cut`` events (None when ``cut`` is 0), counted from
+        the nearest cut below already counted: a ``bincount`` of the events between (fewer
+        operations than one of all the pieces at once, each offset by its piece)."""
+        known, cuts = self._before, self._cuts
+        if cut in known:
+            return known[cut]
+        if cut > cuts[-1]:  # the usual order: each cut after those counted
+            below = cuts[-1]
+            cuts.append(cut)
+        else:
+            below = cuts[bisect.bisect(cuts, cut) - 1]
+            bisect.insort(cuts, cut)
+        if self._index is None:
+            self._index = np.asarray(self.codes, dtype=np.int64) + self.offsets  # each event's cell
+        counted = np.bincount(self._index[below:cut].ravel(), minlength=self.cells)
+        if below:
+            counted += known[below]
+        known[cut] = counted
+        return counted
+
+    def counted(self, cuts: Iterable[int]) -> bool:
+        """Whether the counts before each of these cuts are counted already (read up to the
+        first that is not)."""
+        return all(map(self._before.__contains__, cuts))
+
+    def between(self, low: int, high: int) -> np.ndarray:
+        """The counts per cell of events ``low`` to ``high`` (``low < high``): a difference of
+        counts before two cuts when both are counted already, else a ``bincount`` of those
+        events alone."""
+        known = self._before
+        if high in known and low in known:
+            return known[high] if known[low] is None else known[high] - known[low]
+        if self._index is None:  # a batch pushed, not foreseen: its events are read once
+            return np.bincount((np.asarray(self.codes[low:high], dtype=np.int64) + self.offsets).ravel(),
+                               minlength=self.cells)
+        return self._cells(low, high)
 
 
 def _column_offsets(columns: int, bins: int) -> np.ndarray:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from detectors.base import InvalidInput
 from detectors.event_windows import HoppingWindow, TumblingWindow
-from detectors.windows import BlockCounts, CountWindow
+from detectors.windows import BlockCounts, CountedCodes, CountWindow
 
 
 @settings(max_examples=60, deadline=None)
@@ -181,6 +181,38 @@ def test_block_counts_totals_after_equal_pushing_up_to_each_position(blocks, blo
             pushed.push(codes[:position, j])
             assert totals[k, j].tolist() == pushed.totals().tolist()
             assert counts[k, j] == pushed.count
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 5), st.lists(st.integers(0, 40), max_size=3), st.integers(0, 40),
+       st.lists(st.integers(0, 40), max_size=6), st.integers(1, 6), st.lists(st.integers(1, 5), min_size=1, max_size=3),
+       st.integers(0, 2**32 - 1))
+def test_pushing_counted_codes_after_cells_after_equals_pushing_the_codes(blocks, block_size, before, events,
+                                                                           positions, every, bins, seed):
+    """A batch foreseen by ``cells_after`` and then pushed as the same :class:`CountedCodes`
+    (its blocks' counts taken from the counts made at the positions where they can be) leaves
+    the windows as pushing the array does, from any fill, with any positions: a few, or every
+    ``every`` events (evaluation points, which often fall on each block's end)."""
+    rng = np.random.default_rng(seed)
+
+    def made():
+        return [BlockCounts(size=blocks * block_size, blocks=blocks, bins=b) for b in bins]
+
+    def drawn(size):
+        return np.column_stack([rng.integers(0, b, size) for b in bins]).reshape(size, len(bins))
+
+    counted, plain = made(), made()
+    for size in before:
+        codes = drawn(size)
+        BlockCounts.push_columns(counted, codes)
+        BlockCounts.push_columns(plain, codes)
+    codes = drawn(events)
+    batch = CountedCodes.of(counted, codes)
+    positions = sorted({*range(0, events + 1, every), *(min(p, events) for p in positions)})
+    BlockCounts.cells_after(counted, batch, positions)
+    BlockCounts.push_columns(counted, batch)
+    BlockCounts.push_columns(plain, codes)
+    assert [w.state() for w in counted] == [w.state() for w in plain]
 
 
 @settings(max_examples=100, deadline=None)
