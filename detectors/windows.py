@@ -538,9 +538,7 @@ class CountedCodes:
         else:
             below = cuts[bisect.bisect(cuts, cut) - 1]
             bisect.insort(cuts, cut)
-        if self._index is None:
-            self._index = np.asarray(self.codes, dtype=np.int64) + self.offsets  # each event's cell
-        counted = np.bincount(self._index[below:cut].ravel(), minlength=self.cells)
+        counted = self._cells(below, cut)
         if below:
             counted += known[below]
         known[cut] = counted
