@@ -150,15 +150,20 @@ class ModelMonitor:
         self.joined_total = 0
         # (event time, label offset) of the pairs in the count window: the trigger's evidence
         self.pair_window = CountWindow(model.window.size, width=2)
-        self._pairs = _Pending(self.pair_window, "pair_ts", "pair_offsets")
         self.label_partition: tuple[str, int] | None = None
         # (event time, offset) of the predictions drift is computed over: drift triggers' evidence
         self.prediction_window = CountWindow(model.drift.window if model.drift else model.window.size, width=2)
-        self._predictions = _Pending(self.prediction_window, "prediction_ts", "prediction_offsets")
+        self._pending_rows()
         self.prediction_partition: tuple[str, int] | None = None
         self._late_seen = 0  # labels the event-time windows had counted late at the last flush
         self._columns = Columns()
         self._segments: list[Segment] = [Segment()]
+
+    def _pending_rows(self) -> None:
+        """The evidence windows' rows not pushed yet (see :class:`_Pending`), none, for the
+        windows as they are now."""
+        self._pairs = _Pending(self.pair_window, "pair_ts", "pair_offsets")
+        self._predictions = _Pending(self.prediction_window, "prediction_ts", "prediction_offsets")
 
     def _close(self, ends: tuple[int, int] | None) -> Segment:
         """Close the open segment where it ends in the columns (``ends``: its predictions and
@@ -560,8 +565,7 @@ class ModelMonitor:
         self.joined_total = state["joined_total"]
         self.pair_window = CountWindow.from_state(state["pair_window"])
         self.prediction_window = CountWindow.from_state(state["prediction_window"])
-        self._pairs = _Pending(self.pair_window, "pair_ts", "pair_offsets")
-        self._predictions = _Pending(self.prediction_window, "prediction_ts", "prediction_offsets")
+        self._pending_rows()
         self.prediction_partition = tuple(state["prediction_partition"]) if state["prediction_partition"] else None
         self.label_partition = tuple(state["label_partition"]) if state["label_partition"] else None
         self.stats.restore(state["stats"])
