@@ -227,24 +227,26 @@ def test_while_a_commit_is_in_flight_the_step_hands_on_and_holds_the_outputs_for
     assert not engine._held and engine.produced == set() and not engine.trigger_pending
 
 
-def test_an_aborted_commit_in_flight_drops_the_held_outputs():
+def _failed_flight(call: str, error: KafkaError) -> Engine:
+    """An engine whose commit in flight (made by :func:`_flying_step`) failed in ``call``
+    ("offsets" or "commit") with ``error``, landed."""
     engine = _flying_engine()
     _flying_step(engine)
-    engine.producer.fail = "commit"
-    engine.producer.error = KafkaError(KafkaError.INVALID_TXN_STATE, txn_requires_abort=True)
+    engine.producer.fail = call
+    engine.producer.error = error
     engine.producer.go.set()
     engine._land()
+    return engine
+
+
+def test_an_aborted_commit_in_flight_drops_the_held_outputs():
+    engine = _failed_flight("commit", KafkaError(KafkaError.INVALID_TXN_STATE, txn_requires_abort=True))
     assert not engine._held and engine.produced == set() and not engine.trigger_pending
     assert engine.producer.committed == [] and engine.producer.transactions[-1] == []
 
 
 def test_held_outputs_go_into_the_open_transaction_when_its_offsets_could_not_be_sent():
-    engine = _flying_engine()
-    _flying_step(engine)
-    engine.producer.fail = "offsets"
-    engine.producer.error = KafkaError(KafkaError._TIMED_OUT, retriable=True)
-    engine.producer.go.set()
-    engine._land()
+    engine = _failed_flight("offsets", KafkaError(KafkaError._TIMED_OUT, retriable=True))
     assert not engine._prepared and engine.health.unreachable_since
     # the transaction is open, not committing: the trigger goes in, to commit with partition 0
     assert engine.producer.transactions == [[(CONFIG.topics.triggers, b"trigger")]]
@@ -252,12 +254,7 @@ def test_held_outputs_go_into_the_open_transaction_when_its_offsets_could_not_be
 
 
 def test_held_outputs_wait_for_the_retried_commit_when_the_commit_call_failed():
-    engine = _flying_engine()
-    _flying_step(engine)
-    engine.producer.fail = "commit"
-    engine.producer.error = KafkaError(KafkaError._TIMED_OUT, retriable=True)
-    engine.producer.go.set()
-    engine._land()
+    engine = _failed_flight("commit", KafkaError(KafkaError._TIMED_OUT, retriable=True))
     assert engine._prepared and engine._held and engine.producer.transactions == [[]]
     engine.producer.fail = None
     assert engine.commit({1})  # the retry commits what was prepared; the held outputs follow it
