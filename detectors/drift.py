@@ -222,6 +222,15 @@ def _ks_critical_band(level: float, en: float) -> tuple[float, float]:
     return math.nan, math.nan
 
 
+@lru_cache(maxsize=1 << 12)
+def _ks_sure_band(level: float, en: float) -> tuple[float, float]:
+    """:func:`_ks_critical_band` narrowed by 1e-12 each side: a distance at or below the first
+    is surely not below ``level``, one at or above the second surely is (see
+    :meth:`_KSPValues.below`); nan when the band is."""
+    low, high = _ks_critical_band(level, en)
+    return low - 1e-12, high + 1e-12
+
+
 def wasserstein_from_counts(reference: np.ndarray, current: np.ndarray, boundaries: np.ndarray) -> float:
     """Earth mover's distance between two histograms, values uniform within each bin.
 
@@ -1138,10 +1147,13 @@ class _KSPValues:
         others): the critical band found once per level and effective size, the p-value
         computed only for a distance inside its band. A distance within 1e-12 of the band's
         edge is rounded as KSPValue rounds it before it is compared (rounding moves it less)."""
-        judged = ~np.isnan(levels)
-        distinct = set(levels[judged].tolist())
-        if not distinct:
-            return np.zeros(len(levels), dtype=bool)
+        distinct = set(levels.tolist())
+        judged = None  # every row judged (the usual judgement): nothing to mask
+        if len(distinct) != 1 or math.isnan(next(iter(distinct))):
+            judged = ~np.isnan(levels)
+            distinct = set(levels[judged].tolist())
+            if not distinct:
+                return np.zeros(len(levels), dtype=bool)
         sizes = sorted(set(self.sizes))
         # (a nan size, which sorted() leaves anywhere in the list, takes the per-level path)
         if len(distinct) == 1 and not any(map(math.isnan, sizes)):
@@ -1149,24 +1161,26 @@ class _KSPValues:
             # row's band looked up among its few effective sizes (sorted), in one search
             level, = distinct
             if len(sizes) == 1:  # windows in step: one size for all
-                low, high = _ks_critical_band(level, sizes[0])
+                low, high = _ks_sure_band(level, sizes[0])
             else:
-                bands = np.array([_ks_critical_band(level, size) for size in sizes])[np.searchsorted(sizes, self._sizes)]
+                bands = np.array([_ks_sure_band(level, size) for size in sizes])[np.searchsorted(sizes, self._sizes)]
                 low, high = bands[:, 0], bands[:, 1]
         else:
             low, high = np.full(len(levels), np.nan), np.full(len(levels), np.nan)
             for level in sorted(distinct):
                 rows = np.flatnonzero(levels == level)
                 sizes, inverse = np.unique(self._sizes[rows], return_inverse=True)
-                bands = np.array([_ks_critical_band(level, size) for size in sizes.tolist()])
+                bands = np.array([_ks_sure_band(level, size) for size in sizes.tolist()])
                 low[rows], high[rows] = bands[inverse, 0], bands[inverse, 1]
         gaps = self._gaps
-        out = gaps >= high + 1e-12
-        out &= judged
+        out = gaps >= high
         # the rest of the judged rows: near an edge of the band, inside it, or without a band (nan)
-        unsure = gaps <= low - 1e-12
+        unsure = gaps <= low
+        if judged is not None:
+            out &= judged
+            unsure |= ~judged
         unsure |= out
-        for row in np.flatnonzero(judged & ~unsure).tolist():
+        for row in np.flatnonzero(~unsure).tolist():
             out[row] = self[row].below(float(levels[row]))
         return out
 
@@ -1382,7 +1396,11 @@ class _Judged:
         self.detectors = detectors
         if min_samples is None:
             min_samples = np.array([d.min_samples for d in detectors])
-        ready = (counts >= min_samples) & (counts > 0)
+        ready = counts >= min_samples
+        filled = None  # every window holds events (the usual judgement), else where they do
+        if not counts.all():
+            filled = counts > 0
+            ready &= filled
         self._thresholds = thresholds = list(map(_THRESHOLD, detectors))
         #: detectors whose threshold is calibrated when first judged: column -> that threshold
         self._calibrating = {j: _calibrated_threshold(d) for j, d in enumerate(detectors)
@@ -1396,9 +1414,11 @@ class _Judged:
         else:
             with np.errstate(invalid="ignore"):
                 fired = ready & (values > limit)
-        empty = counts == 0
-        self._empty = empty.any(axis=1).tolist()
-        if any(self._empty):  # an empty window has no statistic
+        #: whether each position has an empty window (None: none has, the usual judgement)
+        self._empty: list[bool] | None = None
+        if filled is not None:  # an empty window has no statistic
+            empty = ~filled
+            self._empty = empty.any(axis=1).tolist()
             values = np.where(empty, np.nan, values)
         self._values = values.tolist()
         self._counts, self._fired = counts.tolist(), fired.tolist()
@@ -1421,7 +1441,7 @@ class _Judged:
             p_values = [None] * width
         else:
             p_values = self._p_values.rows(k * width, (k + 1) * width)
-            if self._empty[k]:
+            if self._empty is not None and self._empty[k]:
                 p_values = [None if n == 0 else p for p, n in zip(p_values, self._counts[k])]
         return self._values[k], thresholds, p_values, self._counts[k], self._fired[k]
 
