@@ -287,16 +287,26 @@ class ModelStatistics:
         value a finite number. Both :meth:`_foresee` and :meth:`_catch_up_features` take them
         together then, so that the detectors' kept layout (see :func:`~detectors.drift.add_columns`)
         is the same either way. Also the prediction kinds added (none, or all)."""
-        numeric, _, detectors, order = self._numeric_plan()
-        predicting = list(self.prediction_drift.values())
-        if not predicting or self._fed_predictions != start or not can_foresee(predicting):
+        _, _, detectors, order = self._numeric_plan()
+        together, together_order, kinds = self._predicting_plan()
+        if not kinds or self._fed_predictions != start or not can_foresee(together[len(detectors):]):
             return detectors, matrix, order, []
         column = _present(self._queued_predictions[start:start + len(matrix)], categorical=False)
         if len(column) != len(matrix):
             return detectors, matrix, order, []
-        return ([*detectors, *predicting], np.column_stack((matrix, column)),
-                np.concatenate((order, np.full(len(predicting), len(numeric), dtype=np.intp))),
-                list(self.prediction_drift))
+        return together, np.column_stack((matrix, column)), together_order, kinds
+
+    def _predicting_plan(self) -> tuple[list[Any], np.ndarray, list[str]]:
+        """The numeric feature detectors then the prediction drift ones, each one's column (the
+        prediction drift ones the column after the numeric features) and the prediction kinds,
+        as :meth:`_with_predictions` takes them together; kept while the detectors are."""
+        if self._predicting is None:
+            numeric, _, detectors, order = self._numeric_plan()
+            predicting = list(self.prediction_drift.values())
+            self._predicting = ([*detectors, *predicting],
+                                np.concatenate((order, np.full(len(predicting), len(numeric), dtype=np.intp))),
+                                list(self.prediction_drift))
+        return self._predicting
 
     def _catch_up_features(self, upto: int) -> None:
         """Feed the features of the queued predictions up to ``upto`` to their detectors (the
@@ -372,6 +382,8 @@ class ModelStatistics:
         self._drift_names: tuple[str, ...] = ()
         #: what _catch_up_features feeds the numeric detectors from one matrix (see _numeric_plan)
         self._plan: tuple[list[str], list[tuple[str, str]], list[Any], np.ndarray] | None = None
+        #: the same with the prediction drift detectors after them (see _predicting_plan)
+        self._predicting: tuple[list[Any], np.ndarray, list[str]] | None = None
         self._numeric_places: dict[tuple[str, str], int] | None = None
         #: each feature detector's key and statistic name (see _feature_names)
         self._named: list[tuple[tuple[str, str], str]] | None = None
