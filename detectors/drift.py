@@ -373,7 +373,9 @@ class _ColumnLookup:
         """``[-inf, edges..., +inf]``; all nan if the edges are not in order (nan among them):
         then ``searchsorted`` alone says what it does with them, as no code verifies."""
         padded = np.concatenate(([-np.inf], edges, [np.inf]))
-        return padded if (np.diff(padded) >= 0).all() else np.full_like(padded, np.nan)
+        with np.errstate(over="ignore"):  # the gap between two edges near the largest floats is inf: in order
+            in_order = (np.diff(padded) >= 0).all()
+        return padded if in_order else np.full_like(padded, np.nan)
 
     @classmethod
     def _cell_count(cls, edges: np.ndarray) -> int:
