@@ -770,6 +770,13 @@ class _ParallelReplay:
                 recorder.monitor = None
             result.worker_cpu_seconds = [time.process_time() - cpu]
             send.send(("done", result, backtest.chunk_of, recorder))  # each trigger's chunk, for the merge
+            send.close()
+            # The parent waits for this process to end before it merges: end it here, without
+            # freeing the events and the Monitor object by object on the way out (what a
+            # forked worker would do when this frame's locals go).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         except Exception as exc:  # noqa: BLE001 -- whatever it is, the parent raises it
             if not isinstance(exc, BacktestError):  # a file's problem is said as one process says it
                 exc.add_note(f"in backtest worker {worker}:\n{traceback.format_exc()}")
