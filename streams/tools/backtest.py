@@ -45,7 +45,7 @@ import stat
 import sys
 import time
 import traceback
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -676,16 +676,18 @@ class _Plan:
     @classmethod
     def of(cls, ids: list[str], every: int | None, workers: int) -> "_Plan":
         every = auto_every(len(ids)) if every is None else max(1, every)
+        # Each model's code, numbered as they first come, in one pass; counted from the codes.
+        number = defaultdict(itertools.count().__next__)
+        codes = np.fromiter(map(number.__getitem__, ids), dtype=np.int64, count=len(ids))
+        names = list(number)
+        counts = np.bincount(codes, minlength=len(names)).tolist()
         share = [0] * workers
         worker_of: dict[str, int] = {}
-        for model, n in sorted(Counter(ids).items(), key=lambda item: (-item[1], item[0])):
+        for code in sorted(range(len(names)), key=lambda code: (-counts[code], names[code])):
             w = share.index(min(share))
-            worker_of[model] = w
-            share[w] += n
-        names = list(worker_of)
-        number = dict(zip(names, range(len(names))))
-        codes = np.fromiter(map(number.__getitem__, ids), dtype=np.int64, count=len(ids))
-        owner = np.array(list(worker_of.values()), dtype=np.int64)[codes]
+            worker_of[names[code]] = w
+            share[w] += counts[code]
+        owner = np.array([worker_of[name] for name in names], dtype=np.int64)[codes]
         reporter = min(range(workers), key=lambda w: (share[w], -w))
         return cls(every, len(ids), worker_of, _chunk_order(codes, every, names), reporter, owner)
 

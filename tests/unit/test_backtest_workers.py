@@ -192,6 +192,32 @@ def test_chunk_order_is_each_chunks_models_as_they_first_come():
     check()
 
 
+def test_plan_shares_out_the_models_most_events_first():
+    """Each model to the worker with the fewest events so far, the models with the most events
+    first (ties: by name; the lower worker); each event's worker is its model's; the reporter is
+    the worker with the fewest events (ties: the last)."""
+    from collections import Counter
+
+    from hypothesis import given, settings, strategies as st
+
+    @settings(max_examples=200, deadline=None)
+    @given(ids=st.lists(st.sampled_from(["a", "b", "c", "d", "e"]), max_size=200), workers=st.integers(1, 4),
+           every=st.integers(1, 40))
+    def check(ids, workers, every):
+        share, worker_of = [0] * workers, {}
+        for model, n in sorted(Counter(ids).items(), key=lambda item: (-item[1], item[0])):
+            worker_of[model] = share.index(min(share))
+            share[worker_of[model]] += n
+        plan = bt._Plan.of(ids, every, workers)
+        assert list(plan.worker_of.items()) == list(worker_of.items())
+        assert plan.owner.tolist() == [worker_of[model] for model in ids]
+        assert plan.reporter == min(range(workers), key=lambda w: (share[w], -w))
+        assert plan.chunk_order == [list(dict.fromkeys(ids[start:start + every])) for start in range(0, len(ids), every)]
+        assert (plan.every, plan.events) == (every, len(ids))
+
+    check()
+
+
 @pytest.fixture(scope="module")
 def odd_history(tmp_path_factory):
     """The config's models and one it does not have ("other"), malformed lines, as two files and
