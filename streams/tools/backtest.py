@@ -122,6 +122,9 @@ class Loaded:
     rejects: list[Reject] = field(default_factory=list)
     #: model id -> events rejected as unknown_model
     unknown_models: Counter = field(default_factory=Counter)
+    #: loaded unordered (see :func:`_load`): ``events`` in file order, their order by time, and each one's time
+    order: np.ndarray | None = None
+    times: np.ndarray | None = None
 
 
 def _display(path: str | Path) -> str:
@@ -230,8 +233,10 @@ def _opened(config: Config, predictions=None, labels=None, events=None) -> Itera
                if path is not None]
 
 
-def _load(config: Config, inputs: list[_Input]) -> Loaded:
-    """:func:`load_events` of opened inputs."""
+def _load(config: Config, inputs: list[_Input], ordered: bool = True) -> Loaded:
+    """:func:`load_events` of opened inputs; ``ordered=False`` leaves the events in file order and
+    gives their order by time instead (``order``, ``times``: for a worker, which puts only its
+    models' events in order)."""
     topics = config.topics
     decoded: list[tuple[Prediction | Label, Source]] = []
     invalid: Counter = Counter()
@@ -305,10 +310,13 @@ def _load(config: Config, inputs: list[_Input]) -> Loaded:
             refuse_other_formats(source.path, data, None)
         rejects[first_reject:] = sorted(rejects[first_reject:], key=operator.attrgetter("line"))
     if not decoded:
-        return Loaded([], invalid, n_lines, rejects, unknown)
+        empty = np.empty(0, dtype=np.int64)
+        return Loaded([], invalid, n_lines, rejects, unknown, *(() if ordered else (empty, empty)))
     ts = np.concatenate(times)
     role = np.repeat([is_label for _, is_label in runs], [n for n, _ in runs]).astype(np.int8)
     order = np.lexsort((role, ts))  # by time, then prediction first; lexsort is stable: then file order
+    if not ordered:
+        return Loaded(decoded, invalid, n_lines, rejects, unknown, order, ts)
     return Loaded(list(map(decoded.__getitem__, order.tolist())), invalid, n_lines, rejects, unknown)
 
 
@@ -675,11 +683,12 @@ class _Plan:
 
     @classmethod
     def of(cls, ids: list[str], every: int | None, workers: int) -> "_Plan":
-        every = auto_every(len(ids)) if every is None else max(1, every)
-        # Each model's code, numbered as they first come, in one pass; counted from the codes.
-        number = defaultdict(itertools.count().__next__)
-        codes = np.fromiter(map(number.__getitem__, ids), dtype=np.int64, count=len(ids))
-        names = list(number)
+        return cls.of_codes(*_numbered(ids), every, workers)
+
+    @classmethod
+    def of_codes(cls, codes: np.ndarray, names: list[str], every: int | None, workers: int) -> "_Plan":
+        """:meth:`of` the ids ``names[codes]``."""
+        every = auto_every(len(codes)) if every is None else max(1, every)
         counts = np.bincount(codes, minlength=len(names)).tolist()
         share = [0] * workers
         worker_of: dict[str, int] = {}
@@ -689,7 +698,14 @@ class _Plan:
             share[w] += counts[code]
         owner = np.array([worker_of[name] for name in names], dtype=np.int64)[codes]
         reporter = min(range(workers), key=lambda w: (share[w], -w))
-        return cls(every, len(ids), worker_of, _chunk_order(codes, every, names), reporter, owner)
+        return cls(every, len(codes), worker_of, _chunk_order(codes, every, names), reporter, owner)
+
+
+def _numbered(ids: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Each id's code, and the names coded: numbered as they first come, in one pass."""
+    number = defaultdict(itertools.count().__next__)
+    codes = np.fromiter(map(number.__getitem__, ids), dtype=np.int64, count=len(ids))
+    return codes, list(number)
 
 
 class _ParallelReplay:
@@ -739,23 +755,31 @@ class _ParallelReplay:
             cpu = time.process_time()
             events, plan = self.events, self.plan
             if events is None:
-                loaded = _load(self.config, self.inputs)
-                # The other models' events are kept, unused: freeing them would cost more than the memory.
-                events, loaded.events = loaded.events, []
-                plan = _Plan.of(_model_ids(events), self.every, self.workers)
+                loaded = _load(self.config, self.inputs, ordered=False)
+                # Only this worker's events are put in order. The other models' events are kept,
+                # unused: freeing them would cost more than the memory.
+                events, order, times = loaded.events, loaded.order, loaded.times
+                loaded.events, loaded.order, loaded.times = [], None, None
+                codes, names = _numbered(_model_ids(events))
+                plan = _Plan.of_codes(codes[order], names, self.every, self.workers)
                 if worker == plan.reporter:
                     send.send(("loaded", dataclasses.replace(plan, owner=None), loaded))
-            every = plan.every
+            every, n = plan.every, plan.events
             recorder = type(self.recorder)(self.config) if self.recorder is not None else None
             backtest = Backtest(self.config, every=every, observer=recorder)
             mine = np.flatnonzero(plan.owner == worker)
-            cuts = np.searchsorted(mine, np.arange(0, len(events) + every, every)).tolist()
-            own = list(map(events.__getitem__, mine.tolist()))
+            cuts = np.searchsorted(mine, np.arange(0, n + every, every)).tolist()
+            ends = list(range(every, n, every)) + [n] if n else []  # each chunk's end
+            if self.events is None:  # the events in file order: the own ones picked in time order
+                own = list(map(events.__getitem__, order[mine].tolist()))
+                end_ms = times[order[np.asarray(ends, dtype=np.int64) - 1]].tolist()
+            else:
+                own = list(map(events.__getitem__, mine.tolist()))
+                end_ms = [events[end - 1][0].timestamp for end in ends]
 
             def chunks():
-                for c, start in enumerate(range(0, len(events), every)):
-                    end = min(start + every, len(events))
-                    yield own[cuts[c]:cuts[c + 1]], events[end - 1][0].timestamp, end
+                for c, end in enumerate(ends):
+                    yield own[cuts[c]:cuts[c + 1]], end_ms[c], end
 
             class Done:
                 """After each flush (``n``: the events of the whole replay so far): this worker's

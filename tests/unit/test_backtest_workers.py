@@ -279,6 +279,25 @@ def test_workers_that_decode_the_files_write_what_one_process_writes(odd_history
         assert b"unknown_model" in written[1]["rejects.jsonl"] or register
 
 
+@pytest.mark.parametrize("inputs", ["two files", "merged", "no valid line"])
+def test_a_load_left_in_file_order_gives_the_order_and_times_of_the_ordered_one(odd_history, inputs):
+    """What a decoding worker puts in order itself: ``events[order]`` is the ordered load's events
+    (rejects, unknown models and line counts the same), ``times`` each event's time."""
+    import tomllib
+
+    config = parse_config(tomllib.loads(CONFIG_TOML), "driftline.toml")
+    files = {"two files": {"predictions": odd_history / "predictions.jsonl", "labels": odd_history / "labels.jsonl"},
+             "merged": {"events": odd_history / "events.jsonl"},
+             "no valid line": {"predictions": odd_history / "garbage.jsonl"}}[inputs]
+    with bt._opened(config, **files) as opened:
+        ordered, unordered = bt._load(config, opened), bt._load(config, opened, ordered=False)
+    assert [unordered.events[i] for i in unordered.order.tolist()] == ordered.events
+    assert unordered.times.tolist() == [event.timestamp for event, _ in unordered.events]
+    assert (unordered.invalid, unordered.lines, unordered.rejects, unordered.unknown_models) \
+        == (ordered.invalid, ordered.lines, ordered.rejects, ordered.unknown_models)
+    assert ordered.order is None and (len(ordered.events) > 0) == (inputs != "no valid line")
+
+
 def test_a_files_error_is_raised_once_as_by_one_process(odd_history, tmp_path, capsys):
     """Every worker finds it; the parent raises the first, without a worker's note."""
     import json
