@@ -674,8 +674,8 @@ class _Plan:
     events: int
     #: each model's worker: the most events first, each to the worker with the fewest so far (ties: the lower one)
     worker_of: dict[str, int]
-    #: each chunk's models in the order they first come in it
-    chunk_order: list[list[str]]
+    #: each chunk's models in the order they first come in it (None: not made, in a worker: only the merge needs it)
+    chunk_order: list[list[str]] | None
     #: the worker with the fewest events (ties: the last), which sends the parent what the load found
     reporter: int
     #: each event's worker (the workers' only: not sent)
@@ -686,8 +686,9 @@ class _Plan:
         return cls.of_codes(*_numbered(ids), every, workers)
 
     @classmethod
-    def of_codes(cls, codes: np.ndarray, names: list[str], every: int | None, workers: int) -> "_Plan":
-        """:meth:`of` the ids ``names[codes]``."""
+    def of_codes(cls, codes: np.ndarray, names: list[str], every: int | None, workers: int,
+                 chunk_order: bool = True) -> "_Plan":
+        """:meth:`of` the ids ``names[codes]`` (without ``chunk_order``, if so asked)."""
         every = auto_every(len(codes)) if every is None else max(1, every)
         counts = np.bincount(codes, minlength=len(names)).tolist()
         share = [0] * workers
@@ -698,7 +699,8 @@ class _Plan:
             share[w] += counts[code]
         owner = np.array([worker_of[name] for name in names], dtype=np.int64)[codes]
         reporter = min(range(workers), key=lambda w: (share[w], -w))
-        return cls(every, len(codes), worker_of, _chunk_order(codes, every, names), reporter, owner)
+        return cls(every, len(codes), worker_of, _chunk_order(codes, every, names) if chunk_order else None,
+                   reporter, owner)
 
 
 def _numbered(ids: list[str]) -> tuple[np.ndarray, list[str]]:
@@ -761,9 +763,11 @@ class _ParallelReplay:
                 events, order, times = loaded.events, loaded.order, loaded.times
                 loaded.events, loaded.order, loaded.times = [], None, None
                 codes, names = _numbered(_model_ids(events))
-                plan = _Plan.of_codes(codes[order], names, self.every, self.workers)
+                codes = codes[order]
+                plan = _Plan.of_codes(codes, names, self.every, self.workers, chunk_order=False)
                 if worker == plan.reporter:
-                    send.send(("loaded", dataclasses.replace(plan, owner=None), loaded))
+                    merge = _chunk_order(codes, plan.every, names)
+                    send.send(("loaded", dataclasses.replace(plan, owner=None, chunk_order=merge), loaded))
             every, n = plan.every, plan.events
             recorder = type(self.recorder)(self.config) if self.recorder is not None else None
             backtest = Backtest(self.config, every=every, observer=recorder)
