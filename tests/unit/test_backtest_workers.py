@@ -196,8 +196,10 @@ def test_plan_shares_out_the_models_most_events_first():
     """Each model to the worker with the fewest events so far, the models with the most events
     first (ties: by name; the lower worker); each event's worker is its model's; the reporter is
     the worker with the fewest events (ties: the last)."""
+    import dataclasses
     from collections import Counter
 
+    import numpy as np
     from hypothesis import given, settings, strategies as st
 
     @settings(max_examples=200, deadline=None)
@@ -214,6 +216,12 @@ def test_plan_shares_out_the_models_most_events_first():
         assert plan.reporter == min(range(workers), key=lambda w: (share[w], -w))
         assert plan.chunk_order == [list(dict.fromkeys(ids[start:start + every])) for start in range(0, len(ids), every)]
         assert (plan.every, plan.events) == (every, len(ids))
+        # numbered otherwise (a decoding worker numbers the models in file order): the same plan
+        names = sorted(set(ids), reverse=True)
+        codes = np.array([names.index(model) for model in ids], dtype=np.int64)
+        other = bt._Plan.of_codes(codes, names, every, workers)
+        assert other.owner.tolist() == plan.owner.tolist()
+        assert dataclasses.replace(other, owner=None) == dataclasses.replace(plan, owner=None)
 
     check()
 
