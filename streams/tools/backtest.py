@@ -683,7 +683,7 @@ class _Plan:
 
     @classmethod
     def of(cls, ids: list[str], every: int | None, workers: int) -> "_Plan":
-        return cls.of_codes(*_numbered(ids), every, workers)
+        return cls.of_codes(*_numbered(ids, len(ids)), every, workers)
 
     @classmethod
     def of_codes(cls, codes: np.ndarray, names: list[str], every: int | None, workers: int,
@@ -703,10 +703,10 @@ class _Plan:
                    reporter, owner)
 
 
-def _numbered(ids: list[str]) -> tuple[np.ndarray, list[str]]:
-    """Each id's code, and the names coded: numbered as they first come, in one pass."""
+def _numbered(ids: Iterable[str], count: int) -> tuple[np.ndarray, list[str]]:
+    """Each of the ``count`` ids' code, and the names coded: numbered as they first come, in one pass."""
     number = defaultdict(itertools.count().__next__)
-    codes = np.fromiter(map(number.__getitem__, ids), dtype=np.int64, count=len(ids))
+    codes = np.fromiter(map(number.__getitem__, ids), dtype=np.int64, count=count)
     return codes, list(number)
 
 
@@ -762,7 +762,8 @@ class _ParallelReplay:
                 # unused: freeing them would cost more than the memory.
                 events, order, times = loaded.events, loaded.order, loaded.times
                 loaded.events, loaded.order, loaded.times = [], None, None
-                codes, names = _numbered(_model_ids(events))
+                codes, names = _numbered(map(operator.attrgetter("model_id"), map(operator.itemgetter(0), events)),
+                                         len(events))
                 codes = codes[order]
                 plan = _Plan.of_codes(codes, names, self.every, self.workers, chunk_order=False)
                 if worker == plan.reporter:
