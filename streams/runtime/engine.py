@@ -173,14 +173,21 @@ class Engine:
 
     def _idle_timeout(self) -> float:
         """How long to wait for a message: the inputs' poll timeout, cut short when a trigger
-        commit or a partition's commit for the interval falls due before it."""
+        commit or a partition's commit for the interval falls due before it.
+
+        Only a commit that can begin cuts it short: none begins while one is in flight (the
+        wait is then a short one, to look for the landing) or while the broker is away. A commit
+        due that cannot begin would cut every wait to nothing, and the loop would spin for as
+        long, taking the CPU the commit's round trips need (and a broker's on the same host)."""
         timeout = self.inputs.poll_timeout()
-        now = time.monotonic()
         if self._flight is not None:  # wake up soon after it lands: its trigger commit may follow
-            timeout = min(timeout, _FLIGHT_POLL_S)
+            return min(timeout, _FLIGHT_POLL_S)
+        if not self.health.up:  # no commits while the broker is away: no wake-ups for them
+            return timeout
+        now = time.monotonic()
         if self.trigger_pending:
             timeout = min(timeout, max(0.0, self._trigger_commit_at() - now))
-        if self.monitors and self.health.up:  # no commits while the broker is away: no wake-ups for them
+        if self.monitors:
             timeout = min(timeout, max(0.0, self._next_turn()[1] - now))
         return timeout
 

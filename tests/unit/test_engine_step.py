@@ -13,7 +13,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from streams.core.config import parse_config
 from streams.runtime.align import LABELS, PREDICTIONS, merge_key
-from streams.runtime.engine import Engine
+from streams.runtime.engine import _FLIGHT_POLL_S, Engine
 from streams.runtime.inputs import AlignedInputs
 
 CONFIG = parse_config({"kafka": {"bootstrap.servers": "unused:9092"}, "models": [{"id": "m"}]})
@@ -76,6 +76,22 @@ def test_nothing_more_is_handed_on_while_a_trigger_commit_waits_for_the_broker()
     # pair 1 is as it was: its offsets are not committed past what was not handed on
     assert engine.inputs.aligner.buffered(1, PREDICTIONS) == engine.inputs.aligner.buffered(1, LABELS) == 3
     assert engine.inputs.aligner.first_offset(1, PREDICTIONS) == engine.inputs.aligner.first_offset(1, LABELS) == 0
+
+
+def test_a_commit_that_cannot_begin_does_not_cut_the_wait_for_messages_to_nothing():
+    """A trigger commit and a partition's turn both due cut the wait to nothing, so that they
+    begin at once; but while a commit is in flight neither can begin before it lands, and the
+    wait is the short one that looks for the landing; while the broker is away, the poll
+    timeout. (Cut to nothing, the loop would spin through the commit's round trips.)"""
+    engine = _engine({0: 1})
+    engine.trigger_pending, engine.last_trigger_commit = True, float("-inf")
+    engine.started = engine.last_interval_commit = float("-inf")
+    engine.committed_at = {}
+    assert engine._idle_timeout() == 0.0
+    engine._flight = object()
+    assert engine._idle_timeout() == _FLIGHT_POLL_S
+    engine._flight, engine.health = None, types.SimpleNamespace(up=False)
+    assert engine._idle_timeout() == CONFIG.engine.poll_timeout_ms / 1000
 
 
 def test_after_a_trigger_commit_the_step_goes_on_with_the_next_pairs():
