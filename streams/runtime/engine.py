@@ -177,8 +177,8 @@ class Engine:
 
         Only a commit that can begin cuts it short: none begins while one is in flight (the
         wait is then a short one, to look for the landing) or while the broker is away. A commit
-        due that cannot begin would cut every wait to nothing, and the loop would spin for as
-        long, taking the CPU the commit's round trips need (and a broker's on the same host)."""
+        due that cannot begin would cut every wait to nothing, and the loop would spin, a core
+        busy for nothing, for as long (a whole outage of the broker, with a trigger waiting)."""
         timeout = self.inputs.poll_timeout()
         if self._flight is not None:  # wake up soon after it lands: its trigger commit may follow
             return min(timeout, _FLIGHT_POLL_S)
