@@ -266,6 +266,10 @@ class ModelStatistics:
         queue is read before its end, every numeric detector can be foreseen and every queued
         row has every numeric feature as a finite number (decided at the first read)."""
         if self._foresight is None:
+            if not self._queued:
+                # A read with nothing queued (the exporter's, between batches) has nothing to
+                # decide: deciding "no Foresight" here would hold for the next batch's points.
+                return None
             self._foresight = False
             numeric, _, detectors, order = self._numeric_plan()
             if (self._fed_rows == 0 and self._position < self._queued and self._queued_rows and detectors

@@ -483,6 +483,27 @@ def test_a_feature_glob_fired_reads_no_observation_where_a_foresight_measures():
 
 
 
+def test_a_read_between_batches_leaves_the_next_batch_its_foresight():
+    """Every statistic read with nothing queued (the exporter refreshing its gauges between
+    batches) does not keep the next batch from its Foresight: its points are judged without
+    making an observation, as when nothing was read between."""
+    model = config(features={"numeric": ["a", "b"]}, evaluate_every=10,
+                   drift={"numeric": ["psi", "ks"], "prediction": [], "reference_size": 40, "window": 100}).models[0]
+    stats = ModelStatistics(model)
+    names = tuple(name for name in stats.drift_observations() if name.startswith("feature."))
+    rng = np.random.default_rng(3)
+    for b in range(6):
+        dict(stats.observations().items())  # what the exporter reads between batches
+        rows = [{"a": float(x), "b": float(y)} for x, y in rng.normal(0.0, 1.0, size=(30, 2))]
+        stats.update_predictions(rows, [None] * 30, [10, 20])
+        stats.seek(10)
+        quick = stats.drift_observations()
+        counted = quick.fired_counts(names, 0)
+        if b >= 2:  # references complete
+            assert counted is not None and not quick._loaded
+        stats.catch_up()
+
+
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), min_samples=st.sampled_from([0, 45, 57, 58]), corrected=st.booleans(),
        glob=st.sampled_from(["feature.*", "feature.a.*", "feature.*.psi", "feature.*.*", "feature.?.ks",
