@@ -264,15 +264,16 @@ class ModelStatistics:
     def _foresee(self) -> Foresight | None:
         """The numeric feature detectors' results at the points, measured together, when the
         queue is read before its end, every numeric detector can be foreseen and every queued
-        row has every numeric feature as a finite number (decided at the first read)."""
+        row has every numeric feature as a finite number (decided at the first read before the
+        end)."""
         if self._foresight is None:
-            if not self._queued:
-                # A read with nothing queued (the exporter's, between batches) has nothing to
-                # decide: deciding "no Foresight" here would hold for the next batch's points.
+            if self._position >= self._queued:
+                # Not a read before the end (the exporter's between batches reads an empty
+                # queue): nothing to foresee, and a decision now would hold for the next batch.
                 return None
             self._foresight = False
             numeric, _, detectors, order = self._numeric_plan()
-            if (self._fed_rows == 0 and self._position < self._queued and self._queued_rows and detectors
+            if (self._fed_rows == 0 and self._queued_rows and detectors
                     and can_foresee(detectors)):
                 rows = self._queued_rows
                 matrix = _numeric_matrix(rows, numeric, _row_kind(rows))
