@@ -598,7 +598,12 @@ def _worker_count(workers: int | None, models: int) -> int:
 
 
 def _model_ids(events: list[tuple[Prediction | Label, Source]]) -> list[str]:
-    return list(map(operator.attrgetter("model_id"), map(operator.itemgetter(0), events)))
+    return list(_each_model_id(events))
+
+
+def _each_model_id(events: list[tuple[Prediction | Label, Source]]) -> Iterator[str]:
+    """Each event's model id, in order, without a list of them."""
+    return map(operator.attrgetter("model_id"), map(operator.itemgetter(0), events))
 
 
 def replay(config: Config, events: list[tuple[Prediction | Label, Source]], every: int | None = None,
@@ -762,8 +767,7 @@ class _ParallelReplay:
                 # unused: freeing them would cost more than the memory.
                 events, order, times = loaded.events, loaded.order, loaded.times
                 loaded.events, loaded.order, loaded.times = [], None, None
-                codes, names = _numbered(map(operator.attrgetter("model_id"), map(operator.itemgetter(0), events)),
-                                         len(events))
+                codes, names = _numbered(_each_model_id(events), len(events))
                 codes = codes[order]
                 plan = _Plan.of_codes(codes, names, self.every, self.workers, chunk_order=False)
                 if worker == plan.reporter:
