@@ -16,8 +16,9 @@ Memory: the buckets the watermark has passed ("sealed") go into one :class:`Seal
 hashes with their buckets (16 bytes an id, and up to a quarter more of slack at a steady
 rate; after the rate falls, up to four times until it is laid out again smaller; sealed ids
 waiting for their shard's turn and forgotten ones not dropped yet, at most an eighth of a
-horizon's each; two lookups for all of them, however many buckets) and keep their sorted hashes
-for the checkpoint (8 bytes an id; once a checkpoint has encoded them, their text instead); a bucket
+horizon's each, a quarter while it is laid out again; two lookups for all of them, however many
+buckets, three while it is laid out again) and keep their sorted hashes for the checkpoint
+(8 bytes an id; once a checkpoint has encoded them, their text instead); a bucket
 not sealed yet keeps a sorted ``uint64`` array, and what came since the last checkpoint or seal
 waits in a Python set (about 110 bytes an id). A checkpoint folds the sets into the arrays.
 A slow stream's passed buckets, a few ids each, wait unsealed until ``SEAL_IDS`` ids or an
@@ -312,9 +313,16 @@ class SealedIndex:
     them and drops their forgotten entries, each shard once in ``rounds`` calls (a share of the
     shards a call, or a shard every few calls when there are fewer), so an entry waits at most
     ``rounds`` upkeeps in ``recent`` and a forgotten one stays at most as long.
+
     A shard that outgrows its slots, or a flat array four times the entries (a rate that fell),
     makes the flat array laid out again (shards of about ``SHARD_IDS``, ``cap`` a quarter above
-    the largest).
+    the largest), and that too a share at a time: each upkeep fills the next of the new array's
+    shards (as many as a round of merges copies), in hash order, from the old array and
+    ``recent``. Meanwhile a lookup searches three runs: the new array's shards filled, the old
+    one's entries not moved yet, and ``recent``; an entry that came meanwhile waits in ``recent``
+    for its shard's turn after the lay-out. A stream that grows lays its index out again at every
+    quarter more: at once, that would stall the monitor for a copy of every id it remembers (a
+    second for ten million), as often as that.
     """
 
     SHARD_IDS = 1 << 18
@@ -330,10 +338,25 @@ class SealedIndex:
         self.buckets: np.ndarray = _NO_BUCKETS
         self.recent: tuple[np.ndarray, np.ndarray] = (_EMPTY, _NO_BUCKETS)
         self.turn = self.credit = 0
+        #: the lay-out in progress, if any
+        self.next: _Layout | None = None
 
     def __len__(self) -> int:
         """Entries stored, forgotten ones not dropped yet included."""
-        return sum(self.lengths) + len(self.recent[0])
+        layout = self.next
+        if layout is None:
+            return sum(self.lengths) + len(self.recent[0])
+        return sum(layout.lengths) + layout.left + len(self.recent[0])
+
+    def _runs(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Sorted runs of hashes with their buckets that hold every entry between them: the flat
+        array (during a lay-out, the new one's shards filled and the old one's rest) and ``recent``."""
+        layout = self.next
+        if layout is None:
+            return [(self.hashes, self.buckets), self.recent]
+        end = layout.filled * layout.cap
+        return [(layout.hashes[:end], layout.buckets[:end]),
+                (self.hashes[layout.moved:], self.buckets[layout.moved:]), self.recent]
 
     def add(self, arrays: list[np.ndarray], buckets: list[int]) -> None:
         """Add the sorted hashes of these buckets."""
@@ -348,21 +371,26 @@ class SealedIndex:
     def buckets_of(self, key: np.uint64) -> list[int]:
         """The buckets of the entries with this hash (padding's included: never remembered)."""
         out = []
-        for hashes, buckets in ((self.hashes, self.buckets), self.recent):
+        for hashes, buckets in self._runs():
             lo, hi = hashes.searchsorted(key), hashes.searchsorted(key, side="right")
             out.extend(buckets[lo:hi].tolist())
         return out
 
     def may_contain_any(self, values: np.ndarray) -> bool:
         """Whether any of ``values`` is stored (the padding may say yes: never a false no)."""
-        return any(_member(values, stored).any() for stored in (self.hashes, self.recent[0]) if len(stored))
+        return any(_member(values, stored).any() for stored, _ in self._runs() if len(stored))
 
     def compact(self, first: int, everything: bool = False) -> None:
-        """Merge ``recent`` into the next shards in turn (all of them with ``everything``),
-        dropping their entries of buckets before ``first``."""
+        """Merge ``recent`` into the next shards in turn, or go on with a lay-out (all of them
+        with ``everything``), dropping their entries of buckets before ``first``."""
+        if self.next is not None:
+            self._lay_out(first, everything)
+            if self.next is not None or not everything:
+                return
         shards = 1 << self.bits
         if len(self.hashes) > 4 * len(self) + 4096:  # far fewer ids than when laid out: less slack
-            self._lay_out(first)
+            self._begin_lay_out()
+            self._lay_out(first, everything)
             return
         # each shard's turn comes once in `rounds` calls: with fewer shards than that, a call
         # passes without one (a small index is copied whole at its turn)
@@ -375,7 +403,8 @@ class SealedIndex:
             span = self._compact_shard(shard, first)
             if span is None:
                 self._take_recent(taken)  # merged already: not to be laid out twice
-                self._lay_out(first)
+                self._begin_lay_out()
+                self._lay_out(first, everything)
                 return
             taken.append(span)
         self._take_recent(taken)
@@ -390,15 +419,10 @@ class SealedIndex:
         self.recent = tuple(np.concatenate([array[start:end] for start, end in kept]) if kept else array[:0]
                             for array in self.recent)
 
-    def _bounds(self, shard: int) -> tuple[int, int]:
-        """The least and greatest hash of a shard."""
-        shift = 64 - self.bits
-        return shard << shift if self.bits else 0, ((shard + 1) << shift) - 1
-
     def _compact_shard(self, shard: int, first: int) -> tuple[int, int] | None:
         """Merge ``recent``'s entries of this shard into it: their range in ``recent`` (for the
         caller to remove), or None if they do not fit."""
-        low, high = self._bounds(shard)
+        low, high = _bounds(shard, self.bits)
         recent_h, recent_b = self.recent
         a, z = recent_h.searchsorted(np.uint64(low)), recent_h.searchsorted(np.uint64(high), side="right")
         start, length = shard * self.cap, self.lengths[shard]
@@ -415,27 +439,90 @@ class SealedIndex:
         self.lengths[shard] = n
         return int(a), int(z)
 
-    def _lay_out(self, first: int) -> None:
-        """Every entry remembered, in new shards: about SHARD_IDS each, a quarter of slack."""
-        parts = [(self.hashes[s * self.cap:s * self.cap + n], self.buckets[s * self.cap:s * self.cap + n])
-                 for s, n in enumerate(self.lengths)]
-        hashes, buckets = _merged((np.concatenate([h for h, _ in parts]), np.concatenate([b for _, b in parts])),
-                                  self.recent)
-        hashes, buckets = _remembered(hashes, buckets, first)
-        self.bits = max(0, math.ceil(math.log2(max(1, len(hashes)) / self.SHARD_IDS)))
-        shards = 1 << self.bits
-        lows = np.array([self._bounds(s)[0] for s in range(shards)], dtype=np.uint64)
-        cuts = [*hashes.searchsorted(lows).tolist()[1:], len(hashes)]
-        starts = [0, *cuts[:-1]]
-        self.lengths = [end - begin for begin, end in zip(starts, cuts)]
-        self.cap = max(self.lengths) * 5 // 4 + 16
-        highs = np.array([self._bounds(s)[1] for s in range(shards)], dtype=np.uint64)
-        self.hashes = np.repeat(highs, self.cap)
-        self.buckets = np.full(shards * self.cap, _PADDING, dtype=np.int64)
-        for s, (begin, end) in enumerate(zip(starts, cuts)):
-            self.hashes[s * self.cap:s * self.cap + end - begin] = hashes[begin:end]
-            self.buckets[s * self.cap:s * self.cap + end - begin] = buckets[begin:end]
-        self.recent = (_EMPTY, _NO_BUCKETS)
+    def _begin_lay_out(self) -> None:
+        """Begin a new flat array for every entry stored: shards of about SHARD_IDS, ``cap`` a
+        quarter above the most any of them takes (counted from the old array and ``recent``)."""
+        bits = max(0, math.ceil(math.log2(max(1, len(self)) / self.SHARD_IDS)))
+        highs = np.array([_bounds(s, bits)[1] for s in range(1 << bits)], dtype=np.uint64)
+        counts = np.diff(self.hashes.searchsorted(highs, side="right"), prepend=0)
+        counts += np.diff(self.recent[0].searchsorted(highs, side="right"), prepend=0)
+        # less the old array's padding: a shard's empty slots, valued its greatest hash
+        old_highs = np.array([_bounds(s, self.bits)[1] for s in range(1 << self.bits)], dtype=np.uint64)
+        padding = self.cap - np.asarray(self.lengths)
+        np.subtract.at(counts, highs.searchsorted(old_highs), padding)
+        self.next = _Layout(bits, int(counts.max()) * 5 // 4 + 16, left=sum(self.lengths))
+
+    def _lay_out(self, first: int, everything: bool) -> None:
+        """Fill the lay-out's next shards (a round's share, or all with ``everything``) with their
+        entries of the old array and ``recent``, less those of buckets before ``first``; end it
+        once all are."""
+        layout = self.next
+        shards = 1 << layout.bits
+        count = shards if everything else -(-shards // self.rounds)
+        recent_h, recent_b = self.recent
+        taken: list[tuple[int, int]] = []
+        for shard in range(layout.filled, min(shards, layout.filled + count)):
+            low, high = _bounds(shard, layout.bits)
+            end = layout.moved + int(self.hashes[layout.moved:].searchsorted(np.uint64(high), side="right"))
+            old = self._entries(layout.moved, end)
+            layout.left -= len(old[0])
+            layout.moved = end
+            old = _remembered(*old, first)
+            a, z = recent_h.searchsorted(np.uint64(low)), recent_h.searchsorted(np.uint64(high), side="right")
+            new = _remembered(recent_h[a:z], recent_b[a:z], first)
+            if len(old[0]) + len(new[0]) <= layout.cap:
+                old = _merged(old, new)
+                taken.append((int(a), int(z)))
+            # else more came meanwhile than the slack holds: it waits in `recent`, and the
+            # shard's first turn lays out again
+            layout.fill(shard, *old)
+        self._take_recent(taken)
+        if layout.filled == shards:
+            self.bits, self.cap, self.lengths, self.hashes, self.buckets = (
+                layout.bits, layout.cap, layout.lengths, layout.hashes, layout.buckets)
+            self.next, self.turn, self.credit = None, 0, 0
+
+    def _entries(self, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """The entries of the flat array between these places, without its padding."""
+        parts = []
+        for shard in range(start // self.cap, -(-end // self.cap)) if self.cap else ():
+            a, z = max(start, shard * self.cap), min(end, shard * self.cap + self.lengths[shard])
+            if z > a:
+                parts.append((self.hashes[a:z], self.buckets[a:z]))
+        if not parts:
+            return _EMPTY, _NO_BUCKETS
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate([h for h, _ in parts]), np.concatenate([b for _, b in parts])
+
+
+class _Layout:
+    """A flat array being laid out: ``2**bits`` shards of ``cap`` slots, the first ``filled`` in
+    place; the old array's entries before its place ``moved`` are in them, ``left`` entries
+    after it are not."""
+
+    def __init__(self, bits: int, cap: int, left: int):
+        self.bits, self.cap, self.left = bits, cap, left
+        shards = 1 << bits
+        self.hashes = np.empty(shards * cap, dtype=np.uint64)  # filled a shard at a time
+        self.buckets = np.empty(shards * cap, dtype=np.int64)
+        self.lengths = [0] * shards
+        self.filled = self.moved = 0
+
+    def fill(self, shard: int, hashes: np.ndarray, buckets: np.ndarray) -> None:
+        """Put the shard's entries in place, its padding after them."""
+        start, n = shard * self.cap, len(hashes)
+        self.hashes[start:start + n], self.buckets[start:start + n] = hashes, buckets
+        self.hashes[start + n:start + self.cap] = _bounds(shard, self.bits)[1]
+        self.buckets[start + n:start + self.cap] = _PADDING
+        self.lengths[shard] = n
+        self.filled = shard + 1
+
+
+def _bounds(shard: int, bits: int) -> tuple[int, int]:
+    """The least and greatest hash of a shard of ``2**bits``."""
+    shift = 64 - bits
+    return shard << shift if bits else 0, ((shard + 1) << shift) - 1
 
 
 def _remembered(hashes: np.ndarray, buckets: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray]:

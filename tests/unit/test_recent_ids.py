@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 from streams.core.codecs import Label, Prediction
 from streams.core.config import ConfigError, parse_config
 from streams.core.monitor import Monitor, Source
-from streams.core.recent_ids import (BUCKETS, MAX_WIDTH_MS, SEAL_IDS, RecentIds, SealedIndex, bucket_width, id_hash,
+from streams.core.recent_ids import (BUCKETS, MAX_WIDTH_MS, SEAL_IDS, RecentIds, SealedIndex, _Layout, bucket_width, id_hash,
                                      id_hashes)
 
 T0 = 1_700_000_000_000
@@ -306,6 +306,52 @@ def test_a_long_stream_s_upkeep_copies_a_share_of_the_ids_at_a_time():
     for h, t in kept:
         assert ids.contains(h, watermark) == ((t // MAX_WIDTH_MS + 1) * MAX_WIDTH_MS > watermark - 600_000)
         assert ids.may_contain_any(np.array([h], dtype=np.uint64)) or not ids.contains(h, watermark)
+
+
+def test_a_growing_stream_s_index_is_laid_out_a_share_of_its_shards_at_each_upkeep(monkeypatch):
+    """A stream that grows for a whole horizon lays its index out again at every quarter more;
+    each upkeep fills at most a round's share of the new shards (no upkeep copies every id,
+    which stalls a busy monitor for up to a second), and every answer stays exact meanwhile."""
+    monkeypatch.setattr(SealedIndex, "SHARD_IDS", 1 << 12)
+    filled: list[int] = []
+    fill = _Layout.fill
+
+    def counted(layout, shard, hashes, buckets):
+        filled.append(shard)
+        fill(layout, shard, hashes, buckets)
+
+    monkeypatch.setattr(_Layout, "fill", counted)
+    ids = RecentIds(600_000)
+    rng = np.random.default_rng(13)
+    per_bucket, sample = 4_000, []
+    steps_of_layouts, steps = [], 0
+    for k in range(90):
+        t = T0 + k * MAX_WIDTH_MS
+        hashes = rng.integers(0, 2**64, per_bucket, dtype=np.uint64)
+        sample += [int(h) for h in hashes[:2]]
+        ids.add_many(hashes, np.full(per_bucket, t), np.full(per_bucket, t))
+        filled.clear()
+        laying_out = ids._index.next is not None
+        ids.purge(t + MAX_WIDTH_MS)
+        layout = ids._index.next
+        if filled:
+            shards = 1 << (layout.bits if layout is not None else ids._index.bits)
+            assert len(filled) <= -(-shards // ids._index.rounds)
+            steps += 1
+            if layout is None:
+                steps_of_layouts.append(steps)
+                steps = 0
+        elif laying_out:
+            raise AssertionError("a lay-out in progress made no step")
+        hashes_now = np.array(sample, dtype=np.uint64)
+        assert all(ids.contains(h, t + MAX_WIDTH_MS) for h in sample)
+        assert ids.may_contain_any(hashes_now[-1:]) and not ids.may_contain_any(np.array([1, 2, 3], dtype=np.uint64))
+        assert len(ids._index) >= ids._sealed_ids
+    # 360,000 ids at the end: from one shard to 128, a lay-out at each quarter more, the
+    # big ones over a round of upkeeps
+    assert len(steps_of_layouts) >= 6 and max(steps_of_layouts) == ids._index.rounds
+    ids._index.compact(ids._first, everything=True)
+    assert sum(ids._index.lengths) == len(ids) and not len(ids._index.recent[0])
 
 
 def test_the_index_gives_its_slack_back_when_the_rate_falls():
