@@ -147,6 +147,9 @@ class RecentIds:
         """Whether any of ``hashes`` is stored, remembered or not yet purged (never a false "no")."""
         if not len(hashes):
             return False
+        # in order, successive binary searches share their first steps (in cache): a long
+        # horizon's index is tens of MB, and a search of it mostly cache misses
+        hashes = np.sort(hashes)
         if self._open:
             # a set: each bucket's test then walks the smaller of the two (a bucket holds a few
             # seconds of labels, usually fewer than the hashes asked about)
