@@ -65,7 +65,7 @@ demo: $(STAMP)
 
 ## make bench: every benchmark (each prints a table; BENCHMARKS.md holds the last results)
 bench: $(STAMP)
-	$(PY) -m streams.tools.kafka_local with bash -c 'set -e; for b in codecs detectors detection_quality trigger_quality estimation producer backtest engine; do \
+	$(PY) -m streams.tools.kafka_local with bash -c 'set -e; for b in codecs detectors recent_ids detection_quality trigger_quality estimation producer backtest engine; do \
 	  [ -f benchmarks/$$b.py ] && { echo "== benchmarks/$$b.py"; $(PY) benchmarks/$$b.py; }; done'
 
 kafka-up: $(STAMP)
