@@ -392,8 +392,7 @@ class SealedIndex:
                 return
         shards = 1 << self.bits
         if len(self.hashes) > 4 * len(self) + 4096:  # far fewer ids than when laid out: less slack
-            self._begin_lay_out()
-            self._lay_out(first, everything)
+            self._begin_lay_out(first, everything)
             return
         # each shard's turn comes once in `rounds` calls: with fewer shards than that, a call
         # passes without one (a small index is copied whole at its turn)
@@ -406,8 +405,7 @@ class SealedIndex:
             span = self._compact_shard(shard, first)
             if span is None:
                 self._take_recent(taken)  # merged already: not to be laid out twice
-                self._begin_lay_out()
-                self._lay_out(first, everything)
+                self._begin_lay_out(first, everything)
                 return
             taken.append(span)
         self._take_recent(taken)
@@ -426,12 +424,9 @@ class SealedIndex:
         """Merge ``recent``'s entries of this shard into it: their range in ``recent`` (for the
         caller to remove), or None if they do not fit."""
         low, high = _bounds(shard, self.bits)
-        recent_h, recent_b = self.recent
-        a, z = recent_h.searchsorted(np.uint64(low)), recent_h.searchsorted(np.uint64(high), side="right")
         start, length = shard * self.cap, self.lengths[shard]
         kept_h, kept_b = _remembered(self.hashes[start:start + length], self.buckets[start:start + length], first)
-        # those forgotten while waiting in `recent` are not kept for another round either
-        new_h, new_b = _remembered(recent_h[a:z], recent_b[a:z], first)
+        a, z, (new_h, new_b) = self._recent_between(low, high, first)
         if len(kept_h) + len(new_h) > self.cap:
             return None
         merged_h, merged_b = _merged((kept_h, kept_b), (new_h, new_b))
@@ -440,11 +435,19 @@ class SealedIndex:
         if n < length:
             self.hashes[start + n:start + length], self.buckets[start + n:start + length] = high, _PADDING
         self.lengths[shard] = n
-        return int(a), int(z)
+        return a, z
 
-    def _begin_lay_out(self) -> None:
-        """Begin a new flat array for every entry stored: shards of about SHARD_IDS, ``cap`` a
-        quarter above the most any of them takes (counted from the old array and ``recent``)."""
+    def _recent_between(self, low: int, high: int, first: int) -> tuple[int, int, tuple[np.ndarray, np.ndarray]]:
+        """The range of ``recent``'s entries from hash ``low`` to ``high``, and those of them of
+        buckets ``first`` or later (the forgotten ones are not kept for another round)."""
+        recent_h, recent_b = self.recent
+        a, z = int(recent_h.searchsorted(np.uint64(low))), int(recent_h.searchsorted(np.uint64(high), side="right"))
+        return a, z, _remembered(recent_h[a:z], recent_b[a:z], first)
+
+    def _begin_lay_out(self, first: int, everything: bool) -> None:
+        """Begin a new flat array for every entry stored (shards of about SHARD_IDS, ``cap`` a
+        quarter above the most any of them takes, counted from the old array and ``recent``) and
+        fill its first share (see :meth:`_lay_out`)."""
         bits = max(0, math.ceil(math.log2(max(1, len(self)) / self.SHARD_IDS)))
         highs = np.array([_bounds(s, bits)[1] for s in range(1 << bits)], dtype=np.uint64)
         counts = np.diff(self.hashes.searchsorted(highs, side="right"), prepend=0)
@@ -454,6 +457,7 @@ class SealedIndex:
         padding = self.cap - np.asarray(self.lengths)
         np.subtract.at(counts, highs.searchsorted(old_highs), padding)
         self.next = _Layout(bits, int(counts.max()) * 5 // 4 + 16, left=sum(self.lengths))
+        self._lay_out(first, everything)
 
     def _lay_out(self, first: int, everything: bool) -> None:
         """Fill the lay-out's next shards (a round's share, or all with ``everything``) with their
@@ -462,7 +466,6 @@ class SealedIndex:
         layout = self.next
         shards = 1 << layout.bits
         count = shards if everything else -(-shards // self.rounds)
-        recent_h, recent_b = self.recent
         taken: list[tuple[int, int]] = []
         for shard in range(layout.filled, min(shards, layout.filled + count)):
             low, high = _bounds(shard, layout.bits)
@@ -471,11 +474,10 @@ class SealedIndex:
             layout.left -= len(old[0])
             layout.moved = end
             old = _remembered(*old, first)
-            a, z = recent_h.searchsorted(np.uint64(low)), recent_h.searchsorted(np.uint64(high), side="right")
-            new = _remembered(recent_h[a:z], recent_b[a:z], first)
+            a, z, new = self._recent_between(low, high, first)
             if len(old[0]) + len(new[0]) <= layout.cap:
                 old = _merged(old, new)
-                taken.append((int(a), int(z)))
+                taken.append((a, z))
             # else more came meanwhile than the slack holds: it waits in `recent`, and the
             # shard's first turn lays out again
             layout.fill(shard, *old)
