@@ -1,12 +1,18 @@
-"""Helpers shared by the detector benchmarks: interleaved timing, peak memory, tables, progress."""
+"""Helpers shared by the benchmarks: interleaved timing, peak memory, tables, progress, a git
+worktree of the ref a run compares against."""
 from __future__ import annotations
 
+import contextlib
 import gc
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Iterator
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def progress(message: str) -> None:
@@ -46,3 +52,19 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+@contextlib.contextmanager
+def ref_worktree(ref: str | None, parent: Path) -> Iterator[Path | None]:
+    """A detached git worktree of ``ref`` in ``parent`` for the block (None without a ref),
+    removed after it."""
+    if ref is None:
+        yield None
+        return
+    path = parent / "worktree"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), ref], check=True,
+                   capture_output=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)], capture_output=True)

@@ -95,7 +95,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 import msgspec  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
-from benchmarks._common import progress, table  # noqa: E402
+from benchmarks._common import progress, ref_worktree, table  # noqa: E402
 from benchmarks._configs import FEATURES, MODELS, models_toml  # noqa: E402
 from benchmarks._kafka_load import (create_topics, delete_topics_with_prefix, metric_sum,  # noqa: E402
                                     produce_backlog, scrape, vm_hwm_bytes)
@@ -773,18 +773,14 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [k for k in kinds if k not in ("ceiling", "decoder", *ENGINE_RUNS)]
     if unknown:
         parser.error(f"unknown runs: {', '.join(unknown)}")
-    worktree = None
     results: dict[str, list[dict]] = {}
     latency = latency_ref = memory = None
     profile_text = ""
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory() as tmp_name:
+    with tempfile.TemporaryDirectory() as tmp_name, ref_worktree(args.compare_ref, Path(tmp_name)) as worktree:
         tmp = Path(tmp_name)
         try:
-            if args.compare_ref:
-                worktree = tmp / "worktree"
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(worktree),
-                                args.compare_ref], check=True, capture_output=True)
+            if worktree is not None:
                 kinds.insert(kinds.index("confluent") + 1 if "confluent" in kinds else len(kinds),
                              f"confluent@{args.compare_ref}")
             inputs = (f"{prefix}predictions", f"{prefix}labels")
@@ -821,9 +817,6 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_memory:
                 memory = measure_memory(args, prefix, tmp)
         finally:
-            if worktree is not None:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)],
-                               capture_output=True)
             if not args.keep_topics:
                 deleted = delete_topics_with_prefix(args.bootstrap, prefix)
                 progress(f"deleted {len(deleted)} topics starting with {prefix}")

@@ -65,27 +65,20 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(grow(args.grow_in, args.rate, args.seconds, args.horizon)))
         return 0
     sys.path.insert(0, str(ROOT))
-    from benchmarks._common import progress, table
+    from benchmarks._common import progress, ref_worktree, table
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ref_worktree(args.compare_ref, Path(tmp)) as ref_root:
         trees = {"this tree": str(ROOT)}
-        if args.compare_ref:
-            trees[args.compare_ref] = str(Path(tmp) / "worktree")
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", trees[args.compare_ref],
-                            args.compare_ref], check=True, capture_output=True)
-        try:
-            rows = []
-            for r in range(args.repeats):
-                for label, root in trees.items():
-                    out = subprocess.run([sys.executable, __file__, "--grow-in", root, "--rate", str(args.rate),
-                                          "--seconds", str(args.seconds), "--horizon", str(args.horizon)],
-                                         check=True, capture_output=True, text=True).stdout
-                    rows.append(summary(f"{label}, round {r + 1}", json.loads(out)))
-                    progress(f"  {rows[-1][0]}: slowest purge {rows[-1][2]} ms")
-        finally:
-            if args.compare_ref:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", trees[args.compare_ref]],
-                               capture_output=True)
+        if ref_root is not None:
+            trees[args.compare_ref] = str(ref_root)
+        rows = []
+        for r in range(args.repeats):
+            for label, root in trees.items():
+                out = subprocess.run([sys.executable, __file__, "--grow-in", root, "--rate", str(args.rate),
+                                      "--seconds", str(args.seconds), "--horizon", str(args.horizon)],
+                                     check=True, capture_output=True, text=True).stdout
+                rows.append(summary(f"{label}, round {r + 1}", json.loads(out)))
+                progress(f"  {rows[-1][0]}: slowest purge {rows[-1][2]} ms")
     print(f"remembered ids: {args.rate:,} a second for {args.seconds:,} s of event time, horizon {args.horizon:,} s, "
           f"a purge every 5 s (ms)")
     print(table(["run", "ids at the end", "slowest purge", "2nd", "p99", "median", "all purges s", "over 20 ms"], rows))
