@@ -42,7 +42,8 @@ import numpy as np  # noqa: E402
 from benchmarks._common import progress, table  # noqa: E402
 from benchmarks._kafka_load import (START_MS, _produce, create_topics, delete_topics_with_prefix,  # noqa: E402
                                     metric_sum, producer)
-from benchmarks.engine import EngineProcess, _q, free_port, model_toml, write_config  # noqa: E402
+from benchmarks._configs import model_toml  # noqa: E402
+from benchmarks.engine import EngineProcess, _q, free_port, write_config  # noqa: E402
 
 MB = 1 << 20
 FRACTIONS = (0.10, 0.25, 0.50, 0.75, 1.00)
@@ -242,8 +243,9 @@ def main(argv: list[str] | None = None) -> int:
                 elif case == "wide":
                     names = [f"m{i:03d}" for i in range(args.wide_models)]
                     features = [f"x{i:02d}" for i in range(args.wide_features)]
-                    models = "".join(model_toml(m, features).replace(
-                        "evaluate_every = 50", f"evaluate_every = 50\nlabel_ttl_seconds = {args.ttl}") for m in names)
+                    ttl = f'metrics = ["accuracy"]\nlabel_ttl_seconds = {args.ttl}\n'
+                    models = "".join(model_toml(m, features, "psi").replace('metrics = ["accuracy"]\n', ttl)
+                                     for m in names)
                     stream_args = {"models": names, "features": features, "predictions": args.wide_per_model,
                                    "step_ms": 100}
                 else:
