@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,7 +38,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 import msgspec  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks._common import progress, table  # noqa: E402
+from benchmarks._common import progress, ref_worktree, table  # noqa: E402
 from benchmarks._kafka_load import (START_MS, _produce, create_topics, delete_topics_with_prefix,  # noqa: E402
                                     metric_sum, producer)
 from benchmarks._configs import model_toml  # noqa: E402
@@ -221,15 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     prefix = f"bench-soak-{os.getpid()}-"
     results = []
-    with tempfile.TemporaryDirectory() as tmp_name:
+    with tempfile.TemporaryDirectory() as tmp_name, ref_worktree(args.compare_ref, Path(tmp_name)) as before:
         tmp = Path(tmp_name)
         engines: list[tuple[str, Path | None]] = [("this", None)]
-        if args.compare_ref:
-            before = tmp / "before"
-            before.mkdir()
-            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.compare_ref], check=True,
-                                     capture_output=True).stdout
-            subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
+        if before is not None:
             engines.insert(0, (args.compare_ref, before))
         try:
             for case in args.cases.split(","):
