@@ -27,6 +27,7 @@ import itertools
 import logging
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -108,6 +109,10 @@ class Engine:
         self.producer.begin_transaction()
         self.exporter.up.set(1)
         log.info("consuming %s and %s as %s", self.topics.predictions, self.topics.labels, self.transactional_id)
+        # A commit in flight needs the GIL between its broker calls: by default the loop, busy
+        # in Python, lets it go 5 ms after it is asked, and a trigger's commit waits that long.
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(_SWITCH_INTERVAL_S)
         try:
             while not self.stopping:
                 self.step()
@@ -117,6 +122,8 @@ class Engine:
             # transaction times out on the broker; the next instance fences it anyway.
             self.exporter.up.set(0)
             raise
+        finally:
+            sys.setswitchinterval(switch_interval)
         self.exporter.up.set(0)
         if self.config.engine.leave_group_on_stop:
             leave_group(self.consumer, self.config, self.group_instance_id)
@@ -526,6 +533,10 @@ class Engine:
 #: between waits)
 _FLIGHT_POLL_S = 0.002
 
+#: the interpreter's switch interval while the engine runs: how long another thread that wants
+#: the GIL (the commit in flight, the metrics server) waits for the loop to let it go
+_SWITCH_INTERVAL_S = 0.0005
+
 
 class _Flight:
     """A commit's broker round trips (send the input offsets, commit the transaction) in a thread
@@ -618,6 +629,10 @@ def _producer_settings(config: Config, transactional_id: str, health: BrokerHeal
         "linger.ms": 5,
         "partitioner": "murmur2_random",
         "transaction.timeout.ms": 60000,
+        # The engine never polls its producer for delivery reports: commit_transaction serves
+        # them while it flushes, each in Python, so the commit thread waits for the loop to
+        # let go of the GIL once per message. A failed message fails the commit anyway.
+        "delivery.report.only.error": True,
         # A model's checkpoint can be large (pending predictions of a long label TTL).
         "compression.type": "lz4",
         "message.max.bytes": STATE_MAX_BYTES,

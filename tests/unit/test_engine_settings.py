@@ -24,3 +24,9 @@ def test_a_kafka_setting_overrides_the_retry_backoff_but_not_the_transaction():
     settings = _settings({"retry.backoff.ms": 50, "transactional.id": "mine"})
     assert settings["retry.backoff.ms"] == 50
     assert settings["transactional.id"] == "txn-0"
+
+
+def test_the_commit_does_not_serve_a_delivery_report_per_message():
+    # served in Python while commit_transaction flushes, each one waiting for the loop's GIL;
+    # a [kafka] setting does not bring them back
+    assert _settings({"delivery.report.only.error": False})["delivery.report.only.error"] is True
