@@ -1,6 +1,7 @@
 """Helpers for the Kafka benchmarks: synthetic backlogs, topics, /metrics and RSS of a process."""
 from __future__ import annotations
 
+import math
 import re
 import time
 import urllib.parse
@@ -57,12 +58,14 @@ def _produce(p: Producer, topic: str, value: bytes, key: bytes) -> None:
 
 def produce_backlog(bootstrap: str, predictions_topic: str, labels_topic: str, models: list[str],
                     features: list[str], per_model: int, seed: int = 1, label_every: int = 1,
-                    compression: str = "none") -> int:
+                    compression: str = "none", event_rate: float = 10.0, label_delay_ms: int = 30_000) -> int:
     """``per_model`` predictions for each model (its features N(0,1), the first three shifted by
     +1 in the second half), then a label for every ``label_every``-th one (90% correct, then 70%),
     each keyed by its model. Both topics are in event-time order, the models' events interleaved
-    one by one, as a live stream leaves them: prediction ``i`` of every model at ``i * 100`` ms,
-    its label 30 s later. Returns the events produced."""
+    one by one, as a live stream leaves them: ``event_rate`` predictions a second of each model
+    (prediction ``i`` at ``i / event_rate`` s), each one's label ``label_delay_ms`` later. The
+    density decides how much the engine holds: the predictions waiting for their labels, and
+    the ids it remembers for its de-duplication horizon. Returns the events produced."""
     rng = np.random.default_rng(seed)
     enc = msgspec.json.Encoder()
     p = producer(bootstrap, compression)
@@ -70,6 +73,7 @@ def produce_backlog(bootstrap: str, predictions_topic: str, labels_topic: str, m
     total = per_model * len(models)
     produced = 0
     started = time.monotonic()
+    at = lambda i: START_MS + int(i * 1000 / event_rate)  # noqa: E731 - prediction i's event time (ms)
     chunk = 10_000
     for lo in range(0, per_model, chunk):
         hi = min(per_model, lo + chunk)
@@ -80,7 +84,7 @@ def produce_backlog(bootstrap: str, predictions_topic: str, labels_topic: str, m
             for m, (model, key) in enumerate(zip(models, keys)):
                 _produce(p, predictions_topic, enc.encode({
                     "prediction_id": f"{model}-{i:08d}", "model_id": model, "model_version": "v1",
-                    "timestamp": START_MS + i * 100, "features": dict(zip(features, values[m, j].tolist())),
+                    "timestamp": at(i), "features": dict(zip(features, values[m, j].tolist())),
                     "prediction": int(preds[m, j]), "score": 0.5}), key)
         produced += (hi - lo) * len(models)
         p.poll(0)
@@ -91,7 +95,7 @@ def produce_backlog(bootstrap: str, predictions_topic: str, labels_topic: str, m
         for m, (model, key) in enumerate(zip(models, keys)):
             label = 1 if correct[m, i] else 0  # predictions are random; correctness is what matters
             _produce(p, labels_topic, enc.encode({"prediction_id": f"{model}-{i:08d}", "model_id": model,
-                                                  "label": label, "timestamp": START_MS + i * 100 + 30_000}), key)
+                                                  "label": label, "timestamp": at(i) + label_delay_ms}), key)
             labelled += 1
         if i % chunk == 0:
             p.poll(0)
@@ -131,3 +135,12 @@ def vm_hwm_bytes(pid: int) -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def labels_after_last_prediction(per_model: int, models: int, event_rate: float, label_delay_ms: int,
+                                 label_every: int = 1) -> int:
+    """About how many labels of a :func:`produce_backlog` are stamped after its last prediction:
+    the engine releases them only once their pair of partitions has waited ``engine.max_idle_ms``
+    for a prediction that never comes (the backlog ends; a live stream goes on), so a run's
+    clock stops before them."""
+    return models * math.ceil(min(per_model, label_delay_ms * event_rate / 1000) / label_every)

@@ -8,7 +8,12 @@ Broker: ``--bootstrap`` (default ``$KAFKA_BOOTSTRAP_SERVERS``, else 127.0.0.1:19
 it makes starts with ``bench-engine-<pid>-`` and is deleted at the end (``--keep-topics`` keeps them).
 
 Throughput. A backlog of ``--events`` input events (half predictions of 3 models with 20 numeric
-features each, half their labels, 90% then 70% correct, keyed by model) is produced once, then
+features each, half their labels, 90% then 70% correct, keyed by model; ``--event-rate``
+predictions a second of each model in event time, each label ``--label-delay-ms`` after its
+prediction: by default 15,000 and 1 s, the density of the latency load below, so the engine
+holds what it holds live: a second of predictions waiting for their labels, the ids of a busy
+model's de-duplication horizon; ``--event-rate 10 --label-delay-ms 30000`` is the sparse stream
+of earlier tables, 10 a second, 4.6 hours of event time) is produced once, then
 consumed from the beginning by each run, interleaved per round with the order turned by one each
 round (A B C, B C A, C A B …: a run's place in a round, e.g. right after another read the same
 log, does not favour one of them), median of ``--repeats``. Each run is a subprocess with a fresh consumer group and fresh output topics:
@@ -36,11 +41,12 @@ log, does not favour one of them), median of ``--repeats``. Each run is a subpro
 Time: from subscribe (the ceiling's ``subscribe()``; the engines' first log line after it,
 "consuming …" for the default engine, "assigned partitions" for Faust) to the moment
 ``driftline_predictions_total + driftline_labels_total`` on the engine's ``/metrics`` (polled every
-0.1 s for the few families it reads, ``?name[]=``; the ceiling counts itself) reaches ``--measure-fraction`` (0.99) of the backlog. The rest
-ends with the labels later than every prediction of their partition, which the engine holds
-``engine.max_idle_ms`` (2 s) for predictions that might still come: a fixed wait at the end of
-any finite backlog, not a rate (each run is still checked to process every event). Peak RSS:
-the process's ``VmHWM`` then.
+0.1 s for the few families it reads, ``?name[]=``; the ceiling counts itself) reaches ``--measure-fraction`` (0.99) of the backlog, or
+the events before its labels stamped after every prediction of their partition, if fewer (a
+label delay's worth of each model's labels): the engine holds those ``engine.max_idle_ms`` (2 s)
+for predictions that might still come, and a paused partition's next ones as long again, a
+wait at the end of any finite backlog, not a rate (each run is still checked to process every
+event). Peak RSS: the process's ``VmHWM`` then.
 
 Latency under load. An engine with the realistic config plus a small model ``lat`` (window 20,
 judged at every labelled prediction, rule accuracy < 0.5) on fresh topics, while a producer
@@ -97,8 +103,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
 from benchmarks._common import progress, ref_worktree, table  # noqa: E402
 from benchmarks._configs import FEATURES, MODELS, models_toml  # noqa: E402
-from benchmarks._kafka_load import (create_topics, delete_topics_with_prefix, metric_sum,  # noqa: E402
-                                    produce_backlog, scrape, vm_hwm_bytes)
+from benchmarks._kafka_load import (create_topics, delete_topics_with_prefix, labels_after_last_prediction,  # noqa: E402
+                                    metric_sum, produce_backlog, scrape, vm_hwm_bytes)
 
 MB = 1 << 20
 
@@ -386,8 +392,9 @@ def decoder_worker(bootstrap: str, config_path: str, expected: int, measured: in
 
 
 def measured(args, expected: int) -> int:
-    """The events after which a run's clock stops."""
-    return int(expected * args.measure_fraction)
+    """The events after which a run's clock stops (see the module docstring)."""
+    tail = labels_after_last_prediction(args.events // 2 // len(MODELS), len(MODELS), args.event_rate, args.label_delay_ms)
+    return min(int(expected * args.measure_fraction), expected - tail)
 
 
 def run_worker(kind: str, args, prefix: str, inputs: tuple[str, str], expected: int, round_no: int, tmp: Path) -> dict:
@@ -715,6 +722,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092"))
     parser.add_argument("--events", type=int, default=1_000_000, help="backlog: input events (half labels)")
+    parser.add_argument("--event-rate", type=float, default=15_000.0,
+                        help="backlog: predictions a second of each model, in event time (default 15,000)")
+    parser.add_argument("--label-delay-ms", type=int, default=1000,
+                        help="backlog: each label's event time after its prediction's (default 1000)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--engines", default=DEFAULT_RUNS,
                         help=f"comma-separated runs: ceiling, decoder, {', '.join(ENGINE_RUNS)}")
@@ -789,7 +800,8 @@ def main(argv: list[str] | None = None) -> int:
             progress(f"producing a backlog of {per_model * len(MODELS) * 2:,} events ({len(MODELS)} models × "
                      f"{per_model:,} predictions with {len(FEATURES)} features + their labels) to {args.bootstrap} …")
             expected = produce_backlog(args.bootstrap, inputs[0], inputs[1], MODELS, FEATURES, per_model,
-                                       compression=args.compression)
+                                       compression=args.compression, event_rate=args.event_rate,
+                                       label_delay_ms=args.label_delay_ms)
             results = {k: [] for k in kinds}
             for r in range(1, args.repeats + 1):
                 turn = (r - 1) % max(1, len(kinds))  # no runs at all: only the latency
@@ -822,7 +834,8 @@ def main(argv: list[str] | None = None) -> int:
                 progress(f"deleted {len(deleted)} topics starting with {prefix}")
 
     print(f"engine: backlog {expected:,} events ({len(MODELS)} models, {len(FEATURES)} numeric features each, "
-          f"keyed by model), {args.partitions} partitions, commit_every_ms={args.commit_every_ms}; median of "
+          f"keyed by model, {args.event_rate:,.0f} predictions/s a model in event time, labels "
+          f"{args.label_delay_ms:,} ms later), {args.partitions} partitions, commit_every_ms={args.commit_every_ms}; median of "
           f"{args.repeats}, interleaved (the order turned each round); python {platform.python_version()}, {os.cpu_count()} cpus; load average "
           f"before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")
     rows = []
