@@ -142,5 +142,6 @@ def labels_after_last_prediction(per_model: int, models: int, event_rate: float,
     """About how many labels of a :func:`produce_backlog` are stamped after its last prediction:
     the engine releases them only once their pair of partitions has waited ``engine.max_idle_ms``
     for a prediction that never comes (the backlog ends; a live stream goes on), so a run's
-    clock stops before them."""
-    return models * math.ceil(min(per_model, label_delay_ms * event_rate / 1000) / label_every)
+    clock stops before them. Those of the last prediction's millisecond count too (a prediction
+    goes first when both have one time), and one more of each model for the rounding."""
+    return models * math.ceil(min(per_model, (label_delay_ms + 1) * event_rate / 1000 + 1) / label_every)
