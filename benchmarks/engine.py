@@ -36,7 +36,8 @@ log, does not favour one of them), median of ``--repeats``. Each run is a subpro
 * ``confluent-psi`` — ``driftline run`` with the lighter ``psi`` config (PSI only, no drift rule);
 * ``faust``     — ``driftline run --engine faust`` with the ``psi`` config;
 * ``confluent@<ref>`` — with ``--compare-ref``: the realistic run from a git worktree of <ref>;
-                  the latency is then measured for <ref> too, under the same load, after this tree's.
+                  the latency is then measured for <ref> too, under the same load, the two trees in
+                  turns (A B B A, half the samples a turn: a fresh broker's first run is its slowest).
 
 Time: from subscribe (the ceiling's ``subscribe()``; the engines' first log line after it,
 "consuming …" for the default engine, "assigned partitions" for Faust) to the moment
@@ -501,8 +502,12 @@ class TriggerReader:
         self.consumer.close()
 
 
-def measure_latency(args, prefix: str, tmp: Path, rate: float, worktree: Path | None = None) -> dict:
-    name = "latency" if worktree is None else "latency-ref"
+def measure_latency(args, prefix: str, tmp: Path, rate: float, worktree: Path | None = None,
+                    count: int | None = None, block: str = "") -> dict:
+    """``count`` latency samples (``--latency-samples``) of this tree's engine or ``worktree``'s,
+    on topics of their own (``block`` tells apart the runs of one tree)."""
+    name = ("latency" if worktree is None else "latency-ref") + block
+    count = count or args.latency_samples
     inputs = (f"{prefix}{name}-predictions", f"{prefix}{name}-labels")
     create_topics(args.bootstrap, list(inputs), args.partitions)
     create_topics(args.bootstrap, [f"{prefix}{name}-triggers"], 1)
@@ -531,7 +536,7 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float, worktree: Path | 
         settled_after = settle(proc, rate) if rate > 0 else 0.0
         load_start, load_start_t, cpu_start = proc.sample() or 0.0, time.monotonic(), cpu_seconds(proc.proc.pid)
         loadavg_start = os.getloadavg()[0]
-        for k in range(args.latency_samples):
+        for k in range(count):
             now = int(time.time() * 1000)
             ids = [f"lat-{k}-{j}" for j in range(31)]
             base = proc.sample("lat") or 0.0
@@ -565,7 +570,7 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float, worktree: Path | 
             if os.environ.get("DRIFTLINE_LAT_TRACE"):
                 open(os.environ["DRIFTLINE_LAT_TRACE"], "a").write(f"SAMPLE t0={t0:.4f} seen={t0 + samples[-1]:.4f} lat={samples[-1] * 1000:.1f}\n")
             if (k + 1) % 10 == 0:
-                progress(f"    latency sample {k + 1}/{args.latency_samples}: p50 so far "
+                progress(f"    latency sample {k + 1}/{count}: p50 so far "
                          f"{statistics.median(samples) * 1000:.0f} ms")
         elapsed = time.monotonic() - load_start_t
         consumed = ((proc.sample() or 0.0) - load_start) / elapsed
@@ -584,16 +589,50 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float, worktree: Path | 
     if behind:
         progress(f"    the engine fell behind the load ({behind}): {len(samples)} samples kept")
     in_order = [round(x * 1000, 1) for x in samples]  # ms, as measured: a long run shows any drift
-    samples.sort()
-    pct = lambda q: samples[min(len(samples) - 1, int(round(q * (len(samples) - 1))))]  # noqa: E731
-    return {"samples": len(samples), "in_order_ms": in_order, "p50": pct(0.5), "p99": pct(0.99), "max": samples[-1], "min": samples[0],
-            "rate": rate, "consumed_rate": consumed, "load_running": lag_ok, "fell_behind": behind,
+    return {**_spread(in_order), "rate": rate, "consumed_rate": consumed, "load_running": lag_ok, "fell_behind": behind,
             "settled_after": settled_after,
             "loadavg": [round(loadavg_start, 2), round(loadavg_end, 2)],
             "pending": proc.max_pending, "engine_cpu": cpu,
             "commits": metric_sum(text, "driftline_transaction_commit_seconds_count"),
             "triggers": metric_sum(text, "driftline_triggers_total"),
             "checkpoint_mb": metric_sum(text, "driftline_checkpoint_bytes") / 1e6}
+
+
+def _spread(in_order_ms: list[float]) -> dict:
+    """The samples (ms, in the order taken), their count, p50, p99, min and max (s)."""
+    ordered = sorted(in_order_ms)
+    pct = lambda q: ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] / 1000  # noqa: E731
+    return {"samples": len(ordered), "in_order_ms": in_order_ms, "p50": pct(0.5), "p99": pct(0.99),
+            "max": ordered[-1] / 1000, "min": ordered[0] / 1000}
+
+
+def latency_in_turns(args, prefix: str, tmp: Path, rate: float, worktree: Path) -> tuple[dict, dict]:
+    """This tree's latency and ``worktree``'s, in turns, A B B A, half the samples a turn: the
+    first run on a fresh broker is the slowest and the next ones quicker, so a ref measured
+    after this tree only would be favoured. Each tree's two runs are reported as one."""
+    first, second = args.latency_samples - args.latency_samples // 2, args.latency_samples // 2
+    if not second:
+        return measure_latency(args, prefix, tmp, rate), measure_latency(args, prefix, tmp, rate, worktree)
+    runs = {}
+    for turn, (tree, count) in enumerate([(None, first), (worktree, first), (worktree, second), (None, second)]):
+        progress(f"  turn {turn + 1}/4: {'this tree' if tree is None else args.compare_ref}, {count} samples")
+        runs.setdefault(tree, []).append(measure_latency(args, prefix, tmp, rate, tree, count=count, block=f"-{turn + 1}"))
+    return _together(*runs[None]), _together(*runs[worktree])
+
+
+def _together(a: dict, b: dict) -> dict:
+    """Two latency runs of one tree as one: their samples in the order taken, rates and CPU
+    weighted by samples, counts summed, the rest of the pair's first and last."""
+    w = a["samples"] / (a["samples"] + b["samples"])
+    mean = lambda key: w * a[key] + (1 - w) * b[key]  # noqa: E731
+    return {**_spread(a["in_order_ms"] + b["in_order_ms"]), "rate": a["rate"],
+            "consumed_rate": mean("consumed_rate"), "load_running": a["load_running"] and b["load_running"],
+            "fell_behind": a["fell_behind"] or b["fell_behind"],
+            "settled_after": None if None in (a["settled_after"], b["settled_after"])
+            else max(a["settled_after"], b["settled_after"]),
+            "loadavg": [a["loadavg"][0], b["loadavg"][1]], "pending": max(a["pending"], b["pending"]),
+            "engine_cpu": mean("engine_cpu"), "commits": a["commits"] + b["commits"],
+            "triggers": a["triggers"] + b["triggers"], "checkpoint_mb": max(a["checkpoint_mb"], b["checkpoint_mb"])}
 
 
 def settle(proc: EngineProcess, rate: float, timeout: float = 60.0) -> float | None:
@@ -822,10 +861,10 @@ def main(argv: list[str] | None = None) -> int:
                     rate = expected / statistics.median(finished) / 2 if finished else 30_000.0
                 progress(f"latency: {args.latency_samples} samples under a load of {rate:,.0f} events/s, "
                          f"commit_every_ms={args.commit_every_ms} …")
-                latency = measure_latency(args, prefix, tmp, rate)
-                if worktree is not None:  # the same load, one after the other
-                    progress(f"latency of {args.compare_ref}: the same …")
-                    latency_ref = measure_latency(args, prefix, tmp, rate, worktree)
+                if worktree is None:
+                    latency = measure_latency(args, prefix, tmp, rate)
+                else:  # the same load, in turns
+                    latency, latency_ref = latency_in_turns(args, prefix, tmp, rate, worktree)
             if not args.no_memory:
                 memory = measure_memory(args, prefix, tmp)
         finally:
