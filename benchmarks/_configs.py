@@ -17,8 +17,9 @@ FEATURES = [f"f{i:02d}" for i in range(20)]
 MODELS = ["m0", "m2", "m4"]
 
 
-def model_toml(model_id: str, features: list[str], kind: str = "realistic") -> str:
-    """One ``[[models]]`` table: ``realistic`` or ``psi`` (see the module docstring)."""
+def model_toml(model_id: str, features: list[str], kind: str = "realistic", label_ttl_seconds: float | None = None) -> str:
+    """One ``[[models]]`` table: ``realistic`` or ``psi`` (see the module docstring), with the
+    model's ``label_ttl_seconds`` if given (else the default)."""
     q = json.dumps
     if kind == "realistic":
         drift = '[models.drift]\nnumeric = ["psi", "ks"]\n'
@@ -38,6 +39,7 @@ conditions = [{statistic = "feature.*", fired = true}]
 [[models]]
 id = {q(model_id)}
 metrics = ["accuracy"]
+{"" if label_ttl_seconds is None else f"label_ttl_seconds = {label_ttl_seconds}"}
 [models.features]
 numeric = {q(features)}
 [models.window]

@@ -237,9 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                 elif case == "wide":
                     names = [f"m{i:03d}" for i in range(args.wide_models)]
                     features = [f"x{i:02d}" for i in range(args.wide_features)]
-                    ttl = f'metrics = ["accuracy"]\nlabel_ttl_seconds = {args.ttl}\n'
-                    models = "".join(model_toml(m, features, "psi").replace('metrics = ["accuracy"]\n', ttl)
-                                     for m in names)
+                    models = "".join(model_toml(m, features, "psi", label_ttl_seconds=args.ttl) for m in names)
                     stream_args = {"models": names, "features": features, "predictions": args.wide_per_model,
                                    "step_ms": 100}
                 else:
