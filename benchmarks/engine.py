@@ -57,7 +57,10 @@ by default half the ``confluent`` median of this run. ``lat`` gets 31 prediction
 (20 right, 10 wrong: accuracy 0.5, no breach); then the 31st label, wrong, is produced at wall
 time t0 and a read_committed consumer of the triggers topic notes when the trigger is visible:
 latency = seen - t0, ``--latency-samples`` samples (100 by default, about 4 minutes; the first once the
-engine keeps up with the load: its consumer lag at most a tenth of a second of it), p50/p99 and
+engine keeps up with the load: its consumer lag at most a tenth of a second of it, and, in the first
+latency run on the broker, after ``--latency-warmup`` seconds (60) of samples reported apart: a
+fresh broker's JVM compiles the paths the load takes in about its first minute, and triggers take
+longer meanwhile, which no long-running broker shows), p50/p99 and
 how many took over 100 and 200 ms (of 100 samples the p99 is the second slowest: one stall moves
 it, the counts show how many there were); with the engine's CPU time per second of the samples
 (cores) and its commits, so a latency bought with CPU shows, the size of its checkpoints at the
@@ -534,9 +537,21 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float, worktree: Path | 
                                     stdout=subprocess.PIPE, text=True)
         time.sleep(5.0)  # the load's labels start after 1 s; the engine settles into it
         settled_after = settle(proc, rate) if rate > 0 else 0.0
+        # A fresh broker's first minute under a load is its slowest (its JVM compiles the paths
+        # the load takes): the first run on this broker takes its samples of that minute apart
+        # (``cold``), then its own.
+        warm_until = time.monotonic() + (0.0 if args.broker_warm else args.latency_warmup)
+        args.broker_warm = True
+        cold: list[float] = []
+        measuring, k = False, -1
         load_start, load_start_t, cpu_start = proc.sample() or 0.0, time.monotonic(), cpu_seconds(proc.proc.pid)
         loadavg_start = os.getloadavg()[0]
-        for k in range(count):
+        while len(samples) < count:
+            k += 1
+            if not measuring and time.monotonic() >= warm_until:  # the rates and CPU from the first sample on
+                measuring = True
+                load_start, load_start_t, cpu_start = proc.sample() or 0.0, time.monotonic(), cpu_seconds(proc.proc.pid)
+                loadavg_start = os.getloadavg()[0]
             now = int(time.time() * 1000)
             ids = [f"lat-{k}-{j}" for j in range(31)]
             base = proc.sample("lat") or 0.0
@@ -566,11 +581,15 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float, worktree: Path | 
             if reader.lat_triggers() == before:
                 behind = f"no trigger within 30 s for sample {k}"
                 break
-            samples.append([seen for seen, model, _ in reader.seen if model == "lat"][before] - t0)
+            (samples if measuring else cold).append([seen for seen, model, _ in reader.seen if model == "lat"][before] - t0)
+            if not measuring:
+                if len(cold) % 10 == 0:
+                    progress(f"    the broker's first minute: {len(cold)} samples, p50 {statistics.median(cold) * 1000:.0f} ms")
+                continue
             if os.environ.get("DRIFTLINE_LAT_TRACE"):
                 open(os.environ["DRIFTLINE_LAT_TRACE"], "a").write(f"SAMPLE t0={t0:.4f} seen={t0 + samples[-1]:.4f} lat={samples[-1] * 1000:.1f}\n")
-            if (k + 1) % 10 == 0:
-                progress(f"    latency sample {k + 1}/{count}: p50 so far "
+            if len(samples) % 10 == 0:
+                progress(f"    latency sample {len(samples)}/{count}: p50 so far "
                          f"{statistics.median(samples) * 1000:.0f} ms")
         elapsed = time.monotonic() - load_start_t
         consumed = ((proc.sample() or 0.0) - load_start) / elapsed
@@ -589,7 +608,7 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float, worktree: Path | 
     if behind:
         progress(f"    the engine fell behind the load ({behind}): {len(samples)} samples kept")
     in_order = [round(x * 1000, 1) for x in samples]  # ms, as measured: a long run shows any drift
-    return {**_spread(in_order), "rate": rate, "consumed_rate": consumed, "load_running": lag_ok, "fell_behind": behind,
+    return {**_spread(in_order), "cold": _spread([round(x * 1000, 1) for x in cold]) if cold else None, "rate": rate, "consumed_rate": consumed, "load_running": lag_ok, "fell_behind": behind,
             "settled_after": settled_after,
             "loadavg": [round(loadavg_start, 2), round(loadavg_end, 2)],
             "pending": proc.max_pending, "engine_cpu": cpu,
@@ -625,7 +644,7 @@ def _together(a: dict, b: dict) -> dict:
     weighted by samples, counts summed, the rest of the pair's first and last."""
     w = a["samples"] / (a["samples"] + b["samples"])
     mean = lambda key: w * a[key] + (1 - w) * b[key]  # noqa: E731
-    return {**_spread(a["in_order_ms"] + b["in_order_ms"]), "rate": a["rate"],
+    return {**_spread(a["in_order_ms"] + b["in_order_ms"]), "cold": a["cold"] or b["cold"], "rate": a["rate"],
             "consumed_rate": mean("consumed_rate"), "load_running": a["load_running"] and b["load_running"],
             "fell_behind": a["fell_behind"] or b["fell_behind"],
             "settled_after": None if None in (a["settled_after"], b["settled_after"])
@@ -787,6 +806,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-rate", type=float,
                         help="events/s of the load during the latency samples (default: half the confluent median "
                              "of this run; 0: idle topics)")
+    parser.add_argument("--latency-warmup", type=float, default=60.0,
+                        help="seconds of the first latency run's samples taken apart, on a broker still warming up "
+                             "(see the docstring; 0: none)")
     parser.add_argument("--latency-workers", type=int, default=1,
                         help="the engine under that load: driftline run --workers N (default 1: one engine)")
     parser.add_argument("--memory-models", type=int, default=100)
@@ -805,6 +827,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--topics", help=argparse.SUPPRESS)
     parser.add_argument("--measured", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.broker_warm = False  # set by the first latency run (see --latency-warmup)
     if args.ceiling_worker:
         ceiling_worker(args.bootstrap, args.ceiling_worker, args.topics.split(","), args.events, args.measured)
         return 0
@@ -917,14 +940,19 @@ def main(argv: list[str] | None = None) -> int:
               f"p99 {lat['p99'] * 1000:.0f} ms (min {lat['min'] * 1000:.0f}, max {lat['max'] * 1000:.0f}; "
               f"{sum(x > 100 for x in lat['in_order_ms'])} over 100 ms, {sum(x > 200 for x in lat['in_order_ms'])} "
               f"over 200 ms); engine{f' (--workers {args.latency_workers})' if args.latency_workers > 1 else ''} "
-              f"CPU {lat['engine_cpu']:.2f} cores, {lat['commits']:,.0f} commits, "
-              f"{lat['triggers']:,.0f} triggers, checkpoints {lat['checkpoint_mb']:.1f} MB at the end; "
+              f"CPU {lat['engine_cpu']:.2f} cores, {lat['commits']:,.0f} commits and "
+              f"{lat['triggers']:,.0f} triggers in its whole run, checkpoints {lat['checkpoint_mb']:.1f} MB at the end; "
               f"load average {lat['loadavg'][0]:.2f} at the first sample, {lat['loadavg'][1]:.2f} after the last "
               f"({os.cpu_count()} cores); "
               + (f"samples from {lat['settled_after'] + 5:.0f} s after the load began, once the engine kept up with it"
                  if lat["settled_after"] is not None else
                  "samples taken though the engine's lag stayed over a tenth of a second of the load for 60 s")
               + (f"; STOPPED EARLY: the engine fell behind the load ({lat['fell_behind']})" if lat["fell_behind"] else ""))
+        if lat["cold"]:
+            cold = lat["cold"]
+            print(f"  apart, before them: {cold['samples']} samples in the broker's first {args.latency_warmup:.0f} s under "
+                  f"the load: p50 {cold['p50'] * 1000:.0f} ms, p99 {cold['p99'] * 1000:.0f} ms (max {cold['max'] * 1000:.0f}; "
+                  f"{sum(x > 100 for x in cold['in_order_ms'])} over 100 ms)")
     if memory:
         print(f"\nmemory: {args.memory_models} models × {args.memory_features} features (PSI each), "
               f"{memory['events']:,} events: peak RSS {memory['rss'] / MB:.0f} MB, "
