@@ -1,7 +1,9 @@
 """The local broker launcher's pure parts (the broker itself is exercised by every integration test)."""
 import base64
 import re
+import subprocess
 
+from streams.tools import kafka_local
 from streams.tools.kafka_local import _cluster_id, server_properties
 
 
@@ -54,3 +56,18 @@ def test_with_a_command_that_cannot_run_is_one_line_and_127(monkeypatch, capsys)
     assert main(["with", "driftline-no-such-command"]) == 127
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "driftline kafka: cannot run 'driftline-no-such-command': No such file or directory"
+
+
+def test_down_deletes_the_brokers_data_and_keeps_its_logs(tmp_path):
+    bdir = kafka_local.BrokerDir(tmp_path / "broker")
+    (bdir.data / "topic-0").mkdir(parents=True)
+    (bdir.data / "topic-0" / "00000000000000000000.log").write_bytes(b"x" * 1024)
+    bdir.logs.mkdir()
+    (bdir.logs / "server.log").write_text("started\n")
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    bdir.pidfile.write_text(str(ended.pid))  # a broker that is gone already
+
+    assert kafka_local.down(bdir) is False
+    assert not bdir.data.exists() and not bdir.pidfile.exists()
+    assert (bdir.logs / "server.log").read_text() == "started\n"

@@ -2,8 +2,8 @@
 
 The broker's jars come from Maven Central through Maven (``pom.xml`` beside this file) and are
 cached under ``~/.cache/driftline/``. ``up()`` formats KRaft storage and starts ``kafka.Kafka`` in
-combined broker+controller mode with Java 17; ``down()`` stops it. A second ``up()`` while a broker
-runs reuses it. From the shell: ``python -m streams.tools.kafka_local up|down|status``.
+combined broker+controller mode with Java 17; ``down()`` stops it and deletes its data. A second
+``up()`` while a broker runs reuses it. From the shell: ``python -m streams.tools.kafka_local up|down|status``.
 
 ``up(bdir, sasl_ssl=SaslSsl(keystore, users))`` adds a second listener that speaks SASL_SSL with
 SCRAM-SHA-512, for tests of authenticated clients: the caller makes the broker's certificate and
@@ -327,7 +327,9 @@ def _terminate(pid: int, grace: float = 30.0) -> None:
 
 
 def down(bdir: BrokerDir | None = None) -> bool:
-    """Stop the local broker if one runs from this directory; True if one was stopped."""
+    """Stop the local broker if one runs from this directory, and delete its data (the next
+    :func:`up` formats new storage anyway; a benchmark leaves gigabytes); its logs stay. True if
+    one was stopped."""
     bdir = bdir or default_broker_dir()
     try:
         pid = int(bdir.pidfile.read_text())
@@ -336,6 +338,7 @@ def down(bdir: BrokerDir | None = None) -> bool:
     was_alive = _alive(pid)
     if was_alive:
         _terminate(pid)
+    shutil.rmtree(bdir.data, ignore_errors=True)
     bdir.pidfile.unlink(missing_ok=True)
     bdir.addressfile.unlink(missing_ok=True)
     bdir.sasl_ssl_addressfile.unlink(missing_ok=True)
