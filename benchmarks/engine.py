@@ -537,6 +537,7 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float, worktree: Path | 
                                     stdout=subprocess.PIPE, text=True)
         time.sleep(5.0)  # the load's labels start after 1 s; the engine settles into it
         settled_after = settle(proc, rate) if rate > 0 else 0.0
+        settled_at = samples_from = time.monotonic()
         # A fresh broker's first minutes under a load are its slowest (its JVM compiles the paths
         # the load takes): the first run on this broker takes its samples of those apart
         # (``cold``), then its own.
@@ -549,7 +550,7 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float, worktree: Path | 
         while len(samples) < count:
             k += 1
             if not measuring and time.monotonic() >= warm_until:  # the rates and CPU from the first sample on
-                measuring = True
+                measuring, samples_from = True, time.monotonic()
                 load_start, load_start_t, cpu_start = proc.sample() or 0.0, time.monotonic(), cpu_seconds(proc.proc.pid)
                 loadavg_start = os.getloadavg()[0]
             now = int(time.time() * 1000)
@@ -610,6 +611,8 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float, worktree: Path | 
     in_order = [round(x * 1000, 1) for x in samples]  # ms, as measured: a long run shows any drift
     return {**_spread(in_order), "cold": _spread([round(x * 1000, 1) for x in cold]) if cold else None, "rate": rate, "consumed_rate": consumed, "load_running": lag_ok, "fell_behind": behind,
             "settled_after": settled_after,
+            # seconds from the load's start to the first sample
+            "samples_from": None if settled_after is None else settled_after + 5 + samples_from - settled_at,
             "loadavg": [round(loadavg_start, 2), round(loadavg_end, 2)],
             "pending": proc.max_pending, "engine_cpu": cpu,
             "commits": metric_sum(text, "driftline_transaction_commit_seconds_count"),
@@ -647,6 +650,7 @@ def _together(a: dict, b: dict) -> dict:
     return {**_spread(a["in_order_ms"] + b["in_order_ms"]), "cold": a["cold"] or b["cold"], "rate": a["rate"],
             "consumed_rate": mean("consumed_rate"), "load_running": a["load_running"] and b["load_running"],
             "fell_behind": a["fell_behind"] or b["fell_behind"],
+            "samples_from": a["samples_from"] if b["samples_from"] is not None else None,
             "settled_after": None if None in (a["settled_after"], b["settled_after"])
             else max(a["settled_after"], b["settled_after"]),
             "loadavg": [a["loadavg"][0], b["loadavg"][1]], "pending": max(a["pending"], b["pending"]),
@@ -944,8 +948,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{lat['triggers']:,.0f} triggers in its whole run, checkpoints {lat['checkpoint_mb']:.1f} MB at the end; "
               f"load average {lat['loadavg'][0]:.2f} at the first sample, {lat['loadavg'][1]:.2f} after the last "
               f"({os.cpu_count()} cores); "
-              + (f"samples from {lat['settled_after'] + 5:.0f} s after the load began, once the engine kept up with it"
-                 if lat["settled_after"] is not None else
+              + (f"samples from {lat['samples_from']:.0f} s after the load began, once the engine kept up with it"
+                 if lat["samples_from"] is not None else
                  "samples taken though the engine's lag stayed over a tenth of a second of the load for 60 s")
               + (f"; STOPPED EARLY: the engine fell behind the load ({lat['fell_behind']})" if lat["fell_behind"] else ""))
         if lat["cold"]:
