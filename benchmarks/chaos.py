@@ -36,9 +36,7 @@ def restart_broker(bdir: kafka_local.BrokerDir, bootstrap: str) -> float:
     pid = int(bdir.pidfile.read_text())
     stopped = time.monotonic()
     kafka_local._terminate(pid)
-    jvm = [kafka_local._java(), "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-           f"-Dlog4j2.configurationFile={kafka_local.LOG4J_CONFIG}", f"-Dkafka.logs.dir={bdir.logs}",
-           "-cp", f"{kafka_local.fetch_jars()}/*"]
+    jvm = kafka_local.jvm_command(bdir)
     out = open(bdir.logs / "stdout.log", "ab")
     proc = subprocess.Popen(jvm + ["kafka.Kafka", str(bdir.config)], stdout=out, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)

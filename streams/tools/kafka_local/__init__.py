@@ -228,6 +228,18 @@ def running(bdir: BrokerDir | None = None) -> str | None:
     return None
 
 
+def jvm_command(bdir: BrokerDir, libs: Path | None = None) -> list[str]:
+    """The ``java`` command line, up to the main class, of a broker in ``bdir`` (its storage
+    format and the broker itself; a restart on its data takes the same)."""
+    # The GC settings of Kafka's own start scripts (kafka-run-class.sh): G1's default pause
+    # target (200 ms) let young collections stop the broker for up to a tenth of a second, a stall
+    # every client saw (a transaction's round trip among them).
+    return [_java(), "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", f"-Dkafka.logs.dir={bdir.logs}",
+            "-cp", f"{libs or fetch_jars()}/*"]
+
+
 def up(bdir: BrokerDir | None = None, port: int | None = DEFAULT_PORT, timeout: float = 90.0,
        sasl_ssl: SaslSsl | None = None) -> str:
     """Start (or reuse) the local broker; return its (PLAINTEXT) bootstrap address.
@@ -249,15 +261,7 @@ def up(bdir: BrokerDir | None = None, port: int | None = DEFAULT_PORT, timeout: 
     bdir.sasl_ssl_addressfile.unlink(missing_ok=True)
     bdir.config.write_text(server_properties(port, controller_port, bdir.data, sasl_ssl_port,
                                              sasl_ssl.keystore if sasl_ssl else None))
-    java = _java()
-    classpath = f"{libs}/*"
-    # The GC settings of Kafka's own start scripts (kafka-run-class.sh): G1's default pause
-    # target (200 ms) let young collections stop the broker for up to a tenth of a second, a stall
-    # every client saw (a transaction's round trip among them).
-    jvm = [java, "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-           "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true",
-           f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", f"-Dkafka.logs.dir={bdir.logs}",
-           "-cp", classpath]
+    jvm = jvm_command(bdir, libs)
     fmt = subprocess.run(jvm + ["kafka.tools.StorageTool", "format", "--standalone",
                                 "-t", _cluster_id(), "-c", str(bdir.config),
                                 *(sasl_ssl.scram_arguments() if sasl_ssl else [])],
