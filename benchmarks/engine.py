@@ -397,7 +397,7 @@ def decoder_worker(bootstrap: str, config_path: str, expected: int, measured: in
 
 def measured(args, expected: int) -> int:
     """The events after which a run's clock stops (see the module docstring)."""
-    tail = labels_after_last_prediction(args.events // 2 // len(MODELS), len(MODELS), args.event_rate, args.label_delay_ms)
+    tail = labels_after_last_prediction(expected // 2 // len(MODELS), len(MODELS), args.event_rate, args.label_delay_ms)
     return min(int(expected * args.measure_fraction), expected - tail)
 
 
@@ -545,14 +545,15 @@ def measure_latency(args, prefix: str, tmp: Path, rate: float, worktree: Path | 
         args.broker_warm = True
         cold: list[float] = []
         measuring, k = False, -1
-        load_start, load_start_t, cpu_start = proc.sample() or 0.0, time.monotonic(), cpu_seconds(proc.proc.pid)
-        loadavg_start = os.getloadavg()[0]
+        # the rates and CPU from the first sample on (from here if the loop stops before it)
+        start = lambda: (proc.sample() or 0.0, time.monotonic(), cpu_seconds(proc.proc.pid), os.getloadavg()[0])  # noqa: E731
+        load_start, load_start_t, cpu_start, loadavg_start = start()
         while len(samples) < count:
             k += 1
-            if not measuring and time.monotonic() >= warm_until:  # the rates and CPU from the first sample on
-                measuring, samples_from = True, time.monotonic()
-                load_start, load_start_t, cpu_start = proc.sample() or 0.0, time.monotonic(), cpu_seconds(proc.proc.pid)
-                loadavg_start = os.getloadavg()[0]
+            if not measuring and time.monotonic() >= warm_until:
+                measuring = True
+                load_start, load_start_t, cpu_start, loadavg_start = start()
+                samples_from = load_start_t
             now = int(time.time() * 1000)
             ids = [f"lat-{k}-{j}" for j in range(31)]
             base = proc.sample("lat") or 0.0
